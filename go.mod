@@ -8,4 +8,13 @@ require (
 	golang.org/x/sys v0.49.0
 )
 
-require github.com/stretchr/testify v1.9.0 // indirect
+require (
+	github.com/eliben/go-sentencepiece v0.6.0 // indirect
+	github.com/mitchellh/colorstring v0.0.0-20190213212951-d06e56a500db // indirect
+	github.com/rivo/uniseg v0.4.7 // indirect
+	github.com/schollz/progressbar/v3 v3.19.1 // indirect
+	github.com/spf13/pflag v1.1.0 // indirect
+	github.com/stretchr/testify v1.9.0 // indirect
+	golang.org/x/term v0.47.0 // indirect
+	google.golang.org/protobuf v1.36.12 // indirect
+)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 )
 
 // File is an output file under construction. It embeds the temporary
@@ -31,7 +32,7 @@ func Create(dest string) (*File, error) {
 	if st, err := os.Stat(dest); err == nil && st.IsDir() {
 		return nil, fmt.Errorf("%s: output path is a directory", dest)
 	}
-	f, err := os.CreateTemp(dir, "."+base+".tmp-*")
+	f, err := os.OpenFile(TempPath(dest), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("%s: cannot create output: %w", dest, err)
 	}
@@ -41,6 +42,14 @@ func Create(dest string) (*File, error) {
 		return nil, fmt.Errorf("%s: %w", dest, err)
 	}
 	return &File{File: f, dest: dest}, nil
+}
+
+// TempPath returns the temporary file Create uses for dest: hidden, next to
+// dest, and named after this process, so a signal handler can know it before
+// the file exists (no window in which an interrupt would leave it behind).
+func TempPath(dest string) string {
+	dir, base := filepath.Split(dest)
+	return filepath.Join(dir, "."+base+".tmp-"+strconv.Itoa(os.Getpid()))
 }
 
 // TempName returns the path of the temporary file (for cleanup on signals).

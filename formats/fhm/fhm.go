@@ -71,18 +71,26 @@ type Tokenizer struct {
 	// Files maps an original file name to the U8 tensor holding its bytes.
 	Files        map[string]string `json:"files"`
 	ChatTemplate string            `json:"chat_template,omitempty"`
-	AddBOSToken  bool              `json:"add_bos_token"`
-	AddEOSToken  bool              `json:"add_eos_token"`
-	BOSToken     string            `json:"bos_token,omitempty"`
-	EOSToken     string            `json:"eos_token,omitempty"`
+	// AddBOSToken and AddEOSToken are nil when tokenizer_config.json does
+	// not say (the tokenizer's own default applies).
+	AddBOSToken *bool  `json:"add_bos_token,omitempty"`
+	AddEOSToken *bool  `json:"add_eos_token,omitempty"`
+	BOSToken    string `json:"bos_token,omitempty"`
+	EOSToken    string `json:"eos_token,omitempty"`
+	PadToken    string `json:"pad_token,omitempty"`
+	UnkToken    string `json:"unk_token,omitempty"`
 }
 
-// Generation holds sampling defaults from generation_config.json.
+// Generation holds sampling defaults from generation_config.json; nil
+// fields were absent.
 type Generation struct {
-	DoSample    bool     `json:"do_sample"`
-	Temperature *float64 `json:"temperature,omitempty"`
-	TopK        *int     `json:"top_k,omitempty"`
-	TopP        *float64 `json:"top_p,omitempty"`
+	DoSample          *bool    `json:"do_sample,omitempty"`
+	Temperature       *float64 `json:"temperature,omitempty"`
+	TopK              *int     `json:"top_k,omitempty"`
+	TopP              *float64 `json:"top_p,omitempty"`
+	MinP              *float64 `json:"min_p,omitempty"`
+	RepetitionPenalty *float64 `json:"repetition_penalty,omitempty"`
+	MaxNewTokens      *int     `json:"max_new_tokens,omitempty"`
 }
 
 // Source is the provenance of a converted model.
