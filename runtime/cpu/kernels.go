@@ -1,0 +1,151 @@
+package cpu
+
+import (
+	"fmt"
+	"math"
+	"unsafe"
+
+	"github.com/fhkit/fhkit/formats/dtype"
+)
+
+// Mat is a row-major weight matrix [Rows, Cols] stored in DType (F32, F16 or
+// BF16), read in place (usually from the memory-mapped model file).
+type Mat struct {
+	Rows, Cols int
+	DType      dtype.DType
+	Data       []byte
+}
+
+// NewMat checks that data holds rows x cols elements of dt.
+func NewMat(rows, cols int, dt dtype.DType, data []byte) (Mat, error) {
+	if dt != dtype.F32 && dt != dtype.F16 && dt != dtype.BF16 {
+		return Mat{}, fmt.Errorf("weight dtype %s not supported (want F32, F16 or BF16)", dt)
+	}
+	if int64(len(data)) != int64(rows)*int64(cols)*int64(dt.Size()) {
+		return Mat{}, fmt.Errorf("weight [%d, %d] %s needs %d bytes, has %d", rows, cols, dt, rows*cols*dt.Size(), len(data))
+	}
+	return Mat{rows, cols, dt, data}, nil
+}
+
+// RowF32 widens row r into dst (len Cols).
+func (m Mat) RowF32(dst []float32, r int) {
+	n := m.Cols
+	switch m.DType {
+	case dtype.F32:
+		copy(dst[:n], f32s(m.Data[r*n*4:(r+1)*n*4]))
+	case dtype.BF16:
+		src := u16s(m.Data[r*n*2 : (r+1)*n*2])
+		for i, b := range src {
+			dst[i] = math.Float32frombits(uint32(b) << 16)
+		}
+	case dtype.F16:
+		src := u16s(m.Data[r*n*2 : (r+1)*n*2])
+		for i, b := range src {
+			dst[i] = dtype.F16ToF32(b)
+		}
+	}
+}
+
+// f32s and u16s view little-endian bytes as numbers in place. Tensor data is
+// 64-byte aligned in .fhm files and the supported CPUs are little-endian.
+func f32s(b []byte) []float32 {
+	if len(b) == 0 {
+		return nil
+	}
+	return unsafe.Slice((*float32)(unsafe.Pointer(&b[0])), len(b)/4)
+}
+
+func u16s(b []byte) []uint16 {
+	if len(b) == 0 {
+		return nil
+	}
+	return unsafe.Slice((*uint16)(unsafe.Pointer(&b[0])), len(b)/2)
+}
+
+// Dot returns the float32 dot product of a and b (same length), summed in
+// eight interleaved partial sums (the order the SIMD kernels use).
+func Dot(a, b []float32) float32 {
+	var s [8]float32
+	n := len(a)
+	b = b[:n]
+	i := 0
+	for ; i+8 <= n; i += 8 {
+		s[0] += a[i] * b[i]
+		s[1] += a[i+1] * b[i+1]
+		s[2] += a[i+2] * b[i+2]
+		s[3] += a[i+3] * b[i+3]
+		s[4] += a[i+4] * b[i+4]
+		s[5] += a[i+5] * b[i+5]
+		s[6] += a[i+6] * b[i+6]
+		s[7] += a[i+7] * b[i+7]
+	}
+	for ; i < n; i++ {
+		s[i&7] += a[i] * b[i]
+	}
+	return ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]))
+}
+
+// dotBF16 is Dot with a bfloat16 first operand.
+func dotBF16(w []uint16, x []float32) float32 {
+	var s [8]float32
+	n := len(w)
+	x = x[:n]
+	i := 0
+	for ; i+8 <= n; i += 8 {
+		s[0] += math.Float32frombits(uint32(w[i])<<16) * x[i]
+		s[1] += math.Float32frombits(uint32(w[i+1])<<16) * x[i+1]
+		s[2] += math.Float32frombits(uint32(w[i+2])<<16) * x[i+2]
+		s[3] += math.Float32frombits(uint32(w[i+3])<<16) * x[i+3]
+		s[4] += math.Float32frombits(uint32(w[i+4])<<16) * x[i+4]
+		s[5] += math.Float32frombits(uint32(w[i+5])<<16) * x[i+5]
+		s[6] += math.Float32frombits(uint32(w[i+6])<<16) * x[i+6]
+		s[7] += math.Float32frombits(uint32(w[i+7])<<16) * x[i+7]
+	}
+	for ; i < n; i++ {
+		s[i&7] += math.Float32frombits(uint32(w[i])<<16) * x[i]
+	}
+	return ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]))
+}
+
+// rowGrain is how many output rows a thread takes at a time.
+const rowGrain = 16
+
+// MatVec computes out[r] = W[r,:] · x for every row (out has Rows entries,
+// x has Cols).
+func MatVec(p *Pool, out []float32, w Mat, x []float32) {
+	MatMul(p, out, w, x, 1)
+}
+
+// MatMul computes out[t*Rows + r] = W[r,:] · x[t*Cols : (t+1)*Cols] for the
+// T input vectors packed in x: Y = X Wᵀ. Each weight row is read once for
+// all T inputs (prefill reads the weights once per batch, not per token).
+func MatMul(p *Pool, out []float32, w Mat, x []float32, T int) {
+	rows, cols := w.Rows, w.Cols
+	_ = out[T*rows-1]
+	_ = x[T*cols-1]
+	p.For(rows, rowGrain, func(lo, hi int) {
+		var scratch []float32
+		if w.DType == dtype.F16 {
+			scratch = make([]float32, cols)
+		}
+		for r := lo; r < hi; r++ {
+			switch w.DType {
+			case dtype.F32:
+				row := f32s(w.Data[r*cols*4 : (r+1)*cols*4])
+				for t := 0; t < T; t++ {
+					out[t*rows+r] = Dot(row, x[t*cols:(t+1)*cols])
+				}
+			case dtype.BF16:
+				row := u16s(w.Data[r*cols*2 : (r+1)*cols*2])
+				for t := 0; t < T; t++ {
+					out[t*rows+r] = dotBF16(row, x[t*cols:(t+1)*cols])
+				}
+			case dtype.F16:
+				w.RowF32(scratch, r)
+				for t := 0; t < T; t++ {
+					out[t*rows+r] = Dot(scratch, x[t*cols:(t+1)*cols])
+				}
+			}
+		}
+	})
+}

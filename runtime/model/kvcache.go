@@ -1,0 +1,168 @@
+package model
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/fhkit/fhkit/formats/dtype"
+)
+
+// layerCache stores one layer's keys and values (post-norm, post-RoPE) for
+// past positions, one row of kvDim = KV heads x head_dim per position.
+// Sliding-window layers keep a ring of W rows (position p in slot p mod W),
+// so their memory does not grow with the context; global layers grow on
+// demand up to the context limit.
+type layerCache struct {
+	kvDim    int
+	ring     int // W for sliding layers, 0 for global layers
+	dt       dtype.DType
+	k, v     []float32 // F32 storage
+	k16, v16 []uint16  // BF16 / F16 storage
+	rows     int       // rows allocated
+}
+
+func newLayerCache(kvDim, window int, dt dtype.DType) *layerCache {
+	return &layerCache{kvDim: kvDim, ring: window, dt: dt}
+}
+
+// slot returns the row holding position pos.
+func (c *layerCache) slot(pos int) int {
+	if c.ring > 0 {
+		return pos % c.ring
+	}
+	return pos
+}
+
+// reserve makes room for positions < end.
+func (c *layerCache) reserve(end int) {
+	need := end
+	if c.ring > 0 {
+		need = min(end, c.ring)
+	}
+	if need <= c.rows {
+		return
+	}
+	rows := max(need, 2*c.rows, 64)
+	if c.ring > 0 {
+		rows = min(rows, c.ring)
+	}
+	n := rows * c.kvDim
+	if c.dt == dtype.F32 {
+		c.k = append(c.k, make([]float32, n-len(c.k))...)
+		c.v = append(c.v, make([]float32, n-len(c.v))...)
+	} else {
+		c.k16 = append(c.k16, make([]uint16, n-len(c.k16))...)
+		c.v16 = append(c.v16, make([]uint16, n-len(c.v16))...)
+	}
+	c.rows = rows
+}
+
+// store writes the key and value rows of position pos.
+func (c *layerCache) store(pos int, k, v []float32) {
+	off := c.slot(pos) * c.kvDim
+	switch c.dt {
+	case dtype.F32:
+		copy(c.k[off:off+c.kvDim], k)
+		copy(c.v[off:off+c.kvDim], v)
+	case dtype.BF16:
+		for i := range k {
+			c.k16[off+i] = dtype.F32ToBF16(k[i])
+			c.v16[off+i] = dtype.F32ToBF16(v[i])
+		}
+	case dtype.F16:
+		for i := range k {
+			c.k16[off+i] = dtype.F32ToF16(k[i])
+			c.v16[off+i] = dtype.F32ToF16(v[i])
+		}
+	}
+}
+
+// load reads the key and value rows of position pos into k and v.
+func (c *layerCache) load(pos int, k, v []float32) {
+	off := c.slot(pos) * c.kvDim
+	switch c.dt {
+	case dtype.F32:
+		copy(k, c.k[off:off+c.kvDim])
+		copy(v, c.v[off:off+c.kvDim])
+	case dtype.BF16:
+		for i := range k {
+			k[i] = math.Float32frombits(uint32(c.k16[off+i]) << 16)
+			v[i] = math.Float32frombits(uint32(c.v16[off+i]) << 16)
+		}
+	case dtype.F16:
+		for i := range k {
+			k[i] = dtype.F16ToF32(c.k16[off+i])
+			v[i] = dtype.F16ToF32(c.v16[off+i])
+		}
+	}
+}
+
+// roundTrip rounds x to the cache precision in place, so keys used within
+// the batch that produced them equal the keys later read from the cache
+// (prefill and token-by-token decode then agree exactly).
+func roundTrip(x []float32, dt dtype.DType) {
+	switch dt {
+	case dtype.BF16:
+		for i, v := range x {
+			x[i] = dtype.BF16ToF32(dtype.F32ToBF16(v))
+		}
+	case dtype.F16:
+		for i, v := range x {
+			x[i] = dtype.F16ToF32(dtype.F32ToF16(v))
+		}
+	}
+}
+
+// State is one sequence's decoding state: its position and KV cache.
+type State struct {
+	// Pos is the number of tokens already processed.
+	Pos int
+	// Limit is the context limit in tokens.
+	Limit  int
+	layers []*layerCache
+	kvDT   dtype.DType
+}
+
+// ParseKVDType parses a --kv flag value: f32, bf16 or f16.
+func ParseKVDType(s string) (dtype.DType, error) {
+	d, err := dtype.ParseFloat(s)
+	if err != nil {
+		return dtype.Invalid, fmt.Errorf("KV cache dtype: %w", err)
+	}
+	return d, nil
+}
+
+// NewState returns an empty state with a KV cache of kvDT (F32, BF16 or F16)
+// and a context limit of ctx tokens (the model's max_position_embeddings
+// when ctx <= 0 or larger).
+func (m *Model) NewState(ctx int, kvDT dtype.DType) (*State, error) {
+	if kvDT != dtype.F32 && kvDT != dtype.BF16 && kvDT != dtype.F16 {
+		return nil, fmt.Errorf("KV cache dtype %s not supported (want f32, bf16 or f16)", kvDT)
+	}
+	limit := m.Config.MaxPositionEmbeddings
+	if ctx > 0 && ctx < limit {
+		limit = ctx
+	}
+	s := &State{Limit: limit, kvDT: kvDT}
+	kvDim := m.Config.NumKVHeads * m.Config.HeadDim
+	for _, l := range m.Layers {
+		w := 0
+		if l.Sliding {
+			w = m.Config.SlidingWindow
+		}
+		s.layers = append(s.layers, newLayerCache(kvDim, w, kvDT))
+	}
+	return s, nil
+}
+
+// Reset forgets all tokens (the cache memory is kept for reuse).
+func (s *State) Reset() { s.Pos = 0 }
+
+// KVBytes returns the memory held by the KV cache.
+func (s *State) KVBytes() int64 {
+	var n int64
+	for _, c := range s.layers {
+		n += int64(len(c.k)+len(c.v))*4 + int64(len(c.k16)+len(c.v16))*2
+	}
+	return n
+}
