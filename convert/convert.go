@@ -6,10 +6,9 @@
 package convert
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"os"
 	"path/filepath"
@@ -180,13 +179,13 @@ func Checkpoint(ck *hf.Checkpoint, out string, opts Options) (*Summary, error) {
 		}
 	}
 	for _, p := range planned {
-		if err := writeWeight(w, p, opts.DType, opts.AllowNonFinite, progress); err != nil {
+		release := func(off, n int) { ck.ReleaseRange(p.spec.Name, off, n) }
+		if err := writeWeight(w, p, opts.DType, opts.AllowNonFinite, progress, release); err != nil {
 			return abort(err)
 		}
 		sum.Tensors++
 		sum.Params += p.src.NumElements()
 		sum.InputBytes += int64(len(p.src.Data))
-		ck.Release(p.spec.Name)
 	}
 
 	tok := fhm.Tokenizer{Files: map[string]string{}, ChatTemplate: ck.Tokenizer.ChatTemplate}
@@ -235,26 +234,46 @@ func Checkpoint(ck *hf.Checkpoint, out string, opts Options) (*Summary, error) {
 	return sum, nil
 }
 
-// writeWeight converts one tensor to the output dtype chunk by chunk.
-func writeWeight(w *fhm.Writer, p plannedTensor, to dtype.DType, allowNonFinite bool, progress func(int64)) error {
+// writeWeight converts one tensor to the output dtype chunk by chunk, and
+// hands each consumed source chunk to release so its pages leave memory.
+func writeWeight(w *fhm.Writer, p plannedTensor, to dtype.DType, allowNonFinite bool, progress func(int64), release func(off, n int)) error {
 	src, from := p.src.Data, p.src.DType
 	n := p.src.NumElements()
+	fs, ts := int64(from.Size()), int64(to.Size())
 	err := w.WriteTensor(p.spec.Name, to, p.spec.Shape, func(o io.Writer) error {
-		buf := make([]byte, min(n, chunkElems)*int64(to.Size()))
+		var buf []byte
+		if from != to {
+			buf = make([]byte, min(n, chunkElems)*ts)
+		}
 		for i := int64(0); i < n; i += chunkElems {
 			k := min(chunkElems, n-i)
-			chunk := src[i*int64(from.Size()) : (i+k)*int64(from.Size())]
-			dst := buf[:k*int64(to.Size())]
-			bad, err := dtype.ConvertFloats(dst, to, chunk, from)
-			if err != nil {
-				return err
+			chunk := src[i*fs : (i+k)*fs]
+			out := chunk // same dtype: written straight from the map
+			bad := -1
+			var scanned chan int
+			if from == to {
+				// Scan on another core while the chunk is written; a bad
+				// chunk still fails the conversion (the file is discarded).
+				scanned = make(chan int, 1)
+				go func() { scanned <- dtype.FirstNonFinite(chunk, from) }()
+			} else {
+				out = buf[:k*ts]
+				var err error
+				if bad, err = dtype.ConvertFloats(out, to, chunk, from); err != nil {
+					return err
+				}
+			}
+			_, werr := o.Write(out)
+			if scanned != nil {
+				bad = <-scanned
 			}
 			if bad >= 0 && !allowNonFinite {
 				return fmt.Errorf("element %d is NaN or Inf (use --allow-nonfinite to convert anyway)", i+int64(bad))
 			}
-			if _, err := o.Write(dst); err != nil {
-				return err
+			if werr != nil {
+				return werr
 			}
+			release(int(i*fs), len(chunk))
 			progress(int64(len(chunk)))
 		}
 		return nil
@@ -279,10 +298,13 @@ func tokenizerFiles(ck *hf.Checkpoint) []string {
 	return paths
 }
 
-// hashFiles returns the size and SHA-256 of each source file.
+// hashFiles returns the size and CRC-32C of each source file. CRC-32C
+// (hardware accelerated, >10 GB/s) rather than SHA-256 (1.7 GB/s here),
+// because hashing runs beside the conversion and SHA-256 alone would take
+// longer than the whole conversion of a 2 GB checkpoint.
 func hashFiles(dir string, files []hf.SourceFile) ([]fhm.SourceFile, error) {
 	out := make([]fhm.SourceFile, 0, len(files))
-	buf := make([]byte, 1<<20)
+	buf := make([]byte, 4<<20)
 	for _, sf := range files {
 		name := sf.Name
 		path := filepath.Join(dir, filepath.FromSlash(name))
@@ -290,13 +312,28 @@ func hashFiles(dir string, files []hf.SourceFile) ([]fhm.SourceFile, error) {
 		if err != nil {
 			return nil, err
 		}
-		h := sha256.New()
-		n, err := io.CopyBuffer(h, f, buf)
+		h := crc32.New(crc32.MakeTable(crc32.Castagnoli))
+		// A plain read loop: io.Copy would use os.File.WriteTo, which reads
+		// in 32 KiB pieces (65,000 system calls for a 2 GB shard).
+		var n int64
+		for {
+			k, rerr := f.Read(buf)
+			h.Write(buf[:k])
+			n += int64(k)
+			if rerr == io.EOF {
+				err = nil
+				break
+			}
+			if rerr != nil {
+				err = rerr
+				break
+			}
+		}
 		f.Close()
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", path, err)
 		}
-		out = append(out, fhm.SourceFile{Name: name, Size: n, SHA256: hex.EncodeToString(h.Sum(nil))})
+		out = append(out, fhm.SourceFile{Name: name, Size: n, CRC32C: fmt.Sprintf("%08x", h.Sum32())})
 	}
 	return out, nil
 }

@@ -22,8 +22,8 @@ Converts a Hugging Face checkpoint directory (config.json, model.safetensors
 or shards with model.safetensors.index.json, tokenizer files) into one .fhm
 file. Supported architectures: %s (Gemma-3 also from the text part of
 multimodal checkpoints). Every tensor is checked against config.json; the
-tokenizer files and chat template are embedded; the sha256 of every input
-file is recorded. The output appears only when complete.
+tokenizer files and chat template are embedded; the size and CRC-32C of
+every input file are recorded. The output appears only when complete.
 
 Examples:
   fh-convert --in ./gemma-3-1b-it --out gemma-3-1b-it.fhm

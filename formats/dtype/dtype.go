@@ -248,32 +248,48 @@ func ConvertFloats(dst []byte, to DType, src []byte, from DType) (firstNonFinite
 
 // FirstNonFinite returns the index of the first NaN or infinite element of
 // the float tensor data src of type t, or -1 when all are finite (or t is not
-// a float type). It looks only at exponent bits, so it is cheap.
+// a float type). It tests exponent bits only, four 16-bit or two 32-bit
+// elements per 64-bit word, since converters scan every weight with it.
 func FirstNonFinite(src []byte, t DType) int {
+	var mask, ones uint64 // exponent mask per lane; lane sign bits
+	var lane int
 	switch t {
 	case BF16:
-		for i := 0; i+1 < len(src); i += 2 {
-			if binary.LittleEndian.Uint16(src[i:])&0x7f80 == 0x7f80 {
-				return i / 2
-			}
-		}
+		mask, ones, lane = 0x7f807f807f807f80, 0x8000800080008000, 2
 	case F16:
-		for i := 0; i+1 < len(src); i += 2 {
-			if binary.LittleEndian.Uint16(src[i:])&0x7c00 == 0x7c00 {
-				return i / 2
-			}
-		}
+		mask, ones, lane = 0x7c007c007c007c00, 0x8000800080008000, 2
 	case F32:
-		for i := 0; i+3 < len(src); i += 4 {
-			if binary.LittleEndian.Uint32(src[i:])&0x7f800000 == 0x7f800000 {
-				return i / 4
-			}
-		}
+		mask, ones, lane = 0x7f8000007f800000, 0x8000000080000000, 4
 	case F64:
 		for i := 0; i+7 < len(src); i += 8 {
 			if binary.LittleEndian.Uint64(src[i:])&0x7ff0000000000000 == 0x7ff0000000000000 {
 				return i / 8
 			}
+		}
+		return -1
+	default:
+		return -1
+	}
+	low := ones >> (8*lane - 1) // 1 in the lowest bit of each lane
+	i := 0
+	for ; i+8 <= len(src); i += 8 {
+		// y has a zero lane exactly where a lane's exponent is all ones;
+		// y's lane sign bits are clear, so the zero-lane test is exact.
+		y := binary.LittleEndian.Uint64(src[i:])&mask ^ mask
+		if (y-low)&^y&ones != 0 {
+			break
+		}
+	}
+	for ; i+lane <= len(src); i += lane {
+		var e uint64
+		if lane == 2 {
+			e = uint64(binary.LittleEndian.Uint16(src[i:]))
+		} else {
+			e = uint64(binary.LittleEndian.Uint32(src[i:]))
+		}
+		m := mask & (1<<(8*lane) - 1)
+		if e&m == m {
+			return i / lane
 		}
 	}
 	return -1

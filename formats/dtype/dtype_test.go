@@ -1,6 +1,7 @@
 package dtype
 
 import (
+	"encoding/binary"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -116,5 +117,51 @@ func TestParseAndSizes(t *testing.T) {
 	}
 	if U4.ByteSize(7) != 4 || BF16.ByteSize(7) != 14 || Invalid.ByteSize(1) != -1 || I64.ByteSize(1<<61) != -1 {
 		t.Error("ByteSize wrong")
+	}
+}
+
+// The word-at-a-time scan must find exactly what an element-by-element
+// check finds, wherever the bad element sits.
+func TestFirstNonFiniteAgainstScalar(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	for _, dt := range []DType{F32, F16, BF16, F64} {
+		for trial := 0; trial < 2000; trial++ {
+			n := 1 + r.IntN(40)
+			vals := make([]float32, n)
+			for i := range vals {
+				vals[i] = float32(r.NormFloat64() * 1000)
+			}
+			if r.IntN(4) != 0 {
+				bad := []float32{float32(math.NaN()), float32(math.Inf(1)), float32(math.Inf(-1))}
+				vals[r.IntN(n)] = bad[r.IntN(3)]
+			}
+			var raw []byte
+			if dt == F64 {
+				for _, v := range vals {
+					raw = binary.LittleEndian.AppendUint64(raw, math.Float64bits(float64(v)))
+				}
+			} else {
+				raw = make([]byte, n*dt.Size())
+				EncodeFloats(raw, vals, dt)
+			}
+			want := -1
+			dec := make([]float64, n)
+			for i := range dec {
+				switch dt {
+				case F64:
+					dec[i] = math.Float64frombits(binary.LittleEndian.Uint64(raw[8*i:]))
+				default:
+					f := make([]float32, 1)
+					DecodeFloats(f, raw[i*dt.Size():(i+1)*dt.Size()], dt)
+					dec[i] = float64(f[0])
+				}
+				if want < 0 && (math.IsNaN(dec[i]) || math.IsInf(dec[i], 0)) {
+					want = i
+				}
+			}
+			if got := FirstNonFinite(raw, dt); got != want {
+				t.Fatalf("%s %v: FirstNonFinite = %d, want %d", dt, vals, got, want)
+			}
+		}
 	}
 }

@@ -104,9 +104,10 @@ type Source struct {
 
 // SourceFile identifies one input file.
 type SourceFile struct {
-	Name   string `json:"name"`
-	Size   int64  `json:"size"`
-	SHA256 string `json:"sha256"`
+	Name string `json:"name"`
+	Size int64  `json:"size"`
+	// CRC32C is the CRC-32C (Castagnoli) of the whole file, in hex.
+	CRC32C string `json:"crc32c"`
 }
 
 // TokenizerTensorName returns the name of the tensor embedding file.

@@ -52,11 +52,28 @@ func (t *tensorWriter) Write(p []byte) (int, error) {
 	if t.written+int64(len(p)) > t.want {
 		return 0, fmt.Errorf("tensor data longer than its declared size %d", t.want)
 	}
+	if len(p) < parallelCRC {
+		n, err := t.w.buf.Write(p)
+		t.crc = crc32.Update(t.crc, castagnoli, p[:n])
+		t.written += int64(n)
+		return n, err
+	}
+	// Checksum on another core while this one copies p into the file.
+	crc := make(chan uint32, 1)
+	go func() { crc <- crc32.Update(t.crc, castagnoli, p) }()
 	n, err := t.w.buf.Write(p)
-	t.crc = crc32.Update(t.crc, castagnoli, p[:n])
+	c := <-crc
+	if err != nil {
+		return n, err
+	}
+	t.crc = c
 	t.written += int64(n)
-	return n, err
+	return n, nil
 }
+
+// parallelCRC is the write size from which the checksum is computed
+// concurrently with the write.
+const parallelCRC = 256 << 10
 
 // WriteTensor appends a tensor. fill must write exactly the tensor's storage
 // size (dt.ByteSize of the element count) to the writer it is given.

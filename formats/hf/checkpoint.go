@@ -424,6 +424,22 @@ func (c *Checkpoint) Release(name string) {
 	}
 }
 
+// ReleaseRange is Release for the bytes [off, off+n) of the named tensor's
+// data, so a large tensor streamed in chunks never becomes resident whole.
+func (c *Checkpoint) ReleaseRange(name string, off, n int) {
+	r, ok := c.tensors[name]
+	if !ok || r.file >= len(c.files) || c.files[r.file] == nil {
+		return
+	}
+	t, ok := c.files[r.file].Tensor(r.src)
+	if !ok || off < 0 || n < 0 || off+n > len(t.Data) {
+		return
+	}
+	t.Offset += int64(off)
+	t.Data = t.Data[off : off+n]
+	c.files[r.file].Release(t)
+}
+
 // TensorNames returns the canonical tensor names, sorted.
 func (c *Checkpoint) TensorNames() []string { return append([]string(nil), c.names...) }
 
