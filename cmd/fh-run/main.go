@@ -4,6 +4,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"os"
 
 	"github.com/fhkit/fhkit/internal/cli"
 )
@@ -14,6 +15,10 @@ Usage:
   fh-run <command> [flags]
 
 Commands:
+  generate  generate text from a prompt, streamed as it is produced
+  chat      interactive multi-turn chat with the model's chat template
+  verify    compare the model's logits with baseline logits or another model
+  tokenize  token ids of text (or text of ids with --decode)
   inspect   show a .fhm or .safetensors file: metadata, tensors, checksums
 
 Run 'fh-run <command> --help' for a command's flags and examples.
@@ -29,9 +34,17 @@ func run(args []string, stdout, stderr io.Writer) error {
 	switch args[0] {
 	case "inspect":
 		return runInspect(args[1:], stdout)
+	case "generate":
+		return runGenerate(args[1:], stdout, stderr)
+	case "chat":
+		return runChat(args[1:], os.Stdin, stdout, stderr)
+	case "verify":
+		return runVerify(args[1:], stdout)
+	case "tokenize":
+		return runTokenize(args[1:], os.Stdin, stdout)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return nil
 	}
-	return cli.Usagef("unknown command %q (commands: inspect)", args[0])
+	return cli.Usagef("unknown command %q (commands: generate, chat, verify, tokenize, inspect)", args[0])
 }

@@ -4,6 +4,7 @@
 package verify
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math"
 	"sort"
@@ -59,11 +60,11 @@ func ReadBaseline(path string, vocab int) ([]Sequence, error) {
 		switch tt.DType {
 		case dtype.I32:
 			for j := range tokens {
-				tokens[j] = int(int32(le32(tt.Data[4*j:])))
+				tokens[j] = int(int32(binary.LittleEndian.Uint32(tt.Data[4*j:])))
 			}
 		case dtype.I64:
 			for j := range tokens {
-				tokens[j] = int(int64(le64(tt.Data[8*j:])))
+				tokens[j] = int(int64(binary.LittleEndian.Uint64(tt.Data[8*j:])))
 			}
 		default:
 			return nil, fmt.Errorf("%s: tokens.%d has dtype %s, want I32 or I64", path, i, tt.DType)
@@ -90,11 +91,6 @@ func ReadBaseline(path string, vocab int) ([]Sequence, error) {
 	}
 	return seqs, nil
 }
-
-func le32(b []byte) uint32 {
-	return uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24
-}
-func le64(b []byte) uint64 { return uint64(le32(b)) | uint64(le32(b[4:]))<<32 }
 
 // Stats compares model logits with baseline logits.
 type Stats struct {
