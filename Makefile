@@ -27,13 +27,17 @@ test: vet
 	$(GO) build ./...
 	$(GO) test -count=1 ./...
 
-# The main job end to end on the embedded default (the tiny Gemma-3 fixture):
-# generate the checkpoint, convert it, inspect the result.
+# The main job end to end on the embedded default (the tiny Gemma-3 fixture,
+# random weights): generate the checkpoint, convert it (bf16, and f32 as the
+# dense reference), inspect it, verify it against the reference, generate.
 demo: build
 	@rm -rf $(OUT)/demo && mkdir -p $(OUT)/demo
 	$(BIN)/fh-fixture --preset gemma3-tiny --out $(OUT)/demo/hf
 	$(BIN)/fh-convert --in $(OUT)/demo/hf --out $(OUT)/demo/model.fhm
+	$(BIN)/fh-convert --in $(OUT)/demo/hf --out $(OUT)/demo/model-f32.fhm --dtype f32
 	$(BIN)/fh-run inspect $(OUT)/demo/model.fhm
+	$(BIN)/fh-run verify --model $(OUT)/demo/model.fhm --baseline-model $(OUT)/demo/model-f32.fhm --min-top1 1
+	$(BIN)/fh-run generate --model $(OUT)/demo/model.fhm --chat --prompt "Hello, who are you?" --max-tokens 24
 
 # Conformance against ../shared/conformance (real checkpoints and references).
 # Fails, rather than skips, when SHARED is missing.
