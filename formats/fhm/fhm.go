@@ -58,12 +58,46 @@ type Metadata struct {
 	Format string      `json:"format"`
 	Model  arch.Config `json:"model"`
 	// WeightDType is the dtype of the floating-point weights.
-	WeightDType string            `json:"weight_dtype"`
-	Tokenizer   Tokenizer         `json:"tokenizer"`
-	Generation  *Generation       `json:"generation,omitempty"`
-	Source      Source            `json:"source"`
-	Converter   string            `json:"converter"`
-	Extra       map[string]string `json:"extra,omitempty"`
+	WeightDType string      `json:"weight_dtype"`
+	Tokenizer   Tokenizer   `json:"tokenizer"`
+	Generation  *Generation `json:"generation,omitempty"`
+	Source      Source      `json:"source"`
+	Converter   string      `json:"converter"`
+	// FlashHead is set when the file holds a FlashHead (clustered LM head).
+	FlashHead *FlashHead        `json:"flashhead,omitempty"`
+	Extra     map[string]string `json:"extra,omitempty"`
+}
+
+// Tensors of a FlashHead (see SPEC.md). K clusters of ClusterSize slots;
+// V' = K x ClusterSize >= vocab, the extra slots are padding.
+const (
+	// FlashHeadCentroids is F32 [K, D]: the mean of each cluster's member
+	// head rows, in the rows' original scale.
+	FlashHeadCentroids = "flashhead.centroids"
+	// FlashHeadVocabMap is I32 [K, ClusterSize]: the vocab id of each slot,
+	// ascending within a cluster; -1 marks a padding slot (never wins).
+	FlashHeadVocabMap = "flashhead.vocab_map"
+	// FlashHeadWeights is [K x ClusterSize, D] in the head's dtype: the head
+	// rows permuted so cluster k's rows are contiguous (row k*cap+s is
+	// vocab_map[k][s]'s row; padding rows are zero).
+	FlashHeadWeights = "flashhead.w_perm"
+)
+
+// FlashHead describes the clustered head stored in a file.
+type FlashHead struct {
+	ClusterSize int `json:"cluster_size"`
+	NumClusters int `json:"num_clusters"`
+	// Probes is the default number of clusters scored in stage 2.
+	Probes int `json:"probes"`
+	// SpecialTokenIDs are always scored in stage 2 (end-of-sequence ids).
+	SpecialTokenIDs []int `json:"special_token_ids"`
+	// Source is "kmeans" (fh-flashhead-build) or "embedl" (imported cache).
+	Source     string `json:"source"`
+	Seed       uint64 `json:"seed,omitempty"`
+	Iterations int    `json:"iterations,omitempty"`
+	// MeanCosine is the mean cosine similarity of the normalised head rows
+	// to their cluster's normalised centroid (clustering quality).
+	MeanCosine float64 `json:"mean_cosine,omitempty"`
 }
 
 // Tokenizer records the embedded tokenizer files and chat settings.
