@@ -47,9 +47,33 @@ func (b *buffers) ensure(T int, c *arch.Config) {
 }
 
 // Forward runs tokens, which continue the sequence in st, and advances st.
-// It returns the logits of every token (len(tokens) x vocab, row per token)
-// when all is true, and of the last token only otherwise.
+// It returns the dense head's logits for every token (len(tokens) x vocab,
+// row per token) when all is true, and for the last token only otherwise.
 func (r *Runner) Forward(st *State, tokens []int, all bool) ([]float32, error) {
+	hidden, err := r.ForwardHidden(st, tokens, all)
+	if err != nil {
+		return nil, err
+	}
+	return r.DenseLogits(hidden), nil
+}
+
+// DenseLogits applies the dense LM head (and the final soft-cap, if any) to
+// rows of final hidden states (n x hidden) and returns n x vocab logits.
+func (r *Runner) DenseLogits(hidden []float32) []float32 {
+	c := &r.M.Config
+	n := len(hidden) / c.HiddenSize
+	logits := make([]float32, n*c.VocabSize)
+	cpu.MatMul(r.Pool, logits, r.M.Head, hidden, n)
+	if c.FinalLogitSoftcap > 0 {
+		cpu.Softcap(logits, float32(c.FinalLogitSoftcap))
+	}
+	return logits
+}
+
+// ForwardHidden runs tokens like Forward but stops before the LM head: it
+// returns the final-normed hidden states (the head's input) of every token
+// (len(tokens) x hidden) when all is true, of the last token otherwise.
+func (r *Runner) ForwardHidden(st *State, tokens []int, all bool) ([]float32, error) {
 	c := &r.M.Config
 	if len(tokens) == 0 {
 		return nil, fmt.Errorf("forward: no tokens")
@@ -62,32 +86,32 @@ func (r *Runner) Forward(st *State, tokens []int, all bool) ([]float32, error) {
 			return nil, fmt.Errorf("token id %d outside the vocabulary [0, %d)", id, c.VocabSize)
 		}
 	}
-	V := c.VocabSize
-	var logits []float32
+	H := c.HiddenSize
+	var hidden []float32
 	if all {
-		logits = make([]float32, len(tokens)*V)
+		hidden = make([]float32, len(tokens)*H)
 	} else {
-		logits = make([]float32, V)
+		hidden = make([]float32, H)
 	}
 	for start := 0; start < len(tokens); start += MaxChunk {
 		chunk := tokens[start:min(start+MaxChunk, len(tokens))]
 		last := start+len(chunk) == len(tokens)
 		switch {
 		case all:
-			r.forwardChunk(st, chunk, logits[start*V:(start+len(chunk))*V], true)
+			r.forwardChunk(st, chunk, hidden[start*H:(start+len(chunk))*H], true)
 		case last:
-			r.forwardChunk(st, chunk, logits, false)
+			r.forwardChunk(st, chunk, hidden, false)
 		default:
 			r.forwardChunk(st, chunk, nil, false)
 		}
 	}
-	return logits, nil
+	return hidden, nil
 }
 
 // forwardChunk runs up to MaxChunk tokens at positions st.Pos.. through the
-// model. logits receives T x vocab rows when all is set, the last token's
-// row when it is non-nil otherwise, nothing when nil.
-func (r *Runner) forwardChunk(st *State, tokens []int, logits []float32, all bool) {
+// model. out receives the final-normed hidden states: T rows when all is
+// set, the last token's row when it is non-nil otherwise, nothing when nil.
+func (r *Runner) forwardChunk(st *State, tokens []int, out []float32, all bool) {
 	m, p := r.M, r.Pool
 	c := &m.Config
 	T, pos0 := len(tokens), st.Pos
@@ -178,20 +202,15 @@ func (r *Runner) forwardChunk(st *State, tokens []int, logits []float32, all boo
 	}
 	st.Pos += T
 
-	if logits == nil {
+	if out == nil {
 		return
 	}
-	// Final norm and head, for every position or only the last.
+	// Final norm, for every position or only the last.
 	first := 0
 	if !all {
 		first = T - 1
 	}
-	n := T - first
-	rmsNormRows(xn[:n*h], x[first*h:], m.Norm, eps, n)
-	cpu.MatMul(p, logits[:n*c.VocabSize], m.Head, xn[:n*h], n)
-	if c.FinalLogitSoftcap > 0 {
-		cpu.Softcap(logits[:n*c.VocabSize], float32(c.FinalLogitSoftcap))
-	}
+	rmsNormRows(out, x[first*h:], m.Norm, eps, T-first)
 }
 
 // rmsNormRows normalizes T rows of x into out.
