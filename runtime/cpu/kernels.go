@@ -107,6 +107,29 @@ func dotBF16(w []uint16, x []float32) float32 {
 	return ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]))
 }
 
+// DotRows computes out[r] = W[r,:] · x for every row on the calling
+// goroutine (for small blocks, where a parallel loop costs more than it
+// saves).
+func (m Mat) DotRows(out, x []float32) {
+	cols := m.Cols
+	switch m.DType {
+	case dtype.F32:
+		for r := range out[:m.Rows] {
+			out[r] = Dot(f32s(m.Data[r*cols*4:(r+1)*cols*4]), x)
+		}
+	case dtype.BF16:
+		for r := range out[:m.Rows] {
+			out[r] = dotBF16(u16s(m.Data[r*cols*2:(r+1)*cols*2]), x)
+		}
+	case dtype.F16:
+		row := make([]float32, cols)
+		for r := range out[:m.Rows] {
+			m.RowF32(row, r)
+			out[r] = Dot(row, x)
+		}
+	}
+}
+
 // rowGrain is how many output rows a thread takes at a time.
 const rowGrain = 16
 

@@ -65,6 +65,13 @@ func New(p Params) *Sampler {
 	return &Sampler{p: p, rng: rand.New(rand.NewPCG(p.Seed, 0x9e3779b97f4a7c15))}
 }
 
+// Params returns the sampler's parameters.
+func (s *Sampler) Params() Params { return s.p }
+
+// Rand returns the sampler's generator (for samplers built on this one, such
+// as the FlashHead's cluster draw, so one seed drives the whole run).
+func (s *Sampler) Rand() *rand.Rand { return s.rng }
+
 // Argmax returns the index of the largest logit, the smallest on ties.
 func Argmax(logits []float32) int {
 	best := 0

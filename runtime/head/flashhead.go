@@ -1,0 +1,320 @@
+// Package head implements the FlashHead LM head at run time: stage 1 scores
+// the hidden state against the cluster centroids and keeps the best P
+// clusters ("probes"); stage 2 computes exact float32 logits for the tokens
+// of those clusters (plus the always-scored special tokens) and takes the
+// argmax, or samples. The dense head is runtime/model.Runner.DenseLogits.
+package head
+
+import (
+	"container/heap"
+	"encoding/binary"
+	"fmt"
+	"math"
+	"slices"
+
+	"github.com/fhkit/fhkit/formats/dtype"
+	"github.com/fhkit/fhkit/formats/fhm"
+	"github.com/fhkit/fhkit/runtime/cpu"
+	"github.com/fhkit/fhkit/runtime/sample"
+)
+
+// Stage1 is the precision of the centroid scoring.
+type Stage1 int
+
+const (
+	// Stage1BF16 scores bfloat16 normalised centroids (the default).
+	Stage1BF16 Stage1 = iota
+	// Stage1Int8 scores int8 normalised centroids with one scale per
+	// centroid ("selective quantization": stage 2 stays 16-bit).
+	Stage1Int8
+)
+
+// ParseStage1 parses "bf16" or "int8".
+func ParseStage1(s string) (Stage1, error) {
+	switch s {
+	case "bf16":
+		return Stage1BF16, nil
+	case "int8":
+		return Stage1Int8, nil
+	}
+	return 0, fmt.Errorf("stage-1 precision %q: want bf16 or int8", s)
+}
+
+// FlashHead is a loaded FlashHead.
+type FlashHead struct {
+	K, Cap, D, Vocab int
+	// Probes is the number of clusters scored in stage 2.
+	Probes int
+	// Special tokens are always scored.
+	Special []int
+	stage1  Stage1
+	norm    cpu.Mat   // [K, D] bf16 normalised centroids
+	q8      []int8    // [K, D] int8 normalised centroids
+	q8scale []float32 // [K]
+	raw     cpu.Mat   // [K, D] F32 centroids in the rows' scale (sampling)
+	wperm   cpu.Mat   // [K*Cap, D]
+	vmap    []int32   // [K*Cap] vocab id per slot, -1 = padding
+	head    cpu.Mat   // the dense head rows, for special tokens
+	softcap float32
+}
+
+// Load reads the FlashHead of a .fhm file. head is the model's dense head
+// (its rows score the special tokens); probes <= 0 takes the file's default.
+func Load(f *fhm.File, dense cpu.Mat, probes int, stage1 Stage1, softcap float64) (*FlashHead, error) {
+	meta := f.Metadata.FlashHead
+	if meta == nil {
+		return nil, fmt.Errorf("%s: the model has no FlashHead (build one with fh-flashhead-build)", f.Path)
+	}
+	K, cp, D, V := meta.NumClusters, meta.ClusterSize, dense.Cols, dense.Rows
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("%s: flashhead: %s", f.Path, fmt.Sprintf(format, a...))
+	}
+	if K <= 0 || cp <= 0 || K > V || int64(K)*int64(cp) < int64(V) || int64(K)*int64(cp) >= int64(V)+int64(K) {
+		return nil, bad("%d clusters of %d slots do not cover a vocabulary of %d with less than one slot of padding per cluster", K, cp, V)
+	}
+	cent, ok := f.Tensor(fhm.FlashHeadCentroids)
+	if !ok || cent.Info.DType != dtype.F32 || !slices.Equal(cent.Info.Shape, []int64{int64(K), int64(D)}) {
+		return nil, bad("tensor %s missing or not F32 [%d %d]", fhm.FlashHeadCentroids, K, D)
+	}
+	vm, ok := f.Tensor(fhm.FlashHeadVocabMap)
+	if !ok || vm.Info.DType != dtype.I32 || !slices.Equal(vm.Info.Shape, []int64{int64(K), int64(cp)}) {
+		return nil, bad("tensor %s missing or not I32 [%d %d]", fhm.FlashHeadVocabMap, K, cp)
+	}
+	wp, ok := f.Tensor(fhm.FlashHeadWeights)
+	if !ok || !slices.Equal(wp.Info.Shape, []int64{int64(K * cp), int64(D)}) {
+		return nil, bad("tensor %s missing or not [%d %d]", fhm.FlashHeadWeights, K*cp, D)
+	}
+	wperm, err := cpu.NewMat(K*cp, D, wp.Info.DType, wp.Data)
+	if err != nil {
+		return nil, bad("%s: %v", fhm.FlashHeadWeights, err)
+	}
+	h := &FlashHead{K: K, Cap: cp, D: D, Vocab: V, stage1: stage1, wperm: wperm, head: dense, softcap: float32(softcap)}
+	h.vmap = make([]int32, K*cp)
+	seen := make([]bool, V)
+	for i := range h.vmap {
+		id := int32(binary.LittleEndian.Uint32(vm.Data[4*i:]))
+		h.vmap[i] = id
+		if id == -1 {
+			continue
+		}
+		if id < 0 || int(id) >= V || seen[id] {
+			return nil, bad("vocab map slot %d holds %d: not a vocab id, or a duplicate", i, id)
+		}
+		seen[id] = true
+	}
+	for id, s := range seen {
+		if !s {
+			return nil, bad("token %d is in no cluster", id)
+		}
+	}
+	if h.raw, err = cpu.NewMat(K, D, dtype.F32, cent.Data); err != nil {
+		return nil, bad("%s: %v", fhm.FlashHeadCentroids, err)
+	}
+	h.buildStage1()
+	h.Probes = meta.Probes
+	if probes > 0 {
+		h.Probes = probes
+	}
+	h.Probes = max(1, min(h.Probes, K))
+	for _, id := range meta.SpecialTokenIDs {
+		if id >= 0 && id < V {
+			h.Special = append(h.Special, id)
+		}
+	}
+	slices.Sort(h.Special)
+	h.Special = slices.Compact(h.Special)
+	return h, nil
+}
+
+// buildStage1 normalises each centroid and stores it in bf16 and int8.
+func (h *FlashHead) buildStage1() {
+	K, D := h.K, h.D
+	bf := make([]byte, K*D*2)
+	h.q8 = make([]int8, K*D)
+	h.q8scale = make([]float32, K)
+	row := make([]float32, D)
+	c := make([]float32, D)
+	for k := 0; k < K; k++ {
+		h.raw.RowF32(c, k)
+		var ss float64
+		for _, v := range c {
+			ss += float64(v) * float64(v)
+		}
+		inv := float32(0)
+		if ss > 0 {
+			inv = float32(1 / math.Sqrt(ss))
+		}
+		var amax float32
+		for i, v := range c {
+			row[i] = v * inv
+			amax = max(amax, float32(math.Abs(float64(row[i]))))
+		}
+		dtype.EncodeFloats(bf[k*D*2:(k+1)*D*2], row, dtype.BF16)
+		if amax > 0 {
+			h.q8scale[k] = amax / 127
+			for i, v := range row {
+				h.q8[k*D+i] = int8(math.RoundToEven(float64(v / h.q8scale[k])))
+			}
+		}
+	}
+	h.norm, _ = cpu.NewMat(K, D, dtype.BF16, bf)
+}
+
+// ClusterScores writes stage-1 scores h·ĉ_k for every cluster into out (K).
+func (h *FlashHead) ClusterScores(p *cpu.Pool, out, hidden []float32) {
+	if h.stage1 == Stage1BF16 {
+		cpu.MatVec(p, out, h.norm, hidden)
+		return
+	}
+	D := h.D
+	p.For(h.K, 64, func(lo, hi int) {
+		for k := lo; k < hi; k++ {
+			q := h.q8[k*D : (k+1)*D]
+			var s float32
+			for i, v := range q {
+				s += float32(v) * hidden[i]
+			}
+			out[k] = s * h.q8scale[k]
+		}
+	})
+}
+
+// TopClusters returns the indices of the P best-scoring clusters, in
+// descending score order (smaller index first on ties).
+func TopClusters(scores []float32, P int) []int {
+	hp := &minHeap{s: scores}
+	for k := range scores {
+		if hp.Len() < P {
+			heap.Push(hp, k)
+		} else if better(scores, k, hp.idx[0]) {
+			hp.idx[0] = k
+			heap.Fix(hp, 0)
+		}
+	}
+	out := slices.Clone(hp.idx)
+	slices.SortFunc(out, func(a, b int) int {
+		if better(scores, a, b) {
+			return -1
+		}
+		return 1
+	})
+	return out
+}
+
+func better(s []float32, a, b int) bool { return s[a] > s[b] || (s[a] == s[b] && a < b) }
+
+type minHeap struct {
+	s   []float32
+	idx []int
+}
+
+func (m *minHeap) Len() int           { return len(m.idx) }
+func (m *minHeap) Less(i, j int) bool { return better(m.s, m.idx[j], m.idx[i]) }
+func (m *minHeap) Swap(i, j int)      { m.idx[i], m.idx[j] = m.idx[j], m.idx[i] }
+func (m *minHeap) Push(x any)         { m.idx = append(m.idx, x.(int)) }
+func (m *minHeap) Pop() any {
+	x := m.idx[len(m.idx)-1]
+	m.idx = m.idx[:len(m.idx)-1]
+	return x
+}
+
+// Candidates returns the vocab ids of the given clusters' tokens plus the
+// special tokens (sorted, unique) and their exact float32 logits.
+func (h *FlashHead) Candidates(p *cpu.Pool, hidden []float32, clusters []int) (ids []int, logits []float32) {
+	rows := make([]float32, len(clusters)*h.Cap)
+	// One matrix-vector product per probed block: each block's cap rows are
+	// contiguous in w_perm.
+	p.For(len(clusters), 1, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			k := clusters[i]
+			block := cpu.Mat{Rows: h.Cap, Cols: h.D, DType: h.wperm.DType, Data: h.wperm.Data[k*h.Cap*h.D*h.wperm.DType.Size() : (k+1)*h.Cap*h.D*h.wperm.DType.Size()]}
+			block.DotRows(rows[i*h.Cap:(i+1)*h.Cap], hidden)
+		}
+	})
+	type cand struct {
+		id    int
+		logit float32
+	}
+	cands := make([]cand, 0, len(rows)+len(h.Special))
+	inSet := map[int]bool{}
+	for i, k := range clusters {
+		for s := 0; s < h.Cap; s++ {
+			if id := h.vmap[k*h.Cap+s]; id >= 0 {
+				cands = append(cands, cand{int(id), rows[i*h.Cap+s]})
+				inSet[int(id)] = true
+			}
+		}
+	}
+	for _, id := range h.Special {
+		if !inSet[id] {
+			one := []float32{0}
+			row := cpu.Mat{Rows: 1, Cols: h.D, DType: h.head.DType, Data: h.head.Data[id*h.D*h.head.DType.Size() : (id+1)*h.D*h.head.DType.Size()]}
+			row.DotRows(one, hidden)
+			cands = append(cands, cand{id, one[0]})
+		}
+	}
+	slices.SortFunc(cands, func(a, b cand) int { return a.id - b.id })
+	ids = make([]int, len(cands))
+	logits = make([]float32, len(cands))
+	for i, c := range cands {
+		ids[i], logits[i] = c.id, c.logit
+	}
+	if h.softcap > 0 {
+		cpu.Softcap(logits, h.softcap)
+	}
+	return ids, logits
+}
+
+// Argmax is the greedy FlashHead: the candidate with the largest logit,
+// the smallest vocab id on ties (as the dense argmax).
+func (h *FlashHead) Argmax(p *cpu.Pool, hidden []float32) int {
+	scores := make([]float32, h.K)
+	h.ClusterScores(p, scores, hidden)
+	ids, logits := h.Candidates(p, hidden, TopClusters(scores, h.Probes))
+	best := 0
+	for i := range logits {
+		if logits[i] > logits[best] { // ids ascend, so ties keep the smaller id
+			best = i
+		}
+	}
+	return ids[best]
+}
+
+// Sample draws a token with the method's two-stage sampling: clusters are
+// drawn without replacement in proportion to softmax(h·c_k / T) over the
+// raw centroids (Gumbel top-P), then a token is drawn from the candidates'
+// logits with the sampler's temperature, top-k, top-p, min-p and repetition
+// penalty. This approximates sampling from the dense distribution: tokens
+// outside the drawn clusters get no probability at that step. Greedy
+// parameters (temperature 0) give Argmax.
+func (h *FlashHead) Sample(p *cpu.Pool, s *sample.Sampler, hidden []float32, history []int) int {
+	T := s.Params().Temperature
+	if T == 0 {
+		return h.Argmax(p, hidden)
+	}
+	scores := make([]float32, h.K)
+	cpu.MatVec(p, scores, h.raw, hidden)
+	rng := s.Rand()
+	for k := range scores {
+		// log softmax up to a constant, plus Gumbel noise: the top P keys
+		// are a draw of P clusters without replacement.
+		u := rng.Float64()
+		for u == 0 {
+			u = rng.Float64()
+		}
+		scores[k] = float32(float64(scores[k])/T - math.Log(-math.Log(u)))
+	}
+	ids, logits := h.Candidates(p, hidden, TopClusters(scores, h.Probes))
+	// The candidate-space history for the repetition penalty.
+	pos := make(map[int]int, len(ids))
+	for i, id := range ids {
+		pos[id] = i
+	}
+	var hist []int
+	for _, id := range history {
+		if i, ok := pos[id]; ok {
+			hist = append(hist, i)
+		}
+	}
+	return ids[s.Next(logits, hist)]
+}

@@ -1,0 +1,225 @@
+package head
+
+import (
+	"encoding/binary"
+	"math"
+	"math/rand/v2"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"github.com/fhkit/fhkit/formats/arch"
+	"github.com/fhkit/fhkit/formats/dtype"
+	"github.com/fhkit/fhkit/formats/fhm"
+	"github.com/fhkit/fhkit/runtime/cpu"
+	"github.com/fhkit/fhkit/runtime/sample"
+)
+
+// testHead writes a .fhm holding a random bf16 head of vocab x D and a
+// FlashHead that puts tokens into clusters in a shuffled order (cap slots
+// each, padding at the end when vocab % cap != 0), and loads it.
+func testHead(t *testing.T, vocab, D, cp int, special []int, probes int, stage1 Stage1) (*FlashHead, cpu.Mat) {
+	t.Helper()
+	r := rand.New(rand.NewPCG(uint64(vocab), uint64(cp)))
+	w := make([]float32, vocab*D)
+	for i := range w {
+		w[i] = float32(r.NormFloat64())
+	}
+	headBytes := make([]byte, vocab*D*2)
+	dtype.EncodeFloats(headBytes, w, dtype.BF16)
+	dense, _ := cpu.NewMat(vocab, D, dtype.BF16, headBytes)
+	K := (vocab + cp - 1) / cp
+	perm := r.Perm(vocab)
+	vmap := make([]int32, K*cp)
+	for i := range vmap {
+		vmap[i] = -1
+	}
+	// Fill clusters round robin so padding spreads one slot per cluster.
+	for i, id := range perm {
+		vmap[(i%K)*cp+i/K] = int32(id)
+	}
+	for k := 0; k < K; k++ {
+		members := vmap[k*cp : (k+1)*cp]
+		n := 0
+		for _, id := range members {
+			if id >= 0 {
+				n++
+			}
+		}
+		slices.Sort(members[:n])
+	}
+	cent := make([]float32, K*D)
+	wperm := make([]byte, K*cp*D*2)
+	row := make([]float32, D)
+	for k := 0; k < K; k++ {
+		n := 0
+		for s := 0; s < cp; s++ {
+			id := vmap[k*cp+s]
+			if id < 0 {
+				continue
+			}
+			n++
+			dense.RowF32(row, int(id))
+			for i, v := range row {
+				cent[k*D+i] += v
+			}
+			copy(wperm[(k*cp+s)*D*2:], headBytes[int(id)*D*2:(int(id)+1)*D*2])
+		}
+		for i := range row {
+			cent[k*D+i] /= float32(n)
+		}
+	}
+	centBytes := make([]byte, K*D*4)
+	dtype.EncodeFloats(centBytes, cent, dtype.F32)
+	vmapBytes := make([]byte, 0, K*cp*4)
+	for _, id := range vmap {
+		vmapBytes = binary.LittleEndian.AppendUint32(vmapBytes, uint32(id))
+	}
+	path := filepath.Join(t.TempDir(), "fh.fhm")
+	fw, err := fhm.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fw.WriteTensorBytes(fhm.FlashHeadCentroids, dtype.F32, []int64{int64(K), int64(D)}, centBytes)
+	fw.WriteTensorBytes(fhm.FlashHeadVocabMap, dtype.I32, []int64{int64(K), int64(cp)}, vmapBytes)
+	fw.WriteTensorBytes(fhm.FlashHeadWeights, dtype.BF16, []int64{int64(K * cp), int64(D)}, wperm)
+	cfg := arch.Config{Architecture: arch.Llama, VocabSize: vocab, HiddenSize: D, IntermediateSize: 8, NumLayers: 1, NumHeads: 1, NumKVHeads: 1,
+		HeadDim: D, HiddenAct: "silu", RMSNormEps: 1e-5, MaxPositionEmbeddings: 8, RopeTheta: 1e4, RopeLocalTheta: 1e4,
+		LayerTypes: []string{arch.FullAttention}, AttentionScale: 1, EOSTokenIDs: []int{1}}
+	meta := &fhm.Metadata{Model: cfg, FlashHead: &fhm.FlashHead{ClusterSize: cp, NumClusters: K, Probes: probes, SpecialTokenIDs: special, Source: "test"}}
+	if err := fw.Commit(meta); err != nil {
+		t.Fatal(err)
+	}
+	f, err := fhm.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	h, err := Load(f, dense, probes, stage1, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h, dense
+}
+
+func denseArgmax(dense cpu.Mat, h []float32) (int, []float32) {
+	logits := make([]float32, dense.Rows)
+	dense.DotRows(logits, h)
+	return sample.Argmax(logits), logits
+}
+
+func randHidden(r *rand.Rand, D int) []float32 {
+	h := make([]float32, D)
+	for i := range h {
+		h[i] = float32(r.NormFloat64())
+	}
+	return h
+}
+
+// Probing every cluster must reproduce the dense argmax exactly, for a
+// vocabulary that is not a multiple of the cluster size (padding slots).
+func TestAllProbesEqualsDense(t *testing.T) {
+	pool := cpu.NewPool(2)
+	defer pool.Close()
+	for _, st := range []Stage1{Stage1BF16, Stage1Int8} {
+		h, dense := testHead(t, 1000, 32, 16, nil, 1000, st)
+		if h.K != 63 || h.Probes != 63 {
+			t.Fatalf("K %d probes %d, want 63, 63", h.K, h.Probes)
+		}
+		r := rand.New(rand.NewPCG(1, 1))
+		for i := 0; i < 200; i++ {
+			x := randHidden(r, 32)
+			want, _ := denseArgmax(dense, x)
+			if got := h.Argmax(pool, x); got != want {
+				t.Fatalf("stage1 %v: FlashHead argmax %d, dense %d", st, got, want)
+			}
+		}
+	}
+}
+
+// Padding slots never win, even when every real logit is negative.
+func TestPaddingNeverWins(t *testing.T) {
+	pool := cpu.NewPool(1)
+	defer pool.Close()
+	h, dense := testHead(t, 1000, 16, 16, nil, 63, Stage1BF16)
+	r := rand.New(rand.NewPCG(2, 2))
+	for i := 0; i < 50; i++ {
+		// A hidden state anti-aligned with the mean row makes most logits
+		// negative, below the zero a padding row would score.
+		x := randHidden(r, 16)
+		id := h.Argmax(pool, x)
+		ids, logits := h.Candidates(pool, x, TopClusters(make([]float32, h.K), h.K))
+		if len(ids) != 1000 || id < 0 || id >= 1000 {
+			t.Fatalf("%d candidates, argmax %d", len(ids), id)
+		}
+		for j := range ids {
+			if j > 0 && ids[j] <= ids[j-1] {
+				t.Fatal("candidates not unique and ascending")
+			}
+		}
+		want, dl := denseArgmax(dense, x)
+		if id != want || logits[want] != dl[want] {
+			t.Fatalf("argmax %d, dense %d", id, want)
+		}
+	}
+}
+
+func TestTiesGoToSmallestID(t *testing.T) {
+	scores := []float32{1, 3, 3, 2, 3}
+	if got := TopClusters(scores, 2); !slices.Equal(got, []int{1, 2}) {
+		t.Errorf("TopClusters = %v, want [1 2]", got)
+	}
+	if got := TopClusters(scores, 5); !slices.Equal(got, []int{1, 2, 4, 3, 0}) {
+		t.Errorf("TopClusters = %v", got)
+	}
+}
+
+// Special tokens are scored even when their cluster is not probed.
+func TestSpecialTokensAlwaysScored(t *testing.T) {
+	pool := cpu.NewPool(1)
+	defer pool.Close()
+	h, dense := testHead(t, 512, 16, 16, []int{7, 300}, 1, Stage1BF16)
+	x := randHidden(rand.New(rand.NewPCG(3, 3)), 16)
+	ids, logits := h.Candidates(pool, x, []int{0})
+	for _, sp := range []int{7, 300} {
+		i := slices.Index(ids, sp)
+		if i < 0 {
+			t.Fatalf("special token %d not among %v", sp, ids)
+		}
+		_, dl := denseArgmax(dense, x)
+		if logits[i] != dl[sp] {
+			t.Errorf("special token %d logit %g, dense %g", sp, logits[i], dl[sp])
+		}
+	}
+}
+
+// With every cluster drawn, two-stage sampling is exact sampling from the
+// dense distribution: compare frequencies.
+func TestSampleAllProbesMatchesDense(t *testing.T) {
+	pool := cpu.NewPool(1)
+	defer pool.Close()
+	h, dense := testHead(t, 64, 8, 16, nil, 4, Stage1BF16)
+	x := randHidden(rand.New(rand.NewPCG(4, 4)), 8)
+	for i := range x {
+		x[i] *= 0.3
+	}
+	_, dl := denseArgmax(dense, x)
+	const T = 0.8
+	want := make([]float64, len(dl))
+	var sum float64
+	for i, l := range dl {
+		want[i] = math.Exp(float64(l) / T)
+		sum += want[i]
+	}
+	s := sample.New(sample.Params{Temperature: T, Seed: 9})
+	counts := make([]float64, len(dl))
+	const n = 100000
+	for i := 0; i < n; i++ {
+		counts[h.Sample(pool, s, x, nil)]++
+	}
+	for i := range counts {
+		if d := math.Abs(counts[i]/n - want[i]/sum); d > 0.01 {
+			t.Errorf("token %d: frequency %.4f, dense probability %.4f", i, counts[i]/n, want[i]/sum)
+		}
+	}
+}
