@@ -62,6 +62,7 @@ func runChat(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	sess.Flash = l.flash
 	var history []tokenizer.Message
 	if *system != "" {
 		history = append(history, tokenizer.Message{Role: "system", Content: *system})

@@ -9,6 +9,7 @@ import (
 	"github.com/fhkit/fhkit/formats/dtype"
 	"github.com/fhkit/fhkit/internal/cli"
 	"github.com/fhkit/fhkit/runtime/cpu"
+	"github.com/fhkit/fhkit/runtime/head"
 	"github.com/fhkit/fhkit/runtime/model"
 	"github.com/fhkit/fhkit/runtime/sample"
 	"github.com/fhkit/fhkit/runtime/tokenizer"
@@ -20,6 +21,9 @@ type runtimeFlags struct {
 	threads int
 	kv      string
 	ctx     int
+	head    string
+	probes  int
+	stage1  string
 }
 
 func (r *runtimeFlags) register(fs *pflag.FlagSet) {
@@ -27,6 +31,9 @@ func (r *runtimeFlags) register(fs *pflag.FlagSet) {
 	fs.IntVar(&r.threads, "threads", 0, "worker threads (0 = all cores)")
 	fs.StringVar(&r.kv, "kv", "f32", "KV cache precision: f32, bf16 or f16")
 	fs.IntVar(&r.ctx, "ctx", 0, "context limit in tokens (0 = the model's maximum)")
+	fs.StringVar(&r.head, "head", "auto", "LM head: flashhead, dense, or auto (flashhead when the model has one)")
+	fs.IntVar(&r.probes, "probes", 0, "FlashHead clusters scored per token (0 = the model's default)")
+	fs.StringVar(&r.stage1, "stage1", "bf16", "FlashHead centroid precision: bf16 or int8")
 }
 
 // loaded is an open model with its pool and tokenizer.
@@ -36,6 +43,8 @@ type loaded struct {
 	run  *model.Runner
 	tok  *tokenizer.Tokenizer
 	kv   dtype.DType
+	// flash is the FlashHead to use (nil: the dense head).
+	flash *head.FlashHead
 }
 
 func (l *loaded) Close() {
@@ -57,11 +66,27 @@ func (r *runtimeFlags) load(withTokenizer bool) (*loaded, error) {
 	if err != nil {
 		return nil, cli.Usagef("--kv: %v", err)
 	}
+	st1, err := head.ParseStage1(r.stage1)
+	if err != nil {
+		return nil, cli.Usagef("--stage1: %v", err)
+	}
+	if r.head != "auto" && r.head != "flashhead" && r.head != "dense" {
+		return nil, cli.Usagef("--head %q: want flashhead, dense or auto", r.head)
+	}
+	if r.probes < 0 {
+		return nil, cli.Usagef("--probes %d must be >= 0", r.probes)
+	}
 	m, err := model.Load(r.model)
 	if err != nil {
 		return nil, err
 	}
 	l := &loaded{m: m, kv: kv}
+	if r.head == "flashhead" || (r.head == "auto" && m.File.Metadata.FlashHead != nil) {
+		if l.flash, err = head.Load(m.File, m.Head, r.probes, st1, m.Config.FinalLogitSoftcap); err != nil {
+			m.Close()
+			return nil, err
+		}
+	}
 	if withTokenizer {
 		if l.tok, err = tokenizer.FromFHM(m.File); err != nil {
 			m.Close()

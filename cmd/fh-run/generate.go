@@ -68,6 +68,7 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	sess.Flash = l.flash
 	emit := func(s string) error {
 		_, err := io.WriteString(stdout, s)
 		return err

@@ -24,10 +24,17 @@ Reports top-1 agreement, top-5 overlap, mean and max KL(baseline || model),
 max and mean absolute logit difference, and the perplexity of the sequence
 under both. --min-top1 / --max-kl make it exit 1 when violated.
 
+With --head flashhead (and no baseline needed) it compares the model's
+FlashHead with its own dense head on the same hidden states: top-1
+agreement, recall@P (the dense argmax lies in the probed clusters), the dense
+probability mass of the candidate set and KL(flash || dense) = -log(mass),
+and whether greedy continuations of --greedy-tokens tokens are identical.
+
 Examples:
   fh-run verify --model gemma.fhm --baseline reference.safetensors --kv f32
   fh-run verify --model gemma-w4.fhm --baseline-model gemma.fhm --json
   fh-run verify --model m.fhm --baseline ref.safetensors --min-top1 0.99 --max-kl 1e-3
+  fh-run verify --model gemma-fh.fhm --head flashhead --probes 128 --baseline ref.safetensors
 
 Flags:
 `
@@ -45,14 +52,19 @@ func runVerify(args []string, stdout io.Writer) error {
 	minTop1 := fs.Float64("min-top1", -1, "exit 1 if top-1 agreement is below this")
 	maxKL := fs.Float64("max-kl", -1, "exit 1 if the mean KL is above this")
 	asJSON := fs.Bool("json", false, "print one JSON object")
+	greedyTokens := fs.Int("greedy-tokens", 32, "with --head flashhead: tokens decoded greedily by both heads per sequence")
 	if err := parse(fs, args, verifyHelp, stdout); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return cli.Usagef("verify: unexpected argument %q", fs.Arg(0))
 	}
-	if *baseline == "" && *baselineModel == "" {
-		return cli.Usagef("verify: --baseline or --baseline-model is required")
+	flashMode := rf.head == "flashhead"
+	if *baseline == "" && *baselineModel == "" && !flashMode {
+		return cli.Usagef("verify: --baseline or --baseline-model is required (or --head flashhead to compare the FlashHead with the dense head)")
+	}
+	if !flashMode {
+		rf.head = "dense" // logits comparisons use the dense head
 	}
 	if *nseq <= 0 || *seqLen <= 1 {
 		return cli.Usagef("verify: --sequences must be > 0 and --seq-len > 1")
@@ -81,6 +93,9 @@ func runVerify(args []string, stdout io.Writer) error {
 		if len(s.Tokens) > l.m.Config.MaxPositionEmbeddings {
 			return fmt.Errorf("sequence %d has %d tokens, beyond the model's context limit of %d", i, len(s.Tokens), l.m.Config.MaxPositionEmbeddings)
 		}
+	}
+	if flashMode {
+		return verifyFlash(l, seqs, *greedyTokens, *asJSON, *minTop1, *maxKL, stdout)
 	}
 	var base *loaded
 	if *baselineModel != "" {
@@ -126,4 +141,30 @@ func runReport(l, base *loaded, seqs []verify.Sequence) (*verify.Report, error) 
 		return verify.Run(l.run, nil, seqs, l.kv)
 	}
 	return verify.Run(l.run, base.run, seqs, l.kv)
+}
+
+// verifyFlash compares the FlashHead with the dense head of the same model.
+func verifyFlash(l *loaded, seqs []verify.Sequence, greedyTokens int, asJSON bool, minTop1, maxKL float64, stdout io.Writer) error {
+	st, err := verify.RunFlash(l.run, l.flash, seqs, l.kv, 16, greedyTokens)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(st); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintf(stdout, "FlashHead vs dense head, %d probes of %d clusters x %d, %d positions:\n", st.Probes, l.flash.K, l.flash.Cap, st.Positions)
+		fmt.Fprintf(stdout, "  top-1 agreement     %.4f\n  recall@P            %.4f\n  candidate mass      mean %.4f, min %.4f\n  KL(flash||dense)    mean %.3g, max %.3g\n  greedy continuations %d/%d identical (%d tokens each)\n",
+			st.Top1Agreement, st.RecallAtP, st.MeanCandidateMass, st.MinCandidateMass, st.MeanKL, st.MaxKL, st.GreedyMatches, st.GreedySequences, greedyTokens)
+	}
+	if minTop1 >= 0 && st.Top1Agreement < minTop1 {
+		return fmt.Errorf("top-1 agreement %.4f is below --min-top1 %g", st.Top1Agreement, minTop1)
+	}
+	if maxKL >= 0 && st.MeanKL > maxKL {
+		return fmt.Errorf("mean KL %.3g is above --max-kl %g", st.MeanKL, maxKL)
+	}
+	return nil
 }

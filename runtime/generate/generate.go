@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/fhkit/fhkit/formats/dtype"
+	"github.com/fhkit/fhkit/runtime/head"
 	"github.com/fhkit/fhkit/runtime/model"
 	"github.com/fhkit/fhkit/runtime/sample"
 	"github.com/fhkit/fhkit/runtime/tokenizer"
@@ -58,8 +59,11 @@ type Session struct {
 	Runner    *model.Runner
 	Tokenizer *tokenizer.Tokenizer
 	State     *model.State
-	history   []int // tokens whose keys and values are in State
-	eos       map[int]bool
+	// Flash, when set, picks tokens with the FlashHead instead of the dense
+	// head.
+	Flash   *head.FlashHead
+	history []int // tokens whose keys and values are in State
+	eos     map[int]bool
 }
 
 // NewSession prepares a sequence with a KV cache of kv precision and a
@@ -105,7 +109,7 @@ func (s *Session) Generate(prompt []int, opts Options, emit func(string) error) 
 	}
 	res := &Result{PromptTokens: len(prompt)}
 	start := time.Now()
-	logits, err := s.Runner.Forward(s.State, todo, false)
+	hidden, err := s.Runner.ForwardHidden(s.State, todo, false)
 	if err != nil {
 		return nil, err
 	}
@@ -118,7 +122,7 @@ func (s *Session) Generate(prompt []int, opts Options, emit func(string) error) 
 	context := slices.Clone(prompt)
 	start = time.Now()
 	for {
-		id := sampler.Next(logits, context)
+		id := s.next(sampler, hidden, context)
 		res.Tokens = append(res.Tokens, id)
 		context = append(context, id)
 		if s.eos[id] && !opts.IgnoreEOS {
@@ -141,7 +145,7 @@ func (s *Session) Generate(prompt []int, opts Options, emit func(string) error) 
 			res.StopReason = "context"
 			break
 		}
-		if logits, err = s.Runner.Forward(s.State, []int{id}, false); err != nil {
+		if hidden, err = s.Runner.ForwardHidden(s.State, []int{id}, false); err != nil {
 			return nil, err
 		}
 		s.history = append(s.history, id)
@@ -157,6 +161,14 @@ func (s *Session) Generate(prompt []int, opts Options, emit func(string) error) 
 	res.DecodeSeconds = time.Since(start).Seconds()
 	res.Text = out.text.String()
 	return res, nil
+}
+
+// next picks a token from the final hidden state with the session's head.
+func (s *Session) next(sampler *sample.Sampler, hidden []float32, context []int) int {
+	if s.Flash != nil {
+		return s.Flash.Sample(s.Runner.Pool, sampler, hidden, context)
+	}
+	return sampler.Next(s.Runner.DenseLogits(hidden), context)
 }
 
 // stopFilter passes text through, holding back any tail that could be the
