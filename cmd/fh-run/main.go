@@ -19,6 +19,7 @@ Commands:
   chat      interactive multi-turn chat with the model's chat template
   verify    compare the model's logits with baseline logits or another model
   tokenize  token ids of text (or text of ids with --decode)
+  bench     prefill/decode speed, head time, bytes per token, bandwidth bound
   inspect   show a .fhm or .safetensors file: metadata, tensors, checksums
 
 Run 'fh-run <command> --help' for a command's flags and examples.
@@ -40,11 +41,13 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return runChat(args[1:], os.Stdin, stdout, stderr)
 	case "verify":
 		return runVerify(args[1:], stdout)
+	case "bench":
+		return runBench(args[1:], stdout)
 	case "tokenize":
 		return runTokenize(args[1:], os.Stdin, stdout)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return nil
 	}
-	return cli.Usagef("unknown command %q (commands: generate, chat, verify, tokenize, inspect)", args[0])
+	return cli.Usagef("unknown command %q (commands: generate, chat, verify, tokenize, bench, inspect)", args[0])
 }

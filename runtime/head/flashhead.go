@@ -160,6 +160,17 @@ func (h *FlashHead) buildStage1() {
 	h.norm, _ = cpu.NewMat(K, D, dtype.BF16, bf)
 }
 
+// Stage1Bytes is the size of the centroid matrix stage 1 reads.
+func (h *FlashHead) Stage1Bytes() int64 {
+	if h.stage1 == Stage1Int8 {
+		return int64(len(h.q8)) + 4*int64(h.K)
+	}
+	return int64(len(h.norm.Data))
+}
+
+// WeightDType is the dtype of the permuted head rows stage 2 reads.
+func (h *FlashHead) WeightDType() dtype.DType { return h.wperm.DType }
+
 // ClusterScores writes stage-1 scores h·ĉ_k for every cluster into out (K).
 func (h *FlashHead) ClusterScores(p *cpu.Pool, out, hidden []float32) {
 	if h.stage1 == Stage1BF16 {

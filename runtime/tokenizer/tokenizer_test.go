@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"encoding/json"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -176,6 +177,19 @@ func TestSentencePieceGemmaStyle(t *testing.T) {
 	}
 	if !tok.IsSpecial(4) || !tok.IsSpecial(5) || !slices.Equal(tok.EOS(), []int{1, 5}) {
 		t.Errorf("special %v %v EOS %v", tok.IsSpecial(4), tok.IsSpecial(5), tok.EOS())
+	}
+	// Added tokens past the model's pieces (ids out of order, one
+	// conflicting with a piece), with an rstrip flag.
+	cfg = `{"added_tokens_decoder": {"290": {"content": "<img>", "special": true, "rstrip": true}, "286": {"content": "<x>"}, "5": {"content": "<nope>"}}}`
+	tok = mustNew(t, Files{Model: encodeSPM(gemmaStyleSPM()), Config: []byte(cfg), AddedTokens: []byte(`{"<y>": 288}`)})
+	if got := tok.Encode("h<img>  <x><y><nope>", false); !slices.Equal(got[:4], []int{id("h"), 290, 286, 288}) || len(got) != 10 {
+		t.Errorf("added tokens: %v", got)
+	}
+	if tok.VocabSize() != 291 || tok.Piece(287) != "" || tok.Piece(290) != "<img>" || !tok.IsSpecial(290) || tok.IsSpecial(286) || tok.Piece(5) != "<end_of_turn>" {
+		t.Errorf("VocabSize %d pieces %q %q", tok.VocabSize(), tok.Piece(287), tok.Piece(290))
+	}
+	if got := tok.Decode([]int{290, 287, 286}); got != "<img><x>" {
+		t.Errorf("decode %q", got)
 	}
 }
 
@@ -545,3 +559,45 @@ func TestLoadDirShared(t *testing.T) {
 		t.Errorf("round trip %q", got)
 	}
 }
+
+// TestConcurrentUse encodes, decodes and renders from several goroutines
+// with one Tokenizer.
+func TestConcurrentUse(t *testing.T) {
+	for _, f := range []Files{{Model: encodeSPM(gemmaStyleSPM()), ChatTemplate: "{{ messages[0].content }}"}, {JSON: byteLevelJSON(t), ChatTemplate: "{{ messages[0].content }}"}} {
+		tok := mustNew(t, f)
+		texts := []string{"hello world", "héllo <bos> 日本 we'LL 1234567", "  the cat's café\n\n"}
+		want := make([][]int, len(texts))
+		for i, s := range texts {
+			want[i] = tok.Encode(s, true)
+		}
+		done := make(chan error, 8)
+		for g := 0; g < 8; g++ {
+			go func() {
+				for k := 0; k < 200; k++ {
+					i := (g + k) % len(texts)
+					got := tok.Encode(texts[i], true)
+					if !slices.Equal(got, want[i]) {
+						done <- errorf("encode %q: %v, want %v", texts[i], got, want[i])
+						return
+					}
+					if s := tok.Decode(got[1:]); s != texts[i] {
+						done <- errorf("decode %q", s)
+						return
+					}
+					if s, err := tok.RenderChat([]Message{{"user", texts[i]}}, false); err != nil || s != texts[i] {
+						done <- errorf("render %q %v", s, err)
+						return
+					}
+				}
+				done <- nil
+			}()
+		}
+		for g := 0; g < 8; g++ {
+			if err := <-done; err != nil {
+				t.Error(err)
+			}
+		}
+	}
+}
+
+func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }

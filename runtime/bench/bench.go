@@ -1,0 +1,163 @@
+// Package bench measures a model's speed on this machine: prefill and
+// decode tokens per second, the LM head's time (dense and FlashHead), the
+// bytes read per decoded token, and the machine's memory read bandwidth in
+// the same run, which bounds decode speed (every token reads every weight).
+package bench
+
+import (
+	"math/rand/v2"
+	"time"
+	"unsafe"
+
+	"github.com/fhkit/fhkit/formats/dtype"
+	"github.com/fhkit/fhkit/runtime/cpu"
+	"github.com/fhkit/fhkit/runtime/head"
+	"github.com/fhkit/fhkit/runtime/model"
+	"github.com/fhkit/fhkit/runtime/sample"
+)
+
+// Options control a benchmark run.
+type Options struct {
+	PromptTokens int
+	GenTokens    int
+	KV           dtype.DType
+	Seed         uint64
+}
+
+// HeadResult is one head's figures.
+type HeadResult struct {
+	Head          string  `json:"head"`
+	DecodeTokS    float64 `json:"decode_tok_s"`
+	HeadMsPerTok  float64 `json:"head_ms_per_token"`
+	BodyMsPerTok  float64 `json:"body_ms_per_token"`
+	BytesPerToken int64   `json:"bytes_per_token"`
+	// BoundRatio is decode tok/s over (bandwidth / bytes per token).
+	BoundRatio float64 `json:"bound_ratio"`
+}
+
+// Result is a benchmark run.
+type Result struct {
+	Threads       int          `json:"threads"`
+	PromptTokens  int          `json:"prompt_tokens"`
+	GenTokens     int          `json:"gen_tokens"`
+	PrefillTokS   float64      `json:"prefill_tok_s"`
+	BandwidthGBs  float64      `json:"bandwidth_gbs"`
+	Heads         []HeadResult `json:"heads"`
+	DecodeTokS    float64      `json:"decode_tok_s"` // of the default head (the first)
+	BytesPerToken int64        `json:"bytes_per_token"`
+	BoundRatio    float64      `json:"bound_ratio"`
+}
+
+// Run benchmarks r with the dense head and, when fh is not nil, the
+// FlashHead (which is then the default).
+func Run(r *model.Runner, fh *head.FlashHead, opts Options) (*Result, error) {
+	m := r.M
+	res := &Result{Threads: r.Pool.Threads(), PromptTokens: opts.PromptTokens, GenTokens: opts.GenTokens}
+	res.BandwidthGBs = Bandwidth(r.Pool, 512<<20)
+	rng := rand.New(rand.NewPCG(opts.Seed, 3))
+	prompt := make([]int, opts.PromptTokens)
+	for i := range prompt {
+		prompt[i] = rng.IntN(m.Config.VocabSize)
+	}
+	heads := []*head.FlashHead{nil}
+	if fh != nil {
+		heads = []*head.FlashHead{fh, nil}
+	}
+	for _, h := range heads {
+		st, err := m.NewState(0, opts.KV)
+		if err != nil {
+			return nil, err
+		}
+		start := time.Now()
+		hidden, err := r.ForwardHidden(st, prompt, false)
+		if err != nil {
+			return nil, err
+		}
+		if res.PrefillTokS == 0 {
+			res.PrefillTokS = float64(len(prompt)) / time.Since(start).Seconds()
+		}
+		var headTime, bodyTime time.Duration
+		for i := 0; i < opts.GenTokens; i++ {
+			t0 := time.Now()
+			var id int
+			if h != nil {
+				id = h.Argmax(r.Pool, hidden)
+			} else {
+				id = sample.Argmax(r.DenseLogits(hidden))
+			}
+			t1 := time.Now()
+			headTime += t1.Sub(t0)
+			if i+1 == opts.GenTokens {
+				break
+			}
+			if hidden, err = r.ForwardHidden(st, []int{id}, false); err != nil {
+				return nil, err
+			}
+			bodyTime += time.Since(t1)
+		}
+		n := float64(opts.GenTokens)
+		hr := HeadResult{Head: "dense", HeadMsPerTok: ms(headTime) / n, BodyMsPerTok: ms(bodyTime) / max(n-1, 1)}
+		hr.DecodeTokS = 1000 / (hr.HeadMsPerTok + hr.BodyMsPerTok)
+		hr.BytesPerToken = BodyBytes(m) + DenseHeadBytes(m)
+		if h != nil {
+			hr.Head = "flashhead"
+			hr.BytesPerToken = BodyBytes(m) + FlashHeadBytes(h)
+		}
+		hr.BoundRatio = hr.DecodeTokS / (res.BandwidthGBs * 1e9 / float64(hr.BytesPerToken))
+		res.Heads = append(res.Heads, hr)
+	}
+	res.DecodeTokS, res.BytesPerToken, res.BoundRatio = res.Heads[0].DecodeTokS, res.Heads[0].BytesPerToken, res.Heads[0].BoundRatio
+	return res, nil
+}
+
+func ms(d time.Duration) float64 { return float64(d) / 1e6 }
+
+// BodyBytes is what the layers read per decoded token: every layer weight
+// (the embedding row and the KV cache are negligible at short contexts).
+func BodyBytes(m *model.Model) int64 {
+	var n int64
+	for _, l := range m.Layers {
+		for _, w := range []cpu.Mat{l.Q, l.K, l.V, l.O, l.Gate, l.Up, l.Down} {
+			n += int64(len(w.Data))
+		}
+	}
+	return n
+}
+
+// DenseHeadBytes is the dense head's weight bytes.
+func DenseHeadBytes(m *model.Model) int64 { return int64(len(m.Head.Data)) }
+
+// FlashHeadBytes is what the FlashHead reads per token: the stage-1
+// centroids and P blocks of cap rows.
+func FlashHeadBytes(h *head.FlashHead) int64 {
+	return h.Stage1Bytes() + int64(h.Probes*h.Cap*h.D)*int64(h.WeightDType().Size())
+}
+
+// Bandwidth measures memory read bandwidth in GB/s: both pool threads sum a
+// buffer far larger than the caches (best of three passes).
+func Bandwidth(p *cpu.Pool, size int) float64 {
+	buf := make([]uint64, size/8)
+	for i := range buf {
+		buf[i] = uint64(i)
+	}
+	best := 0.0
+	sums := make([]uint64, p.Threads()*8)
+	for pass := 0; pass < 3; pass++ {
+		start := time.Now()
+		p.For(len(buf), 1<<16, func(lo, hi int) {
+			var s0, s1, s2, s3 uint64
+			b := buf[lo:hi]
+			i := 0
+			for ; i+4 <= len(b); i += 4 {
+				s0 += b[i]
+				s1 += b[i+1]
+				s2 += b[i+2]
+				s3 += b[i+3]
+			}
+			sums[(lo/(1<<16))%len(sums)] += s0 + s1 + s2 + s3
+		})
+		gbs := float64(len(buf)*int(unsafe.Sizeof(buf[0]))) / time.Since(start).Seconds() / 1e9
+		best = max(best, gbs)
+	}
+	return best
+}
