@@ -187,6 +187,11 @@ func TestChatErrors(t *testing.T) {
 	if _, err := tok.RenderChat(sysHello, true); err == nil || !strings.Contains(err.Error(), "chat_template") {
 		t.Errorf("RenderChat without template: %v", err)
 	}
+	// Without a config, bos_token and eos_token are the model's pieces.
+	tok = mustNew(t, Files{Model: encodeSPM(gemmaStyleSPM()), ChatTemplate: "{{ bos_token }}|{{ eos_token }}"})
+	if got, err := tok.RenderChat(nil, false); err != nil || got != "<bos>|<eos>" {
+		t.Errorf("default special tokens: %q %v", got, err)
+	}
 	tok, err = New(Files{Model: encodeSPM(gemmaStyleSPM()), ChatTemplate: "{% for %}"})
 	if err != nil {
 		t.Fatalf("a broken chat template must not fail loading: %v", err)

@@ -32,6 +32,14 @@ func TestGemma3Parity(t *testing.T) {
 				default:
 					ok++
 				}
+				// skip_special_tokens=True drops the special tokens only.
+				want := c.Text
+				for _, sp := range []string{"<bos>", "<eos>", "<start_of_turn>", "<end_of_turn>", "<start_of_image>", "<end_of_image>"} {
+					want = strings.ReplaceAll(want, sp, "")
+				}
+				if got := tok.DecodeSkipSpecial(c.IDsAddSpecial); got != want {
+					t.Errorf("text %d: DecodeSkipSpecial = %q, want %q", i, got, want)
+				}
 				// The streaming decoder gives the same text.
 				d := tok.NewDecoder()
 				var sb strings.Builder
@@ -140,7 +148,21 @@ func TestStories260K(t *testing.T) {
 			if got := tok.Encode(g.Text, false); !slices.Equal(got, g.GreedyTokens) {
 				t.Errorf("re-encoded greedy text\n got  %v\n want %v", got, g.GreedyTokens)
 			}
-			// greedy_from_bos: 346 tokens, the last one <s>.
+			// Skipping special tokens drops the BOS (and its space), as
+			// SentencePiece's decode does.
+			if got := tok.DecodeSkipSpecial(withBOS); got != g.FullText {
+				t.Errorf("DecodeSkipSpecial with BOS = %q", got)
+			}
+			d0 := tok.NewDecoder()
+			d0.SkipSpecial = true
+			if _, got := streamDecodeWith(d0, withBOS); got != g.FullText {
+				t.Errorf("streamed with SkipSpecial = %q", got)
+			}
+			// greedy_from_bos: 346 tokens, the last one <s>; its text is
+			// SentencePiece's decode, which drops <s>.
+			if got := tok.DecodeSkipSpecial(gb.GreedyTokens); got != gb.Text {
+				t.Errorf("greedy_from_bos DecodeSkipSpecial\n got  %q\n want %q", got, gb.Text)
+			}
 			ids := gb.GreedyTokens
 			if n := len(ids); n > 0 && ids[n-1] == 1 {
 				ids = ids[:n-1]

@@ -544,7 +544,14 @@ func parseDecoder(raw json.RawMessage) (decodeRule, error) {
 				s.Replacement = "▁"
 			}
 			d.metaspace = s.Replacement
-			d.metaspaceFirst = s.PrependScheme != "never" && (s.AddPrefixSpace == nil || *s.AddPrefixSpace || s.PrependScheme != "")
+			switch s.PrependScheme {
+			case "never":
+				d.metaspaceFirst = false
+			case "":
+				d.metaspaceFirst = s.AddPrefixSpace == nil || *s.AddPrefixSpace
+			default:
+				d.metaspaceFirst = true
+			}
 		default:
 			return d, fmt.Errorf("decoders[%d]: unsupported decoder %q", i, t.Type)
 		}

@@ -308,6 +308,7 @@ func (t *Tokenizer) finish(cfg *hfConfig, f Files) {
 			eosTok = id
 		}
 	}
+	nativeEOS := t.eos
 	var eos []int
 	for _, id := range f.EOSIDs {
 		if id >= 0 && id < len(t.pieces) && !slices.Contains(eos, id) {
@@ -338,9 +339,16 @@ func (t *Tokenizer) finish(cfg *hfConfig, f Files) {
 	}
 
 	if cfg.chatTemplate != "" {
-		t.chat, t.chatErr = NewChatTemplate(cfg.chatTemplate, SpecialTokens{
-			BOS: cfg.bosToken, EOS: cfg.eosToken, UNK: cfg.unkToken, PAD: cfg.padToken,
-		})
+		st := SpecialTokens{BOS: cfg.bosToken, EOS: cfg.eosToken, UNK: cfg.unkToken, PAD: cfg.padToken}
+		// Without a config naming them, the model's own BOS/EOS pieces (as
+		// a SentencePiece tokenizer's defaults).
+		if st.BOS == "" && t.bos >= 0 {
+			st.BOS = t.pieces[t.bos]
+		}
+		if st.EOS == "" && len(nativeEOS) > 0 {
+			st.EOS = t.pieces[nativeEOS[0]]
+		}
+		t.chat, t.chatErr = NewChatTemplate(cfg.chatTemplate, st)
 	}
 }
 
@@ -782,8 +790,9 @@ func (t *Tokenizer) Encode(text string, addSpecial bool) []int {
 
 // Decode returns the text of ids, as Hugging Face tokenizers'
 // decode(ids, skip_special_tokens=False): special tokens appear as their
-// text, SentencePiece's "▁" becomes a space, the dummy-prefix space at the
-// very start is dropped, and byte pieces are joined into UTF-8. Bytes that
+// text, SentencePiece's "▁" becomes a space, for models with a dummy prefix
+// the space at the very start is dropped, and byte pieces are joined into
+// UTF-8. transformers' clean_up_tokenization_spaces is not applied. Bytes that
 // do not form valid UTF-8 become U+FFFD the way tokenizers does it: for
 // byte-level BPE one per maximal invalid subsequence, for byte-fallback
 // pieces one per byte piece of a run that is not valid as a whole. Unknown
@@ -825,6 +834,19 @@ func (t *Tokenizer) Decode(ids []int) string {
 		s = s[1:]
 	}
 	return s
+}
+
+// DecodeSkipSpecial is Decode with the special tokens left out, as
+// decode(ids, skip_special_tokens=True): the SentencePiece behaviour of
+// dropping control tokens such as BOS and EOS.
+func (t *Tokenizer) DecodeSkipSpecial(ids []int) string {
+	kept := make([]int, 0, len(ids))
+	for _, id := range ids {
+		if !t.IsSpecial(id) {
+			kept = append(kept, id)
+		}
+	}
+	return t.Decode(kept)
 }
 
 // IsSpecial reports whether id is a special token (control tokens such as
@@ -939,6 +961,9 @@ func hexByte(a, b byte) (byte, bool) {
 // whole-run rule). To continue after a prompt without the start-of-text
 // rules applying, feed the prompt ids first and discard what they return.
 type Decoder struct {
+	// SkipSpecial drops special tokens, as DecodeSkipSpecial does.
+	SkipSpecial bool
+
 	t       *Tokenizer
 	pending []byte
 	n       int
@@ -952,6 +977,9 @@ func (t *Tokenizer) NewDecoder() *Decoder {
 
 // Next adds token id and returns the text that became complete.
 func (d *Decoder) Next(id int) string {
+	if d.SkipSpecial && d.t.IsSpecial(id) {
+		return ""
+	}
 	d.pending = d.t.tokenBytes(id, d.n == 0, d.pending)
 	d.n++
 	return d.emit(false)

@@ -27,7 +27,10 @@ func mustNew(t testing.TB, f Files) *Tokenizer {
 }
 
 func streamDecode(tok *Tokenizer, ids []int) (parts []string, all string) {
-	d := tok.NewDecoder()
+	return streamDecodeWith(tok.NewDecoder(), ids)
+}
+
+func streamDecodeWith(d *Decoder, ids []int) (parts []string, all string) {
 	for _, id := range ids {
 		parts = append(parts, d.Next(id))
 	}
@@ -157,6 +160,10 @@ func TestSentencePieceGemmaStyle(t *testing.T) {
 	}
 	if got := tok.Decode([]int{7 + 0xC3, 7 + 0xA9, 7 + 0xC3, id("h")}); got != "\uFFFD\uFFFD\uFFFDh" {
 		t.Errorf("partly valid run %q", got)
+	}
+	// skip_special_tokens: control pieces go, user-defined ones stay.
+	if got := tok.DecodeSkipSpecial([]int{2, id("h"), 1, 4, 3, 0, 6}); got != "h<start_of_turn>\n" {
+		t.Errorf("DecodeSkipSpecial %q", got)
 	}
 	// Unknown ids are skipped.
 	if got := tok.Decode([]int{-5, id("h"), 1 << 30}); got != "h" {
@@ -361,7 +368,8 @@ func TestScanner(t *testing.T) {
 }
 
 // TestPipelinePieces covers normalizers, pre-tokenizers and decoders not
-// used by the conformance models.
+// used by the conformance models. The expected ids agree with Hugging Face
+// tokenizers on the same tokenizer.json documents.
 func TestPipelinePieces(t *testing.T) {
 	doc := func(norm, pre, dec string) []byte {
 		return []byte(`{"model": {"type": "BPE", "vocab": {"▁": 0, "a": 1, "b": 2, "▁a": 3, "1": 4, "2": 5, "<unk>": 6}, "merges": ["▁ a"], "unk_token": "<unk>", "fuse_unk": true},
@@ -408,7 +416,7 @@ func TestPipelinePieces(t *testing.T) {
 }
 
 // TestAddedTokenFlags covers lstrip/rstrip/single_word and normalized
-// added tokens.
+// added tokens (expected ids checked against Hugging Face tokenizers).
 func TestAddedTokenFlags(t *testing.T) {
 	js := []byte(`{"model": {"type": "BPE", "vocab": {"a": 0, "b": 1, " ": 2, "x": 3}, "merges": []},
 		"added_tokens": [
