@@ -48,7 +48,8 @@ conformance:
 FUZZ_TARGETS := \
 	./formats/safetensors:FuzzParse \
 	./formats/fhm:FuzzParse \
-	./formats/hf:FuzzParseConfig
+	./formats/hf:FuzzParseConfig \
+	./runtime/tokenizer:FuzzEncodeDecode
 
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \

@@ -13,6 +13,7 @@ import (
 
 	"github.com/fhkit/fhkit/formats/dtype"
 	"github.com/fhkit/fhkit/formats/safetensors"
+	"github.com/fhkit/fhkit/runtime/sample"
 )
 
 // Sequence is one baseline sequence: its tokens and, when stored, the
@@ -117,7 +118,7 @@ func (s *Stats) Add(tokens []int, model, base []float32, vocab int) {
 	for t := 0; t < T; t++ {
 		m, b := model[t*vocab:(t+1)*vocab], base[t*vocab:(t+1)*vocab]
 		s.Positions++
-		if argmax(m) == argmax(b) {
+		if sample.Argmax(m) == sample.Argmax(b) {
 			s.top1++
 		}
 		s.top5 += overlap(topK(m, 5), topK(b, 5)) / 5
@@ -169,17 +170,6 @@ func (s *Stats) Merge(o *Stats) {
 	s.MaxKL = max(s.MaxKL, o.MaxKL)
 	s.MaxAbsDiff = max(s.MaxAbsDiff, o.MaxAbsDiff)
 	s.finish()
-}
-
-// argmax returns the index of the largest value, the smallest index on ties.
-func argmax(x []float32) int {
-	best := 0
-	for i, v := range x {
-		if v > x[best] {
-			best = i
-		}
-	}
-	return best
 }
 
 func topK(x []float32, k int) []int {
