@@ -48,6 +48,8 @@ type Summary struct {
 	Bytes        int64   `json:"bytes"`
 	InputBytes   int64   `json:"input_bytes"`
 	Seconds      float64 `json:"seconds"`
+	// FlashHead is set when the checkpoint's FlashHead cache was imported.
+	FlashHead *fhm.FlashHead `json:"flashhead,omitempty"`
 }
 
 // chunkElems is how many elements are converted at a time.
@@ -207,6 +209,12 @@ func Checkpoint(ck *hf.Checkpoint, out string, opts Options) (*Summary, error) {
 		sum.Tensors++
 	}
 
+	// A checkpoint that ships a FlashHead clustering cache (flashhead.go).
+	fh, fhFiles, err := importFlashHead(ck, &cfg, opts.DType, w)
+	if err != nil {
+		return abort(err)
+	}
+
 	h := <-hashes
 	if h.err != nil {
 		w.Abort()
@@ -223,6 +231,7 @@ func Checkpoint(ck *hf.Checkpoint, out string, opts Options) (*Summary, error) {
 		meta.Generation = &fhm.Generation{DoSample: g.DoSample, Temperature: g.Temperature, TopK: g.TopK, TopP: g.TopP,
 			MinP: g.MinP, RepetitionPenalty: g.RepetitionPenalty, MaxNewTokens: g.MaxNewTokens}
 	}
+	withFlashHead(meta, sum, fh, fhFiles)
 	if err := w.Commit(meta); err != nil {
 		return nil, err
 	}

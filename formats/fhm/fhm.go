@@ -64,8 +64,11 @@ type Metadata struct {
 	Source      Source      `json:"source"`
 	Converter   string      `json:"converter"`
 	// FlashHead is set when the file holds a FlashHead (clustered LM head).
-	FlashHead *FlashHead        `json:"flashhead,omitempty"`
-	Extra     map[string]string `json:"extra,omitempty"`
+	FlashHead *FlashHead `json:"flashhead,omitempty"`
+	// Quantization is set when linear weights are stored packed (see
+	// quant.go and formats/int4).
+	Quantization *Quantization     `json:"quantization,omitempty"`
+	Extra        map[string]string `json:"extra,omitempty"`
 }
 
 // Tensors of a FlashHead (see SPEC.md). K clusters of ClusterSize slots;

@@ -10,10 +10,18 @@ import (
 
 // Mat is a row-major weight matrix [Rows, Cols] stored in DType (F32, F16 or
 // BF16), read in place (usually from the memory-mapped model file).
+//
+// A packed int4 weight (see formats/int4) has DType U4, its codes in Data
+// and its scales and zero points in Q4 (built by NewInt4Mat); MatMul,
+// DotRows and RowF32 dispatch to the kernels of int4.go.
 type Mat struct {
 	Rows, Cols int
 	DType      dtype.DType
 	Data       []byte
+	Q4         *Int4 // non-nil exactly when DType is U4
+	// Observe, when set, is called by MatMul with its T input rows before
+	// the product (calibration hook of fh-quantize's GPTQ; nil otherwise).
+	Observe func(x []float32, T int)
 }
 
 // NewMat checks that data holds rows x cols elements of dt.
@@ -24,13 +32,15 @@ func NewMat(rows, cols int, dt dtype.DType, data []byte) (Mat, error) {
 	if int64(len(data)) != int64(rows)*int64(cols)*int64(dt.Size()) {
 		return Mat{}, fmt.Errorf("weight [%d, %d] %s needs %d bytes, has %d", rows, cols, dt, rows*cols*dt.Size(), len(data))
 	}
-	return Mat{rows, cols, dt, data}, nil
+	return Mat{Rows: rows, Cols: cols, DType: dt, Data: data}, nil
 }
 
 // RowF32 widens row r into dst (len Cols).
 func (m Mat) RowF32(dst []float32, r int) {
 	n := m.Cols
 	switch m.DType {
+	case dtype.U4:
+		m.int4RowF32(dst, r)
 	case dtype.F32:
 		copy(dst[:n], f32s(m.Data[r*n*4:(r+1)*n*4]))
 	case dtype.BF16:
@@ -113,6 +123,8 @@ func dotBF16(w []uint16, x []float32) float32 {
 func (m Mat) DotRows(out, x []float32) {
 	cols := m.Cols
 	switch m.DType {
+	case dtype.U4:
+		m.int4DotRows(out, x)
 	case dtype.F32:
 		for r := range out[:m.Rows] {
 			out[r] = Dot(f32s(m.Data[r*cols*4:(r+1)*cols*4]), x)
@@ -146,6 +158,13 @@ func MatMul(p *Pool, out []float32, w Mat, x []float32, T int) {
 	rows, cols := w.Rows, w.Cols
 	_ = out[T*rows-1]
 	_ = x[T*cols-1]
+	if w.Observe != nil {
+		w.Observe(x[:T*cols], T)
+	}
+	if w.DType == dtype.U4 {
+		int4MatMul(p, out, w, x, T)
+		return
+	}
 	p.For(rows, rowGrain, func(lo, hi int) {
 		var scratch []float32
 		if w.DType == dtype.F16 {

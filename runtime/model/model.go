@@ -10,6 +10,7 @@ import (
 	"github.com/fhkit/fhkit/formats/arch"
 	"github.com/fhkit/fhkit/formats/dtype"
 	"github.com/fhkit/fhkit/formats/fhm"
+	"github.com/fhkit/fhkit/formats/int4"
 	"github.com/fhkit/fhkit/runtime/cpu"
 )
 
@@ -69,6 +70,21 @@ func FromFile(f *fhm.File) (*Model, error) {
 	mat := func(name string, rows, cols int) cpu.Mat {
 		t, ok := f.Tensor(name)
 		if !ok {
+			// W4A16: a packed int4 weight replaces P.weight (formats/int4).
+			if q, found, err := int4.Find(f, name); found {
+				if err == nil && (q.Rows != rows || q.Cols != cols) {
+					err = fmt.Errorf("packed weight %q is [%d %d], want [%d %d]", name, q.Rows, q.Cols, rows, cols)
+				}
+				if err != nil {
+					errs = append(errs, err)
+					return cpu.Mat{}
+				}
+				w, err := cpu.NewInt4Mat(q)
+				if err != nil {
+					errs = append(errs, fmt.Errorf("tensor %q: %w", name, err))
+				}
+				return w
+			}
 			errs = append(errs, fmt.Errorf("missing tensor %q", name))
 			return cpu.Mat{}
 		}
