@@ -8,7 +8,7 @@ SHARED   ?= ../shared
 FUZZTIME ?= 20s
 export CGO_ENABLED ?= 0
 
-CMDS := fh-convert fh-run fh-fixture
+CMDS := fh-convert fh-run fh-fixture fh-flashhead-build fh-quantize
 
 .PHONY: all build test vet demo bench fuzz conformance clean fixtures gemma3-1b
 
@@ -37,7 +37,9 @@ demo: build
 	$(BIN)/fh-convert --in $(OUT)/demo/hf --out $(OUT)/demo/model-f32.fhm --dtype f32
 	$(BIN)/fh-run inspect $(OUT)/demo/model.fhm
 	$(BIN)/fh-run verify --model $(OUT)/demo/model.fhm --baseline-model $(OUT)/demo/model-f32.fhm --min-top1 1
-	$(BIN)/fh-run generate --model $(OUT)/demo/model.fhm --chat --prompt "Hello, who are you?" --max-tokens 24
+	$(BIN)/fh-flashhead-build --in $(OUT)/demo/model.fhm --out $(OUT)/demo/model-fh.fhm
+	$(BIN)/fh-run verify --model $(OUT)/demo/model-fh.fhm --head flashhead --min-top1 0.9
+	$(BIN)/fh-run generate --model $(OUT)/demo/model-fh.fhm --chat --prompt "Hello, who are you?" --max-tokens 24
 
 # Conformance against ../shared/conformance (real checkpoints and references).
 # Fails, rather than skips, when SHARED is missing.

@@ -13,7 +13,6 @@ import (
 
 	"github.com/fhkit/fhkit/formats/dtype"
 	"github.com/fhkit/fhkit/formats/safetensors"
-	"github.com/fhkit/fhkit/runtime/cpu"
 )
 
 // TestEmbedlRoundTrip: export then import gives an identical Head, and the
@@ -278,5 +277,13 @@ func TestImportPadding(t *testing.T) {
 	if _, err := ImportEmbedl(dir, head); err == nil || !strings.Contains(err.Error(), "want 12..16") {
 		t.Errorf("unbalanced padded cache: %v", err)
 	}
-	_ = cpu.Mat{}
+}
+
+// f32bits returns the bit patterns of x (for bit-exact comparisons).
+func f32bits(x []float32) []uint32 {
+	b := make([]uint32, len(x))
+	for i, v := range x {
+		b[i] = math.Float32bits(v)
+	}
+	return b
 }

@@ -41,12 +41,19 @@ const (
 	SearchGraph = "graph"
 )
 
+// DefaultProbesFor returns the default probes for K clusters: 256 (the
+// reference plugin's shipped setting, a few percent of the clusters of a
+// 128k-262k vocabulary), but at most half the clusters, so a small
+// vocabulary still skips half its head (stories260K: K 32 -> 16 probes,
+// which keeps top-1 agreement with the dense head at 1.0 there).
+func DefaultProbesFor(K int) int { return max(1, min(DefaultProbes, (K+1)/2)) }
+
 // Options control Build. Zero values select the defaults.
 type Options struct {
 	// ClusterSize is cap, the number of slots of every cluster (16).
 	ClusterSize int
-	// Probes is the default number of clusters stage 2 scores (256,
-	// clamped to the number of clusters).
+	// Probes is the default number of clusters stage 2 scores (0 selects
+	// DefaultProbesFor(K)).
 	Probes int
 	// Iterations is the number of balanced assignment iterations (8); they
 	// stop early when no row moves.
@@ -127,10 +134,7 @@ func Build(head cpu.Mat, opts Options) (*Head, error) {
 	if opts.ClusterSize < 1 {
 		return nil, fmt.Errorf("cluster size %d: must be at least 1", opts.ClusterSize)
 	}
-	if opts.Probes == 0 {
-		opts.Probes = DefaultProbes
-	}
-	if opts.Probes < 1 {
+	if opts.Probes < 0 {
 		return nil, fmt.Errorf("probes %d: must be at least 1", opts.Probes)
 	}
 	if opts.Iterations == 0 {
@@ -189,6 +193,9 @@ func Build(head cpu.Mat, opts Options) (*Head, error) {
 
 	h := assemble(pool, head, c.assign, K, cap_)
 	h.Probes = min(opts.Probes, K)
+	if opts.Probes == 0 {
+		h.Probes = DefaultProbesFor(K)
+	}
 	h.SpecialTokenIDs = SpecialIDs(opts.SpecialTokenIDs, V)
 	h.Source = "kmeans"
 	h.Seed = opts.Seed
@@ -474,13 +481,4 @@ func (p *progress) finish() {
 		t := max(1, int(p.total/1e6))
 		p.fn("done", t, t)
 	}
-}
-
-// f32bits is used by tests and the embedl code to compare centroids.
-func f32bits(x []float32) []uint32 {
-	b := make([]uint32, len(x))
-	for i, v := range x {
-		b[i] = math.Float32bits(v)
-	}
-	return b
 }

@@ -193,8 +193,8 @@ func TestLayout(t *testing.T) {
 			if want := SpecialIDs([]int{2, 1}, tc.V); !slices.Equal(h.SpecialTokenIDs, want) {
 				t.Errorf("special ids %v, want %v (deduplicated, in range)", h.SpecialTokenIDs, want)
 			}
-			if h.Probes != min(DefaultProbes, h.NumClusters) {
-				t.Errorf("probes %d, want min(256, K)", h.Probes)
+			if want := max(1, min(DefaultProbes, (h.NumClusters+1)/2)); h.Probes != want {
+				t.Errorf("probes %d, want %d (256, at most half of K)", h.Probes, want)
 			}
 		})
 	}

@@ -89,7 +89,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	in := fs.String("in", "", "input .fhm model (required)")
 	out := fs.String("out", "", "output .fhm model (required unless --export-embedl is given)")
 	clusterSize := fs.Int("cluster-size", flashhead.DefaultClusterSize, "slots per cluster (cap); K = ceil(vocab / cap)")
-	probes := fs.Int("probes", flashhead.DefaultProbes, "default number of probed clusters stored in the file (clamped to K)")
+	probes := fs.Int("probes", 0, "default number of probed clusters stored in the file (0 = 256, at most half the clusters)")
 	iters := fs.Int("iters", flashhead.DefaultIterations, "balanced assignment iterations (stop early when no token moves)")
 	lloyd := fs.Int("lloyd-iters", flashhead.DefaultLloydIterations, "unconstrained spherical k-means iterations before the balanced ones (0: none)")
 	cands := fs.Int("candidates", flashhead.DefaultCandidates, "clusters each token is scored against in a balanced iteration")
@@ -117,8 +117,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return cli.Usagef("unexpected argument %q", fs.Arg(0))
 	case *clusterSize < 1:
 		return cli.Usagef("--cluster-size %d: must be at least 1", *clusterSize)
-	case *probes < 1:
-		return cli.Usagef("--probes %d: must be at least 1", *probes)
+	case *probes < 0:
+		return cli.Usagef("--probes %d: must be at least 1 (or 0 for the default)", *probes)
 	case *iters < 1:
 		return cli.Usagef("--iters %d: must be at least 1", *iters)
 	case *lloyd < 0:
@@ -286,6 +286,9 @@ func importHead(dir string, rows cpu.Mat, f *fhm.File, probesSet bool, probes in
 		break
 	}
 	h.Probes = min(probes, h.NumClusters)
+	if probes == 0 {
+		h.Probes = flashhead.DefaultProbesFor(h.NumClusters)
+	}
 	h.SpecialTokenIDs = flashhead.SpecialIDs(special, h.Vocab)
 	return h, nil
 }

@@ -99,12 +99,12 @@ func TestBuildModel(t *testing.T) {
 			if r.code != 0 {
 				t.Fatalf("exit %d: %s", r.code, r.stderr)
 			}
-			if !strings.Contains(r.stdout, "32 clusters of 16 (0 padding slots), 32 probes, mean cosine") {
+			if !strings.Contains(r.stdout, "32 clusters of 16 (0 padding slots), 16 probes, mean cosine") {
 				t.Errorf("summary %q", r.stdout)
 			}
 			src, f := open(t, in), open(t, out)
 			fh := f.Metadata.FlashHead
-			if fh == nil || fh.NumClusters != 32 || fh.ClusterSize != 16 || fh.Probes != 32 || fh.Source != "kmeans" ||
+			if fh == nil || fh.NumClusters != 32 || fh.ClusterSize != 16 || fh.Probes != 16 || fh.Source != "kmeans" ||
 				!slices.Equal(fh.SpecialTokenIDs, src.Metadata.Model.EOSTokenIDs) || fh.MeanCosine <= 0 {
 				t.Fatalf("FlashHead metadata %+v", fh)
 			}
@@ -283,7 +283,7 @@ func TestUsageErrors(t *testing.T) {
 		{},
 		{"--in", "x"},
 		{"--in", "x", "--out", "y", "--cluster-size", "0"},
-		{"--in", "x", "--out", "y", "--probes", "0"},
+		{"--in", "x", "--out", "y", "--probes", "-1"},
 		{"--in", "x", "--out", "y", "--iters", "0"},
 		{"--in", "x", "--out", "y", "--search", "fast"},
 		{"--in", "x", "--out", "y", "--import-embedl", "d", "--cluster-size", "8"},

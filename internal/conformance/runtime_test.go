@@ -142,3 +142,44 @@ func TestConformanceStoriesGreedy(t *testing.T) {
 		}
 	}
 }
+
+// TestConformanceFlashHead builds a FlashHead for stories260K with the
+// default settings and compares it with the dense head: top-1 agreement
+// >= 99.5% over every position of the reference sequences, and greedy
+// continuations (64 tokens after each sequence's first 16) identical.
+func TestConformanceFlashHead(t *testing.T) {
+	conf := sharedDir(t)
+	dir := filepath.Join(conf, "stories260K")
+	dense := filepath.Join(t.TempDir(), "s.fhm")
+	if _, err := convert.Dir(filepath.Join(dir, "model"), dense, convert.Options{DType: dtype.F32}); err != nil {
+		t.Fatal(err)
+	}
+	withFH := filepath.Join(t.TempDir(), "s-fh.fhm")
+	build := exec.Command(buildTool(t, "fh-flashhead-build"), "--in", dense, "--out", withFH, "-q")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("fh-flashhead-build: %v\n%s", err, out)
+	}
+	cmd := exec.Command(buildTool(t, "fh-run"), "verify", "--model", withFH, "--head", "flashhead",
+		"--baseline", filepath.Join(dir, "reference.safetensors"), "--greedy-tokens", "64", "--json")
+	var so, se bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &so, &se
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("fh-run verify --head flashhead: %v\n%s", err, se.String())
+	}
+	var r struct {
+		Positions int     `json:"positions"`
+		Probes    int     `json:"probes"`
+		Top1      float64 `json:"top1_agreement"`
+		Recall    float64 `json:"recall_at_p"`
+		MeanKL    float64 `json:"mean_kl"`
+		Seqs      int     `json:"greedy_sequences"`
+		Matches   int     `json:"greedy_matches"`
+	}
+	if err := json.Unmarshal(so.Bytes(), &r); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("stories260K FlashHead: %d probes, %d positions, top-1 %.4f, recall@P %.4f, mean KL %.3g, greedy %d/%d identical", r.Probes, r.Positions, r.Top1, r.Recall, r.MeanKL, r.Matches, r.Seqs)
+	if r.Positions != 318 || r.Top1 < 0.995 || r.Seqs == 0 || r.Matches != r.Seqs {
+		t.Errorf("FlashHead vs dense: %+v", r)
+	}
+}
