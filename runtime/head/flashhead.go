@@ -291,6 +291,34 @@ func (h *FlashHead) Argmax(p *cpu.Pool, hidden []float32) int {
 	return ids[best]
 }
 
+// ArgmaxBatch is Argmax for n hidden states (n x D, e.g. n sequences
+// decoding together): stage 1 is one matrix-matrix product for all rows,
+// so the centroids are read once per step rather than once per sequence.
+func (h *FlashHead) ArgmaxBatch(p *cpu.Pool, hidden []float32) []int {
+	n := len(hidden) / h.D
+	scores := make([]float32, n*h.K)
+	if h.stage1 == Stage1BF16 {
+		cpu.MatMul(p, scores, h.norm, hidden, n)
+	} else {
+		for i := 0; i < n; i++ {
+			h.ClusterScores(p, scores[i*h.K:(i+1)*h.K], hidden[i*h.D:(i+1)*h.D])
+		}
+	}
+	out := make([]int, n)
+	for i := range out {
+		x := hidden[i*h.D : (i+1)*h.D]
+		ids, logits := h.Candidates(p, x, TopClusters(scores[i*h.K:(i+1)*h.K], h.Probes))
+		best := 0
+		for j := range logits {
+			if logits[j] > logits[best] {
+				best = j
+			}
+		}
+		out[i] = ids[best]
+	}
+	return out
+}
+
 // Sample draws a token with the method's two-stage sampling: clusters are
 // drawn without replacement in proportion to softmax(h·c_k / T) over the
 // raw centroids (Gumbel top-P), then a token is drawn from the candidates'

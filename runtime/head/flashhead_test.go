@@ -223,3 +223,24 @@ func TestSampleAllProbesMatchesDense(t *testing.T) {
 		}
 	}
 }
+
+// A batch of hidden states gives the same tokens as one at a time.
+func TestArgmaxBatch(t *testing.T) {
+	pool := cpu.NewPool(2)
+	defer pool.Close()
+	for _, st := range []Stage1{Stage1BF16, Stage1Int8} {
+		h, _ := testHead(t, 1000, 24, 16, []int{3}, 8, st)
+		r := rand.New(rand.NewPCG(5, 5))
+		const n = 7
+		batch := make([]float32, 0, n*24)
+		var want []int
+		for i := 0; i < n; i++ {
+			x := randHidden(r, 24)
+			batch = append(batch, x...)
+			want = append(want, h.Argmax(pool, x))
+		}
+		if got := h.ArgmaxBatch(pool, batch); !slices.Equal(got, want) {
+			t.Errorf("stage1 %v: batch %v, one by one %v", st, got, want)
+		}
+	}
+}
