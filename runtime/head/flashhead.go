@@ -281,14 +281,55 @@ func (h *FlashHead) Candidates(p *cpu.Pool, hidden []float32, clusters []int) (i
 func (h *FlashHead) Argmax(p *cpu.Pool, hidden []float32) int {
 	scores := make([]float32, h.K)
 	h.ClusterScores(p, scores, hidden)
-	ids, logits := h.Candidates(p, hidden, TopClusters(scores, h.Probes))
-	best := 0
-	for i := range logits {
-		if logits[i] > logits[best] { // ids ascend, so ties keep the smaller id
-			best = i
+	return h.argmaxOver(p, hidden, TopClusters(scores, h.Probes))
+}
+
+// best is a running argmax with the smallest id winning ties.
+type best struct {
+	id    int
+	logit float32
+}
+
+func (b *best) offer(id int, logit float32) {
+	if b.id < 0 || logit > b.logit || (logit == b.logit && id < b.id) {
+		b.id, b.logit = id, logit
+	}
+}
+
+// argmaxOver scores the probed blocks and the special tokens and returns
+// the best token, without building a candidate list (the fused path).
+func (h *FlashHead) argmaxOver(p *cpu.Pool, hidden []float32, clusters []int) int {
+	parts := make([]best, len(clusters))
+	esz := h.wperm.DType.Size()
+	blockBytes := h.Cap * h.D * esz
+	p.For(len(clusters), 8, func(lo, hi int) {
+		logits := make([]float32, h.Cap)
+		for i := lo; i < hi; i++ {
+			k := clusters[i]
+			block := cpu.Mat{Rows: h.Cap, Cols: h.D, DType: h.wperm.DType, Data: h.wperm.Data[k*blockBytes : (k+1)*blockBytes]}
+			block.DotRows(logits, hidden)
+			b := best{id: -1}
+			for s, l := range logits {
+				if id := h.vmap[k*h.Cap+s]; id >= 0 {
+					b.offer(int(id), l)
+				}
+			}
+			parts[i] = b
+		}
+	})
+	out := best{id: -1}
+	for _, b := range parts {
+		if b.id >= 0 {
+			out.offer(b.id, b.logit)
 		}
 	}
-	return ids[best]
+	one := []float32{0}
+	for _, id := range h.Special {
+		row := cpu.Mat{Rows: 1, Cols: h.D, DType: h.head.DType, Data: h.head.Data[id*h.D*h.head.DType.Size() : (id+1)*h.D*h.head.DType.Size()]}
+		row.DotRows(one, hidden)
+		out.offer(id, one[0])
+	}
+	return out.id
 }
 
 // ArgmaxBatch is Argmax for n hidden states (n x D, e.g. n sequences
@@ -306,15 +347,7 @@ func (h *FlashHead) ArgmaxBatch(p *cpu.Pool, hidden []float32) []int {
 	}
 	out := make([]int, n)
 	for i := range out {
-		x := hidden[i*h.D : (i+1)*h.D]
-		ids, logits := h.Candidates(p, x, TopClusters(scores[i*h.K:(i+1)*h.K], h.Probes))
-		best := 0
-		for j := range logits {
-			if logits[j] > logits[best] {
-				best = j
-			}
-		}
-		out[i] = ids[best]
+		out[i] = h.argmaxOver(p, hidden[i*h.D:(i+1)*h.D], TopClusters(scores[i*h.K:(i+1)*h.K], h.Probes))
 	}
 	return out
 }
