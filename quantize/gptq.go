@@ -4,12 +4,11 @@ import (
 	"fmt"
 
 	"github.com/fhkit/fhkit/formats/dtype"
+	"github.com/fhkit/fhkit/formats/fhm"
+	"github.com/fhkit/fhkit/formats/int4"
 	"github.com/fhkit/fhkit/runtime/cpu"
 	"github.com/fhkit/fhkit/runtime/model"
 	"github.com/fhkit/fhkit/runtime/tokenizer"
-
-	"github.com/fhkit/fhkit/formats/fhm"
-	"github.com/fhkit/fhkit/formats/int4"
 )
 
 // GPTQOptions control GPTQ.
@@ -38,6 +37,8 @@ type Calibration struct {
 	Damping   float64 `json:"damping"`
 	ActOrder  bool    `json:"act_order"`
 	BlockSize int     `json:"block_size"`
+	// Warning is set when there are too few tokens for the layer widths.
+	Warning string `json:"warning,omitempty"`
 }
 
 // linearSlot names a linear weight of a decoder layer and the Mat field
@@ -131,6 +132,15 @@ func runGPTQ(f *fhm.File, plans []layerPlan, sc Scheme, o *Options, results map[
 	cal.Sequences = len(seqs)
 	for _, s := range seqs {
 		cal.Tokens += len(s)
+	}
+	widest := 0
+	for _, p := range plans {
+		if p.group > 0 {
+			widest = max(widest, int(p.info.Shape[1]))
+		}
+	}
+	if cal.Tokens < 2*widest {
+		cal.Warning = fmt.Sprintf("%d calibration tokens for inputs up to %d wide: the Hessians are (nearly) rank-deficient, so GPTQ fits the calibration set and its error elsewhere can exceed RTN's; use at least %d tokens (--calib-samples x --seq-len)", cal.Tokens, widest, 4*widest)
 	}
 
 	byName := map[string]layerPlan{}

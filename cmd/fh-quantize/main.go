@@ -196,6 +196,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if s.Calibration != nil && s.Calibration.Warning != "" {
+		fmt.Fprintf(stderr, "fh-quantize: warning: %s\n", s.Calibration.Warning)
+	}
 	if *exportHF != "" {
 		f, err := fhm.Open(*out)
 		if err != nil {
@@ -210,8 +213,13 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if *asJSON {
 		return json.NewEncoder(stdout).Encode(s)
 	}
-	fmt.Fprintf(stdout, "%s: %s, %d layers in 4 bits (%d dense), group %d, %.3f bits/weight, mean weight error %.4f, %s, %.2f s\n",
-		s.Output, s.Method, len(s.Layers), len(s.Ignored), s.GroupSize, s.BitsPerWeight, s.MeanWeightRelError, cli.HumanBytes(s.Bytes), s.Seconds)
+	used := map[int]bool{}
+	for _, l := range s.Layers {
+		used[l.GroupSize] = true
+	}
+	groups := fmt.Sprint(slices.Sorted(maps.Keys(used)))
+	fmt.Fprintf(stdout, "%s: %s, %d layers in 4 bits (%d dense), group %d (used: %s), %.3f bits/weight, mean weight error %.4f, %s, %.2f s\n",
+		s.Output, s.Method, len(s.Layers), len(s.Ignored), s.GroupSize, groups, s.BitsPerWeight, s.MeanWeightRelError, cli.HumanBytes(s.Bytes), s.Seconds)
 	for _, name := range slices.Sorted(maps.Keys(s.Ignored)) {
 		fmt.Fprintf(stdout, "  dense: %s (%s)\n", name, s.Ignored[name])
 	}
