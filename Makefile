@@ -39,6 +39,8 @@ demo: build
 	$(BIN)/fh-run verify --model $(OUT)/demo/model.fhm --baseline-model $(OUT)/demo/model-f32.fhm --min-top1 1
 	$(BIN)/fh-flashhead-build --in $(OUT)/demo/model.fhm --out $(OUT)/demo/model-fh.fhm
 	$(BIN)/fh-run verify --model $(OUT)/demo/model-fh.fhm --head flashhead --min-top1 0.9
+	$(BIN)/fh-quantize --in $(OUT)/demo/model.fhm --out $(OUT)/demo/model-w4.fhm --w4a16
+	$(BIN)/fh-run verify --model $(OUT)/demo/model-w4.fhm --baseline-model $(OUT)/demo/model.fhm
 	$(BIN)/fh-run generate --model $(OUT)/demo/model-fh.fhm --chat --prompt "Hello, who are you?" --max-tokens 24
 
 # Conformance against ../shared/conformance (real checkpoints and references).

@@ -276,16 +276,37 @@ type hfQuantConfig struct {
 	} `json:"config_groups"`
 }
 
+// IsQuantizedDir reports whether the checkpoint directory holds a W4A16
+// checkpoint ImportHF reads: config.json has a quantization_config, or a
+// quantize_config.json (AutoGPTQ) is present. Unreadable files count as not
+// quantized (the dense converter then reports them).
+func IsQuantizedDir(dir string) bool {
+	if _, err := os.Stat(filepath.Join(dir, "quantize_config.json")); err == nil {
+		return true
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "config.json"))
+	if err != nil {
+		return false
+	}
+	var c struct {
+		Q json.RawMessage `json:"quantization_config"`
+		T *struct {
+			Q json.RawMessage `json:"quantization_config"`
+		} `json:"text_config"`
+	}
+	if json.Unmarshal(b, &c) != nil {
+		return false
+	}
+	return (len(c.Q) > 0 && string(c.Q) != "null") || (c.T != nil && len(c.T.Q) > 0 && string(c.T.Q) != "null")
+}
+
 // ImportHF converts a W4A16 Hugging Face checkpoint (compressed-tensors
 // pack-quantized, or GPTQ v1/v2 without act-order) into a packed .fhm
 // without dequantizing: the int4 codes, scales and zero points are re-packed
 // bit for bit (GPTQ's v1 zero−1 quirk undone). Dense tensors are converted
 // to opts.DType.
 //
-// fh-convert should call this when hf.Open reports a quantization_config
-// (ck.Info.QuantizationConfig non-nil) with quant_method
-// "compressed-tensors" or "gptq" (or a quantize_config.json sits next to
-// config.json), instead of failing on the unexpected packed tensors.
+// fh-convert calls it for directories IsQuantizedDir recognises.
 func ImportHF(in, out string, opts ImportOptions) (*ImportSummary, error) {
 	start := time.Now()
 	ck, err := hf.Open(in)

@@ -14,6 +14,7 @@ import (
 	"github.com/fhkit/fhkit/formats/atomicfile"
 	"github.com/fhkit/fhkit/formats/dtype"
 	"github.com/fhkit/fhkit/internal/cli"
+	"github.com/fhkit/fhkit/quantize"
 )
 
 const usage = `Usage: fh-convert --in DIR --out FILE.fhm [--dtype bf16|f16|f32] [--json]
@@ -21,7 +22,9 @@ const usage = `Usage: fh-convert --in DIR --out FILE.fhm [--dtype bf16|f16|f32] 
 Converts a Hugging Face checkpoint directory (config.json, model.safetensors
 or shards with model.safetensors.index.json, tokenizer files) into one .fhm
 file. Supported architectures: %s (Gemma-3 also from the text part of
-multimodal checkpoints). Every tensor is checked against config.json; the
+multimodal checkpoints). W4A16 checkpoints (compressed-tensors
+pack-quantized, GPTQ) are imported without dequantizing, and a FlashHead
+cache (flash_head_assets/) is imported when the checkpoint ships one. Every tensor is checked against config.json; the
 tokenizer files and chat template are embedded; the size and CRC-32C of
 every input file are recorded. The output appears only when complete.
 
@@ -73,6 +76,20 @@ func run(args []string, stdout, stderr io.Writer) error {
 			}
 			bar.Set(done)
 		},
+	}
+	if quantize.IsQuantizedDir(*in) {
+		// A W4A16 checkpoint (compressed-tensors or GPTQ): its int4 codes
+		// are re-packed as they are, never dequantized.
+		qs, err := quantize.ImportHF(*in, *out, quantize.ImportOptions{DType: d})
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return json.NewEncoder(stdout).Encode(qs)
+		}
+		fmt.Fprintf(stdout, "%s: %s, imported %s W4A16 (group %d, %d packed layers, %d dense tensors), %s, %.2f s\n",
+			qs.Output, qs.Architecture, qs.Format, qs.GroupSize, qs.Packed, qs.Dense, cli.HumanBytes(qs.Bytes), qs.Seconds)
+		return nil
 	}
 	s, err := convert.Dir(*in, *out, opts)
 	bar.Finish()

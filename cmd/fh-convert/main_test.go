@@ -17,6 +17,7 @@ import (
 	"github.com/fhkit/fhkit/formats/fhm"
 	"github.com/fhkit/fhkit/formats/safetensors"
 	"github.com/fhkit/fhkit/internal/fixture"
+	"github.com/fhkit/fhkit/quantize"
 )
 
 var binDir string
@@ -500,5 +501,53 @@ func TestKillDuringWrite(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A W4A16 checkpoint exported as compressed-tensors converts to the same
+// int4 tensors it was exported from.
+func TestConvertW4A16Checkpoint(t *testing.T) {
+	dir := t.TempDir()
+	dense := filepath.Join(dir, "dense.fhm")
+	if r := runConvert(t, "--in", fixtureDir(t, "llama-tiny"), "--out", dense); r.code != 0 {
+		t.Fatal(r.stderr)
+	}
+	q := filepath.Join(dir, "q.fhm")
+	if _, err := quantize.File(dense, q, quantize.Options{GroupSize: 32}); err != nil {
+		t.Fatal(err)
+	}
+	qf, err := fhm.Open(q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer qf.Close()
+	export := filepath.Join(dir, "hf")
+	if err := quantize.ExportHF(qf, export); err != nil {
+		t.Fatal(err)
+	}
+	back := filepath.Join(dir, "back.fhm")
+	r := runConvert(t, "--in", export, "--out", back, "--json")
+	if r.code != 0 || !strings.Contains(r.stdout, "compressed-tensors") {
+		t.Fatalf("exit %d: %s %s", r.code, r.stdout, r.stderr)
+	}
+	bf, err := fhm.Open(back)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bf.Close()
+	n := 0
+	for _, ti := range qf.Tensors {
+		if !strings.HasSuffix(ti.Name, ".qweight") && !strings.HasSuffix(ti.Name, ".scales") {
+			continue
+		}
+		a, _ := qf.Tensor(ti.Name)
+		b, ok := bf.Tensor(ti.Name)
+		if !ok || !bytes.Equal(a.Data, b.Data) {
+			t.Errorf("%s not bit-identical after export and fh-convert", ti.Name)
+		}
+		n++
+	}
+	if n == 0 {
+		t.Fatal("no int4 tensors compared")
 	}
 }
