@@ -112,20 +112,30 @@ func Run(r *model.Runner, fh *head.FlashHead, opts Options) (*Result, error) {
 
 func ms(d time.Duration) float64 { return float64(d) / 1e6 }
 
-// BodyBytes is what the layers read per decoded token: every layer weight
-// (the embedding row and the KV cache are negligible at short contexts).
+// BodyBytes is what the layers read per decoded token: every layer weight,
+// with the scales and zero points of int4 weights (the embedding row and
+// the KV cache are negligible at short contexts).
 func BodyBytes(m *model.Model) int64 {
 	var n int64
 	for _, l := range m.Layers {
 		for _, w := range []cpu.Mat{l.Q, l.K, l.V, l.O, l.Gate, l.Up, l.Down} {
-			n += int64(len(w.Data))
+			n += MatBytes(w)
 		}
 	}
 	return n
 }
 
+// MatBytes is the storage one product with w reads.
+func MatBytes(w cpu.Mat) int64 {
+	n := int64(len(w.Data))
+	if w.Q4 != nil {
+		n += int64(len(w.Q4.Scales) + len(w.Q4.Zeros))
+	}
+	return n
+}
+
 // DenseHeadBytes is the dense head's weight bytes.
-func DenseHeadBytes(m *model.Model) int64 { return int64(len(m.Head.Data)) }
+func DenseHeadBytes(m *model.Model) int64 { return MatBytes(m.Head) }
 
 // FlashHeadBytes is what the FlashHead reads per token: the stage-1
 // centroids and P blocks of cap rows.
