@@ -46,7 +46,7 @@ demo: build
 # Conformance against ../shared/conformance (real checkpoints and references).
 # Fails, rather than skips, when SHARED is missing.
 conformance:
-	FHKIT_SHARED=$(abspath $(SHARED)) FHKIT_REQUIRE_SHARED=1 $(GO) test -count=1 -v -run 'Conformance|Gemma3|Stories' ./internal/conformance/ ./runtime/tokenizer/
+	FHKIT_SHARED=$(abspath $(SHARED)) FHKIT_REQUIRE_SHARED=1 $(GO) test -count=1 -v -run 'Conformance|Gemma3|Stories' ./internal/conformance/ ./runtime/tokenizer/ ./flashhead-build/ ./quantize/
 
 # Each fuzz target for FUZZTIME, starting from the committed seed corpora.
 FUZZ_TARGETS := \
