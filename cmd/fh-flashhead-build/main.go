@@ -10,9 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"path/filepath"
-	"syscall"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
@@ -151,7 +149,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 			atomicfile.TempPath(filepath.Join(assets, flashhead.EmbedlConfigFile)),
 			atomicfile.TempPath(filepath.Join(*exportDir, flashhead.EmbedlFieldsFile)))
 	}
-	stop := removeOnSignal(temps)
+	stop := cli.RemoveOnSignal(temps...)
 	defer stop()
 
 	f, err := fhm.Open(*in)
@@ -293,30 +291,3 @@ func importHead(dir string, rows cpu.Mat, f *fhm.File, probesSet bool, probes in
 	return h, nil
 }
 
-// removeOnSignal removes the given files when the process gets SIGINT,
-// SIGTERM or SIGHUP, then exits with 128+signal (cli.RemoveOnSignal for
-// several files).
-func removeOnSignal(paths []string) (stop func()) {
-	ch := make(chan os.Signal, 1)
-	signal.Notify(ch, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
-	done := make(chan struct{})
-	go func() {
-		select {
-		case s := <-ch:
-			for _, p := range paths {
-				os.Remove(p)
-			}
-			fmt.Fprintf(os.Stderr, "interrupted (%v): partial output removed\n", s)
-			code := 130
-			if sig, ok := s.(syscall.Signal); ok {
-				code = 128 + int(sig)
-			}
-			os.Exit(code)
-		case <-done:
-		}
-	}()
-	return func() {
-		signal.Stop(ch)
-		close(done)
-	}
-}

@@ -120,17 +120,19 @@ func (p *Progress) Finish() {
 	}
 }
 
-// RemoveOnSignal removes the file at path (if it exists) when the process
+// RemoveOnSignal removes the files at paths (if they exist) when the process
 // gets SIGINT, SIGTERM or SIGHUP, then exits with 128+signal. Pass the
 // output's atomicfile.TempPath. The returned stop function ends the watch.
-func RemoveOnSignal(path string) (stop func()) {
+func RemoveOnSignal(paths ...string) (stop func()) {
 	ch := make(chan os.Signal, 1)
 	signal.Notify(ch, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	done := make(chan struct{})
 	go func() {
 		select {
 		case s := <-ch:
-			os.Remove(path)
+			for _, p := range paths {
+				os.Remove(p)
+			}
 			fmt.Fprintf(os.Stderr, "interrupted (%v): partial output removed\n", s)
 			code := 130
 			if sig, ok := s.(syscall.Signal); ok {
