@@ -290,4 +290,3 @@ func importHead(dir string, rows cpu.Mat, f *fhm.File, probesSet bool, probes in
 	h.SpecialTokenIDs = flashhead.SpecialIDs(special, h.Vocab)
 	return h, nil
 }
-
