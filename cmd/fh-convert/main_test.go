@@ -16,28 +16,15 @@ import (
 	"github.com/fhkit/fhkit/formats/dtype"
 	"github.com/fhkit/fhkit/formats/fhm"
 	"github.com/fhkit/fhkit/formats/safetensors"
+	"github.com/fhkit/fhkit/internal/clitest"
 	"github.com/fhkit/fhkit/internal/fixture"
 	"github.com/fhkit/fhkit/quantize"
 )
 
-var binDir string
+// bin is the command under test, built once by TestMain.
+var bin string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "fh-convert-test")
-	if err != nil {
-		panic(err)
-	}
-	binDir = dir
-	cmd := exec.Command("go", "build", "-o", dir, ".")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		os.Stderr.Write(out)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { clitest.Main(m, "fh-convert", &bin) }
 
 type result struct {
 	code           int
@@ -54,7 +41,7 @@ func runConvert(t *testing.T, args ...string) result {
 func runShell(t *testing.T, prefix string, args ...string) result {
 	t.Helper()
 	var cmd *exec.Cmd
-	bin := filepath.Join(binDir, "fh-convert")
+	bin := bin
 	if prefix == "" {
 		cmd = exec.Command(bin, args...)
 	} else {
@@ -468,7 +455,7 @@ func TestKillDuringWrite(t *testing.T) {
 		t.Run(sig.String(), func(t *testing.T) {
 			outDir := t.TempDir()
 			out := filepath.Join(outDir, "m.fhm")
-			cmd := exec.Command(filepath.Join(binDir, "fh-convert"), "--in", in, "--out", out, "--dtype", "f32")
+			cmd := exec.Command(bin, "--in", in, "--out", out, "--dtype", "f32")
 			var se bytes.Buffer
 			cmd.Stderr = &se
 			if err := cmd.Start(); err != nil {

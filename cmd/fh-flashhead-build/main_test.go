@@ -12,27 +12,14 @@ import (
 
 	"github.com/fhkit/fhkit/convert"
 	"github.com/fhkit/fhkit/formats/fhm"
+	"github.com/fhkit/fhkit/internal/clitest"
 	"github.com/fhkit/fhkit/internal/fixture"
 )
 
-var binDir string
+// bin is the command under test, built once by TestMain.
+var bin string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "fh-flashhead-build-test")
-	if err != nil {
-		panic(err)
-	}
-	binDir = dir
-	cmd := exec.Command("go", "build", "-o", dir, ".")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		os.Stderr.Write(out)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { clitest.Main(m, "fh-flashhead-build", &bin) }
 
 type result struct {
 	code           int
@@ -41,7 +28,7 @@ type result struct {
 
 func runBuild(t *testing.T, args ...string) result {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(binDir, "fh-flashhead-build"), args...)
+	cmd := exec.Command(bin, args...)
 	var so, se bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &so, &se
 	err := cmd.Run()
