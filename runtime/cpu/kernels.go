@@ -154,6 +154,8 @@ func MatVec(p *Pool, out []float32, w Mat, x []float32) {
 // MatMul computes out[t*Rows + r] = W[r,:] · x[t*Cols : (t+1)*Cols] for the
 // T input vectors packed in x: Y = X Wᵀ. Each weight row is read once for
 // all T inputs (prefill reads the weights once per batch, not per token).
+// One input (decode) goes to the matrix-vector kernels of matvec.go, more
+// to the matrix-matrix kernels of gemm.go; both fall back to MatMulRef.
 func MatMul(p *Pool, out []float32, w Mat, x []float32, T int) {
 	rows, cols := w.Rows, w.Cols
 	_ = out[T*rows-1]
@@ -161,6 +163,17 @@ func MatMul(p *Pool, out []float32, w Mat, x []float32, T int) {
 	if w.Observe != nil {
 		w.Observe(x[:T*cols], T)
 	}
+	if T == 1 {
+		matVec(p, out, w, x)
+		return
+	}
+	gemm(p, out, w, x, T)
+}
+
+// MatMulRef is MatMul in plain Go: the reference the SIMD kernels are
+// tested against, and the fallback on CPUs without them.
+func MatMulRef(p *Pool, out []float32, w Mat, x []float32, T int) {
+	rows, cols := w.Rows, w.Cols
 	if w.DType == dtype.U4 {
 		int4MatMul(p, out, w, x, T)
 		return
