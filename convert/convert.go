@@ -210,7 +210,7 @@ func Checkpoint(ck *hf.Checkpoint, out string, opts Options) (*Summary, error) {
 	}
 
 	// A checkpoint that ships a FlashHead clustering cache (flashhead.go).
-	fh, fhFiles, err := importFlashHead(ck, &cfg, opts.DType, w)
+	fh, fhFiles, err := ImportFlashHead(ck, &cfg, opts.DType, w)
 	if err != nil {
 		return abort(err)
 	}
@@ -231,7 +231,11 @@ func Checkpoint(ck *hf.Checkpoint, out string, opts Options) (*Summary, error) {
 		meta.Generation = &fhm.Generation{DoSample: g.DoSample, Temperature: g.Temperature, TopK: g.TopK, TopP: g.TopP,
 			MinP: g.MinP, RepetitionPenalty: g.RepetitionPenalty, MaxNewTokens: g.MaxNewTokens}
 	}
-	withFlashHead(meta, sum, fh, fhFiles)
+	WithFlashHead(meta, fh, fhFiles)
+	if fh != nil {
+		sum.FlashHead = fh
+		sum.Tensors += 3
+	}
 	if err := w.Commit(meta); err != nil {
 		return nil, err
 	}

@@ -22,10 +22,11 @@ import (
 // with n_probes and flash_head_special_token_ids from config.json (the EOS
 // ids when absent). The import code is flashhead-build's.
 
-// importFlashHead writes the FlashHead tensors of ck's cache to w and
-// returns the metadata and the cache files (for provenance); nil when the
-// checkpoint has no cache.
-func importFlashHead(ck *hf.Checkpoint, cfg *arch.Config, dt dtype.DType, w *fhm.Writer) (*fhm.FlashHead, []fhm.SourceFile, error) {
+// ImportFlashHead writes the FlashHead tensors of ck's cache to w (w_perm
+// in dtype dt) and returns the metadata and the cache files (for
+// provenance); nil when the checkpoint has no cache. fh-convert and the
+// W4A16 checkpoint import (quantize.ImportHF) both call it.
+func ImportFlashHead(ck *hf.Checkpoint, cfg *arch.Config, dt dtype.DType, w *fhm.Writer) (*fhm.FlashHead, []fhm.SourceFile, error) {
 	fields, hasSpecial, err := flashhead.ParseEmbedlFields(ck.RawConfig)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: FlashHead fields: %w", filepath.Join(ck.Dir, hf.ConfigName), err)
@@ -103,14 +104,12 @@ func importFlashHead(ck *hf.Checkpoint, cfg *arch.Config, dt dtype.DType, w *fhm
 	return &meta, hashed, nil
 }
 
-// withFlashHead sets the imported FlashHead (if any) in meta and the
-// summary, and adds its files to the provenance, kept sorted by name.
-func withFlashHead(meta *fhm.Metadata, sum *Summary, fh *fhm.FlashHead, files []fhm.SourceFile) {
+// WithFlashHead sets an imported FlashHead (if any) in meta and adds its
+// files to the provenance, kept sorted by name.
+func WithFlashHead(meta *fhm.Metadata, fh *fhm.FlashHead, files []fhm.SourceFile) {
 	if fh == nil {
 		return
 	}
-	sum.FlashHead = fh
-	sum.Tensors += 3
 	meta.FlashHead = fh
 	meta.Source.Files = append(meta.Source.Files, files...)
 	slices.SortStableFunc(meta.Source.Files, func(a, b fhm.SourceFile) int { return strings.Compare(a.Name, b.Name) })

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -14,6 +15,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/fhkit/fhkit/convert"
+	flashhead "github.com/fhkit/fhkit/flashhead-build"
 	"github.com/fhkit/fhkit/formats/arch"
 	"github.com/fhkit/fhkit/formats/dtype"
 	"github.com/fhkit/fhkit/formats/fhm"
@@ -26,11 +29,8 @@ import (
 // exported quantization_config.
 const CompressedTensorsVersion = "0.12.2"
 
-// Names of an exported directory's files.
-const (
-	WeightsFile   = "model.safetensors"
-	FlashHeadFile = "flashhead.safetensors"
-)
+// WeightsFile is the weights file of an exported directory.
+const WeightsFile = "model.safetensors"
 
 type stTensor struct {
 	h    safetensors.Header
@@ -42,9 +42,12 @@ type stTensor struct {
 // config.json with quantization_config, model.safetensors with
 // P.weight_packed / weight_scale / weight_shape (/ weight_zero_point) for
 // every packed linear and the other tensors unchanged, the embedded
-// tokenizer files, and flashhead.safetensors when f has a FlashHead. The
-// codes and scales are copied bit for bit. dir must not exist; it appears
-// only when complete.
+// tokenizer files, and, when f has a FlashHead, the reference vLLM
+// plugin's assets (flash_head_assets/clustering_cache.safetensors and
+// clustering_config.json) with the plugin's config.json fields
+// (architectures FlashHead<Base>, flash_head_cache_dir, n_probes,
+// flash_head_special_token_ids). The codes and scales are copied bit for
+// bit. dir must not exist; it appears only when complete.
 func ExportHF(f *fhm.File, dir string) error {
 	q := f.Metadata.Quantization
 	if q == nil {
@@ -60,16 +63,14 @@ func ExportHF(f *fhm.File, dir string) error {
 	if top["model_type"] == "gemma3" {
 		return fmt.Errorf("%s: converted from a multimodal Gemma-3 checkpoint; exporting its text model under the multimodal config is not supported", f.Path)
 	}
-	var model, flash []stTensor
+	var model []stTensor
 	groups := map[int][]string{} // group size → modules
 	for _, t := range f.Tensors {
 		switch {
 		case strings.HasPrefix(t.Name, "tokenizer/"):
 			continue
 		case strings.HasPrefix(t.Name, "flashhead."):
-			tt, _ := f.Tensor(t.Name)
-			flash = append(flash, stTensor{safetensors.Header{Name: t.Name, DType: t.DType, Shape: t.Shape}, tt.Data})
-			continue
+			continue // exported in the plugin's format below
 		}
 		weight, packed := int4.IsPackedName(t.Name)
 		if !packed {
@@ -118,6 +119,11 @@ func ExportHF(f *fhm.File, dir string) error {
 		os.RemoveAll(tmp)
 		return err
 	}
+	if f.Metadata.FlashHead != nil {
+		if err := exportFlashHead(f, tmp, top); err != nil {
+			return fail(err)
+		}
+	}
 	cfg, err := json.MarshalIndent(top, "", "  ")
 	if err != nil {
 		return fail(err)
@@ -127,11 +133,6 @@ func ExportHF(f *fhm.File, dir string) error {
 	}
 	if err := writeSafetensors(filepath.Join(tmp, WeightsFile), model); err != nil {
 		return fail(err)
-	}
-	if len(flash) > 0 {
-		if err := writeSafetensors(filepath.Join(tmp, FlashHeadFile), flash); err != nil {
-			return fail(err)
-		}
 	}
 	for file, tn := range f.Metadata.Tokenizer.Files {
 		if file != filepath.Base(file) || file == hf.ConfigName || file == WeightsFile {
@@ -149,6 +150,29 @@ func ExportHF(f *fhm.File, dir string) error {
 		return fail(fmt.Errorf("--export-hf: %w", err))
 	}
 	return nil
+}
+
+// exportFlashHead writes f's FlashHead into dir as the reference plugin's
+// assets and merges the plugin's fields into the config.json object top.
+func exportFlashHead(f *fhm.File, dir string, top map[string]any) error {
+	h, err := flashhead.FromFile(f)
+	if err != nil {
+		return err
+	}
+	if err := flashhead.ExportEmbedl(dir, h, flashhead.FlashHeadArchitecture(&f.Metadata)); err != nil {
+		return fmt.Errorf("--export-hf: FlashHead: %w", err)
+	}
+	fieldsPath := filepath.Join(dir, flashhead.EmbedlFieldsFile)
+	b, err := os.ReadFile(fieldsPath)
+	if err != nil {
+		return err
+	}
+	var fields map[string]any
+	if err := json.Unmarshal(b, &fields); err != nil {
+		return fmt.Errorf("%s: %w", fieldsPath, err)
+	}
+	maps.Copy(top, fields)
+	return os.Remove(fieldsPath) // its fields now live in config.json
 }
 
 // quantizationConfig builds the compressed-tensors quantization_config: one
@@ -252,6 +276,8 @@ type ImportSummary struct {
 	Dense        int     `json:"dense_tensors"`
 	Bytes        int64   `json:"bytes"`
 	Seconds      float64 `json:"seconds"`
+	// FlashHead is set when the checkpoint's FlashHead assets were imported.
+	FlashHead *fhm.FlashHead `json:"flashhead,omitempty"`
 }
 
 // hfQuantConfig holds the quantization_config fields the importers read.
@@ -411,6 +437,12 @@ func ImportHF(in, out string, opts ImportOptions) (*ImportSummary, error) {
 	if sum.Packed == 0 {
 		return abort(fmt.Errorf("%s: quantization_config present but no packed linear weights found", in))
 	}
+	// A FlashHead model ships the plugin's clustering cache.
+	fh, fhFiles, err := convert.ImportFlashHead(ck, &cfg, opts.DType, w)
+	if err != nil {
+		return abort(err)
+	}
+	sum.FlashHead = fh
 	qm.ScaleDType = scaleDT.String()
 
 	tok := fhm.Tokenizer{Files: map[string]string{}, ChatTemplate: ck.Tokenizer.ChatTemplate}
@@ -447,6 +479,7 @@ func ImportHF(in, out string, opts ImportOptions) (*ImportSummary, error) {
 		meta.Generation = &fhm.Generation{DoSample: g.DoSample, Temperature: g.Temperature, TopK: g.TopK, TopP: g.TopP,
 			MinP: g.MinP, RepetitionPenalty: g.RepetitionPenalty, MaxNewTokens: g.MaxNewTokens}
 	}
+	convert.WithFlashHead(meta, fh, fhFiles)
 	if err := w.Commit(meta); err != nil {
 		return nil, err
 	}

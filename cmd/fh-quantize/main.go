@@ -49,8 +49,9 @@ relative output error ‖WX − ŴX‖/‖WX‖ of GPTQ and of RTN for every lay
 --export-hf writes the quantized model as a Hugging Face directory in
 compressed-tensors pack-quantized form (weight_packed, weight_scale,
 weight_shape, weight_zero_point; config.json with the quantization_config
-vLLM reads), codes and scales bit for bit, plus the tokenizer files and
-flashhead.safetensors when the model has a FlashHead. --import-hf reads a
+vLLM reads), codes and scales bit for bit, plus the tokenizer files and,
+when the model has a FlashHead, the vLLM flash-head plugin's assets
+(flash_head_assets/ and its config.json fields). --import-hf reads a
 compressed-tensors or GPTQ (qweight/qzeros/scales/g_idx, v1 or v2, no
 act-order) W4A16 checkpoint into a packed .fhm without dequantizing.
 
