@@ -18,9 +18,25 @@ type Pool struct {
 }
 
 type job struct {
-	fn     func(lo, hi int)
+	t      Task
 	lo, hi int
 }
+
+// Task is a loop body that Pool.Run calls on sub-ranges of [0, n).
+//
+// Run exists for the decode path: a closure passed to For escapes to the
+// heap (it is handed to another goroutine), one allocation per parallel
+// operation; a Task that is a pointer into a reused struct (a kernel's
+// scratch) costs none.
+type Task interface {
+	Run(lo, hi int)
+}
+
+// funcTask adapts a closure to Task (a func value is pointer-shaped, so the
+// conversion does not allocate by itself).
+type funcTask func(lo, hi int)
+
+func (f funcTask) Run(lo, hi int) { f(lo, hi) }
 
 // NewPool starts a pool of threads goroutines (GOMAXPROCS when threads <= 0).
 func NewPool(threads int) *Pool {
@@ -33,7 +49,7 @@ func NewPool(threads int) *Pool {
 		p.jobs[i] = ch
 		go func() {
 			for j := range ch {
-				j.fn(j.lo, j.hi)
+				j.t.Run(j.lo, j.hi)
 				p.wg.Done()
 			}
 		}()
@@ -49,6 +65,11 @@ func (p *Pool) Threads() int { return p.threads }
 // last), so work is split on cache-friendly boundaries; a loop smaller than
 // two grains runs on the caller alone.
 func (p *Pool) For(n, grain int, fn func(lo, hi int)) {
+	p.Run(n, grain, funcTask(fn))
+}
+
+// Run is For with a Task: the same split, without the closure's allocation.
+func (p *Pool) Run(n, grain int, t Task) {
 	if grain < 1 {
 		grain = 1
 	}
@@ -56,7 +77,7 @@ func (p *Pool) For(n, grain int, fn func(lo, hi int)) {
 	parts := min(p.threads, chunks)
 	if parts <= 1 {
 		if n > 0 {
-			fn(0, n)
+			t.Run(0, n)
 		}
 		return
 	}
@@ -69,9 +90,9 @@ func (p *Pool) For(n, grain int, fn func(lo, hi int)) {
 			p.wg.Done()
 			continue
 		}
-		p.jobs[i-1] <- job{fn, lo, hi}
+		p.jobs[i-1] <- job{t, lo, hi}
 	}
-	fn(0, min(n, per))
+	t.Run(0, min(n, per))
 	p.wg.Wait()
 }
 

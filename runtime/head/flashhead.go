@@ -6,11 +6,11 @@
 package head
 
 import (
-	"container/heap"
 	"encoding/binary"
 	"fmt"
 	"math"
 	"slices"
+	"sync"
 
 	"github.com/fhkit/fhkit/formats/dtype"
 	"github.com/fhkit/fhkit/formats/fhm"
@@ -56,6 +56,7 @@ type FlashHead struct {
 	vmap    []int32   // [K*Cap] vocab id per slot, -1 = padding
 	head    cpu.Mat   // the dense head rows, for special tokens
 	softcap float32
+	scratch sync.Pool // of *scratch
 }
 
 // Load reads the FlashHead of a .fhm file. head is the model's dense head
@@ -193,40 +194,76 @@ func (h *FlashHead) ClusterScores(p *cpu.Pool, out, hidden []float32) {
 // TopClusters returns the indices of the P best-scoring clusters, in
 // descending score order (smaller index first on ties).
 func TopClusters(scores []float32, P int) []int {
-	hp := &minHeap{s: scores}
-	for k := range scores {
-		if hp.Len() < P {
-			heap.Push(hp, k)
-		} else if better(scores, k, hp.idx[0]) {
-			hp.idx[0] = k
-			heap.Fix(hp, 0)
+	return topClustersInto(make([]int, 0, P), scores, P)
+}
+
+// topClustersInto is TopClusters appending to dst[:0]: a size-P min-heap
+// (worst kept cluster at the root) written out by hand so that a decode
+// step neither allocates nor makes K interface calls.
+func topClustersInto(dst []int, scores []float32, P int) []int {
+	P = min(P, len(scores))
+	hp := dst[:0]
+	// worse reports whether heap entry i ranks below entry j.
+	worse := func(i, j int) bool { return better(scores, hp[j], hp[i]) }
+	down := func(i int) {
+		for {
+			l := 2*i + 1
+			if l >= len(hp) {
+				return
+			}
+			m := l
+			if r := l + 1; r < len(hp) && worse(r, l) {
+				m = r
+			}
+			if !worse(m, i) {
+				return
+			}
+			hp[i], hp[m] = hp[m], hp[i]
+			i = m
 		}
 	}
-	out := slices.Clone(hp.idx)
-	slices.SortFunc(out, func(a, b int) int {
+	for k := range scores {
+		if len(hp) < P {
+			hp = append(hp, k)
+			for i := len(hp) - 1; i > 0; {
+				parent := (i - 1) / 2
+				if !worse(i, parent) {
+					break
+				}
+				hp[i], hp[parent] = hp[parent], hp[i]
+				i = parent
+			}
+		} else if better(scores, k, hp[0]) {
+			hp[0] = k
+			down(0)
+		}
+	}
+	slices.SortFunc(hp, func(a, b int) int {
 		if better(scores, a, b) {
 			return -1
 		}
 		return 1
 	})
-	return out
+	return hp
 }
 
 func better(s []float32, a, b int) bool { return s[a] > s[b] || (s[a] == s[b] && a < b) }
 
-type minHeap struct {
-	s   []float32
-	idx []int
+// scratch holds one decode step's buffers; FlashHead keeps them in a
+// sync.Pool so concurrent callers (a server's sequences) each get their own
+// and a steady-state step allocates nothing.
+type scratch struct {
+	scores   []float32 // K stage-1 scores
+	clusters []int     // the P probed clusters
+	parts    []best    // per probed cluster: its best token
+	stage2   stage2Task
 }
 
-func (m *minHeap) Len() int           { return len(m.idx) }
-func (m *minHeap) Less(i, j int) bool { return better(m.s, m.idx[j], m.idx[i]) }
-func (m *minHeap) Swap(i, j int)      { m.idx[i], m.idx[j] = m.idx[j], m.idx[i] }
-func (m *minHeap) Push(x any)         { m.idx = append(m.idx, x.(int)) }
-func (m *minHeap) Pop() any {
-	x := m.idx[len(m.idx)-1]
-	m.idx = m.idx[:len(m.idx)-1]
-	return x
+func (h *FlashHead) getScratch() *scratch {
+	if s, ok := h.scratch.Get().(*scratch); ok {
+		return s
+	}
+	return &scratch{scores: make([]float32, h.K), clusters: make([]int, 0, h.K), parts: make([]best, h.K)}
 }
 
 // Candidates returns the vocab ids of the given clusters' tokens plus the
@@ -279,9 +316,11 @@ func (h *FlashHead) Candidates(p *cpu.Pool, hidden []float32, clusters []int) (i
 // Argmax is the greedy FlashHead: the candidate with the largest logit,
 // the smallest vocab id on ties (as the dense argmax).
 func (h *FlashHead) Argmax(p *cpu.Pool, hidden []float32) int {
-	scores := make([]float32, h.K)
-	h.ClusterScores(p, scores, hidden)
-	return h.argmaxOver(p, hidden, TopClusters(scores, h.Probes))
+	s := h.getScratch()
+	defer h.scratch.Put(s)
+	h.ClusterScores(p, s.scores, hidden)
+	s.clusters = topClustersInto(s.clusters, s.scores, h.Probes)
+	return h.argmaxOver(p, s, hidden, s.clusters)
 }
 
 // best is a running argmax with the smallest id winning ties.
@@ -298,38 +337,56 @@ func (b *best) offer(id int, logit float32) {
 
 // argmaxOver scores the probed blocks and the special tokens and returns
 // the best token, without building a candidate list (the fused path).
-func (h *FlashHead) argmaxOver(p *cpu.Pool, hidden []float32, clusters []int) int {
-	parts := make([]best, len(clusters))
-	esz := h.wperm.DType.Size()
-	blockBytes := h.Cap * h.D * esz
-	p.For(len(clusters), 8, func(lo, hi int) {
-		logits := make([]float32, h.Cap)
-		for i := lo; i < hi; i++ {
-			k := clusters[i]
-			block := cpu.Mat{Rows: h.Cap, Cols: h.D, DType: h.wperm.DType, Data: h.wperm.Data[k*blockBytes : (k+1)*blockBytes]}
-			block.DotRows(logits, hidden)
-			b := best{id: -1}
-			for s, l := range logits {
-				if id := h.vmap[k*h.Cap+s]; id >= 0 {
-					b.offer(int(id), l)
-				}
-			}
-			parts[i] = b
-		}
-	})
+func (h *FlashHead) argmaxOver(p *cpu.Pool, s *scratch, hidden []float32, clusters []int) int {
+	s.stage2 = stage2Task{h: h, parts: s.parts[:len(clusters)], hidden: hidden, clusters: clusters}
+	p.Run(len(clusters), 8, &s.stage2)
 	out := best{id: -1}
-	for _, b := range parts {
+	for _, b := range s.stage2.parts {
 		if b.id >= 0 {
 			out.offer(b.id, b.logit)
 		}
 	}
-	one := []float32{0}
+	var one [1]float32
 	for _, id := range h.Special {
 		row := cpu.Mat{Rows: 1, Cols: h.D, DType: h.head.DType, Data: h.head.Data[id*h.D*h.head.DType.Size() : (id+1)*h.D*h.head.DType.Size()]}
-		row.DotRows(one, hidden)
+		row.DotRows(one[:], hidden)
 		out.offer(id, one[0])
 	}
+	s.stage2 = stage2Task{}
 	return out.id
+}
+
+// stage2Task scores probed blocks [lo, hi) of clusters and keeps each
+// block's best token in parts (a cpu.Task, so a step allocates nothing).
+type stage2Task struct {
+	h        *FlashHead
+	parts    []best
+	hidden   []float32
+	clusters []int
+}
+
+func (t *stage2Task) Run(lo, hi int) {
+	h := t.h
+	blockBytes := h.Cap * h.D * h.wperm.DType.Size()
+	var stack [64]float32 // clusters are 16 slots by default
+	logits := stack[:0]
+	if h.Cap <= len(stack) {
+		logits = stack[:h.Cap]
+	} else {
+		logits = make([]float32, h.Cap)
+	}
+	for i := lo; i < hi; i++ {
+		k := t.clusters[i]
+		block := cpu.Mat{Rows: h.Cap, Cols: h.D, DType: h.wperm.DType, Data: h.wperm.Data[k*blockBytes : (k+1)*blockBytes]}
+		block.DotRows(logits, t.hidden)
+		b := best{id: -1}
+		for s, l := range logits {
+			if id := h.vmap[k*h.Cap+s]; id >= 0 {
+				b.offer(int(id), l)
+			}
+		}
+		t.parts[i] = b
+	}
 }
 
 // ArgmaxBatch is Argmax for n hidden states (n x D, e.g. n sequences
@@ -346,8 +403,11 @@ func (h *FlashHead) ArgmaxBatch(p *cpu.Pool, hidden []float32) []int {
 		}
 	}
 	out := make([]int, n)
+	s := h.getScratch()
+	defer h.scratch.Put(s)
 	for i := range out {
-		out[i] = h.argmaxOver(p, hidden[i*h.D:(i+1)*h.D], TopClusters(scores[i*h.K:(i+1)*h.K], h.Probes))
+		s.clusters = topClustersInto(s.clusters, scores[i*h.K:(i+1)*h.K], h.Probes)
+		out[i] = h.argmaxOver(p, s, hidden[i*h.D:(i+1)*h.D], s.clusters)
 	}
 	return out
 }

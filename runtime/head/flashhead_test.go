@@ -1,6 +1,7 @@
 package head
 
 import (
+	"cmp"
 	"encoding/binary"
 	"math"
 	"math/rand/v2"
@@ -241,6 +242,33 @@ func TestArgmaxBatch(t *testing.T) {
 		}
 		if got := h.ArgmaxBatch(pool, batch); !slices.Equal(got, want) {
 			t.Errorf("stage1 %v: batch %v, one by one %v", st, got, want)
+		}
+	}
+}
+
+// TopClusters equals a full sort (score descending, index ascending on
+// ties) on random scores with many ties, for every P.
+func TestTopClustersMatchesSort(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	for trial := 0; trial < 50; trial++ {
+		K := 1 + rng.IntN(300)
+		scores := make([]float32, K)
+		for i := range scores {
+			scores[i] = float32(rng.IntN(20)) - 10 // few distinct values: ties
+		}
+		order := make([]int, K)
+		for i := range order {
+			order[i] = i
+		}
+		slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(scores[b], scores[a]) })
+		for _, P := range []int{1, 2, 7, K / 2, K, K + 3} {
+			if P < 1 {
+				continue
+			}
+			got := TopClusters(scores, P)
+			if want := order[:min(P, K)]; !slices.Equal(got, want) {
+				t.Fatalf("K=%d P=%d: got %v, want %v", K, P, got, want)
+			}
 		}
 	}
 }
