@@ -2,8 +2,8 @@ package model
 
 import (
 	"fmt"
-	"github.com/fhkit/fhkit/formats/arch"
 
+	"github.com/fhkit/fhkit/formats/arch"
 	"github.com/fhkit/fhkit/runtime/cpu"
 )
 
@@ -17,18 +17,42 @@ type Runner struct {
 	M    *Model
 	Pool *cpu.Pool
 	buf  buffers
+	// attnFn is the attention worker handed to Pool.For, built once so
+	// that a decode step does not allocate a closure per layer.
+	attnFn func(lo, hi int)
+	attn   attnJob
 }
 
 // NewRunner returns a Runner on pool.
 func NewRunner(m *Model, pool *cpu.Pool) *Runner { return &Runner{M: m, Pool: pool} }
 
-// buffers are the activations of one chunk of T tokens.
+// Seq is one sequence's share of a batched forward pass: Tokens continue
+// the sequence in State (at State.Pos).
+type Seq struct {
+	State  *State
+	Tokens []int
+}
+
+// segment is one sequence's rows inside a chunk.
+type segment struct {
+	st     *State
+	tokens []int
+	row    int       // the segment's first row in the chunk
+	pos0   int       // the position of its first token
+	last   []float32 // receives the last row's final hidden state (nil: none)
+}
+
+// buffers are the activations of one chunk of T rows, and the scratch of
+// attention; they only grow, so steady-state decoding allocates nothing.
 type buffers struct {
 	T                      int
 	x, xn, q, k, v, att, o []float32
 	gate, up, down         []float32
 	cosG, sinG, cosL, sinL []float32
-	pastK, pastV           []float32
+	rowSeg                 []int32 // segment of each row
+	rowPos                 []int   // position of each row
+	segs                   []segment
+	scores                 [][]float32 // one attention score row per worker
 }
 
 func (b *buffers) ensure(T int, c *arch.Config) {
@@ -36,14 +60,14 @@ func (b *buffers) ensure(T int, c *arch.Config) {
 		return
 	}
 	h, qd, kvd, inter, half := c.HiddenSize, c.NumHeads*c.HeadDim, c.NumKVHeads*c.HeadDim, c.IntermediateSize, c.HeadDim/2
-	*b = buffers{
-		T: T, x: make([]float32, T*h), xn: make([]float32, T*h),
-		q: make([]float32, T*qd), k: make([]float32, T*kvd), v: make([]float32, T*kvd),
-		att: make([]float32, T*qd), o: make([]float32, T*h),
-		gate: make([]float32, T*inter), up: make([]float32, T*inter), down: make([]float32, T*h),
-		cosG: make([]float32, T*half), sinG: make([]float32, T*half),
-		cosL: make([]float32, T*half), sinL: make([]float32, T*half),
-	}
+	b.T = T
+	b.x, b.xn = make([]float32, T*h), make([]float32, T*h)
+	b.q, b.k, b.v = make([]float32, T*qd), make([]float32, T*kvd), make([]float32, T*kvd)
+	b.att, b.o = make([]float32, T*qd), make([]float32, T*h)
+	b.gate, b.up, b.down = make([]float32, T*inter), make([]float32, T*inter), make([]float32, T*h)
+	b.cosG, b.sinG = make([]float32, T*half), make([]float32, T*half)
+	b.cosL, b.sinL = make([]float32, T*half), make([]float32, T*half)
+	b.rowSeg, b.rowPos = make([]int32, T), make([]int, T)
 }
 
 // Forward runs tokens, which continue the sequence in st, and advances st.
@@ -74,74 +98,148 @@ func (r *Runner) DenseLogits(hidden []float32) []float32 {
 // returns the final-normed hidden states (the head's input) of every token
 // (len(tokens) x hidden) when all is true, of the last token otherwise.
 func (r *Runner) ForwardHidden(st *State, tokens []int, all bool) ([]float32, error) {
-	c := &r.M.Config
-	if len(tokens) == 0 {
-		return nil, fmt.Errorf("forward: no tokens")
+	if err := r.check(st, tokens); err != nil {
+		return nil, err
 	}
-	if st.Pos+len(tokens) > st.Limit {
-		return nil, fmt.Errorf("context limit exceeded: %d tokens already, %d more, limit %d (model maximum %d)", st.Pos, len(tokens), st.Limit, c.MaxPositionEmbeddings)
+	H := r.M.Config.HiddenSize
+	if !all {
+		hidden := make([]float32, H)
+		r.run(hidden, []Seq{{State: st, Tokens: tokens}})
+		return hidden, nil
 	}
-	for _, id := range tokens {
-		if id < 0 || id >= c.VocabSize {
-			return nil, fmt.Errorf("token id %d outside the vocabulary [0, %d)", id, c.VocabSize)
-		}
-	}
-	H := c.HiddenSize
-	var hidden []float32
-	if all {
-		hidden = make([]float32, len(tokens)*H)
-	} else {
-		hidden = make([]float32, H)
-	}
+	hidden := make([]float32, len(tokens)*H)
 	for start := 0; start < len(tokens); start += MaxChunk {
 		chunk := tokens[start:min(start+MaxChunk, len(tokens))]
-		last := start+len(chunk) == len(tokens)
-		switch {
-		case all:
-			r.forwardChunk(st, chunk, hidden[start*H:(start+len(chunk))*H], true)
-		case last:
-			r.forwardChunk(st, chunk, hidden, false)
-		default:
-			r.forwardChunk(st, chunk, nil, false)
-		}
+		r.buf.segs = append(r.buf.segs[:0], segment{st: st, tokens: chunk})
+		r.forwardChunk(r.buf.segs, hidden[start*H:(start+len(chunk))*H])
 	}
 	return hidden, nil
 }
 
-// forwardChunk runs up to MaxChunk tokens at positions st.Pos.. through the
-// model. out receives the final-normed hidden states: T rows when all is
-// set, the last token's row when it is non-nil otherwise, nothing when nil.
-func (r *Runner) forwardChunk(st *State, tokens []int, out []float32, all bool) {
+// ForwardBatch runs several sequences through the model in one pass and
+// advances each one's state: every linear layer multiplies the rows of all
+// sequences at once (the weights are read once per step, not once per
+// sequence), and attention reads each row's own KV cache. Sequences may
+// have any number of tokens (a decode step of one token next to a prompt
+// being prefilled); more than MaxChunk rows in all are split into
+// consecutive passes. out receives, for each sequence, the final-normed
+// hidden state of its last token (len(seqs) x hidden). On an error no
+// state has been changed.
+func (r *Runner) ForwardBatch(out []float32, seqs []Seq) error {
+	H := r.M.Config.HiddenSize
+	if len(out) < len(seqs)*H {
+		return fmt.Errorf("forward batch: output holds %d values, %d sequences need %d", len(out), len(seqs), len(seqs)*H)
+	}
+	for i, s := range seqs {
+		if s.State == nil {
+			return fmt.Errorf("forward batch: sequence %d has no state", i)
+		}
+		if err := r.check(s.State, s.Tokens); err != nil {
+			return fmt.Errorf("forward batch: sequence %d: %w", i, err)
+		}
+		// One state twice would write its cache rows twice in one pass;
+		// batches are small, so a quadratic scan is cheaper than a map.
+		for j := range i {
+			if seqs[j].State == s.State {
+				return fmt.Errorf("forward batch: sequences %d and %d share a state", j, i)
+			}
+		}
+	}
+	r.run(out, seqs)
+	return nil
+}
+
+// check validates tokens that are to continue st.
+func (r *Runner) check(st *State, tokens []int) error {
+	c := &r.M.Config
+	if len(tokens) == 0 {
+		return fmt.Errorf("forward: no tokens")
+	}
+	if st.Pos+len(tokens) > st.Limit {
+		return fmt.Errorf("context limit exceeded: %d tokens already, %d more, limit %d (model maximum %d)", st.Pos, len(tokens), st.Limit, c.MaxPositionEmbeddings)
+	}
+	for _, id := range tokens {
+		if id < 0 || id >= c.VocabSize {
+			return fmt.Errorf("token id %d outside the vocabulary [0, %d)", id, c.VocabSize)
+		}
+	}
+	return nil
+}
+
+// run packs validated sequences into chunks of at most MaxChunk rows and
+// runs them; a sequence that does not fit continues in the next chunk.
+func (r *Runner) run(out []float32, seqs []Seq) {
+	H := r.M.Config.HiddenSize
+	segs := r.buf.segs[:0]
+	rows := 0
+	for i, s := range seqs {
+		toks := s.Tokens
+		for len(toks) > 0 {
+			n := min(len(toks), MaxChunk-rows)
+			var last []float32
+			if n == len(toks) {
+				last = out[i*H : (i+1)*H]
+			}
+			segs = append(segs, segment{st: s.State, tokens: toks[:n], last: last})
+			rows += n
+			toks = toks[n:]
+			if rows == MaxChunk {
+				r.forwardChunk(segs, nil)
+				segs, rows = segs[:0], 0
+			}
+		}
+	}
+	if rows > 0 {
+		r.forwardChunk(segs, nil)
+	}
+	r.buf.segs = segs[:0]
+}
+
+// forwardChunk runs up to MaxChunk rows through the model. The rows are the
+// tokens of the segments, one after the other; each segment continues its
+// own state at its own position. all, when non-nil, receives the
+// final-normed hidden state of every row; each segment's last, when
+// non-nil, that of its last row.
+func (r *Runner) forwardChunk(segs []segment, all []float32) {
 	m, p := r.M, r.Pool
 	c := &m.Config
-	T, pos0 := len(tokens), st.Pos
 	h, hd, half := c.HiddenSize, c.HeadDim, c.HeadDim/2
 	qd, kvd := c.NumHeads*hd, c.NumKVHeads*hd
 	eps := float32(c.RMSNormEps)
+	T := 0
+	for i := range segs {
+		segs[i].row, segs[i].pos0 = T, segs[i].st.Pos
+		T += len(segs[i].tokens)
+	}
 	r.buf.ensure(T, c)
 	b := &r.buf
 	x, xn := b.x[:T*h], b.xn[:T*h]
 
-	// Embedding lookup, scaled for Gemma (by the weight-dtype scale).
-	for t, id := range tokens {
-		row := x[t*h : (t+1)*h]
-		m.Embed.RowF32(row, id)
-		if m.EmbedScale != 1 {
-			for i := range row {
-				row[i] *= m.EmbedScale
+	// Each row's sequence and position; embedding lookup, scaled for Gemma
+	// (by the weight-dtype scale); RoPE tables for the row's position,
+	// global and sliding (local) bases.
+	for si := range segs {
+		s := &segs[si]
+		for j, id := range s.tokens {
+			t := s.row + j
+			b.rowSeg[t], b.rowPos[t] = int32(si), s.pos0+j
+			row := x[t*h : (t+1)*h]
+			m.Embed.RowF32(row, id)
+			if m.EmbedScale != 1 {
+				for i := range row {
+					row[i] *= m.EmbedScale
+				}
 			}
+			m.rope[0].table(b.cosG[t*half:(t+1)*half], b.sinG[t*half:(t+1)*half], s.pos0+j)
+			m.rope[1].table(b.cosL[t*half:(t+1)*half], b.sinL[t*half:(t+1)*half], s.pos0+j)
 		}
-	}
-	// RoPE tables for each position: global and sliding (local) bases.
-	for t := 0; t < T; t++ {
-		m.rope[0].table(b.cosG[t*half:(t+1)*half], b.sinG[t*half:(t+1)*half], pos0+t)
-		m.rope[1].table(b.cosL[t*half:(t+1)*half], b.sinL[t*half:(t+1)*half], pos0+t)
 	}
 
 	for li := range m.Layers {
 		l := &m.Layers[li]
-		cache := st.layers[li]
-		cache.reserve(pos0 + T)
+		for si := range segs {
+			segs[si].st.layers[li].reserve(segs[si].pos0 + len(segs[si].tokens))
+		}
 
 		// Attention block.
 		rmsNormRows(xn, x, l.AttnNorm, eps, T)
@@ -170,12 +268,21 @@ func (r *Runner) forwardChunk(st *State, tokens []int, out []float32, all bool) 
 				cpu.RoPE(kh, ct, snt)
 			}
 		}
-		roundTrip(k, st.kvDT)
-		roundTrip(v, st.kvDT)
+		for si := range segs {
+			s := &segs[si]
+			lo, hi := s.row*kvd, (s.row+len(s.tokens))*kvd
+			roundTrip(k[lo:hi], s.st.kvDT)
+			roundTrip(v[lo:hi], s.st.kvDT)
+		}
 		att := b.att[:T*qd]
-		r.attention(att, q, k, v, cache, pos0, T, l.Sliding)
-		for t := 0; t < T; t++ {
-			cache.store(pos0+t, k[t*kvd:(t+1)*kvd], v[t*kvd:(t+1)*kvd])
+		r.attention(att, q, k, v, segs, li, T, l.Sliding)
+		for si := range segs {
+			s := &segs[si]
+			cache := s.st.layers[li]
+			for j := range s.tokens {
+				t := s.row + j
+				cache.store(s.pos0+j, k[t*kvd:(t+1)*kvd], v[t*kvd:(t+1)*kvd])
+			}
 		}
 		o := b.o[:T*h]
 		cpu.MatMul(p, o, l.O, att, T)
@@ -200,17 +307,20 @@ func (r *Runner) forwardChunk(st *State, tokens []int, out []float32, all bool) 
 		}
 		addTo(x, down)
 	}
-	st.Pos += T
+	for si := range segs {
+		segs[si].st.Pos += len(segs[si].tokens)
+	}
 
-	if out == nil {
-		return
+	// Final norm, for every row or only each segment's last.
+	if all != nil {
+		rmsNormRows(all, x, m.Norm, eps, T)
 	}
-	// Final norm, for every position or only the last.
-	first := 0
-	if !all {
-		first = T - 1
+	for _, s := range segs {
+		if s.last != nil {
+			t := s.row + len(s.tokens) - 1
+			cpu.RMSNorm(s.last, x[t*h:(t+1)*h], m.Norm, eps)
+		}
 	}
-	rmsNormRows(out, x[first*h:], m.Norm, eps, T-first)
 }
 
 // rmsNormRows normalizes T rows of x into out.
@@ -228,62 +338,95 @@ func addTo(dst, src []float32) {
 	}
 }
 
+// attnJob is the attention work of one layer, shared with the pool's
+// workers through the Runner (so no closure is built per call).
+type attnJob struct {
+	out, q, k, v []float32 // k and v: the chunk's own rows, already rounded
+	segs         []segment
+	layer, T     int
+	parts        int
+	sliding      bool
+}
+
 // attention computes softmax(q·kᵀ·scale + causal/sliding mask)·v for the T
-// queries at positions pos0.., over the cached past keys and the chunk's
-// own keys k, v (already rounded to the cache precision).
-func (r *Runner) attention(out, q, k, v []float32, cache *layerCache, pos0, T int, sliding bool) {
+// rows of the chunk. Each row attends over its own sequence: positions
+// before the segment's first are read from that state's cache in place,
+// the segment's own positions from the chunk's k and v rows.
+func (r *Runner) attention(out, q, k, v []float32, segs []segment, layer, T int, sliding bool) {
+	c := &r.M.Config
+	jobs := T * c.NumHeads
+	parts := min(r.Pool.Threads(), jobs)
+	// Scratch for the longest score row any query of the chunk needs.
+	longest := 0
+	for _, s := range segs {
+		n := s.pos0 + len(s.tokens)
+		if sliding {
+			n = min(n, c.SlidingWindow)
+		}
+		longest = max(longest, n)
+	}
+	b := &r.buf
+	for len(b.scores) < parts {
+		b.scores = append(b.scores, nil)
+	}
+	for i := range parts {
+		if len(b.scores[i]) < longest {
+			b.scores[i] = make([]float32, max(longest, 2*len(b.scores[i])))
+		}
+	}
+	r.attn = attnJob{out: out, q: q, k: k, v: v, segs: segs, layer: layer, T: T, parts: parts, sliding: sliding}
+	if r.attnFn == nil {
+		r.attnFn = func(lo, hi int) {
+			for part := lo; part < hi; part++ {
+				r.attendPart(part)
+			}
+		}
+	}
+	// One range per worker, each with its own score row; jobs are dealt
+	// round-robin because rows of different sequences differ in length.
+	r.Pool.For(parts, 1, r.attnFn)
+	r.attn = attnJob{}
+}
+
+// attendPart runs the attention jobs (row, head) of worker part.
+func (r *Runner) attendPart(part int) {
+	a := &r.attn
 	c := &r.M.Config
 	hd := c.HeadDim
 	qd, kvd := c.NumHeads*hd, c.NumKVHeads*hd
 	group := c.NumHeads / c.NumKVHeads
-	window := c.SlidingWindow
-	// The earliest position any query of the chunk can see.
-	pastStart := 0
-	if sliding {
-		pastStart = max(0, pos0-window+1)
-	}
-	nPast := pos0 - pastStart
-	b := &r.buf
-	if cap(b.pastK) < (nPast+T)*kvd {
-		b.pastK = make([]float32, (nPast+T)*kvd)
-		b.pastV = make([]float32, (nPast+T)*kvd)
-	}
-	// keys/values of positions pastStart .. pos0+T-1, one row each.
-	keys, vals := b.pastK[:(nPast+T)*kvd], b.pastV[:(nPast+T)*kvd]
-	for i := 0; i < nPast; i++ {
-		cache.load(pastStart+i, keys[i*kvd:(i+1)*kvd], vals[i*kvd:(i+1)*kvd])
-	}
-	copy(keys[nPast*kvd:], k)
-	copy(vals[nPast*kvd:], v)
-
 	scale := float32(c.AttentionScale)
 	softcap := float32(c.AttnLogitSoftcap)
-	r.Pool.For(T*c.NumHeads, 1, func(lo, hi int) {
-		scores := make([]float32, nPast+T)
-		for job := lo; job < hi; job++ {
-			t, hh := job/c.NumHeads, job%c.NumHeads
-			qpos := pos0 + t
-			first := pastStart
-			if sliding {
-				first = max(pastStart, qpos-window+1)
-			}
-			g := hh / group
-			qh := q[t*qd+hh*hd : t*qd+(hh+1)*hd]
-			s := scores[:qpos-first+1]
-			for p := first; p <= qpos; p++ {
-				row := (p - pastStart) * kvd
-				s[p-first] = cpu.Dot(qh, keys[row+g*hd:row+(g+1)*hd]) * scale
-			}
-			if softcap > 0 {
-				cpu.Softcap(s, softcap)
-			}
-			cpu.Softmax(s)
-			oh := out[t*qd+hh*hd : t*qd+(hh+1)*hd]
-			clear(oh)
-			for p := first; p <= qpos; p++ {
-				row := (p - pastStart) * kvd
-				cpu.Axpy(oh, s[p-first], vals[row+g*hd:row+(g+1)*hd])
-			}
+	scores := r.buf.scores[part]
+	for job := part; job < a.T*c.NumHeads; job += a.parts {
+		t, hh := job/c.NumHeads, job%c.NumHeads
+		s := &a.segs[r.buf.rowSeg[t]]
+		qpos := r.buf.rowPos[t]
+		first := 0
+		if a.sliding {
+			first = max(0, qpos-c.SlidingWindow+1)
 		}
-	})
+		// Positions before split are in the cache; the rest are this chunk's.
+		split := max(first, s.pos0)
+		g := hh / group
+		qh := a.q[t*qd+hh*hd : t*qd+(hh+1)*hd]
+		sc := scores[:qpos-first+1]
+		cache := s.st.layers[a.layer]
+		cache.scores(sc[:split-first], qh, first, g*hd, scale)
+		for p := split; p <= qpos; p++ {
+			row := (s.row+p-s.pos0)*kvd + g*hd
+			sc[p-first] = cpu.Dot(qh, a.k[row:row+hd]) * scale
+		}
+		if softcap > 0 {
+			cpu.Softcap(sc, softcap)
+		}
+		cpu.Softmax(sc)
+		oh := a.out[t*qd+hh*hd : t*qd+(hh+1)*hd]
+		clear(oh)
+		cache.accumulate(oh, sc[:split-first], first, g*hd)
+		for p := split; p <= qpos; p++ {
+			row := (s.row+p-s.pos0)*kvd + g*hd
+			cpu.Axpy(oh, sc[p-first], a.v[row:row+hd])
+		}
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"math"
 
 	"github.com/fhkit/fhkit/formats/dtype"
+	"github.com/fhkit/fhkit/runtime/cpu"
 )
 
 // layerCache stores one layer's keys and values (post-norm, post-RoPE) for
@@ -77,23 +78,89 @@ func (c *layerCache) store(pos int, k, v []float32) {
 	}
 }
 
-// load reads the key and value rows of position pos into k and v.
-func (c *layerCache) load(pos int, k, v []float32) {
-	off := c.slot(pos) * c.kvDim
-	switch c.dt {
-	case dtype.F32:
-		copy(k, c.k[off:off+c.kvDim])
-		copy(v, c.v[off:off+c.kvDim])
-	case dtype.BF16:
-		for i := range k {
-			k[i] = math.Float32frombits(uint32(c.k16[off+i]) << 16)
-			v[i] = math.Float32frombits(uint32(c.v16[off+i]) << 16)
+// scores writes scale * q·k for the keys of positions from, from+1, ...
+// (len(s) of them) into s, reading the cached head at column off in place.
+func (c *layerCache) scores(s, q []float32, from, off int, scale float32) {
+	hd := len(q)
+	for i := range s {
+		o := c.slot(from+i)*c.kvDim + off
+		var d float32
+		switch c.dt {
+		case dtype.F32:
+			d = cpu.Dot(q, c.k[o:o+hd])
+		case dtype.BF16:
+			d = dotBF16(c.k16[o:o+hd], q)
+		case dtype.F16:
+			d = dotF16(c.k16[o:o+hd], q)
 		}
-	case dtype.F16:
-		for i := range k {
-			k[i] = dtype.F16ToF32(c.k16[off+i])
-			v[i] = dtype.F16ToF32(c.v16[off+i])
+		s[i] = d * scale
+	}
+}
+
+// accumulate adds w[i] times the cached value head at column off of
+// position from+i to out, reading the cache in place.
+func (c *layerCache) accumulate(out, w []float32, from, off int) {
+	hd := len(out)
+	for i, a := range w {
+		o := c.slot(from+i)*c.kvDim + off
+		switch c.dt {
+		case dtype.F32:
+			cpu.Axpy(out, a, c.v[o:o+hd])
+		case dtype.BF16:
+			axpyBF16(out, a, c.v16[o:o+hd])
+		case dtype.F16:
+			axpyF16(out, a, c.v16[o:o+hd])
 		}
+	}
+}
+
+// dotBF16 is cpu.Dot with a bfloat16 operand, in the same eight-lane order,
+// so a bf16 cache read in place scores exactly as the widened row would.
+func dotBF16(w []uint16, x []float32) float32 {
+	var s [8]float32
+	n := len(w)
+	x = x[:n]
+	i := 0
+	for ; i+8 <= n; i += 8 {
+		s[0] += math.Float32frombits(uint32(w[i])<<16) * x[i]
+		s[1] += math.Float32frombits(uint32(w[i+1])<<16) * x[i+1]
+		s[2] += math.Float32frombits(uint32(w[i+2])<<16) * x[i+2]
+		s[3] += math.Float32frombits(uint32(w[i+3])<<16) * x[i+3]
+		s[4] += math.Float32frombits(uint32(w[i+4])<<16) * x[i+4]
+		s[5] += math.Float32frombits(uint32(w[i+5])<<16) * x[i+5]
+		s[6] += math.Float32frombits(uint32(w[i+6])<<16) * x[i+6]
+		s[7] += math.Float32frombits(uint32(w[i+7])<<16) * x[i+7]
+	}
+	for ; i < n; i++ {
+		s[i&7] += math.Float32frombits(uint32(w[i])<<16) * x[i]
+	}
+	return ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]))
+}
+
+// dotF16 is dotBF16 for a float16 operand.
+func dotF16(w []uint16, x []float32) float32 {
+	var s [8]float32
+	n := len(w)
+	x = x[:n]
+	for i := range n {
+		s[i&7] += dtype.F16ToF32(w[i]) * x[i]
+	}
+	return ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]))
+}
+
+// axpyBF16 adds a times a bfloat16 row to y.
+func axpyBF16(y []float32, a float32, x []uint16) {
+	x = x[:len(y)]
+	for i := range y {
+		y[i] += a * math.Float32frombits(uint32(x[i])<<16)
+	}
+}
+
+// axpyF16 adds a times a float16 row to y.
+func axpyF16(y []float32, a float32, x []uint16) {
+	x = x[:len(y)]
+	for i := range y {
+		y[i] += a * dtype.F16ToF32(x[i])
 	}
 }
 
