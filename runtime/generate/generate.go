@@ -73,14 +73,7 @@ func NewSession(r *model.Runner, tok *tokenizer.Tokenizer, ctx int, kv dtype.DTy
 	if err != nil {
 		return nil, err
 	}
-	eos := map[int]bool{}
-	for _, id := range r.M.Config.EOSTokenIDs {
-		eos[id] = true
-	}
-	for _, id := range tok.EOS() {
-		eos[id] = true
-	}
-	return &Session{Runner: r, Tokenizer: tok, State: st, eos: eos}, nil
+	return &Session{Runner: r, Tokenizer: tok, State: st, eos: EOSTokens(r.M, tok)}, nil
 }
 
 // Generate continues from prompt (token ids, including any BOS) and calls
@@ -117,32 +110,23 @@ func (s *Session) Generate(prompt []int, opts Options, emit func(string) error) 
 	res.PrefillSeconds = time.Since(start).Seconds()
 
 	sampler := sample.New(opts.Sample)
-	dec := s.Tokenizer.NewDecoder()
-	out := stopFilter{stops: opts.Stop, emit: emit}
+	out := NewStream(s.Tokenizer, s.eos, opts, emit)
 	context := slices.Clone(prompt)
 	start = time.Now()
 	for {
 		id := s.next(sampler, hidden, context)
-		res.Tokens = append(res.Tokens, id)
 		context = append(context, id)
-		if s.eos[id] && !opts.IgnoreEOS {
-			res.StopReason = "eos"
-			break
-		}
-		stopped, err := out.write(dec.Next(id))
+		done, err := out.Push(id)
 		if err != nil {
 			return nil, err
 		}
-		if stopped {
-			res.StopReason = "stop"
-			break
-		}
-		if len(res.Tokens) >= opts.MaxTokens {
-			res.StopReason = "length"
+		if done {
 			break
 		}
 		if s.State.Pos+1 > limit {
-			res.StopReason = "context"
+			if err := out.End("context"); err != nil {
+				return nil, err
+			}
 			break
 		}
 		if hidden, err = s.Runner.ForwardHidden(s.State, []int{id}, false); err != nil {
@@ -150,16 +134,9 @@ func (s *Session) Generate(prompt []int, opts Options, emit func(string) error) 
 		}
 		s.history = append(s.history, id)
 	}
-	if res.StopReason != "stop" {
-		if _, err := out.write(dec.Flush()); err != nil {
-			return nil, err
-		}
-		if err := out.flush(); err != nil {
-			return nil, err
-		}
-	}
+	res.Tokens, res.StopReason = out.Tokens, out.StopReason
 	res.DecodeSeconds = time.Since(start).Seconds()
-	res.Text = out.text.String()
+	res.Text = out.Text()
 	return res, nil
 }
 
