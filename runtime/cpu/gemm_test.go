@@ -1,0 +1,310 @@
+package cpu
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/fhkit/fhkit/formats/dtype"
+)
+
+// gemmLevels returns the assembly kernel sets this CPU runs, by name.
+func gemmLevels(t testing.TB) map[string]*gemmKernels {
+	levels := map[string]*gemmKernels{}
+	for _, i := range []ISA{AVX2, AVX512} {
+		if i <= DetectISA() {
+			if ks := gemmKernelsFor(i); ks != nil {
+				levels[i.String()] = ks
+			}
+		}
+	}
+	if len(levels) == 0 {
+		t.Skip("no gemm assembly kernels on this CPU")
+	}
+	return levels
+}
+
+// randFloatMat returns a random rows x cols weight in dt (values ~N(0,1)).
+func randFloatMat(r *rand.Rand, rows, cols int, dt dtype.DType) Mat {
+	v := make([]float32, rows*cols)
+	for i := range v {
+		v[i] = float32(r.NormFloat64())
+	}
+	data := make([]byte, len(v)*dt.Size())
+	if err := dtype.EncodeFloats(data, v, dt); err != nil {
+		panic(err)
+	}
+	m, err := NewMat(rows, cols, dt, data)
+	if err != nil {
+		panic(err)
+	}
+	return m
+}
+
+// denseF64 returns m's weights in float64.
+func denseF64(m Mat) []float64 {
+	row := make([]float32, m.Cols)
+	out := make([]float64, 0, m.Rows*m.Cols)
+	for r := 0; r < m.Rows; r++ {
+		m.RowF32(row, r)
+		for _, v := range row {
+			out = append(out, float64(v))
+		}
+	}
+	return out
+}
+
+// checkGemm compares got with the float64 product of m and x. A float32
+// dot product of n terms carries an error of at most n·eps·Σ|w·x| and, with
+// rounding errors of random sign, typically √n·eps·Σ|w·x|; the kernels
+// also sum in a different order than MatMulRef. The bound allows 4× the
+// typical error: a wrong element, lane or tile is off by O(|w·x|), orders
+// of magnitude more.
+func checkGemm(t *testing.T, name string, m Mat, wd []float64, x []float32, T int, got []float32) {
+	t.Helper()
+	K := m.Cols
+	eps := float64(math.Nextafter32(1, 2) - 1)
+	bad := 0
+	for tt := 0; tt < T; tt++ {
+		for r := 0; r < m.Rows; r++ {
+			var want, mag float64
+			for c := 0; c < K; c++ {
+				p := wd[r*K+c] * float64(x[tt*K+c])
+				want += p
+				mag += math.Abs(p)
+			}
+			tol := 4*math.Sqrt(float64(K))*eps*mag + 1e-30
+			if d := math.Abs(float64(got[tt*m.Rows+r]) - want); !(d <= tol) {
+				if bad < 5 {
+					t.Errorf("%s: out[t=%d, r=%d] = %g, want %g (±%.2g)", name, tt, r, got[tt*m.Rows+r], want, tol)
+				}
+				bad++
+			}
+		}
+	}
+	if bad > 0 {
+		t.Errorf("%s: %d of %d outputs off", name, bad, T*m.Rows)
+	}
+}
+
+func randInputs(r *rand.Rand, n int) []float32 {
+	x := make([]float32, n)
+	for i := range x {
+		x[i] = float32(r.NormFloat64())
+	}
+	return x
+}
+
+// TestGemmMatchesReference runs every ISA level's kernels on random
+// weights of each dtype against a float64 reference: rows that leave a
+// ragged last panel and strip, T that leaves ragged input tiles, columns
+// with a tail after the last pack block, group counts that do not divide
+// the pack block, and widths large enough to be packed in several k blocks.
+func TestGemmMatchesReference(t *testing.T) {
+	levels := gemmLevels(t)
+	pool := NewPool(2)
+	defer pool.Close()
+	r := rand.New(rand.NewPCG(6, 1))
+	type shape struct{ rows, cols, g int }
+	shapes := []shape{
+		{1, 32, 32}, {5, 96, 32}, {16, 128, 128}, {31, 136, 8}, {33, 200, 40},
+		{70, 1152, 128}, {48, 2816, 64}, {40, 3000, 8}, {7, 8, 8},
+	}
+	Ts := []int{2, 3, 17, 128}
+	type wcase struct {
+		name string
+		m    Mat
+	}
+	for _, s := range shapes {
+		var ws []wcase
+		for _, dt := range []dtype.DType{dtype.F32, dtype.BF16, dtype.F16} {
+			ws = append(ws, wcase{dt.String(), randFloatMat(r, s.rows, s.cols, dt)})
+		}
+		for _, sdt := range []dtype.DType{dtype.BF16, dtype.F16, dtype.F32} {
+			for _, asym := range []bool{false, true} {
+				m, err := NewInt4Mat(randInt4(r, s.rows, s.cols, s.g, sdt, asym))
+				if err != nil {
+					t.Fatal(err)
+				}
+				ws = append(ws, wcase{fmt.Sprintf("U4/g%d/%s/asym=%v", s.g, sdt, asym), m})
+			}
+		}
+		for _, wc := range ws {
+			wd := denseF64(wc.m)
+			for _, T := range Ts {
+				if T == 128 && s.rows*s.cols > 70*1152 {
+					continue // keeps the float64 reference quick
+				}
+				x := randInputs(r, T*s.cols)
+				for name, ks := range levels {
+					if !ks.supports(wc.m) {
+						t.Fatalf("%s does not take %s [%d, %d]", name, wc.name, s.rows, s.cols)
+					}
+					got := make([]float32, T*s.rows)
+					for i := range got {
+						got[i] = float32(math.NaN()) // every output must be written
+					}
+					ks.matMul(pool, got, wc.m, x, T)
+					checkGemm(t, fmt.Sprintf("%s %s [%d, %d] T=%d", name, wc.name, s.rows, s.cols, T), wc.m, wd, x, T, got)
+				}
+			}
+		}
+	}
+}
+
+// TestGemmEveryTileWidth calls each microkernel (one input tile of every
+// width up to the widest) through matMul, on int4 and bf16 weights.
+func TestGemmEveryTileWidth(t *testing.T) {
+	pool := NewPool(1)
+	defer pool.Close()
+	r := rand.New(rand.NewPCG(8, 2))
+	q4, err := NewInt4Mat(randInt4(r, 45, 264, 8, dtype.BF16, false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bf := randFloatMat(r, 45, 264, dtype.BF16)
+	for name, ks := range gemmLevels(t) {
+		for _, m := range []Mat{q4, bf} {
+			wd := denseF64(m)
+			for T := 1; T <= len(ks.kernel); T++ {
+				x := randInputs(r, T*m.Cols)
+				got := make([]float32, T*m.Rows)
+				ks.matMul(pool, got, m, x, T)
+				checkGemm(t, fmt.Sprintf("%s %s T=%d", name, m.DType, T), m, wd, x, T, got)
+			}
+		}
+	}
+}
+
+// TestGemmPackExact checks the assembly pack routines bit for bit against
+// the Go widening they replace: the transposes must put every element in
+// its lane, and int4 dequantization with bf16 or f16 scales is exact.
+func TestGemmPackExact(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 9))
+	for name, ks := range gemmLevels(t) {
+		P := ks.panel
+		for _, dt := range []dtype.DType{dtype.F32, dtype.BF16, dtype.F16} {
+			m := randFloatMat(r, P+3, 5*ks.denseBlock+3, dt)
+			checkPacked(t, name+" "+dt.String(), ks, m)
+		}
+		for _, sdt := range []dtype.DType{dtype.BF16, dtype.F16} {
+			for _, g := range []int{8, 32, 24} {
+				cols := 3*lcm(ks.q4Block, g) + 2*g
+				w := randInt4(r, P+5, cols, g, sdt, g == 24)
+				m, err := NewInt4Mat(w)
+				if err != nil {
+					t.Fatal(err)
+				}
+				checkPacked(t, fmt.Sprintf("%s U4 g%d %s", name, g, sdt), ks, m)
+			}
+		}
+	}
+}
+
+// checkPacked packs the first panel of m and compares it with RowF32.
+func checkPacked(t *testing.T, name string, ks *gemmKernels, m Mat) {
+	t.Helper()
+	task := &gemmTask{ks: ks, w: m, T: 1, kc: m.Cols}
+	s := &gemmScratch{w: make([]float32, m.Cols*ks.panel)}
+	for i := range s.w {
+		s.w[i] = float32(math.NaN())
+	}
+	task.pack(s, 0, min(ks.panel, m.Rows), 0, m.Cols)
+	row := make([]float32, m.Cols)
+	bad := 0
+	for i := 0; i < ks.panel; i++ {
+		if i < m.Rows {
+			m.RowF32(row, i)
+		} else {
+			clear(row)
+		}
+		for k, want := range row {
+			if got := s.w[k*ks.panel+i]; got != want && bad < 5 {
+				t.Errorf("%s: panel[k=%d][row %d] = %g, want %g", name, k, i, got, want)
+				bad++
+			}
+		}
+	}
+}
+
+// TestGemmDispatch checks that MatMul with T > 1 goes through gemm and
+// falls back to MatMulRef for int4 layouts the kernels do not take (odd
+// widths, groups that are not whole 8-code words).
+func TestGemmDispatch(t *testing.T) {
+	pool := NewPool(2)
+	defer pool.Close()
+	r := rand.New(rand.NewPCG(1, 1))
+	for _, s := range []struct{ rows, cols, g int }{{17, 172, 43}, {9, 15, 15}, {33, 96, 32}} {
+		w := randInt4(r, s.rows, s.cols, s.g, dtype.BF16, false)
+		m, err := NewInt4Mat(w)
+		if err != nil {
+			t.Fatal(err)
+		}
+		T := 5
+		x := randInputs(r, T*s.cols)
+		got := make([]float32, T*s.rows)
+		MatMul(pool, got, m, x, T)
+		checkGemm(t, fmt.Sprintf("MatMul U4 [%d, %d] g%d", s.rows, s.cols, s.g), m, denseF64(m), x, T, got)
+	}
+}
+
+// BenchmarkGemm times the matrix-matrix product at gemma-3-1b's linear
+// shapes (int4, group 128, bf16 scales, as fh-quantize writes them; and
+// bf16 dense) for several batch sizes, threads and ISA levels. GFLOP/s
+// counts 2·rows·cols·T; wGB/s is weight bytes (codes and scales) read per
+// second, the figure that matters for small T.
+func BenchmarkGemm(b *testing.B) {
+	shapes := []struct{ in, out int }{{1152, 6912}, {6912, 1152}, {1152, 1024}, {1152, 256}, {1024, 1152}}
+	r := rand.New(rand.NewPCG(2, 2))
+	levels := []ISA{Generic}
+	for _, i := range []ISA{AVX2, AVX512} {
+		if i <= DetectISA() && gemmKernelsFor(i) != nil {
+			levels = append(levels, i)
+		}
+	}
+	for _, dt := range []string{"q4", "bf16"} {
+		for _, s := range shapes {
+			var m Mat
+			var wbytes int
+			if dt == "q4" {
+				w := randInt4(r, s.out, s.in, 128, dtype.BF16, false)
+				var err error
+				if m, err = NewInt4Mat(w); err != nil {
+					b.Fatal(err)
+				}
+				wbytes = len(w.QWeight) + len(w.Scales)
+			} else {
+				m = randFloatMat(r, s.out, s.in, dtype.BF16)
+				wbytes = len(m.Data)
+			}
+			for _, T := range []int{8, 32, 128} {
+				x := randInputs(r, T*s.in)
+				out := make([]float32, T*s.out)
+				for _, threads := range []int{1, 2} {
+					for _, lvl := range levels {
+						if lvl == Generic && T > 8 {
+							continue // the plain-Go baseline is slow; T=8 shows the ratio
+						}
+						name := fmt.Sprintf("%s/%dx%d/T%d/th%d/%s", dt, s.in, s.out, T, threads, lvl)
+						b.Run(name, func(b *testing.B) {
+							pool := NewPool(threads)
+							defer pool.Close()
+							ks := gemmKernelsFor(lvl)
+							for b.Loop() {
+								if ks == nil {
+									MatMulRef(pool, out, m, x, T)
+								} else {
+									ks.matMul(pool, out, m, x, T)
+								}
+							}
+							sec := b.Elapsed().Seconds() / float64(b.N)
+							b.ReportMetric(2*float64(s.in)*float64(s.out)*float64(T)/sec/1e9, "GFLOP/s")
+							b.ReportMetric(float64(wbytes)/sec/1e9, "wGB/s")
+						})
+					}
+				}
+			}
+		}
+	}
+}
