@@ -72,9 +72,14 @@ func u16s(b []byte) []uint16 {
 	return unsafe.Slice((*uint16)(unsafe.Pointer(&b[0])), len(b)/2)
 }
 
-// Dot returns the float32 dot product of a and b (same length), summed in
-// eight interleaved partial sums (the order the SIMD kernels use).
-func Dot(a, b []float32) float32 {
+// Dot returns the float32 dot product of a and b (a's length; b at least
+// as long), with the SIMD kernel of the CPU (attention runs it over every
+// cached position of every head).
+func Dot(a, b []float32) float32 { return dotISA(isa, a, b) }
+
+// dotGeneric is Dot in plain Go, summed in eight interleaved partial sums
+// (the reference of the SIMD kernels).
+func dotGeneric(a, b []float32) float32 {
 	var s [8]float32
 	n := len(a)
 	b = b[:n]
@@ -121,13 +126,27 @@ func dotBF16(w []uint16, x []float32) float32 {
 // goroutine (for small blocks, where a parallel loop costs more than it
 // saves).
 func (m Mat) DotRows(out, x []float32) {
+	if mvSupported(isa, m) {
+		if m.DType != dtype.U4 {
+			denseRows(isa, out, m, x, 0, m.Rows)
+			return
+		}
+		if q4DotRows(m, out, x) {
+			return
+		}
+	}
+	m.dotRowsGeneric(out, x)
+}
+
+// dotRowsGeneric is DotRows in plain Go.
+func (m Mat) dotRowsGeneric(out, x []float32) {
 	cols := m.Cols
 	switch m.DType {
 	case dtype.U4:
 		m.int4DotRows(out, x)
 	case dtype.F32:
 		for r := range out[:m.Rows] {
-			out[r] = Dot(f32s(m.Data[r*cols*4:(r+1)*cols*4]), x)
+			out[r] = dotGeneric(f32s(m.Data[r*cols*4:(r+1)*cols*4]), x)
 		}
 	case dtype.BF16:
 		for r := range out[:m.Rows] {
@@ -137,7 +156,7 @@ func (m Mat) DotRows(out, x []float32) {
 		row := make([]float32, cols)
 		for r := range out[:m.Rows] {
 			m.RowF32(row, r)
-			out[r] = Dot(row, x)
+			out[r] = dotGeneric(row, x)
 		}
 	}
 }
@@ -188,7 +207,7 @@ func MatMulRef(p *Pool, out []float32, w Mat, x []float32, T int) {
 			case dtype.F32:
 				row := f32s(w.Data[r*cols*4 : (r+1)*cols*4])
 				for t := 0; t < T; t++ {
-					out[t*rows+r] = Dot(row, x[t*cols:(t+1)*cols])
+					out[t*rows+r] = dotGeneric(row, x[t*cols:(t+1)*cols])
 				}
 			case dtype.BF16:
 				row := u16s(w.Data[r*cols*2 : (r+1)*cols*2])
@@ -198,9 +217,26 @@ func MatMulRef(p *Pool, out []float32, w Mat, x []float32, T int) {
 			case dtype.F16:
 				w.RowF32(scratch, r)
 				for t := 0; t < T; t++ {
-					out[t*rows+r] = Dot(scratch, x[t*cols:(t+1)*cols])
+					out[t*rows+r] = dotGeneric(scratch, x[t*cols:(t+1)*cols])
 				}
 			}
 		}
 	})
+}
+
+// denseTail returns Σ row[c]·x[c] for c >= from, row being one row of a
+// dense weight of type dt (the columns after the kernels' whole vectors).
+func denseTail(dt dtype.DType, row []byte, x []float32, from int) float32 {
+	n := len(x)
+	switch dt {
+	case dtype.F32:
+		return dotGeneric(f32s(row)[from:n], x[from:n])
+	case dtype.BF16:
+		return dotBF16(u16s(row)[from:n], x[from:n])
+	}
+	var s float32
+	for i, h := range u16s(row)[from:n] {
+		s += dtype.F16ToF32(h) * x[from+i]
+	}
+	return s
 }

@@ -76,8 +76,12 @@ func Softcap(x []float32, limit float32) {
 	}
 }
 
-// Axpy adds a*x to y.
-func Axpy(y []float32, a float32, x []float32) {
+// Axpy adds a*x to y (x at least as long as y), with the SIMD kernel of the
+// CPU (attention runs it over every cached position of every head).
+func Axpy(y []float32, a float32, x []float32) { axpyISA(isa, y, a, x) }
+
+// axpyGeneric is Axpy in plain Go (the reference of the SIMD kernels).
+func axpyGeneric(y []float32, a float32, x []float32) {
 	x = x[:len(y)]
 	for i := range y {
 		y[i] += a * x[i]

@@ -15,6 +15,7 @@ type Pool struct {
 	threads int
 	jobs    []chan job
 	wg      sync.WaitGroup
+	mv      mvScratch // matVec's reusable buffers (matvec.go)
 }
 
 type job struct {

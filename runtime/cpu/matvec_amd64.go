@@ -1,0 +1,150 @@
+package cpu
+
+import "github.com/fhkit/fhkit/formats/dtype"
+
+// mvLanes returns the float32 lanes of the level's vectors, 0 when the level
+// has no kernels (plain Go).
+func mvLanes(level ISA) int {
+	switch level {
+	case AVX512:
+		return 16
+	case AVX2:
+		return 8
+	}
+	return 0
+}
+
+// denseKernel returns the dense matrix-vector kernel of the level for dt.
+func denseKernel(level ISA, dt dtype.DType) func(out *float32, w *byte, stride int, x *float32, n int, rows int) {
+	if level == AVX512 {
+		switch dt {
+		case dtype.F32:
+			return mvDenseF32AVX512
+		case dtype.BF16:
+			return mvDenseBF16AVX512
+		}
+		return mvDenseF16AVX512
+	}
+	switch dt {
+	case dtype.F32:
+		return mvDenseF32AVX2
+	case dtype.BF16:
+		return mvDenseBF16AVX2
+	}
+	return mvDenseF16AVX2
+}
+
+// denseRows sets out[r] = W[r,:]·x for lo <= r < hi with the level's
+// kernel (mvSupported(level, w) must hold); the kernel covers the columns
+// up to a multiple of the vector width, Go the rest.
+func denseRows(level ISA, out []float32, w Mat, x []float32, lo, hi int) {
+	if hi <= lo {
+		return
+	}
+	cols := w.Cols
+	esz := w.DType.Size()
+	stride := cols * esz
+	n := cols &^ (mvLanes(level) - 1)
+	data := w.Data[lo*stride : hi*stride]
+	o := out[lo:hi]
+	xs := x[:cols]
+	denseKernel(level, w.DType)(&o[0], &data[0], stride, &xs[0], n, hi-lo)
+	if n < cols {
+		for r := range o {
+			o[r] += denseTail(w.DType, data[r*stride:(r+1)*stride], xs, n)
+		}
+	}
+}
+
+type q4Kernel512 = func(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, gbytes int, rows int)
+
+type q4KernelAVX2 = func(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int)
+
+// q4Kernels returns the int4 kernels of both levels for the scale dtype and
+// zero-point kind.
+func q4Kernels(sdt dtype.DType, asym bool) (q4Kernel512, q4KernelAVX2) {
+	switch {
+	case sdt == dtype.BF16 && !asym:
+		return mvQ4BF16SymAVX512, mvQ4BF16SymAVX2
+	case sdt == dtype.BF16:
+		return mvQ4BF16AsymAVX512, mvQ4BF16AsymAVX2
+	case sdt == dtype.F16 && !asym:
+		return mvQ4F16SymAVX512, mvQ4F16SymAVX2
+	case sdt == dtype.F16:
+		return mvQ4F16AsymAVX512, mvQ4F16AsymAVX2
+	case !asym:
+		return mvQ4F32SymAVX512, mvQ4F32SymAVX2
+	}
+	return mvQ4F32AsymAVX512, mvQ4F32AsymAVX2
+}
+
+// q4Rows sets out[r] = W[r,:]·x for lo <= r < hi for a packed int4 W
+// (mvSupported(level, w) must hold), given x rearranged by prepareQ4X.
+func q4Rows(level ISA, out []float32, w Mat, xq, nxs []float32, lo, hi int) {
+	if hi <= lo {
+		return
+	}
+	q := w.Q4
+	cols := w.Cols
+	ng := cols / q.GroupSize
+	ssz := q.ScaleDType.Size()
+	stride := cols / 2
+	codes := w.Data[lo*stride : hi*stride]
+	scales := q.Scales[lo*ng*ssz : hi*ng*ssz]
+	var zeros *byte
+	if q.Zeros != nil {
+		_ = q.Zeros[(hi*ng-1)/2] // the last zero point the kernel reads
+		zeros = &q.Zeros[0]
+	}
+	o := out[lo:hi]
+	xs := xq[:cols]
+	k512, k2 := q4Kernels(q.ScaleDType, zeros != nil)
+	if level == AVX512 {
+		k512(&o[0], &codes[0], stride, &scales[0], ng*ssz, zeros, lo*ng, ng, &xs[0], q.GroupSize/2, hi-lo)
+		return
+	}
+	nx := nxs[:8*ng]
+	k2(&o[0], &codes[0], stride, &scales[0], ng*ssz, zeros, lo*ng, ng, &xs[0], &nx[0], q.GroupSize/2, hi-lo)
+}
+
+// dotISA is Dot with the level's kernel for the whole vectors, Go for the
+// tail.
+func dotISA(level ISA, a, b []float32) float32 {
+	n := len(a)
+	b = b[:n]
+	var v int
+	var s float32
+	switch {
+	case level == AVX512 && n >= 16:
+		v = n &^ 15
+		s = mvDotAVX512(&a[0], &b[0], v)
+	case level >= AVX2 && n >= 8:
+		v = n &^ 7
+		s = mvDotAVX2(&a[0], &b[0], v)
+	default:
+		return dotGeneric(a, b)
+	}
+	for i := v; i < n; i++ {
+		s += a[i] * b[i]
+	}
+	return s
+}
+
+// axpyISA is Axpy with the level's kernel for the whole vectors, Go for
+// the tail.
+func axpyISA(level ISA, y []float32, a float32, x []float32) {
+	n := len(y)
+	x = x[:n]
+	var v int
+	switch {
+	case level == AVX512 && n >= 16:
+		v = n &^ 15
+		mvAxpyAVX512(&y[0], &x[0], a, v)
+	case level >= AVX2 && n >= 8:
+		v = n &^ 7
+		mvAxpyAVX2(&y[0], &x[0], a, v)
+	}
+	for i := v; i < n; i++ {
+		y[i] += a * x[i]
+	}
+}

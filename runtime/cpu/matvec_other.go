@@ -1,0 +1,23 @@
+//go:build !amd64
+
+package cpu
+
+// Other architectures have no kernels yet: every level runs plain Go, and
+// mvSupported is false, so matVec and DotRows never reach the kernel entry
+// points below.
+
+func mvLanes(ISA) int { return 0 }
+
+func denseRows(level ISA, out []float32, w Mat, x []float32, lo, hi int) {
+	stride := w.Cols * w.DType.Size()
+	sub := Mat{Rows: hi - lo, Cols: w.Cols, DType: w.DType, Data: w.Data[lo*stride : hi*stride]}
+	sub.dotRowsGeneric(out[lo:hi], x)
+}
+
+func q4Rows(level ISA, out []float32, w Mat, xq, nxs []float32, lo, hi int) {
+	panic("cpu: no int4 kernels on this architecture (mvSupported is false)")
+}
+
+func dotISA(_ ISA, a, b []float32) float32 { return dotGeneric(a, b) }
+
+func axpyISA(_ ISA, y []float32, a float32, x []float32) { axpyGeneric(y, a, x) }

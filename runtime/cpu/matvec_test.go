@@ -1,0 +1,343 @@
+package cpu
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/fhkit/fhkit/formats/dtype"
+	"github.com/fhkit/fhkit/formats/int4"
+)
+
+// u32 is the float32 unit roundoff (2^-24): one rounding of a float32
+// operation is off by at most u times its exact result.
+const u32 = 1.0 / (1 << 24)
+
+// testLevels returns every kernel level this CPU runs (the plain-Go one
+// included), so each entry point is tested directly, not only the one the
+// dispatch picks.
+func testLevels() []ISA {
+	var out []ISA
+	for l := Generic; l <= DetectISA(); l++ {
+		out = append(out, l)
+	}
+	return out
+}
+
+// randVec returns n values drawn from N(0,1), never all zero.
+func randVec(r *rand.Rand, n int) []float32 {
+	v := make([]float32, n)
+	for i := range v {
+		v[i] = float32(r.NormFloat64())
+	}
+	return v
+}
+
+// summationTol bounds the error of a float32 sum of terms whose absolute
+// values add up to mag, when no term goes through more than depth
+// roundings (products, additions into a lane, the final reduction): the
+// classical bound depth·u·Σ|terms| (Higham, recursive summation), plus
+// depth·u·Σ|terms| again for the float32 products feeding it.
+func summationTol(depth int, mag float64) float64 {
+	return 2*float64(depth)*u32*mag + 1e-30
+}
+
+// denseCase is one dense matrix-vector test shape.
+func denseShapes() [][2]int {
+	return [][2]int{
+		{1, 8}, {1, 16}, {3, 16}, {4, 32}, {5, 24}, {7, 40}, {9, 100},
+		{17, 33}, {33, 257}, {64, 1152}, {6, 7}, {130, 520},
+	}
+}
+
+// TestMatVecDenseMatchesReference checks every level's dense kernels (F32,
+// BF16, F16) against a float64 product of the same (widened) weights, on
+// rows that are not a multiple of the four rows per pass and columns with
+// and without a tail, with 1-3 threads.
+func TestMatVecDenseMatchesReference(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 7))
+	for _, threads := range []int{1, 2, 3} {
+		p := NewPool(threads)
+		for _, level := range testLevels() {
+			for _, dt := range []dtype.DType{dtype.F32, dtype.BF16, dtype.F16} {
+				for _, sh := range denseShapes() {
+					rows, cols := sh[0], sh[1]
+					data := make([]byte, rows*cols*dt.Size())
+					if err := dtype.EncodeFloats(data, randVec(r, rows*cols), dt); err != nil {
+						t.Fatal(err)
+					}
+					m, err := NewMat(rows, cols, dt, data)
+					if err != nil {
+						t.Fatal(err)
+					}
+					x := randVec(r, cols)
+					got := make([]float32, rows)
+					matVecISA(level, p, got, m, x)
+					dr := make([]float32, rows)
+					m.DotRows(dr, x)
+					row := make([]float32, cols)
+					for i := 0; i < rows; i++ {
+						m.RowF32(row, i)
+						var want, mag float64
+						for c, v := range row {
+							want += float64(v) * float64(x[c])
+							mag += math.Abs(float64(v) * float64(x[c]))
+						}
+						// Each lane adds cols/lanes products; the reduction adds
+						// 5 levels (two accumulators, 16 → 1 lanes).
+						tol := summationTol(cols/8+8, mag)
+						if d := math.Abs(float64(got[i]) - want); d > tol {
+							t.Fatalf("%s %s [%d,%d] threads %d: out[%d] = %g, want %g (diff %g > %g)", level, dt, rows, cols, threads, i, got[i], want, d, tol)
+						}
+						if d := math.Abs(float64(dr[i]) - want); d > tol {
+							t.Fatalf("DotRows %s [%d,%d]: out[%d] = %g, want %g", dt, rows, cols, i, dr[i], want)
+						}
+					}
+				}
+			}
+		}
+		p.Close()
+	}
+}
+
+// q4Ref returns Σ_c w[c]·x[c] in float64 for row r of the dequantized
+// weight, and the magnitude Σ_c s·(|q|+|z|)·|x| that bounds the partial
+// sums of both kernel formulations (the AVX2 one sums q·x and z·x
+// separately).
+func q4Ref(w int4.Weight, wd []float32, r int, x []float32) (want, mag float64) {
+	sc := w.ScalesF32()
+	ng := w.Groups()
+	for c := 0; c < w.Cols; c++ {
+		g := c / w.GroupSize
+		want += float64(wd[r*w.Cols+c]) * float64(x[c])
+		q := float64(int4.Nibble(w.QWeight, r*w.Cols+c))
+		z := float64(w.Zero(r, g))
+		mag += math.Abs(float64(sc[r*ng+g])) * (q + z) * math.Abs(float64(x[c]))
+	}
+	return want, mag
+}
+
+// TestMatVecInt4MatchesReference checks every level's int4 kernels (three
+// scale dtypes, symmetric and asymmetric) against the float64 product of
+// the dequantized weight, on odd row counts, odd group counts (rows whose
+// zero points start mid-byte), the three fast group sizes, and sizes that
+// must fall back to Go (group 43, 16).
+func TestMatVecInt4MatchesReference(t *testing.T) {
+	r := rand.New(rand.NewPCG(8, 9))
+	cases := []struct{ rows, cols, g int }{
+		{1, 32, 32}, {3, 96, 32}, {5, 64, 64}, {7, 384, 128}, {9, 1152, 128},
+		{33, 192, 64}, {18, 160, 32}, {6, 172, 43}, {5, 48, 16}, {70, 1152, 128},
+	}
+	for _, threads := range []int{1, 2, 3} {
+		p := NewPool(threads)
+		for _, level := range testLevels() {
+			for _, c := range cases {
+				for _, sdt := range []dtype.DType{dtype.BF16, dtype.F16, dtype.F32} {
+					for _, asym := range []bool{false, true} {
+						w := randInt4(r, c.rows, c.cols, c.g, sdt, asym)
+						m, err := NewInt4Mat(w)
+						if err != nil {
+							t.Fatal(err)
+						}
+						x := randVec(r, c.cols)
+						got := make([]float32, c.rows)
+						matVecISA(level, p, got, m, x)
+						dr := make([]float32, c.rows)
+						m.DotRows(dr, x)
+						wd := w.Dequantize()
+						for i := range got {
+							want, mag := q4Ref(w, wd, i, x)
+							// Per lane: G/8 products per group, the group's
+							// zero-point term, the scale product, ng group
+							// sums, and the 5-level reduction.
+							tol := summationTol(c.cols/8+c.cols/c.g+8, mag)
+							if d := math.Abs(float64(got[i]) - want); d > tol {
+								t.Fatalf("%s %+v %s asym=%v threads %d: out[%d] = %g, want %g (diff %g > %g)", level, c, sdt, asym, threads, i, got[i], want, d, tol)
+							}
+							if d := math.Abs(float64(dr[i]) - want); d > tol {
+								t.Fatalf("DotRows %+v %s asym=%v: out[%d] = %g, want %g", c, sdt, asym, i, dr[i], want)
+							}
+						}
+					}
+				}
+			}
+		}
+		p.Close()
+	}
+}
+
+// TestMatVecSplitInvariant checks that a row's result does not depend on
+// how the rows are split between threads or passes: the four-row and
+// one-row kernel paths must do the same arithmetic per row (bit for bit).
+func TestMatVecSplitInvariant(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	w := randInt4(r, 301, 1024, 128, dtype.BF16, true)
+	mq, err := NewInt4Mat(w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := make([]byte, 301*1024*2)
+	dtype.EncodeFloats(data, randVec(r, 301*1024), dtype.BF16)
+	md, _ := NewMat(301, 1024, dtype.BF16, data)
+	x := randVec(r, 1024)
+	for _, level := range testLevels()[1:] {
+		for _, m := range []Mat{mq, md} {
+			p1, p3 := NewPool(1), NewPool(3)
+			a, b := make([]float32, 301), make([]float32, 301)
+			matVecISA(level, p1, a, m, x)
+			matVecISA(level, p3, b, m, x)
+			for i := range a {
+				// Row i alone, at an offset that puts it in a one-row pass.
+				one := make([]float32, 1)
+				sub := make([]float32, 301)
+				if m.DType == dtype.U4 {
+					var s mvScratch
+					xq, nxs := s.prepareQ4X(level, m, x)
+					q4Rows(level, sub, m, xq, nxs, i, i+1)
+				} else {
+					denseRows(level, sub, m, x, i, i+1)
+				}
+				one[0] = sub[i]
+				if a[i] != b[i] || a[i] != one[0] {
+					t.Fatalf("%s %s row %d: 1 thread %g, 3 threads %g, alone %g", level, m.DType, i, a[i], b[i], one[0])
+				}
+			}
+			p1.Close()
+			p3.Close()
+		}
+	}
+}
+
+// TestDotAxpyMatchReference checks the Dot and Axpy kernels of every level
+// on lengths around the vector widths and the attention head sizes.
+func TestDotAxpyMatchReference(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	for _, level := range testLevels() {
+		for _, n := range []int{0, 1, 7, 8, 9, 15, 16, 17, 31, 33, 63, 64, 65, 100, 128, 255, 256, 1000} {
+			a, b := randVec(r, n), randVec(r, n+3) // b longer: only a's length counts
+			var want, mag float64
+			for i := range a {
+				want += float64(a[i]) * float64(b[i])
+				mag += math.Abs(float64(a[i]) * float64(b[i]))
+			}
+			got := dotISA(level, a, b)
+			if d := math.Abs(float64(got) - want); d > summationTol(n/8+8, mag) {
+				t.Fatalf("%s Dot n=%d: %g, want %g", level, n, got, want)
+			}
+			y := randVec(r, n)
+			y0 := append([]float32(nil), y...)
+			alpha := float32(r.NormFloat64())
+			axpyISA(level, y, alpha, b)
+			for i := range y {
+				// One FMA (one rounding) or a product and a sum (two).
+				want := float64(y0[i]) + float64(alpha)*float64(b[i])
+				tol := 2 * u32 * (math.Abs(float64(y0[i])) + math.Abs(float64(alpha)*float64(b[i])))
+				if d := math.Abs(float64(y[i]) - want); d > tol {
+					t.Fatalf("%s Axpy n=%d: y[%d] = %g, want %g", level, n, i, y[i], want)
+				}
+			}
+		}
+	}
+}
+
+// TestMatVecNoAllocs checks that a product allocates nothing once the
+// pool's buffers exist (decode runs hundreds of products per token).
+func TestMatVecNoAllocs(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	w := randInt4(r, 512, 1152, 128, dtype.BF16, false)
+	mq, err := NewInt4Mat(w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := make([]byte, 512*1152*2)
+	dtype.EncodeFloats(data, randVec(r, 512*1152), dtype.BF16)
+	md, _ := NewMat(512, 1152, dtype.BF16, data)
+	x := randVec(r, 1152)
+	out := make([]float32, 512)
+	p := NewPool(2)
+	defer p.Close()
+	for _, m := range []Mat{mq, md} {
+		matVec(p, out, m, x)
+		if n := testing.AllocsPerRun(20, func() { matVec(p, out, m, x) }); n != 0 && CurrentISA() != Generic {
+			t.Errorf("%s matVec: %v allocations per call", m.DType, n)
+		}
+	}
+}
+
+// TestMatVecConcurrentCallers checks products from several goroutines on
+// one pool (the second finds the scratch taken and uses its own).
+func TestMatVecConcurrentCallers(t *testing.T) {
+	r := rand.New(rand.NewPCG(2, 2))
+	w := randInt4(r, 256, 512, 64, dtype.F16, true)
+	m, err := NewInt4Mat(w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := NewPool(2)
+	defer p.Close()
+	xs := make([][]float32, 4)
+	want := make([][]float32, 4)
+	for i := range xs {
+		xs[i] = randVec(r, 512)
+		want[i] = make([]float32, 256)
+		matVec(p, want[i], m, xs[i])
+	}
+	var wg sync.WaitGroup
+	errs := make(chan string, 4)
+	for i := range xs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			got := make([]float32, 256)
+			for rep := 0; rep < 50; rep++ {
+				matVec(p, got, m, xs[i])
+				for k := range got {
+					if got[k] != want[i][k] {
+						errs <- fmt.Sprintf("caller %d rep %d: out[%d] = %g, want %g", i, rep, k, got[k], want[i][k])
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Fatal(e)
+	}
+}
+
+// TestMatVecAsmHygiene checks the generated assembly: the AVX2 kernels use
+// only VEX-encodable registers (no zmm, mask or 16-31 registers, which would
+// fault on AVX2-only CPUs), and every kernel clears the upper state before
+// returning to Go.
+func TestMatVecAsmHygiene(t *testing.T) {
+	src, err := os.ReadFile("matvec_amd64.s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	funcs := strings.Split(string(src), "\nTEXT ")[1:]
+	if len(funcs) == 0 {
+		t.Fatal("no TEXT blocks in matvec_amd64.s")
+	}
+	wide := regexp.MustCompile(`\b(Z\d+|K[1-7]|[XY](1[6-9]|2\d|3[01]))\b`)
+	for _, f := range funcs {
+		name := f[:strings.IndexByte(f, '(')]
+		if strings.HasSuffix(name, "AVX2") {
+			if m := wide.FindString(f); m != "" {
+				t.Errorf("%s uses %s", name, m)
+			}
+		}
+		for _, part := range strings.Split(f, "RET")[:strings.Count(f, "RET")] {
+			lines := strings.Split(strings.TrimSpace(part), "\n")
+			if last := strings.TrimSpace(lines[len(lines)-1]); last != "VZEROUPPER" {
+				t.Errorf("%s returns after %q, not VZEROUPPER", name, last)
+			}
+		}
+	}
+}
