@@ -79,3 +79,39 @@ bench: gemma3-1b
 
 clean:
 	rm -rf $(BIN) $(OUT)
+
+# ---- CUDA backend (runtime/cuda; see runtime/cuda/README.md) ----
+# kernels: regenerate the committed PTX from runtime/cuda/kernels/*.cu
+# (needs nvcc 11.8: scripts/install-cuda-toolkit.sh). kernels-check: CI's
+# check that the PTX regenerates identically and compiles with ptxas for
+# sm_80/86/89/90 without spills. cuda-emu: build the CPU emulator of the
+# driver API and print its path (for FH_CUDA_LIB). cuda-test: the kernel
+# tests through the emulator; cuda-test-asan: the same with AddressSanitizer.
+.PHONY: kernels kernels-check cuda-emu cuda-test cuda-test-asan
+
+kernels:
+	runtime/cuda/kernels.sh gen
+
+kernels-check:
+	runtime/cuda/kernels.sh check
+
+cuda-emu:
+	@command -v $${CXX:-g++} >/dev/null || { echo "cuda-emu: g++ not found (apt-get install g++)" >&2; exit 1; }
+	@$(GO) run ./runtime/cuda/emu/cmd/cuda-emu --out $(abspath $(OUT))/cuda-emu
+
+cuda-test:
+	@command -v $${CXX:-g++} >/dev/null || { echo "cuda-test: g++ not found (apt-get install g++)" >&2; exit 1; }
+	FH_CUDA_LIB=$$($(GO) run ./runtime/cuda/emu/cmd/cuda-emu --out $(abspath $(OUT))/cuda-emu) \
+		$(GO) test -count=1 ./runtime/cuda/...
+
+# The test binary is built first and run with libasan preloaded: the Go
+# process is not instrumented, only the emulator and the kernels are.
+cuda-test-asan:
+	@command -v $${CXX:-g++} >/dev/null || { echo "cuda-test-asan: g++ not found (apt-get install g++)" >&2; exit 1; }
+	@mkdir -p $(OUT)
+	$(GO) test -c -o $(abspath $(OUT))/cuda-asan.test ./runtime/cuda/
+	cd runtime/cuda && \
+		LD_PRELOAD=$$($(GO) run ./emu/cmd/cuda-emu --print-asan-runtime) \
+		ASAN_OPTIONS=detect_leaks=0:abort_on_error=0 \
+		FH_CUDA_LIB=$$($(GO) run ./emu/cmd/cuda-emu --asan --out $(abspath $(OUT))/cuda-emu) \
+		$(abspath $(OUT))/cuda-asan.test -test.count=1

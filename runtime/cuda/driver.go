@@ -78,7 +78,7 @@ type Driver struct {
 	lib  uintptr
 	sym  symbols
 	// emulator knobs, resolved only when the library is the emulator.
-	emuControl, emuLastError uintptr
+	emuControl, emuLastError, emuSanitized uintptr
 }
 
 // symbols are the driver entry points fhkit uses. The versioned names
@@ -150,11 +150,22 @@ func Open(path string) (*Driver, error) {
 	// The emulator's extra entry points; absent from a real driver.
 	d.emuControl, _ = purego.Dlsym(lib, "cuemuControl")
 	d.emuLastError, _ = purego.Dlsym(lib, "cuemuLastError")
+	d.emuSanitized, _ = purego.Dlsym(lib, "cuemuSanitized")
 	return d, nil
 }
 
 // IsEmulator reports whether the library is fhkit's CPU emulator.
 func (d *Driver) IsEmulator() bool { return d.emuControl != 0 }
+
+// EmuSanitized reports whether the library is an AddressSanitizer build
+// of the emulator.
+func (d *Driver) EmuSanitized() bool {
+	if d.emuSanitized == 0 {
+		return false
+	}
+	r, _, _ := purego.SyscallN(d.emuSanitized)
+	return int32(r) != 0
+}
 
 // EmuControl sets an emulator knob (see emu/emu.cpp cuemuControl:
 // "schedule" 0/1/2 = forward/reverse/shuffled, "seed", "mem_limit",

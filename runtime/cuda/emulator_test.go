@@ -4,6 +4,7 @@ import (
 	"errors"
 	"math"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -233,4 +234,30 @@ func TestGraphCaptureReplays(t *testing.T) {
 		}
 	}
 	_ = n
+}
+
+// TestASanCatchesOutOfBounds runs, in a child process, a kernel that
+// writes one element past the end of its output buffer, and requires the
+// AddressSanitizer build of the emulator to abort it with a report. It
+// only runs against the ASan build (make cuda-test-asan).
+func TestASanCatchesOutOfBounds(t *testing.T) {
+	if os.Getenv("FH_CUDA_OOB_CHILD") == "1" {
+		dv := testDevice(t)
+		out := devF32(t, dv, make([]float32, 63))
+		x := devF32(t, dv, make([]float32, 64))
+		w := devF32(t, dv, make([]float32, 64))
+		// 64 rows of 1 element into a 63-element buffer.
+		launch(t, dv, "fh_rmsnorm", D1(64), D1(32), 0, out, x, w, 1, float32(1), 0)
+		return
+	}
+	dv := emulator(t)
+	if !dv.Drv.EmuSanitized() {
+		t.Skip("needs the AddressSanitizer build of the emulator (make cuda-test-asan)")
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestASanCatchesOutOfBounds$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "FH_CUDA_OOB_CHILD=1")
+	msg, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(msg), "AddressSanitizer") || !strings.Contains(string(msg), "fh_rmsnorm") {
+		t.Fatalf("out-of-bounds kernel write: err %v, output:\n%s\nwant an AddressSanitizer report naming fh_rmsnorm", err, msg)
+	}
 }
