@@ -21,6 +21,7 @@ type Runner struct {
 	// that a decode step does not allocate a closure per layer.
 	attnFn func(lo, hi int)
 	attn   attnJob
+	rows   rowTask
 }
 
 // NewRunner returns a Runner on pool.
@@ -87,11 +88,20 @@ func (r *Runner) DenseLogits(hidden []float32) []float32 {
 	c := &r.M.Config
 	n := len(hidden) / c.HiddenSize
 	logits := make([]float32, n*c.VocabSize)
-	cpu.MatMul(r.Pool, logits, r.M.Head, hidden, n)
-	if c.FinalLogitSoftcap > 0 {
-		cpu.Softcap(logits, float32(c.FinalLogitSoftcap))
-	}
+	r.DenseLogitsInto(logits, hidden)
 	return logits
+}
+
+// DenseLogitsInto is DenseLogits writing into out (n x vocab), for callers
+// that reuse one buffer step after step.
+func (r *Runner) DenseLogitsInto(out, hidden []float32) {
+	c := &r.M.Config
+	n := len(hidden) / c.HiddenSize
+	out = out[:n*c.VocabSize]
+	cpu.MatMul(r.Pool, out, r.M.Head, hidden, n)
+	if c.FinalLogitSoftcap > 0 {
+		cpu.Softcap(out, float32(c.FinalLogitSoftcap))
+	}
 }
 
 // ForwardHidden runs tokens like Forward but stops before the LM head: it
@@ -200,10 +210,15 @@ func (r *Runner) run(out []float32, seqs []Seq) {
 // own state at its own position. all, when non-nil, receives the
 // final-normed hidden state of every row; each segment's last, when
 // non-nil, that of its last row.
+//
+// Linear layers multiply all rows at once; the work between them is per
+// row (rowTask below, one stage per gap) and is spread over the pool when
+// there are enough rows, since in a batch of short sequences it costs as
+// much as the products.
 func (r *Runner) forwardChunk(segs []segment, all []float32) {
 	m, p := r.M, r.Pool
 	c := &m.Config
-	h, hd, half := c.HiddenSize, c.HeadDim, c.HeadDim/2
+	h, hd := c.HiddenSize, c.HeadDim
 	qd, kvd := c.NumHeads*hd, c.NumKVHeads*hd
 	eps := float32(c.RMSNormEps)
 	T := 0
@@ -213,100 +228,44 @@ func (r *Runner) forwardChunk(segs []segment, all []float32) {
 	}
 	r.buf.ensure(T, c)
 	b := &r.buf
-	x, xn := b.x[:T*h], b.xn[:T*h]
-
-	// Each row's sequence and position; embedding lookup, scaled for Gemma
-	// (by the weight-dtype scale); RoPE tables for the row's position,
-	// global and sliding (local) bases.
+	x := b.x[:T*h]
 	for si := range segs {
 		s := &segs[si]
-		for j, id := range s.tokens {
-			t := s.row + j
-			b.rowSeg[t], b.rowPos[t] = int32(si), s.pos0+j
-			row := x[t*h : (t+1)*h]
-			m.Embed.RowF32(row, id)
-			if m.EmbedScale != 1 {
-				for i := range row {
-					row[i] *= m.EmbedScale
-				}
-			}
-			m.rope[0].table(b.cosG[t*half:(t+1)*half], b.sinG[t*half:(t+1)*half], s.pos0+j)
-			m.rope[1].table(b.cosL[t*half:(t+1)*half], b.sinL[t*half:(t+1)*half], s.pos0+j)
+		for j := range s.tokens {
+			b.rowSeg[s.row+j], b.rowPos[s.row+j] = int32(si), s.pos0+j
 		}
 	}
+	task := &r.rows
+	*task = rowTask{r: r, segs: segs}
+	task.run(stageEmbed, T)
 
 	for li := range m.Layers {
 		l := &m.Layers[li]
+		task.layer, task.l = li, l
 		for si := range segs {
 			segs[si].st.layers[li].reserve(segs[si].pos0 + len(segs[si].tokens))
 		}
 
 		// Attention block.
-		rmsNormRows(xn, x, l.AttnNorm, eps, T)
-		q, k, v := b.q[:T*qd], b.k[:T*kvd], b.v[:T*kvd]
-		cpu.MatMul(p, q, l.Q, xn, T)
-		cpu.MatMul(p, k, l.K, xn, T)
-		cpu.MatMul(p, v, l.V, xn, T)
-		cos, sin := b.cosG, b.sinG
-		if l.Sliding {
-			cos, sin = b.cosL, b.sinL
-		}
-		for t := 0; t < T; t++ {
-			ct, snt := cos[t*half:(t+1)*half], sin[t*half:(t+1)*half]
-			for hh := 0; hh < c.NumHeads; hh++ {
-				qh := q[t*qd+hh*hd : t*qd+(hh+1)*hd]
-				if l.QNorm != nil {
-					cpu.RMSNorm(qh, qh, l.QNorm, eps)
-				}
-				cpu.RoPE(qh, ct, snt)
-			}
-			for g := 0; g < c.NumKVHeads; g++ {
-				kh := k[t*kvd+g*hd : t*kvd+(g+1)*hd]
-				if l.KNorm != nil {
-					cpu.RMSNorm(kh, kh, l.KNorm, eps)
-				}
-				cpu.RoPE(kh, ct, snt)
-			}
-		}
-		for si := range segs {
-			s := &segs[si]
-			lo, hi := s.row*kvd, (s.row+len(s.tokens))*kvd
-			roundTrip(k[lo:hi], s.st.kvDT)
-			roundTrip(v[lo:hi], s.st.kvDT)
-		}
-		att := b.att[:T*qd]
-		r.attention(att, q, k, v, segs, li, T, l.Sliding)
-		for si := range segs {
-			s := &segs[si]
-			cache := s.st.layers[li]
-			for j := range s.tokens {
-				t := s.row + j
-				cache.store(s.pos0+j, k[t*kvd:(t+1)*kvd], v[t*kvd:(t+1)*kvd])
-			}
-		}
-		o := b.o[:T*h]
-		cpu.MatMul(p, o, l.O, att, T)
-		if c.SandwichNorms {
-			rmsNormRows(o, o, l.PostAttnNorm, eps, T)
-		}
-		addTo(x, o)
+		task.run(stageAttnNorm, T)
+		xn := b.xn[:T*h]
+		cpu.MatMul(p, b.q[:T*qd], l.Q, xn, T)
+		cpu.MatMul(p, b.k[:T*kvd], l.K, xn, T)
+		cpu.MatMul(p, b.v[:T*kvd], l.V, xn, T)
+		task.run(stageQKV, T)
+		r.attention(b.att[:T*qd], b.q[:T*qd], b.k[:T*kvd], b.v[:T*kvd], segs, li, T, l.Sliding)
+		cpu.MatMul(p, b.o[:T*h], l.O, b.att[:T*qd], T)
+		task.run(stageAttnOut, T)
 
 		// MLP block.
-		mlpNorm := l.PostAttnNorm // Llama/Qwen3: post_attention_layernorm is the pre-MLP norm
-		if c.SandwichNorms {
-			mlpNorm = l.PreFFNorm
-		}
-		rmsNormRows(xn, x, mlpNorm, eps, T)
-		gate, up, down := b.gate[:T*c.IntermediateSize], b.up[:T*c.IntermediateSize], b.down[:T*h]
+		gate, up := b.gate[:T*c.IntermediateSize], b.up[:T*c.IntermediateSize]
 		cpu.MatMul(p, gate, l.Gate, xn, T)
 		cpu.MatMul(p, up, l.Up, xn, T)
-		cpu.GatedActivation(gate, up, c.HiddenAct == "gelu_pytorch_tanh")
-		cpu.MatMul(p, down, l.Down, gate, T)
-		if c.SandwichNorms {
-			rmsNormRows(down, down, l.PostFFNorm, eps, T)
-		}
-		addTo(x, down)
+		task.run(stageActivation, T)
+		cpu.MatMul(p, b.down[:T*h], l.Down, gate, T)
+		task.run(stageMLPOut, T)
 	}
+	*task = rowTask{}
 	for si := range segs {
 		segs[si].st.Pos += len(segs[si].tokens)
 	}
@@ -319,6 +278,121 @@ func (r *Runner) forwardChunk(segs []segment, all []float32) {
 		if s.last != nil {
 			t := s.row + len(s.tokens) - 1
 			cpu.RMSNorm(s.last, x[t*h:(t+1)*h], m.Norm, eps)
+		}
+	}
+}
+
+// rowStage is one of the per-row steps of forwardChunk.
+type rowStage int
+
+const (
+	// stageEmbed: embedding lookup, scaled for Gemma (by the weight-dtype
+	// scale), and the row's RoPE tables (global and sliding bases).
+	stageEmbed rowStage = iota
+	// stageAttnNorm: input_layernorm of x into xn.
+	stageAttnNorm
+	// stageQKV: per-head q/k norms, RoPE on q and k, k and v rounded to
+	// the row's cache precision (so keys used within the chunk equal those
+	// later read from the cache).
+	stageQKV
+	// stageAttnOut: the row's keys and values into its cache (after every
+	// row's attention: a sliding layer's ring slot may still be read by an
+	// earlier row), Gemma's post-attention norm, the residual, and the
+	// pre-MLP norm into xn.
+	stageAttnOut
+	// stageActivation: act(gate) * up into gate.
+	stageActivation
+	// stageMLPOut: Gemma's post-feed-forward norm and the residual.
+	stageMLPOut
+)
+
+// rowGrain is the smallest number of rows worth handing to another
+// thread: a row of a small model costs less than waking a worker.
+const rowGrain = 4
+
+// rowTask runs one stage over rows [lo, hi) of the current chunk; it is a
+// cpu.Task kept in the Runner so that a step allocates nothing.
+type rowTask struct {
+	r     *Runner
+	segs  []segment
+	stage rowStage
+	layer int
+	l     *Layer
+}
+
+func (t *rowTask) run(stage rowStage, T int) {
+	t.stage = stage
+	t.r.Pool.Run(T, rowGrain, t)
+}
+
+// Run implements cpu.Task.
+func (t *rowTask) Run(lo, hi int) {
+	r, l := t.r, t.l
+	m := r.M
+	c := &m.Config
+	b := &r.buf
+	h, hd, half := c.HiddenSize, c.HeadDim, c.HeadDim/2
+	qd, kvd := c.NumHeads*hd, c.NumKVHeads*hd
+	inter := c.IntermediateSize
+	eps := float32(c.RMSNormEps)
+	for row := lo; row < hi; row++ {
+		x, xn := b.x[row*h:(row+1)*h], b.xn[row*h:(row+1)*h]
+		switch t.stage {
+		case stageEmbed:
+			s := &t.segs[b.rowSeg[row]]
+			pos := b.rowPos[row]
+			m.Embed.RowF32(x, s.tokens[pos-s.pos0])
+			if m.EmbedScale != 1 {
+				for i := range x {
+					x[i] *= m.EmbedScale
+				}
+			}
+			m.rope[0].table(b.cosG[row*half:(row+1)*half], b.sinG[row*half:(row+1)*half], pos)
+			m.rope[1].table(b.cosL[row*half:(row+1)*half], b.sinL[row*half:(row+1)*half], pos)
+		case stageAttnNorm:
+			cpu.RMSNorm(xn, x, l.AttnNorm, eps)
+		case stageQKV:
+			cos, sin := b.cosG[row*half:(row+1)*half], b.sinG[row*half:(row+1)*half]
+			if l.Sliding {
+				cos, sin = b.cosL[row*half:(row+1)*half], b.sinL[row*half:(row+1)*half]
+			}
+			for hh := 0; hh < c.NumHeads; hh++ {
+				qh := b.q[row*qd+hh*hd : row*qd+(hh+1)*hd]
+				if l.QNorm != nil {
+					cpu.RMSNorm(qh, qh, l.QNorm, eps)
+				}
+				cpu.RoPE(qh, cos, sin)
+			}
+			k, v := b.k[row*kvd:(row+1)*kvd], b.v[row*kvd:(row+1)*kvd]
+			for g := 0; g < c.NumKVHeads; g++ {
+				kh := k[g*hd : (g+1)*hd]
+				if l.KNorm != nil {
+					cpu.RMSNorm(kh, kh, l.KNorm, eps)
+				}
+				cpu.RoPE(kh, cos, sin)
+			}
+			dt := t.segs[b.rowSeg[row]].st.kvDT
+			roundTrip(k, dt)
+			roundTrip(v, dt)
+		case stageAttnOut:
+			st := t.segs[b.rowSeg[row]].st
+			st.layers[t.layer].store(b.rowPos[row], b.k[row*kvd:(row+1)*kvd], b.v[row*kvd:(row+1)*kvd])
+			o := b.o[row*h : (row+1)*h]
+			mlpNorm := l.PostAttnNorm // Llama/Qwen3: post_attention_layernorm is the pre-MLP norm
+			if c.SandwichNorms {
+				cpu.RMSNorm(o, o, l.PostAttnNorm, eps)
+				mlpNorm = l.PreFFNorm
+			}
+			addTo(x, o)
+			cpu.RMSNorm(xn, x, mlpNorm, eps)
+		case stageActivation:
+			cpu.GatedActivation(b.gate[row*inter:(row+1)*inter], b.up[row*inter:(row+1)*inter], c.HiddenAct == "gelu_pytorch_tanh")
+		case stageMLPOut:
+			down := b.down[row*h : (row+1)*h]
+			if c.SandwichNorms {
+				cpu.RMSNorm(down, down, l.PostFFNorm, eps)
+			}
+			addTo(x, down)
 		}
 	}
 }
