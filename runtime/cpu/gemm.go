@@ -12,11 +12,17 @@ import (
 
 // gemm is MatMul for T > 1 input vectors (prefill, batched decode).
 func gemm(p *Pool, out []float32, w Mat, x []float32, T int) {
-	if ks := gemmKernelsFor(isa); ks != nil && ks.supports(w) {
+	ks := gemmKernelsFor(isa)
+	switch {
+	case ks == nil:
+		MatMulRef(p, out, w, x, T)
+	case ks.smallSupports(w, T):
+		ks.matMulSmall(p, out, w, x, T)
+	case ks.supports(w):
 		ks.matMul(p, out, w, x, T)
-		return
+	default:
+		MatMulRef(p, out, w, x, T)
 	}
-	MatMulRef(p, out, w, x, T)
 }
 
 // gemmKernels is one instruction-set level's matrix-matrix kernels
@@ -42,6 +48,16 @@ type gemmKernels struct {
 	// a block.
 	packBF16, packF16, packF32 func(dst *float32, src *byte, srcStride, blocks int)
 	denseBlock                 int
+	// small[T-2][scale] is the small-T int4 kernel for T inputs and
+	// scales of BF16, F16, F32 (index 0, 1, 2); x rearranged per
+	// smallChunk inputs, even-index ones first.
+	small      [][3]func(out *float32, outStride int, w *byte, stride int, scales *byte, sstride int, ng int, gbytes int, x *float32, xStride int, rows int)
+	smallChunk int
+	// smallMaxT is the most inputs that go to the small-T kernels (in
+	// chunks of up to four); more go to the packed panels. The small
+	// kernels skip the packing but run fewer FMAs per weight load; see
+	// BenchmarkGemmSmallVsPacked for the crossover.
+	smallMaxT int
 }
 
 // gemmMaxKC bounds the columns of a packed panel: 32 rows × 2048 columns
@@ -122,6 +138,7 @@ type gemmScratch struct {
 	sc, bias []float32 // int4: scale and −zero·scale [groups+1][panel]
 	out      []float32 // outputs of a ragged last panel [T][panel]
 	row      []float32 // one row's scales
+	x        []float32 // small T: the inputs rearranged
 }
 
 func grow(b []float32, n int) []float32 {
@@ -289,6 +306,81 @@ func (t *gemmTask) packQ4(s *gemmScratch, r0, n, k0, k1 int) {
 				// In float64 q·s + bias is exact, as in the FMA.
 				lane[(k-k0)*P] = float32(c*float64(sc[g*P+i0+i]) + float64(bias[g*P+i0+i]))
 			}
+		}
+	}
+}
+
+// smallSupports reports whether the small-T kernels take w with T inputs:
+// symmetric int4 in groups of whole 32-input chunks.
+func (ks *gemmKernels) smallSupports(w Mat, T int) bool {
+	return w.DType == dtype.U4 && w.Q4 != nil && w.Q4.Zeros == nil &&
+		T >= 2 && T <= ks.smallMaxT && w.Q4.GroupSize%32 == 0
+}
+
+// matMulSmall is MatMul for a few inputs on a symmetric int4 weight:
+// dequantized in registers and multiplied with all inputs at once, rows
+// split between the pool's threads.
+func (ks *gemmKernels) matMulSmall(p *Pool, out []float32, w Mat, x []float32, T int) {
+	K := w.Cols
+	s := gemmScratches.Get().(*gemmScratch)
+	// The kernels want each chunk of inputs as its even-index then its
+	// odd-index elements: the low and high nibbles of the code bytes.
+	s.x = grow(s.x, T*K)
+	c, h := ks.smallChunk, ks.smallChunk/2
+	for i := 0; i < T*K; i += c {
+		src, dst := x[i:i+c], s.x[i:i+c]
+		for j := 0; j < h; j++ {
+			dst[j], dst[h+j] = src[2*j], src[2*j+1]
+		}
+	}
+	si := 2
+	switch w.Q4.ScaleDType {
+	case dtype.BF16:
+		si = 0
+	case dtype.F16:
+		si = 1
+	}
+	t := gemmSmallTasks.Get().(*gemmSmallTask)
+	*t = gemmSmallTask{ks: ks, si: si, w: w, out: out, x: s.x, T: T}
+	p.Run(w.Rows, rowGrain, t)
+	*t = gemmSmallTask{}
+	gemmSmallTasks.Put(t)
+	gemmScratches.Put(s)
+}
+
+// gemmSmallTasks recycles gemmSmallTask values (see gemmTasks).
+var gemmSmallTasks = sync.Pool{New: func() any { return new(gemmSmallTask) }}
+
+// gemmSmallTask is one matMulSmall; Run computes a range of rows.
+type gemmSmallTask struct {
+	ks     *gemmKernels
+	si     int // scale dtype index of ks.small
+	w      Mat
+	out    []float32
+	x      []float32
+	T      int
+}
+
+// gemmSmallRows is how many rows a small-T task multiplies with one chunk
+// of inputs before the next chunk: their codes (~37 KiB at 1152 columns)
+// stay in L1/L2 for the next chunk.
+const gemmSmallRows = 64
+
+// Run computes rows [lo, hi).
+func (t *gemmSmallTask) Run(lo, hi int) {
+	w, T := t.w, t.T
+	K, G := w.Cols, w.Q4.GroupSize
+	ng := K / G
+	sz := w.Q4.ScaleDType.Size()
+	maxT := len(t.ks.small) + 1
+	chunks := (T + maxT - 1) / maxT
+	for r0 := lo; r0 < hi; r0 += gemmSmallRows {
+		n := min(gemmSmallRows, hi-r0)
+		// Inputs go in near-equal chunks (7 as 4 + 3, not 4 + 2 + 1).
+		for i, t0 := 0, 0; i < chunks; i++ {
+			tc := (T - t0 + chunks - i - 1) / (chunks - i)
+			t.ks.small[tc-2][t.si](&t.out[t0*w.Rows+r0], w.Rows*4, &w.Data[r0*K/2], K/2, &w.Q4.Scales[r0*ng*sz], ng*sz, ng, G/2, &t.x[t0*K], K*4, n)
+			t0 += tc
 		}
 	}
 }

@@ -17,6 +17,13 @@ var (
 		packF16:    gemmPackF16AVX512,
 		packF32:    gemmPackF32AVX512,
 		denseBlock: 16,
+		small: [][3]func(out *float32, outStride int, w *byte, stride int, scales *byte, sstride int, ng int, gbytes int, x *float32, xStride int, rows int){
+			{gemmQ4T2BF16AVX512, gemmQ4T2F16AVX512, gemmQ4T2F32AVX512},
+			{gemmQ4T3BF16AVX512, gemmQ4T3F16AVX512, gemmQ4T3F32AVX512},
+			{gemmQ4T4BF16AVX512, gemmQ4T4F16AVX512, gemmQ4T4F32AVX512},
+		},
+		smallChunk: 32,
+		smallMaxT:  32,
 	}
 	gemmAVX2 = &gemmKernels{
 		panel: 16,
@@ -31,6 +38,13 @@ var (
 		packF16:    gemmPackF16AVX2,
 		packF32:    gemmPackF32AVX2,
 		denseBlock: 8,
+		small: [][3]func(out *float32, outStride int, w *byte, stride int, scales *byte, sstride int, ng int, gbytes int, x *float32, xStride int, rows int){
+			{gemmQ4T2BF16AVX2, gemmQ4T2F16AVX2, gemmQ4T2F32AVX2},
+			{gemmQ4T3BF16AVX2, gemmQ4T3F16AVX2, gemmQ4T3F32AVX2},
+			{gemmQ4T4BF16AVX2, gemmQ4T4F16AVX2, gemmQ4T4F32AVX2},
+		},
+		smallChunk: 16,
+		smallMaxT:  12,
 	}
 )
 

@@ -30,6 +30,34 @@ DATA gemmLowNibble<>+24(SB)/4, $0x0000000f
 DATA gemmLowNibble<>+28(SB)/4, $0x0000000f
 GLOBL gemmLowNibble<>(SB), RODATA|NOPTR, $32
 
+DATA gemmSymFloats<>+0(SB)/4, $0xc1000000
+DATA gemmSymFloats<>+4(SB)/4, $0xc0e00000
+DATA gemmSymFloats<>+8(SB)/4, $0xc0c00000
+DATA gemmSymFloats<>+12(SB)/4, $0xc0a00000
+DATA gemmSymFloats<>+16(SB)/4, $0xc0800000
+DATA gemmSymFloats<>+20(SB)/4, $0xc0400000
+DATA gemmSymFloats<>+24(SB)/4, $0xc0000000
+DATA gemmSymFloats<>+28(SB)/4, $0xbf800000
+DATA gemmSymFloats<>+32(SB)/4, $0x00000000
+DATA gemmSymFloats<>+36(SB)/4, $0x3f800000
+DATA gemmSymFloats<>+40(SB)/4, $0x40000000
+DATA gemmSymFloats<>+44(SB)/4, $0x40400000
+DATA gemmSymFloats<>+48(SB)/4, $0x40800000
+DATA gemmSymFloats<>+52(SB)/4, $0x40a00000
+DATA gemmSymFloats<>+56(SB)/4, $0x40c00000
+DATA gemmSymFloats<>+60(SB)/4, $0x40e00000
+GLOBL gemmSymFloats<>(SB), RODATA|NOPTR, $64
+
+DATA gemmMinusEight<>+0(SB)/4, $0xc1000000
+DATA gemmMinusEight<>+4(SB)/4, $0xc1000000
+DATA gemmMinusEight<>+8(SB)/4, $0xc1000000
+DATA gemmMinusEight<>+12(SB)/4, $0xc1000000
+DATA gemmMinusEight<>+16(SB)/4, $0xc1000000
+DATA gemmMinusEight<>+20(SB)/4, $0xc1000000
+DATA gemmMinusEight<>+24(SB)/4, $0xc1000000
+DATA gemmMinusEight<>+28(SB)/4, $0xc1000000
+GLOBL gemmMinusEight<>(SB), RODATA|NOPTR, $32
+
 // func gemmKernel512x1(w *float32, x *float32, xStride int, k int, out *float32, outStride int, acc int)
 // Requires: AVX, AVX512F
 TEXT ·gemmKernel512x1(SB), NOSPLIT, $0-56
@@ -4919,5 +4947,4234 @@ gemmPackF32AVX2_loop:
 	JMP        gemmPackF32AVX2_loop
 
 gemmPackF32AVX2_done:
+	VZEROUPPER
+	RET
+
+// func gemmQ4T2BF16AVX512(out *float32, outStride int, w *byte, stride int, scales *byte, sstride int, ng int, gbytes int, x *float32, xStride int, rows int)
+// Requires: AVX, AVX512BW, AVX512F, AVX512VL
+TEXT ·gemmQ4T2BF16AVX512(SB), NOSPLIT, $0-88
+gemmQ4T2BF16AVX512_r4:
+	CMPQ   rows+80(FP), $0x00000004
+	JL     gemmQ4T2BF16AVX512_r1
+	MOVQ   w+16(FP), AX
+	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*1), DX
+	LEAQ   (AX)(CX*2), BX
+	LEAQ   (DX)(CX*2), CX
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4
+	VPXORD Z5, Z5, Z5
+	VPXORD Z6, Z6, Z6
+	VPXORD Z7, Z7, Z7
+	MOVQ   x+64(FP), SI
+	MOVQ   xStride+72(FP), DI
+	LEAQ   (DI)(DI*2), R8
+	MOVQ   scales+32(FP), R8
+	MOVQ   sstride+40(FP), R9
+	XORQ   R10, R10
+
+gemmQ4T2BF16AVX512_r4_g:
+	VPBROADCASTW (R8), Z8
+	VPSLLD       $0x10, Z8, Z8
+	VMULPS       gemmSymFloats<>+0(SB), Z8, Z8
+	VPBROADCASTW (R8)(R9*1), Z11
+	VPSLLD       $0x10, Z11, Z11
+	VMULPS       gemmSymFloats<>+0(SB), Z11, Z11
+	VPBROADCASTW (R8)(R9*2), Z12
+	VPSLLD       $0x10, Z12, Z12
+	VMULPS       gemmSymFloats<>+0(SB), Z12, Z12
+	LEAQ         (R8)(R9*2), R11
+	VPBROADCASTW (R11)(R9*1), Z13
+	VPSLLD       $0x10, Z13, Z13
+	VMULPS       gemmSymFloats<>+0(SB), Z13, Z13
+	MOVQ         R10, R11
+	ADDQ         gbytes+56(FP), R11
+
+gemmQ4T2BF16AVX512_r4_b:
+	VMOVUPS       (SI), Z14
+	VMOVUPS       64(SI), Z15
+	VMOVUPS       (SI)(DI*1), Z16
+	VMOVUPS       64(SI)(DI*1), Z17
+	VPMOVZXBD     (AX)(R10*1), Z18
+	VPERMPS       Z8, Z18, Z19
+	VFMADD231PS   Z14, Z19, Z0
+	VFMADD231PS   Z16, Z19, Z1
+	VPSRLD        $0x04, Z18, Z18
+	VPERMPS       Z8, Z18, Z18
+	VFMADD231PS   Z15, Z18, Z0
+	VFMADD231PS   Z17, Z18, Z1
+	VPMOVZXBD     (DX)(R10*1), Z18
+	VPERMPS       Z11, Z18, Z19
+	VFMADD231PS   Z14, Z19, Z2
+	VFMADD231PS   Z16, Z19, Z3
+	VPSRLD        $0x04, Z18, Z18
+	VPERMPS       Z11, Z18, Z18
+	VFMADD231PS   Z15, Z18, Z2
+	VFMADD231PS   Z17, Z18, Z3
+	VPMOVZXBD     (BX)(R10*1), Z18
+	VPERMPS       Z12, Z18, Z19
+	VFMADD231PS   Z14, Z19, Z4
+	VFMADD231PS   Z16, Z19, Z5
+	VPSRLD        $0x04, Z18, Z18
+	VPERMPS       Z12, Z18, Z18
+	VFMADD231PS   Z15, Z18, Z4
+	VFMADD231PS   Z17, Z18, Z5
+	VPMOVZXBD     (CX)(R10*1), Z18
+	VPERMPS       Z13, Z18, Z19
+	VFMADD231PS   Z14, Z19, Z6
+	VFMADD231PS   Z16, Z19, Z7
+	VPSRLD        $0x04, Z18, Z18
+	VPERMPS       Z13, Z18, Z14
+	VFMADD231PS   Z15, Z14, Z6
+	VFMADD231PS   Z17, Z14, Z7
+	ADDQ          $0x00000010, R10
+	ADDQ          $0x00000080, SI
+	CMPQ          R10, R11
+	JB            gemmQ4T2BF16AVX512_r4_b
+	ADDQ          $0x00000002, R8
+	CMPQ          R10, stride+24(FP)
+	JB            gemmQ4T2BF16AVX512_r4_g
+	MOVQ          out+0(FP), AX
+	MOVQ          outStride+8(FP), CX
+	VEXTRACTF64X4 $0x01, Z0, Y8
+	VADDPS        Y8, Y0, Y8
+	VEXTRACTF32X4 $0x01, Y8, X11
+	VADDPS        X11, X8, X11
+	VPERMILPS     $0x4e, X11, X8
+	VADDPS        X8, X11, X11
+	VPERMILPS     $0xb1, X11, X8
+	VADDPS        X8, X11, X11
+	VMOVSS        X11, (AX)
+	VEXTRACTF64X4 $0x01, Z2, Y8
+	VADDPS        Y8, Y2, Y8
+	VEXTRACTF32X4 $0x01, Y8, X11
+	VADDPS        X11, X8, X11
+	VPERMILPS     $0x4e, X11, X8
+	VADDPS        X8, X11, X11
+	VPERMILPS     $0xb1, X11, X8
+	VADDPS        X8, X11, X11
+	VMOVSS        X11, 4(AX)
+	VEXTRACTF64X4 $0x01, Z4, Y8
+	VADDPS        Y8, Y4, Y8
+	VEXTRACTF32X4 $0x01, Y8, X11
+	VADDPS        X11, X8, X11
+	VPERMILPS     $0x4e, X11, X8
+	VADDPS        X8, X11, X11
+	VPERMILPS     $0xb1, X11, X8
+	VADDPS        X8, X11, X11
+	VMOVSS        X11, 8(AX)
+	VEXTRACTF64X4 $0x01, Z6, Y8
+	VADDPS        Y8, Y6, Y8
+	VEXTRACTF32X4 $0x01, Y8, X11
+	VADDPS        X11, X8, X11
+	VPERMILPS     $0x4e, X11, X8
+	VADDPS        X8, X11, X11
+	VPERMILPS     $0xb1, X11, X8
+	VADDPS        X8, X11, X11
+	VMOVSS        X11, 12(AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z1, Y8
+	VADDPS        Y8, Y1, Y8
+	VEXTRACTF32X4 $0x01, Y8, X11
+	VADDPS        X11, X8, X11
+	VPERMILPS     $0x4e, X11, X8
+	VADDPS        X8, X11, X11
+	VPERMILPS     $0xb1, X11, X8
+	VADDPS        X8, X11, X11
+	VMOVSS        X11, (AX)
+	VEXTRACTF64X4 $0x01, Z3, Y8
+	VADDPS        Y8, Y3, Y8
+	VEXTRACTF32X4 $0x01, Y8, X11
+	VADDPS        X11, X8, X11
+	VPERMILPS     $0x4e, X11, X8
+	VADDPS        X8, X11, X11
+	VPERMILPS     $0xb1, X11, X8
+	VADDPS        X8, X11, X11
+	VMOVSS        X11, 4(AX)
+	VEXTRACTF64X4 $0x01, Z5, Y8
+	VADDPS        Y8, Y5, Y8
+	VEXTRACTF32X4 $0x01, Y8, X11
+	VADDPS        X11, X8, X11
+	VPERMILPS     $0x4e, X11, X8
+	VADDPS        X8, X11, X11
+	VPERMILPS     $0xb1, X11, X8
+	VADDPS        X8, X11, X11
+	VMOVSS        X11, 8(AX)
+	VEXTRACTF64X4 $0x01, Z7, Y8
+	VADDPS        Y8, Y7, Y8
+	VEXTRACTF32X4 $0x01, Y8, X11
+	VADDPS        X11, X8, X11
+	VPERMILPS     $0x4e, X11, X8
+	VADDPS        X8, X11, X11
+	VPERMILPS     $0xb1, X11, X8
+	VADDPS        X8, X11, X11
+	VMOVSS        X11, 12(AX)
+	ADDQ          $0x00000010, out+0(FP)
+	MOVQ          stride+24(FP), AX
+	IMUL3Q        $0x00000004, AX, AX
+	ADDQ          AX, w+16(FP)
+	MOVQ          sstride+40(FP), AX
+	IMUL3Q        $0x00000004, AX, AX
+	ADDQ          AX, scales+32(FP)
+	SUBQ          $0x00000004, rows+80(FP)
+	JMP           gemmQ4T2BF16AVX512_r4
+
+gemmQ4T2BF16AVX512_r1:
+	CMPQ   rows+80(FP), $0x00000001
+	JL     gemmQ4T2BF16AVX512_done
+	MOVQ   w+16(FP), AX
+	VPXORD Z9, Z9, Z9
+	VPXORD Z10, Z10, Z10
+	MOVQ   x+64(FP), CX
+	MOVQ   xStride+72(FP), DX
+	LEAQ   (DX)(DX*2), BX
+	MOVQ   scales+32(FP), BX
+	XORQ   SI, SI
+
+gemmQ4T2BF16AVX512_r1_g:
+	VPBROADCASTW (BX), Z0
+	VPSLLD       $0x10, Z0, Z0
+	VMULPS       gemmSymFloats<>+0(SB), Z0, Z0
+	MOVQ         SI, DI
+	ADDQ         gbytes+56(FP), DI
+
+gemmQ4T2BF16AVX512_r1_b:
+	VMOVUPS       (CX), Z1
+	VMOVUPS       64(CX), Z2
+	VMOVUPS       (CX)(DX*1), Z3
+	VMOVUPS       64(CX)(DX*1), Z4
+	VPMOVZXBD     (AX)(SI*1), Z5
+	VPERMPS       Z0, Z5, Z6
+	VFMADD231PS   Z1, Z6, Z9
+	VFMADD231PS   Z3, Z6, Z10
+	VPSRLD        $0x04, Z5, Z5
+	VPERMPS       Z0, Z5, Z1
+	VFMADD231PS   Z2, Z1, Z9
+	VFMADD231PS   Z4, Z1, Z10
+	ADDQ          $0x00000010, SI
+	ADDQ          $0x00000080, CX
+	CMPQ          SI, DI
+	JB            gemmQ4T2BF16AVX512_r1_b
+	ADDQ          $0x00000002, BX
+	CMPQ          SI, stride+24(FP)
+	JB            gemmQ4T2BF16AVX512_r1_g
+	MOVQ          out+0(FP), AX
+	MOVQ          outStride+8(FP), CX
+	VEXTRACTF64X4 $0x01, Z9, Y0
+	VADDPS        Y0, Y9, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VPERMILPS     $0x4e, X1, X0
+	VADDPS        X0, X1, X1
+	VPERMILPS     $0xb1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSS        X1, (AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z10, Y0
+	VADDPS        Y0, Y10, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VPERMILPS     $0x4e, X1, X0
+	VADDPS        X0, X1, X1
+	VPERMILPS     $0xb1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSS        X1, (AX)
+	ADDQ          $0x00000004, out+0(FP)
+	MOVQ          stride+24(FP), AX
+	ADDQ          AX, w+16(FP)
+	MOVQ          sstride+40(FP), AX
+	ADDQ          AX, scales+32(FP)
+	SUBQ          $0x00000001, rows+80(FP)
+	JMP           gemmQ4T2BF16AVX512_r1
+
+gemmQ4T2BF16AVX512_done:
+	VZEROUPPER
+	RET
+
+// func gemmQ4T2BF16AVX2(out *float32, outStride int, w *byte, stride int, scales *byte, sstride int, ng int, gbytes int, x *float32, xStride int, rows int)
+// Requires: AVX, AVX2, FMA3
+TEXT ·gemmQ4T2BF16AVX2(SB), NOSPLIT, $0-88
+gemmQ4T2BF16AVX2_r2:
+	CMPQ   rows+80(FP), $0x00000002
+	JL     gemmQ4T2BF16AVX2_r1
+	MOVQ   w+16(FP), AX
+	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*1), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	MOVQ   x+64(FP), DX
+	MOVQ   xStride+72(FP), BX
+	LEAQ   (BX)(BX*2), SI
+	MOVQ   scales+32(FP), SI
+	MOVQ   sstride+40(FP), DI
+	XORQ   R8, R8
+
+gemmQ4T2BF16AVX2_r2_g:
+	VPBROADCASTW (SI), Y4
+	VPSLLD       $0x10, Y4, Y4
+	VMULPS       gemmMinusEight<>+0(SB), Y4, Y5
+	VPBROADCASTW (SI)(DI*1), Y6
+	VPSLLD       $0x10, Y6, Y6
+	VMULPS       gemmMinusEight<>+0(SB), Y6, Y7
+	MOVQ         R8, R9
+	ADDQ         gbytes+56(FP), R9
+
+gemmQ4T2BF16AVX2_r2_b:
+	VPMOVZXBD    (AX)(R8*1), Y8
+	VPAND        gemmLowNibble<>+0(SB), Y8, Y9
+	VPSRLD       $0x04, Y8, Y8
+	VCVTDQ2PS    Y9, Y9
+	VCVTDQ2PS    Y8, Y8
+	VFMADD213PS  Y5, Y4, Y9
+	VFMADD213PS  Y5, Y4, Y8
+	VFMADD231PS  (DX), Y9, Y0
+	VFMADD231PS  32(DX), Y8, Y0
+	VFMADD231PS  (DX)(BX*1), Y9, Y1
+	VFMADD231PS  32(DX)(BX*1), Y8, Y1
+	VPMOVZXBD    (CX)(R8*1), Y8
+	VPAND        gemmLowNibble<>+0(SB), Y8, Y9
+	VPSRLD       $0x04, Y8, Y8
+	VCVTDQ2PS    Y9, Y9
+	VCVTDQ2PS    Y8, Y8
+	VFMADD213PS  Y7, Y6, Y9
+	VFMADD213PS  Y7, Y6, Y8
+	VFMADD231PS  (DX), Y9, Y2
+	VFMADD231PS  32(DX), Y8, Y2
+	VFMADD231PS  (DX)(BX*1), Y9, Y3
+	VFMADD231PS  32(DX)(BX*1), Y8, Y3
+	ADDQ         $0x00000008, R8
+	ADDQ         $0x00000040, DX
+	CMPQ         R8, R9
+	JB           gemmQ4T2BF16AVX2_r2_b
+	ADDQ         $0x00000002, SI
+	CMPQ         R8, stride+24(FP)
+	JB           gemmQ4T2BF16AVX2_r2_g
+	MOVQ         out+0(FP), AX
+	MOVQ         outStride+8(FP), CX
+	VEXTRACTF128 $0x01, Y0, X4
+	VADDPS       X4, X0, X4
+	VPERMILPS    $0x4e, X4, X0
+	VADDPS       X0, X4, X4
+	VPERMILPS    $0xb1, X4, X0
+	VADDPS       X0, X4, X4
+	VMOVSS       X4, (AX)
+	VEXTRACTF128 $0x01, Y2, X0
+	VADDPS       X0, X2, X0
+	VPERMILPS    $0x4e, X0, X2
+	VADDPS       X2, X0, X0
+	VPERMILPS    $0xb1, X0, X2
+	VADDPS       X2, X0, X0
+	VMOVSS       X0, 4(AX)
+	ADDQ         CX, AX
+	VEXTRACTF128 $0x01, Y1, X0
+	VADDPS       X0, X1, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, (AX)
+	VEXTRACTF128 $0x01, Y3, X0
+	VADDPS       X0, X3, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, 4(AX)
+	ADDQ         $0x00000008, out+0(FP)
+	MOVQ         stride+24(FP), AX
+	IMUL3Q       $0x00000002, AX, AX
+	ADDQ         AX, w+16(FP)
+	MOVQ         sstride+40(FP), AX
+	IMUL3Q       $0x00000002, AX, AX
+	ADDQ         AX, scales+32(FP)
+	SUBQ         $0x00000002, rows+80(FP)
+	JMP          gemmQ4T2BF16AVX2_r2
+
+gemmQ4T2BF16AVX2_r1:
+	CMPQ   rows+80(FP), $0x00000001
+	JL     gemmQ4T2BF16AVX2_done
+	MOVQ   w+16(FP), AX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	MOVQ   x+64(FP), CX
+	MOVQ   xStride+72(FP), DX
+	LEAQ   (DX)(DX*2), BX
+	MOVQ   scales+32(FP), BX
+	XORQ   SI, SI
+
+gemmQ4T2BF16AVX2_r1_g:
+	VPBROADCASTW (BX), Y2
+	VPSLLD       $0x10, Y2, Y2
+	VMULPS       gemmMinusEight<>+0(SB), Y2, Y3
+	MOVQ         SI, DI
+	ADDQ         gbytes+56(FP), DI
+
+gemmQ4T2BF16AVX2_r1_b:
+	VPMOVZXBD    (AX)(SI*1), Y4
+	VPAND        gemmLowNibble<>+0(SB), Y4, Y5
+	VPSRLD       $0x04, Y4, Y4
+	VCVTDQ2PS    Y5, Y5
+	VCVTDQ2PS    Y4, Y4
+	VFMADD213PS  Y3, Y2, Y5
+	VFMADD213PS  Y3, Y2, Y4
+	VFMADD231PS  (CX), Y5, Y0
+	VFMADD231PS  32(CX), Y4, Y0
+	VFMADD231PS  (CX)(DX*1), Y5, Y1
+	VFMADD231PS  32(CX)(DX*1), Y4, Y1
+	ADDQ         $0x00000008, SI
+	ADDQ         $0x00000040, CX
+	CMPQ         SI, DI
+	JB           gemmQ4T2BF16AVX2_r1_b
+	ADDQ         $0x00000002, BX
+	CMPQ         SI, stride+24(FP)
+	JB           gemmQ4T2BF16AVX2_r1_g
+	MOVQ         out+0(FP), AX
+	MOVQ         outStride+8(FP), CX
+	VEXTRACTF128 $0x01, Y0, X2
+	VADDPS       X2, X0, X2
+	VPERMILPS    $0x4e, X2, X0
+	VADDPS       X0, X2, X2
+	VPERMILPS    $0xb1, X2, X0
+	VADDPS       X0, X2, X2
+	VMOVSS       X2, (AX)
+	ADDQ         CX, AX
+	VEXTRACTF128 $0x01, Y1, X0
+	VADDPS       X0, X1, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, (AX)
+	ADDQ         $0x00000004, out+0(FP)
+	MOVQ         stride+24(FP), AX
+	ADDQ         AX, w+16(FP)
+	MOVQ         sstride+40(FP), AX
+	ADDQ         AX, scales+32(FP)
+	SUBQ         $0x00000001, rows+80(FP)
+	JMP          gemmQ4T2BF16AVX2_r1
+
+gemmQ4T2BF16AVX2_done:
+	VZEROUPPER
+	RET
+
+// func gemmQ4T2F16AVX512(out *float32, outStride int, w *byte, stride int, scales *byte, sstride int, ng int, gbytes int, x *float32, xStride int, rows int)
+// Requires: AVX, AVX2, AVX512F, AVX512VL
+TEXT ·gemmQ4T2F16AVX512(SB), NOSPLIT, $0-88
+gemmQ4T2F16AVX512_r4:
+	CMPQ   rows+80(FP), $0x00000004
+	JL     gemmQ4T2F16AVX512_r1
+	MOVQ   w+16(FP), AX
+	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*1), DX
+	LEAQ   (AX)(CX*2), BX
+	LEAQ   (DX)(CX*2), CX
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4
+	VPXORD Z5, Z5, Z5
+	VPXORD Z6, Z6, Z6
+	VPXORD Z7, Z7, Z7
+	MOVQ   x+64(FP), SI
+	MOVQ   xStride+72(FP), DI
+	LEAQ   (DI)(DI*2), R8
+	MOVQ   scales+32(FP), R8
+	MOVQ   sstride+40(FP), R9
+	XORQ   R10, R10
+
+gemmQ4T2F16AVX512_r4_g:
+	VPBROADCASTW (R8), Y8
+	VCVTPH2PS    Y8, Z8
+	VMULPS       gemmSymFloats<>+0(SB), Z8, Z8
+	VPBROADCASTW (R8)(R9*1), Y11
+	VCVTPH2PS    Y11, Z11
+	VMULPS       gemmSymFloats<>+0(SB), Z11, Z11
+	VPBROADCASTW (R8)(R9*2), Y12
+	VCVTPH2PS    Y12, Z12
+	VMULPS       gemmSymFloats<>+0(SB), Z12, Z12
+	LEAQ         (R8)(R9*2), R11
+	VPBROADCASTW (R11)(R9*1), Y13
+	VCVTPH2PS    Y13, Z13
+	VMULPS       gemmSymFloats<>+0(SB), Z13, Z13
+	MOVQ         R10, R11
+	ADDQ         gbytes+56(FP), R11
+
+gemmQ4T2F16AVX512_r4_b:
+	VMOVUPS       (SI), Z14
+	VMOVUPS       64(SI), Z15
+	VMOVUPS       (SI)(DI*1), Z16
+	VMOVUPS       64(SI)(DI*1), Z17
+	VPMOVZXBD     (AX)(R10*1), Z18
+	VPERMPS       Z8, Z18, Z19
+	VFMADD231PS   Z14, Z19, Z0
+	VFMADD231PS   Z16, Z19, Z1
+	VPSRLD        $0x04, Z18, Z18
+	VPERMPS       Z8, Z18, Z18
+	VFMADD231PS   Z15, Z18, Z0
+	VFMADD231PS   Z17, Z18, Z1
+	VPMOVZXBD     (DX)(R10*1), Z18
+	VPERMPS       Z11, Z18, Z19
+	VFMADD231PS   Z14, Z19, Z2
+	VFMADD231PS   Z16, Z19, Z3
+	VPSRLD        $0x04, Z18, Z18
+	VPERMPS       Z11, Z18, Z18
+	VFMADD231PS   Z15, Z18, Z2
+	VFMADD231PS   Z17, Z18, Z3
+	VPMOVZXBD     (BX)(R10*1), Z18
+	VPERMPS       Z12, Z18, Z19
+	VFMADD231PS   Z14, Z19, Z4
+	VFMADD231PS   Z16, Z19, Z5
+	VPSRLD        $0x04, Z18, Z18
+	VPERMPS       Z12, Z18, Z18
+	VFMADD231PS   Z15, Z18, Z4
+	VFMADD231PS   Z17, Z18, Z5
+	VPMOVZXBD     (CX)(R10*1), Z18
+	VPERMPS       Z13, Z18, Z19
+	VFMADD231PS   Z14, Z19, Z6
+	VFMADD231PS   Z16, Z19, Z7
+	VPSRLD        $0x04, Z18, Z18
+	VPERMPS       Z13, Z18, Z14
+	VFMADD231PS   Z15, Z14, Z6
+	VFMADD231PS   Z17, Z14, Z7
+	ADDQ          $0x00000010, R10
+	ADDQ          $0x00000080, SI
+	CMPQ          R10, R11
+	JB            gemmQ4T2F16AVX512_r4_b
+	ADDQ          $0x00000002, R8
+	CMPQ          R10, stride+24(FP)
+	JB            gemmQ4T2F16AVX512_r4_g
+	MOVQ          out+0(FP), AX
+	MOVQ          outStride+8(FP), CX
+	VEXTRACTF64X4 $0x01, Z0, Y8
+	VADDPS        Y8, Y0, Y8
+	VEXTRACTF32X4 $0x01, Y8, X11
+	VADDPS        X11, X8, X11
+	VPERMILPS     $0x4e, X11, X8
+	VADDPS        X8, X11, X11
+	VPERMILPS     $0xb1, X11, X8
+	VADDPS        X8, X11, X11
+	VMOVSS        X11, (AX)
+	VEXTRACTF64X4 $0x01, Z2, Y8
+	VADDPS        Y8, Y2, Y8
+	VEXTRACTF32X4 $0x01, Y8, X11
+	VADDPS        X11, X8, X11
+	VPERMILPS     $0x4e, X11, X8
+	VADDPS        X8, X11, X11
+	VPERMILPS     $0xb1, X11, X8
+	VADDPS        X8, X11, X11
+	VMOVSS        X11, 4(AX)
+	VEXTRACTF64X4 $0x01, Z4, Y8
+	VADDPS        Y8, Y4, Y8
+	VEXTRACTF32X4 $0x01, Y8, X11
+	VADDPS        X11, X8, X11
+	VPERMILPS     $0x4e, X11, X8
+	VADDPS        X8, X11, X11
+	VPERMILPS     $0xb1, X11, X8
+	VADDPS        X8, X11, X11
+	VMOVSS        X11, 8(AX)
+	VEXTRACTF64X4 $0x01, Z6, Y8
+	VADDPS        Y8, Y6, Y8
+	VEXTRACTF32X4 $0x01, Y8, X11
+	VADDPS        X11, X8, X11
+	VPERMILPS     $0x4e, X11, X8
+	VADDPS        X8, X11, X11
+	VPERMILPS     $0xb1, X11, X8
+	VADDPS        X8, X11, X11
+	VMOVSS        X11, 12(AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z1, Y8
+	VADDPS        Y8, Y1, Y8
+	VEXTRACTF32X4 $0x01, Y8, X11
+	VADDPS        X11, X8, X11
+	VPERMILPS     $0x4e, X11, X8
+	VADDPS        X8, X11, X11
+	VPERMILPS     $0xb1, X11, X8
+	VADDPS        X8, X11, X11
+	VMOVSS        X11, (AX)
+	VEXTRACTF64X4 $0x01, Z3, Y8
+	VADDPS        Y8, Y3, Y8
+	VEXTRACTF32X4 $0x01, Y8, X11
+	VADDPS        X11, X8, X11
+	VPERMILPS     $0x4e, X11, X8
+	VADDPS        X8, X11, X11
+	VPERMILPS     $0xb1, X11, X8
+	VADDPS        X8, X11, X11
+	VMOVSS        X11, 4(AX)
+	VEXTRACTF64X4 $0x01, Z5, Y8
+	VADDPS        Y8, Y5, Y8
+	VEXTRACTF32X4 $0x01, Y8, X11
+	VADDPS        X11, X8, X11
+	VPERMILPS     $0x4e, X11, X8
+	VADDPS        X8, X11, X11
+	VPERMILPS     $0xb1, X11, X8
+	VADDPS        X8, X11, X11
+	VMOVSS        X11, 8(AX)
+	VEXTRACTF64X4 $0x01, Z7, Y8
+	VADDPS        Y8, Y7, Y8
+	VEXTRACTF32X4 $0x01, Y8, X11
+	VADDPS        X11, X8, X11
+	VPERMILPS     $0x4e, X11, X8
+	VADDPS        X8, X11, X11
+	VPERMILPS     $0xb1, X11, X8
+	VADDPS        X8, X11, X11
+	VMOVSS        X11, 12(AX)
+	ADDQ          $0x00000010, out+0(FP)
+	MOVQ          stride+24(FP), AX
+	IMUL3Q        $0x00000004, AX, AX
+	ADDQ          AX, w+16(FP)
+	MOVQ          sstride+40(FP), AX
+	IMUL3Q        $0x00000004, AX, AX
+	ADDQ          AX, scales+32(FP)
+	SUBQ          $0x00000004, rows+80(FP)
+	JMP           gemmQ4T2F16AVX512_r4
+
+gemmQ4T2F16AVX512_r1:
+	CMPQ   rows+80(FP), $0x00000001
+	JL     gemmQ4T2F16AVX512_done
+	MOVQ   w+16(FP), AX
+	VPXORD Z9, Z9, Z9
+	VPXORD Z10, Z10, Z10
+	MOVQ   x+64(FP), CX
+	MOVQ   xStride+72(FP), DX
+	LEAQ   (DX)(DX*2), BX
+	MOVQ   scales+32(FP), BX
+	XORQ   SI, SI
+
+gemmQ4T2F16AVX512_r1_g:
+	VPBROADCASTW (BX), Y0
+	VCVTPH2PS    Y0, Z0
+	VMULPS       gemmSymFloats<>+0(SB), Z0, Z0
+	MOVQ         SI, DI
+	ADDQ         gbytes+56(FP), DI
+
+gemmQ4T2F16AVX512_r1_b:
+	VMOVUPS       (CX), Z1
+	VMOVUPS       64(CX), Z2
+	VMOVUPS       (CX)(DX*1), Z3
+	VMOVUPS       64(CX)(DX*1), Z4
+	VPMOVZXBD     (AX)(SI*1), Z5
+	VPERMPS       Z0, Z5, Z6
+	VFMADD231PS   Z1, Z6, Z9
+	VFMADD231PS   Z3, Z6, Z10
+	VPSRLD        $0x04, Z5, Z5
+	VPERMPS       Z0, Z5, Z1
+	VFMADD231PS   Z2, Z1, Z9
+	VFMADD231PS   Z4, Z1, Z10
+	ADDQ          $0x00000010, SI
+	ADDQ          $0x00000080, CX
+	CMPQ          SI, DI
+	JB            gemmQ4T2F16AVX512_r1_b
+	ADDQ          $0x00000002, BX
+	CMPQ          SI, stride+24(FP)
+	JB            gemmQ4T2F16AVX512_r1_g
+	MOVQ          out+0(FP), AX
+	MOVQ          outStride+8(FP), CX
+	VEXTRACTF64X4 $0x01, Z9, Y0
+	VADDPS        Y0, Y9, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VPERMILPS     $0x4e, X1, X0
+	VADDPS        X0, X1, X1
+	VPERMILPS     $0xb1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSS        X1, (AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z10, Y0
+	VADDPS        Y0, Y10, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VPERMILPS     $0x4e, X1, X0
+	VADDPS        X0, X1, X1
+	VPERMILPS     $0xb1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSS        X1, (AX)
+	ADDQ          $0x00000004, out+0(FP)
+	MOVQ          stride+24(FP), AX
+	ADDQ          AX, w+16(FP)
+	MOVQ          sstride+40(FP), AX
+	ADDQ          AX, scales+32(FP)
+	SUBQ          $0x00000001, rows+80(FP)
+	JMP           gemmQ4T2F16AVX512_r1
+
+gemmQ4T2F16AVX512_done:
+	VZEROUPPER
+	RET
+
+// func gemmQ4T2F16AVX2(out *float32, outStride int, w *byte, stride int, scales *byte, sstride int, ng int, gbytes int, x *float32, xStride int, rows int)
+// Requires: AVX, AVX2, F16C, FMA3
+TEXT ·gemmQ4T2F16AVX2(SB), NOSPLIT, $0-88
+gemmQ4T2F16AVX2_r2:
+	CMPQ   rows+80(FP), $0x00000002
+	JL     gemmQ4T2F16AVX2_r1
+	MOVQ   w+16(FP), AX
+	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*1), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	MOVQ   x+64(FP), DX
+	MOVQ   xStride+72(FP), BX
+	LEAQ   (BX)(BX*2), SI
+	MOVQ   scales+32(FP), SI
+	MOVQ   sstride+40(FP), DI
+	XORQ   R8, R8
+
+gemmQ4T2F16AVX2_r2_g:
+	VPBROADCASTW (SI), X4
+	VCVTPH2PS    X4, Y4
+	VMULPS       gemmMinusEight<>+0(SB), Y4, Y5
+	VPBROADCASTW (SI)(DI*1), X6
+	VCVTPH2PS    X6, Y6
+	VMULPS       gemmMinusEight<>+0(SB), Y6, Y7
+	MOVQ         R8, R9
+	ADDQ         gbytes+56(FP), R9
+
+gemmQ4T2F16AVX2_r2_b:
+	VPMOVZXBD    (AX)(R8*1), Y8
+	VPAND        gemmLowNibble<>+0(SB), Y8, Y9
+	VPSRLD       $0x04, Y8, Y8
+	VCVTDQ2PS    Y9, Y9
+	VCVTDQ2PS    Y8, Y8
+	VFMADD213PS  Y5, Y4, Y9
+	VFMADD213PS  Y5, Y4, Y8
+	VFMADD231PS  (DX), Y9, Y0
+	VFMADD231PS  32(DX), Y8, Y0
+	VFMADD231PS  (DX)(BX*1), Y9, Y1
+	VFMADD231PS  32(DX)(BX*1), Y8, Y1
+	VPMOVZXBD    (CX)(R8*1), Y8
+	VPAND        gemmLowNibble<>+0(SB), Y8, Y9
+	VPSRLD       $0x04, Y8, Y8
+	VCVTDQ2PS    Y9, Y9
+	VCVTDQ2PS    Y8, Y8
+	VFMADD213PS  Y7, Y6, Y9
+	VFMADD213PS  Y7, Y6, Y8
+	VFMADD231PS  (DX), Y9, Y2
+	VFMADD231PS  32(DX), Y8, Y2
+	VFMADD231PS  (DX)(BX*1), Y9, Y3
+	VFMADD231PS  32(DX)(BX*1), Y8, Y3
+	ADDQ         $0x00000008, R8
+	ADDQ         $0x00000040, DX
+	CMPQ         R8, R9
+	JB           gemmQ4T2F16AVX2_r2_b
+	ADDQ         $0x00000002, SI
+	CMPQ         R8, stride+24(FP)
+	JB           gemmQ4T2F16AVX2_r2_g
+	MOVQ         out+0(FP), AX
+	MOVQ         outStride+8(FP), CX
+	VEXTRACTF128 $0x01, Y0, X4
+	VADDPS       X4, X0, X4
+	VPERMILPS    $0x4e, X4, X0
+	VADDPS       X0, X4, X4
+	VPERMILPS    $0xb1, X4, X0
+	VADDPS       X0, X4, X4
+	VMOVSS       X4, (AX)
+	VEXTRACTF128 $0x01, Y2, X0
+	VADDPS       X0, X2, X0
+	VPERMILPS    $0x4e, X0, X2
+	VADDPS       X2, X0, X0
+	VPERMILPS    $0xb1, X0, X2
+	VADDPS       X2, X0, X0
+	VMOVSS       X0, 4(AX)
+	ADDQ         CX, AX
+	VEXTRACTF128 $0x01, Y1, X0
+	VADDPS       X0, X1, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, (AX)
+	VEXTRACTF128 $0x01, Y3, X0
+	VADDPS       X0, X3, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, 4(AX)
+	ADDQ         $0x00000008, out+0(FP)
+	MOVQ         stride+24(FP), AX
+	IMUL3Q       $0x00000002, AX, AX
+	ADDQ         AX, w+16(FP)
+	MOVQ         sstride+40(FP), AX
+	IMUL3Q       $0x00000002, AX, AX
+	ADDQ         AX, scales+32(FP)
+	SUBQ         $0x00000002, rows+80(FP)
+	JMP          gemmQ4T2F16AVX2_r2
+
+gemmQ4T2F16AVX2_r1:
+	CMPQ   rows+80(FP), $0x00000001
+	JL     gemmQ4T2F16AVX2_done
+	MOVQ   w+16(FP), AX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	MOVQ   x+64(FP), CX
+	MOVQ   xStride+72(FP), DX
+	LEAQ   (DX)(DX*2), BX
+	MOVQ   scales+32(FP), BX
+	XORQ   SI, SI
+
+gemmQ4T2F16AVX2_r1_g:
+	VPBROADCASTW (BX), X2
+	VCVTPH2PS    X2, Y2
+	VMULPS       gemmMinusEight<>+0(SB), Y2, Y3
+	MOVQ         SI, DI
+	ADDQ         gbytes+56(FP), DI
+
+gemmQ4T2F16AVX2_r1_b:
+	VPMOVZXBD    (AX)(SI*1), Y4
+	VPAND        gemmLowNibble<>+0(SB), Y4, Y5
+	VPSRLD       $0x04, Y4, Y4
+	VCVTDQ2PS    Y5, Y5
+	VCVTDQ2PS    Y4, Y4
+	VFMADD213PS  Y3, Y2, Y5
+	VFMADD213PS  Y3, Y2, Y4
+	VFMADD231PS  (CX), Y5, Y0
+	VFMADD231PS  32(CX), Y4, Y0
+	VFMADD231PS  (CX)(DX*1), Y5, Y1
+	VFMADD231PS  32(CX)(DX*1), Y4, Y1
+	ADDQ         $0x00000008, SI
+	ADDQ         $0x00000040, CX
+	CMPQ         SI, DI
+	JB           gemmQ4T2F16AVX2_r1_b
+	ADDQ         $0x00000002, BX
+	CMPQ         SI, stride+24(FP)
+	JB           gemmQ4T2F16AVX2_r1_g
+	MOVQ         out+0(FP), AX
+	MOVQ         outStride+8(FP), CX
+	VEXTRACTF128 $0x01, Y0, X2
+	VADDPS       X2, X0, X2
+	VPERMILPS    $0x4e, X2, X0
+	VADDPS       X0, X2, X2
+	VPERMILPS    $0xb1, X2, X0
+	VADDPS       X0, X2, X2
+	VMOVSS       X2, (AX)
+	ADDQ         CX, AX
+	VEXTRACTF128 $0x01, Y1, X0
+	VADDPS       X0, X1, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, (AX)
+	ADDQ         $0x00000004, out+0(FP)
+	MOVQ         stride+24(FP), AX
+	ADDQ         AX, w+16(FP)
+	MOVQ         sstride+40(FP), AX
+	ADDQ         AX, scales+32(FP)
+	SUBQ         $0x00000001, rows+80(FP)
+	JMP          gemmQ4T2F16AVX2_r1
+
+gemmQ4T2F16AVX2_done:
+	VZEROUPPER
+	RET
+
+// func gemmQ4T2F32AVX512(out *float32, outStride int, w *byte, stride int, scales *byte, sstride int, ng int, gbytes int, x *float32, xStride int, rows int)
+// Requires: AVX, AVX512F, AVX512VL
+TEXT ·gemmQ4T2F32AVX512(SB), NOSPLIT, $0-88
+gemmQ4T2F32AVX512_r4:
+	CMPQ   rows+80(FP), $0x00000004
+	JL     gemmQ4T2F32AVX512_r1
+	MOVQ   w+16(FP), AX
+	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*1), DX
+	LEAQ   (AX)(CX*2), BX
+	LEAQ   (DX)(CX*2), CX
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4
+	VPXORD Z5, Z5, Z5
+	VPXORD Z6, Z6, Z6
+	VPXORD Z7, Z7, Z7
+	MOVQ   x+64(FP), SI
+	MOVQ   xStride+72(FP), DI
+	LEAQ   (DI)(DI*2), R8
+	MOVQ   scales+32(FP), R8
+	MOVQ   sstride+40(FP), R9
+	XORQ   R10, R10
+
+gemmQ4T2F32AVX512_r4_g:
+	VBROADCASTSS (R8), Z8
+	VMULPS       gemmSymFloats<>+0(SB), Z8, Z8
+	VBROADCASTSS (R8)(R9*1), Z11
+	VMULPS       gemmSymFloats<>+0(SB), Z11, Z11
+	VBROADCASTSS (R8)(R9*2), Z12
+	VMULPS       gemmSymFloats<>+0(SB), Z12, Z12
+	LEAQ         (R8)(R9*2), R11
+	VBROADCASTSS (R11)(R9*1), Z13
+	VMULPS       gemmSymFloats<>+0(SB), Z13, Z13
+	MOVQ         R10, R11
+	ADDQ         gbytes+56(FP), R11
+
+gemmQ4T2F32AVX512_r4_b:
+	VMOVUPS       (SI), Z14
+	VMOVUPS       64(SI), Z15
+	VMOVUPS       (SI)(DI*1), Z16
+	VMOVUPS       64(SI)(DI*1), Z17
+	VPMOVZXBD     (AX)(R10*1), Z18
+	VPERMPS       Z8, Z18, Z19
+	VFMADD231PS   Z14, Z19, Z0
+	VFMADD231PS   Z16, Z19, Z1
+	VPSRLD        $0x04, Z18, Z18
+	VPERMPS       Z8, Z18, Z18
+	VFMADD231PS   Z15, Z18, Z0
+	VFMADD231PS   Z17, Z18, Z1
+	VPMOVZXBD     (DX)(R10*1), Z18
+	VPERMPS       Z11, Z18, Z19
+	VFMADD231PS   Z14, Z19, Z2
+	VFMADD231PS   Z16, Z19, Z3
+	VPSRLD        $0x04, Z18, Z18
+	VPERMPS       Z11, Z18, Z18
+	VFMADD231PS   Z15, Z18, Z2
+	VFMADD231PS   Z17, Z18, Z3
+	VPMOVZXBD     (BX)(R10*1), Z18
+	VPERMPS       Z12, Z18, Z19
+	VFMADD231PS   Z14, Z19, Z4
+	VFMADD231PS   Z16, Z19, Z5
+	VPSRLD        $0x04, Z18, Z18
+	VPERMPS       Z12, Z18, Z18
+	VFMADD231PS   Z15, Z18, Z4
+	VFMADD231PS   Z17, Z18, Z5
+	VPMOVZXBD     (CX)(R10*1), Z18
+	VPERMPS       Z13, Z18, Z19
+	VFMADD231PS   Z14, Z19, Z6
+	VFMADD231PS   Z16, Z19, Z7
+	VPSRLD        $0x04, Z18, Z18
+	VPERMPS       Z13, Z18, Z14
+	VFMADD231PS   Z15, Z14, Z6
+	VFMADD231PS   Z17, Z14, Z7
+	ADDQ          $0x00000010, R10
+	ADDQ          $0x00000080, SI
+	CMPQ          R10, R11
+	JB            gemmQ4T2F32AVX512_r4_b
+	ADDQ          $0x00000004, R8
+	CMPQ          R10, stride+24(FP)
+	JB            gemmQ4T2F32AVX512_r4_g
+	MOVQ          out+0(FP), AX
+	MOVQ          outStride+8(FP), CX
+	VEXTRACTF64X4 $0x01, Z0, Y8
+	VADDPS        Y8, Y0, Y8
+	VEXTRACTF32X4 $0x01, Y8, X11
+	VADDPS        X11, X8, X11
+	VPERMILPS     $0x4e, X11, X8
+	VADDPS        X8, X11, X11
+	VPERMILPS     $0xb1, X11, X8
+	VADDPS        X8, X11, X11
+	VMOVSS        X11, (AX)
+	VEXTRACTF64X4 $0x01, Z2, Y8
+	VADDPS        Y8, Y2, Y8
+	VEXTRACTF32X4 $0x01, Y8, X11
+	VADDPS        X11, X8, X11
+	VPERMILPS     $0x4e, X11, X8
+	VADDPS        X8, X11, X11
+	VPERMILPS     $0xb1, X11, X8
+	VADDPS        X8, X11, X11
+	VMOVSS        X11, 4(AX)
+	VEXTRACTF64X4 $0x01, Z4, Y8
+	VADDPS        Y8, Y4, Y8
+	VEXTRACTF32X4 $0x01, Y8, X11
+	VADDPS        X11, X8, X11
+	VPERMILPS     $0x4e, X11, X8
+	VADDPS        X8, X11, X11
+	VPERMILPS     $0xb1, X11, X8
+	VADDPS        X8, X11, X11
+	VMOVSS        X11, 8(AX)
+	VEXTRACTF64X4 $0x01, Z6, Y8
+	VADDPS        Y8, Y6, Y8
+	VEXTRACTF32X4 $0x01, Y8, X11
+	VADDPS        X11, X8, X11
+	VPERMILPS     $0x4e, X11, X8
+	VADDPS        X8, X11, X11
+	VPERMILPS     $0xb1, X11, X8
+	VADDPS        X8, X11, X11
+	VMOVSS        X11, 12(AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z1, Y8
+	VADDPS        Y8, Y1, Y8
+	VEXTRACTF32X4 $0x01, Y8, X11
+	VADDPS        X11, X8, X11
+	VPERMILPS     $0x4e, X11, X8
+	VADDPS        X8, X11, X11
+	VPERMILPS     $0xb1, X11, X8
+	VADDPS        X8, X11, X11
+	VMOVSS        X11, (AX)
+	VEXTRACTF64X4 $0x01, Z3, Y8
+	VADDPS        Y8, Y3, Y8
+	VEXTRACTF32X4 $0x01, Y8, X11
+	VADDPS        X11, X8, X11
+	VPERMILPS     $0x4e, X11, X8
+	VADDPS        X8, X11, X11
+	VPERMILPS     $0xb1, X11, X8
+	VADDPS        X8, X11, X11
+	VMOVSS        X11, 4(AX)
+	VEXTRACTF64X4 $0x01, Z5, Y8
+	VADDPS        Y8, Y5, Y8
+	VEXTRACTF32X4 $0x01, Y8, X11
+	VADDPS        X11, X8, X11
+	VPERMILPS     $0x4e, X11, X8
+	VADDPS        X8, X11, X11
+	VPERMILPS     $0xb1, X11, X8
+	VADDPS        X8, X11, X11
+	VMOVSS        X11, 8(AX)
+	VEXTRACTF64X4 $0x01, Z7, Y8
+	VADDPS        Y8, Y7, Y8
+	VEXTRACTF32X4 $0x01, Y8, X11
+	VADDPS        X11, X8, X11
+	VPERMILPS     $0x4e, X11, X8
+	VADDPS        X8, X11, X11
+	VPERMILPS     $0xb1, X11, X8
+	VADDPS        X8, X11, X11
+	VMOVSS        X11, 12(AX)
+	ADDQ          $0x00000010, out+0(FP)
+	MOVQ          stride+24(FP), AX
+	IMUL3Q        $0x00000004, AX, AX
+	ADDQ          AX, w+16(FP)
+	MOVQ          sstride+40(FP), AX
+	IMUL3Q        $0x00000004, AX, AX
+	ADDQ          AX, scales+32(FP)
+	SUBQ          $0x00000004, rows+80(FP)
+	JMP           gemmQ4T2F32AVX512_r4
+
+gemmQ4T2F32AVX512_r1:
+	CMPQ   rows+80(FP), $0x00000001
+	JL     gemmQ4T2F32AVX512_done
+	MOVQ   w+16(FP), AX
+	VPXORD Z9, Z9, Z9
+	VPXORD Z10, Z10, Z10
+	MOVQ   x+64(FP), CX
+	MOVQ   xStride+72(FP), DX
+	LEAQ   (DX)(DX*2), BX
+	MOVQ   scales+32(FP), BX
+	XORQ   SI, SI
+
+gemmQ4T2F32AVX512_r1_g:
+	VBROADCASTSS (BX), Z0
+	VMULPS       gemmSymFloats<>+0(SB), Z0, Z0
+	MOVQ         SI, DI
+	ADDQ         gbytes+56(FP), DI
+
+gemmQ4T2F32AVX512_r1_b:
+	VMOVUPS       (CX), Z1
+	VMOVUPS       64(CX), Z2
+	VMOVUPS       (CX)(DX*1), Z3
+	VMOVUPS       64(CX)(DX*1), Z4
+	VPMOVZXBD     (AX)(SI*1), Z5
+	VPERMPS       Z0, Z5, Z6
+	VFMADD231PS   Z1, Z6, Z9
+	VFMADD231PS   Z3, Z6, Z10
+	VPSRLD        $0x04, Z5, Z5
+	VPERMPS       Z0, Z5, Z1
+	VFMADD231PS   Z2, Z1, Z9
+	VFMADD231PS   Z4, Z1, Z10
+	ADDQ          $0x00000010, SI
+	ADDQ          $0x00000080, CX
+	CMPQ          SI, DI
+	JB            gemmQ4T2F32AVX512_r1_b
+	ADDQ          $0x00000004, BX
+	CMPQ          SI, stride+24(FP)
+	JB            gemmQ4T2F32AVX512_r1_g
+	MOVQ          out+0(FP), AX
+	MOVQ          outStride+8(FP), CX
+	VEXTRACTF64X4 $0x01, Z9, Y0
+	VADDPS        Y0, Y9, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VPERMILPS     $0x4e, X1, X0
+	VADDPS        X0, X1, X1
+	VPERMILPS     $0xb1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSS        X1, (AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z10, Y0
+	VADDPS        Y0, Y10, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VPERMILPS     $0x4e, X1, X0
+	VADDPS        X0, X1, X1
+	VPERMILPS     $0xb1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSS        X1, (AX)
+	ADDQ          $0x00000004, out+0(FP)
+	MOVQ          stride+24(FP), AX
+	ADDQ          AX, w+16(FP)
+	MOVQ          sstride+40(FP), AX
+	ADDQ          AX, scales+32(FP)
+	SUBQ          $0x00000001, rows+80(FP)
+	JMP           gemmQ4T2F32AVX512_r1
+
+gemmQ4T2F32AVX512_done:
+	VZEROUPPER
+	RET
+
+// func gemmQ4T2F32AVX2(out *float32, outStride int, w *byte, stride int, scales *byte, sstride int, ng int, gbytes int, x *float32, xStride int, rows int)
+// Requires: AVX, AVX2, FMA3
+TEXT ·gemmQ4T2F32AVX2(SB), NOSPLIT, $0-88
+gemmQ4T2F32AVX2_r2:
+	CMPQ   rows+80(FP), $0x00000002
+	JL     gemmQ4T2F32AVX2_r1
+	MOVQ   w+16(FP), AX
+	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*1), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	MOVQ   x+64(FP), DX
+	MOVQ   xStride+72(FP), BX
+	LEAQ   (BX)(BX*2), SI
+	MOVQ   scales+32(FP), SI
+	MOVQ   sstride+40(FP), DI
+	XORQ   R8, R8
+
+gemmQ4T2F32AVX2_r2_g:
+	VBROADCASTSS (SI), Y4
+	VMULPS       gemmMinusEight<>+0(SB), Y4, Y5
+	VBROADCASTSS (SI)(DI*1), Y6
+	VMULPS       gemmMinusEight<>+0(SB), Y6, Y7
+	MOVQ         R8, R9
+	ADDQ         gbytes+56(FP), R9
+
+gemmQ4T2F32AVX2_r2_b:
+	VPMOVZXBD    (AX)(R8*1), Y8
+	VPAND        gemmLowNibble<>+0(SB), Y8, Y9
+	VPSRLD       $0x04, Y8, Y8
+	VCVTDQ2PS    Y9, Y9
+	VCVTDQ2PS    Y8, Y8
+	VFMADD213PS  Y5, Y4, Y9
+	VFMADD213PS  Y5, Y4, Y8
+	VFMADD231PS  (DX), Y9, Y0
+	VFMADD231PS  32(DX), Y8, Y0
+	VFMADD231PS  (DX)(BX*1), Y9, Y1
+	VFMADD231PS  32(DX)(BX*1), Y8, Y1
+	VPMOVZXBD    (CX)(R8*1), Y8
+	VPAND        gemmLowNibble<>+0(SB), Y8, Y9
+	VPSRLD       $0x04, Y8, Y8
+	VCVTDQ2PS    Y9, Y9
+	VCVTDQ2PS    Y8, Y8
+	VFMADD213PS  Y7, Y6, Y9
+	VFMADD213PS  Y7, Y6, Y8
+	VFMADD231PS  (DX), Y9, Y2
+	VFMADD231PS  32(DX), Y8, Y2
+	VFMADD231PS  (DX)(BX*1), Y9, Y3
+	VFMADD231PS  32(DX)(BX*1), Y8, Y3
+	ADDQ         $0x00000008, R8
+	ADDQ         $0x00000040, DX
+	CMPQ         R8, R9
+	JB           gemmQ4T2F32AVX2_r2_b
+	ADDQ         $0x00000004, SI
+	CMPQ         R8, stride+24(FP)
+	JB           gemmQ4T2F32AVX2_r2_g
+	MOVQ         out+0(FP), AX
+	MOVQ         outStride+8(FP), CX
+	VEXTRACTF128 $0x01, Y0, X4
+	VADDPS       X4, X0, X4
+	VPERMILPS    $0x4e, X4, X0
+	VADDPS       X0, X4, X4
+	VPERMILPS    $0xb1, X4, X0
+	VADDPS       X0, X4, X4
+	VMOVSS       X4, (AX)
+	VEXTRACTF128 $0x01, Y2, X0
+	VADDPS       X0, X2, X0
+	VPERMILPS    $0x4e, X0, X2
+	VADDPS       X2, X0, X0
+	VPERMILPS    $0xb1, X0, X2
+	VADDPS       X2, X0, X0
+	VMOVSS       X0, 4(AX)
+	ADDQ         CX, AX
+	VEXTRACTF128 $0x01, Y1, X0
+	VADDPS       X0, X1, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, (AX)
+	VEXTRACTF128 $0x01, Y3, X0
+	VADDPS       X0, X3, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, 4(AX)
+	ADDQ         $0x00000008, out+0(FP)
+	MOVQ         stride+24(FP), AX
+	IMUL3Q       $0x00000002, AX, AX
+	ADDQ         AX, w+16(FP)
+	MOVQ         sstride+40(FP), AX
+	IMUL3Q       $0x00000002, AX, AX
+	ADDQ         AX, scales+32(FP)
+	SUBQ         $0x00000002, rows+80(FP)
+	JMP          gemmQ4T2F32AVX2_r2
+
+gemmQ4T2F32AVX2_r1:
+	CMPQ   rows+80(FP), $0x00000001
+	JL     gemmQ4T2F32AVX2_done
+	MOVQ   w+16(FP), AX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	MOVQ   x+64(FP), CX
+	MOVQ   xStride+72(FP), DX
+	LEAQ   (DX)(DX*2), BX
+	MOVQ   scales+32(FP), BX
+	XORQ   SI, SI
+
+gemmQ4T2F32AVX2_r1_g:
+	VBROADCASTSS (BX), Y2
+	VMULPS       gemmMinusEight<>+0(SB), Y2, Y3
+	MOVQ         SI, DI
+	ADDQ         gbytes+56(FP), DI
+
+gemmQ4T2F32AVX2_r1_b:
+	VPMOVZXBD    (AX)(SI*1), Y4
+	VPAND        gemmLowNibble<>+0(SB), Y4, Y5
+	VPSRLD       $0x04, Y4, Y4
+	VCVTDQ2PS    Y5, Y5
+	VCVTDQ2PS    Y4, Y4
+	VFMADD213PS  Y3, Y2, Y5
+	VFMADD213PS  Y3, Y2, Y4
+	VFMADD231PS  (CX), Y5, Y0
+	VFMADD231PS  32(CX), Y4, Y0
+	VFMADD231PS  (CX)(DX*1), Y5, Y1
+	VFMADD231PS  32(CX)(DX*1), Y4, Y1
+	ADDQ         $0x00000008, SI
+	ADDQ         $0x00000040, CX
+	CMPQ         SI, DI
+	JB           gemmQ4T2F32AVX2_r1_b
+	ADDQ         $0x00000004, BX
+	CMPQ         SI, stride+24(FP)
+	JB           gemmQ4T2F32AVX2_r1_g
+	MOVQ         out+0(FP), AX
+	MOVQ         outStride+8(FP), CX
+	VEXTRACTF128 $0x01, Y0, X2
+	VADDPS       X2, X0, X2
+	VPERMILPS    $0x4e, X2, X0
+	VADDPS       X0, X2, X2
+	VPERMILPS    $0xb1, X2, X0
+	VADDPS       X0, X2, X2
+	VMOVSS       X2, (AX)
+	ADDQ         CX, AX
+	VEXTRACTF128 $0x01, Y1, X0
+	VADDPS       X0, X1, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, (AX)
+	ADDQ         $0x00000004, out+0(FP)
+	MOVQ         stride+24(FP), AX
+	ADDQ         AX, w+16(FP)
+	MOVQ         sstride+40(FP), AX
+	ADDQ         AX, scales+32(FP)
+	SUBQ         $0x00000001, rows+80(FP)
+	JMP          gemmQ4T2F32AVX2_r1
+
+gemmQ4T2F32AVX2_done:
+	VZEROUPPER
+	RET
+
+// func gemmQ4T3BF16AVX512(out *float32, outStride int, w *byte, stride int, scales *byte, sstride int, ng int, gbytes int, x *float32, xStride int, rows int)
+// Requires: AVX, AVX512BW, AVX512F, AVX512VL
+TEXT ·gemmQ4T3BF16AVX512(SB), NOSPLIT, $0-88
+gemmQ4T3BF16AVX512_r4:
+	CMPQ   rows+80(FP), $0x00000004
+	JL     gemmQ4T3BF16AVX512_r1
+	MOVQ   w+16(FP), AX
+	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*1), DX
+	LEAQ   (AX)(CX*2), BX
+	LEAQ   (DX)(CX*2), CX
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4
+	VPXORD Z5, Z5, Z5
+	VPXORD Z6, Z6, Z6
+	VPXORD Z7, Z7, Z7
+	VPXORD Z8, Z8, Z8
+	VPXORD Z9, Z9, Z9
+	VPXORD Z10, Z10, Z10
+	VPXORD Z11, Z11, Z11
+	MOVQ   x+64(FP), SI
+	MOVQ   xStride+72(FP), DI
+	LEAQ   (DI)(DI*2), R8
+	MOVQ   scales+32(FP), R8
+	MOVQ   sstride+40(FP), R9
+	XORQ   R10, R10
+
+gemmQ4T3BF16AVX512_r4_g:
+	VPBROADCASTW (R8), Z12
+	VPSLLD       $0x10, Z12, Z12
+	VMULPS       gemmSymFloats<>+0(SB), Z12, Z12
+	VPBROADCASTW (R8)(R9*1), Z16
+	VPSLLD       $0x10, Z16, Z16
+	VMULPS       gemmSymFloats<>+0(SB), Z16, Z16
+	VPBROADCASTW (R8)(R9*2), Z17
+	VPSLLD       $0x10, Z17, Z17
+	VMULPS       gemmSymFloats<>+0(SB), Z17, Z17
+	LEAQ         (R8)(R9*2), R11
+	VPBROADCASTW (R11)(R9*1), Z18
+	VPSLLD       $0x10, Z18, Z18
+	VMULPS       gemmSymFloats<>+0(SB), Z18, Z18
+	MOVQ         R10, R11
+	ADDQ         gbytes+56(FP), R11
+
+gemmQ4T3BF16AVX512_r4_b:
+	VMOVUPS       (SI), Z19
+	VMOVUPS       64(SI), Z20
+	VMOVUPS       (SI)(DI*1), Z21
+	VMOVUPS       64(SI)(DI*1), Z22
+	VMOVUPS       (SI)(DI*2), Z23
+	VMOVUPS       64(SI)(DI*2), Z24
+	VPMOVZXBD     (AX)(R10*1), Z25
+	VPERMPS       Z12, Z25, Z26
+	VFMADD231PS   Z19, Z26, Z0
+	VFMADD231PS   Z21, Z26, Z1
+	VFMADD231PS   Z23, Z26, Z2
+	VPSRLD        $0x04, Z25, Z25
+	VPERMPS       Z12, Z25, Z25
+	VFMADD231PS   Z20, Z25, Z0
+	VFMADD231PS   Z22, Z25, Z1
+	VFMADD231PS   Z24, Z25, Z2
+	VPMOVZXBD     (DX)(R10*1), Z25
+	VPERMPS       Z16, Z25, Z26
+	VFMADD231PS   Z19, Z26, Z3
+	VFMADD231PS   Z21, Z26, Z4
+	VFMADD231PS   Z23, Z26, Z5
+	VPSRLD        $0x04, Z25, Z25
+	VPERMPS       Z16, Z25, Z25
+	VFMADD231PS   Z20, Z25, Z3
+	VFMADD231PS   Z22, Z25, Z4
+	VFMADD231PS   Z24, Z25, Z5
+	VPMOVZXBD     (BX)(R10*1), Z25
+	VPERMPS       Z17, Z25, Z26
+	VFMADD231PS   Z19, Z26, Z6
+	VFMADD231PS   Z21, Z26, Z7
+	VFMADD231PS   Z23, Z26, Z8
+	VPSRLD        $0x04, Z25, Z25
+	VPERMPS       Z17, Z25, Z25
+	VFMADD231PS   Z20, Z25, Z6
+	VFMADD231PS   Z22, Z25, Z7
+	VFMADD231PS   Z24, Z25, Z8
+	VPMOVZXBD     (CX)(R10*1), Z25
+	VPERMPS       Z18, Z25, Z26
+	VFMADD231PS   Z19, Z26, Z9
+	VFMADD231PS   Z21, Z26, Z10
+	VFMADD231PS   Z23, Z26, Z11
+	VPSRLD        $0x04, Z25, Z25
+	VPERMPS       Z18, Z25, Z19
+	VFMADD231PS   Z20, Z19, Z9
+	VFMADD231PS   Z22, Z19, Z10
+	VFMADD231PS   Z24, Z19, Z11
+	ADDQ          $0x00000010, R10
+	ADDQ          $0x00000080, SI
+	CMPQ          R10, R11
+	JB            gemmQ4T3BF16AVX512_r4_b
+	ADDQ          $0x00000002, R8
+	CMPQ          R10, stride+24(FP)
+	JB            gemmQ4T3BF16AVX512_r4_g
+	MOVQ          out+0(FP), AX
+	MOVQ          outStride+8(FP), CX
+	VEXTRACTF64X4 $0x01, Z0, Y12
+	VADDPS        Y12, Y0, Y12
+	VEXTRACTF32X4 $0x01, Y12, X16
+	VADDPS        X16, X12, X16
+	VPERMILPS     $0x4e, X16, X12
+	VADDPS        X12, X16, X16
+	VPERMILPS     $0xb1, X16, X12
+	VADDPS        X12, X16, X16
+	VMOVSS        X16, (AX)
+	VEXTRACTF64X4 $0x01, Z3, Y12
+	VADDPS        Y12, Y3, Y12
+	VEXTRACTF32X4 $0x01, Y12, X16
+	VADDPS        X16, X12, X16
+	VPERMILPS     $0x4e, X16, X12
+	VADDPS        X12, X16, X16
+	VPERMILPS     $0xb1, X16, X12
+	VADDPS        X12, X16, X16
+	VMOVSS        X16, 4(AX)
+	VEXTRACTF64X4 $0x01, Z6, Y12
+	VADDPS        Y12, Y6, Y12
+	VEXTRACTF32X4 $0x01, Y12, X16
+	VADDPS        X16, X12, X16
+	VPERMILPS     $0x4e, X16, X12
+	VADDPS        X12, X16, X16
+	VPERMILPS     $0xb1, X16, X12
+	VADDPS        X12, X16, X16
+	VMOVSS        X16, 8(AX)
+	VEXTRACTF64X4 $0x01, Z9, Y12
+	VADDPS        Y12, Y9, Y12
+	VEXTRACTF32X4 $0x01, Y12, X16
+	VADDPS        X16, X12, X16
+	VPERMILPS     $0x4e, X16, X12
+	VADDPS        X12, X16, X16
+	VPERMILPS     $0xb1, X16, X12
+	VADDPS        X12, X16, X16
+	VMOVSS        X16, 12(AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z1, Y12
+	VADDPS        Y12, Y1, Y12
+	VEXTRACTF32X4 $0x01, Y12, X16
+	VADDPS        X16, X12, X16
+	VPERMILPS     $0x4e, X16, X12
+	VADDPS        X12, X16, X16
+	VPERMILPS     $0xb1, X16, X12
+	VADDPS        X12, X16, X16
+	VMOVSS        X16, (AX)
+	VEXTRACTF64X4 $0x01, Z4, Y12
+	VADDPS        Y12, Y4, Y12
+	VEXTRACTF32X4 $0x01, Y12, X16
+	VADDPS        X16, X12, X16
+	VPERMILPS     $0x4e, X16, X12
+	VADDPS        X12, X16, X16
+	VPERMILPS     $0xb1, X16, X12
+	VADDPS        X12, X16, X16
+	VMOVSS        X16, 4(AX)
+	VEXTRACTF64X4 $0x01, Z7, Y12
+	VADDPS        Y12, Y7, Y12
+	VEXTRACTF32X4 $0x01, Y12, X16
+	VADDPS        X16, X12, X16
+	VPERMILPS     $0x4e, X16, X12
+	VADDPS        X12, X16, X16
+	VPERMILPS     $0xb1, X16, X12
+	VADDPS        X12, X16, X16
+	VMOVSS        X16, 8(AX)
+	VEXTRACTF64X4 $0x01, Z10, Y12
+	VADDPS        Y12, Y10, Y12
+	VEXTRACTF32X4 $0x01, Y12, X16
+	VADDPS        X16, X12, X16
+	VPERMILPS     $0x4e, X16, X12
+	VADDPS        X12, X16, X16
+	VPERMILPS     $0xb1, X16, X12
+	VADDPS        X12, X16, X16
+	VMOVSS        X16, 12(AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z2, Y12
+	VADDPS        Y12, Y2, Y12
+	VEXTRACTF32X4 $0x01, Y12, X16
+	VADDPS        X16, X12, X16
+	VPERMILPS     $0x4e, X16, X12
+	VADDPS        X12, X16, X16
+	VPERMILPS     $0xb1, X16, X12
+	VADDPS        X12, X16, X16
+	VMOVSS        X16, (AX)
+	VEXTRACTF64X4 $0x01, Z5, Y12
+	VADDPS        Y12, Y5, Y12
+	VEXTRACTF32X4 $0x01, Y12, X16
+	VADDPS        X16, X12, X16
+	VPERMILPS     $0x4e, X16, X12
+	VADDPS        X12, X16, X16
+	VPERMILPS     $0xb1, X16, X12
+	VADDPS        X12, X16, X16
+	VMOVSS        X16, 4(AX)
+	VEXTRACTF64X4 $0x01, Z8, Y12
+	VADDPS        Y12, Y8, Y12
+	VEXTRACTF32X4 $0x01, Y12, X16
+	VADDPS        X16, X12, X16
+	VPERMILPS     $0x4e, X16, X12
+	VADDPS        X12, X16, X16
+	VPERMILPS     $0xb1, X16, X12
+	VADDPS        X12, X16, X16
+	VMOVSS        X16, 8(AX)
+	VEXTRACTF64X4 $0x01, Z11, Y12
+	VADDPS        Y12, Y11, Y12
+	VEXTRACTF32X4 $0x01, Y12, X16
+	VADDPS        X16, X12, X16
+	VPERMILPS     $0x4e, X16, X12
+	VADDPS        X12, X16, X16
+	VPERMILPS     $0xb1, X16, X12
+	VADDPS        X12, X16, X16
+	VMOVSS        X16, 12(AX)
+	ADDQ          $0x00000010, out+0(FP)
+	MOVQ          stride+24(FP), AX
+	IMUL3Q        $0x00000004, AX, AX
+	ADDQ          AX, w+16(FP)
+	MOVQ          sstride+40(FP), AX
+	IMUL3Q        $0x00000004, AX, AX
+	ADDQ          AX, scales+32(FP)
+	SUBQ          $0x00000004, rows+80(FP)
+	JMP           gemmQ4T3BF16AVX512_r4
+
+gemmQ4T3BF16AVX512_r1:
+	CMPQ   rows+80(FP), $0x00000001
+	JL     gemmQ4T3BF16AVX512_done
+	MOVQ   w+16(FP), AX
+	VPXORD Z13, Z13, Z13
+	VPXORD Z14, Z14, Z14
+	VPXORD Z15, Z15, Z15
+	MOVQ   x+64(FP), CX
+	MOVQ   xStride+72(FP), DX
+	LEAQ   (DX)(DX*2), BX
+	MOVQ   scales+32(FP), BX
+	XORQ   SI, SI
+
+gemmQ4T3BF16AVX512_r1_g:
+	VPBROADCASTW (BX), Z0
+	VPSLLD       $0x10, Z0, Z0
+	VMULPS       gemmSymFloats<>+0(SB), Z0, Z0
+	MOVQ         SI, DI
+	ADDQ         gbytes+56(FP), DI
+
+gemmQ4T3BF16AVX512_r1_b:
+	VMOVUPS       (CX), Z1
+	VMOVUPS       64(CX), Z2
+	VMOVUPS       (CX)(DX*1), Z3
+	VMOVUPS       64(CX)(DX*1), Z4
+	VMOVUPS       (CX)(DX*2), Z5
+	VMOVUPS       64(CX)(DX*2), Z6
+	VPMOVZXBD     (AX)(SI*1), Z7
+	VPERMPS       Z0, Z7, Z8
+	VFMADD231PS   Z1, Z8, Z13
+	VFMADD231PS   Z3, Z8, Z14
+	VFMADD231PS   Z5, Z8, Z15
+	VPSRLD        $0x04, Z7, Z7
+	VPERMPS       Z0, Z7, Z1
+	VFMADD231PS   Z2, Z1, Z13
+	VFMADD231PS   Z4, Z1, Z14
+	VFMADD231PS   Z6, Z1, Z15
+	ADDQ          $0x00000010, SI
+	ADDQ          $0x00000080, CX
+	CMPQ          SI, DI
+	JB            gemmQ4T3BF16AVX512_r1_b
+	ADDQ          $0x00000002, BX
+	CMPQ          SI, stride+24(FP)
+	JB            gemmQ4T3BF16AVX512_r1_g
+	MOVQ          out+0(FP), AX
+	MOVQ          outStride+8(FP), CX
+	VEXTRACTF64X4 $0x01, Z13, Y0
+	VADDPS        Y0, Y13, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VPERMILPS     $0x4e, X1, X0
+	VADDPS        X0, X1, X1
+	VPERMILPS     $0xb1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSS        X1, (AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z14, Y0
+	VADDPS        Y0, Y14, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VPERMILPS     $0x4e, X1, X0
+	VADDPS        X0, X1, X1
+	VPERMILPS     $0xb1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSS        X1, (AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z15, Y0
+	VADDPS        Y0, Y15, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VPERMILPS     $0x4e, X1, X0
+	VADDPS        X0, X1, X1
+	VPERMILPS     $0xb1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSS        X1, (AX)
+	ADDQ          $0x00000004, out+0(FP)
+	MOVQ          stride+24(FP), AX
+	ADDQ          AX, w+16(FP)
+	MOVQ          sstride+40(FP), AX
+	ADDQ          AX, scales+32(FP)
+	SUBQ          $0x00000001, rows+80(FP)
+	JMP           gemmQ4T3BF16AVX512_r1
+
+gemmQ4T3BF16AVX512_done:
+	VZEROUPPER
+	RET
+
+// func gemmQ4T3BF16AVX2(out *float32, outStride int, w *byte, stride int, scales *byte, sstride int, ng int, gbytes int, x *float32, xStride int, rows int)
+// Requires: AVX, AVX2, FMA3
+TEXT ·gemmQ4T3BF16AVX2(SB), NOSPLIT, $0-88
+gemmQ4T3BF16AVX2_r2:
+	CMPQ   rows+80(FP), $0x00000002
+	JL     gemmQ4T3BF16AVX2_r1
+	MOVQ   w+16(FP), AX
+	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*1), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	MOVQ   x+64(FP), DX
+	MOVQ   xStride+72(FP), BX
+	LEAQ   (BX)(BX*2), SI
+	MOVQ   scales+32(FP), SI
+	MOVQ   sstride+40(FP), DI
+	XORQ   R8, R8
+
+gemmQ4T3BF16AVX2_r2_g:
+	VPBROADCASTW (SI), Y6
+	VPSLLD       $0x10, Y6, Y6
+	VMULPS       gemmMinusEight<>+0(SB), Y6, Y7
+	VPBROADCASTW (SI)(DI*1), Y8
+	VPSLLD       $0x10, Y8, Y8
+	VMULPS       gemmMinusEight<>+0(SB), Y8, Y9
+	MOVQ         R8, R9
+	ADDQ         gbytes+56(FP), R9
+
+gemmQ4T3BF16AVX2_r2_b:
+	VPMOVZXBD    (AX)(R8*1), Y10
+	VPAND        gemmLowNibble<>+0(SB), Y10, Y11
+	VPSRLD       $0x04, Y10, Y10
+	VCVTDQ2PS    Y11, Y11
+	VCVTDQ2PS    Y10, Y10
+	VFMADD213PS  Y7, Y6, Y11
+	VFMADD213PS  Y7, Y6, Y10
+	VFMADD231PS  (DX), Y11, Y0
+	VFMADD231PS  32(DX), Y10, Y0
+	VFMADD231PS  (DX)(BX*1), Y11, Y1
+	VFMADD231PS  32(DX)(BX*1), Y10, Y1
+	VFMADD231PS  (DX)(BX*2), Y11, Y2
+	VFMADD231PS  32(DX)(BX*2), Y10, Y2
+	VPMOVZXBD    (CX)(R8*1), Y10
+	VPAND        gemmLowNibble<>+0(SB), Y10, Y11
+	VPSRLD       $0x04, Y10, Y10
+	VCVTDQ2PS    Y11, Y11
+	VCVTDQ2PS    Y10, Y10
+	VFMADD213PS  Y9, Y8, Y11
+	VFMADD213PS  Y9, Y8, Y10
+	VFMADD231PS  (DX), Y11, Y3
+	VFMADD231PS  32(DX), Y10, Y3
+	VFMADD231PS  (DX)(BX*1), Y11, Y4
+	VFMADD231PS  32(DX)(BX*1), Y10, Y4
+	VFMADD231PS  (DX)(BX*2), Y11, Y5
+	VFMADD231PS  32(DX)(BX*2), Y10, Y5
+	ADDQ         $0x00000008, R8
+	ADDQ         $0x00000040, DX
+	CMPQ         R8, R9
+	JB           gemmQ4T3BF16AVX2_r2_b
+	ADDQ         $0x00000002, SI
+	CMPQ         R8, stride+24(FP)
+	JB           gemmQ4T3BF16AVX2_r2_g
+	MOVQ         out+0(FP), AX
+	MOVQ         outStride+8(FP), CX
+	VEXTRACTF128 $0x01, Y0, X6
+	VADDPS       X6, X0, X6
+	VPERMILPS    $0x4e, X6, X0
+	VADDPS       X0, X6, X6
+	VPERMILPS    $0xb1, X6, X0
+	VADDPS       X0, X6, X6
+	VMOVSS       X6, (AX)
+	VEXTRACTF128 $0x01, Y3, X0
+	VADDPS       X0, X3, X0
+	VPERMILPS    $0x4e, X0, X3
+	VADDPS       X3, X0, X0
+	VPERMILPS    $0xb1, X0, X3
+	VADDPS       X3, X0, X0
+	VMOVSS       X0, 4(AX)
+	ADDQ         CX, AX
+	VEXTRACTF128 $0x01, Y1, X0
+	VADDPS       X0, X1, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, (AX)
+	VEXTRACTF128 $0x01, Y4, X0
+	VADDPS       X0, X4, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, 4(AX)
+	ADDQ         CX, AX
+	VEXTRACTF128 $0x01, Y2, X0
+	VADDPS       X0, X2, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, (AX)
+	VEXTRACTF128 $0x01, Y5, X0
+	VADDPS       X0, X5, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, 4(AX)
+	ADDQ         $0x00000008, out+0(FP)
+	MOVQ         stride+24(FP), AX
+	IMUL3Q       $0x00000002, AX, AX
+	ADDQ         AX, w+16(FP)
+	MOVQ         sstride+40(FP), AX
+	IMUL3Q       $0x00000002, AX, AX
+	ADDQ         AX, scales+32(FP)
+	SUBQ         $0x00000002, rows+80(FP)
+	JMP          gemmQ4T3BF16AVX2_r2
+
+gemmQ4T3BF16AVX2_r1:
+	CMPQ   rows+80(FP), $0x00000001
+	JL     gemmQ4T3BF16AVX2_done
+	MOVQ   w+16(FP), AX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	MOVQ   x+64(FP), CX
+	MOVQ   xStride+72(FP), DX
+	LEAQ   (DX)(DX*2), BX
+	MOVQ   scales+32(FP), BX
+	XORQ   SI, SI
+
+gemmQ4T3BF16AVX2_r1_g:
+	VPBROADCASTW (BX), Y3
+	VPSLLD       $0x10, Y3, Y3
+	VMULPS       gemmMinusEight<>+0(SB), Y3, Y4
+	MOVQ         SI, DI
+	ADDQ         gbytes+56(FP), DI
+
+gemmQ4T3BF16AVX2_r1_b:
+	VPMOVZXBD    (AX)(SI*1), Y5
+	VPAND        gemmLowNibble<>+0(SB), Y5, Y6
+	VPSRLD       $0x04, Y5, Y5
+	VCVTDQ2PS    Y6, Y6
+	VCVTDQ2PS    Y5, Y5
+	VFMADD213PS  Y4, Y3, Y6
+	VFMADD213PS  Y4, Y3, Y5
+	VFMADD231PS  (CX), Y6, Y0
+	VFMADD231PS  32(CX), Y5, Y0
+	VFMADD231PS  (CX)(DX*1), Y6, Y1
+	VFMADD231PS  32(CX)(DX*1), Y5, Y1
+	VFMADD231PS  (CX)(DX*2), Y6, Y2
+	VFMADD231PS  32(CX)(DX*2), Y5, Y2
+	ADDQ         $0x00000008, SI
+	ADDQ         $0x00000040, CX
+	CMPQ         SI, DI
+	JB           gemmQ4T3BF16AVX2_r1_b
+	ADDQ         $0x00000002, BX
+	CMPQ         SI, stride+24(FP)
+	JB           gemmQ4T3BF16AVX2_r1_g
+	MOVQ         out+0(FP), AX
+	MOVQ         outStride+8(FP), CX
+	VEXTRACTF128 $0x01, Y0, X3
+	VADDPS       X3, X0, X3
+	VPERMILPS    $0x4e, X3, X0
+	VADDPS       X0, X3, X3
+	VPERMILPS    $0xb1, X3, X0
+	VADDPS       X0, X3, X3
+	VMOVSS       X3, (AX)
+	ADDQ         CX, AX
+	VEXTRACTF128 $0x01, Y1, X0
+	VADDPS       X0, X1, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, (AX)
+	ADDQ         CX, AX
+	VEXTRACTF128 $0x01, Y2, X0
+	VADDPS       X0, X2, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, (AX)
+	ADDQ         $0x00000004, out+0(FP)
+	MOVQ         stride+24(FP), AX
+	ADDQ         AX, w+16(FP)
+	MOVQ         sstride+40(FP), AX
+	ADDQ         AX, scales+32(FP)
+	SUBQ         $0x00000001, rows+80(FP)
+	JMP          gemmQ4T3BF16AVX2_r1
+
+gemmQ4T3BF16AVX2_done:
+	VZEROUPPER
+	RET
+
+// func gemmQ4T3F16AVX512(out *float32, outStride int, w *byte, stride int, scales *byte, sstride int, ng int, gbytes int, x *float32, xStride int, rows int)
+// Requires: AVX, AVX2, AVX512F, AVX512VL
+TEXT ·gemmQ4T3F16AVX512(SB), NOSPLIT, $0-88
+gemmQ4T3F16AVX512_r4:
+	CMPQ   rows+80(FP), $0x00000004
+	JL     gemmQ4T3F16AVX512_r1
+	MOVQ   w+16(FP), AX
+	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*1), DX
+	LEAQ   (AX)(CX*2), BX
+	LEAQ   (DX)(CX*2), CX
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4
+	VPXORD Z5, Z5, Z5
+	VPXORD Z6, Z6, Z6
+	VPXORD Z7, Z7, Z7
+	VPXORD Z8, Z8, Z8
+	VPXORD Z9, Z9, Z9
+	VPXORD Z10, Z10, Z10
+	VPXORD Z11, Z11, Z11
+	MOVQ   x+64(FP), SI
+	MOVQ   xStride+72(FP), DI
+	LEAQ   (DI)(DI*2), R8
+	MOVQ   scales+32(FP), R8
+	MOVQ   sstride+40(FP), R9
+	XORQ   R10, R10
+
+gemmQ4T3F16AVX512_r4_g:
+	VPBROADCASTW (R8), Y12
+	VCVTPH2PS    Y12, Z12
+	VMULPS       gemmSymFloats<>+0(SB), Z12, Z12
+	VPBROADCASTW (R8)(R9*1), Y16
+	VCVTPH2PS    Y16, Z16
+	VMULPS       gemmSymFloats<>+0(SB), Z16, Z16
+	VPBROADCASTW (R8)(R9*2), Y17
+	VCVTPH2PS    Y17, Z17
+	VMULPS       gemmSymFloats<>+0(SB), Z17, Z17
+	LEAQ         (R8)(R9*2), R11
+	VPBROADCASTW (R11)(R9*1), Y18
+	VCVTPH2PS    Y18, Z18
+	VMULPS       gemmSymFloats<>+0(SB), Z18, Z18
+	MOVQ         R10, R11
+	ADDQ         gbytes+56(FP), R11
+
+gemmQ4T3F16AVX512_r4_b:
+	VMOVUPS       (SI), Z19
+	VMOVUPS       64(SI), Z20
+	VMOVUPS       (SI)(DI*1), Z21
+	VMOVUPS       64(SI)(DI*1), Z22
+	VMOVUPS       (SI)(DI*2), Z23
+	VMOVUPS       64(SI)(DI*2), Z24
+	VPMOVZXBD     (AX)(R10*1), Z25
+	VPERMPS       Z12, Z25, Z26
+	VFMADD231PS   Z19, Z26, Z0
+	VFMADD231PS   Z21, Z26, Z1
+	VFMADD231PS   Z23, Z26, Z2
+	VPSRLD        $0x04, Z25, Z25
+	VPERMPS       Z12, Z25, Z25
+	VFMADD231PS   Z20, Z25, Z0
+	VFMADD231PS   Z22, Z25, Z1
+	VFMADD231PS   Z24, Z25, Z2
+	VPMOVZXBD     (DX)(R10*1), Z25
+	VPERMPS       Z16, Z25, Z26
+	VFMADD231PS   Z19, Z26, Z3
+	VFMADD231PS   Z21, Z26, Z4
+	VFMADD231PS   Z23, Z26, Z5
+	VPSRLD        $0x04, Z25, Z25
+	VPERMPS       Z16, Z25, Z25
+	VFMADD231PS   Z20, Z25, Z3
+	VFMADD231PS   Z22, Z25, Z4
+	VFMADD231PS   Z24, Z25, Z5
+	VPMOVZXBD     (BX)(R10*1), Z25
+	VPERMPS       Z17, Z25, Z26
+	VFMADD231PS   Z19, Z26, Z6
+	VFMADD231PS   Z21, Z26, Z7
+	VFMADD231PS   Z23, Z26, Z8
+	VPSRLD        $0x04, Z25, Z25
+	VPERMPS       Z17, Z25, Z25
+	VFMADD231PS   Z20, Z25, Z6
+	VFMADD231PS   Z22, Z25, Z7
+	VFMADD231PS   Z24, Z25, Z8
+	VPMOVZXBD     (CX)(R10*1), Z25
+	VPERMPS       Z18, Z25, Z26
+	VFMADD231PS   Z19, Z26, Z9
+	VFMADD231PS   Z21, Z26, Z10
+	VFMADD231PS   Z23, Z26, Z11
+	VPSRLD        $0x04, Z25, Z25
+	VPERMPS       Z18, Z25, Z19
+	VFMADD231PS   Z20, Z19, Z9
+	VFMADD231PS   Z22, Z19, Z10
+	VFMADD231PS   Z24, Z19, Z11
+	ADDQ          $0x00000010, R10
+	ADDQ          $0x00000080, SI
+	CMPQ          R10, R11
+	JB            gemmQ4T3F16AVX512_r4_b
+	ADDQ          $0x00000002, R8
+	CMPQ          R10, stride+24(FP)
+	JB            gemmQ4T3F16AVX512_r4_g
+	MOVQ          out+0(FP), AX
+	MOVQ          outStride+8(FP), CX
+	VEXTRACTF64X4 $0x01, Z0, Y12
+	VADDPS        Y12, Y0, Y12
+	VEXTRACTF32X4 $0x01, Y12, X16
+	VADDPS        X16, X12, X16
+	VPERMILPS     $0x4e, X16, X12
+	VADDPS        X12, X16, X16
+	VPERMILPS     $0xb1, X16, X12
+	VADDPS        X12, X16, X16
+	VMOVSS        X16, (AX)
+	VEXTRACTF64X4 $0x01, Z3, Y12
+	VADDPS        Y12, Y3, Y12
+	VEXTRACTF32X4 $0x01, Y12, X16
+	VADDPS        X16, X12, X16
+	VPERMILPS     $0x4e, X16, X12
+	VADDPS        X12, X16, X16
+	VPERMILPS     $0xb1, X16, X12
+	VADDPS        X12, X16, X16
+	VMOVSS        X16, 4(AX)
+	VEXTRACTF64X4 $0x01, Z6, Y12
+	VADDPS        Y12, Y6, Y12
+	VEXTRACTF32X4 $0x01, Y12, X16
+	VADDPS        X16, X12, X16
+	VPERMILPS     $0x4e, X16, X12
+	VADDPS        X12, X16, X16
+	VPERMILPS     $0xb1, X16, X12
+	VADDPS        X12, X16, X16
+	VMOVSS        X16, 8(AX)
+	VEXTRACTF64X4 $0x01, Z9, Y12
+	VADDPS        Y12, Y9, Y12
+	VEXTRACTF32X4 $0x01, Y12, X16
+	VADDPS        X16, X12, X16
+	VPERMILPS     $0x4e, X16, X12
+	VADDPS        X12, X16, X16
+	VPERMILPS     $0xb1, X16, X12
+	VADDPS        X12, X16, X16
+	VMOVSS        X16, 12(AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z1, Y12
+	VADDPS        Y12, Y1, Y12
+	VEXTRACTF32X4 $0x01, Y12, X16
+	VADDPS        X16, X12, X16
+	VPERMILPS     $0x4e, X16, X12
+	VADDPS        X12, X16, X16
+	VPERMILPS     $0xb1, X16, X12
+	VADDPS        X12, X16, X16
+	VMOVSS        X16, (AX)
+	VEXTRACTF64X4 $0x01, Z4, Y12
+	VADDPS        Y12, Y4, Y12
+	VEXTRACTF32X4 $0x01, Y12, X16
+	VADDPS        X16, X12, X16
+	VPERMILPS     $0x4e, X16, X12
+	VADDPS        X12, X16, X16
+	VPERMILPS     $0xb1, X16, X12
+	VADDPS        X12, X16, X16
+	VMOVSS        X16, 4(AX)
+	VEXTRACTF64X4 $0x01, Z7, Y12
+	VADDPS        Y12, Y7, Y12
+	VEXTRACTF32X4 $0x01, Y12, X16
+	VADDPS        X16, X12, X16
+	VPERMILPS     $0x4e, X16, X12
+	VADDPS        X12, X16, X16
+	VPERMILPS     $0xb1, X16, X12
+	VADDPS        X12, X16, X16
+	VMOVSS        X16, 8(AX)
+	VEXTRACTF64X4 $0x01, Z10, Y12
+	VADDPS        Y12, Y10, Y12
+	VEXTRACTF32X4 $0x01, Y12, X16
+	VADDPS        X16, X12, X16
+	VPERMILPS     $0x4e, X16, X12
+	VADDPS        X12, X16, X16
+	VPERMILPS     $0xb1, X16, X12
+	VADDPS        X12, X16, X16
+	VMOVSS        X16, 12(AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z2, Y12
+	VADDPS        Y12, Y2, Y12
+	VEXTRACTF32X4 $0x01, Y12, X16
+	VADDPS        X16, X12, X16
+	VPERMILPS     $0x4e, X16, X12
+	VADDPS        X12, X16, X16
+	VPERMILPS     $0xb1, X16, X12
+	VADDPS        X12, X16, X16
+	VMOVSS        X16, (AX)
+	VEXTRACTF64X4 $0x01, Z5, Y12
+	VADDPS        Y12, Y5, Y12
+	VEXTRACTF32X4 $0x01, Y12, X16
+	VADDPS        X16, X12, X16
+	VPERMILPS     $0x4e, X16, X12
+	VADDPS        X12, X16, X16
+	VPERMILPS     $0xb1, X16, X12
+	VADDPS        X12, X16, X16
+	VMOVSS        X16, 4(AX)
+	VEXTRACTF64X4 $0x01, Z8, Y12
+	VADDPS        Y12, Y8, Y12
+	VEXTRACTF32X4 $0x01, Y12, X16
+	VADDPS        X16, X12, X16
+	VPERMILPS     $0x4e, X16, X12
+	VADDPS        X12, X16, X16
+	VPERMILPS     $0xb1, X16, X12
+	VADDPS        X12, X16, X16
+	VMOVSS        X16, 8(AX)
+	VEXTRACTF64X4 $0x01, Z11, Y12
+	VADDPS        Y12, Y11, Y12
+	VEXTRACTF32X4 $0x01, Y12, X16
+	VADDPS        X16, X12, X16
+	VPERMILPS     $0x4e, X16, X12
+	VADDPS        X12, X16, X16
+	VPERMILPS     $0xb1, X16, X12
+	VADDPS        X12, X16, X16
+	VMOVSS        X16, 12(AX)
+	ADDQ          $0x00000010, out+0(FP)
+	MOVQ          stride+24(FP), AX
+	IMUL3Q        $0x00000004, AX, AX
+	ADDQ          AX, w+16(FP)
+	MOVQ          sstride+40(FP), AX
+	IMUL3Q        $0x00000004, AX, AX
+	ADDQ          AX, scales+32(FP)
+	SUBQ          $0x00000004, rows+80(FP)
+	JMP           gemmQ4T3F16AVX512_r4
+
+gemmQ4T3F16AVX512_r1:
+	CMPQ   rows+80(FP), $0x00000001
+	JL     gemmQ4T3F16AVX512_done
+	MOVQ   w+16(FP), AX
+	VPXORD Z13, Z13, Z13
+	VPXORD Z14, Z14, Z14
+	VPXORD Z15, Z15, Z15
+	MOVQ   x+64(FP), CX
+	MOVQ   xStride+72(FP), DX
+	LEAQ   (DX)(DX*2), BX
+	MOVQ   scales+32(FP), BX
+	XORQ   SI, SI
+
+gemmQ4T3F16AVX512_r1_g:
+	VPBROADCASTW (BX), Y0
+	VCVTPH2PS    Y0, Z0
+	VMULPS       gemmSymFloats<>+0(SB), Z0, Z0
+	MOVQ         SI, DI
+	ADDQ         gbytes+56(FP), DI
+
+gemmQ4T3F16AVX512_r1_b:
+	VMOVUPS       (CX), Z1
+	VMOVUPS       64(CX), Z2
+	VMOVUPS       (CX)(DX*1), Z3
+	VMOVUPS       64(CX)(DX*1), Z4
+	VMOVUPS       (CX)(DX*2), Z5
+	VMOVUPS       64(CX)(DX*2), Z6
+	VPMOVZXBD     (AX)(SI*1), Z7
+	VPERMPS       Z0, Z7, Z8
+	VFMADD231PS   Z1, Z8, Z13
+	VFMADD231PS   Z3, Z8, Z14
+	VFMADD231PS   Z5, Z8, Z15
+	VPSRLD        $0x04, Z7, Z7
+	VPERMPS       Z0, Z7, Z1
+	VFMADD231PS   Z2, Z1, Z13
+	VFMADD231PS   Z4, Z1, Z14
+	VFMADD231PS   Z6, Z1, Z15
+	ADDQ          $0x00000010, SI
+	ADDQ          $0x00000080, CX
+	CMPQ          SI, DI
+	JB            gemmQ4T3F16AVX512_r1_b
+	ADDQ          $0x00000002, BX
+	CMPQ          SI, stride+24(FP)
+	JB            gemmQ4T3F16AVX512_r1_g
+	MOVQ          out+0(FP), AX
+	MOVQ          outStride+8(FP), CX
+	VEXTRACTF64X4 $0x01, Z13, Y0
+	VADDPS        Y0, Y13, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VPERMILPS     $0x4e, X1, X0
+	VADDPS        X0, X1, X1
+	VPERMILPS     $0xb1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSS        X1, (AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z14, Y0
+	VADDPS        Y0, Y14, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VPERMILPS     $0x4e, X1, X0
+	VADDPS        X0, X1, X1
+	VPERMILPS     $0xb1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSS        X1, (AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z15, Y0
+	VADDPS        Y0, Y15, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VPERMILPS     $0x4e, X1, X0
+	VADDPS        X0, X1, X1
+	VPERMILPS     $0xb1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSS        X1, (AX)
+	ADDQ          $0x00000004, out+0(FP)
+	MOVQ          stride+24(FP), AX
+	ADDQ          AX, w+16(FP)
+	MOVQ          sstride+40(FP), AX
+	ADDQ          AX, scales+32(FP)
+	SUBQ          $0x00000001, rows+80(FP)
+	JMP           gemmQ4T3F16AVX512_r1
+
+gemmQ4T3F16AVX512_done:
+	VZEROUPPER
+	RET
+
+// func gemmQ4T3F16AVX2(out *float32, outStride int, w *byte, stride int, scales *byte, sstride int, ng int, gbytes int, x *float32, xStride int, rows int)
+// Requires: AVX, AVX2, F16C, FMA3
+TEXT ·gemmQ4T3F16AVX2(SB), NOSPLIT, $0-88
+gemmQ4T3F16AVX2_r2:
+	CMPQ   rows+80(FP), $0x00000002
+	JL     gemmQ4T3F16AVX2_r1
+	MOVQ   w+16(FP), AX
+	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*1), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	MOVQ   x+64(FP), DX
+	MOVQ   xStride+72(FP), BX
+	LEAQ   (BX)(BX*2), SI
+	MOVQ   scales+32(FP), SI
+	MOVQ   sstride+40(FP), DI
+	XORQ   R8, R8
+
+gemmQ4T3F16AVX2_r2_g:
+	VPBROADCASTW (SI), X6
+	VCVTPH2PS    X6, Y6
+	VMULPS       gemmMinusEight<>+0(SB), Y6, Y7
+	VPBROADCASTW (SI)(DI*1), X8
+	VCVTPH2PS    X8, Y8
+	VMULPS       gemmMinusEight<>+0(SB), Y8, Y9
+	MOVQ         R8, R9
+	ADDQ         gbytes+56(FP), R9
+
+gemmQ4T3F16AVX2_r2_b:
+	VPMOVZXBD    (AX)(R8*1), Y10
+	VPAND        gemmLowNibble<>+0(SB), Y10, Y11
+	VPSRLD       $0x04, Y10, Y10
+	VCVTDQ2PS    Y11, Y11
+	VCVTDQ2PS    Y10, Y10
+	VFMADD213PS  Y7, Y6, Y11
+	VFMADD213PS  Y7, Y6, Y10
+	VFMADD231PS  (DX), Y11, Y0
+	VFMADD231PS  32(DX), Y10, Y0
+	VFMADD231PS  (DX)(BX*1), Y11, Y1
+	VFMADD231PS  32(DX)(BX*1), Y10, Y1
+	VFMADD231PS  (DX)(BX*2), Y11, Y2
+	VFMADD231PS  32(DX)(BX*2), Y10, Y2
+	VPMOVZXBD    (CX)(R8*1), Y10
+	VPAND        gemmLowNibble<>+0(SB), Y10, Y11
+	VPSRLD       $0x04, Y10, Y10
+	VCVTDQ2PS    Y11, Y11
+	VCVTDQ2PS    Y10, Y10
+	VFMADD213PS  Y9, Y8, Y11
+	VFMADD213PS  Y9, Y8, Y10
+	VFMADD231PS  (DX), Y11, Y3
+	VFMADD231PS  32(DX), Y10, Y3
+	VFMADD231PS  (DX)(BX*1), Y11, Y4
+	VFMADD231PS  32(DX)(BX*1), Y10, Y4
+	VFMADD231PS  (DX)(BX*2), Y11, Y5
+	VFMADD231PS  32(DX)(BX*2), Y10, Y5
+	ADDQ         $0x00000008, R8
+	ADDQ         $0x00000040, DX
+	CMPQ         R8, R9
+	JB           gemmQ4T3F16AVX2_r2_b
+	ADDQ         $0x00000002, SI
+	CMPQ         R8, stride+24(FP)
+	JB           gemmQ4T3F16AVX2_r2_g
+	MOVQ         out+0(FP), AX
+	MOVQ         outStride+8(FP), CX
+	VEXTRACTF128 $0x01, Y0, X6
+	VADDPS       X6, X0, X6
+	VPERMILPS    $0x4e, X6, X0
+	VADDPS       X0, X6, X6
+	VPERMILPS    $0xb1, X6, X0
+	VADDPS       X0, X6, X6
+	VMOVSS       X6, (AX)
+	VEXTRACTF128 $0x01, Y3, X0
+	VADDPS       X0, X3, X0
+	VPERMILPS    $0x4e, X0, X3
+	VADDPS       X3, X0, X0
+	VPERMILPS    $0xb1, X0, X3
+	VADDPS       X3, X0, X0
+	VMOVSS       X0, 4(AX)
+	ADDQ         CX, AX
+	VEXTRACTF128 $0x01, Y1, X0
+	VADDPS       X0, X1, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, (AX)
+	VEXTRACTF128 $0x01, Y4, X0
+	VADDPS       X0, X4, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, 4(AX)
+	ADDQ         CX, AX
+	VEXTRACTF128 $0x01, Y2, X0
+	VADDPS       X0, X2, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, (AX)
+	VEXTRACTF128 $0x01, Y5, X0
+	VADDPS       X0, X5, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, 4(AX)
+	ADDQ         $0x00000008, out+0(FP)
+	MOVQ         stride+24(FP), AX
+	IMUL3Q       $0x00000002, AX, AX
+	ADDQ         AX, w+16(FP)
+	MOVQ         sstride+40(FP), AX
+	IMUL3Q       $0x00000002, AX, AX
+	ADDQ         AX, scales+32(FP)
+	SUBQ         $0x00000002, rows+80(FP)
+	JMP          gemmQ4T3F16AVX2_r2
+
+gemmQ4T3F16AVX2_r1:
+	CMPQ   rows+80(FP), $0x00000001
+	JL     gemmQ4T3F16AVX2_done
+	MOVQ   w+16(FP), AX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	MOVQ   x+64(FP), CX
+	MOVQ   xStride+72(FP), DX
+	LEAQ   (DX)(DX*2), BX
+	MOVQ   scales+32(FP), BX
+	XORQ   SI, SI
+
+gemmQ4T3F16AVX2_r1_g:
+	VPBROADCASTW (BX), X3
+	VCVTPH2PS    X3, Y3
+	VMULPS       gemmMinusEight<>+0(SB), Y3, Y4
+	MOVQ         SI, DI
+	ADDQ         gbytes+56(FP), DI
+
+gemmQ4T3F16AVX2_r1_b:
+	VPMOVZXBD    (AX)(SI*1), Y5
+	VPAND        gemmLowNibble<>+0(SB), Y5, Y6
+	VPSRLD       $0x04, Y5, Y5
+	VCVTDQ2PS    Y6, Y6
+	VCVTDQ2PS    Y5, Y5
+	VFMADD213PS  Y4, Y3, Y6
+	VFMADD213PS  Y4, Y3, Y5
+	VFMADD231PS  (CX), Y6, Y0
+	VFMADD231PS  32(CX), Y5, Y0
+	VFMADD231PS  (CX)(DX*1), Y6, Y1
+	VFMADD231PS  32(CX)(DX*1), Y5, Y1
+	VFMADD231PS  (CX)(DX*2), Y6, Y2
+	VFMADD231PS  32(CX)(DX*2), Y5, Y2
+	ADDQ         $0x00000008, SI
+	ADDQ         $0x00000040, CX
+	CMPQ         SI, DI
+	JB           gemmQ4T3F16AVX2_r1_b
+	ADDQ         $0x00000002, BX
+	CMPQ         SI, stride+24(FP)
+	JB           gemmQ4T3F16AVX2_r1_g
+	MOVQ         out+0(FP), AX
+	MOVQ         outStride+8(FP), CX
+	VEXTRACTF128 $0x01, Y0, X3
+	VADDPS       X3, X0, X3
+	VPERMILPS    $0x4e, X3, X0
+	VADDPS       X0, X3, X3
+	VPERMILPS    $0xb1, X3, X0
+	VADDPS       X0, X3, X3
+	VMOVSS       X3, (AX)
+	ADDQ         CX, AX
+	VEXTRACTF128 $0x01, Y1, X0
+	VADDPS       X0, X1, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, (AX)
+	ADDQ         CX, AX
+	VEXTRACTF128 $0x01, Y2, X0
+	VADDPS       X0, X2, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, (AX)
+	ADDQ         $0x00000004, out+0(FP)
+	MOVQ         stride+24(FP), AX
+	ADDQ         AX, w+16(FP)
+	MOVQ         sstride+40(FP), AX
+	ADDQ         AX, scales+32(FP)
+	SUBQ         $0x00000001, rows+80(FP)
+	JMP          gemmQ4T3F16AVX2_r1
+
+gemmQ4T3F16AVX2_done:
+	VZEROUPPER
+	RET
+
+// func gemmQ4T3F32AVX512(out *float32, outStride int, w *byte, stride int, scales *byte, sstride int, ng int, gbytes int, x *float32, xStride int, rows int)
+// Requires: AVX, AVX512F, AVX512VL
+TEXT ·gemmQ4T3F32AVX512(SB), NOSPLIT, $0-88
+gemmQ4T3F32AVX512_r4:
+	CMPQ   rows+80(FP), $0x00000004
+	JL     gemmQ4T3F32AVX512_r1
+	MOVQ   w+16(FP), AX
+	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*1), DX
+	LEAQ   (AX)(CX*2), BX
+	LEAQ   (DX)(CX*2), CX
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4
+	VPXORD Z5, Z5, Z5
+	VPXORD Z6, Z6, Z6
+	VPXORD Z7, Z7, Z7
+	VPXORD Z8, Z8, Z8
+	VPXORD Z9, Z9, Z9
+	VPXORD Z10, Z10, Z10
+	VPXORD Z11, Z11, Z11
+	MOVQ   x+64(FP), SI
+	MOVQ   xStride+72(FP), DI
+	LEAQ   (DI)(DI*2), R8
+	MOVQ   scales+32(FP), R8
+	MOVQ   sstride+40(FP), R9
+	XORQ   R10, R10
+
+gemmQ4T3F32AVX512_r4_g:
+	VBROADCASTSS (R8), Z12
+	VMULPS       gemmSymFloats<>+0(SB), Z12, Z12
+	VBROADCASTSS (R8)(R9*1), Z16
+	VMULPS       gemmSymFloats<>+0(SB), Z16, Z16
+	VBROADCASTSS (R8)(R9*2), Z17
+	VMULPS       gemmSymFloats<>+0(SB), Z17, Z17
+	LEAQ         (R8)(R9*2), R11
+	VBROADCASTSS (R11)(R9*1), Z18
+	VMULPS       gemmSymFloats<>+0(SB), Z18, Z18
+	MOVQ         R10, R11
+	ADDQ         gbytes+56(FP), R11
+
+gemmQ4T3F32AVX512_r4_b:
+	VMOVUPS       (SI), Z19
+	VMOVUPS       64(SI), Z20
+	VMOVUPS       (SI)(DI*1), Z21
+	VMOVUPS       64(SI)(DI*1), Z22
+	VMOVUPS       (SI)(DI*2), Z23
+	VMOVUPS       64(SI)(DI*2), Z24
+	VPMOVZXBD     (AX)(R10*1), Z25
+	VPERMPS       Z12, Z25, Z26
+	VFMADD231PS   Z19, Z26, Z0
+	VFMADD231PS   Z21, Z26, Z1
+	VFMADD231PS   Z23, Z26, Z2
+	VPSRLD        $0x04, Z25, Z25
+	VPERMPS       Z12, Z25, Z25
+	VFMADD231PS   Z20, Z25, Z0
+	VFMADD231PS   Z22, Z25, Z1
+	VFMADD231PS   Z24, Z25, Z2
+	VPMOVZXBD     (DX)(R10*1), Z25
+	VPERMPS       Z16, Z25, Z26
+	VFMADD231PS   Z19, Z26, Z3
+	VFMADD231PS   Z21, Z26, Z4
+	VFMADD231PS   Z23, Z26, Z5
+	VPSRLD        $0x04, Z25, Z25
+	VPERMPS       Z16, Z25, Z25
+	VFMADD231PS   Z20, Z25, Z3
+	VFMADD231PS   Z22, Z25, Z4
+	VFMADD231PS   Z24, Z25, Z5
+	VPMOVZXBD     (BX)(R10*1), Z25
+	VPERMPS       Z17, Z25, Z26
+	VFMADD231PS   Z19, Z26, Z6
+	VFMADD231PS   Z21, Z26, Z7
+	VFMADD231PS   Z23, Z26, Z8
+	VPSRLD        $0x04, Z25, Z25
+	VPERMPS       Z17, Z25, Z25
+	VFMADD231PS   Z20, Z25, Z6
+	VFMADD231PS   Z22, Z25, Z7
+	VFMADD231PS   Z24, Z25, Z8
+	VPMOVZXBD     (CX)(R10*1), Z25
+	VPERMPS       Z18, Z25, Z26
+	VFMADD231PS   Z19, Z26, Z9
+	VFMADD231PS   Z21, Z26, Z10
+	VFMADD231PS   Z23, Z26, Z11
+	VPSRLD        $0x04, Z25, Z25
+	VPERMPS       Z18, Z25, Z19
+	VFMADD231PS   Z20, Z19, Z9
+	VFMADD231PS   Z22, Z19, Z10
+	VFMADD231PS   Z24, Z19, Z11
+	ADDQ          $0x00000010, R10
+	ADDQ          $0x00000080, SI
+	CMPQ          R10, R11
+	JB            gemmQ4T3F32AVX512_r4_b
+	ADDQ          $0x00000004, R8
+	CMPQ          R10, stride+24(FP)
+	JB            gemmQ4T3F32AVX512_r4_g
+	MOVQ          out+0(FP), AX
+	MOVQ          outStride+8(FP), CX
+	VEXTRACTF64X4 $0x01, Z0, Y12
+	VADDPS        Y12, Y0, Y12
+	VEXTRACTF32X4 $0x01, Y12, X16
+	VADDPS        X16, X12, X16
+	VPERMILPS     $0x4e, X16, X12
+	VADDPS        X12, X16, X16
+	VPERMILPS     $0xb1, X16, X12
+	VADDPS        X12, X16, X16
+	VMOVSS        X16, (AX)
+	VEXTRACTF64X4 $0x01, Z3, Y12
+	VADDPS        Y12, Y3, Y12
+	VEXTRACTF32X4 $0x01, Y12, X16
+	VADDPS        X16, X12, X16
+	VPERMILPS     $0x4e, X16, X12
+	VADDPS        X12, X16, X16
+	VPERMILPS     $0xb1, X16, X12
+	VADDPS        X12, X16, X16
+	VMOVSS        X16, 4(AX)
+	VEXTRACTF64X4 $0x01, Z6, Y12
+	VADDPS        Y12, Y6, Y12
+	VEXTRACTF32X4 $0x01, Y12, X16
+	VADDPS        X16, X12, X16
+	VPERMILPS     $0x4e, X16, X12
+	VADDPS        X12, X16, X16
+	VPERMILPS     $0xb1, X16, X12
+	VADDPS        X12, X16, X16
+	VMOVSS        X16, 8(AX)
+	VEXTRACTF64X4 $0x01, Z9, Y12
+	VADDPS        Y12, Y9, Y12
+	VEXTRACTF32X4 $0x01, Y12, X16
+	VADDPS        X16, X12, X16
+	VPERMILPS     $0x4e, X16, X12
+	VADDPS        X12, X16, X16
+	VPERMILPS     $0xb1, X16, X12
+	VADDPS        X12, X16, X16
+	VMOVSS        X16, 12(AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z1, Y12
+	VADDPS        Y12, Y1, Y12
+	VEXTRACTF32X4 $0x01, Y12, X16
+	VADDPS        X16, X12, X16
+	VPERMILPS     $0x4e, X16, X12
+	VADDPS        X12, X16, X16
+	VPERMILPS     $0xb1, X16, X12
+	VADDPS        X12, X16, X16
+	VMOVSS        X16, (AX)
+	VEXTRACTF64X4 $0x01, Z4, Y12
+	VADDPS        Y12, Y4, Y12
+	VEXTRACTF32X4 $0x01, Y12, X16
+	VADDPS        X16, X12, X16
+	VPERMILPS     $0x4e, X16, X12
+	VADDPS        X12, X16, X16
+	VPERMILPS     $0xb1, X16, X12
+	VADDPS        X12, X16, X16
+	VMOVSS        X16, 4(AX)
+	VEXTRACTF64X4 $0x01, Z7, Y12
+	VADDPS        Y12, Y7, Y12
+	VEXTRACTF32X4 $0x01, Y12, X16
+	VADDPS        X16, X12, X16
+	VPERMILPS     $0x4e, X16, X12
+	VADDPS        X12, X16, X16
+	VPERMILPS     $0xb1, X16, X12
+	VADDPS        X12, X16, X16
+	VMOVSS        X16, 8(AX)
+	VEXTRACTF64X4 $0x01, Z10, Y12
+	VADDPS        Y12, Y10, Y12
+	VEXTRACTF32X4 $0x01, Y12, X16
+	VADDPS        X16, X12, X16
+	VPERMILPS     $0x4e, X16, X12
+	VADDPS        X12, X16, X16
+	VPERMILPS     $0xb1, X16, X12
+	VADDPS        X12, X16, X16
+	VMOVSS        X16, 12(AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z2, Y12
+	VADDPS        Y12, Y2, Y12
+	VEXTRACTF32X4 $0x01, Y12, X16
+	VADDPS        X16, X12, X16
+	VPERMILPS     $0x4e, X16, X12
+	VADDPS        X12, X16, X16
+	VPERMILPS     $0xb1, X16, X12
+	VADDPS        X12, X16, X16
+	VMOVSS        X16, (AX)
+	VEXTRACTF64X4 $0x01, Z5, Y12
+	VADDPS        Y12, Y5, Y12
+	VEXTRACTF32X4 $0x01, Y12, X16
+	VADDPS        X16, X12, X16
+	VPERMILPS     $0x4e, X16, X12
+	VADDPS        X12, X16, X16
+	VPERMILPS     $0xb1, X16, X12
+	VADDPS        X12, X16, X16
+	VMOVSS        X16, 4(AX)
+	VEXTRACTF64X4 $0x01, Z8, Y12
+	VADDPS        Y12, Y8, Y12
+	VEXTRACTF32X4 $0x01, Y12, X16
+	VADDPS        X16, X12, X16
+	VPERMILPS     $0x4e, X16, X12
+	VADDPS        X12, X16, X16
+	VPERMILPS     $0xb1, X16, X12
+	VADDPS        X12, X16, X16
+	VMOVSS        X16, 8(AX)
+	VEXTRACTF64X4 $0x01, Z11, Y12
+	VADDPS        Y12, Y11, Y12
+	VEXTRACTF32X4 $0x01, Y12, X16
+	VADDPS        X16, X12, X16
+	VPERMILPS     $0x4e, X16, X12
+	VADDPS        X12, X16, X16
+	VPERMILPS     $0xb1, X16, X12
+	VADDPS        X12, X16, X16
+	VMOVSS        X16, 12(AX)
+	ADDQ          $0x00000010, out+0(FP)
+	MOVQ          stride+24(FP), AX
+	IMUL3Q        $0x00000004, AX, AX
+	ADDQ          AX, w+16(FP)
+	MOVQ          sstride+40(FP), AX
+	IMUL3Q        $0x00000004, AX, AX
+	ADDQ          AX, scales+32(FP)
+	SUBQ          $0x00000004, rows+80(FP)
+	JMP           gemmQ4T3F32AVX512_r4
+
+gemmQ4T3F32AVX512_r1:
+	CMPQ   rows+80(FP), $0x00000001
+	JL     gemmQ4T3F32AVX512_done
+	MOVQ   w+16(FP), AX
+	VPXORD Z13, Z13, Z13
+	VPXORD Z14, Z14, Z14
+	VPXORD Z15, Z15, Z15
+	MOVQ   x+64(FP), CX
+	MOVQ   xStride+72(FP), DX
+	LEAQ   (DX)(DX*2), BX
+	MOVQ   scales+32(FP), BX
+	XORQ   SI, SI
+
+gemmQ4T3F32AVX512_r1_g:
+	VBROADCASTSS (BX), Z0
+	VMULPS       gemmSymFloats<>+0(SB), Z0, Z0
+	MOVQ         SI, DI
+	ADDQ         gbytes+56(FP), DI
+
+gemmQ4T3F32AVX512_r1_b:
+	VMOVUPS       (CX), Z1
+	VMOVUPS       64(CX), Z2
+	VMOVUPS       (CX)(DX*1), Z3
+	VMOVUPS       64(CX)(DX*1), Z4
+	VMOVUPS       (CX)(DX*2), Z5
+	VMOVUPS       64(CX)(DX*2), Z6
+	VPMOVZXBD     (AX)(SI*1), Z7
+	VPERMPS       Z0, Z7, Z8
+	VFMADD231PS   Z1, Z8, Z13
+	VFMADD231PS   Z3, Z8, Z14
+	VFMADD231PS   Z5, Z8, Z15
+	VPSRLD        $0x04, Z7, Z7
+	VPERMPS       Z0, Z7, Z1
+	VFMADD231PS   Z2, Z1, Z13
+	VFMADD231PS   Z4, Z1, Z14
+	VFMADD231PS   Z6, Z1, Z15
+	ADDQ          $0x00000010, SI
+	ADDQ          $0x00000080, CX
+	CMPQ          SI, DI
+	JB            gemmQ4T3F32AVX512_r1_b
+	ADDQ          $0x00000004, BX
+	CMPQ          SI, stride+24(FP)
+	JB            gemmQ4T3F32AVX512_r1_g
+	MOVQ          out+0(FP), AX
+	MOVQ          outStride+8(FP), CX
+	VEXTRACTF64X4 $0x01, Z13, Y0
+	VADDPS        Y0, Y13, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VPERMILPS     $0x4e, X1, X0
+	VADDPS        X0, X1, X1
+	VPERMILPS     $0xb1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSS        X1, (AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z14, Y0
+	VADDPS        Y0, Y14, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VPERMILPS     $0x4e, X1, X0
+	VADDPS        X0, X1, X1
+	VPERMILPS     $0xb1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSS        X1, (AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z15, Y0
+	VADDPS        Y0, Y15, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VPERMILPS     $0x4e, X1, X0
+	VADDPS        X0, X1, X1
+	VPERMILPS     $0xb1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSS        X1, (AX)
+	ADDQ          $0x00000004, out+0(FP)
+	MOVQ          stride+24(FP), AX
+	ADDQ          AX, w+16(FP)
+	MOVQ          sstride+40(FP), AX
+	ADDQ          AX, scales+32(FP)
+	SUBQ          $0x00000001, rows+80(FP)
+	JMP           gemmQ4T3F32AVX512_r1
+
+gemmQ4T3F32AVX512_done:
+	VZEROUPPER
+	RET
+
+// func gemmQ4T3F32AVX2(out *float32, outStride int, w *byte, stride int, scales *byte, sstride int, ng int, gbytes int, x *float32, xStride int, rows int)
+// Requires: AVX, AVX2, FMA3
+TEXT ·gemmQ4T3F32AVX2(SB), NOSPLIT, $0-88
+gemmQ4T3F32AVX2_r2:
+	CMPQ   rows+80(FP), $0x00000002
+	JL     gemmQ4T3F32AVX2_r1
+	MOVQ   w+16(FP), AX
+	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*1), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	MOVQ   x+64(FP), DX
+	MOVQ   xStride+72(FP), BX
+	LEAQ   (BX)(BX*2), SI
+	MOVQ   scales+32(FP), SI
+	MOVQ   sstride+40(FP), DI
+	XORQ   R8, R8
+
+gemmQ4T3F32AVX2_r2_g:
+	VBROADCASTSS (SI), Y6
+	VMULPS       gemmMinusEight<>+0(SB), Y6, Y7
+	VBROADCASTSS (SI)(DI*1), Y8
+	VMULPS       gemmMinusEight<>+0(SB), Y8, Y9
+	MOVQ         R8, R9
+	ADDQ         gbytes+56(FP), R9
+
+gemmQ4T3F32AVX2_r2_b:
+	VPMOVZXBD    (AX)(R8*1), Y10
+	VPAND        gemmLowNibble<>+0(SB), Y10, Y11
+	VPSRLD       $0x04, Y10, Y10
+	VCVTDQ2PS    Y11, Y11
+	VCVTDQ2PS    Y10, Y10
+	VFMADD213PS  Y7, Y6, Y11
+	VFMADD213PS  Y7, Y6, Y10
+	VFMADD231PS  (DX), Y11, Y0
+	VFMADD231PS  32(DX), Y10, Y0
+	VFMADD231PS  (DX)(BX*1), Y11, Y1
+	VFMADD231PS  32(DX)(BX*1), Y10, Y1
+	VFMADD231PS  (DX)(BX*2), Y11, Y2
+	VFMADD231PS  32(DX)(BX*2), Y10, Y2
+	VPMOVZXBD    (CX)(R8*1), Y10
+	VPAND        gemmLowNibble<>+0(SB), Y10, Y11
+	VPSRLD       $0x04, Y10, Y10
+	VCVTDQ2PS    Y11, Y11
+	VCVTDQ2PS    Y10, Y10
+	VFMADD213PS  Y9, Y8, Y11
+	VFMADD213PS  Y9, Y8, Y10
+	VFMADD231PS  (DX), Y11, Y3
+	VFMADD231PS  32(DX), Y10, Y3
+	VFMADD231PS  (DX)(BX*1), Y11, Y4
+	VFMADD231PS  32(DX)(BX*1), Y10, Y4
+	VFMADD231PS  (DX)(BX*2), Y11, Y5
+	VFMADD231PS  32(DX)(BX*2), Y10, Y5
+	ADDQ         $0x00000008, R8
+	ADDQ         $0x00000040, DX
+	CMPQ         R8, R9
+	JB           gemmQ4T3F32AVX2_r2_b
+	ADDQ         $0x00000004, SI
+	CMPQ         R8, stride+24(FP)
+	JB           gemmQ4T3F32AVX2_r2_g
+	MOVQ         out+0(FP), AX
+	MOVQ         outStride+8(FP), CX
+	VEXTRACTF128 $0x01, Y0, X6
+	VADDPS       X6, X0, X6
+	VPERMILPS    $0x4e, X6, X0
+	VADDPS       X0, X6, X6
+	VPERMILPS    $0xb1, X6, X0
+	VADDPS       X0, X6, X6
+	VMOVSS       X6, (AX)
+	VEXTRACTF128 $0x01, Y3, X0
+	VADDPS       X0, X3, X0
+	VPERMILPS    $0x4e, X0, X3
+	VADDPS       X3, X0, X0
+	VPERMILPS    $0xb1, X0, X3
+	VADDPS       X3, X0, X0
+	VMOVSS       X0, 4(AX)
+	ADDQ         CX, AX
+	VEXTRACTF128 $0x01, Y1, X0
+	VADDPS       X0, X1, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, (AX)
+	VEXTRACTF128 $0x01, Y4, X0
+	VADDPS       X0, X4, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, 4(AX)
+	ADDQ         CX, AX
+	VEXTRACTF128 $0x01, Y2, X0
+	VADDPS       X0, X2, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, (AX)
+	VEXTRACTF128 $0x01, Y5, X0
+	VADDPS       X0, X5, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, 4(AX)
+	ADDQ         $0x00000008, out+0(FP)
+	MOVQ         stride+24(FP), AX
+	IMUL3Q       $0x00000002, AX, AX
+	ADDQ         AX, w+16(FP)
+	MOVQ         sstride+40(FP), AX
+	IMUL3Q       $0x00000002, AX, AX
+	ADDQ         AX, scales+32(FP)
+	SUBQ         $0x00000002, rows+80(FP)
+	JMP          gemmQ4T3F32AVX2_r2
+
+gemmQ4T3F32AVX2_r1:
+	CMPQ   rows+80(FP), $0x00000001
+	JL     gemmQ4T3F32AVX2_done
+	MOVQ   w+16(FP), AX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	MOVQ   x+64(FP), CX
+	MOVQ   xStride+72(FP), DX
+	LEAQ   (DX)(DX*2), BX
+	MOVQ   scales+32(FP), BX
+	XORQ   SI, SI
+
+gemmQ4T3F32AVX2_r1_g:
+	VBROADCASTSS (BX), Y3
+	VMULPS       gemmMinusEight<>+0(SB), Y3, Y4
+	MOVQ         SI, DI
+	ADDQ         gbytes+56(FP), DI
+
+gemmQ4T3F32AVX2_r1_b:
+	VPMOVZXBD    (AX)(SI*1), Y5
+	VPAND        gemmLowNibble<>+0(SB), Y5, Y6
+	VPSRLD       $0x04, Y5, Y5
+	VCVTDQ2PS    Y6, Y6
+	VCVTDQ2PS    Y5, Y5
+	VFMADD213PS  Y4, Y3, Y6
+	VFMADD213PS  Y4, Y3, Y5
+	VFMADD231PS  (CX), Y6, Y0
+	VFMADD231PS  32(CX), Y5, Y0
+	VFMADD231PS  (CX)(DX*1), Y6, Y1
+	VFMADD231PS  32(CX)(DX*1), Y5, Y1
+	VFMADD231PS  (CX)(DX*2), Y6, Y2
+	VFMADD231PS  32(CX)(DX*2), Y5, Y2
+	ADDQ         $0x00000008, SI
+	ADDQ         $0x00000040, CX
+	CMPQ         SI, DI
+	JB           gemmQ4T3F32AVX2_r1_b
+	ADDQ         $0x00000004, BX
+	CMPQ         SI, stride+24(FP)
+	JB           gemmQ4T3F32AVX2_r1_g
+	MOVQ         out+0(FP), AX
+	MOVQ         outStride+8(FP), CX
+	VEXTRACTF128 $0x01, Y0, X3
+	VADDPS       X3, X0, X3
+	VPERMILPS    $0x4e, X3, X0
+	VADDPS       X0, X3, X3
+	VPERMILPS    $0xb1, X3, X0
+	VADDPS       X0, X3, X3
+	VMOVSS       X3, (AX)
+	ADDQ         CX, AX
+	VEXTRACTF128 $0x01, Y1, X0
+	VADDPS       X0, X1, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, (AX)
+	ADDQ         CX, AX
+	VEXTRACTF128 $0x01, Y2, X0
+	VADDPS       X0, X2, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, (AX)
+	ADDQ         $0x00000004, out+0(FP)
+	MOVQ         stride+24(FP), AX
+	ADDQ         AX, w+16(FP)
+	MOVQ         sstride+40(FP), AX
+	ADDQ         AX, scales+32(FP)
+	SUBQ         $0x00000001, rows+80(FP)
+	JMP          gemmQ4T3F32AVX2_r1
+
+gemmQ4T3F32AVX2_done:
+	VZEROUPPER
+	RET
+
+// func gemmQ4T4BF16AVX512(out *float32, outStride int, w *byte, stride int, scales *byte, sstride int, ng int, gbytes int, x *float32, xStride int, rows int)
+// Requires: AVX, AVX512BW, AVX512F, AVX512VL
+TEXT ·gemmQ4T4BF16AVX512(SB), NOSPLIT, $0-88
+gemmQ4T4BF16AVX512_r2:
+	CMPQ   rows+80(FP), $0x00000002
+	JL     gemmQ4T4BF16AVX512_r1
+	MOVQ   w+16(FP), AX
+	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*1), CX
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4
+	VPXORD Z5, Z5, Z5
+	VPXORD Z6, Z6, Z6
+	VPXORD Z7, Z7, Z7
+	MOVQ   x+64(FP), DX
+	MOVQ   xStride+72(FP), BX
+	LEAQ   (BX)(BX*2), SI
+	MOVQ   scales+32(FP), DI
+	MOVQ   sstride+40(FP), R8
+	XORQ   R9, R9
+
+gemmQ4T4BF16AVX512_r2_g:
+	VPBROADCASTW (DI), Z8
+	VPSLLD       $0x10, Z8, Z8
+	VMULPS       gemmSymFloats<>+0(SB), Z8, Z8
+	VPBROADCASTW (DI)(R8*1), Z13
+	VPSLLD       $0x10, Z13, Z13
+	VMULPS       gemmSymFloats<>+0(SB), Z13, Z13
+	MOVQ         R9, R10
+	ADDQ         gbytes+56(FP), R10
+
+gemmQ4T4BF16AVX512_r2_b:
+	VMOVUPS       (DX), Z14
+	VMOVUPS       64(DX), Z15
+	VMOVUPS       (DX)(BX*1), Z16
+	VMOVUPS       64(DX)(BX*1), Z17
+	VMOVUPS       (DX)(BX*2), Z18
+	VMOVUPS       64(DX)(BX*2), Z19
+	VMOVUPS       (DX)(SI*1), Z20
+	VMOVUPS       64(DX)(SI*1), Z21
+	VPMOVZXBD     (AX)(R9*1), Z22
+	VPERMPS       Z8, Z22, Z23
+	VFMADD231PS   Z14, Z23, Z0
+	VFMADD231PS   Z16, Z23, Z1
+	VFMADD231PS   Z18, Z23, Z2
+	VFMADD231PS   Z20, Z23, Z3
+	VPSRLD        $0x04, Z22, Z22
+	VPERMPS       Z8, Z22, Z22
+	VFMADD231PS   Z15, Z22, Z0
+	VFMADD231PS   Z17, Z22, Z1
+	VFMADD231PS   Z19, Z22, Z2
+	VFMADD231PS   Z21, Z22, Z3
+	VPMOVZXBD     (CX)(R9*1), Z22
+	VPERMPS       Z13, Z22, Z23
+	VFMADD231PS   Z14, Z23, Z4
+	VFMADD231PS   Z16, Z23, Z5
+	VFMADD231PS   Z18, Z23, Z6
+	VFMADD231PS   Z20, Z23, Z7
+	VPSRLD        $0x04, Z22, Z22
+	VPERMPS       Z13, Z22, Z14
+	VFMADD231PS   Z15, Z14, Z4
+	VFMADD231PS   Z17, Z14, Z5
+	VFMADD231PS   Z19, Z14, Z6
+	VFMADD231PS   Z21, Z14, Z7
+	ADDQ          $0x00000010, R9
+	ADDQ          $0x00000080, DX
+	CMPQ          R9, R10
+	JB            gemmQ4T4BF16AVX512_r2_b
+	ADDQ          $0x00000002, DI
+	CMPQ          R9, stride+24(FP)
+	JB            gemmQ4T4BF16AVX512_r2_g
+	MOVQ          out+0(FP), AX
+	MOVQ          outStride+8(FP), CX
+	VEXTRACTF64X4 $0x01, Z0, Y8
+	VADDPS        Y8, Y0, Y8
+	VEXTRACTF32X4 $0x01, Y8, X13
+	VADDPS        X13, X8, X13
+	VPERMILPS     $0x4e, X13, X8
+	VADDPS        X8, X13, X13
+	VPERMILPS     $0xb1, X13, X8
+	VADDPS        X8, X13, X13
+	VMOVSS        X13, (AX)
+	VEXTRACTF64X4 $0x01, Z4, Y8
+	VADDPS        Y8, Y4, Y8
+	VEXTRACTF32X4 $0x01, Y8, X13
+	VADDPS        X13, X8, X13
+	VPERMILPS     $0x4e, X13, X8
+	VADDPS        X8, X13, X13
+	VPERMILPS     $0xb1, X13, X8
+	VADDPS        X8, X13, X13
+	VMOVSS        X13, 4(AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z1, Y8
+	VADDPS        Y8, Y1, Y8
+	VEXTRACTF32X4 $0x01, Y8, X13
+	VADDPS        X13, X8, X13
+	VPERMILPS     $0x4e, X13, X8
+	VADDPS        X8, X13, X13
+	VPERMILPS     $0xb1, X13, X8
+	VADDPS        X8, X13, X13
+	VMOVSS        X13, (AX)
+	VEXTRACTF64X4 $0x01, Z5, Y8
+	VADDPS        Y8, Y5, Y8
+	VEXTRACTF32X4 $0x01, Y8, X13
+	VADDPS        X13, X8, X13
+	VPERMILPS     $0x4e, X13, X8
+	VADDPS        X8, X13, X13
+	VPERMILPS     $0xb1, X13, X8
+	VADDPS        X8, X13, X13
+	VMOVSS        X13, 4(AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z2, Y8
+	VADDPS        Y8, Y2, Y8
+	VEXTRACTF32X4 $0x01, Y8, X13
+	VADDPS        X13, X8, X13
+	VPERMILPS     $0x4e, X13, X8
+	VADDPS        X8, X13, X13
+	VPERMILPS     $0xb1, X13, X8
+	VADDPS        X8, X13, X13
+	VMOVSS        X13, (AX)
+	VEXTRACTF64X4 $0x01, Z6, Y8
+	VADDPS        Y8, Y6, Y8
+	VEXTRACTF32X4 $0x01, Y8, X13
+	VADDPS        X13, X8, X13
+	VPERMILPS     $0x4e, X13, X8
+	VADDPS        X8, X13, X13
+	VPERMILPS     $0xb1, X13, X8
+	VADDPS        X8, X13, X13
+	VMOVSS        X13, 4(AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z3, Y8
+	VADDPS        Y8, Y3, Y8
+	VEXTRACTF32X4 $0x01, Y8, X13
+	VADDPS        X13, X8, X13
+	VPERMILPS     $0x4e, X13, X8
+	VADDPS        X8, X13, X13
+	VPERMILPS     $0xb1, X13, X8
+	VADDPS        X8, X13, X13
+	VMOVSS        X13, (AX)
+	VEXTRACTF64X4 $0x01, Z7, Y8
+	VADDPS        Y8, Y7, Y8
+	VEXTRACTF32X4 $0x01, Y8, X13
+	VADDPS        X13, X8, X13
+	VPERMILPS     $0x4e, X13, X8
+	VADDPS        X8, X13, X13
+	VPERMILPS     $0xb1, X13, X8
+	VADDPS        X8, X13, X13
+	VMOVSS        X13, 4(AX)
+	ADDQ          $0x00000008, out+0(FP)
+	MOVQ          stride+24(FP), AX
+	IMUL3Q        $0x00000002, AX, AX
+	ADDQ          AX, w+16(FP)
+	MOVQ          sstride+40(FP), AX
+	IMUL3Q        $0x00000002, AX, AX
+	ADDQ          AX, scales+32(FP)
+	SUBQ          $0x00000002, rows+80(FP)
+	JMP           gemmQ4T4BF16AVX512_r2
+
+gemmQ4T4BF16AVX512_r1:
+	CMPQ   rows+80(FP), $0x00000001
+	JL     gemmQ4T4BF16AVX512_done
+	MOVQ   w+16(FP), AX
+	VPXORD Z9, Z9, Z9
+	VPXORD Z10, Z10, Z10
+	VPXORD Z11, Z11, Z11
+	VPXORD Z12, Z12, Z12
+	MOVQ   x+64(FP), CX
+	MOVQ   xStride+72(FP), DX
+	LEAQ   (DX)(DX*2), BX
+	MOVQ   scales+32(FP), SI
+	XORQ   DI, DI
+
+gemmQ4T4BF16AVX512_r1_g:
+	VPBROADCASTW (SI), Z0
+	VPSLLD       $0x10, Z0, Z0
+	VMULPS       gemmSymFloats<>+0(SB), Z0, Z0
+	MOVQ         DI, R8
+	ADDQ         gbytes+56(FP), R8
+
+gemmQ4T4BF16AVX512_r1_b:
+	VMOVUPS       (CX), Z1
+	VMOVUPS       64(CX), Z2
+	VMOVUPS       (CX)(DX*1), Z3
+	VMOVUPS       64(CX)(DX*1), Z4
+	VMOVUPS       (CX)(DX*2), Z5
+	VMOVUPS       64(CX)(DX*2), Z6
+	VMOVUPS       (CX)(BX*1), Z7
+	VMOVUPS       64(CX)(BX*1), Z8
+	VPMOVZXBD     (AX)(DI*1), Z13
+	VPERMPS       Z0, Z13, Z14
+	VFMADD231PS   Z1, Z14, Z9
+	VFMADD231PS   Z3, Z14, Z10
+	VFMADD231PS   Z5, Z14, Z11
+	VFMADD231PS   Z7, Z14, Z12
+	VPSRLD        $0x04, Z13, Z13
+	VPERMPS       Z0, Z13, Z1
+	VFMADD231PS   Z2, Z1, Z9
+	VFMADD231PS   Z4, Z1, Z10
+	VFMADD231PS   Z6, Z1, Z11
+	VFMADD231PS   Z8, Z1, Z12
+	ADDQ          $0x00000010, DI
+	ADDQ          $0x00000080, CX
+	CMPQ          DI, R8
+	JB            gemmQ4T4BF16AVX512_r1_b
+	ADDQ          $0x00000002, SI
+	CMPQ          DI, stride+24(FP)
+	JB            gemmQ4T4BF16AVX512_r1_g
+	MOVQ          out+0(FP), AX
+	MOVQ          outStride+8(FP), CX
+	VEXTRACTF64X4 $0x01, Z9, Y0
+	VADDPS        Y0, Y9, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VPERMILPS     $0x4e, X1, X0
+	VADDPS        X0, X1, X1
+	VPERMILPS     $0xb1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSS        X1, (AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z10, Y0
+	VADDPS        Y0, Y10, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VPERMILPS     $0x4e, X1, X0
+	VADDPS        X0, X1, X1
+	VPERMILPS     $0xb1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSS        X1, (AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z11, Y0
+	VADDPS        Y0, Y11, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VPERMILPS     $0x4e, X1, X0
+	VADDPS        X0, X1, X1
+	VPERMILPS     $0xb1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSS        X1, (AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z12, Y0
+	VADDPS        Y0, Y12, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VPERMILPS     $0x4e, X1, X0
+	VADDPS        X0, X1, X1
+	VPERMILPS     $0xb1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSS        X1, (AX)
+	ADDQ          $0x00000004, out+0(FP)
+	MOVQ          stride+24(FP), AX
+	ADDQ          AX, w+16(FP)
+	MOVQ          sstride+40(FP), AX
+	ADDQ          AX, scales+32(FP)
+	SUBQ          $0x00000001, rows+80(FP)
+	JMP           gemmQ4T4BF16AVX512_r1
+
+gemmQ4T4BF16AVX512_done:
+	VZEROUPPER
+	RET
+
+// func gemmQ4T4BF16AVX2(out *float32, outStride int, w *byte, stride int, scales *byte, sstride int, ng int, gbytes int, x *float32, xStride int, rows int)
+// Requires: AVX, AVX2, FMA3
+TEXT ·gemmQ4T4BF16AVX2(SB), NOSPLIT, $0-88
+gemmQ4T4BF16AVX2_r2:
+	CMPQ   rows+80(FP), $0x00000002
+	JL     gemmQ4T4BF16AVX2_r1
+	MOVQ   w+16(FP), AX
+	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*1), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	MOVQ   x+64(FP), DX
+	MOVQ   xStride+72(FP), BX
+	LEAQ   (BX)(BX*2), SI
+	MOVQ   scales+32(FP), DI
+	MOVQ   sstride+40(FP), R8
+	XORQ   R9, R9
+
+gemmQ4T4BF16AVX2_r2_g:
+	VPBROADCASTW (DI), Y8
+	VPSLLD       $0x10, Y8, Y8
+	VMULPS       gemmMinusEight<>+0(SB), Y8, Y9
+	VPBROADCASTW (DI)(R8*1), Y10
+	VPSLLD       $0x10, Y10, Y10
+	VMULPS       gemmMinusEight<>+0(SB), Y10, Y11
+	MOVQ         R9, R10
+	ADDQ         gbytes+56(FP), R10
+
+gemmQ4T4BF16AVX2_r2_b:
+	VPMOVZXBD    (AX)(R9*1), Y12
+	VPAND        gemmLowNibble<>+0(SB), Y12, Y13
+	VPSRLD       $0x04, Y12, Y12
+	VCVTDQ2PS    Y13, Y13
+	VCVTDQ2PS    Y12, Y12
+	VFMADD213PS  Y9, Y8, Y13
+	VFMADD213PS  Y9, Y8, Y12
+	VFMADD231PS  (DX), Y13, Y0
+	VFMADD231PS  32(DX), Y12, Y0
+	VFMADD231PS  (DX)(BX*1), Y13, Y1
+	VFMADD231PS  32(DX)(BX*1), Y12, Y1
+	VFMADD231PS  (DX)(BX*2), Y13, Y2
+	VFMADD231PS  32(DX)(BX*2), Y12, Y2
+	VFMADD231PS  (DX)(SI*1), Y13, Y3
+	VFMADD231PS  32(DX)(SI*1), Y12, Y3
+	VPMOVZXBD    (CX)(R9*1), Y12
+	VPAND        gemmLowNibble<>+0(SB), Y12, Y13
+	VPSRLD       $0x04, Y12, Y12
+	VCVTDQ2PS    Y13, Y13
+	VCVTDQ2PS    Y12, Y12
+	VFMADD213PS  Y11, Y10, Y13
+	VFMADD213PS  Y11, Y10, Y12
+	VFMADD231PS  (DX), Y13, Y4
+	VFMADD231PS  32(DX), Y12, Y4
+	VFMADD231PS  (DX)(BX*1), Y13, Y5
+	VFMADD231PS  32(DX)(BX*1), Y12, Y5
+	VFMADD231PS  (DX)(BX*2), Y13, Y6
+	VFMADD231PS  32(DX)(BX*2), Y12, Y6
+	VFMADD231PS  (DX)(SI*1), Y13, Y7
+	VFMADD231PS  32(DX)(SI*1), Y12, Y7
+	ADDQ         $0x00000008, R9
+	ADDQ         $0x00000040, DX
+	CMPQ         R9, R10
+	JB           gemmQ4T4BF16AVX2_r2_b
+	ADDQ         $0x00000002, DI
+	CMPQ         R9, stride+24(FP)
+	JB           gemmQ4T4BF16AVX2_r2_g
+	MOVQ         out+0(FP), AX
+	MOVQ         outStride+8(FP), CX
+	VEXTRACTF128 $0x01, Y0, X8
+	VADDPS       X8, X0, X8
+	VPERMILPS    $0x4e, X8, X0
+	VADDPS       X0, X8, X8
+	VPERMILPS    $0xb1, X8, X0
+	VADDPS       X0, X8, X8
+	VMOVSS       X8, (AX)
+	VEXTRACTF128 $0x01, Y4, X0
+	VADDPS       X0, X4, X0
+	VPERMILPS    $0x4e, X0, X4
+	VADDPS       X4, X0, X0
+	VPERMILPS    $0xb1, X0, X4
+	VADDPS       X4, X0, X0
+	VMOVSS       X0, 4(AX)
+	ADDQ         CX, AX
+	VEXTRACTF128 $0x01, Y1, X0
+	VADDPS       X0, X1, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, (AX)
+	VEXTRACTF128 $0x01, Y5, X0
+	VADDPS       X0, X5, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, 4(AX)
+	ADDQ         CX, AX
+	VEXTRACTF128 $0x01, Y2, X0
+	VADDPS       X0, X2, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, (AX)
+	VEXTRACTF128 $0x01, Y6, X0
+	VADDPS       X0, X6, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, 4(AX)
+	ADDQ         CX, AX
+	VEXTRACTF128 $0x01, Y3, X0
+	VADDPS       X0, X3, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, (AX)
+	VEXTRACTF128 $0x01, Y7, X0
+	VADDPS       X0, X7, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, 4(AX)
+	ADDQ         $0x00000008, out+0(FP)
+	MOVQ         stride+24(FP), AX
+	IMUL3Q       $0x00000002, AX, AX
+	ADDQ         AX, w+16(FP)
+	MOVQ         sstride+40(FP), AX
+	IMUL3Q       $0x00000002, AX, AX
+	ADDQ         AX, scales+32(FP)
+	SUBQ         $0x00000002, rows+80(FP)
+	JMP          gemmQ4T4BF16AVX2_r2
+
+gemmQ4T4BF16AVX2_r1:
+	CMPQ   rows+80(FP), $0x00000001
+	JL     gemmQ4T4BF16AVX2_done
+	MOVQ   w+16(FP), AX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	MOVQ   x+64(FP), CX
+	MOVQ   xStride+72(FP), DX
+	LEAQ   (DX)(DX*2), BX
+	MOVQ   scales+32(FP), SI
+	XORQ   DI, DI
+
+gemmQ4T4BF16AVX2_r1_g:
+	VPBROADCASTW (SI), Y4
+	VPSLLD       $0x10, Y4, Y4
+	VMULPS       gemmMinusEight<>+0(SB), Y4, Y5
+	MOVQ         DI, R8
+	ADDQ         gbytes+56(FP), R8
+
+gemmQ4T4BF16AVX2_r1_b:
+	VPMOVZXBD    (AX)(DI*1), Y6
+	VPAND        gemmLowNibble<>+0(SB), Y6, Y7
+	VPSRLD       $0x04, Y6, Y6
+	VCVTDQ2PS    Y7, Y7
+	VCVTDQ2PS    Y6, Y6
+	VFMADD213PS  Y5, Y4, Y7
+	VFMADD213PS  Y5, Y4, Y6
+	VFMADD231PS  (CX), Y7, Y0
+	VFMADD231PS  32(CX), Y6, Y0
+	VFMADD231PS  (CX)(DX*1), Y7, Y1
+	VFMADD231PS  32(CX)(DX*1), Y6, Y1
+	VFMADD231PS  (CX)(DX*2), Y7, Y2
+	VFMADD231PS  32(CX)(DX*2), Y6, Y2
+	VFMADD231PS  (CX)(BX*1), Y7, Y3
+	VFMADD231PS  32(CX)(BX*1), Y6, Y3
+	ADDQ         $0x00000008, DI
+	ADDQ         $0x00000040, CX
+	CMPQ         DI, R8
+	JB           gemmQ4T4BF16AVX2_r1_b
+	ADDQ         $0x00000002, SI
+	CMPQ         DI, stride+24(FP)
+	JB           gemmQ4T4BF16AVX2_r1_g
+	MOVQ         out+0(FP), AX
+	MOVQ         outStride+8(FP), CX
+	VEXTRACTF128 $0x01, Y0, X4
+	VADDPS       X4, X0, X4
+	VPERMILPS    $0x4e, X4, X0
+	VADDPS       X0, X4, X4
+	VPERMILPS    $0xb1, X4, X0
+	VADDPS       X0, X4, X4
+	VMOVSS       X4, (AX)
+	ADDQ         CX, AX
+	VEXTRACTF128 $0x01, Y1, X0
+	VADDPS       X0, X1, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, (AX)
+	ADDQ         CX, AX
+	VEXTRACTF128 $0x01, Y2, X0
+	VADDPS       X0, X2, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, (AX)
+	ADDQ         CX, AX
+	VEXTRACTF128 $0x01, Y3, X0
+	VADDPS       X0, X3, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, (AX)
+	ADDQ         $0x00000004, out+0(FP)
+	MOVQ         stride+24(FP), AX
+	ADDQ         AX, w+16(FP)
+	MOVQ         sstride+40(FP), AX
+	ADDQ         AX, scales+32(FP)
+	SUBQ         $0x00000001, rows+80(FP)
+	JMP          gemmQ4T4BF16AVX2_r1
+
+gemmQ4T4BF16AVX2_done:
+	VZEROUPPER
+	RET
+
+// func gemmQ4T4F16AVX512(out *float32, outStride int, w *byte, stride int, scales *byte, sstride int, ng int, gbytes int, x *float32, xStride int, rows int)
+// Requires: AVX, AVX2, AVX512F, AVX512VL
+TEXT ·gemmQ4T4F16AVX512(SB), NOSPLIT, $0-88
+gemmQ4T4F16AVX512_r2:
+	CMPQ   rows+80(FP), $0x00000002
+	JL     gemmQ4T4F16AVX512_r1
+	MOVQ   w+16(FP), AX
+	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*1), CX
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4
+	VPXORD Z5, Z5, Z5
+	VPXORD Z6, Z6, Z6
+	VPXORD Z7, Z7, Z7
+	MOVQ   x+64(FP), DX
+	MOVQ   xStride+72(FP), BX
+	LEAQ   (BX)(BX*2), SI
+	MOVQ   scales+32(FP), DI
+	MOVQ   sstride+40(FP), R8
+	XORQ   R9, R9
+
+gemmQ4T4F16AVX512_r2_g:
+	VPBROADCASTW (DI), Y8
+	VCVTPH2PS    Y8, Z8
+	VMULPS       gemmSymFloats<>+0(SB), Z8, Z8
+	VPBROADCASTW (DI)(R8*1), Y13
+	VCVTPH2PS    Y13, Z13
+	VMULPS       gemmSymFloats<>+0(SB), Z13, Z13
+	MOVQ         R9, R10
+	ADDQ         gbytes+56(FP), R10
+
+gemmQ4T4F16AVX512_r2_b:
+	VMOVUPS       (DX), Z14
+	VMOVUPS       64(DX), Z15
+	VMOVUPS       (DX)(BX*1), Z16
+	VMOVUPS       64(DX)(BX*1), Z17
+	VMOVUPS       (DX)(BX*2), Z18
+	VMOVUPS       64(DX)(BX*2), Z19
+	VMOVUPS       (DX)(SI*1), Z20
+	VMOVUPS       64(DX)(SI*1), Z21
+	VPMOVZXBD     (AX)(R9*1), Z22
+	VPERMPS       Z8, Z22, Z23
+	VFMADD231PS   Z14, Z23, Z0
+	VFMADD231PS   Z16, Z23, Z1
+	VFMADD231PS   Z18, Z23, Z2
+	VFMADD231PS   Z20, Z23, Z3
+	VPSRLD        $0x04, Z22, Z22
+	VPERMPS       Z8, Z22, Z22
+	VFMADD231PS   Z15, Z22, Z0
+	VFMADD231PS   Z17, Z22, Z1
+	VFMADD231PS   Z19, Z22, Z2
+	VFMADD231PS   Z21, Z22, Z3
+	VPMOVZXBD     (CX)(R9*1), Z22
+	VPERMPS       Z13, Z22, Z23
+	VFMADD231PS   Z14, Z23, Z4
+	VFMADD231PS   Z16, Z23, Z5
+	VFMADD231PS   Z18, Z23, Z6
+	VFMADD231PS   Z20, Z23, Z7
+	VPSRLD        $0x04, Z22, Z22
+	VPERMPS       Z13, Z22, Z14
+	VFMADD231PS   Z15, Z14, Z4
+	VFMADD231PS   Z17, Z14, Z5
+	VFMADD231PS   Z19, Z14, Z6
+	VFMADD231PS   Z21, Z14, Z7
+	ADDQ          $0x00000010, R9
+	ADDQ          $0x00000080, DX
+	CMPQ          R9, R10
+	JB            gemmQ4T4F16AVX512_r2_b
+	ADDQ          $0x00000002, DI
+	CMPQ          R9, stride+24(FP)
+	JB            gemmQ4T4F16AVX512_r2_g
+	MOVQ          out+0(FP), AX
+	MOVQ          outStride+8(FP), CX
+	VEXTRACTF64X4 $0x01, Z0, Y8
+	VADDPS        Y8, Y0, Y8
+	VEXTRACTF32X4 $0x01, Y8, X13
+	VADDPS        X13, X8, X13
+	VPERMILPS     $0x4e, X13, X8
+	VADDPS        X8, X13, X13
+	VPERMILPS     $0xb1, X13, X8
+	VADDPS        X8, X13, X13
+	VMOVSS        X13, (AX)
+	VEXTRACTF64X4 $0x01, Z4, Y8
+	VADDPS        Y8, Y4, Y8
+	VEXTRACTF32X4 $0x01, Y8, X13
+	VADDPS        X13, X8, X13
+	VPERMILPS     $0x4e, X13, X8
+	VADDPS        X8, X13, X13
+	VPERMILPS     $0xb1, X13, X8
+	VADDPS        X8, X13, X13
+	VMOVSS        X13, 4(AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z1, Y8
+	VADDPS        Y8, Y1, Y8
+	VEXTRACTF32X4 $0x01, Y8, X13
+	VADDPS        X13, X8, X13
+	VPERMILPS     $0x4e, X13, X8
+	VADDPS        X8, X13, X13
+	VPERMILPS     $0xb1, X13, X8
+	VADDPS        X8, X13, X13
+	VMOVSS        X13, (AX)
+	VEXTRACTF64X4 $0x01, Z5, Y8
+	VADDPS        Y8, Y5, Y8
+	VEXTRACTF32X4 $0x01, Y8, X13
+	VADDPS        X13, X8, X13
+	VPERMILPS     $0x4e, X13, X8
+	VADDPS        X8, X13, X13
+	VPERMILPS     $0xb1, X13, X8
+	VADDPS        X8, X13, X13
+	VMOVSS        X13, 4(AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z2, Y8
+	VADDPS        Y8, Y2, Y8
+	VEXTRACTF32X4 $0x01, Y8, X13
+	VADDPS        X13, X8, X13
+	VPERMILPS     $0x4e, X13, X8
+	VADDPS        X8, X13, X13
+	VPERMILPS     $0xb1, X13, X8
+	VADDPS        X8, X13, X13
+	VMOVSS        X13, (AX)
+	VEXTRACTF64X4 $0x01, Z6, Y8
+	VADDPS        Y8, Y6, Y8
+	VEXTRACTF32X4 $0x01, Y8, X13
+	VADDPS        X13, X8, X13
+	VPERMILPS     $0x4e, X13, X8
+	VADDPS        X8, X13, X13
+	VPERMILPS     $0xb1, X13, X8
+	VADDPS        X8, X13, X13
+	VMOVSS        X13, 4(AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z3, Y8
+	VADDPS        Y8, Y3, Y8
+	VEXTRACTF32X4 $0x01, Y8, X13
+	VADDPS        X13, X8, X13
+	VPERMILPS     $0x4e, X13, X8
+	VADDPS        X8, X13, X13
+	VPERMILPS     $0xb1, X13, X8
+	VADDPS        X8, X13, X13
+	VMOVSS        X13, (AX)
+	VEXTRACTF64X4 $0x01, Z7, Y8
+	VADDPS        Y8, Y7, Y8
+	VEXTRACTF32X4 $0x01, Y8, X13
+	VADDPS        X13, X8, X13
+	VPERMILPS     $0x4e, X13, X8
+	VADDPS        X8, X13, X13
+	VPERMILPS     $0xb1, X13, X8
+	VADDPS        X8, X13, X13
+	VMOVSS        X13, 4(AX)
+	ADDQ          $0x00000008, out+0(FP)
+	MOVQ          stride+24(FP), AX
+	IMUL3Q        $0x00000002, AX, AX
+	ADDQ          AX, w+16(FP)
+	MOVQ          sstride+40(FP), AX
+	IMUL3Q        $0x00000002, AX, AX
+	ADDQ          AX, scales+32(FP)
+	SUBQ          $0x00000002, rows+80(FP)
+	JMP           gemmQ4T4F16AVX512_r2
+
+gemmQ4T4F16AVX512_r1:
+	CMPQ   rows+80(FP), $0x00000001
+	JL     gemmQ4T4F16AVX512_done
+	MOVQ   w+16(FP), AX
+	VPXORD Z9, Z9, Z9
+	VPXORD Z10, Z10, Z10
+	VPXORD Z11, Z11, Z11
+	VPXORD Z12, Z12, Z12
+	MOVQ   x+64(FP), CX
+	MOVQ   xStride+72(FP), DX
+	LEAQ   (DX)(DX*2), BX
+	MOVQ   scales+32(FP), SI
+	XORQ   DI, DI
+
+gemmQ4T4F16AVX512_r1_g:
+	VPBROADCASTW (SI), Y0
+	VCVTPH2PS    Y0, Z0
+	VMULPS       gemmSymFloats<>+0(SB), Z0, Z0
+	MOVQ         DI, R8
+	ADDQ         gbytes+56(FP), R8
+
+gemmQ4T4F16AVX512_r1_b:
+	VMOVUPS       (CX), Z1
+	VMOVUPS       64(CX), Z2
+	VMOVUPS       (CX)(DX*1), Z3
+	VMOVUPS       64(CX)(DX*1), Z4
+	VMOVUPS       (CX)(DX*2), Z5
+	VMOVUPS       64(CX)(DX*2), Z6
+	VMOVUPS       (CX)(BX*1), Z7
+	VMOVUPS       64(CX)(BX*1), Z8
+	VPMOVZXBD     (AX)(DI*1), Z13
+	VPERMPS       Z0, Z13, Z14
+	VFMADD231PS   Z1, Z14, Z9
+	VFMADD231PS   Z3, Z14, Z10
+	VFMADD231PS   Z5, Z14, Z11
+	VFMADD231PS   Z7, Z14, Z12
+	VPSRLD        $0x04, Z13, Z13
+	VPERMPS       Z0, Z13, Z1
+	VFMADD231PS   Z2, Z1, Z9
+	VFMADD231PS   Z4, Z1, Z10
+	VFMADD231PS   Z6, Z1, Z11
+	VFMADD231PS   Z8, Z1, Z12
+	ADDQ          $0x00000010, DI
+	ADDQ          $0x00000080, CX
+	CMPQ          DI, R8
+	JB            gemmQ4T4F16AVX512_r1_b
+	ADDQ          $0x00000002, SI
+	CMPQ          DI, stride+24(FP)
+	JB            gemmQ4T4F16AVX512_r1_g
+	MOVQ          out+0(FP), AX
+	MOVQ          outStride+8(FP), CX
+	VEXTRACTF64X4 $0x01, Z9, Y0
+	VADDPS        Y0, Y9, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VPERMILPS     $0x4e, X1, X0
+	VADDPS        X0, X1, X1
+	VPERMILPS     $0xb1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSS        X1, (AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z10, Y0
+	VADDPS        Y0, Y10, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VPERMILPS     $0x4e, X1, X0
+	VADDPS        X0, X1, X1
+	VPERMILPS     $0xb1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSS        X1, (AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z11, Y0
+	VADDPS        Y0, Y11, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VPERMILPS     $0x4e, X1, X0
+	VADDPS        X0, X1, X1
+	VPERMILPS     $0xb1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSS        X1, (AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z12, Y0
+	VADDPS        Y0, Y12, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VPERMILPS     $0x4e, X1, X0
+	VADDPS        X0, X1, X1
+	VPERMILPS     $0xb1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSS        X1, (AX)
+	ADDQ          $0x00000004, out+0(FP)
+	MOVQ          stride+24(FP), AX
+	ADDQ          AX, w+16(FP)
+	MOVQ          sstride+40(FP), AX
+	ADDQ          AX, scales+32(FP)
+	SUBQ          $0x00000001, rows+80(FP)
+	JMP           gemmQ4T4F16AVX512_r1
+
+gemmQ4T4F16AVX512_done:
+	VZEROUPPER
+	RET
+
+// func gemmQ4T4F16AVX2(out *float32, outStride int, w *byte, stride int, scales *byte, sstride int, ng int, gbytes int, x *float32, xStride int, rows int)
+// Requires: AVX, AVX2, F16C, FMA3
+TEXT ·gemmQ4T4F16AVX2(SB), NOSPLIT, $0-88
+gemmQ4T4F16AVX2_r2:
+	CMPQ   rows+80(FP), $0x00000002
+	JL     gemmQ4T4F16AVX2_r1
+	MOVQ   w+16(FP), AX
+	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*1), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	MOVQ   x+64(FP), DX
+	MOVQ   xStride+72(FP), BX
+	LEAQ   (BX)(BX*2), SI
+	MOVQ   scales+32(FP), DI
+	MOVQ   sstride+40(FP), R8
+	XORQ   R9, R9
+
+gemmQ4T4F16AVX2_r2_g:
+	VPBROADCASTW (DI), X8
+	VCVTPH2PS    X8, Y8
+	VMULPS       gemmMinusEight<>+0(SB), Y8, Y9
+	VPBROADCASTW (DI)(R8*1), X10
+	VCVTPH2PS    X10, Y10
+	VMULPS       gemmMinusEight<>+0(SB), Y10, Y11
+	MOVQ         R9, R10
+	ADDQ         gbytes+56(FP), R10
+
+gemmQ4T4F16AVX2_r2_b:
+	VPMOVZXBD    (AX)(R9*1), Y12
+	VPAND        gemmLowNibble<>+0(SB), Y12, Y13
+	VPSRLD       $0x04, Y12, Y12
+	VCVTDQ2PS    Y13, Y13
+	VCVTDQ2PS    Y12, Y12
+	VFMADD213PS  Y9, Y8, Y13
+	VFMADD213PS  Y9, Y8, Y12
+	VFMADD231PS  (DX), Y13, Y0
+	VFMADD231PS  32(DX), Y12, Y0
+	VFMADD231PS  (DX)(BX*1), Y13, Y1
+	VFMADD231PS  32(DX)(BX*1), Y12, Y1
+	VFMADD231PS  (DX)(BX*2), Y13, Y2
+	VFMADD231PS  32(DX)(BX*2), Y12, Y2
+	VFMADD231PS  (DX)(SI*1), Y13, Y3
+	VFMADD231PS  32(DX)(SI*1), Y12, Y3
+	VPMOVZXBD    (CX)(R9*1), Y12
+	VPAND        gemmLowNibble<>+0(SB), Y12, Y13
+	VPSRLD       $0x04, Y12, Y12
+	VCVTDQ2PS    Y13, Y13
+	VCVTDQ2PS    Y12, Y12
+	VFMADD213PS  Y11, Y10, Y13
+	VFMADD213PS  Y11, Y10, Y12
+	VFMADD231PS  (DX), Y13, Y4
+	VFMADD231PS  32(DX), Y12, Y4
+	VFMADD231PS  (DX)(BX*1), Y13, Y5
+	VFMADD231PS  32(DX)(BX*1), Y12, Y5
+	VFMADD231PS  (DX)(BX*2), Y13, Y6
+	VFMADD231PS  32(DX)(BX*2), Y12, Y6
+	VFMADD231PS  (DX)(SI*1), Y13, Y7
+	VFMADD231PS  32(DX)(SI*1), Y12, Y7
+	ADDQ         $0x00000008, R9
+	ADDQ         $0x00000040, DX
+	CMPQ         R9, R10
+	JB           gemmQ4T4F16AVX2_r2_b
+	ADDQ         $0x00000002, DI
+	CMPQ         R9, stride+24(FP)
+	JB           gemmQ4T4F16AVX2_r2_g
+	MOVQ         out+0(FP), AX
+	MOVQ         outStride+8(FP), CX
+	VEXTRACTF128 $0x01, Y0, X8
+	VADDPS       X8, X0, X8
+	VPERMILPS    $0x4e, X8, X0
+	VADDPS       X0, X8, X8
+	VPERMILPS    $0xb1, X8, X0
+	VADDPS       X0, X8, X8
+	VMOVSS       X8, (AX)
+	VEXTRACTF128 $0x01, Y4, X0
+	VADDPS       X0, X4, X0
+	VPERMILPS    $0x4e, X0, X4
+	VADDPS       X4, X0, X0
+	VPERMILPS    $0xb1, X0, X4
+	VADDPS       X4, X0, X0
+	VMOVSS       X0, 4(AX)
+	ADDQ         CX, AX
+	VEXTRACTF128 $0x01, Y1, X0
+	VADDPS       X0, X1, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, (AX)
+	VEXTRACTF128 $0x01, Y5, X0
+	VADDPS       X0, X5, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, 4(AX)
+	ADDQ         CX, AX
+	VEXTRACTF128 $0x01, Y2, X0
+	VADDPS       X0, X2, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, (AX)
+	VEXTRACTF128 $0x01, Y6, X0
+	VADDPS       X0, X6, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, 4(AX)
+	ADDQ         CX, AX
+	VEXTRACTF128 $0x01, Y3, X0
+	VADDPS       X0, X3, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, (AX)
+	VEXTRACTF128 $0x01, Y7, X0
+	VADDPS       X0, X7, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, 4(AX)
+	ADDQ         $0x00000008, out+0(FP)
+	MOVQ         stride+24(FP), AX
+	IMUL3Q       $0x00000002, AX, AX
+	ADDQ         AX, w+16(FP)
+	MOVQ         sstride+40(FP), AX
+	IMUL3Q       $0x00000002, AX, AX
+	ADDQ         AX, scales+32(FP)
+	SUBQ         $0x00000002, rows+80(FP)
+	JMP          gemmQ4T4F16AVX2_r2
+
+gemmQ4T4F16AVX2_r1:
+	CMPQ   rows+80(FP), $0x00000001
+	JL     gemmQ4T4F16AVX2_done
+	MOVQ   w+16(FP), AX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	MOVQ   x+64(FP), CX
+	MOVQ   xStride+72(FP), DX
+	LEAQ   (DX)(DX*2), BX
+	MOVQ   scales+32(FP), SI
+	XORQ   DI, DI
+
+gemmQ4T4F16AVX2_r1_g:
+	VPBROADCASTW (SI), X4
+	VCVTPH2PS    X4, Y4
+	VMULPS       gemmMinusEight<>+0(SB), Y4, Y5
+	MOVQ         DI, R8
+	ADDQ         gbytes+56(FP), R8
+
+gemmQ4T4F16AVX2_r1_b:
+	VPMOVZXBD    (AX)(DI*1), Y6
+	VPAND        gemmLowNibble<>+0(SB), Y6, Y7
+	VPSRLD       $0x04, Y6, Y6
+	VCVTDQ2PS    Y7, Y7
+	VCVTDQ2PS    Y6, Y6
+	VFMADD213PS  Y5, Y4, Y7
+	VFMADD213PS  Y5, Y4, Y6
+	VFMADD231PS  (CX), Y7, Y0
+	VFMADD231PS  32(CX), Y6, Y0
+	VFMADD231PS  (CX)(DX*1), Y7, Y1
+	VFMADD231PS  32(CX)(DX*1), Y6, Y1
+	VFMADD231PS  (CX)(DX*2), Y7, Y2
+	VFMADD231PS  32(CX)(DX*2), Y6, Y2
+	VFMADD231PS  (CX)(BX*1), Y7, Y3
+	VFMADD231PS  32(CX)(BX*1), Y6, Y3
+	ADDQ         $0x00000008, DI
+	ADDQ         $0x00000040, CX
+	CMPQ         DI, R8
+	JB           gemmQ4T4F16AVX2_r1_b
+	ADDQ         $0x00000002, SI
+	CMPQ         DI, stride+24(FP)
+	JB           gemmQ4T4F16AVX2_r1_g
+	MOVQ         out+0(FP), AX
+	MOVQ         outStride+8(FP), CX
+	VEXTRACTF128 $0x01, Y0, X4
+	VADDPS       X4, X0, X4
+	VPERMILPS    $0x4e, X4, X0
+	VADDPS       X0, X4, X4
+	VPERMILPS    $0xb1, X4, X0
+	VADDPS       X0, X4, X4
+	VMOVSS       X4, (AX)
+	ADDQ         CX, AX
+	VEXTRACTF128 $0x01, Y1, X0
+	VADDPS       X0, X1, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, (AX)
+	ADDQ         CX, AX
+	VEXTRACTF128 $0x01, Y2, X0
+	VADDPS       X0, X2, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, (AX)
+	ADDQ         CX, AX
+	VEXTRACTF128 $0x01, Y3, X0
+	VADDPS       X0, X3, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, (AX)
+	ADDQ         $0x00000004, out+0(FP)
+	MOVQ         stride+24(FP), AX
+	ADDQ         AX, w+16(FP)
+	MOVQ         sstride+40(FP), AX
+	ADDQ         AX, scales+32(FP)
+	SUBQ         $0x00000001, rows+80(FP)
+	JMP          gemmQ4T4F16AVX2_r1
+
+gemmQ4T4F16AVX2_done:
+	VZEROUPPER
+	RET
+
+// func gemmQ4T4F32AVX512(out *float32, outStride int, w *byte, stride int, scales *byte, sstride int, ng int, gbytes int, x *float32, xStride int, rows int)
+// Requires: AVX, AVX512F, AVX512VL
+TEXT ·gemmQ4T4F32AVX512(SB), NOSPLIT, $0-88
+gemmQ4T4F32AVX512_r2:
+	CMPQ   rows+80(FP), $0x00000002
+	JL     gemmQ4T4F32AVX512_r1
+	MOVQ   w+16(FP), AX
+	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*1), CX
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4
+	VPXORD Z5, Z5, Z5
+	VPXORD Z6, Z6, Z6
+	VPXORD Z7, Z7, Z7
+	MOVQ   x+64(FP), DX
+	MOVQ   xStride+72(FP), BX
+	LEAQ   (BX)(BX*2), SI
+	MOVQ   scales+32(FP), DI
+	MOVQ   sstride+40(FP), R8
+	XORQ   R9, R9
+
+gemmQ4T4F32AVX512_r2_g:
+	VBROADCASTSS (DI), Z8
+	VMULPS       gemmSymFloats<>+0(SB), Z8, Z8
+	VBROADCASTSS (DI)(R8*1), Z13
+	VMULPS       gemmSymFloats<>+0(SB), Z13, Z13
+	MOVQ         R9, R10
+	ADDQ         gbytes+56(FP), R10
+
+gemmQ4T4F32AVX512_r2_b:
+	VMOVUPS       (DX), Z14
+	VMOVUPS       64(DX), Z15
+	VMOVUPS       (DX)(BX*1), Z16
+	VMOVUPS       64(DX)(BX*1), Z17
+	VMOVUPS       (DX)(BX*2), Z18
+	VMOVUPS       64(DX)(BX*2), Z19
+	VMOVUPS       (DX)(SI*1), Z20
+	VMOVUPS       64(DX)(SI*1), Z21
+	VPMOVZXBD     (AX)(R9*1), Z22
+	VPERMPS       Z8, Z22, Z23
+	VFMADD231PS   Z14, Z23, Z0
+	VFMADD231PS   Z16, Z23, Z1
+	VFMADD231PS   Z18, Z23, Z2
+	VFMADD231PS   Z20, Z23, Z3
+	VPSRLD        $0x04, Z22, Z22
+	VPERMPS       Z8, Z22, Z22
+	VFMADD231PS   Z15, Z22, Z0
+	VFMADD231PS   Z17, Z22, Z1
+	VFMADD231PS   Z19, Z22, Z2
+	VFMADD231PS   Z21, Z22, Z3
+	VPMOVZXBD     (CX)(R9*1), Z22
+	VPERMPS       Z13, Z22, Z23
+	VFMADD231PS   Z14, Z23, Z4
+	VFMADD231PS   Z16, Z23, Z5
+	VFMADD231PS   Z18, Z23, Z6
+	VFMADD231PS   Z20, Z23, Z7
+	VPSRLD        $0x04, Z22, Z22
+	VPERMPS       Z13, Z22, Z14
+	VFMADD231PS   Z15, Z14, Z4
+	VFMADD231PS   Z17, Z14, Z5
+	VFMADD231PS   Z19, Z14, Z6
+	VFMADD231PS   Z21, Z14, Z7
+	ADDQ          $0x00000010, R9
+	ADDQ          $0x00000080, DX
+	CMPQ          R9, R10
+	JB            gemmQ4T4F32AVX512_r2_b
+	ADDQ          $0x00000004, DI
+	CMPQ          R9, stride+24(FP)
+	JB            gemmQ4T4F32AVX512_r2_g
+	MOVQ          out+0(FP), AX
+	MOVQ          outStride+8(FP), CX
+	VEXTRACTF64X4 $0x01, Z0, Y8
+	VADDPS        Y8, Y0, Y8
+	VEXTRACTF32X4 $0x01, Y8, X13
+	VADDPS        X13, X8, X13
+	VPERMILPS     $0x4e, X13, X8
+	VADDPS        X8, X13, X13
+	VPERMILPS     $0xb1, X13, X8
+	VADDPS        X8, X13, X13
+	VMOVSS        X13, (AX)
+	VEXTRACTF64X4 $0x01, Z4, Y8
+	VADDPS        Y8, Y4, Y8
+	VEXTRACTF32X4 $0x01, Y8, X13
+	VADDPS        X13, X8, X13
+	VPERMILPS     $0x4e, X13, X8
+	VADDPS        X8, X13, X13
+	VPERMILPS     $0xb1, X13, X8
+	VADDPS        X8, X13, X13
+	VMOVSS        X13, 4(AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z1, Y8
+	VADDPS        Y8, Y1, Y8
+	VEXTRACTF32X4 $0x01, Y8, X13
+	VADDPS        X13, X8, X13
+	VPERMILPS     $0x4e, X13, X8
+	VADDPS        X8, X13, X13
+	VPERMILPS     $0xb1, X13, X8
+	VADDPS        X8, X13, X13
+	VMOVSS        X13, (AX)
+	VEXTRACTF64X4 $0x01, Z5, Y8
+	VADDPS        Y8, Y5, Y8
+	VEXTRACTF32X4 $0x01, Y8, X13
+	VADDPS        X13, X8, X13
+	VPERMILPS     $0x4e, X13, X8
+	VADDPS        X8, X13, X13
+	VPERMILPS     $0xb1, X13, X8
+	VADDPS        X8, X13, X13
+	VMOVSS        X13, 4(AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z2, Y8
+	VADDPS        Y8, Y2, Y8
+	VEXTRACTF32X4 $0x01, Y8, X13
+	VADDPS        X13, X8, X13
+	VPERMILPS     $0x4e, X13, X8
+	VADDPS        X8, X13, X13
+	VPERMILPS     $0xb1, X13, X8
+	VADDPS        X8, X13, X13
+	VMOVSS        X13, (AX)
+	VEXTRACTF64X4 $0x01, Z6, Y8
+	VADDPS        Y8, Y6, Y8
+	VEXTRACTF32X4 $0x01, Y8, X13
+	VADDPS        X13, X8, X13
+	VPERMILPS     $0x4e, X13, X8
+	VADDPS        X8, X13, X13
+	VPERMILPS     $0xb1, X13, X8
+	VADDPS        X8, X13, X13
+	VMOVSS        X13, 4(AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z3, Y8
+	VADDPS        Y8, Y3, Y8
+	VEXTRACTF32X4 $0x01, Y8, X13
+	VADDPS        X13, X8, X13
+	VPERMILPS     $0x4e, X13, X8
+	VADDPS        X8, X13, X13
+	VPERMILPS     $0xb1, X13, X8
+	VADDPS        X8, X13, X13
+	VMOVSS        X13, (AX)
+	VEXTRACTF64X4 $0x01, Z7, Y8
+	VADDPS        Y8, Y7, Y8
+	VEXTRACTF32X4 $0x01, Y8, X13
+	VADDPS        X13, X8, X13
+	VPERMILPS     $0x4e, X13, X8
+	VADDPS        X8, X13, X13
+	VPERMILPS     $0xb1, X13, X8
+	VADDPS        X8, X13, X13
+	VMOVSS        X13, 4(AX)
+	ADDQ          $0x00000008, out+0(FP)
+	MOVQ          stride+24(FP), AX
+	IMUL3Q        $0x00000002, AX, AX
+	ADDQ          AX, w+16(FP)
+	MOVQ          sstride+40(FP), AX
+	IMUL3Q        $0x00000002, AX, AX
+	ADDQ          AX, scales+32(FP)
+	SUBQ          $0x00000002, rows+80(FP)
+	JMP           gemmQ4T4F32AVX512_r2
+
+gemmQ4T4F32AVX512_r1:
+	CMPQ   rows+80(FP), $0x00000001
+	JL     gemmQ4T4F32AVX512_done
+	MOVQ   w+16(FP), AX
+	VPXORD Z9, Z9, Z9
+	VPXORD Z10, Z10, Z10
+	VPXORD Z11, Z11, Z11
+	VPXORD Z12, Z12, Z12
+	MOVQ   x+64(FP), CX
+	MOVQ   xStride+72(FP), DX
+	LEAQ   (DX)(DX*2), BX
+	MOVQ   scales+32(FP), SI
+	XORQ   DI, DI
+
+gemmQ4T4F32AVX512_r1_g:
+	VBROADCASTSS (SI), Z0
+	VMULPS       gemmSymFloats<>+0(SB), Z0, Z0
+	MOVQ         DI, R8
+	ADDQ         gbytes+56(FP), R8
+
+gemmQ4T4F32AVX512_r1_b:
+	VMOVUPS       (CX), Z1
+	VMOVUPS       64(CX), Z2
+	VMOVUPS       (CX)(DX*1), Z3
+	VMOVUPS       64(CX)(DX*1), Z4
+	VMOVUPS       (CX)(DX*2), Z5
+	VMOVUPS       64(CX)(DX*2), Z6
+	VMOVUPS       (CX)(BX*1), Z7
+	VMOVUPS       64(CX)(BX*1), Z8
+	VPMOVZXBD     (AX)(DI*1), Z13
+	VPERMPS       Z0, Z13, Z14
+	VFMADD231PS   Z1, Z14, Z9
+	VFMADD231PS   Z3, Z14, Z10
+	VFMADD231PS   Z5, Z14, Z11
+	VFMADD231PS   Z7, Z14, Z12
+	VPSRLD        $0x04, Z13, Z13
+	VPERMPS       Z0, Z13, Z1
+	VFMADD231PS   Z2, Z1, Z9
+	VFMADD231PS   Z4, Z1, Z10
+	VFMADD231PS   Z6, Z1, Z11
+	VFMADD231PS   Z8, Z1, Z12
+	ADDQ          $0x00000010, DI
+	ADDQ          $0x00000080, CX
+	CMPQ          DI, R8
+	JB            gemmQ4T4F32AVX512_r1_b
+	ADDQ          $0x00000004, SI
+	CMPQ          DI, stride+24(FP)
+	JB            gemmQ4T4F32AVX512_r1_g
+	MOVQ          out+0(FP), AX
+	MOVQ          outStride+8(FP), CX
+	VEXTRACTF64X4 $0x01, Z9, Y0
+	VADDPS        Y0, Y9, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VPERMILPS     $0x4e, X1, X0
+	VADDPS        X0, X1, X1
+	VPERMILPS     $0xb1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSS        X1, (AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z10, Y0
+	VADDPS        Y0, Y10, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VPERMILPS     $0x4e, X1, X0
+	VADDPS        X0, X1, X1
+	VPERMILPS     $0xb1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSS        X1, (AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z11, Y0
+	VADDPS        Y0, Y11, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VPERMILPS     $0x4e, X1, X0
+	VADDPS        X0, X1, X1
+	VPERMILPS     $0xb1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSS        X1, (AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z12, Y0
+	VADDPS        Y0, Y12, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VPERMILPS     $0x4e, X1, X0
+	VADDPS        X0, X1, X1
+	VPERMILPS     $0xb1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSS        X1, (AX)
+	ADDQ          $0x00000004, out+0(FP)
+	MOVQ          stride+24(FP), AX
+	ADDQ          AX, w+16(FP)
+	MOVQ          sstride+40(FP), AX
+	ADDQ          AX, scales+32(FP)
+	SUBQ          $0x00000001, rows+80(FP)
+	JMP           gemmQ4T4F32AVX512_r1
+
+gemmQ4T4F32AVX512_done:
+	VZEROUPPER
+	RET
+
+// func gemmQ4T4F32AVX2(out *float32, outStride int, w *byte, stride int, scales *byte, sstride int, ng int, gbytes int, x *float32, xStride int, rows int)
+// Requires: AVX, AVX2, FMA3
+TEXT ·gemmQ4T4F32AVX2(SB), NOSPLIT, $0-88
+gemmQ4T4F32AVX2_r2:
+	CMPQ   rows+80(FP), $0x00000002
+	JL     gemmQ4T4F32AVX2_r1
+	MOVQ   w+16(FP), AX
+	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*1), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	MOVQ   x+64(FP), DX
+	MOVQ   xStride+72(FP), BX
+	LEAQ   (BX)(BX*2), SI
+	MOVQ   scales+32(FP), DI
+	MOVQ   sstride+40(FP), R8
+	XORQ   R9, R9
+
+gemmQ4T4F32AVX2_r2_g:
+	VBROADCASTSS (DI), Y8
+	VMULPS       gemmMinusEight<>+0(SB), Y8, Y9
+	VBROADCASTSS (DI)(R8*1), Y10
+	VMULPS       gemmMinusEight<>+0(SB), Y10, Y11
+	MOVQ         R9, R10
+	ADDQ         gbytes+56(FP), R10
+
+gemmQ4T4F32AVX2_r2_b:
+	VPMOVZXBD    (AX)(R9*1), Y12
+	VPAND        gemmLowNibble<>+0(SB), Y12, Y13
+	VPSRLD       $0x04, Y12, Y12
+	VCVTDQ2PS    Y13, Y13
+	VCVTDQ2PS    Y12, Y12
+	VFMADD213PS  Y9, Y8, Y13
+	VFMADD213PS  Y9, Y8, Y12
+	VFMADD231PS  (DX), Y13, Y0
+	VFMADD231PS  32(DX), Y12, Y0
+	VFMADD231PS  (DX)(BX*1), Y13, Y1
+	VFMADD231PS  32(DX)(BX*1), Y12, Y1
+	VFMADD231PS  (DX)(BX*2), Y13, Y2
+	VFMADD231PS  32(DX)(BX*2), Y12, Y2
+	VFMADD231PS  (DX)(SI*1), Y13, Y3
+	VFMADD231PS  32(DX)(SI*1), Y12, Y3
+	VPMOVZXBD    (CX)(R9*1), Y12
+	VPAND        gemmLowNibble<>+0(SB), Y12, Y13
+	VPSRLD       $0x04, Y12, Y12
+	VCVTDQ2PS    Y13, Y13
+	VCVTDQ2PS    Y12, Y12
+	VFMADD213PS  Y11, Y10, Y13
+	VFMADD213PS  Y11, Y10, Y12
+	VFMADD231PS  (DX), Y13, Y4
+	VFMADD231PS  32(DX), Y12, Y4
+	VFMADD231PS  (DX)(BX*1), Y13, Y5
+	VFMADD231PS  32(DX)(BX*1), Y12, Y5
+	VFMADD231PS  (DX)(BX*2), Y13, Y6
+	VFMADD231PS  32(DX)(BX*2), Y12, Y6
+	VFMADD231PS  (DX)(SI*1), Y13, Y7
+	VFMADD231PS  32(DX)(SI*1), Y12, Y7
+	ADDQ         $0x00000008, R9
+	ADDQ         $0x00000040, DX
+	CMPQ         R9, R10
+	JB           gemmQ4T4F32AVX2_r2_b
+	ADDQ         $0x00000004, DI
+	CMPQ         R9, stride+24(FP)
+	JB           gemmQ4T4F32AVX2_r2_g
+	MOVQ         out+0(FP), AX
+	MOVQ         outStride+8(FP), CX
+	VEXTRACTF128 $0x01, Y0, X8
+	VADDPS       X8, X0, X8
+	VPERMILPS    $0x4e, X8, X0
+	VADDPS       X0, X8, X8
+	VPERMILPS    $0xb1, X8, X0
+	VADDPS       X0, X8, X8
+	VMOVSS       X8, (AX)
+	VEXTRACTF128 $0x01, Y4, X0
+	VADDPS       X0, X4, X0
+	VPERMILPS    $0x4e, X0, X4
+	VADDPS       X4, X0, X0
+	VPERMILPS    $0xb1, X0, X4
+	VADDPS       X4, X0, X0
+	VMOVSS       X0, 4(AX)
+	ADDQ         CX, AX
+	VEXTRACTF128 $0x01, Y1, X0
+	VADDPS       X0, X1, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, (AX)
+	VEXTRACTF128 $0x01, Y5, X0
+	VADDPS       X0, X5, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, 4(AX)
+	ADDQ         CX, AX
+	VEXTRACTF128 $0x01, Y2, X0
+	VADDPS       X0, X2, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, (AX)
+	VEXTRACTF128 $0x01, Y6, X0
+	VADDPS       X0, X6, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, 4(AX)
+	ADDQ         CX, AX
+	VEXTRACTF128 $0x01, Y3, X0
+	VADDPS       X0, X3, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, (AX)
+	VEXTRACTF128 $0x01, Y7, X0
+	VADDPS       X0, X7, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, 4(AX)
+	ADDQ         $0x00000008, out+0(FP)
+	MOVQ         stride+24(FP), AX
+	IMUL3Q       $0x00000002, AX, AX
+	ADDQ         AX, w+16(FP)
+	MOVQ         sstride+40(FP), AX
+	IMUL3Q       $0x00000002, AX, AX
+	ADDQ         AX, scales+32(FP)
+	SUBQ         $0x00000002, rows+80(FP)
+	JMP          gemmQ4T4F32AVX2_r2
+
+gemmQ4T4F32AVX2_r1:
+	CMPQ   rows+80(FP), $0x00000001
+	JL     gemmQ4T4F32AVX2_done
+	MOVQ   w+16(FP), AX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	MOVQ   x+64(FP), CX
+	MOVQ   xStride+72(FP), DX
+	LEAQ   (DX)(DX*2), BX
+	MOVQ   scales+32(FP), SI
+	XORQ   DI, DI
+
+gemmQ4T4F32AVX2_r1_g:
+	VBROADCASTSS (SI), Y4
+	VMULPS       gemmMinusEight<>+0(SB), Y4, Y5
+	MOVQ         DI, R8
+	ADDQ         gbytes+56(FP), R8
+
+gemmQ4T4F32AVX2_r1_b:
+	VPMOVZXBD    (AX)(DI*1), Y6
+	VPAND        gemmLowNibble<>+0(SB), Y6, Y7
+	VPSRLD       $0x04, Y6, Y6
+	VCVTDQ2PS    Y7, Y7
+	VCVTDQ2PS    Y6, Y6
+	VFMADD213PS  Y5, Y4, Y7
+	VFMADD213PS  Y5, Y4, Y6
+	VFMADD231PS  (CX), Y7, Y0
+	VFMADD231PS  32(CX), Y6, Y0
+	VFMADD231PS  (CX)(DX*1), Y7, Y1
+	VFMADD231PS  32(CX)(DX*1), Y6, Y1
+	VFMADD231PS  (CX)(DX*2), Y7, Y2
+	VFMADD231PS  32(CX)(DX*2), Y6, Y2
+	VFMADD231PS  (CX)(BX*1), Y7, Y3
+	VFMADD231PS  32(CX)(BX*1), Y6, Y3
+	ADDQ         $0x00000008, DI
+	ADDQ         $0x00000040, CX
+	CMPQ         DI, R8
+	JB           gemmQ4T4F32AVX2_r1_b
+	ADDQ         $0x00000004, SI
+	CMPQ         DI, stride+24(FP)
+	JB           gemmQ4T4F32AVX2_r1_g
+	MOVQ         out+0(FP), AX
+	MOVQ         outStride+8(FP), CX
+	VEXTRACTF128 $0x01, Y0, X4
+	VADDPS       X4, X0, X4
+	VPERMILPS    $0x4e, X4, X0
+	VADDPS       X0, X4, X4
+	VPERMILPS    $0xb1, X4, X0
+	VADDPS       X0, X4, X4
+	VMOVSS       X4, (AX)
+	ADDQ         CX, AX
+	VEXTRACTF128 $0x01, Y1, X0
+	VADDPS       X0, X1, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, (AX)
+	ADDQ         CX, AX
+	VEXTRACTF128 $0x01, Y2, X0
+	VADDPS       X0, X2, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, (AX)
+	ADDQ         CX, AX
+	VEXTRACTF128 $0x01, Y3, X0
+	VADDPS       X0, X3, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, (AX)
+	ADDQ         $0x00000004, out+0(FP)
+	MOVQ         stride+24(FP), AX
+	ADDQ         AX, w+16(FP)
+	MOVQ         sstride+40(FP), AX
+	ADDQ         AX, scales+32(FP)
+	SUBQ         $0x00000001, rows+80(FP)
+	JMP          gemmQ4T4F32AVX2_r1
+
+gemmQ4T4F32AVX2_done:
 	VZEROUPPER
 	RET

@@ -149,3 +149,111 @@ func gemmPackF32AVX512(dst *float32, src *byte, srcStride int, blocks int)
 //
 //go:noescape
 func gemmPackF32AVX2(dst *float32, src *byte, srcStride int, blocks int)
+
+// gemmQ4T2BF16AVX512 sets out[t·outStride/4 + r] = Σ_c (q[r,c] − 8)·s[r,c/G]·x[t,c] for r < rows, t < 2 (symmetric int4, BF16 scales).
+// Row r's codes are at w + r·stride, its scales at scales + r·sstride, gbytes code bytes (a multiple of 16) a group;
+// x (xStride bytes between inputs) is rearranged per 32: the 16 even-index then the 16 odd-index inputs.
+//
+//go:noescape
+func gemmQ4T2BF16AVX512(out *float32, outStride int, w *byte, stride int, scales *byte, sstride int, ng int, gbytes int, x *float32, xStride int, rows int)
+
+// gemmQ4T2BF16AVX2 is gemmQ4T2BF16AVX512 for AVX2; x is rearranged per 16: the 8 even-index then the 8 odd-index inputs.
+//
+//go:noescape
+func gemmQ4T2BF16AVX2(out *float32, outStride int, w *byte, stride int, scales *byte, sstride int, ng int, gbytes int, x *float32, xStride int, rows int)
+
+// gemmQ4T2F16AVX512 sets out[t·outStride/4 + r] = Σ_c (q[r,c] − 8)·s[r,c/G]·x[t,c] for r < rows, t < 2 (symmetric int4, F16 scales).
+// Row r's codes are at w + r·stride, its scales at scales + r·sstride, gbytes code bytes (a multiple of 16) a group;
+// x (xStride bytes between inputs) is rearranged per 32: the 16 even-index then the 16 odd-index inputs.
+//
+//go:noescape
+func gemmQ4T2F16AVX512(out *float32, outStride int, w *byte, stride int, scales *byte, sstride int, ng int, gbytes int, x *float32, xStride int, rows int)
+
+// gemmQ4T2F16AVX2 is gemmQ4T2F16AVX512 for AVX2; x is rearranged per 16: the 8 even-index then the 8 odd-index inputs.
+//
+//go:noescape
+func gemmQ4T2F16AVX2(out *float32, outStride int, w *byte, stride int, scales *byte, sstride int, ng int, gbytes int, x *float32, xStride int, rows int)
+
+// gemmQ4T2F32AVX512 sets out[t·outStride/4 + r] = Σ_c (q[r,c] − 8)·s[r,c/G]·x[t,c] for r < rows, t < 2 (symmetric int4, F32 scales).
+// Row r's codes are at w + r·stride, its scales at scales + r·sstride, gbytes code bytes (a multiple of 16) a group;
+// x (xStride bytes between inputs) is rearranged per 32: the 16 even-index then the 16 odd-index inputs.
+//
+//go:noescape
+func gemmQ4T2F32AVX512(out *float32, outStride int, w *byte, stride int, scales *byte, sstride int, ng int, gbytes int, x *float32, xStride int, rows int)
+
+// gemmQ4T2F32AVX2 is gemmQ4T2F32AVX512 for AVX2; x is rearranged per 16: the 8 even-index then the 8 odd-index inputs.
+//
+//go:noescape
+func gemmQ4T2F32AVX2(out *float32, outStride int, w *byte, stride int, scales *byte, sstride int, ng int, gbytes int, x *float32, xStride int, rows int)
+
+// gemmQ4T3BF16AVX512 sets out[t·outStride/4 + r] = Σ_c (q[r,c] − 8)·s[r,c/G]·x[t,c] for r < rows, t < 3 (symmetric int4, BF16 scales).
+// Row r's codes are at w + r·stride, its scales at scales + r·sstride, gbytes code bytes (a multiple of 16) a group;
+// x (xStride bytes between inputs) is rearranged per 32: the 16 even-index then the 16 odd-index inputs.
+//
+//go:noescape
+func gemmQ4T3BF16AVX512(out *float32, outStride int, w *byte, stride int, scales *byte, sstride int, ng int, gbytes int, x *float32, xStride int, rows int)
+
+// gemmQ4T3BF16AVX2 is gemmQ4T3BF16AVX512 for AVX2; x is rearranged per 16: the 8 even-index then the 8 odd-index inputs.
+//
+//go:noescape
+func gemmQ4T3BF16AVX2(out *float32, outStride int, w *byte, stride int, scales *byte, sstride int, ng int, gbytes int, x *float32, xStride int, rows int)
+
+// gemmQ4T3F16AVX512 sets out[t·outStride/4 + r] = Σ_c (q[r,c] − 8)·s[r,c/G]·x[t,c] for r < rows, t < 3 (symmetric int4, F16 scales).
+// Row r's codes are at w + r·stride, its scales at scales + r·sstride, gbytes code bytes (a multiple of 16) a group;
+// x (xStride bytes between inputs) is rearranged per 32: the 16 even-index then the 16 odd-index inputs.
+//
+//go:noescape
+func gemmQ4T3F16AVX512(out *float32, outStride int, w *byte, stride int, scales *byte, sstride int, ng int, gbytes int, x *float32, xStride int, rows int)
+
+// gemmQ4T3F16AVX2 is gemmQ4T3F16AVX512 for AVX2; x is rearranged per 16: the 8 even-index then the 8 odd-index inputs.
+//
+//go:noescape
+func gemmQ4T3F16AVX2(out *float32, outStride int, w *byte, stride int, scales *byte, sstride int, ng int, gbytes int, x *float32, xStride int, rows int)
+
+// gemmQ4T3F32AVX512 sets out[t·outStride/4 + r] = Σ_c (q[r,c] − 8)·s[r,c/G]·x[t,c] for r < rows, t < 3 (symmetric int4, F32 scales).
+// Row r's codes are at w + r·stride, its scales at scales + r·sstride, gbytes code bytes (a multiple of 16) a group;
+// x (xStride bytes between inputs) is rearranged per 32: the 16 even-index then the 16 odd-index inputs.
+//
+//go:noescape
+func gemmQ4T3F32AVX512(out *float32, outStride int, w *byte, stride int, scales *byte, sstride int, ng int, gbytes int, x *float32, xStride int, rows int)
+
+// gemmQ4T3F32AVX2 is gemmQ4T3F32AVX512 for AVX2; x is rearranged per 16: the 8 even-index then the 8 odd-index inputs.
+//
+//go:noescape
+func gemmQ4T3F32AVX2(out *float32, outStride int, w *byte, stride int, scales *byte, sstride int, ng int, gbytes int, x *float32, xStride int, rows int)
+
+// gemmQ4T4BF16AVX512 sets out[t·outStride/4 + r] = Σ_c (q[r,c] − 8)·s[r,c/G]·x[t,c] for r < rows, t < 4 (symmetric int4, BF16 scales).
+// Row r's codes are at w + r·stride, its scales at scales + r·sstride, gbytes code bytes (a multiple of 16) a group;
+// x (xStride bytes between inputs) is rearranged per 32: the 16 even-index then the 16 odd-index inputs.
+//
+//go:noescape
+func gemmQ4T4BF16AVX512(out *float32, outStride int, w *byte, stride int, scales *byte, sstride int, ng int, gbytes int, x *float32, xStride int, rows int)
+
+// gemmQ4T4BF16AVX2 is gemmQ4T4BF16AVX512 for AVX2; x is rearranged per 16: the 8 even-index then the 8 odd-index inputs.
+//
+//go:noescape
+func gemmQ4T4BF16AVX2(out *float32, outStride int, w *byte, stride int, scales *byte, sstride int, ng int, gbytes int, x *float32, xStride int, rows int)
+
+// gemmQ4T4F16AVX512 sets out[t·outStride/4 + r] = Σ_c (q[r,c] − 8)·s[r,c/G]·x[t,c] for r < rows, t < 4 (symmetric int4, F16 scales).
+// Row r's codes are at w + r·stride, its scales at scales + r·sstride, gbytes code bytes (a multiple of 16) a group;
+// x (xStride bytes between inputs) is rearranged per 32: the 16 even-index then the 16 odd-index inputs.
+//
+//go:noescape
+func gemmQ4T4F16AVX512(out *float32, outStride int, w *byte, stride int, scales *byte, sstride int, ng int, gbytes int, x *float32, xStride int, rows int)
+
+// gemmQ4T4F16AVX2 is gemmQ4T4F16AVX512 for AVX2; x is rearranged per 16: the 8 even-index then the 8 odd-index inputs.
+//
+//go:noescape
+func gemmQ4T4F16AVX2(out *float32, outStride int, w *byte, stride int, scales *byte, sstride int, ng int, gbytes int, x *float32, xStride int, rows int)
+
+// gemmQ4T4F32AVX512 sets out[t·outStride/4 + r] = Σ_c (q[r,c] − 8)·s[r,c/G]·x[t,c] for r < rows, t < 4 (symmetric int4, F32 scales).
+// Row r's codes are at w + r·stride, its scales at scales + r·sstride, gbytes code bytes (a multiple of 16) a group;
+// x (xStride bytes between inputs) is rearranged per 32: the 16 even-index then the 16 odd-index inputs.
+//
+//go:noescape
+func gemmQ4T4F32AVX512(out *float32, outStride int, w *byte, stride int, scales *byte, sstride int, ng int, gbytes int, x *float32, xStride int, rows int)
+
+// gemmQ4T4F32AVX2 is gemmQ4T4F32AVX512 for AVX2; x is rearranged per 16: the 8 even-index then the 8 odd-index inputs.
+//
+//go:noescape
+func gemmQ4T4F32AVX2(out *float32, outStride int, w *byte, stride int, scales *byte, sstride int, ng int, gbytes int, x *float32, xStride int, rows int)

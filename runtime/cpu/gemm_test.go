@@ -153,6 +153,39 @@ func TestGemmMatchesReference(t *testing.T) {
 	}
 }
 
+// TestGemmSmallMatchesReference runs the small-T int4 kernels (registers
+// only, no packing) of every level on symmetric weights of each scale
+// dtype: row counts that leave single-row passes, several group sizes.
+func TestGemmSmallMatchesReference(t *testing.T) {
+	levels := gemmLevels(t)
+	pool := NewPool(2)
+	defer pool.Close()
+	r := rand.New(rand.NewPCG(7, 3))
+	for _, s := range []struct{ rows, cols, g int }{{1, 32, 32}, {7, 96, 32}, {37, 256, 64}, {70, 1152, 128}, {6, 2816, 256}} {
+		for _, sdt := range []dtype.DType{dtype.BF16, dtype.F16, dtype.F32} {
+			m, err := NewInt4Mat(randInt4(r, s.rows, s.cols, s.g, sdt, false))
+			if err != nil {
+				t.Fatal(err)
+			}
+			wd := denseF64(m)
+			for name, ks := range levels {
+				for T := 2; T <= 4; T++ {
+					if !ks.smallSupports(m, T) {
+						t.Fatalf("%s small T=%d does not take [%d, %d] g%d", name, T, s.rows, s.cols, s.g)
+					}
+					x := randInputs(r, T*s.cols)
+					got := make([]float32, T*s.rows)
+					for i := range got {
+						got[i] = float32(math.NaN())
+					}
+					ks.matMulSmall(pool, got, m, x, T)
+					checkGemm(t, fmt.Sprintf("%s small U4/g%d/%s [%d, %d] T=%d", name, s.g, sdt, s.rows, s.cols, T), m, wd, x, T, got)
+				}
+			}
+		}
+	}
+}
+
 // TestGemmEveryTileWidth calls each microkernel (one input tile of every
 // width up to the widest) through matMul, on int4 and bf16 weights.
 func TestGemmEveryTileWidth(t *testing.T) {
@@ -265,22 +298,26 @@ func BenchmarkGemm(b *testing.B) {
 	}
 	for _, dt := range []string{"q4", "bf16"} {
 		for _, s := range shapes {
+			// Built on first use: most runs select a few sub-benchmarks.
 			var m Mat
 			var wbytes int
-			if dt == "q4" {
-				w := randInt4(r, s.out, s.in, 128, dtype.BF16, false)
-				var err error
-				if m, err = NewInt4Mat(w); err != nil {
-					b.Fatal(err)
+			weight := func() {
+				if wbytes > 0 {
+					return
 				}
-				wbytes = len(w.QWeight) + len(w.Scales)
-			} else {
-				m = randFloatMat(r, s.out, s.in, dtype.BF16)
-				wbytes = len(m.Data)
+				if dt == "q4" {
+					w := randInt4(r, s.out, s.in, 128, dtype.BF16, false)
+					var err error
+					if m, err = NewInt4Mat(w); err != nil {
+						b.Fatal(err)
+					}
+					wbytes = len(w.QWeight) + len(w.Scales)
+				} else {
+					m = randFloatMat(r, s.out, s.in, dtype.BF16)
+					wbytes = len(m.Data)
+				}
 			}
-			for _, T := range []int{8, 32, 128} {
-				x := randInputs(r, T*s.in)
-				out := make([]float32, T*s.out)
+			for _, T := range []int{2, 4, 8, 12, 16, 32, 128} {
 				for _, threads := range []int{1, 2} {
 					for _, lvl := range levels {
 						if lvl == Generic && T > 8 {
@@ -288,6 +325,9 @@ func BenchmarkGemm(b *testing.B) {
 						}
 						name := fmt.Sprintf("%s/%dx%d/T%d/th%d/%s", dt, s.in, s.out, T, threads, lvl)
 						b.Run(name, func(b *testing.B) {
+							weight()
+							x := randInputs(r, T*s.in)
+							out := make([]float32, T*s.out)
 							pool := NewPool(threads)
 							defer pool.Close()
 							ks := gemmKernelsFor(lvl)
@@ -304,6 +344,75 @@ func BenchmarkGemm(b *testing.B) {
 						})
 					}
 				}
+			}
+		}
+	}
+}
+
+// BenchmarkGemmVsMatVec compares one MatMul of T inputs (the gemm kernels)
+// with T matrix-vector products (the decode kernels), for the small T of
+// batched decode: the ratio of the two ns/op must stay ≤ 1.
+func BenchmarkGemmVsMatVec(b *testing.B) {
+	r := rand.New(rand.NewPCG(5, 5))
+	for _, s := range []struct{ in, out int }{{1152, 6912}, {6912, 1152}} {
+		m, err := NewInt4Mat(randInt4(r, s.out, s.in, 128, dtype.BF16, false))
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, T := range []int{2, 3, 4, 8} {
+			x := randInputs(r, T*s.in)
+			out := make([]float32, T*s.out)
+			for _, threads := range []int{1, 2} {
+				pool := NewPool(threads)
+				b.Run(fmt.Sprintf("q4/%dx%d/T%d/th%d/matvec", s.in, s.out, T, threads), func(b *testing.B) {
+					for b.Loop() {
+						for t := 0; t < T; t++ {
+							MatMul(pool, out[t*s.out:(t+1)*s.out], m, x[t*s.in:(t+1)*s.in], 1)
+						}
+					}
+				})
+				b.Run(fmt.Sprintf("q4/%dx%d/T%d/th%d/gemm", s.in, s.out, T, threads), func(b *testing.B) {
+					for b.Loop() {
+						MatMul(pool, out, m, x, T)
+					}
+				})
+				pool.Close()
+			}
+		}
+	}
+}
+
+// BenchmarkGemmSmallVsPacked times the two int4 strategies against each
+// other over T, to place gemmSmallMaxT.
+func BenchmarkGemmSmallVsPacked(b *testing.B) {
+	r := rand.New(rand.NewPCG(9, 9))
+	for _, s := range []struct{ in, out int }{{1152, 6912}, {6912, 1152}} {
+		m, err := NewInt4Mat(randInt4(r, s.out, s.in, 128, dtype.BF16, false))
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, T := range []int{4, 8, 12, 16, 24, 32, 64, 128} {
+			x := randInputs(r, T*s.in)
+			out := make([]float32, T*s.out)
+			for _, lvl := range []ISA{AVX2, AVX512} {
+				ks := gemmKernelsFor(lvl)
+				if lvl > DetectISA() || ks == nil {
+					continue
+				}
+				pool := NewPool(1)
+				b.Run(fmt.Sprintf("%dx%d/T%d/%s/small", s.in, s.out, T, lvl), func(b *testing.B) {
+					for b.Loop() {
+						ks.matMulSmall(pool, out, m, x, T)
+					}
+					b.ReportMetric(2*float64(s.in*s.out*T)/(b.Elapsed().Seconds()/float64(b.N))/1e9, "GFLOP/s")
+				})
+				b.Run(fmt.Sprintf("%dx%d/T%d/%s/packed", s.in, s.out, T, lvl), func(b *testing.B) {
+					for b.Loop() {
+						ks.matMul(pool, out, m, x, T)
+					}
+					b.ReportMetric(2*float64(s.in*s.out*T)/(b.Elapsed().Seconds()/float64(b.N))/1e9, "GFLOP/s")
+				})
+				pool.Close()
 			}
 		}
 	}

@@ -37,6 +37,9 @@ const (
 	maxNR512 = 12 // 2·12 accumulators + 2 weights + broadcasts ≤ 32 zmm
 	maxNR256 = 6  // 2·6 accumulators + 2 weights + 1 broadcast ≤ 16 ymm
 	unrollK  = 4  // k columns per microkernel loop iteration
+	// maxSmallT is the most inputs the small-T kernels take (see
+	// small.go); from there on the packed panels are faster.
+	maxSmallT = 4
 )
 
 func main() {
@@ -51,6 +54,15 @@ func main() {
 		DATA(4*i, U32(0xF))
 	}
 
+	symTable := GLOBL("gemmSymFloats", RODATA|NOPTR)
+	for i := 0; i < 16; i++ {
+		DATA(4*i, U32(math.Float32bits(float32(i-8))))
+	}
+	minusEight := GLOBL("gemmMinusEight", RODATA|NOPTR)
+	for i := 0; i < 8; i++ {
+		DATA(4*i, U32(math.Float32bits(-8)))
+	}
+
 	for nr := 1; nr <= maxNR512; nr++ {
 		kernel(nr, true)
 	}
@@ -62,6 +74,12 @@ func main() {
 	for _, dt := range []string{"BF16", "F16", "F32"} {
 		packDense(dt, true)
 		packDense(dt, false)
+	}
+	for T := 2; T <= maxSmallT; T++ {
+		for _, st := range scaleTypes {
+			smallAVX512(T, st, symTable)
+			smallAVX2(T, st, lowNibble, minusEight)
+		}
 	}
 	Generate()
 }
