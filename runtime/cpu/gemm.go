@@ -353,12 +353,12 @@ var gemmSmallTasks = sync.Pool{New: func() any { return new(gemmSmallTask) }}
 
 // gemmSmallTask is one matMulSmall; Run computes a range of rows.
 type gemmSmallTask struct {
-	ks     *gemmKernels
-	si     int // scale dtype index of ks.small
-	w      Mat
-	out    []float32
-	x      []float32
-	T      int
+	ks  *gemmKernels
+	si  int // scale dtype index of ks.small
+	w   Mat
+	out []float32
+	x   []float32
+	T   int
 }
 
 // gemmSmallRows is how many rows a small-T task multiplies with one chunk

@@ -274,7 +274,7 @@ func smallAVX2(T int, st scaleType, lowNibble, minusEight Mem) {
 	name := fmt.Sprintf("gemmQ4T%d%sAVX2", T, st.name)
 	TEXT(name, NOSPLIT, smallSig)
 	Pragma("noescape")
-	Doc(name+fmt.Sprintf(" is gemmQ4T%d%sAVX512 for AVX2; x is rearranged per 16: the 8 even-index then the 8 odd-index inputs.", T, st.name))
+	Doc(name + fmt.Sprintf(" is gemmQ4T%d%sAVX512 for AVX2; x is rearranged per 16: the 8 even-index then the 8 odd-index inputs.", T, st.name))
 	smallRows(name, 2, func(tag string, ptrs []Register) {
 		R := len(ptrs)
 		acc := make([][]VecVirtual, R)
