@@ -58,6 +58,10 @@ type gemmKernels struct {
 	// kernels skip the packing but run fewer FMAs per weight load; see
 	// BenchmarkGemmSmallVsPacked for the crossover.
 	smallMaxT int
+	// smallDense[T-2][dtype] is the small-T float kernel (BF16, F16,
+	// F32) for T inputs; smallDenseMaxT is its crossover.
+	smallDense     [][3]func(out *float32, outStride int, w *byte, stride int, x *float32, xStride int, n int, rows int)
+	smallDenseMaxT int
 }
 
 // gemmMaxKC bounds the columns of a packed panel: 32 rows × 2048 columns
@@ -311,41 +315,65 @@ func (t *gemmTask) packQ4(s *gemmScratch, r0, n, k0, k1 int) {
 }
 
 // smallSupports reports whether the small-T kernels take w with T inputs:
-// symmetric int4 in groups of whole 32-input chunks.
+// symmetric int4 in groups of whole 32-input chunks, or a float weight at
+// least one vector wide.
 func (ks *gemmKernels) smallSupports(w Mat, T int) bool {
-	return w.DType == dtype.U4 && w.Q4 != nil && w.Q4.Zeros == nil &&
-		T >= 2 && T <= ks.smallMaxT && w.Q4.GroupSize%32 == 0
+	if T < 2 {
+		return false
+	}
+	switch w.DType {
+	case dtype.U4:
+		return T <= ks.smallMaxT && w.Q4 != nil && w.Q4.Zeros == nil && w.Q4.GroupSize%32 == 0
+	case dtype.BF16, dtype.F16, dtype.F32:
+		return T <= ks.smallDenseMaxT && w.Cols >= ks.smallChunk/2
+	}
+	return false
 }
 
-// matMulSmall is MatMul for a few inputs on a symmetric int4 weight:
-// dequantized in registers and multiplied with all inputs at once, rows
-// split between the pool's threads.
+// dtypeIndex returns the index of dt (BF16, F16, F32) in the small-kernel
+// tables.
+func dtypeIndex(dt dtype.DType) int {
+	switch dt {
+	case dtype.BF16:
+		return 0
+	case dtype.F16:
+		return 1
+	}
+	return 2
+}
+
+// matMulSmall is MatMul for a few inputs (smallSupports): the weights are
+// widened in registers and multiplied with up to four inputs per load,
+// rows split between the pool's threads.
 func (ks *gemmKernels) matMulSmall(p *Pool, out []float32, w Mat, x []float32, T int) {
 	K := w.Cols
-	s := gemmScratches.Get().(*gemmScratch)
-	// The kernels want each chunk of inputs as its even-index then its
-	// odd-index elements: the low and high nibbles of the code bytes.
-	s.x = grow(s.x, T*K)
-	c, h := ks.smallChunk, ks.smallChunk/2
-	for i := 0; i < T*K; i += c {
-		src, dst := x[i:i+c], s.x[i:i+c]
-		for j := 0; j < h; j++ {
-			dst[j], dst[h+j] = src[2*j], src[2*j+1]
-		}
-	}
-	si := 2
-	switch w.Q4.ScaleDType {
-	case dtype.BF16:
-		si = 0
-	case dtype.F16:
-		si = 1
-	}
 	t := gemmSmallTasks.Get().(*gemmSmallTask)
-	*t = gemmSmallTask{ks: ks, si: si, w: w, out: out, x: s.x, T: T}
+	*t = gemmSmallTask{ks: ks, w: w, out: out, x: x, T: T}
+	var s *gemmScratch
+	if w.DType == dtype.U4 {
+		t.di = dtypeIndex(w.Q4.ScaleDType)
+		// The int4 kernels want each chunk of inputs as its even-index
+		// then its odd-index elements: the low and high nibbles of the
+		// code bytes.
+		s = gemmScratches.Get().(*gemmScratch)
+		s.x = grow(s.x, T*K)
+		c, h := ks.smallChunk, ks.smallChunk/2
+		for i := 0; i < T*K; i += c {
+			src, dst := x[i:i+c], s.x[i:i+c]
+			for j := 0; j < h; j++ {
+				dst[j], dst[h+j] = src[2*j], src[2*j+1]
+			}
+		}
+		t.x = s.x
+	} else {
+		t.di = dtypeIndex(w.DType)
+	}
 	p.Run(w.Rows, rowGrain, t)
 	*t = gemmSmallTask{}
 	gemmSmallTasks.Put(t)
-	gemmScratches.Put(s)
+	if s != nil {
+		gemmScratches.Put(s)
+	}
 }
 
 // gemmSmallTasks recycles gemmSmallTask values (see gemmTasks).
@@ -354,7 +382,7 @@ var gemmSmallTasks = sync.Pool{New: func() any { return new(gemmSmallTask) }}
 // gemmSmallTask is one matMulSmall; Run computes a range of rows.
 type gemmSmallTask struct {
 	ks  *gemmKernels
-	si  int // scale dtype index of ks.small
+	di  int // index of the weight's (int4: the scales') dtype in the kernel tables
 	w   Mat
 	out []float32
 	x   []float32
@@ -362,16 +390,14 @@ type gemmSmallTask struct {
 }
 
 // gemmSmallRows is how many rows a small-T task multiplies with one chunk
-// of inputs before the next chunk: their codes (~37 KiB at 1152 columns)
-// stay in L1/L2 for the next chunk.
+// of inputs before the next chunk: their weights (37 KiB of int4, 147 KiB
+// of bf16 at 1152 columns) are still in L1/L2 for the next chunk.
 const gemmSmallRows = 64
 
 // Run computes rows [lo, hi).
 func (t *gemmSmallTask) Run(lo, hi int) {
 	w, T := t.w, t.T
-	K, G := w.Cols, w.Q4.GroupSize
-	ng := K / G
-	sz := w.Q4.ScaleDType.Size()
+	K := w.Cols
 	maxT := len(t.ks.small) + 1
 	chunks := (T + maxT - 1) / maxT
 	for r0 := lo; r0 < hi; r0 += gemmSmallRows {
@@ -379,8 +405,40 @@ func (t *gemmSmallTask) Run(lo, hi int) {
 		// Inputs go in near-equal chunks (7 as 4 + 3, not 4 + 2 + 1).
 		for i, t0 := 0, 0; i < chunks; i++ {
 			tc := (T - t0 + chunks - i - 1) / (chunks - i)
-			t.ks.small[tc-2][t.si](&t.out[t0*w.Rows+r0], w.Rows*4, &w.Data[r0*K/2], K/2, &w.Q4.Scales[r0*ng*sz], ng*sz, ng, G/2, &t.x[t0*K], K*4, n)
+			out := &t.out[t0*w.Rows+r0]
+			if w.DType == dtype.U4 {
+				G := w.Q4.GroupSize
+				ng := K / G
+				sz := w.Q4.ScaleDType.Size()
+				t.ks.small[tc-2][t.di](out, w.Rows*4, &w.Data[r0*K/2], K/2, &w.Q4.Scales[r0*ng*sz], ng*sz, ng, G/2, &t.x[t0*K], K*4, n)
+			} else {
+				t.dense(out, r0, n, t0, tc)
+			}
 			t0 += tc
+		}
+	}
+}
+
+// dense runs the small-T float kernel on rows r0 .. r0+n-1 and inputs
+// t0 .. t0+tc-1, and adds the columns after the last whole vector in Go.
+func (t *gemmSmallTask) dense(out *float32, r0, n, t0, tc int) {
+	w := t.w
+	K := w.Cols
+	es := w.DType.Size()
+	lanes := t.ks.smallChunk / 2
+	kv := K / lanes * lanes
+	t.ks.smallDense[tc-2][t.di](out, w.Rows*4, &w.Data[r0*K*es], K*es, &t.x[t0*K], K*4, kv, n)
+	if kv == K {
+		return
+	}
+	for tt := t0; tt < t0+tc; tt++ {
+		xs := t.x[tt*K : (tt+1)*K]
+		for r := r0; r < r0+n; r++ {
+			var s float32
+			for c := kv; c < K; c++ {
+				s += w.at(r, c) * xs[c]
+			}
+			t.out[tt*w.Rows+r] += s
 		}
 	}
 }

@@ -24,6 +24,12 @@ var (
 		},
 		smallChunk: 32,
 		smallMaxT:  32,
+		smallDense: [][3]func(out *float32, outStride int, w *byte, stride int, x *float32, xStride int, n int, rows int){
+			{gemmDenseT2BF16AVX512, gemmDenseT2F16AVX512, gemmDenseT2F32AVX512},
+			{gemmDenseT3BF16AVX512, gemmDenseT3F16AVX512, gemmDenseT3F32AVX512},
+			{gemmDenseT4BF16AVX512, gemmDenseT4F16AVX512, gemmDenseT4F32AVX512},
+		},
+		smallDenseMaxT: 32,
 	}
 	gemmAVX2 = &gemmKernels{
 		panel: 16,
@@ -45,6 +51,12 @@ var (
 		},
 		smallChunk: 16,
 		smallMaxT:  12,
+		smallDense: [][3]func(out *float32, outStride int, w *byte, stride int, x *float32, xStride int, n int, rows int){
+			{gemmDenseT2BF16AVX2, gemmDenseT2F16AVX2, gemmDenseT2F32AVX2},
+			{gemmDenseT3BF16AVX2, gemmDenseT3F16AVX2, gemmDenseT3F32AVX2},
+			{gemmDenseT4BF16AVX2, gemmDenseT4F16AVX2, gemmDenseT4F32AVX2},
+		},
+		smallDenseMaxT: 12,
 	}
 )
 

@@ -6178,6 +6178,920 @@ gemmQ4T2F32AVX2_done:
 	VZEROUPPER
 	RET
 
+// func gemmDenseT2BF16AVX512(out *float32, outStride int, w *byte, stride int, x *float32, xStride int, n int, rows int)
+// Requires: AVX, AVX512F, AVX512VL
+TEXT ·gemmDenseT2BF16AVX512(SB), NOSPLIT, $0-64
+gemmDenseT2BF16AVX512_r4:
+	CMPQ   rows+56(FP), $0x00000004
+	JL     gemmDenseT2BF16AVX512_r1
+	MOVQ   w+16(FP), AX
+	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*1), DX
+	LEAQ   (AX)(CX*2), BX
+	LEAQ   (DX)(CX*2), CX
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4
+	VPXORD Z5, Z5, Z5
+	VPXORD Z6, Z6, Z6
+	VPXORD Z7, Z7, Z7
+	MOVQ   x+32(FP), SI
+	MOVQ   xStride+40(FP), DI
+	LEAQ   (DI)(DI*2), R8
+	XORQ   R8, R8
+	MOVQ   n+48(FP), R9
+	ADDQ   R9, R9
+
+gemmDenseT2BF16AVX512_r4_k:
+	VMOVUPS       (SI), Z8
+	VMOVUPS       (SI)(DI*1), Z9
+	VPMOVZXWD     (AX)(R8*1), Z10
+	VPSLLD        $0x10, Z10, Z10
+	VFMADD231PS   Z8, Z10, Z0
+	VFMADD231PS   Z9, Z10, Z1
+	VPMOVZXWD     (DX)(R8*1), Z10
+	VPSLLD        $0x10, Z10, Z10
+	VFMADD231PS   Z8, Z10, Z2
+	VFMADD231PS   Z9, Z10, Z3
+	VPMOVZXWD     (BX)(R8*1), Z10
+	VPSLLD        $0x10, Z10, Z10
+	VFMADD231PS   Z8, Z10, Z4
+	VFMADD231PS   Z9, Z10, Z5
+	VPMOVZXWD     (CX)(R8*1), Z10
+	VPSLLD        $0x10, Z10, Z10
+	VFMADD231PS   Z8, Z10, Z6
+	VFMADD231PS   Z9, Z10, Z7
+	ADDQ          $0x00000020, R8
+	ADDQ          $0x00000040, SI
+	CMPQ          R8, R9
+	JB            gemmDenseT2BF16AVX512_r4_k
+	MOVQ          out+0(FP), AX
+	MOVQ          outStride+8(FP), CX
+	VEXTRACTF64X4 $0x01, Z0, Y8
+	VADDPS        Y8, Y0, Y8
+	VEXTRACTF32X4 $0x01, Y8, X9
+	VADDPS        X9, X8, X9
+	VPERMILPS     $0x4e, X9, X8
+	VADDPS        X8, X9, X9
+	VPERMILPS     $0xb1, X9, X8
+	VADDPS        X8, X9, X9
+	VMOVSS        X9, (AX)
+	VEXTRACTF64X4 $0x01, Z2, Y8
+	VADDPS        Y8, Y2, Y8
+	VEXTRACTF32X4 $0x01, Y8, X9
+	VADDPS        X9, X8, X9
+	VPERMILPS     $0x4e, X9, X8
+	VADDPS        X8, X9, X9
+	VPERMILPS     $0xb1, X9, X8
+	VADDPS        X8, X9, X9
+	VMOVSS        X9, 4(AX)
+	VEXTRACTF64X4 $0x01, Z4, Y8
+	VADDPS        Y8, Y4, Y8
+	VEXTRACTF32X4 $0x01, Y8, X9
+	VADDPS        X9, X8, X9
+	VPERMILPS     $0x4e, X9, X8
+	VADDPS        X8, X9, X9
+	VPERMILPS     $0xb1, X9, X8
+	VADDPS        X8, X9, X9
+	VMOVSS        X9, 8(AX)
+	VEXTRACTF64X4 $0x01, Z6, Y8
+	VADDPS        Y8, Y6, Y8
+	VEXTRACTF32X4 $0x01, Y8, X9
+	VADDPS        X9, X8, X9
+	VPERMILPS     $0x4e, X9, X8
+	VADDPS        X8, X9, X9
+	VPERMILPS     $0xb1, X9, X8
+	VADDPS        X8, X9, X9
+	VMOVSS        X9, 12(AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z1, Y8
+	VADDPS        Y8, Y1, Y8
+	VEXTRACTF32X4 $0x01, Y8, X9
+	VADDPS        X9, X8, X9
+	VPERMILPS     $0x4e, X9, X8
+	VADDPS        X8, X9, X9
+	VPERMILPS     $0xb1, X9, X8
+	VADDPS        X8, X9, X9
+	VMOVSS        X9, (AX)
+	VEXTRACTF64X4 $0x01, Z3, Y8
+	VADDPS        Y8, Y3, Y8
+	VEXTRACTF32X4 $0x01, Y8, X9
+	VADDPS        X9, X8, X9
+	VPERMILPS     $0x4e, X9, X8
+	VADDPS        X8, X9, X9
+	VPERMILPS     $0xb1, X9, X8
+	VADDPS        X8, X9, X9
+	VMOVSS        X9, 4(AX)
+	VEXTRACTF64X4 $0x01, Z5, Y8
+	VADDPS        Y8, Y5, Y8
+	VEXTRACTF32X4 $0x01, Y8, X9
+	VADDPS        X9, X8, X9
+	VPERMILPS     $0x4e, X9, X8
+	VADDPS        X8, X9, X9
+	VPERMILPS     $0xb1, X9, X8
+	VADDPS        X8, X9, X9
+	VMOVSS        X9, 8(AX)
+	VEXTRACTF64X4 $0x01, Z7, Y8
+	VADDPS        Y8, Y7, Y8
+	VEXTRACTF32X4 $0x01, Y8, X9
+	VADDPS        X9, X8, X9
+	VPERMILPS     $0x4e, X9, X8
+	VADDPS        X8, X9, X9
+	VPERMILPS     $0xb1, X9, X8
+	VADDPS        X8, X9, X9
+	VMOVSS        X9, 12(AX)
+	ADDQ          $0x00000010, out+0(FP)
+	MOVQ          stride+24(FP), AX
+	IMUL3Q        $0x00000004, AX, AX
+	ADDQ          AX, w+16(FP)
+	SUBQ          $0x00000004, rows+56(FP)
+	JMP           gemmDenseT2BF16AVX512_r4
+
+gemmDenseT2BF16AVX512_r1:
+	CMPQ   rows+56(FP), $0x00000001
+	JL     gemmDenseT2BF16AVX512_done
+	MOVQ   w+16(FP), AX
+	VPXORD Z11, Z11, Z11
+	VPXORD Z12, Z12, Z12
+	MOVQ   x+32(FP), CX
+	MOVQ   xStride+40(FP), DX
+	LEAQ   (DX)(DX*2), BX
+	XORQ   BX, BX
+	MOVQ   n+48(FP), SI
+	ADDQ   SI, SI
+
+gemmDenseT2BF16AVX512_r1_k:
+	VMOVUPS       (CX), Z0
+	VMOVUPS       (CX)(DX*1), Z1
+	VPMOVZXWD     (AX)(BX*1), Z2
+	VPSLLD        $0x10, Z2, Z2
+	VFMADD231PS   Z0, Z2, Z11
+	VFMADD231PS   Z1, Z2, Z12
+	ADDQ          $0x00000020, BX
+	ADDQ          $0x00000040, CX
+	CMPQ          BX, SI
+	JB            gemmDenseT2BF16AVX512_r1_k
+	MOVQ          out+0(FP), AX
+	MOVQ          outStride+8(FP), CX
+	VEXTRACTF64X4 $0x01, Z11, Y0
+	VADDPS        Y0, Y11, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VPERMILPS     $0x4e, X1, X0
+	VADDPS        X0, X1, X1
+	VPERMILPS     $0xb1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSS        X1, (AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z12, Y0
+	VADDPS        Y0, Y12, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VPERMILPS     $0x4e, X1, X0
+	VADDPS        X0, X1, X1
+	VPERMILPS     $0xb1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSS        X1, (AX)
+	ADDQ          $0x00000004, out+0(FP)
+	MOVQ          stride+24(FP), AX
+	ADDQ          AX, w+16(FP)
+	SUBQ          $0x00000001, rows+56(FP)
+	JMP           gemmDenseT2BF16AVX512_r1
+
+gemmDenseT2BF16AVX512_done:
+	VZEROUPPER
+	RET
+
+// func gemmDenseT2BF16AVX2(out *float32, outStride int, w *byte, stride int, x *float32, xStride int, n int, rows int)
+// Requires: AVX, AVX2, FMA3
+TEXT ·gemmDenseT2BF16AVX2(SB), NOSPLIT, $0-64
+gemmDenseT2BF16AVX2_r2:
+	CMPQ   rows+56(FP), $0x00000002
+	JL     gemmDenseT2BF16AVX2_r1
+	MOVQ   w+16(FP), AX
+	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*1), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	MOVQ   x+32(FP), DX
+	MOVQ   xStride+40(FP), BX
+	LEAQ   (BX)(BX*2), SI
+	XORQ   SI, SI
+	MOVQ   n+48(FP), DI
+	ADDQ   DI, DI
+
+gemmDenseT2BF16AVX2_r2_k:
+	VMOVUPS      (DX), Y4
+	VMOVUPS      (DX)(BX*1), Y5
+	VPMOVZXWD    (AX)(SI*1), Y6
+	VPSLLD       $0x10, Y6, Y6
+	VFMADD231PS  Y4, Y6, Y0
+	VFMADD231PS  Y5, Y6, Y1
+	VPMOVZXWD    (CX)(SI*1), Y6
+	VPSLLD       $0x10, Y6, Y6
+	VFMADD231PS  Y4, Y6, Y2
+	VFMADD231PS  Y5, Y6, Y3
+	ADDQ         $0x00000010, SI
+	ADDQ         $0x00000020, DX
+	CMPQ         SI, DI
+	JB           gemmDenseT2BF16AVX2_r2_k
+	MOVQ         out+0(FP), AX
+	MOVQ         outStride+8(FP), CX
+	VEXTRACTF128 $0x01, Y0, X4
+	VADDPS       X4, X0, X4
+	VPERMILPS    $0x4e, X4, X0
+	VADDPS       X0, X4, X4
+	VPERMILPS    $0xb1, X4, X0
+	VADDPS       X0, X4, X4
+	VMOVSS       X4, (AX)
+	VEXTRACTF128 $0x01, Y2, X0
+	VADDPS       X0, X2, X0
+	VPERMILPS    $0x4e, X0, X2
+	VADDPS       X2, X0, X0
+	VPERMILPS    $0xb1, X0, X2
+	VADDPS       X2, X0, X0
+	VMOVSS       X0, 4(AX)
+	ADDQ         CX, AX
+	VEXTRACTF128 $0x01, Y1, X0
+	VADDPS       X0, X1, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, (AX)
+	VEXTRACTF128 $0x01, Y3, X0
+	VADDPS       X0, X3, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, 4(AX)
+	ADDQ         $0x00000008, out+0(FP)
+	MOVQ         stride+24(FP), AX
+	IMUL3Q       $0x00000002, AX, AX
+	ADDQ         AX, w+16(FP)
+	SUBQ         $0x00000002, rows+56(FP)
+	JMP          gemmDenseT2BF16AVX2_r2
+
+gemmDenseT2BF16AVX2_r1:
+	CMPQ   rows+56(FP), $0x00000001
+	JL     gemmDenseT2BF16AVX2_done
+	MOVQ   w+16(FP), AX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	MOVQ   x+32(FP), CX
+	MOVQ   xStride+40(FP), DX
+	LEAQ   (DX)(DX*2), BX
+	XORQ   BX, BX
+	MOVQ   n+48(FP), SI
+	ADDQ   SI, SI
+
+gemmDenseT2BF16AVX2_r1_k:
+	VMOVUPS      (CX), Y2
+	VMOVUPS      (CX)(DX*1), Y3
+	VPMOVZXWD    (AX)(BX*1), Y4
+	VPSLLD       $0x10, Y4, Y4
+	VFMADD231PS  Y2, Y4, Y0
+	VFMADD231PS  Y3, Y4, Y1
+	ADDQ         $0x00000010, BX
+	ADDQ         $0x00000020, CX
+	CMPQ         BX, SI
+	JB           gemmDenseT2BF16AVX2_r1_k
+	MOVQ         out+0(FP), AX
+	MOVQ         outStride+8(FP), CX
+	VEXTRACTF128 $0x01, Y0, X2
+	VADDPS       X2, X0, X2
+	VPERMILPS    $0x4e, X2, X0
+	VADDPS       X0, X2, X2
+	VPERMILPS    $0xb1, X2, X0
+	VADDPS       X0, X2, X2
+	VMOVSS       X2, (AX)
+	ADDQ         CX, AX
+	VEXTRACTF128 $0x01, Y1, X0
+	VADDPS       X0, X1, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, (AX)
+	ADDQ         $0x00000004, out+0(FP)
+	MOVQ         stride+24(FP), AX
+	ADDQ         AX, w+16(FP)
+	SUBQ         $0x00000001, rows+56(FP)
+	JMP          gemmDenseT2BF16AVX2_r1
+
+gemmDenseT2BF16AVX2_done:
+	VZEROUPPER
+	RET
+
+// func gemmDenseT2F16AVX512(out *float32, outStride int, w *byte, stride int, x *float32, xStride int, n int, rows int)
+// Requires: AVX, AVX512F, AVX512VL
+TEXT ·gemmDenseT2F16AVX512(SB), NOSPLIT, $0-64
+gemmDenseT2F16AVX512_r4:
+	CMPQ   rows+56(FP), $0x00000004
+	JL     gemmDenseT2F16AVX512_r1
+	MOVQ   w+16(FP), AX
+	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*1), DX
+	LEAQ   (AX)(CX*2), BX
+	LEAQ   (DX)(CX*2), CX
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4
+	VPXORD Z5, Z5, Z5
+	VPXORD Z6, Z6, Z6
+	VPXORD Z7, Z7, Z7
+	MOVQ   x+32(FP), SI
+	MOVQ   xStride+40(FP), DI
+	LEAQ   (DI)(DI*2), R8
+	XORQ   R8, R8
+	MOVQ   n+48(FP), R9
+	ADDQ   R9, R9
+
+gemmDenseT2F16AVX512_r4_k:
+	VMOVUPS       (SI), Z8
+	VMOVUPS       (SI)(DI*1), Z9
+	VCVTPH2PS     (AX)(R8*1), Z10
+	VFMADD231PS   Z8, Z10, Z0
+	VFMADD231PS   Z9, Z10, Z1
+	VCVTPH2PS     (DX)(R8*1), Z10
+	VFMADD231PS   Z8, Z10, Z2
+	VFMADD231PS   Z9, Z10, Z3
+	VCVTPH2PS     (BX)(R8*1), Z10
+	VFMADD231PS   Z8, Z10, Z4
+	VFMADD231PS   Z9, Z10, Z5
+	VCVTPH2PS     (CX)(R8*1), Z10
+	VFMADD231PS   Z8, Z10, Z6
+	VFMADD231PS   Z9, Z10, Z7
+	ADDQ          $0x00000020, R8
+	ADDQ          $0x00000040, SI
+	CMPQ          R8, R9
+	JB            gemmDenseT2F16AVX512_r4_k
+	MOVQ          out+0(FP), AX
+	MOVQ          outStride+8(FP), CX
+	VEXTRACTF64X4 $0x01, Z0, Y8
+	VADDPS        Y8, Y0, Y8
+	VEXTRACTF32X4 $0x01, Y8, X9
+	VADDPS        X9, X8, X9
+	VPERMILPS     $0x4e, X9, X8
+	VADDPS        X8, X9, X9
+	VPERMILPS     $0xb1, X9, X8
+	VADDPS        X8, X9, X9
+	VMOVSS        X9, (AX)
+	VEXTRACTF64X4 $0x01, Z2, Y8
+	VADDPS        Y8, Y2, Y8
+	VEXTRACTF32X4 $0x01, Y8, X9
+	VADDPS        X9, X8, X9
+	VPERMILPS     $0x4e, X9, X8
+	VADDPS        X8, X9, X9
+	VPERMILPS     $0xb1, X9, X8
+	VADDPS        X8, X9, X9
+	VMOVSS        X9, 4(AX)
+	VEXTRACTF64X4 $0x01, Z4, Y8
+	VADDPS        Y8, Y4, Y8
+	VEXTRACTF32X4 $0x01, Y8, X9
+	VADDPS        X9, X8, X9
+	VPERMILPS     $0x4e, X9, X8
+	VADDPS        X8, X9, X9
+	VPERMILPS     $0xb1, X9, X8
+	VADDPS        X8, X9, X9
+	VMOVSS        X9, 8(AX)
+	VEXTRACTF64X4 $0x01, Z6, Y8
+	VADDPS        Y8, Y6, Y8
+	VEXTRACTF32X4 $0x01, Y8, X9
+	VADDPS        X9, X8, X9
+	VPERMILPS     $0x4e, X9, X8
+	VADDPS        X8, X9, X9
+	VPERMILPS     $0xb1, X9, X8
+	VADDPS        X8, X9, X9
+	VMOVSS        X9, 12(AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z1, Y8
+	VADDPS        Y8, Y1, Y8
+	VEXTRACTF32X4 $0x01, Y8, X9
+	VADDPS        X9, X8, X9
+	VPERMILPS     $0x4e, X9, X8
+	VADDPS        X8, X9, X9
+	VPERMILPS     $0xb1, X9, X8
+	VADDPS        X8, X9, X9
+	VMOVSS        X9, (AX)
+	VEXTRACTF64X4 $0x01, Z3, Y8
+	VADDPS        Y8, Y3, Y8
+	VEXTRACTF32X4 $0x01, Y8, X9
+	VADDPS        X9, X8, X9
+	VPERMILPS     $0x4e, X9, X8
+	VADDPS        X8, X9, X9
+	VPERMILPS     $0xb1, X9, X8
+	VADDPS        X8, X9, X9
+	VMOVSS        X9, 4(AX)
+	VEXTRACTF64X4 $0x01, Z5, Y8
+	VADDPS        Y8, Y5, Y8
+	VEXTRACTF32X4 $0x01, Y8, X9
+	VADDPS        X9, X8, X9
+	VPERMILPS     $0x4e, X9, X8
+	VADDPS        X8, X9, X9
+	VPERMILPS     $0xb1, X9, X8
+	VADDPS        X8, X9, X9
+	VMOVSS        X9, 8(AX)
+	VEXTRACTF64X4 $0x01, Z7, Y8
+	VADDPS        Y8, Y7, Y8
+	VEXTRACTF32X4 $0x01, Y8, X9
+	VADDPS        X9, X8, X9
+	VPERMILPS     $0x4e, X9, X8
+	VADDPS        X8, X9, X9
+	VPERMILPS     $0xb1, X9, X8
+	VADDPS        X8, X9, X9
+	VMOVSS        X9, 12(AX)
+	ADDQ          $0x00000010, out+0(FP)
+	MOVQ          stride+24(FP), AX
+	IMUL3Q        $0x00000004, AX, AX
+	ADDQ          AX, w+16(FP)
+	SUBQ          $0x00000004, rows+56(FP)
+	JMP           gemmDenseT2F16AVX512_r4
+
+gemmDenseT2F16AVX512_r1:
+	CMPQ   rows+56(FP), $0x00000001
+	JL     gemmDenseT2F16AVX512_done
+	MOVQ   w+16(FP), AX
+	VPXORD Z11, Z11, Z11
+	VPXORD Z12, Z12, Z12
+	MOVQ   x+32(FP), CX
+	MOVQ   xStride+40(FP), DX
+	LEAQ   (DX)(DX*2), BX
+	XORQ   BX, BX
+	MOVQ   n+48(FP), SI
+	ADDQ   SI, SI
+
+gemmDenseT2F16AVX512_r1_k:
+	VMOVUPS       (CX), Z0
+	VMOVUPS       (CX)(DX*1), Z1
+	VCVTPH2PS     (AX)(BX*1), Z2
+	VFMADD231PS   Z0, Z2, Z11
+	VFMADD231PS   Z1, Z2, Z12
+	ADDQ          $0x00000020, BX
+	ADDQ          $0x00000040, CX
+	CMPQ          BX, SI
+	JB            gemmDenseT2F16AVX512_r1_k
+	MOVQ          out+0(FP), AX
+	MOVQ          outStride+8(FP), CX
+	VEXTRACTF64X4 $0x01, Z11, Y0
+	VADDPS        Y0, Y11, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VPERMILPS     $0x4e, X1, X0
+	VADDPS        X0, X1, X1
+	VPERMILPS     $0xb1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSS        X1, (AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z12, Y0
+	VADDPS        Y0, Y12, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VPERMILPS     $0x4e, X1, X0
+	VADDPS        X0, X1, X1
+	VPERMILPS     $0xb1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSS        X1, (AX)
+	ADDQ          $0x00000004, out+0(FP)
+	MOVQ          stride+24(FP), AX
+	ADDQ          AX, w+16(FP)
+	SUBQ          $0x00000001, rows+56(FP)
+	JMP           gemmDenseT2F16AVX512_r1
+
+gemmDenseT2F16AVX512_done:
+	VZEROUPPER
+	RET
+
+// func gemmDenseT2F16AVX2(out *float32, outStride int, w *byte, stride int, x *float32, xStride int, n int, rows int)
+// Requires: AVX, F16C, FMA3
+TEXT ·gemmDenseT2F16AVX2(SB), NOSPLIT, $0-64
+gemmDenseT2F16AVX2_r2:
+	CMPQ   rows+56(FP), $0x00000002
+	JL     gemmDenseT2F16AVX2_r1
+	MOVQ   w+16(FP), AX
+	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*1), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	MOVQ   x+32(FP), DX
+	MOVQ   xStride+40(FP), BX
+	LEAQ   (BX)(BX*2), SI
+	XORQ   SI, SI
+	MOVQ   n+48(FP), DI
+	ADDQ   DI, DI
+
+gemmDenseT2F16AVX2_r2_k:
+	VMOVUPS      (DX), Y4
+	VMOVUPS      (DX)(BX*1), Y5
+	VCVTPH2PS    (AX)(SI*1), Y6
+	VFMADD231PS  Y4, Y6, Y0
+	VFMADD231PS  Y5, Y6, Y1
+	VCVTPH2PS    (CX)(SI*1), Y6
+	VFMADD231PS  Y4, Y6, Y2
+	VFMADD231PS  Y5, Y6, Y3
+	ADDQ         $0x00000010, SI
+	ADDQ         $0x00000020, DX
+	CMPQ         SI, DI
+	JB           gemmDenseT2F16AVX2_r2_k
+	MOVQ         out+0(FP), AX
+	MOVQ         outStride+8(FP), CX
+	VEXTRACTF128 $0x01, Y0, X4
+	VADDPS       X4, X0, X4
+	VPERMILPS    $0x4e, X4, X0
+	VADDPS       X0, X4, X4
+	VPERMILPS    $0xb1, X4, X0
+	VADDPS       X0, X4, X4
+	VMOVSS       X4, (AX)
+	VEXTRACTF128 $0x01, Y2, X0
+	VADDPS       X0, X2, X0
+	VPERMILPS    $0x4e, X0, X2
+	VADDPS       X2, X0, X0
+	VPERMILPS    $0xb1, X0, X2
+	VADDPS       X2, X0, X0
+	VMOVSS       X0, 4(AX)
+	ADDQ         CX, AX
+	VEXTRACTF128 $0x01, Y1, X0
+	VADDPS       X0, X1, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, (AX)
+	VEXTRACTF128 $0x01, Y3, X0
+	VADDPS       X0, X3, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, 4(AX)
+	ADDQ         $0x00000008, out+0(FP)
+	MOVQ         stride+24(FP), AX
+	IMUL3Q       $0x00000002, AX, AX
+	ADDQ         AX, w+16(FP)
+	SUBQ         $0x00000002, rows+56(FP)
+	JMP          gemmDenseT2F16AVX2_r2
+
+gemmDenseT2F16AVX2_r1:
+	CMPQ   rows+56(FP), $0x00000001
+	JL     gemmDenseT2F16AVX2_done
+	MOVQ   w+16(FP), AX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	MOVQ   x+32(FP), CX
+	MOVQ   xStride+40(FP), DX
+	LEAQ   (DX)(DX*2), BX
+	XORQ   BX, BX
+	MOVQ   n+48(FP), SI
+	ADDQ   SI, SI
+
+gemmDenseT2F16AVX2_r1_k:
+	VMOVUPS      (CX), Y2
+	VMOVUPS      (CX)(DX*1), Y3
+	VCVTPH2PS    (AX)(BX*1), Y4
+	VFMADD231PS  Y2, Y4, Y0
+	VFMADD231PS  Y3, Y4, Y1
+	ADDQ         $0x00000010, BX
+	ADDQ         $0x00000020, CX
+	CMPQ         BX, SI
+	JB           gemmDenseT2F16AVX2_r1_k
+	MOVQ         out+0(FP), AX
+	MOVQ         outStride+8(FP), CX
+	VEXTRACTF128 $0x01, Y0, X2
+	VADDPS       X2, X0, X2
+	VPERMILPS    $0x4e, X2, X0
+	VADDPS       X0, X2, X2
+	VPERMILPS    $0xb1, X2, X0
+	VADDPS       X0, X2, X2
+	VMOVSS       X2, (AX)
+	ADDQ         CX, AX
+	VEXTRACTF128 $0x01, Y1, X0
+	VADDPS       X0, X1, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, (AX)
+	ADDQ         $0x00000004, out+0(FP)
+	MOVQ         stride+24(FP), AX
+	ADDQ         AX, w+16(FP)
+	SUBQ         $0x00000001, rows+56(FP)
+	JMP          gemmDenseT2F16AVX2_r1
+
+gemmDenseT2F16AVX2_done:
+	VZEROUPPER
+	RET
+
+// func gemmDenseT2F32AVX512(out *float32, outStride int, w *byte, stride int, x *float32, xStride int, n int, rows int)
+// Requires: AVX, AVX512F, AVX512VL
+TEXT ·gemmDenseT2F32AVX512(SB), NOSPLIT, $0-64
+gemmDenseT2F32AVX512_r4:
+	CMPQ   rows+56(FP), $0x00000004
+	JL     gemmDenseT2F32AVX512_r1
+	MOVQ   w+16(FP), AX
+	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*1), DX
+	LEAQ   (AX)(CX*2), BX
+	LEAQ   (DX)(CX*2), CX
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4
+	VPXORD Z5, Z5, Z5
+	VPXORD Z6, Z6, Z6
+	VPXORD Z7, Z7, Z7
+	MOVQ   x+32(FP), SI
+	MOVQ   xStride+40(FP), DI
+	LEAQ   (DI)(DI*2), R8
+	XORQ   R8, R8
+	MOVQ   n+48(FP), R9
+	SHLQ   $0x02, R9
+
+gemmDenseT2F32AVX512_r4_k:
+	VMOVUPS       (SI), Z8
+	VMOVUPS       (SI)(DI*1), Z9
+	VMOVUPS       (AX)(R8*1), Z10
+	VFMADD231PS   Z8, Z10, Z0
+	VFMADD231PS   Z9, Z10, Z1
+	VMOVUPS       (DX)(R8*1), Z10
+	VFMADD231PS   Z8, Z10, Z2
+	VFMADD231PS   Z9, Z10, Z3
+	VMOVUPS       (BX)(R8*1), Z10
+	VFMADD231PS   Z8, Z10, Z4
+	VFMADD231PS   Z9, Z10, Z5
+	VMOVUPS       (CX)(R8*1), Z10
+	VFMADD231PS   Z8, Z10, Z6
+	VFMADD231PS   Z9, Z10, Z7
+	ADDQ          $0x00000040, R8
+	ADDQ          $0x00000040, SI
+	CMPQ          R8, R9
+	JB            gemmDenseT2F32AVX512_r4_k
+	MOVQ          out+0(FP), AX
+	MOVQ          outStride+8(FP), CX
+	VEXTRACTF64X4 $0x01, Z0, Y8
+	VADDPS        Y8, Y0, Y8
+	VEXTRACTF32X4 $0x01, Y8, X9
+	VADDPS        X9, X8, X9
+	VPERMILPS     $0x4e, X9, X8
+	VADDPS        X8, X9, X9
+	VPERMILPS     $0xb1, X9, X8
+	VADDPS        X8, X9, X9
+	VMOVSS        X9, (AX)
+	VEXTRACTF64X4 $0x01, Z2, Y8
+	VADDPS        Y8, Y2, Y8
+	VEXTRACTF32X4 $0x01, Y8, X9
+	VADDPS        X9, X8, X9
+	VPERMILPS     $0x4e, X9, X8
+	VADDPS        X8, X9, X9
+	VPERMILPS     $0xb1, X9, X8
+	VADDPS        X8, X9, X9
+	VMOVSS        X9, 4(AX)
+	VEXTRACTF64X4 $0x01, Z4, Y8
+	VADDPS        Y8, Y4, Y8
+	VEXTRACTF32X4 $0x01, Y8, X9
+	VADDPS        X9, X8, X9
+	VPERMILPS     $0x4e, X9, X8
+	VADDPS        X8, X9, X9
+	VPERMILPS     $0xb1, X9, X8
+	VADDPS        X8, X9, X9
+	VMOVSS        X9, 8(AX)
+	VEXTRACTF64X4 $0x01, Z6, Y8
+	VADDPS        Y8, Y6, Y8
+	VEXTRACTF32X4 $0x01, Y8, X9
+	VADDPS        X9, X8, X9
+	VPERMILPS     $0x4e, X9, X8
+	VADDPS        X8, X9, X9
+	VPERMILPS     $0xb1, X9, X8
+	VADDPS        X8, X9, X9
+	VMOVSS        X9, 12(AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z1, Y8
+	VADDPS        Y8, Y1, Y8
+	VEXTRACTF32X4 $0x01, Y8, X9
+	VADDPS        X9, X8, X9
+	VPERMILPS     $0x4e, X9, X8
+	VADDPS        X8, X9, X9
+	VPERMILPS     $0xb1, X9, X8
+	VADDPS        X8, X9, X9
+	VMOVSS        X9, (AX)
+	VEXTRACTF64X4 $0x01, Z3, Y8
+	VADDPS        Y8, Y3, Y8
+	VEXTRACTF32X4 $0x01, Y8, X9
+	VADDPS        X9, X8, X9
+	VPERMILPS     $0x4e, X9, X8
+	VADDPS        X8, X9, X9
+	VPERMILPS     $0xb1, X9, X8
+	VADDPS        X8, X9, X9
+	VMOVSS        X9, 4(AX)
+	VEXTRACTF64X4 $0x01, Z5, Y8
+	VADDPS        Y8, Y5, Y8
+	VEXTRACTF32X4 $0x01, Y8, X9
+	VADDPS        X9, X8, X9
+	VPERMILPS     $0x4e, X9, X8
+	VADDPS        X8, X9, X9
+	VPERMILPS     $0xb1, X9, X8
+	VADDPS        X8, X9, X9
+	VMOVSS        X9, 8(AX)
+	VEXTRACTF64X4 $0x01, Z7, Y8
+	VADDPS        Y8, Y7, Y8
+	VEXTRACTF32X4 $0x01, Y8, X9
+	VADDPS        X9, X8, X9
+	VPERMILPS     $0x4e, X9, X8
+	VADDPS        X8, X9, X9
+	VPERMILPS     $0xb1, X9, X8
+	VADDPS        X8, X9, X9
+	VMOVSS        X9, 12(AX)
+	ADDQ          $0x00000010, out+0(FP)
+	MOVQ          stride+24(FP), AX
+	IMUL3Q        $0x00000004, AX, AX
+	ADDQ          AX, w+16(FP)
+	SUBQ          $0x00000004, rows+56(FP)
+	JMP           gemmDenseT2F32AVX512_r4
+
+gemmDenseT2F32AVX512_r1:
+	CMPQ   rows+56(FP), $0x00000001
+	JL     gemmDenseT2F32AVX512_done
+	MOVQ   w+16(FP), AX
+	VPXORD Z11, Z11, Z11
+	VPXORD Z12, Z12, Z12
+	MOVQ   x+32(FP), CX
+	MOVQ   xStride+40(FP), DX
+	LEAQ   (DX)(DX*2), BX
+	XORQ   BX, BX
+	MOVQ   n+48(FP), SI
+	SHLQ   $0x02, SI
+
+gemmDenseT2F32AVX512_r1_k:
+	VMOVUPS       (CX), Z0
+	VMOVUPS       (CX)(DX*1), Z1
+	VMOVUPS       (AX)(BX*1), Z2
+	VFMADD231PS   Z0, Z2, Z11
+	VFMADD231PS   Z1, Z2, Z12
+	ADDQ          $0x00000040, BX
+	ADDQ          $0x00000040, CX
+	CMPQ          BX, SI
+	JB            gemmDenseT2F32AVX512_r1_k
+	MOVQ          out+0(FP), AX
+	MOVQ          outStride+8(FP), CX
+	VEXTRACTF64X4 $0x01, Z11, Y0
+	VADDPS        Y0, Y11, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VPERMILPS     $0x4e, X1, X0
+	VADDPS        X0, X1, X1
+	VPERMILPS     $0xb1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSS        X1, (AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z12, Y0
+	VADDPS        Y0, Y12, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VPERMILPS     $0x4e, X1, X0
+	VADDPS        X0, X1, X1
+	VPERMILPS     $0xb1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSS        X1, (AX)
+	ADDQ          $0x00000004, out+0(FP)
+	MOVQ          stride+24(FP), AX
+	ADDQ          AX, w+16(FP)
+	SUBQ          $0x00000001, rows+56(FP)
+	JMP           gemmDenseT2F32AVX512_r1
+
+gemmDenseT2F32AVX512_done:
+	VZEROUPPER
+	RET
+
+// func gemmDenseT2F32AVX2(out *float32, outStride int, w *byte, stride int, x *float32, xStride int, n int, rows int)
+// Requires: AVX, FMA3
+TEXT ·gemmDenseT2F32AVX2(SB), NOSPLIT, $0-64
+gemmDenseT2F32AVX2_r2:
+	CMPQ   rows+56(FP), $0x00000002
+	JL     gemmDenseT2F32AVX2_r1
+	MOVQ   w+16(FP), AX
+	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*1), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	MOVQ   x+32(FP), DX
+	MOVQ   xStride+40(FP), BX
+	LEAQ   (BX)(BX*2), SI
+	XORQ   SI, SI
+	MOVQ   n+48(FP), DI
+	SHLQ   $0x02, DI
+
+gemmDenseT2F32AVX2_r2_k:
+	VMOVUPS      (DX), Y4
+	VMOVUPS      (DX)(BX*1), Y5
+	VMOVUPS      (AX)(SI*1), Y6
+	VFMADD231PS  Y4, Y6, Y0
+	VFMADD231PS  Y5, Y6, Y1
+	VMOVUPS      (CX)(SI*1), Y6
+	VFMADD231PS  Y4, Y6, Y2
+	VFMADD231PS  Y5, Y6, Y3
+	ADDQ         $0x00000020, SI
+	ADDQ         $0x00000020, DX
+	CMPQ         SI, DI
+	JB           gemmDenseT2F32AVX2_r2_k
+	MOVQ         out+0(FP), AX
+	MOVQ         outStride+8(FP), CX
+	VEXTRACTF128 $0x01, Y0, X4
+	VADDPS       X4, X0, X4
+	VPERMILPS    $0x4e, X4, X0
+	VADDPS       X0, X4, X4
+	VPERMILPS    $0xb1, X4, X0
+	VADDPS       X0, X4, X4
+	VMOVSS       X4, (AX)
+	VEXTRACTF128 $0x01, Y2, X0
+	VADDPS       X0, X2, X0
+	VPERMILPS    $0x4e, X0, X2
+	VADDPS       X2, X0, X0
+	VPERMILPS    $0xb1, X0, X2
+	VADDPS       X2, X0, X0
+	VMOVSS       X0, 4(AX)
+	ADDQ         CX, AX
+	VEXTRACTF128 $0x01, Y1, X0
+	VADDPS       X0, X1, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, (AX)
+	VEXTRACTF128 $0x01, Y3, X0
+	VADDPS       X0, X3, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, 4(AX)
+	ADDQ         $0x00000008, out+0(FP)
+	MOVQ         stride+24(FP), AX
+	IMUL3Q       $0x00000002, AX, AX
+	ADDQ         AX, w+16(FP)
+	SUBQ         $0x00000002, rows+56(FP)
+	JMP          gemmDenseT2F32AVX2_r2
+
+gemmDenseT2F32AVX2_r1:
+	CMPQ   rows+56(FP), $0x00000001
+	JL     gemmDenseT2F32AVX2_done
+	MOVQ   w+16(FP), AX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	MOVQ   x+32(FP), CX
+	MOVQ   xStride+40(FP), DX
+	LEAQ   (DX)(DX*2), BX
+	XORQ   BX, BX
+	MOVQ   n+48(FP), SI
+	SHLQ   $0x02, SI
+
+gemmDenseT2F32AVX2_r1_k:
+	VMOVUPS      (CX), Y2
+	VMOVUPS      (CX)(DX*1), Y3
+	VMOVUPS      (AX)(BX*1), Y4
+	VFMADD231PS  Y2, Y4, Y0
+	VFMADD231PS  Y3, Y4, Y1
+	ADDQ         $0x00000020, BX
+	ADDQ         $0x00000020, CX
+	CMPQ         BX, SI
+	JB           gemmDenseT2F32AVX2_r1_k
+	MOVQ         out+0(FP), AX
+	MOVQ         outStride+8(FP), CX
+	VEXTRACTF128 $0x01, Y0, X2
+	VADDPS       X2, X0, X2
+	VPERMILPS    $0x4e, X2, X0
+	VADDPS       X0, X2, X2
+	VPERMILPS    $0xb1, X2, X0
+	VADDPS       X0, X2, X2
+	VMOVSS       X2, (AX)
+	ADDQ         CX, AX
+	VEXTRACTF128 $0x01, Y1, X0
+	VADDPS       X0, X1, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, (AX)
+	ADDQ         $0x00000004, out+0(FP)
+	MOVQ         stride+24(FP), AX
+	ADDQ         AX, w+16(FP)
+	SUBQ         $0x00000001, rows+56(FP)
+	JMP          gemmDenseT2F32AVX2_r1
+
+gemmDenseT2F32AVX2_done:
+	VZEROUPPER
+	RET
+
 // func gemmQ4T3BF16AVX512(out *float32, outStride int, w *byte, stride int, scales *byte, sstride int, ng int, gbytes int, x *float32, xStride int, rows int)
 // Requires: AVX, AVX512BW, AVX512F, AVX512VL
 TEXT ·gemmQ4T3BF16AVX512(SB), NOSPLIT, $0-88
@@ -7700,6 +8614,1190 @@ gemmQ4T3F32AVX2_done:
 	VZEROUPPER
 	RET
 
+// func gemmDenseT3BF16AVX512(out *float32, outStride int, w *byte, stride int, x *float32, xStride int, n int, rows int)
+// Requires: AVX, AVX512F, AVX512VL
+TEXT ·gemmDenseT3BF16AVX512(SB), NOSPLIT, $0-64
+gemmDenseT3BF16AVX512_r4:
+	CMPQ   rows+56(FP), $0x00000004
+	JL     gemmDenseT3BF16AVX512_r1
+	MOVQ   w+16(FP), AX
+	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*1), DX
+	LEAQ   (AX)(CX*2), BX
+	LEAQ   (DX)(CX*2), CX
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4
+	VPXORD Z5, Z5, Z5
+	VPXORD Z6, Z6, Z6
+	VPXORD Z7, Z7, Z7
+	VPXORD Z8, Z8, Z8
+	VPXORD Z9, Z9, Z9
+	VPXORD Z10, Z10, Z10
+	VPXORD Z11, Z11, Z11
+	MOVQ   x+32(FP), SI
+	MOVQ   xStride+40(FP), DI
+	LEAQ   (DI)(DI*2), R8
+	XORQ   R8, R8
+	MOVQ   n+48(FP), R9
+	ADDQ   R9, R9
+
+gemmDenseT3BF16AVX512_r4_k:
+	VMOVUPS       (SI), Z12
+	VMOVUPS       (SI)(DI*1), Z13
+	VMOVUPS       (SI)(DI*2), Z14
+	VPMOVZXWD     (AX)(R8*1), Z15
+	VPSLLD        $0x10, Z15, Z15
+	VFMADD231PS   Z12, Z15, Z0
+	VFMADD231PS   Z13, Z15, Z1
+	VFMADD231PS   Z14, Z15, Z2
+	VPMOVZXWD     (DX)(R8*1), Z15
+	VPSLLD        $0x10, Z15, Z15
+	VFMADD231PS   Z12, Z15, Z3
+	VFMADD231PS   Z13, Z15, Z4
+	VFMADD231PS   Z14, Z15, Z5
+	VPMOVZXWD     (BX)(R8*1), Z15
+	VPSLLD        $0x10, Z15, Z15
+	VFMADD231PS   Z12, Z15, Z6
+	VFMADD231PS   Z13, Z15, Z7
+	VFMADD231PS   Z14, Z15, Z8
+	VPMOVZXWD     (CX)(R8*1), Z15
+	VPSLLD        $0x10, Z15, Z15
+	VFMADD231PS   Z12, Z15, Z9
+	VFMADD231PS   Z13, Z15, Z10
+	VFMADD231PS   Z14, Z15, Z11
+	ADDQ          $0x00000020, R8
+	ADDQ          $0x00000040, SI
+	CMPQ          R8, R9
+	JB            gemmDenseT3BF16AVX512_r4_k
+	MOVQ          out+0(FP), AX
+	MOVQ          outStride+8(FP), CX
+	VEXTRACTF64X4 $0x01, Z0, Y12
+	VADDPS        Y12, Y0, Y12
+	VEXTRACTF32X4 $0x01, Y12, X13
+	VADDPS        X13, X12, X13
+	VPERMILPS     $0x4e, X13, X12
+	VADDPS        X12, X13, X13
+	VPERMILPS     $0xb1, X13, X12
+	VADDPS        X12, X13, X13
+	VMOVSS        X13, (AX)
+	VEXTRACTF64X4 $0x01, Z3, Y12
+	VADDPS        Y12, Y3, Y12
+	VEXTRACTF32X4 $0x01, Y12, X13
+	VADDPS        X13, X12, X13
+	VPERMILPS     $0x4e, X13, X12
+	VADDPS        X12, X13, X13
+	VPERMILPS     $0xb1, X13, X12
+	VADDPS        X12, X13, X13
+	VMOVSS        X13, 4(AX)
+	VEXTRACTF64X4 $0x01, Z6, Y12
+	VADDPS        Y12, Y6, Y12
+	VEXTRACTF32X4 $0x01, Y12, X13
+	VADDPS        X13, X12, X13
+	VPERMILPS     $0x4e, X13, X12
+	VADDPS        X12, X13, X13
+	VPERMILPS     $0xb1, X13, X12
+	VADDPS        X12, X13, X13
+	VMOVSS        X13, 8(AX)
+	VEXTRACTF64X4 $0x01, Z9, Y12
+	VADDPS        Y12, Y9, Y12
+	VEXTRACTF32X4 $0x01, Y12, X13
+	VADDPS        X13, X12, X13
+	VPERMILPS     $0x4e, X13, X12
+	VADDPS        X12, X13, X13
+	VPERMILPS     $0xb1, X13, X12
+	VADDPS        X12, X13, X13
+	VMOVSS        X13, 12(AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z1, Y12
+	VADDPS        Y12, Y1, Y12
+	VEXTRACTF32X4 $0x01, Y12, X13
+	VADDPS        X13, X12, X13
+	VPERMILPS     $0x4e, X13, X12
+	VADDPS        X12, X13, X13
+	VPERMILPS     $0xb1, X13, X12
+	VADDPS        X12, X13, X13
+	VMOVSS        X13, (AX)
+	VEXTRACTF64X4 $0x01, Z4, Y12
+	VADDPS        Y12, Y4, Y12
+	VEXTRACTF32X4 $0x01, Y12, X13
+	VADDPS        X13, X12, X13
+	VPERMILPS     $0x4e, X13, X12
+	VADDPS        X12, X13, X13
+	VPERMILPS     $0xb1, X13, X12
+	VADDPS        X12, X13, X13
+	VMOVSS        X13, 4(AX)
+	VEXTRACTF64X4 $0x01, Z7, Y12
+	VADDPS        Y12, Y7, Y12
+	VEXTRACTF32X4 $0x01, Y12, X13
+	VADDPS        X13, X12, X13
+	VPERMILPS     $0x4e, X13, X12
+	VADDPS        X12, X13, X13
+	VPERMILPS     $0xb1, X13, X12
+	VADDPS        X12, X13, X13
+	VMOVSS        X13, 8(AX)
+	VEXTRACTF64X4 $0x01, Z10, Y12
+	VADDPS        Y12, Y10, Y12
+	VEXTRACTF32X4 $0x01, Y12, X13
+	VADDPS        X13, X12, X13
+	VPERMILPS     $0x4e, X13, X12
+	VADDPS        X12, X13, X13
+	VPERMILPS     $0xb1, X13, X12
+	VADDPS        X12, X13, X13
+	VMOVSS        X13, 12(AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z2, Y12
+	VADDPS        Y12, Y2, Y12
+	VEXTRACTF32X4 $0x01, Y12, X13
+	VADDPS        X13, X12, X13
+	VPERMILPS     $0x4e, X13, X12
+	VADDPS        X12, X13, X13
+	VPERMILPS     $0xb1, X13, X12
+	VADDPS        X12, X13, X13
+	VMOVSS        X13, (AX)
+	VEXTRACTF64X4 $0x01, Z5, Y12
+	VADDPS        Y12, Y5, Y12
+	VEXTRACTF32X4 $0x01, Y12, X13
+	VADDPS        X13, X12, X13
+	VPERMILPS     $0x4e, X13, X12
+	VADDPS        X12, X13, X13
+	VPERMILPS     $0xb1, X13, X12
+	VADDPS        X12, X13, X13
+	VMOVSS        X13, 4(AX)
+	VEXTRACTF64X4 $0x01, Z8, Y12
+	VADDPS        Y12, Y8, Y12
+	VEXTRACTF32X4 $0x01, Y12, X13
+	VADDPS        X13, X12, X13
+	VPERMILPS     $0x4e, X13, X12
+	VADDPS        X12, X13, X13
+	VPERMILPS     $0xb1, X13, X12
+	VADDPS        X12, X13, X13
+	VMOVSS        X13, 8(AX)
+	VEXTRACTF64X4 $0x01, Z11, Y12
+	VADDPS        Y12, Y11, Y12
+	VEXTRACTF32X4 $0x01, Y12, X13
+	VADDPS        X13, X12, X13
+	VPERMILPS     $0x4e, X13, X12
+	VADDPS        X12, X13, X13
+	VPERMILPS     $0xb1, X13, X12
+	VADDPS        X12, X13, X13
+	VMOVSS        X13, 12(AX)
+	ADDQ          $0x00000010, out+0(FP)
+	MOVQ          stride+24(FP), AX
+	IMUL3Q        $0x00000004, AX, AX
+	ADDQ          AX, w+16(FP)
+	SUBQ          $0x00000004, rows+56(FP)
+	JMP           gemmDenseT3BF16AVX512_r4
+
+gemmDenseT3BF16AVX512_r1:
+	CMPQ   rows+56(FP), $0x00000001
+	JL     gemmDenseT3BF16AVX512_done
+	MOVQ   w+16(FP), AX
+	VPXORD Z16, Z16, Z16
+	VPXORD Z17, Z17, Z17
+	VPXORD Z18, Z18, Z18
+	MOVQ   x+32(FP), CX
+	MOVQ   xStride+40(FP), DX
+	LEAQ   (DX)(DX*2), BX
+	XORQ   BX, BX
+	MOVQ   n+48(FP), SI
+	ADDQ   SI, SI
+
+gemmDenseT3BF16AVX512_r1_k:
+	VMOVUPS       (CX), Z0
+	VMOVUPS       (CX)(DX*1), Z1
+	VMOVUPS       (CX)(DX*2), Z2
+	VPMOVZXWD     (AX)(BX*1), Z3
+	VPSLLD        $0x10, Z3, Z3
+	VFMADD231PS   Z0, Z3, Z16
+	VFMADD231PS   Z1, Z3, Z17
+	VFMADD231PS   Z2, Z3, Z18
+	ADDQ          $0x00000020, BX
+	ADDQ          $0x00000040, CX
+	CMPQ          BX, SI
+	JB            gemmDenseT3BF16AVX512_r1_k
+	MOVQ          out+0(FP), AX
+	MOVQ          outStride+8(FP), CX
+	VEXTRACTF64X4 $0x01, Z16, Y0
+	VADDPS        Y0, Y16, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VPERMILPS     $0x4e, X1, X0
+	VADDPS        X0, X1, X1
+	VPERMILPS     $0xb1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSS        X1, (AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z17, Y0
+	VADDPS        Y0, Y17, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VPERMILPS     $0x4e, X1, X0
+	VADDPS        X0, X1, X1
+	VPERMILPS     $0xb1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSS        X1, (AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z18, Y0
+	VADDPS        Y0, Y18, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VPERMILPS     $0x4e, X1, X0
+	VADDPS        X0, X1, X1
+	VPERMILPS     $0xb1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSS        X1, (AX)
+	ADDQ          $0x00000004, out+0(FP)
+	MOVQ          stride+24(FP), AX
+	ADDQ          AX, w+16(FP)
+	SUBQ          $0x00000001, rows+56(FP)
+	JMP           gemmDenseT3BF16AVX512_r1
+
+gemmDenseT3BF16AVX512_done:
+	VZEROUPPER
+	RET
+
+// func gemmDenseT3BF16AVX2(out *float32, outStride int, w *byte, stride int, x *float32, xStride int, n int, rows int)
+// Requires: AVX, AVX2, FMA3
+TEXT ·gemmDenseT3BF16AVX2(SB), NOSPLIT, $0-64
+gemmDenseT3BF16AVX2_r2:
+	CMPQ   rows+56(FP), $0x00000002
+	JL     gemmDenseT3BF16AVX2_r1
+	MOVQ   w+16(FP), AX
+	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*1), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	MOVQ   x+32(FP), DX
+	MOVQ   xStride+40(FP), BX
+	LEAQ   (BX)(BX*2), SI
+	XORQ   SI, SI
+	MOVQ   n+48(FP), DI
+	ADDQ   DI, DI
+
+gemmDenseT3BF16AVX2_r2_k:
+	VMOVUPS      (DX), Y6
+	VMOVUPS      (DX)(BX*1), Y7
+	VMOVUPS      (DX)(BX*2), Y8
+	VPMOVZXWD    (AX)(SI*1), Y9
+	VPSLLD       $0x10, Y9, Y9
+	VFMADD231PS  Y6, Y9, Y0
+	VFMADD231PS  Y7, Y9, Y1
+	VFMADD231PS  Y8, Y9, Y2
+	VPMOVZXWD    (CX)(SI*1), Y9
+	VPSLLD       $0x10, Y9, Y9
+	VFMADD231PS  Y6, Y9, Y3
+	VFMADD231PS  Y7, Y9, Y4
+	VFMADD231PS  Y8, Y9, Y5
+	ADDQ         $0x00000010, SI
+	ADDQ         $0x00000020, DX
+	CMPQ         SI, DI
+	JB           gemmDenseT3BF16AVX2_r2_k
+	MOVQ         out+0(FP), AX
+	MOVQ         outStride+8(FP), CX
+	VEXTRACTF128 $0x01, Y0, X6
+	VADDPS       X6, X0, X6
+	VPERMILPS    $0x4e, X6, X0
+	VADDPS       X0, X6, X6
+	VPERMILPS    $0xb1, X6, X0
+	VADDPS       X0, X6, X6
+	VMOVSS       X6, (AX)
+	VEXTRACTF128 $0x01, Y3, X0
+	VADDPS       X0, X3, X0
+	VPERMILPS    $0x4e, X0, X3
+	VADDPS       X3, X0, X0
+	VPERMILPS    $0xb1, X0, X3
+	VADDPS       X3, X0, X0
+	VMOVSS       X0, 4(AX)
+	ADDQ         CX, AX
+	VEXTRACTF128 $0x01, Y1, X0
+	VADDPS       X0, X1, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, (AX)
+	VEXTRACTF128 $0x01, Y4, X0
+	VADDPS       X0, X4, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, 4(AX)
+	ADDQ         CX, AX
+	VEXTRACTF128 $0x01, Y2, X0
+	VADDPS       X0, X2, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, (AX)
+	VEXTRACTF128 $0x01, Y5, X0
+	VADDPS       X0, X5, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, 4(AX)
+	ADDQ         $0x00000008, out+0(FP)
+	MOVQ         stride+24(FP), AX
+	IMUL3Q       $0x00000002, AX, AX
+	ADDQ         AX, w+16(FP)
+	SUBQ         $0x00000002, rows+56(FP)
+	JMP          gemmDenseT3BF16AVX2_r2
+
+gemmDenseT3BF16AVX2_r1:
+	CMPQ   rows+56(FP), $0x00000001
+	JL     gemmDenseT3BF16AVX2_done
+	MOVQ   w+16(FP), AX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	MOVQ   x+32(FP), CX
+	MOVQ   xStride+40(FP), DX
+	LEAQ   (DX)(DX*2), BX
+	XORQ   BX, BX
+	MOVQ   n+48(FP), SI
+	ADDQ   SI, SI
+
+gemmDenseT3BF16AVX2_r1_k:
+	VMOVUPS      (CX), Y3
+	VMOVUPS      (CX)(DX*1), Y4
+	VMOVUPS      (CX)(DX*2), Y5
+	VPMOVZXWD    (AX)(BX*1), Y6
+	VPSLLD       $0x10, Y6, Y6
+	VFMADD231PS  Y3, Y6, Y0
+	VFMADD231PS  Y4, Y6, Y1
+	VFMADD231PS  Y5, Y6, Y2
+	ADDQ         $0x00000010, BX
+	ADDQ         $0x00000020, CX
+	CMPQ         BX, SI
+	JB           gemmDenseT3BF16AVX2_r1_k
+	MOVQ         out+0(FP), AX
+	MOVQ         outStride+8(FP), CX
+	VEXTRACTF128 $0x01, Y0, X3
+	VADDPS       X3, X0, X3
+	VPERMILPS    $0x4e, X3, X0
+	VADDPS       X0, X3, X3
+	VPERMILPS    $0xb1, X3, X0
+	VADDPS       X0, X3, X3
+	VMOVSS       X3, (AX)
+	ADDQ         CX, AX
+	VEXTRACTF128 $0x01, Y1, X0
+	VADDPS       X0, X1, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, (AX)
+	ADDQ         CX, AX
+	VEXTRACTF128 $0x01, Y2, X0
+	VADDPS       X0, X2, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, (AX)
+	ADDQ         $0x00000004, out+0(FP)
+	MOVQ         stride+24(FP), AX
+	ADDQ         AX, w+16(FP)
+	SUBQ         $0x00000001, rows+56(FP)
+	JMP          gemmDenseT3BF16AVX2_r1
+
+gemmDenseT3BF16AVX2_done:
+	VZEROUPPER
+	RET
+
+// func gemmDenseT3F16AVX512(out *float32, outStride int, w *byte, stride int, x *float32, xStride int, n int, rows int)
+// Requires: AVX, AVX512F, AVX512VL
+TEXT ·gemmDenseT3F16AVX512(SB), NOSPLIT, $0-64
+gemmDenseT3F16AVX512_r4:
+	CMPQ   rows+56(FP), $0x00000004
+	JL     gemmDenseT3F16AVX512_r1
+	MOVQ   w+16(FP), AX
+	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*1), DX
+	LEAQ   (AX)(CX*2), BX
+	LEAQ   (DX)(CX*2), CX
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4
+	VPXORD Z5, Z5, Z5
+	VPXORD Z6, Z6, Z6
+	VPXORD Z7, Z7, Z7
+	VPXORD Z8, Z8, Z8
+	VPXORD Z9, Z9, Z9
+	VPXORD Z10, Z10, Z10
+	VPXORD Z11, Z11, Z11
+	MOVQ   x+32(FP), SI
+	MOVQ   xStride+40(FP), DI
+	LEAQ   (DI)(DI*2), R8
+	XORQ   R8, R8
+	MOVQ   n+48(FP), R9
+	ADDQ   R9, R9
+
+gemmDenseT3F16AVX512_r4_k:
+	VMOVUPS       (SI), Z12
+	VMOVUPS       (SI)(DI*1), Z13
+	VMOVUPS       (SI)(DI*2), Z14
+	VCVTPH2PS     (AX)(R8*1), Z15
+	VFMADD231PS   Z12, Z15, Z0
+	VFMADD231PS   Z13, Z15, Z1
+	VFMADD231PS   Z14, Z15, Z2
+	VCVTPH2PS     (DX)(R8*1), Z15
+	VFMADD231PS   Z12, Z15, Z3
+	VFMADD231PS   Z13, Z15, Z4
+	VFMADD231PS   Z14, Z15, Z5
+	VCVTPH2PS     (BX)(R8*1), Z15
+	VFMADD231PS   Z12, Z15, Z6
+	VFMADD231PS   Z13, Z15, Z7
+	VFMADD231PS   Z14, Z15, Z8
+	VCVTPH2PS     (CX)(R8*1), Z15
+	VFMADD231PS   Z12, Z15, Z9
+	VFMADD231PS   Z13, Z15, Z10
+	VFMADD231PS   Z14, Z15, Z11
+	ADDQ          $0x00000020, R8
+	ADDQ          $0x00000040, SI
+	CMPQ          R8, R9
+	JB            gemmDenseT3F16AVX512_r4_k
+	MOVQ          out+0(FP), AX
+	MOVQ          outStride+8(FP), CX
+	VEXTRACTF64X4 $0x01, Z0, Y12
+	VADDPS        Y12, Y0, Y12
+	VEXTRACTF32X4 $0x01, Y12, X13
+	VADDPS        X13, X12, X13
+	VPERMILPS     $0x4e, X13, X12
+	VADDPS        X12, X13, X13
+	VPERMILPS     $0xb1, X13, X12
+	VADDPS        X12, X13, X13
+	VMOVSS        X13, (AX)
+	VEXTRACTF64X4 $0x01, Z3, Y12
+	VADDPS        Y12, Y3, Y12
+	VEXTRACTF32X4 $0x01, Y12, X13
+	VADDPS        X13, X12, X13
+	VPERMILPS     $0x4e, X13, X12
+	VADDPS        X12, X13, X13
+	VPERMILPS     $0xb1, X13, X12
+	VADDPS        X12, X13, X13
+	VMOVSS        X13, 4(AX)
+	VEXTRACTF64X4 $0x01, Z6, Y12
+	VADDPS        Y12, Y6, Y12
+	VEXTRACTF32X4 $0x01, Y12, X13
+	VADDPS        X13, X12, X13
+	VPERMILPS     $0x4e, X13, X12
+	VADDPS        X12, X13, X13
+	VPERMILPS     $0xb1, X13, X12
+	VADDPS        X12, X13, X13
+	VMOVSS        X13, 8(AX)
+	VEXTRACTF64X4 $0x01, Z9, Y12
+	VADDPS        Y12, Y9, Y12
+	VEXTRACTF32X4 $0x01, Y12, X13
+	VADDPS        X13, X12, X13
+	VPERMILPS     $0x4e, X13, X12
+	VADDPS        X12, X13, X13
+	VPERMILPS     $0xb1, X13, X12
+	VADDPS        X12, X13, X13
+	VMOVSS        X13, 12(AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z1, Y12
+	VADDPS        Y12, Y1, Y12
+	VEXTRACTF32X4 $0x01, Y12, X13
+	VADDPS        X13, X12, X13
+	VPERMILPS     $0x4e, X13, X12
+	VADDPS        X12, X13, X13
+	VPERMILPS     $0xb1, X13, X12
+	VADDPS        X12, X13, X13
+	VMOVSS        X13, (AX)
+	VEXTRACTF64X4 $0x01, Z4, Y12
+	VADDPS        Y12, Y4, Y12
+	VEXTRACTF32X4 $0x01, Y12, X13
+	VADDPS        X13, X12, X13
+	VPERMILPS     $0x4e, X13, X12
+	VADDPS        X12, X13, X13
+	VPERMILPS     $0xb1, X13, X12
+	VADDPS        X12, X13, X13
+	VMOVSS        X13, 4(AX)
+	VEXTRACTF64X4 $0x01, Z7, Y12
+	VADDPS        Y12, Y7, Y12
+	VEXTRACTF32X4 $0x01, Y12, X13
+	VADDPS        X13, X12, X13
+	VPERMILPS     $0x4e, X13, X12
+	VADDPS        X12, X13, X13
+	VPERMILPS     $0xb1, X13, X12
+	VADDPS        X12, X13, X13
+	VMOVSS        X13, 8(AX)
+	VEXTRACTF64X4 $0x01, Z10, Y12
+	VADDPS        Y12, Y10, Y12
+	VEXTRACTF32X4 $0x01, Y12, X13
+	VADDPS        X13, X12, X13
+	VPERMILPS     $0x4e, X13, X12
+	VADDPS        X12, X13, X13
+	VPERMILPS     $0xb1, X13, X12
+	VADDPS        X12, X13, X13
+	VMOVSS        X13, 12(AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z2, Y12
+	VADDPS        Y12, Y2, Y12
+	VEXTRACTF32X4 $0x01, Y12, X13
+	VADDPS        X13, X12, X13
+	VPERMILPS     $0x4e, X13, X12
+	VADDPS        X12, X13, X13
+	VPERMILPS     $0xb1, X13, X12
+	VADDPS        X12, X13, X13
+	VMOVSS        X13, (AX)
+	VEXTRACTF64X4 $0x01, Z5, Y12
+	VADDPS        Y12, Y5, Y12
+	VEXTRACTF32X4 $0x01, Y12, X13
+	VADDPS        X13, X12, X13
+	VPERMILPS     $0x4e, X13, X12
+	VADDPS        X12, X13, X13
+	VPERMILPS     $0xb1, X13, X12
+	VADDPS        X12, X13, X13
+	VMOVSS        X13, 4(AX)
+	VEXTRACTF64X4 $0x01, Z8, Y12
+	VADDPS        Y12, Y8, Y12
+	VEXTRACTF32X4 $0x01, Y12, X13
+	VADDPS        X13, X12, X13
+	VPERMILPS     $0x4e, X13, X12
+	VADDPS        X12, X13, X13
+	VPERMILPS     $0xb1, X13, X12
+	VADDPS        X12, X13, X13
+	VMOVSS        X13, 8(AX)
+	VEXTRACTF64X4 $0x01, Z11, Y12
+	VADDPS        Y12, Y11, Y12
+	VEXTRACTF32X4 $0x01, Y12, X13
+	VADDPS        X13, X12, X13
+	VPERMILPS     $0x4e, X13, X12
+	VADDPS        X12, X13, X13
+	VPERMILPS     $0xb1, X13, X12
+	VADDPS        X12, X13, X13
+	VMOVSS        X13, 12(AX)
+	ADDQ          $0x00000010, out+0(FP)
+	MOVQ          stride+24(FP), AX
+	IMUL3Q        $0x00000004, AX, AX
+	ADDQ          AX, w+16(FP)
+	SUBQ          $0x00000004, rows+56(FP)
+	JMP           gemmDenseT3F16AVX512_r4
+
+gemmDenseT3F16AVX512_r1:
+	CMPQ   rows+56(FP), $0x00000001
+	JL     gemmDenseT3F16AVX512_done
+	MOVQ   w+16(FP), AX
+	VPXORD Z16, Z16, Z16
+	VPXORD Z17, Z17, Z17
+	VPXORD Z18, Z18, Z18
+	MOVQ   x+32(FP), CX
+	MOVQ   xStride+40(FP), DX
+	LEAQ   (DX)(DX*2), BX
+	XORQ   BX, BX
+	MOVQ   n+48(FP), SI
+	ADDQ   SI, SI
+
+gemmDenseT3F16AVX512_r1_k:
+	VMOVUPS       (CX), Z0
+	VMOVUPS       (CX)(DX*1), Z1
+	VMOVUPS       (CX)(DX*2), Z2
+	VCVTPH2PS     (AX)(BX*1), Z3
+	VFMADD231PS   Z0, Z3, Z16
+	VFMADD231PS   Z1, Z3, Z17
+	VFMADD231PS   Z2, Z3, Z18
+	ADDQ          $0x00000020, BX
+	ADDQ          $0x00000040, CX
+	CMPQ          BX, SI
+	JB            gemmDenseT3F16AVX512_r1_k
+	MOVQ          out+0(FP), AX
+	MOVQ          outStride+8(FP), CX
+	VEXTRACTF64X4 $0x01, Z16, Y0
+	VADDPS        Y0, Y16, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VPERMILPS     $0x4e, X1, X0
+	VADDPS        X0, X1, X1
+	VPERMILPS     $0xb1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSS        X1, (AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z17, Y0
+	VADDPS        Y0, Y17, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VPERMILPS     $0x4e, X1, X0
+	VADDPS        X0, X1, X1
+	VPERMILPS     $0xb1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSS        X1, (AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z18, Y0
+	VADDPS        Y0, Y18, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VPERMILPS     $0x4e, X1, X0
+	VADDPS        X0, X1, X1
+	VPERMILPS     $0xb1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSS        X1, (AX)
+	ADDQ          $0x00000004, out+0(FP)
+	MOVQ          stride+24(FP), AX
+	ADDQ          AX, w+16(FP)
+	SUBQ          $0x00000001, rows+56(FP)
+	JMP           gemmDenseT3F16AVX512_r1
+
+gemmDenseT3F16AVX512_done:
+	VZEROUPPER
+	RET
+
+// func gemmDenseT3F16AVX2(out *float32, outStride int, w *byte, stride int, x *float32, xStride int, n int, rows int)
+// Requires: AVX, F16C, FMA3
+TEXT ·gemmDenseT3F16AVX2(SB), NOSPLIT, $0-64
+gemmDenseT3F16AVX2_r2:
+	CMPQ   rows+56(FP), $0x00000002
+	JL     gemmDenseT3F16AVX2_r1
+	MOVQ   w+16(FP), AX
+	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*1), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	MOVQ   x+32(FP), DX
+	MOVQ   xStride+40(FP), BX
+	LEAQ   (BX)(BX*2), SI
+	XORQ   SI, SI
+	MOVQ   n+48(FP), DI
+	ADDQ   DI, DI
+
+gemmDenseT3F16AVX2_r2_k:
+	VMOVUPS      (DX), Y6
+	VMOVUPS      (DX)(BX*1), Y7
+	VMOVUPS      (DX)(BX*2), Y8
+	VCVTPH2PS    (AX)(SI*1), Y9
+	VFMADD231PS  Y6, Y9, Y0
+	VFMADD231PS  Y7, Y9, Y1
+	VFMADD231PS  Y8, Y9, Y2
+	VCVTPH2PS    (CX)(SI*1), Y9
+	VFMADD231PS  Y6, Y9, Y3
+	VFMADD231PS  Y7, Y9, Y4
+	VFMADD231PS  Y8, Y9, Y5
+	ADDQ         $0x00000010, SI
+	ADDQ         $0x00000020, DX
+	CMPQ         SI, DI
+	JB           gemmDenseT3F16AVX2_r2_k
+	MOVQ         out+0(FP), AX
+	MOVQ         outStride+8(FP), CX
+	VEXTRACTF128 $0x01, Y0, X6
+	VADDPS       X6, X0, X6
+	VPERMILPS    $0x4e, X6, X0
+	VADDPS       X0, X6, X6
+	VPERMILPS    $0xb1, X6, X0
+	VADDPS       X0, X6, X6
+	VMOVSS       X6, (AX)
+	VEXTRACTF128 $0x01, Y3, X0
+	VADDPS       X0, X3, X0
+	VPERMILPS    $0x4e, X0, X3
+	VADDPS       X3, X0, X0
+	VPERMILPS    $0xb1, X0, X3
+	VADDPS       X3, X0, X0
+	VMOVSS       X0, 4(AX)
+	ADDQ         CX, AX
+	VEXTRACTF128 $0x01, Y1, X0
+	VADDPS       X0, X1, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, (AX)
+	VEXTRACTF128 $0x01, Y4, X0
+	VADDPS       X0, X4, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, 4(AX)
+	ADDQ         CX, AX
+	VEXTRACTF128 $0x01, Y2, X0
+	VADDPS       X0, X2, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, (AX)
+	VEXTRACTF128 $0x01, Y5, X0
+	VADDPS       X0, X5, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, 4(AX)
+	ADDQ         $0x00000008, out+0(FP)
+	MOVQ         stride+24(FP), AX
+	IMUL3Q       $0x00000002, AX, AX
+	ADDQ         AX, w+16(FP)
+	SUBQ         $0x00000002, rows+56(FP)
+	JMP          gemmDenseT3F16AVX2_r2
+
+gemmDenseT3F16AVX2_r1:
+	CMPQ   rows+56(FP), $0x00000001
+	JL     gemmDenseT3F16AVX2_done
+	MOVQ   w+16(FP), AX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	MOVQ   x+32(FP), CX
+	MOVQ   xStride+40(FP), DX
+	LEAQ   (DX)(DX*2), BX
+	XORQ   BX, BX
+	MOVQ   n+48(FP), SI
+	ADDQ   SI, SI
+
+gemmDenseT3F16AVX2_r1_k:
+	VMOVUPS      (CX), Y3
+	VMOVUPS      (CX)(DX*1), Y4
+	VMOVUPS      (CX)(DX*2), Y5
+	VCVTPH2PS    (AX)(BX*1), Y6
+	VFMADD231PS  Y3, Y6, Y0
+	VFMADD231PS  Y4, Y6, Y1
+	VFMADD231PS  Y5, Y6, Y2
+	ADDQ         $0x00000010, BX
+	ADDQ         $0x00000020, CX
+	CMPQ         BX, SI
+	JB           gemmDenseT3F16AVX2_r1_k
+	MOVQ         out+0(FP), AX
+	MOVQ         outStride+8(FP), CX
+	VEXTRACTF128 $0x01, Y0, X3
+	VADDPS       X3, X0, X3
+	VPERMILPS    $0x4e, X3, X0
+	VADDPS       X0, X3, X3
+	VPERMILPS    $0xb1, X3, X0
+	VADDPS       X0, X3, X3
+	VMOVSS       X3, (AX)
+	ADDQ         CX, AX
+	VEXTRACTF128 $0x01, Y1, X0
+	VADDPS       X0, X1, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, (AX)
+	ADDQ         CX, AX
+	VEXTRACTF128 $0x01, Y2, X0
+	VADDPS       X0, X2, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, (AX)
+	ADDQ         $0x00000004, out+0(FP)
+	MOVQ         stride+24(FP), AX
+	ADDQ         AX, w+16(FP)
+	SUBQ         $0x00000001, rows+56(FP)
+	JMP          gemmDenseT3F16AVX2_r1
+
+gemmDenseT3F16AVX2_done:
+	VZEROUPPER
+	RET
+
+// func gemmDenseT3F32AVX512(out *float32, outStride int, w *byte, stride int, x *float32, xStride int, n int, rows int)
+// Requires: AVX, AVX512F, AVX512VL
+TEXT ·gemmDenseT3F32AVX512(SB), NOSPLIT, $0-64
+gemmDenseT3F32AVX512_r4:
+	CMPQ   rows+56(FP), $0x00000004
+	JL     gemmDenseT3F32AVX512_r1
+	MOVQ   w+16(FP), AX
+	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*1), DX
+	LEAQ   (AX)(CX*2), BX
+	LEAQ   (DX)(CX*2), CX
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4
+	VPXORD Z5, Z5, Z5
+	VPXORD Z6, Z6, Z6
+	VPXORD Z7, Z7, Z7
+	VPXORD Z8, Z8, Z8
+	VPXORD Z9, Z9, Z9
+	VPXORD Z10, Z10, Z10
+	VPXORD Z11, Z11, Z11
+	MOVQ   x+32(FP), SI
+	MOVQ   xStride+40(FP), DI
+	LEAQ   (DI)(DI*2), R8
+	XORQ   R8, R8
+	MOVQ   n+48(FP), R9
+	SHLQ   $0x02, R9
+
+gemmDenseT3F32AVX512_r4_k:
+	VMOVUPS       (SI), Z12
+	VMOVUPS       (SI)(DI*1), Z13
+	VMOVUPS       (SI)(DI*2), Z14
+	VMOVUPS       (AX)(R8*1), Z15
+	VFMADD231PS   Z12, Z15, Z0
+	VFMADD231PS   Z13, Z15, Z1
+	VFMADD231PS   Z14, Z15, Z2
+	VMOVUPS       (DX)(R8*1), Z15
+	VFMADD231PS   Z12, Z15, Z3
+	VFMADD231PS   Z13, Z15, Z4
+	VFMADD231PS   Z14, Z15, Z5
+	VMOVUPS       (BX)(R8*1), Z15
+	VFMADD231PS   Z12, Z15, Z6
+	VFMADD231PS   Z13, Z15, Z7
+	VFMADD231PS   Z14, Z15, Z8
+	VMOVUPS       (CX)(R8*1), Z15
+	VFMADD231PS   Z12, Z15, Z9
+	VFMADD231PS   Z13, Z15, Z10
+	VFMADD231PS   Z14, Z15, Z11
+	ADDQ          $0x00000040, R8
+	ADDQ          $0x00000040, SI
+	CMPQ          R8, R9
+	JB            gemmDenseT3F32AVX512_r4_k
+	MOVQ          out+0(FP), AX
+	MOVQ          outStride+8(FP), CX
+	VEXTRACTF64X4 $0x01, Z0, Y12
+	VADDPS        Y12, Y0, Y12
+	VEXTRACTF32X4 $0x01, Y12, X13
+	VADDPS        X13, X12, X13
+	VPERMILPS     $0x4e, X13, X12
+	VADDPS        X12, X13, X13
+	VPERMILPS     $0xb1, X13, X12
+	VADDPS        X12, X13, X13
+	VMOVSS        X13, (AX)
+	VEXTRACTF64X4 $0x01, Z3, Y12
+	VADDPS        Y12, Y3, Y12
+	VEXTRACTF32X4 $0x01, Y12, X13
+	VADDPS        X13, X12, X13
+	VPERMILPS     $0x4e, X13, X12
+	VADDPS        X12, X13, X13
+	VPERMILPS     $0xb1, X13, X12
+	VADDPS        X12, X13, X13
+	VMOVSS        X13, 4(AX)
+	VEXTRACTF64X4 $0x01, Z6, Y12
+	VADDPS        Y12, Y6, Y12
+	VEXTRACTF32X4 $0x01, Y12, X13
+	VADDPS        X13, X12, X13
+	VPERMILPS     $0x4e, X13, X12
+	VADDPS        X12, X13, X13
+	VPERMILPS     $0xb1, X13, X12
+	VADDPS        X12, X13, X13
+	VMOVSS        X13, 8(AX)
+	VEXTRACTF64X4 $0x01, Z9, Y12
+	VADDPS        Y12, Y9, Y12
+	VEXTRACTF32X4 $0x01, Y12, X13
+	VADDPS        X13, X12, X13
+	VPERMILPS     $0x4e, X13, X12
+	VADDPS        X12, X13, X13
+	VPERMILPS     $0xb1, X13, X12
+	VADDPS        X12, X13, X13
+	VMOVSS        X13, 12(AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z1, Y12
+	VADDPS        Y12, Y1, Y12
+	VEXTRACTF32X4 $0x01, Y12, X13
+	VADDPS        X13, X12, X13
+	VPERMILPS     $0x4e, X13, X12
+	VADDPS        X12, X13, X13
+	VPERMILPS     $0xb1, X13, X12
+	VADDPS        X12, X13, X13
+	VMOVSS        X13, (AX)
+	VEXTRACTF64X4 $0x01, Z4, Y12
+	VADDPS        Y12, Y4, Y12
+	VEXTRACTF32X4 $0x01, Y12, X13
+	VADDPS        X13, X12, X13
+	VPERMILPS     $0x4e, X13, X12
+	VADDPS        X12, X13, X13
+	VPERMILPS     $0xb1, X13, X12
+	VADDPS        X12, X13, X13
+	VMOVSS        X13, 4(AX)
+	VEXTRACTF64X4 $0x01, Z7, Y12
+	VADDPS        Y12, Y7, Y12
+	VEXTRACTF32X4 $0x01, Y12, X13
+	VADDPS        X13, X12, X13
+	VPERMILPS     $0x4e, X13, X12
+	VADDPS        X12, X13, X13
+	VPERMILPS     $0xb1, X13, X12
+	VADDPS        X12, X13, X13
+	VMOVSS        X13, 8(AX)
+	VEXTRACTF64X4 $0x01, Z10, Y12
+	VADDPS        Y12, Y10, Y12
+	VEXTRACTF32X4 $0x01, Y12, X13
+	VADDPS        X13, X12, X13
+	VPERMILPS     $0x4e, X13, X12
+	VADDPS        X12, X13, X13
+	VPERMILPS     $0xb1, X13, X12
+	VADDPS        X12, X13, X13
+	VMOVSS        X13, 12(AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z2, Y12
+	VADDPS        Y12, Y2, Y12
+	VEXTRACTF32X4 $0x01, Y12, X13
+	VADDPS        X13, X12, X13
+	VPERMILPS     $0x4e, X13, X12
+	VADDPS        X12, X13, X13
+	VPERMILPS     $0xb1, X13, X12
+	VADDPS        X12, X13, X13
+	VMOVSS        X13, (AX)
+	VEXTRACTF64X4 $0x01, Z5, Y12
+	VADDPS        Y12, Y5, Y12
+	VEXTRACTF32X4 $0x01, Y12, X13
+	VADDPS        X13, X12, X13
+	VPERMILPS     $0x4e, X13, X12
+	VADDPS        X12, X13, X13
+	VPERMILPS     $0xb1, X13, X12
+	VADDPS        X12, X13, X13
+	VMOVSS        X13, 4(AX)
+	VEXTRACTF64X4 $0x01, Z8, Y12
+	VADDPS        Y12, Y8, Y12
+	VEXTRACTF32X4 $0x01, Y12, X13
+	VADDPS        X13, X12, X13
+	VPERMILPS     $0x4e, X13, X12
+	VADDPS        X12, X13, X13
+	VPERMILPS     $0xb1, X13, X12
+	VADDPS        X12, X13, X13
+	VMOVSS        X13, 8(AX)
+	VEXTRACTF64X4 $0x01, Z11, Y12
+	VADDPS        Y12, Y11, Y12
+	VEXTRACTF32X4 $0x01, Y12, X13
+	VADDPS        X13, X12, X13
+	VPERMILPS     $0x4e, X13, X12
+	VADDPS        X12, X13, X13
+	VPERMILPS     $0xb1, X13, X12
+	VADDPS        X12, X13, X13
+	VMOVSS        X13, 12(AX)
+	ADDQ          $0x00000010, out+0(FP)
+	MOVQ          stride+24(FP), AX
+	IMUL3Q        $0x00000004, AX, AX
+	ADDQ          AX, w+16(FP)
+	SUBQ          $0x00000004, rows+56(FP)
+	JMP           gemmDenseT3F32AVX512_r4
+
+gemmDenseT3F32AVX512_r1:
+	CMPQ   rows+56(FP), $0x00000001
+	JL     gemmDenseT3F32AVX512_done
+	MOVQ   w+16(FP), AX
+	VPXORD Z16, Z16, Z16
+	VPXORD Z17, Z17, Z17
+	VPXORD Z18, Z18, Z18
+	MOVQ   x+32(FP), CX
+	MOVQ   xStride+40(FP), DX
+	LEAQ   (DX)(DX*2), BX
+	XORQ   BX, BX
+	MOVQ   n+48(FP), SI
+	SHLQ   $0x02, SI
+
+gemmDenseT3F32AVX512_r1_k:
+	VMOVUPS       (CX), Z0
+	VMOVUPS       (CX)(DX*1), Z1
+	VMOVUPS       (CX)(DX*2), Z2
+	VMOVUPS       (AX)(BX*1), Z3
+	VFMADD231PS   Z0, Z3, Z16
+	VFMADD231PS   Z1, Z3, Z17
+	VFMADD231PS   Z2, Z3, Z18
+	ADDQ          $0x00000040, BX
+	ADDQ          $0x00000040, CX
+	CMPQ          BX, SI
+	JB            gemmDenseT3F32AVX512_r1_k
+	MOVQ          out+0(FP), AX
+	MOVQ          outStride+8(FP), CX
+	VEXTRACTF64X4 $0x01, Z16, Y0
+	VADDPS        Y0, Y16, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VPERMILPS     $0x4e, X1, X0
+	VADDPS        X0, X1, X1
+	VPERMILPS     $0xb1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSS        X1, (AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z17, Y0
+	VADDPS        Y0, Y17, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VPERMILPS     $0x4e, X1, X0
+	VADDPS        X0, X1, X1
+	VPERMILPS     $0xb1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSS        X1, (AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z18, Y0
+	VADDPS        Y0, Y18, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VPERMILPS     $0x4e, X1, X0
+	VADDPS        X0, X1, X1
+	VPERMILPS     $0xb1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSS        X1, (AX)
+	ADDQ          $0x00000004, out+0(FP)
+	MOVQ          stride+24(FP), AX
+	ADDQ          AX, w+16(FP)
+	SUBQ          $0x00000001, rows+56(FP)
+	JMP           gemmDenseT3F32AVX512_r1
+
+gemmDenseT3F32AVX512_done:
+	VZEROUPPER
+	RET
+
+// func gemmDenseT3F32AVX2(out *float32, outStride int, w *byte, stride int, x *float32, xStride int, n int, rows int)
+// Requires: AVX, FMA3
+TEXT ·gemmDenseT3F32AVX2(SB), NOSPLIT, $0-64
+gemmDenseT3F32AVX2_r2:
+	CMPQ   rows+56(FP), $0x00000002
+	JL     gemmDenseT3F32AVX2_r1
+	MOVQ   w+16(FP), AX
+	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*1), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	MOVQ   x+32(FP), DX
+	MOVQ   xStride+40(FP), BX
+	LEAQ   (BX)(BX*2), SI
+	XORQ   SI, SI
+	MOVQ   n+48(FP), DI
+	SHLQ   $0x02, DI
+
+gemmDenseT3F32AVX2_r2_k:
+	VMOVUPS      (DX), Y6
+	VMOVUPS      (DX)(BX*1), Y7
+	VMOVUPS      (DX)(BX*2), Y8
+	VMOVUPS      (AX)(SI*1), Y9
+	VFMADD231PS  Y6, Y9, Y0
+	VFMADD231PS  Y7, Y9, Y1
+	VFMADD231PS  Y8, Y9, Y2
+	VMOVUPS      (CX)(SI*1), Y9
+	VFMADD231PS  Y6, Y9, Y3
+	VFMADD231PS  Y7, Y9, Y4
+	VFMADD231PS  Y8, Y9, Y5
+	ADDQ         $0x00000020, SI
+	ADDQ         $0x00000020, DX
+	CMPQ         SI, DI
+	JB           gemmDenseT3F32AVX2_r2_k
+	MOVQ         out+0(FP), AX
+	MOVQ         outStride+8(FP), CX
+	VEXTRACTF128 $0x01, Y0, X6
+	VADDPS       X6, X0, X6
+	VPERMILPS    $0x4e, X6, X0
+	VADDPS       X0, X6, X6
+	VPERMILPS    $0xb1, X6, X0
+	VADDPS       X0, X6, X6
+	VMOVSS       X6, (AX)
+	VEXTRACTF128 $0x01, Y3, X0
+	VADDPS       X0, X3, X0
+	VPERMILPS    $0x4e, X0, X3
+	VADDPS       X3, X0, X0
+	VPERMILPS    $0xb1, X0, X3
+	VADDPS       X3, X0, X0
+	VMOVSS       X0, 4(AX)
+	ADDQ         CX, AX
+	VEXTRACTF128 $0x01, Y1, X0
+	VADDPS       X0, X1, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, (AX)
+	VEXTRACTF128 $0x01, Y4, X0
+	VADDPS       X0, X4, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, 4(AX)
+	ADDQ         CX, AX
+	VEXTRACTF128 $0x01, Y2, X0
+	VADDPS       X0, X2, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, (AX)
+	VEXTRACTF128 $0x01, Y5, X0
+	VADDPS       X0, X5, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, 4(AX)
+	ADDQ         $0x00000008, out+0(FP)
+	MOVQ         stride+24(FP), AX
+	IMUL3Q       $0x00000002, AX, AX
+	ADDQ         AX, w+16(FP)
+	SUBQ         $0x00000002, rows+56(FP)
+	JMP          gemmDenseT3F32AVX2_r2
+
+gemmDenseT3F32AVX2_r1:
+	CMPQ   rows+56(FP), $0x00000001
+	JL     gemmDenseT3F32AVX2_done
+	MOVQ   w+16(FP), AX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	MOVQ   x+32(FP), CX
+	MOVQ   xStride+40(FP), DX
+	LEAQ   (DX)(DX*2), BX
+	XORQ   BX, BX
+	MOVQ   n+48(FP), SI
+	SHLQ   $0x02, SI
+
+gemmDenseT3F32AVX2_r1_k:
+	VMOVUPS      (CX), Y3
+	VMOVUPS      (CX)(DX*1), Y4
+	VMOVUPS      (CX)(DX*2), Y5
+	VMOVUPS      (AX)(BX*1), Y6
+	VFMADD231PS  Y3, Y6, Y0
+	VFMADD231PS  Y4, Y6, Y1
+	VFMADD231PS  Y5, Y6, Y2
+	ADDQ         $0x00000020, BX
+	ADDQ         $0x00000020, CX
+	CMPQ         BX, SI
+	JB           gemmDenseT3F32AVX2_r1_k
+	MOVQ         out+0(FP), AX
+	MOVQ         outStride+8(FP), CX
+	VEXTRACTF128 $0x01, Y0, X3
+	VADDPS       X3, X0, X3
+	VPERMILPS    $0x4e, X3, X0
+	VADDPS       X0, X3, X3
+	VPERMILPS    $0xb1, X3, X0
+	VADDPS       X0, X3, X3
+	VMOVSS       X3, (AX)
+	ADDQ         CX, AX
+	VEXTRACTF128 $0x01, Y1, X0
+	VADDPS       X0, X1, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, (AX)
+	ADDQ         CX, AX
+	VEXTRACTF128 $0x01, Y2, X0
+	VADDPS       X0, X2, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, (AX)
+	ADDQ         $0x00000004, out+0(FP)
+	MOVQ         stride+24(FP), AX
+	ADDQ         AX, w+16(FP)
+	SUBQ         $0x00000001, rows+56(FP)
+	JMP          gemmDenseT3F32AVX2_r1
+
+gemmDenseT3F32AVX2_done:
+	VZEROUPPER
+	RET
+
 // func gemmQ4T4BF16AVX512(out *float32, outStride int, w *byte, stride int, scales *byte, sstride int, ng int, gbytes int, x *float32, xStride int, rows int)
 // Requires: AVX, AVX512BW, AVX512F, AVX512VL
 TEXT ·gemmQ4T4BF16AVX512(SB), NOSPLIT, $0-88
@@ -9176,5 +11274,1459 @@ gemmQ4T4F32AVX2_r1_b:
 	JMP          gemmQ4T4F32AVX2_r1
 
 gemmQ4T4F32AVX2_done:
+	VZEROUPPER
+	RET
+
+// func gemmDenseT4BF16AVX512(out *float32, outStride int, w *byte, stride int, x *float32, xStride int, n int, rows int)
+// Requires: AVX, AVX512F, AVX512VL
+TEXT ·gemmDenseT4BF16AVX512(SB), NOSPLIT, $0-64
+gemmDenseT4BF16AVX512_r4:
+	CMPQ   rows+56(FP), $0x00000004
+	JL     gemmDenseT4BF16AVX512_r1
+	MOVQ   w+16(FP), AX
+	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*1), DX
+	LEAQ   (AX)(CX*2), BX
+	LEAQ   (DX)(CX*2), CX
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4
+	VPXORD Z5, Z5, Z5
+	VPXORD Z6, Z6, Z6
+	VPXORD Z7, Z7, Z7
+	VPXORD Z8, Z8, Z8
+	VPXORD Z9, Z9, Z9
+	VPXORD Z10, Z10, Z10
+	VPXORD Z11, Z11, Z11
+	VPXORD Z12, Z12, Z12
+	VPXORD Z13, Z13, Z13
+	VPXORD Z14, Z14, Z14
+	VPXORD Z15, Z15, Z15
+	MOVQ   x+32(FP), SI
+	MOVQ   xStride+40(FP), DI
+	LEAQ   (DI)(DI*2), R8
+	XORQ   R9, R9
+	MOVQ   n+48(FP), R10
+	ADDQ   R10, R10
+
+gemmDenseT4BF16AVX512_r4_k:
+	VMOVUPS       (SI), Z16
+	VMOVUPS       (SI)(DI*1), Z17
+	VMOVUPS       (SI)(DI*2), Z18
+	VMOVUPS       (SI)(R8*1), Z19
+	VPMOVZXWD     (AX)(R9*1), Z20
+	VPSLLD        $0x10, Z20, Z20
+	VFMADD231PS   Z16, Z20, Z0
+	VFMADD231PS   Z17, Z20, Z1
+	VFMADD231PS   Z18, Z20, Z2
+	VFMADD231PS   Z19, Z20, Z3
+	VPMOVZXWD     (DX)(R9*1), Z20
+	VPSLLD        $0x10, Z20, Z20
+	VFMADD231PS   Z16, Z20, Z4
+	VFMADD231PS   Z17, Z20, Z5
+	VFMADD231PS   Z18, Z20, Z6
+	VFMADD231PS   Z19, Z20, Z7
+	VPMOVZXWD     (BX)(R9*1), Z20
+	VPSLLD        $0x10, Z20, Z20
+	VFMADD231PS   Z16, Z20, Z8
+	VFMADD231PS   Z17, Z20, Z9
+	VFMADD231PS   Z18, Z20, Z10
+	VFMADD231PS   Z19, Z20, Z11
+	VPMOVZXWD     (CX)(R9*1), Z20
+	VPSLLD        $0x10, Z20, Z20
+	VFMADD231PS   Z16, Z20, Z12
+	VFMADD231PS   Z17, Z20, Z13
+	VFMADD231PS   Z18, Z20, Z14
+	VFMADD231PS   Z19, Z20, Z15
+	ADDQ          $0x00000020, R9
+	ADDQ          $0x00000040, SI
+	CMPQ          R9, R10
+	JB            gemmDenseT4BF16AVX512_r4_k
+	MOVQ          out+0(FP), AX
+	MOVQ          outStride+8(FP), CX
+	VEXTRACTF64X4 $0x01, Z0, Y16
+	VADDPS        Y16, Y0, Y16
+	VEXTRACTF32X4 $0x01, Y16, X17
+	VADDPS        X17, X16, X17
+	VPERMILPS     $0x4e, X17, X16
+	VADDPS        X16, X17, X17
+	VPERMILPS     $0xb1, X17, X16
+	VADDPS        X16, X17, X17
+	VMOVSS        X17, (AX)
+	VEXTRACTF64X4 $0x01, Z4, Y16
+	VADDPS        Y16, Y4, Y16
+	VEXTRACTF32X4 $0x01, Y16, X17
+	VADDPS        X17, X16, X17
+	VPERMILPS     $0x4e, X17, X16
+	VADDPS        X16, X17, X17
+	VPERMILPS     $0xb1, X17, X16
+	VADDPS        X16, X17, X17
+	VMOVSS        X17, 4(AX)
+	VEXTRACTF64X4 $0x01, Z8, Y16
+	VADDPS        Y16, Y8, Y16
+	VEXTRACTF32X4 $0x01, Y16, X17
+	VADDPS        X17, X16, X17
+	VPERMILPS     $0x4e, X17, X16
+	VADDPS        X16, X17, X17
+	VPERMILPS     $0xb1, X17, X16
+	VADDPS        X16, X17, X17
+	VMOVSS        X17, 8(AX)
+	VEXTRACTF64X4 $0x01, Z12, Y16
+	VADDPS        Y16, Y12, Y16
+	VEXTRACTF32X4 $0x01, Y16, X17
+	VADDPS        X17, X16, X17
+	VPERMILPS     $0x4e, X17, X16
+	VADDPS        X16, X17, X17
+	VPERMILPS     $0xb1, X17, X16
+	VADDPS        X16, X17, X17
+	VMOVSS        X17, 12(AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z1, Y16
+	VADDPS        Y16, Y1, Y16
+	VEXTRACTF32X4 $0x01, Y16, X17
+	VADDPS        X17, X16, X17
+	VPERMILPS     $0x4e, X17, X16
+	VADDPS        X16, X17, X17
+	VPERMILPS     $0xb1, X17, X16
+	VADDPS        X16, X17, X17
+	VMOVSS        X17, (AX)
+	VEXTRACTF64X4 $0x01, Z5, Y16
+	VADDPS        Y16, Y5, Y16
+	VEXTRACTF32X4 $0x01, Y16, X17
+	VADDPS        X17, X16, X17
+	VPERMILPS     $0x4e, X17, X16
+	VADDPS        X16, X17, X17
+	VPERMILPS     $0xb1, X17, X16
+	VADDPS        X16, X17, X17
+	VMOVSS        X17, 4(AX)
+	VEXTRACTF64X4 $0x01, Z9, Y16
+	VADDPS        Y16, Y9, Y16
+	VEXTRACTF32X4 $0x01, Y16, X17
+	VADDPS        X17, X16, X17
+	VPERMILPS     $0x4e, X17, X16
+	VADDPS        X16, X17, X17
+	VPERMILPS     $0xb1, X17, X16
+	VADDPS        X16, X17, X17
+	VMOVSS        X17, 8(AX)
+	VEXTRACTF64X4 $0x01, Z13, Y16
+	VADDPS        Y16, Y13, Y16
+	VEXTRACTF32X4 $0x01, Y16, X17
+	VADDPS        X17, X16, X17
+	VPERMILPS     $0x4e, X17, X16
+	VADDPS        X16, X17, X17
+	VPERMILPS     $0xb1, X17, X16
+	VADDPS        X16, X17, X17
+	VMOVSS        X17, 12(AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z2, Y16
+	VADDPS        Y16, Y2, Y16
+	VEXTRACTF32X4 $0x01, Y16, X17
+	VADDPS        X17, X16, X17
+	VPERMILPS     $0x4e, X17, X16
+	VADDPS        X16, X17, X17
+	VPERMILPS     $0xb1, X17, X16
+	VADDPS        X16, X17, X17
+	VMOVSS        X17, (AX)
+	VEXTRACTF64X4 $0x01, Z6, Y16
+	VADDPS        Y16, Y6, Y16
+	VEXTRACTF32X4 $0x01, Y16, X17
+	VADDPS        X17, X16, X17
+	VPERMILPS     $0x4e, X17, X16
+	VADDPS        X16, X17, X17
+	VPERMILPS     $0xb1, X17, X16
+	VADDPS        X16, X17, X17
+	VMOVSS        X17, 4(AX)
+	VEXTRACTF64X4 $0x01, Z10, Y16
+	VADDPS        Y16, Y10, Y16
+	VEXTRACTF32X4 $0x01, Y16, X17
+	VADDPS        X17, X16, X17
+	VPERMILPS     $0x4e, X17, X16
+	VADDPS        X16, X17, X17
+	VPERMILPS     $0xb1, X17, X16
+	VADDPS        X16, X17, X17
+	VMOVSS        X17, 8(AX)
+	VEXTRACTF64X4 $0x01, Z14, Y16
+	VADDPS        Y16, Y14, Y16
+	VEXTRACTF32X4 $0x01, Y16, X17
+	VADDPS        X17, X16, X17
+	VPERMILPS     $0x4e, X17, X16
+	VADDPS        X16, X17, X17
+	VPERMILPS     $0xb1, X17, X16
+	VADDPS        X16, X17, X17
+	VMOVSS        X17, 12(AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z3, Y16
+	VADDPS        Y16, Y3, Y16
+	VEXTRACTF32X4 $0x01, Y16, X17
+	VADDPS        X17, X16, X17
+	VPERMILPS     $0x4e, X17, X16
+	VADDPS        X16, X17, X17
+	VPERMILPS     $0xb1, X17, X16
+	VADDPS        X16, X17, X17
+	VMOVSS        X17, (AX)
+	VEXTRACTF64X4 $0x01, Z7, Y16
+	VADDPS        Y16, Y7, Y16
+	VEXTRACTF32X4 $0x01, Y16, X17
+	VADDPS        X17, X16, X17
+	VPERMILPS     $0x4e, X17, X16
+	VADDPS        X16, X17, X17
+	VPERMILPS     $0xb1, X17, X16
+	VADDPS        X16, X17, X17
+	VMOVSS        X17, 4(AX)
+	VEXTRACTF64X4 $0x01, Z11, Y16
+	VADDPS        Y16, Y11, Y16
+	VEXTRACTF32X4 $0x01, Y16, X17
+	VADDPS        X17, X16, X17
+	VPERMILPS     $0x4e, X17, X16
+	VADDPS        X16, X17, X17
+	VPERMILPS     $0xb1, X17, X16
+	VADDPS        X16, X17, X17
+	VMOVSS        X17, 8(AX)
+	VEXTRACTF64X4 $0x01, Z15, Y16
+	VADDPS        Y16, Y15, Y16
+	VEXTRACTF32X4 $0x01, Y16, X17
+	VADDPS        X17, X16, X17
+	VPERMILPS     $0x4e, X17, X16
+	VADDPS        X16, X17, X17
+	VPERMILPS     $0xb1, X17, X16
+	VADDPS        X16, X17, X17
+	VMOVSS        X17, 12(AX)
+	ADDQ          $0x00000010, out+0(FP)
+	MOVQ          stride+24(FP), AX
+	IMUL3Q        $0x00000004, AX, AX
+	ADDQ          AX, w+16(FP)
+	SUBQ          $0x00000004, rows+56(FP)
+	JMP           gemmDenseT4BF16AVX512_r4
+
+gemmDenseT4BF16AVX512_r1:
+	CMPQ   rows+56(FP), $0x00000001
+	JL     gemmDenseT4BF16AVX512_done
+	MOVQ   w+16(FP), AX
+	VPXORD Z21, Z21, Z21
+	VPXORD Z22, Z22, Z22
+	VPXORD Z23, Z23, Z23
+	VPXORD Z24, Z24, Z24
+	MOVQ   x+32(FP), CX
+	MOVQ   xStride+40(FP), DX
+	LEAQ   (DX)(DX*2), BX
+	XORQ   SI, SI
+	MOVQ   n+48(FP), DI
+	ADDQ   DI, DI
+
+gemmDenseT4BF16AVX512_r1_k:
+	VMOVUPS       (CX), Z0
+	VMOVUPS       (CX)(DX*1), Z1
+	VMOVUPS       (CX)(DX*2), Z2
+	VMOVUPS       (CX)(BX*1), Z3
+	VPMOVZXWD     (AX)(SI*1), Z4
+	VPSLLD        $0x10, Z4, Z4
+	VFMADD231PS   Z0, Z4, Z21
+	VFMADD231PS   Z1, Z4, Z22
+	VFMADD231PS   Z2, Z4, Z23
+	VFMADD231PS   Z3, Z4, Z24
+	ADDQ          $0x00000020, SI
+	ADDQ          $0x00000040, CX
+	CMPQ          SI, DI
+	JB            gemmDenseT4BF16AVX512_r1_k
+	MOVQ          out+0(FP), AX
+	MOVQ          outStride+8(FP), CX
+	VEXTRACTF64X4 $0x01, Z21, Y0
+	VADDPS        Y0, Y21, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VPERMILPS     $0x4e, X1, X0
+	VADDPS        X0, X1, X1
+	VPERMILPS     $0xb1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSS        X1, (AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z22, Y0
+	VADDPS        Y0, Y22, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VPERMILPS     $0x4e, X1, X0
+	VADDPS        X0, X1, X1
+	VPERMILPS     $0xb1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSS        X1, (AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z23, Y0
+	VADDPS        Y0, Y23, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VPERMILPS     $0x4e, X1, X0
+	VADDPS        X0, X1, X1
+	VPERMILPS     $0xb1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSS        X1, (AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z24, Y0
+	VADDPS        Y0, Y24, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VPERMILPS     $0x4e, X1, X0
+	VADDPS        X0, X1, X1
+	VPERMILPS     $0xb1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSS        X1, (AX)
+	ADDQ          $0x00000004, out+0(FP)
+	MOVQ          stride+24(FP), AX
+	ADDQ          AX, w+16(FP)
+	SUBQ          $0x00000001, rows+56(FP)
+	JMP           gemmDenseT4BF16AVX512_r1
+
+gemmDenseT4BF16AVX512_done:
+	VZEROUPPER
+	RET
+
+// func gemmDenseT4BF16AVX2(out *float32, outStride int, w *byte, stride int, x *float32, xStride int, n int, rows int)
+// Requires: AVX, AVX2, FMA3
+TEXT ·gemmDenseT4BF16AVX2(SB), NOSPLIT, $0-64
+gemmDenseT4BF16AVX2_r2:
+	CMPQ   rows+56(FP), $0x00000002
+	JL     gemmDenseT4BF16AVX2_r1
+	MOVQ   w+16(FP), AX
+	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*1), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	MOVQ   x+32(FP), DX
+	MOVQ   xStride+40(FP), BX
+	LEAQ   (BX)(BX*2), SI
+	XORQ   DI, DI
+	MOVQ   n+48(FP), R8
+	ADDQ   R8, R8
+
+gemmDenseT4BF16AVX2_r2_k:
+	VMOVUPS      (DX), Y8
+	VMOVUPS      (DX)(BX*1), Y9
+	VMOVUPS      (DX)(BX*2), Y10
+	VMOVUPS      (DX)(SI*1), Y11
+	VPMOVZXWD    (AX)(DI*1), Y12
+	VPSLLD       $0x10, Y12, Y12
+	VFMADD231PS  Y8, Y12, Y0
+	VFMADD231PS  Y9, Y12, Y1
+	VFMADD231PS  Y10, Y12, Y2
+	VFMADD231PS  Y11, Y12, Y3
+	VPMOVZXWD    (CX)(DI*1), Y12
+	VPSLLD       $0x10, Y12, Y12
+	VFMADD231PS  Y8, Y12, Y4
+	VFMADD231PS  Y9, Y12, Y5
+	VFMADD231PS  Y10, Y12, Y6
+	VFMADD231PS  Y11, Y12, Y7
+	ADDQ         $0x00000010, DI
+	ADDQ         $0x00000020, DX
+	CMPQ         DI, R8
+	JB           gemmDenseT4BF16AVX2_r2_k
+	MOVQ         out+0(FP), AX
+	MOVQ         outStride+8(FP), CX
+	VEXTRACTF128 $0x01, Y0, X8
+	VADDPS       X8, X0, X8
+	VPERMILPS    $0x4e, X8, X0
+	VADDPS       X0, X8, X8
+	VPERMILPS    $0xb1, X8, X0
+	VADDPS       X0, X8, X8
+	VMOVSS       X8, (AX)
+	VEXTRACTF128 $0x01, Y4, X0
+	VADDPS       X0, X4, X0
+	VPERMILPS    $0x4e, X0, X4
+	VADDPS       X4, X0, X0
+	VPERMILPS    $0xb1, X0, X4
+	VADDPS       X4, X0, X0
+	VMOVSS       X0, 4(AX)
+	ADDQ         CX, AX
+	VEXTRACTF128 $0x01, Y1, X0
+	VADDPS       X0, X1, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, (AX)
+	VEXTRACTF128 $0x01, Y5, X0
+	VADDPS       X0, X5, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, 4(AX)
+	ADDQ         CX, AX
+	VEXTRACTF128 $0x01, Y2, X0
+	VADDPS       X0, X2, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, (AX)
+	VEXTRACTF128 $0x01, Y6, X0
+	VADDPS       X0, X6, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, 4(AX)
+	ADDQ         CX, AX
+	VEXTRACTF128 $0x01, Y3, X0
+	VADDPS       X0, X3, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, (AX)
+	VEXTRACTF128 $0x01, Y7, X0
+	VADDPS       X0, X7, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, 4(AX)
+	ADDQ         $0x00000008, out+0(FP)
+	MOVQ         stride+24(FP), AX
+	IMUL3Q       $0x00000002, AX, AX
+	ADDQ         AX, w+16(FP)
+	SUBQ         $0x00000002, rows+56(FP)
+	JMP          gemmDenseT4BF16AVX2_r2
+
+gemmDenseT4BF16AVX2_r1:
+	CMPQ   rows+56(FP), $0x00000001
+	JL     gemmDenseT4BF16AVX2_done
+	MOVQ   w+16(FP), AX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	MOVQ   x+32(FP), CX
+	MOVQ   xStride+40(FP), DX
+	LEAQ   (DX)(DX*2), BX
+	XORQ   SI, SI
+	MOVQ   n+48(FP), DI
+	ADDQ   DI, DI
+
+gemmDenseT4BF16AVX2_r1_k:
+	VMOVUPS      (CX), Y4
+	VMOVUPS      (CX)(DX*1), Y5
+	VMOVUPS      (CX)(DX*2), Y6
+	VMOVUPS      (CX)(BX*1), Y7
+	VPMOVZXWD    (AX)(SI*1), Y8
+	VPSLLD       $0x10, Y8, Y8
+	VFMADD231PS  Y4, Y8, Y0
+	VFMADD231PS  Y5, Y8, Y1
+	VFMADD231PS  Y6, Y8, Y2
+	VFMADD231PS  Y7, Y8, Y3
+	ADDQ         $0x00000010, SI
+	ADDQ         $0x00000020, CX
+	CMPQ         SI, DI
+	JB           gemmDenseT4BF16AVX2_r1_k
+	MOVQ         out+0(FP), AX
+	MOVQ         outStride+8(FP), CX
+	VEXTRACTF128 $0x01, Y0, X4
+	VADDPS       X4, X0, X4
+	VPERMILPS    $0x4e, X4, X0
+	VADDPS       X0, X4, X4
+	VPERMILPS    $0xb1, X4, X0
+	VADDPS       X0, X4, X4
+	VMOVSS       X4, (AX)
+	ADDQ         CX, AX
+	VEXTRACTF128 $0x01, Y1, X0
+	VADDPS       X0, X1, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, (AX)
+	ADDQ         CX, AX
+	VEXTRACTF128 $0x01, Y2, X0
+	VADDPS       X0, X2, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, (AX)
+	ADDQ         CX, AX
+	VEXTRACTF128 $0x01, Y3, X0
+	VADDPS       X0, X3, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, (AX)
+	ADDQ         $0x00000004, out+0(FP)
+	MOVQ         stride+24(FP), AX
+	ADDQ         AX, w+16(FP)
+	SUBQ         $0x00000001, rows+56(FP)
+	JMP          gemmDenseT4BF16AVX2_r1
+
+gemmDenseT4BF16AVX2_done:
+	VZEROUPPER
+	RET
+
+// func gemmDenseT4F16AVX512(out *float32, outStride int, w *byte, stride int, x *float32, xStride int, n int, rows int)
+// Requires: AVX, AVX512F, AVX512VL
+TEXT ·gemmDenseT4F16AVX512(SB), NOSPLIT, $0-64
+gemmDenseT4F16AVX512_r4:
+	CMPQ   rows+56(FP), $0x00000004
+	JL     gemmDenseT4F16AVX512_r1
+	MOVQ   w+16(FP), AX
+	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*1), DX
+	LEAQ   (AX)(CX*2), BX
+	LEAQ   (DX)(CX*2), CX
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4
+	VPXORD Z5, Z5, Z5
+	VPXORD Z6, Z6, Z6
+	VPXORD Z7, Z7, Z7
+	VPXORD Z8, Z8, Z8
+	VPXORD Z9, Z9, Z9
+	VPXORD Z10, Z10, Z10
+	VPXORD Z11, Z11, Z11
+	VPXORD Z12, Z12, Z12
+	VPXORD Z13, Z13, Z13
+	VPXORD Z14, Z14, Z14
+	VPXORD Z15, Z15, Z15
+	MOVQ   x+32(FP), SI
+	MOVQ   xStride+40(FP), DI
+	LEAQ   (DI)(DI*2), R8
+	XORQ   R9, R9
+	MOVQ   n+48(FP), R10
+	ADDQ   R10, R10
+
+gemmDenseT4F16AVX512_r4_k:
+	VMOVUPS       (SI), Z16
+	VMOVUPS       (SI)(DI*1), Z17
+	VMOVUPS       (SI)(DI*2), Z18
+	VMOVUPS       (SI)(R8*1), Z19
+	VCVTPH2PS     (AX)(R9*1), Z20
+	VFMADD231PS   Z16, Z20, Z0
+	VFMADD231PS   Z17, Z20, Z1
+	VFMADD231PS   Z18, Z20, Z2
+	VFMADD231PS   Z19, Z20, Z3
+	VCVTPH2PS     (DX)(R9*1), Z20
+	VFMADD231PS   Z16, Z20, Z4
+	VFMADD231PS   Z17, Z20, Z5
+	VFMADD231PS   Z18, Z20, Z6
+	VFMADD231PS   Z19, Z20, Z7
+	VCVTPH2PS     (BX)(R9*1), Z20
+	VFMADD231PS   Z16, Z20, Z8
+	VFMADD231PS   Z17, Z20, Z9
+	VFMADD231PS   Z18, Z20, Z10
+	VFMADD231PS   Z19, Z20, Z11
+	VCVTPH2PS     (CX)(R9*1), Z20
+	VFMADD231PS   Z16, Z20, Z12
+	VFMADD231PS   Z17, Z20, Z13
+	VFMADD231PS   Z18, Z20, Z14
+	VFMADD231PS   Z19, Z20, Z15
+	ADDQ          $0x00000020, R9
+	ADDQ          $0x00000040, SI
+	CMPQ          R9, R10
+	JB            gemmDenseT4F16AVX512_r4_k
+	MOVQ          out+0(FP), AX
+	MOVQ          outStride+8(FP), CX
+	VEXTRACTF64X4 $0x01, Z0, Y16
+	VADDPS        Y16, Y0, Y16
+	VEXTRACTF32X4 $0x01, Y16, X17
+	VADDPS        X17, X16, X17
+	VPERMILPS     $0x4e, X17, X16
+	VADDPS        X16, X17, X17
+	VPERMILPS     $0xb1, X17, X16
+	VADDPS        X16, X17, X17
+	VMOVSS        X17, (AX)
+	VEXTRACTF64X4 $0x01, Z4, Y16
+	VADDPS        Y16, Y4, Y16
+	VEXTRACTF32X4 $0x01, Y16, X17
+	VADDPS        X17, X16, X17
+	VPERMILPS     $0x4e, X17, X16
+	VADDPS        X16, X17, X17
+	VPERMILPS     $0xb1, X17, X16
+	VADDPS        X16, X17, X17
+	VMOVSS        X17, 4(AX)
+	VEXTRACTF64X4 $0x01, Z8, Y16
+	VADDPS        Y16, Y8, Y16
+	VEXTRACTF32X4 $0x01, Y16, X17
+	VADDPS        X17, X16, X17
+	VPERMILPS     $0x4e, X17, X16
+	VADDPS        X16, X17, X17
+	VPERMILPS     $0xb1, X17, X16
+	VADDPS        X16, X17, X17
+	VMOVSS        X17, 8(AX)
+	VEXTRACTF64X4 $0x01, Z12, Y16
+	VADDPS        Y16, Y12, Y16
+	VEXTRACTF32X4 $0x01, Y16, X17
+	VADDPS        X17, X16, X17
+	VPERMILPS     $0x4e, X17, X16
+	VADDPS        X16, X17, X17
+	VPERMILPS     $0xb1, X17, X16
+	VADDPS        X16, X17, X17
+	VMOVSS        X17, 12(AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z1, Y16
+	VADDPS        Y16, Y1, Y16
+	VEXTRACTF32X4 $0x01, Y16, X17
+	VADDPS        X17, X16, X17
+	VPERMILPS     $0x4e, X17, X16
+	VADDPS        X16, X17, X17
+	VPERMILPS     $0xb1, X17, X16
+	VADDPS        X16, X17, X17
+	VMOVSS        X17, (AX)
+	VEXTRACTF64X4 $0x01, Z5, Y16
+	VADDPS        Y16, Y5, Y16
+	VEXTRACTF32X4 $0x01, Y16, X17
+	VADDPS        X17, X16, X17
+	VPERMILPS     $0x4e, X17, X16
+	VADDPS        X16, X17, X17
+	VPERMILPS     $0xb1, X17, X16
+	VADDPS        X16, X17, X17
+	VMOVSS        X17, 4(AX)
+	VEXTRACTF64X4 $0x01, Z9, Y16
+	VADDPS        Y16, Y9, Y16
+	VEXTRACTF32X4 $0x01, Y16, X17
+	VADDPS        X17, X16, X17
+	VPERMILPS     $0x4e, X17, X16
+	VADDPS        X16, X17, X17
+	VPERMILPS     $0xb1, X17, X16
+	VADDPS        X16, X17, X17
+	VMOVSS        X17, 8(AX)
+	VEXTRACTF64X4 $0x01, Z13, Y16
+	VADDPS        Y16, Y13, Y16
+	VEXTRACTF32X4 $0x01, Y16, X17
+	VADDPS        X17, X16, X17
+	VPERMILPS     $0x4e, X17, X16
+	VADDPS        X16, X17, X17
+	VPERMILPS     $0xb1, X17, X16
+	VADDPS        X16, X17, X17
+	VMOVSS        X17, 12(AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z2, Y16
+	VADDPS        Y16, Y2, Y16
+	VEXTRACTF32X4 $0x01, Y16, X17
+	VADDPS        X17, X16, X17
+	VPERMILPS     $0x4e, X17, X16
+	VADDPS        X16, X17, X17
+	VPERMILPS     $0xb1, X17, X16
+	VADDPS        X16, X17, X17
+	VMOVSS        X17, (AX)
+	VEXTRACTF64X4 $0x01, Z6, Y16
+	VADDPS        Y16, Y6, Y16
+	VEXTRACTF32X4 $0x01, Y16, X17
+	VADDPS        X17, X16, X17
+	VPERMILPS     $0x4e, X17, X16
+	VADDPS        X16, X17, X17
+	VPERMILPS     $0xb1, X17, X16
+	VADDPS        X16, X17, X17
+	VMOVSS        X17, 4(AX)
+	VEXTRACTF64X4 $0x01, Z10, Y16
+	VADDPS        Y16, Y10, Y16
+	VEXTRACTF32X4 $0x01, Y16, X17
+	VADDPS        X17, X16, X17
+	VPERMILPS     $0x4e, X17, X16
+	VADDPS        X16, X17, X17
+	VPERMILPS     $0xb1, X17, X16
+	VADDPS        X16, X17, X17
+	VMOVSS        X17, 8(AX)
+	VEXTRACTF64X4 $0x01, Z14, Y16
+	VADDPS        Y16, Y14, Y16
+	VEXTRACTF32X4 $0x01, Y16, X17
+	VADDPS        X17, X16, X17
+	VPERMILPS     $0x4e, X17, X16
+	VADDPS        X16, X17, X17
+	VPERMILPS     $0xb1, X17, X16
+	VADDPS        X16, X17, X17
+	VMOVSS        X17, 12(AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z3, Y16
+	VADDPS        Y16, Y3, Y16
+	VEXTRACTF32X4 $0x01, Y16, X17
+	VADDPS        X17, X16, X17
+	VPERMILPS     $0x4e, X17, X16
+	VADDPS        X16, X17, X17
+	VPERMILPS     $0xb1, X17, X16
+	VADDPS        X16, X17, X17
+	VMOVSS        X17, (AX)
+	VEXTRACTF64X4 $0x01, Z7, Y16
+	VADDPS        Y16, Y7, Y16
+	VEXTRACTF32X4 $0x01, Y16, X17
+	VADDPS        X17, X16, X17
+	VPERMILPS     $0x4e, X17, X16
+	VADDPS        X16, X17, X17
+	VPERMILPS     $0xb1, X17, X16
+	VADDPS        X16, X17, X17
+	VMOVSS        X17, 4(AX)
+	VEXTRACTF64X4 $0x01, Z11, Y16
+	VADDPS        Y16, Y11, Y16
+	VEXTRACTF32X4 $0x01, Y16, X17
+	VADDPS        X17, X16, X17
+	VPERMILPS     $0x4e, X17, X16
+	VADDPS        X16, X17, X17
+	VPERMILPS     $0xb1, X17, X16
+	VADDPS        X16, X17, X17
+	VMOVSS        X17, 8(AX)
+	VEXTRACTF64X4 $0x01, Z15, Y16
+	VADDPS        Y16, Y15, Y16
+	VEXTRACTF32X4 $0x01, Y16, X17
+	VADDPS        X17, X16, X17
+	VPERMILPS     $0x4e, X17, X16
+	VADDPS        X16, X17, X17
+	VPERMILPS     $0xb1, X17, X16
+	VADDPS        X16, X17, X17
+	VMOVSS        X17, 12(AX)
+	ADDQ          $0x00000010, out+0(FP)
+	MOVQ          stride+24(FP), AX
+	IMUL3Q        $0x00000004, AX, AX
+	ADDQ          AX, w+16(FP)
+	SUBQ          $0x00000004, rows+56(FP)
+	JMP           gemmDenseT4F16AVX512_r4
+
+gemmDenseT4F16AVX512_r1:
+	CMPQ   rows+56(FP), $0x00000001
+	JL     gemmDenseT4F16AVX512_done
+	MOVQ   w+16(FP), AX
+	VPXORD Z21, Z21, Z21
+	VPXORD Z22, Z22, Z22
+	VPXORD Z23, Z23, Z23
+	VPXORD Z24, Z24, Z24
+	MOVQ   x+32(FP), CX
+	MOVQ   xStride+40(FP), DX
+	LEAQ   (DX)(DX*2), BX
+	XORQ   SI, SI
+	MOVQ   n+48(FP), DI
+	ADDQ   DI, DI
+
+gemmDenseT4F16AVX512_r1_k:
+	VMOVUPS       (CX), Z0
+	VMOVUPS       (CX)(DX*1), Z1
+	VMOVUPS       (CX)(DX*2), Z2
+	VMOVUPS       (CX)(BX*1), Z3
+	VCVTPH2PS     (AX)(SI*1), Z4
+	VFMADD231PS   Z0, Z4, Z21
+	VFMADD231PS   Z1, Z4, Z22
+	VFMADD231PS   Z2, Z4, Z23
+	VFMADD231PS   Z3, Z4, Z24
+	ADDQ          $0x00000020, SI
+	ADDQ          $0x00000040, CX
+	CMPQ          SI, DI
+	JB            gemmDenseT4F16AVX512_r1_k
+	MOVQ          out+0(FP), AX
+	MOVQ          outStride+8(FP), CX
+	VEXTRACTF64X4 $0x01, Z21, Y0
+	VADDPS        Y0, Y21, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VPERMILPS     $0x4e, X1, X0
+	VADDPS        X0, X1, X1
+	VPERMILPS     $0xb1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSS        X1, (AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z22, Y0
+	VADDPS        Y0, Y22, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VPERMILPS     $0x4e, X1, X0
+	VADDPS        X0, X1, X1
+	VPERMILPS     $0xb1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSS        X1, (AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z23, Y0
+	VADDPS        Y0, Y23, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VPERMILPS     $0x4e, X1, X0
+	VADDPS        X0, X1, X1
+	VPERMILPS     $0xb1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSS        X1, (AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z24, Y0
+	VADDPS        Y0, Y24, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VPERMILPS     $0x4e, X1, X0
+	VADDPS        X0, X1, X1
+	VPERMILPS     $0xb1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSS        X1, (AX)
+	ADDQ          $0x00000004, out+0(FP)
+	MOVQ          stride+24(FP), AX
+	ADDQ          AX, w+16(FP)
+	SUBQ          $0x00000001, rows+56(FP)
+	JMP           gemmDenseT4F16AVX512_r1
+
+gemmDenseT4F16AVX512_done:
+	VZEROUPPER
+	RET
+
+// func gemmDenseT4F16AVX2(out *float32, outStride int, w *byte, stride int, x *float32, xStride int, n int, rows int)
+// Requires: AVX, F16C, FMA3
+TEXT ·gemmDenseT4F16AVX2(SB), NOSPLIT, $0-64
+gemmDenseT4F16AVX2_r2:
+	CMPQ   rows+56(FP), $0x00000002
+	JL     gemmDenseT4F16AVX2_r1
+	MOVQ   w+16(FP), AX
+	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*1), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	MOVQ   x+32(FP), DX
+	MOVQ   xStride+40(FP), BX
+	LEAQ   (BX)(BX*2), SI
+	XORQ   DI, DI
+	MOVQ   n+48(FP), R8
+	ADDQ   R8, R8
+
+gemmDenseT4F16AVX2_r2_k:
+	VMOVUPS      (DX), Y8
+	VMOVUPS      (DX)(BX*1), Y9
+	VMOVUPS      (DX)(BX*2), Y10
+	VMOVUPS      (DX)(SI*1), Y11
+	VCVTPH2PS    (AX)(DI*1), Y12
+	VFMADD231PS  Y8, Y12, Y0
+	VFMADD231PS  Y9, Y12, Y1
+	VFMADD231PS  Y10, Y12, Y2
+	VFMADD231PS  Y11, Y12, Y3
+	VCVTPH2PS    (CX)(DI*1), Y12
+	VFMADD231PS  Y8, Y12, Y4
+	VFMADD231PS  Y9, Y12, Y5
+	VFMADD231PS  Y10, Y12, Y6
+	VFMADD231PS  Y11, Y12, Y7
+	ADDQ         $0x00000010, DI
+	ADDQ         $0x00000020, DX
+	CMPQ         DI, R8
+	JB           gemmDenseT4F16AVX2_r2_k
+	MOVQ         out+0(FP), AX
+	MOVQ         outStride+8(FP), CX
+	VEXTRACTF128 $0x01, Y0, X8
+	VADDPS       X8, X0, X8
+	VPERMILPS    $0x4e, X8, X0
+	VADDPS       X0, X8, X8
+	VPERMILPS    $0xb1, X8, X0
+	VADDPS       X0, X8, X8
+	VMOVSS       X8, (AX)
+	VEXTRACTF128 $0x01, Y4, X0
+	VADDPS       X0, X4, X0
+	VPERMILPS    $0x4e, X0, X4
+	VADDPS       X4, X0, X0
+	VPERMILPS    $0xb1, X0, X4
+	VADDPS       X4, X0, X0
+	VMOVSS       X0, 4(AX)
+	ADDQ         CX, AX
+	VEXTRACTF128 $0x01, Y1, X0
+	VADDPS       X0, X1, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, (AX)
+	VEXTRACTF128 $0x01, Y5, X0
+	VADDPS       X0, X5, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, 4(AX)
+	ADDQ         CX, AX
+	VEXTRACTF128 $0x01, Y2, X0
+	VADDPS       X0, X2, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, (AX)
+	VEXTRACTF128 $0x01, Y6, X0
+	VADDPS       X0, X6, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, 4(AX)
+	ADDQ         CX, AX
+	VEXTRACTF128 $0x01, Y3, X0
+	VADDPS       X0, X3, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, (AX)
+	VEXTRACTF128 $0x01, Y7, X0
+	VADDPS       X0, X7, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, 4(AX)
+	ADDQ         $0x00000008, out+0(FP)
+	MOVQ         stride+24(FP), AX
+	IMUL3Q       $0x00000002, AX, AX
+	ADDQ         AX, w+16(FP)
+	SUBQ         $0x00000002, rows+56(FP)
+	JMP          gemmDenseT4F16AVX2_r2
+
+gemmDenseT4F16AVX2_r1:
+	CMPQ   rows+56(FP), $0x00000001
+	JL     gemmDenseT4F16AVX2_done
+	MOVQ   w+16(FP), AX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	MOVQ   x+32(FP), CX
+	MOVQ   xStride+40(FP), DX
+	LEAQ   (DX)(DX*2), BX
+	XORQ   SI, SI
+	MOVQ   n+48(FP), DI
+	ADDQ   DI, DI
+
+gemmDenseT4F16AVX2_r1_k:
+	VMOVUPS      (CX), Y4
+	VMOVUPS      (CX)(DX*1), Y5
+	VMOVUPS      (CX)(DX*2), Y6
+	VMOVUPS      (CX)(BX*1), Y7
+	VCVTPH2PS    (AX)(SI*1), Y8
+	VFMADD231PS  Y4, Y8, Y0
+	VFMADD231PS  Y5, Y8, Y1
+	VFMADD231PS  Y6, Y8, Y2
+	VFMADD231PS  Y7, Y8, Y3
+	ADDQ         $0x00000010, SI
+	ADDQ         $0x00000020, CX
+	CMPQ         SI, DI
+	JB           gemmDenseT4F16AVX2_r1_k
+	MOVQ         out+0(FP), AX
+	MOVQ         outStride+8(FP), CX
+	VEXTRACTF128 $0x01, Y0, X4
+	VADDPS       X4, X0, X4
+	VPERMILPS    $0x4e, X4, X0
+	VADDPS       X0, X4, X4
+	VPERMILPS    $0xb1, X4, X0
+	VADDPS       X0, X4, X4
+	VMOVSS       X4, (AX)
+	ADDQ         CX, AX
+	VEXTRACTF128 $0x01, Y1, X0
+	VADDPS       X0, X1, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, (AX)
+	ADDQ         CX, AX
+	VEXTRACTF128 $0x01, Y2, X0
+	VADDPS       X0, X2, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, (AX)
+	ADDQ         CX, AX
+	VEXTRACTF128 $0x01, Y3, X0
+	VADDPS       X0, X3, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, (AX)
+	ADDQ         $0x00000004, out+0(FP)
+	MOVQ         stride+24(FP), AX
+	ADDQ         AX, w+16(FP)
+	SUBQ         $0x00000001, rows+56(FP)
+	JMP          gemmDenseT4F16AVX2_r1
+
+gemmDenseT4F16AVX2_done:
+	VZEROUPPER
+	RET
+
+// func gemmDenseT4F32AVX512(out *float32, outStride int, w *byte, stride int, x *float32, xStride int, n int, rows int)
+// Requires: AVX, AVX512F, AVX512VL
+TEXT ·gemmDenseT4F32AVX512(SB), NOSPLIT, $0-64
+gemmDenseT4F32AVX512_r4:
+	CMPQ   rows+56(FP), $0x00000004
+	JL     gemmDenseT4F32AVX512_r1
+	MOVQ   w+16(FP), AX
+	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*1), DX
+	LEAQ   (AX)(CX*2), BX
+	LEAQ   (DX)(CX*2), CX
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4
+	VPXORD Z5, Z5, Z5
+	VPXORD Z6, Z6, Z6
+	VPXORD Z7, Z7, Z7
+	VPXORD Z8, Z8, Z8
+	VPXORD Z9, Z9, Z9
+	VPXORD Z10, Z10, Z10
+	VPXORD Z11, Z11, Z11
+	VPXORD Z12, Z12, Z12
+	VPXORD Z13, Z13, Z13
+	VPXORD Z14, Z14, Z14
+	VPXORD Z15, Z15, Z15
+	MOVQ   x+32(FP), SI
+	MOVQ   xStride+40(FP), DI
+	LEAQ   (DI)(DI*2), R8
+	XORQ   R9, R9
+	MOVQ   n+48(FP), R10
+	SHLQ   $0x02, R10
+
+gemmDenseT4F32AVX512_r4_k:
+	VMOVUPS       (SI), Z16
+	VMOVUPS       (SI)(DI*1), Z17
+	VMOVUPS       (SI)(DI*2), Z18
+	VMOVUPS       (SI)(R8*1), Z19
+	VMOVUPS       (AX)(R9*1), Z20
+	VFMADD231PS   Z16, Z20, Z0
+	VFMADD231PS   Z17, Z20, Z1
+	VFMADD231PS   Z18, Z20, Z2
+	VFMADD231PS   Z19, Z20, Z3
+	VMOVUPS       (DX)(R9*1), Z20
+	VFMADD231PS   Z16, Z20, Z4
+	VFMADD231PS   Z17, Z20, Z5
+	VFMADD231PS   Z18, Z20, Z6
+	VFMADD231PS   Z19, Z20, Z7
+	VMOVUPS       (BX)(R9*1), Z20
+	VFMADD231PS   Z16, Z20, Z8
+	VFMADD231PS   Z17, Z20, Z9
+	VFMADD231PS   Z18, Z20, Z10
+	VFMADD231PS   Z19, Z20, Z11
+	VMOVUPS       (CX)(R9*1), Z20
+	VFMADD231PS   Z16, Z20, Z12
+	VFMADD231PS   Z17, Z20, Z13
+	VFMADD231PS   Z18, Z20, Z14
+	VFMADD231PS   Z19, Z20, Z15
+	ADDQ          $0x00000040, R9
+	ADDQ          $0x00000040, SI
+	CMPQ          R9, R10
+	JB            gemmDenseT4F32AVX512_r4_k
+	MOVQ          out+0(FP), AX
+	MOVQ          outStride+8(FP), CX
+	VEXTRACTF64X4 $0x01, Z0, Y16
+	VADDPS        Y16, Y0, Y16
+	VEXTRACTF32X4 $0x01, Y16, X17
+	VADDPS        X17, X16, X17
+	VPERMILPS     $0x4e, X17, X16
+	VADDPS        X16, X17, X17
+	VPERMILPS     $0xb1, X17, X16
+	VADDPS        X16, X17, X17
+	VMOVSS        X17, (AX)
+	VEXTRACTF64X4 $0x01, Z4, Y16
+	VADDPS        Y16, Y4, Y16
+	VEXTRACTF32X4 $0x01, Y16, X17
+	VADDPS        X17, X16, X17
+	VPERMILPS     $0x4e, X17, X16
+	VADDPS        X16, X17, X17
+	VPERMILPS     $0xb1, X17, X16
+	VADDPS        X16, X17, X17
+	VMOVSS        X17, 4(AX)
+	VEXTRACTF64X4 $0x01, Z8, Y16
+	VADDPS        Y16, Y8, Y16
+	VEXTRACTF32X4 $0x01, Y16, X17
+	VADDPS        X17, X16, X17
+	VPERMILPS     $0x4e, X17, X16
+	VADDPS        X16, X17, X17
+	VPERMILPS     $0xb1, X17, X16
+	VADDPS        X16, X17, X17
+	VMOVSS        X17, 8(AX)
+	VEXTRACTF64X4 $0x01, Z12, Y16
+	VADDPS        Y16, Y12, Y16
+	VEXTRACTF32X4 $0x01, Y16, X17
+	VADDPS        X17, X16, X17
+	VPERMILPS     $0x4e, X17, X16
+	VADDPS        X16, X17, X17
+	VPERMILPS     $0xb1, X17, X16
+	VADDPS        X16, X17, X17
+	VMOVSS        X17, 12(AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z1, Y16
+	VADDPS        Y16, Y1, Y16
+	VEXTRACTF32X4 $0x01, Y16, X17
+	VADDPS        X17, X16, X17
+	VPERMILPS     $0x4e, X17, X16
+	VADDPS        X16, X17, X17
+	VPERMILPS     $0xb1, X17, X16
+	VADDPS        X16, X17, X17
+	VMOVSS        X17, (AX)
+	VEXTRACTF64X4 $0x01, Z5, Y16
+	VADDPS        Y16, Y5, Y16
+	VEXTRACTF32X4 $0x01, Y16, X17
+	VADDPS        X17, X16, X17
+	VPERMILPS     $0x4e, X17, X16
+	VADDPS        X16, X17, X17
+	VPERMILPS     $0xb1, X17, X16
+	VADDPS        X16, X17, X17
+	VMOVSS        X17, 4(AX)
+	VEXTRACTF64X4 $0x01, Z9, Y16
+	VADDPS        Y16, Y9, Y16
+	VEXTRACTF32X4 $0x01, Y16, X17
+	VADDPS        X17, X16, X17
+	VPERMILPS     $0x4e, X17, X16
+	VADDPS        X16, X17, X17
+	VPERMILPS     $0xb1, X17, X16
+	VADDPS        X16, X17, X17
+	VMOVSS        X17, 8(AX)
+	VEXTRACTF64X4 $0x01, Z13, Y16
+	VADDPS        Y16, Y13, Y16
+	VEXTRACTF32X4 $0x01, Y16, X17
+	VADDPS        X17, X16, X17
+	VPERMILPS     $0x4e, X17, X16
+	VADDPS        X16, X17, X17
+	VPERMILPS     $0xb1, X17, X16
+	VADDPS        X16, X17, X17
+	VMOVSS        X17, 12(AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z2, Y16
+	VADDPS        Y16, Y2, Y16
+	VEXTRACTF32X4 $0x01, Y16, X17
+	VADDPS        X17, X16, X17
+	VPERMILPS     $0x4e, X17, X16
+	VADDPS        X16, X17, X17
+	VPERMILPS     $0xb1, X17, X16
+	VADDPS        X16, X17, X17
+	VMOVSS        X17, (AX)
+	VEXTRACTF64X4 $0x01, Z6, Y16
+	VADDPS        Y16, Y6, Y16
+	VEXTRACTF32X4 $0x01, Y16, X17
+	VADDPS        X17, X16, X17
+	VPERMILPS     $0x4e, X17, X16
+	VADDPS        X16, X17, X17
+	VPERMILPS     $0xb1, X17, X16
+	VADDPS        X16, X17, X17
+	VMOVSS        X17, 4(AX)
+	VEXTRACTF64X4 $0x01, Z10, Y16
+	VADDPS        Y16, Y10, Y16
+	VEXTRACTF32X4 $0x01, Y16, X17
+	VADDPS        X17, X16, X17
+	VPERMILPS     $0x4e, X17, X16
+	VADDPS        X16, X17, X17
+	VPERMILPS     $0xb1, X17, X16
+	VADDPS        X16, X17, X17
+	VMOVSS        X17, 8(AX)
+	VEXTRACTF64X4 $0x01, Z14, Y16
+	VADDPS        Y16, Y14, Y16
+	VEXTRACTF32X4 $0x01, Y16, X17
+	VADDPS        X17, X16, X17
+	VPERMILPS     $0x4e, X17, X16
+	VADDPS        X16, X17, X17
+	VPERMILPS     $0xb1, X17, X16
+	VADDPS        X16, X17, X17
+	VMOVSS        X17, 12(AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z3, Y16
+	VADDPS        Y16, Y3, Y16
+	VEXTRACTF32X4 $0x01, Y16, X17
+	VADDPS        X17, X16, X17
+	VPERMILPS     $0x4e, X17, X16
+	VADDPS        X16, X17, X17
+	VPERMILPS     $0xb1, X17, X16
+	VADDPS        X16, X17, X17
+	VMOVSS        X17, (AX)
+	VEXTRACTF64X4 $0x01, Z7, Y16
+	VADDPS        Y16, Y7, Y16
+	VEXTRACTF32X4 $0x01, Y16, X17
+	VADDPS        X17, X16, X17
+	VPERMILPS     $0x4e, X17, X16
+	VADDPS        X16, X17, X17
+	VPERMILPS     $0xb1, X17, X16
+	VADDPS        X16, X17, X17
+	VMOVSS        X17, 4(AX)
+	VEXTRACTF64X4 $0x01, Z11, Y16
+	VADDPS        Y16, Y11, Y16
+	VEXTRACTF32X4 $0x01, Y16, X17
+	VADDPS        X17, X16, X17
+	VPERMILPS     $0x4e, X17, X16
+	VADDPS        X16, X17, X17
+	VPERMILPS     $0xb1, X17, X16
+	VADDPS        X16, X17, X17
+	VMOVSS        X17, 8(AX)
+	VEXTRACTF64X4 $0x01, Z15, Y16
+	VADDPS        Y16, Y15, Y16
+	VEXTRACTF32X4 $0x01, Y16, X17
+	VADDPS        X17, X16, X17
+	VPERMILPS     $0x4e, X17, X16
+	VADDPS        X16, X17, X17
+	VPERMILPS     $0xb1, X17, X16
+	VADDPS        X16, X17, X17
+	VMOVSS        X17, 12(AX)
+	ADDQ          $0x00000010, out+0(FP)
+	MOVQ          stride+24(FP), AX
+	IMUL3Q        $0x00000004, AX, AX
+	ADDQ          AX, w+16(FP)
+	SUBQ          $0x00000004, rows+56(FP)
+	JMP           gemmDenseT4F32AVX512_r4
+
+gemmDenseT4F32AVX512_r1:
+	CMPQ   rows+56(FP), $0x00000001
+	JL     gemmDenseT4F32AVX512_done
+	MOVQ   w+16(FP), AX
+	VPXORD Z21, Z21, Z21
+	VPXORD Z22, Z22, Z22
+	VPXORD Z23, Z23, Z23
+	VPXORD Z24, Z24, Z24
+	MOVQ   x+32(FP), CX
+	MOVQ   xStride+40(FP), DX
+	LEAQ   (DX)(DX*2), BX
+	XORQ   SI, SI
+	MOVQ   n+48(FP), DI
+	SHLQ   $0x02, DI
+
+gemmDenseT4F32AVX512_r1_k:
+	VMOVUPS       (CX), Z0
+	VMOVUPS       (CX)(DX*1), Z1
+	VMOVUPS       (CX)(DX*2), Z2
+	VMOVUPS       (CX)(BX*1), Z3
+	VMOVUPS       (AX)(SI*1), Z4
+	VFMADD231PS   Z0, Z4, Z21
+	VFMADD231PS   Z1, Z4, Z22
+	VFMADD231PS   Z2, Z4, Z23
+	VFMADD231PS   Z3, Z4, Z24
+	ADDQ          $0x00000040, SI
+	ADDQ          $0x00000040, CX
+	CMPQ          SI, DI
+	JB            gemmDenseT4F32AVX512_r1_k
+	MOVQ          out+0(FP), AX
+	MOVQ          outStride+8(FP), CX
+	VEXTRACTF64X4 $0x01, Z21, Y0
+	VADDPS        Y0, Y21, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VPERMILPS     $0x4e, X1, X0
+	VADDPS        X0, X1, X1
+	VPERMILPS     $0xb1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSS        X1, (AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z22, Y0
+	VADDPS        Y0, Y22, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VPERMILPS     $0x4e, X1, X0
+	VADDPS        X0, X1, X1
+	VPERMILPS     $0xb1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSS        X1, (AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z23, Y0
+	VADDPS        Y0, Y23, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VPERMILPS     $0x4e, X1, X0
+	VADDPS        X0, X1, X1
+	VPERMILPS     $0xb1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSS        X1, (AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z24, Y0
+	VADDPS        Y0, Y24, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VPERMILPS     $0x4e, X1, X0
+	VADDPS        X0, X1, X1
+	VPERMILPS     $0xb1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSS        X1, (AX)
+	ADDQ          $0x00000004, out+0(FP)
+	MOVQ          stride+24(FP), AX
+	ADDQ          AX, w+16(FP)
+	SUBQ          $0x00000001, rows+56(FP)
+	JMP           gemmDenseT4F32AVX512_r1
+
+gemmDenseT4F32AVX512_done:
+	VZEROUPPER
+	RET
+
+// func gemmDenseT4F32AVX2(out *float32, outStride int, w *byte, stride int, x *float32, xStride int, n int, rows int)
+// Requires: AVX, FMA3
+TEXT ·gemmDenseT4F32AVX2(SB), NOSPLIT, $0-64
+gemmDenseT4F32AVX2_r2:
+	CMPQ   rows+56(FP), $0x00000002
+	JL     gemmDenseT4F32AVX2_r1
+	MOVQ   w+16(FP), AX
+	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*1), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	MOVQ   x+32(FP), DX
+	MOVQ   xStride+40(FP), BX
+	LEAQ   (BX)(BX*2), SI
+	XORQ   DI, DI
+	MOVQ   n+48(FP), R8
+	SHLQ   $0x02, R8
+
+gemmDenseT4F32AVX2_r2_k:
+	VMOVUPS      (DX), Y8
+	VMOVUPS      (DX)(BX*1), Y9
+	VMOVUPS      (DX)(BX*2), Y10
+	VMOVUPS      (DX)(SI*1), Y11
+	VMOVUPS      (AX)(DI*1), Y12
+	VFMADD231PS  Y8, Y12, Y0
+	VFMADD231PS  Y9, Y12, Y1
+	VFMADD231PS  Y10, Y12, Y2
+	VFMADD231PS  Y11, Y12, Y3
+	VMOVUPS      (CX)(DI*1), Y12
+	VFMADD231PS  Y8, Y12, Y4
+	VFMADD231PS  Y9, Y12, Y5
+	VFMADD231PS  Y10, Y12, Y6
+	VFMADD231PS  Y11, Y12, Y7
+	ADDQ         $0x00000020, DI
+	ADDQ         $0x00000020, DX
+	CMPQ         DI, R8
+	JB           gemmDenseT4F32AVX2_r2_k
+	MOVQ         out+0(FP), AX
+	MOVQ         outStride+8(FP), CX
+	VEXTRACTF128 $0x01, Y0, X8
+	VADDPS       X8, X0, X8
+	VPERMILPS    $0x4e, X8, X0
+	VADDPS       X0, X8, X8
+	VPERMILPS    $0xb1, X8, X0
+	VADDPS       X0, X8, X8
+	VMOVSS       X8, (AX)
+	VEXTRACTF128 $0x01, Y4, X0
+	VADDPS       X0, X4, X0
+	VPERMILPS    $0x4e, X0, X4
+	VADDPS       X4, X0, X0
+	VPERMILPS    $0xb1, X0, X4
+	VADDPS       X4, X0, X0
+	VMOVSS       X0, 4(AX)
+	ADDQ         CX, AX
+	VEXTRACTF128 $0x01, Y1, X0
+	VADDPS       X0, X1, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, (AX)
+	VEXTRACTF128 $0x01, Y5, X0
+	VADDPS       X0, X5, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, 4(AX)
+	ADDQ         CX, AX
+	VEXTRACTF128 $0x01, Y2, X0
+	VADDPS       X0, X2, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, (AX)
+	VEXTRACTF128 $0x01, Y6, X0
+	VADDPS       X0, X6, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, 4(AX)
+	ADDQ         CX, AX
+	VEXTRACTF128 $0x01, Y3, X0
+	VADDPS       X0, X3, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, (AX)
+	VEXTRACTF128 $0x01, Y7, X0
+	VADDPS       X0, X7, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, 4(AX)
+	ADDQ         $0x00000008, out+0(FP)
+	MOVQ         stride+24(FP), AX
+	IMUL3Q       $0x00000002, AX, AX
+	ADDQ         AX, w+16(FP)
+	SUBQ         $0x00000002, rows+56(FP)
+	JMP          gemmDenseT4F32AVX2_r2
+
+gemmDenseT4F32AVX2_r1:
+	CMPQ   rows+56(FP), $0x00000001
+	JL     gemmDenseT4F32AVX2_done
+	MOVQ   w+16(FP), AX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	MOVQ   x+32(FP), CX
+	MOVQ   xStride+40(FP), DX
+	LEAQ   (DX)(DX*2), BX
+	XORQ   SI, SI
+	MOVQ   n+48(FP), DI
+	SHLQ   $0x02, DI
+
+gemmDenseT4F32AVX2_r1_k:
+	VMOVUPS      (CX), Y4
+	VMOVUPS      (CX)(DX*1), Y5
+	VMOVUPS      (CX)(DX*2), Y6
+	VMOVUPS      (CX)(BX*1), Y7
+	VMOVUPS      (AX)(SI*1), Y8
+	VFMADD231PS  Y4, Y8, Y0
+	VFMADD231PS  Y5, Y8, Y1
+	VFMADD231PS  Y6, Y8, Y2
+	VFMADD231PS  Y7, Y8, Y3
+	ADDQ         $0x00000020, SI
+	ADDQ         $0x00000020, CX
+	CMPQ         SI, DI
+	JB           gemmDenseT4F32AVX2_r1_k
+	MOVQ         out+0(FP), AX
+	MOVQ         outStride+8(FP), CX
+	VEXTRACTF128 $0x01, Y0, X4
+	VADDPS       X4, X0, X4
+	VPERMILPS    $0x4e, X4, X0
+	VADDPS       X0, X4, X4
+	VPERMILPS    $0xb1, X4, X0
+	VADDPS       X0, X4, X4
+	VMOVSS       X4, (AX)
+	ADDQ         CX, AX
+	VEXTRACTF128 $0x01, Y1, X0
+	VADDPS       X0, X1, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, (AX)
+	ADDQ         CX, AX
+	VEXTRACTF128 $0x01, Y2, X0
+	VADDPS       X0, X2, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, (AX)
+	ADDQ         CX, AX
+	VEXTRACTF128 $0x01, Y3, X0
+	VADDPS       X0, X3, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, (AX)
+	ADDQ         $0x00000004, out+0(FP)
+	MOVQ         stride+24(FP), AX
+	ADDQ         AX, w+16(FP)
+	SUBQ         $0x00000001, rows+56(FP)
+	JMP          gemmDenseT4F32AVX2_r1
+
+gemmDenseT4F32AVX2_done:
 	VZEROUPPER
 	RET

@@ -186,6 +186,42 @@ func gemmQ4T2F32AVX512(out *float32, outStride int, w *byte, stride int, scales 
 //go:noescape
 func gemmQ4T2F32AVX2(out *float32, outStride int, w *byte, stride int, scales *byte, sstride int, ng int, gbytes int, x *float32, xStride int, rows int)
 
+// gemmDenseT2BF16AVX512 sets out[t·outStride/4 + r] = Σ_{c<n} w[r,c]·x[t,c] for r < rows, t < 2 (BF16 weights, row r at w + r·stride;
+// inputs xStride bytes apart; n a multiple of 16).
+//
+//go:noescape
+func gemmDenseT2BF16AVX512(out *float32, outStride int, w *byte, stride int, x *float32, xStride int, n int, rows int)
+
+// gemmDenseT2BF16AVX2 sets out[t·outStride/4 + r] = Σ_{c<n} w[r,c]·x[t,c] for r < rows, t < 2 (BF16 weights, row r at w + r·stride;
+// inputs xStride bytes apart; n a multiple of 8).
+//
+//go:noescape
+func gemmDenseT2BF16AVX2(out *float32, outStride int, w *byte, stride int, x *float32, xStride int, n int, rows int)
+
+// gemmDenseT2F16AVX512 sets out[t·outStride/4 + r] = Σ_{c<n} w[r,c]·x[t,c] for r < rows, t < 2 (F16 weights, row r at w + r·stride;
+// inputs xStride bytes apart; n a multiple of 16).
+//
+//go:noescape
+func gemmDenseT2F16AVX512(out *float32, outStride int, w *byte, stride int, x *float32, xStride int, n int, rows int)
+
+// gemmDenseT2F16AVX2 sets out[t·outStride/4 + r] = Σ_{c<n} w[r,c]·x[t,c] for r < rows, t < 2 (F16 weights, row r at w + r·stride;
+// inputs xStride bytes apart; n a multiple of 8).
+//
+//go:noescape
+func gemmDenseT2F16AVX2(out *float32, outStride int, w *byte, stride int, x *float32, xStride int, n int, rows int)
+
+// gemmDenseT2F32AVX512 sets out[t·outStride/4 + r] = Σ_{c<n} w[r,c]·x[t,c] for r < rows, t < 2 (F32 weights, row r at w + r·stride;
+// inputs xStride bytes apart; n a multiple of 16).
+//
+//go:noescape
+func gemmDenseT2F32AVX512(out *float32, outStride int, w *byte, stride int, x *float32, xStride int, n int, rows int)
+
+// gemmDenseT2F32AVX2 sets out[t·outStride/4 + r] = Σ_{c<n} w[r,c]·x[t,c] for r < rows, t < 2 (F32 weights, row r at w + r·stride;
+// inputs xStride bytes apart; n a multiple of 8).
+//
+//go:noescape
+func gemmDenseT2F32AVX2(out *float32, outStride int, w *byte, stride int, x *float32, xStride int, n int, rows int)
+
 // gemmQ4T3BF16AVX512 sets out[t·outStride/4 + r] = Σ_c (q[r,c] − 8)·s[r,c/G]·x[t,c] for r < rows, t < 3 (symmetric int4, BF16 scales).
 // Row r's codes are at w + r·stride, its scales at scales + r·sstride, gbytes code bytes (a multiple of 16) a group;
 // x (xStride bytes between inputs) is rearranged per 32: the 16 even-index then the 16 odd-index inputs.
@@ -222,6 +258,42 @@ func gemmQ4T3F32AVX512(out *float32, outStride int, w *byte, stride int, scales 
 //go:noescape
 func gemmQ4T3F32AVX2(out *float32, outStride int, w *byte, stride int, scales *byte, sstride int, ng int, gbytes int, x *float32, xStride int, rows int)
 
+// gemmDenseT3BF16AVX512 sets out[t·outStride/4 + r] = Σ_{c<n} w[r,c]·x[t,c] for r < rows, t < 3 (BF16 weights, row r at w + r·stride;
+// inputs xStride bytes apart; n a multiple of 16).
+//
+//go:noescape
+func gemmDenseT3BF16AVX512(out *float32, outStride int, w *byte, stride int, x *float32, xStride int, n int, rows int)
+
+// gemmDenseT3BF16AVX2 sets out[t·outStride/4 + r] = Σ_{c<n} w[r,c]·x[t,c] for r < rows, t < 3 (BF16 weights, row r at w + r·stride;
+// inputs xStride bytes apart; n a multiple of 8).
+//
+//go:noescape
+func gemmDenseT3BF16AVX2(out *float32, outStride int, w *byte, stride int, x *float32, xStride int, n int, rows int)
+
+// gemmDenseT3F16AVX512 sets out[t·outStride/4 + r] = Σ_{c<n} w[r,c]·x[t,c] for r < rows, t < 3 (F16 weights, row r at w + r·stride;
+// inputs xStride bytes apart; n a multiple of 16).
+//
+//go:noescape
+func gemmDenseT3F16AVX512(out *float32, outStride int, w *byte, stride int, x *float32, xStride int, n int, rows int)
+
+// gemmDenseT3F16AVX2 sets out[t·outStride/4 + r] = Σ_{c<n} w[r,c]·x[t,c] for r < rows, t < 3 (F16 weights, row r at w + r·stride;
+// inputs xStride bytes apart; n a multiple of 8).
+//
+//go:noescape
+func gemmDenseT3F16AVX2(out *float32, outStride int, w *byte, stride int, x *float32, xStride int, n int, rows int)
+
+// gemmDenseT3F32AVX512 sets out[t·outStride/4 + r] = Σ_{c<n} w[r,c]·x[t,c] for r < rows, t < 3 (F32 weights, row r at w + r·stride;
+// inputs xStride bytes apart; n a multiple of 16).
+//
+//go:noescape
+func gemmDenseT3F32AVX512(out *float32, outStride int, w *byte, stride int, x *float32, xStride int, n int, rows int)
+
+// gemmDenseT3F32AVX2 sets out[t·outStride/4 + r] = Σ_{c<n} w[r,c]·x[t,c] for r < rows, t < 3 (F32 weights, row r at w + r·stride;
+// inputs xStride bytes apart; n a multiple of 8).
+//
+//go:noescape
+func gemmDenseT3F32AVX2(out *float32, outStride int, w *byte, stride int, x *float32, xStride int, n int, rows int)
+
 // gemmQ4T4BF16AVX512 sets out[t·outStride/4 + r] = Σ_c (q[r,c] − 8)·s[r,c/G]·x[t,c] for r < rows, t < 4 (symmetric int4, BF16 scales).
 // Row r's codes are at w + r·stride, its scales at scales + r·sstride, gbytes code bytes (a multiple of 16) a group;
 // x (xStride bytes between inputs) is rearranged per 32: the 16 even-index then the 16 odd-index inputs.
@@ -257,3 +329,39 @@ func gemmQ4T4F32AVX512(out *float32, outStride int, w *byte, stride int, scales 
 //
 //go:noescape
 func gemmQ4T4F32AVX2(out *float32, outStride int, w *byte, stride int, scales *byte, sstride int, ng int, gbytes int, x *float32, xStride int, rows int)
+
+// gemmDenseT4BF16AVX512 sets out[t·outStride/4 + r] = Σ_{c<n} w[r,c]·x[t,c] for r < rows, t < 4 (BF16 weights, row r at w + r·stride;
+// inputs xStride bytes apart; n a multiple of 16).
+//
+//go:noescape
+func gemmDenseT4BF16AVX512(out *float32, outStride int, w *byte, stride int, x *float32, xStride int, n int, rows int)
+
+// gemmDenseT4BF16AVX2 sets out[t·outStride/4 + r] = Σ_{c<n} w[r,c]·x[t,c] for r < rows, t < 4 (BF16 weights, row r at w + r·stride;
+// inputs xStride bytes apart; n a multiple of 8).
+//
+//go:noescape
+func gemmDenseT4BF16AVX2(out *float32, outStride int, w *byte, stride int, x *float32, xStride int, n int, rows int)
+
+// gemmDenseT4F16AVX512 sets out[t·outStride/4 + r] = Σ_{c<n} w[r,c]·x[t,c] for r < rows, t < 4 (F16 weights, row r at w + r·stride;
+// inputs xStride bytes apart; n a multiple of 16).
+//
+//go:noescape
+func gemmDenseT4F16AVX512(out *float32, outStride int, w *byte, stride int, x *float32, xStride int, n int, rows int)
+
+// gemmDenseT4F16AVX2 sets out[t·outStride/4 + r] = Σ_{c<n} w[r,c]·x[t,c] for r < rows, t < 4 (F16 weights, row r at w + r·stride;
+// inputs xStride bytes apart; n a multiple of 8).
+//
+//go:noescape
+func gemmDenseT4F16AVX2(out *float32, outStride int, w *byte, stride int, x *float32, xStride int, n int, rows int)
+
+// gemmDenseT4F32AVX512 sets out[t·outStride/4 + r] = Σ_{c<n} w[r,c]·x[t,c] for r < rows, t < 4 (F32 weights, row r at w + r·stride;
+// inputs xStride bytes apart; n a multiple of 16).
+//
+//go:noescape
+func gemmDenseT4F32AVX512(out *float32, outStride int, w *byte, stride int, x *float32, xStride int, n int, rows int)
+
+// gemmDenseT4F32AVX2 sets out[t·outStride/4 + r] = Σ_{c<n} w[r,c]·x[t,c] for r < rows, t < 4 (F32 weights, row r at w + r·stride;
+// inputs xStride bytes apart; n a multiple of 8).
+//
+//go:noescape
+func gemmDenseT4F32AVX2(out *float32, outStride int, w *byte, stride int, x *float32, xStride int, n int, rows int)

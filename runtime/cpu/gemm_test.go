@@ -169,7 +169,7 @@ func TestGemmSmallMatchesReference(t *testing.T) {
 			}
 			wd := denseF64(m)
 			for name, ks := range levels {
-				for T := 2; T <= 4; T++ {
+				for _, T := range []int{2, 3, 4, 6, 11} {
 					if !ks.smallSupports(m, T) {
 						t.Fatalf("%s small T=%d does not take [%d, %d] g%d", name, T, s.rows, s.cols, s.g)
 					}
@@ -180,6 +180,28 @@ func TestGemmSmallMatchesReference(t *testing.T) {
 					}
 					ks.matMulSmall(pool, got, m, x, T)
 					checkGemm(t, fmt.Sprintf("%s small U4/g%d/%s [%d, %d] T=%d", name, s.g, sdt, s.rows, s.cols, T), m, wd, x, T, got)
+				}
+			}
+		}
+	}
+	// Float weights, with column tails after the last whole vector, and
+	// more inputs than one kernel call takes (chunks of up to four).
+	for _, s := range []struct{ rows, cols int }{{1, 16}, {6, 24}, {37, 200}, {70, 1152}, {5, 1037}} {
+		for _, dt := range []dtype.DType{dtype.BF16, dtype.F16, dtype.F32} {
+			m := randFloatMat(r, s.rows, s.cols, dt)
+			wd := denseF64(m)
+			for name, ks := range levels {
+				for _, T := range []int{2, 3, 4, 7, 9} {
+					if !ks.smallSupports(m, T) {
+						t.Fatalf("%s small T=%d does not take %s [%d, %d]", name, T, dt, s.rows, s.cols)
+					}
+					x := randInputs(r, T*s.cols)
+					got := make([]float32, T*s.rows)
+					for i := range got {
+						got[i] = float32(math.NaN())
+					}
+					ks.matMulSmall(pool, got, m, x, T)
+					checkGemm(t, fmt.Sprintf("%s small %s [%d, %d] T=%d", name, dt, s.rows, s.cols, T), m, wd, x, T, got)
 				}
 			}
 		}
@@ -354,24 +376,30 @@ func BenchmarkGemm(b *testing.B) {
 // batched decode: the ratio of the two ns/op must stay ≤ 1.
 func BenchmarkGemmVsMatVec(b *testing.B) {
 	r := rand.New(rand.NewPCG(5, 5))
-	for _, s := range []struct{ in, out int }{{1152, 6912}, {6912, 1152}} {
-		m, err := NewInt4Mat(randInt4(r, s.out, s.in, 128, dtype.BF16, false))
-		if err != nil {
-			b.Fatal(err)
+	for _, s := range []struct {
+		dt      string
+		in, out int
+	}{{"q4", 1152, 6912}, {"q4", 6912, 1152}, {"bf16", 1152, 6912}, {"bf16", 6912, 1152}} {
+		m := randFloatMat(r, s.out, s.in, dtype.BF16)
+		if s.dt == "q4" {
+			var err error
+			if m, err = NewInt4Mat(randInt4(r, s.out, s.in, 128, dtype.BF16, false)); err != nil {
+				b.Fatal(err)
+			}
 		}
-		for _, T := range []int{2, 3, 4, 8} {
+		for _, T := range []int{2, 3, 4, 8, 16} {
 			x := randInputs(r, T*s.in)
 			out := make([]float32, T*s.out)
 			for _, threads := range []int{1, 2} {
 				pool := NewPool(threads)
-				b.Run(fmt.Sprintf("q4/%dx%d/T%d/th%d/matvec", s.in, s.out, T, threads), func(b *testing.B) {
+				b.Run(fmt.Sprintf("%s/%dx%d/T%d/th%d/matvec", s.dt, s.in, s.out, T, threads), func(b *testing.B) {
 					for b.Loop() {
 						for t := 0; t < T; t++ {
 							MatMul(pool, out[t*s.out:(t+1)*s.out], m, x[t*s.in:(t+1)*s.in], 1)
 						}
 					}
 				})
-				b.Run(fmt.Sprintf("q4/%dx%d/T%d/th%d/gemm", s.in, s.out, T, threads), func(b *testing.B) {
+				b.Run(fmt.Sprintf("%s/%dx%d/T%d/th%d/gemm", s.dt, s.in, s.out, T, threads), func(b *testing.B) {
 					for b.Loop() {
 						MatMul(pool, out, m, x, T)
 					}
@@ -382,14 +410,21 @@ func BenchmarkGemmVsMatVec(b *testing.B) {
 	}
 }
 
-// BenchmarkGemmSmallVsPacked times the two int4 strategies against each
-// other over T, to place gemmSmallMaxT.
+// BenchmarkGemmSmallVsPacked times the two strategies (small-T kernels,
+// packed panels) against each other over T, to place smallMaxT and
+// smallDenseMaxT.
 func BenchmarkGemmSmallVsPacked(b *testing.B) {
 	r := rand.New(rand.NewPCG(9, 9))
-	for _, s := range []struct{ in, out int }{{1152, 6912}, {6912, 1152}} {
-		m, err := NewInt4Mat(randInt4(r, s.out, s.in, 128, dtype.BF16, false))
-		if err != nil {
-			b.Fatal(err)
+	for _, s := range []struct {
+		dt      string
+		in, out int
+	}{{"q4", 1152, 6912}, {"q4", 6912, 1152}, {"bf16", 1152, 6912}, {"bf16", 6912, 1152}} {
+		m := randFloatMat(r, s.out, s.in, dtype.BF16)
+		if s.dt == "q4" {
+			var err error
+			if m, err = NewInt4Mat(randInt4(r, s.out, s.in, 128, dtype.BF16, false)); err != nil {
+				b.Fatal(err)
+			}
 		}
 		for _, T := range []int{4, 8, 12, 16, 24, 32, 64, 128} {
 			x := randInputs(r, T*s.in)
@@ -400,13 +435,13 @@ func BenchmarkGemmSmallVsPacked(b *testing.B) {
 					continue
 				}
 				pool := NewPool(1)
-				b.Run(fmt.Sprintf("%dx%d/T%d/%s/small", s.in, s.out, T, lvl), func(b *testing.B) {
+				b.Run(fmt.Sprintf("%s/%dx%d/T%d/%s/small", s.dt, s.in, s.out, T, lvl), func(b *testing.B) {
 					for b.Loop() {
 						ks.matMulSmall(pool, out, m, x, T)
 					}
 					b.ReportMetric(2*float64(s.in*s.out*T)/(b.Elapsed().Seconds()/float64(b.N))/1e9, "GFLOP/s")
 				})
-				b.Run(fmt.Sprintf("%dx%d/T%d/%s/packed", s.in, s.out, T, lvl), func(b *testing.B) {
+				b.Run(fmt.Sprintf("%s/%dx%d/T%d/%s/packed", s.dt, s.in, s.out, T, lvl), func(b *testing.B) {
 					for b.Loop() {
 						ks.matMul(pool, out, m, x, T)
 					}

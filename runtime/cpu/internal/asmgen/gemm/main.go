@@ -80,6 +80,10 @@ func main() {
 			smallAVX512(T, st, symTable)
 			smallAVX2(T, st, lowNibble, minusEight)
 		}
+		for _, dt := range []string{"BF16", "F16", "F32"} {
+			smallDense(T, dt, true)
+			smallDense(T, dt, false)
+		}
 	}
 	Generate()
 }

@@ -104,6 +104,12 @@ func reduce(v VecVirtual, z bool) VecVirtual {
 // results of input t for row k stored by the pass itself; the per-pass
 // arguments (out, w, scales, rows) advance in their argument slots.
 func smallRows(name string, R int, pass func(tag string, ptrs []Register)) {
+	smallRowsAdvancing(name, R, []string{"w", "stride", "scales", "sstride"}, pass)
+}
+
+// smallRowsAdvancing is smallRows with the pointer arguments to advance
+// after a pass given as (pointer, row stride) name pairs.
+func smallRowsAdvancing(name string, R int, advance []string, pass func(tag string, ptrs []Register)) {
 	for _, n := range []int{R, 1} {
 		if n == 1 && R == 1 {
 			continue
@@ -139,12 +145,12 @@ func smallRows(name string, R int, pass func(tag string, ptrs []Register)) {
 		}
 		pass(tag, ptrs)
 		ADDQ(U32(4*n), arg("out"))
-		for _, a := range []struct{ ptr, stride string }{{"w", "stride"}, {"scales", "sstride"}} {
-			t := Load(Param(a.stride), GP64())
+		for i := 0; i < len(advance); i += 2 {
+			t := Load(Param(advance[i+1]), GP64())
 			if n > 1 {
 				IMUL3Q(U32(n), t, t)
 			}
-			ADDQ(t, arg(a.ptr))
+			ADDQ(t, arg(advance[i]))
 		}
 		SUBQ(U32(n), arg("rows"))
 		JMP(LabelRef(tag))
@@ -337,5 +343,84 @@ func smallAVX2(T int, st scaleType, lowNibble, minusEight Mem) {
 		CMPQ(wo, arg("stride"))
 		JB(LabelRef(tag + "_g"))
 		storeSmall(acc, false)
+	})
+}
+
+const smallDenseSig = "func(out *float32, outStride int, w *byte, stride int, x *float32, xStride int, n int, rows int)"
+
+// smallDense emits gemmDenseT<T><dt><level>: the small-T product of a
+// bf16, f16 or f32 weight, lanes along the input dimension, R rows a pass
+// (4 with zmm, 2 with the 16 ymm of AVX2). The weights are widened in
+// registers (bf16: zero-extend and shift; f16: VCVTPH2PS) and multiplied
+// with the T inputs, which stay in natural order.
+func smallDense(T int, dt string, z bool) {
+	level, lanes, R := "AVX2", 8, 2
+	vec := YMM
+	if z {
+		level, lanes, R = "AVX512", 16, 4
+		vec = ZMM
+	}
+	name := fmt.Sprintf("gemmDenseT%d%s%s", T, dt, level)
+	TEXT(name, NOSPLIT, smallDenseSig)
+	Pragma("noescape")
+	Doc(name+fmt.Sprintf(" sets out[t·outStride/4 + r] = Σ_{c<n} w[r,c]·x[t,c] for r < rows, t < %d (%s weights, row r at w + r·stride;", T, dt),
+		fmt.Sprintf("inputs xStride bytes apart; n a multiple of %d).", lanes))
+	elem := 2
+	if dt == "F32" {
+		elem = 4
+	}
+	smallRowsAdvancing(name, R, []string{"w", "stride"}, func(tag string, ptrs []Register) {
+		acc := make([][]VecVirtual, len(ptrs))
+		for k := range acc {
+			acc[k] = make([]VecVirtual, T)
+			for t := range acc[k] {
+				acc[k][t] = vec()
+				if z {
+					VPXORD(acc[k][t], acc[k][t], acc[k][t])
+				} else {
+					VXORPS(acc[k][t], acc[k][t], acc[k][t])
+				}
+			}
+		}
+		xp := Load(Param("x"), GP64())
+		xs := Load(Param("xStride"), GP64())
+		xs3 := GP64()
+		LEAQ(Mem{Base: xs, Index: xs, Scale: 2}, xs3)
+		wo := GP64()
+		XORQ(wo, wo)
+		end := Load(Param("n"), GP64())
+		if elem == 2 {
+			ADDQ(end, end)
+		} else {
+			SHLQ(U8(2), end)
+		}
+
+		Label(tag + "_k")
+		xv := make([]VecVirtual, T)
+		for t := range xv {
+			xv[t] = vec()
+			VMOVUPS(tokenAddr(xp, xs, xs3, t, 0), xv[t])
+		}
+		for k, p := range ptrs {
+			wv := vec()
+			m := Mem{Base: p, Index: wo, Scale: 1}
+			switch dt {
+			case "BF16":
+				VPMOVZXWD(m, wv)
+				VPSLLD(U8(16), wv, wv)
+			case "F16":
+				VCVTPH2PS(m, wv)
+			default:
+				VMOVUPS(m, wv)
+			}
+			for t := 0; t < T; t++ {
+				VFMADD231PS(xv[t], wv, acc[k][t])
+			}
+		}
+		ADDQ(U32(lanes*elem), wo)
+		ADDQ(U32(lanes*4), xp)
+		CMPQ(wo, end)
+		JB(LabelRef(tag + "_k"))
+		storeSmall(acc, z)
 	})
 }
