@@ -119,3 +119,6 @@ func (dv *Device) FreeInt4(w *Int4) {
 	dv.Free(w.Scales)
 	dv.Free(w.Zeros)
 }
+
+// ceilDiv is ⌈a/b⌉ for positive b (grid sizes).
+func ceilDiv(a, b int) int { return (a + b - 1) / b }

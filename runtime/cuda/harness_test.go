@@ -171,4 +171,3 @@ func launch(t *testing.T, dv *Device, name string, grid, block Dim3, smem int, a
 	}
 }
 
-func ceilDiv(a, b int) int { return (a + b - 1) / b }

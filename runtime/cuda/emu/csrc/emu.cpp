@@ -324,8 +324,57 @@ void register_kernel(const char* name, void* fn, Invoke inv, const size_t* sizes
 
 namespace {
 
+// release_warp checks the warp operation every live lane of warp w waits
+// at and makes those lanes ready. It returns 1 when released, 0 when some
+// live lane is not at a warp operation, −1 (with g_last_error) on a bug.
+int release_warp(Block& b, unsigned w, unsigned nthreads) {
+	std::vector<Fiber>& fs = *b.fibers;
+	unsigned lo = w * 32, hi = std::min(nthreads, lo + 32);
+	unsigned waiting = 0, alive = 0, mask = 0, done = 0;
+	bool same = true;
+	for (unsigned t = lo; t < hi; t++) {
+		Fiber& f = fs[t];
+		if (f.state == DONE) {
+			done |= 1u << (t - lo);
+			continue;
+		}
+		alive |= 1u << (t - lo);
+		if (f.state != WAIT_WARP) continue;
+		if (waiting && (f.warp_mask != mask || f.warp_ops != fs[lo + __builtin_ctz(waiting)].warp_ops)) same = false;
+		waiting |= 1u << (t - lo);
+		mask = f.warp_mask;
+	}
+	if (!waiting || waiting != alive) return 0;
+	if (!same) {
+		set_error("kernel %s, block (%u,%u,%u), warp %u: lanes wait at different warp operations (divergent shuffle or mask)",
+		          b.kernel->name.c_str(), blockIdx.x, blockIdx.y, blockIdx.z, w);
+		return -1;
+	}
+	if (mask & done) {
+		set_error("kernel %s, block (%u,%u,%u), warp %u: warp operation mask 0x%08x names lanes that have exited (0x%08x)",
+		          b.kernel->name.c_str(), blockIdx.x, blockIdx.y, blockIdx.z, w, mask, mask & done);
+		return -1;
+	}
+	unsigned present = hi - lo == 32 ? 0xffffffffu : (1u << (hi - lo)) - 1;
+	if (mask & ~present) {
+		set_error("kernel %s, block (%u,%u,%u), warp %u: warp operation mask 0x%08x names lanes beyond the block (%u threads)",
+		          b.kernel->name.c_str(), blockIdx.x, blockIdx.y, blockIdx.z, w, mask, nthreads);
+		return -1;
+	}
+	for (unsigned t = lo; t < hi; t++)
+		if (fs[t].state == WAIT_WARP) fs[t].state = READY;
+	return 1;
+}
+
 // run_block runs every thread of the current block to completion. It
 // returns false (with g_last_error set) on a kernel error or a deadlock.
+//
+// Between two block barriers the warps run one after another, each until
+// all its lanes reach __syncthreads or exit (warps are independent between
+// block barriers, so this is a legal GPU schedule; it also keeps one
+// warp's 32 stacks hot in the cache). Within a warp, the ready lanes run in
+// the schedule's order between warp operations; the warp order follows
+// the schedule too.
 bool run_block(Block& b, unsigned nthreads, uint64_t& rng) {
 	std::vector<Fiber>& fs = *b.fibers;
 	for (unsigned t = 0; t < nthreads; t++) {
@@ -339,66 +388,39 @@ bool run_block(Block& b, unsigned nthreads, uint64_t& rng) {
 		f.idx.z = t / (blockDim.x * blockDim.y);
 		prepare_stack(f);
 	}
-	std::vector<unsigned> order;
-	order.reserve(nthreads);
 	const unsigned nwarps = (nthreads + 31) / 32;
+	std::vector<unsigned> warps(nwarps), lanes;
+	lanes.reserve(32);
 	for (;;) {
-		order.clear();
-		for (unsigned t = 0; t < nthreads; t++)
-			if (fs[t].state == READY) order.push_back(t);
-		if (g_schedule == 1) std::reverse(order.begin(), order.end());
+		for (unsigned w = 0; w < nwarps; w++) warps[w] = w;
+		if (g_schedule == 1) std::reverse(warps.begin(), warps.end());
 		if (g_schedule == 2)
-			for (size_t i = order.size(); i > 1; i--) std::swap(order[i - 1], order[rng_next(rng) % i]);
-		for (unsigned t : order) {
-			switch_to_fiber(b, fs[t]);
-			if (b.failed) return false;
+			for (size_t i = warps.size(); i > 1; i--) std::swap(warps[i - 1], warps[rng_next(rng) % i]);
+		for (unsigned w : warps) {
+			unsigned lo = w * 32, hi = std::min(nthreads, lo + 32);
+			for (;;) {
+				lanes.clear();
+				for (unsigned t = lo; t < hi; t++)
+					if (fs[t].state == READY) lanes.push_back(t);
+				if (g_schedule == 1) std::reverse(lanes.begin(), lanes.end());
+				if (g_schedule == 2)
+					for (size_t i = lanes.size(); i > 1; i--) std::swap(lanes[i - 1], lanes[rng_next(rng) % i]);
+				for (unsigned t : lanes) {
+					switch_to_fiber(b, fs[t]);
+					if (b.failed) return false;
+				}
+				int r = release_warp(b, w, nthreads);
+				if (r < 0) return false;
+				if (r == 0) break;
+			}
 		}
-		// Release a barrier.
+		// Every warp is now at __syncthreads, exited, or stuck.
 		unsigned live = 0, at_block = 0;
 		for (unsigned t = 0; t < nthreads; t++) {
 			if (fs[t].state != DONE) live++;
 			if (fs[t].state == WAIT_BLOCK) at_block++;
 		}
 		if (live == 0) return true;
-		bool released = false;
-		for (unsigned w = 0; w < nwarps; w++) {
-			unsigned lo = w * 32, hi = std::min(nthreads, lo + 32);
-			unsigned waiting = 0, alive = 0, mask = 0, done = 0;
-			bool same = true;
-			for (unsigned t = lo; t < hi; t++) {
-				Fiber& f = fs[t];
-				if (f.state == DONE) {
-					done |= 1u << (t - lo);
-					continue;
-				}
-				alive |= 1u << (t - lo);
-				if (f.state != WAIT_WARP) continue;
-				if (waiting && (f.warp_mask != mask || f.warp_ops != fs[lo + __builtin_ctz(waiting)].warp_ops)) same = false;
-				waiting |= 1u << (t - lo);
-				mask = f.warp_mask;
-			}
-			if (!waiting || waiting != alive) continue;
-			if (!same) {
-				set_error("kernel %s, block (%u,%u,%u), warp %u: lanes wait at different warp operations (divergent shuffle or mask)",
-				          b.kernel->name.c_str(), blockIdx.x, blockIdx.y, blockIdx.z, w);
-				return false;
-			}
-			if (mask & done) {
-				set_error("kernel %s, block (%u,%u,%u), warp %u: warp operation mask 0x%08x names lanes that have exited (0x%08x)",
-				          b.kernel->name.c_str(), blockIdx.x, blockIdx.y, blockIdx.z, w, mask, mask & done);
-				return false;
-			}
-			unsigned present = hi - lo == 32 ? 0xffffffffu : (1u << (hi - lo)) - 1;
-			if (mask & ~present) {
-				set_error("kernel %s, block (%u,%u,%u), warp %u: warp operation mask 0x%08x names lanes beyond the block (%u threads)",
-				          b.kernel->name.c_str(), blockIdx.x, blockIdx.y, blockIdx.z, w, mask, nthreads);
-				return false;
-			}
-			for (unsigned t = lo; t < hi; t++)
-				if (fs[t].state == WAIT_WARP) fs[t].state = READY;
-			released = true;
-		}
-		if (released) continue;
 		if (at_block == live) {
 			if (live != nthreads) {
 				set_error("kernel %s, block (%u,%u,%u): __syncthreads while %u of %u threads have exited", b.kernel->name.c_str(),

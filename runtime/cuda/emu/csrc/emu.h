@@ -200,8 +200,14 @@ inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
 #define __logf(x) std::log(float(x))
 #define __fdividef(a, b) (float(a) / float(b))
 #define __fmaf_rn(a, b, c) std::fma(float(a), float(b), float(c))
+#define __fmul_rn(a, b) (float(a) * float(b))
+#define __fadd_rn(a, b) (float(a) + float(b))
+#define __fsub_rn(a, b) (float(a) - float(b))
+#define __fdiv_rn(a, b) (float(a) / float(b))
 #define __saturatef(x) std::fmin(std::fmax(float(x), 0.0f), 1.0f)
+using std::cos;
 using std::exp;
+using std::sin;
 using std::fabs;
 using std::fmax;
 using std::fmin;
