@@ -168,8 +168,12 @@ func (r *Runner) layer(l *devLayer, T int) error {
 			}
 			return r.launch("fh_rmsnorm", D1(T*nkv), D1(normThreads(hd)), r.k, r.k, l.kNorm, hd, eps, 0)
 		},
-		func() error { return r.launch("fh_rope", Dim3{nh, T, 1}, D1(normThreads(half)), r.q, cos, sin, nh, half) },
-		func() error { return r.launch("fh_rope", Dim3{nkv, T, 1}, D1(normThreads(half)), r.k, cos, sin, nkv, half) },
+		func() error {
+			return r.launch("fh_rope", Dim3{nh, T, 1}, D1(normThreads(half)), r.q, cos, sin, nh, half)
+		},
+		func() error {
+			return r.launch("fh_rope", Dim3{nkv, T, 1}, D1(normThreads(half)), r.k, cos, sin, nkv, half)
+		},
 		func() error {
 			return r.launch("fh_kv_store_"+dtName(r.kv), D1(T), D1(normThreads(kvd)), l.kc, l.vc, r.k, r.v, r.pos, kvd, l.ring)
 		},

@@ -170,4 +170,3 @@ func launch(t *testing.T, dv *Device, name string, grid, block Dim3, smem int, a
 		t.Fatal(err)
 	}
 }
-

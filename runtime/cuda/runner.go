@@ -321,4 +321,3 @@ func (r *Runner) check(tokens []int) error {
 	}
 	return nil
 }
-
