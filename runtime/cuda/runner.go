@@ -60,6 +60,7 @@ type Runner struct {
 	hidden, logits                         Buffer
 	tokens, pos, ids                       Buffer
 	allocs                                 []Buffer
+	flash                                  *devFlash
 }
 
 // NewRunner uploads m's weights and allocates a KV cache of kv (F32, BF16
