@@ -278,13 +278,25 @@ func (t *gemmTask) packQ4(s *gemmScratch, r0, n, k0, k1 int) {
 		}
 		r := r0 + i
 		first := r*groups + g0
-		_ = dtype.DecodeFloats(s.row, q.Scales[first*sz:(first+ng)*sz], q.ScaleDType)
-		for g, v := range s.row {
-			z := float32(int4.SymmetricZero)
-			if q.Zeros != nil {
-				z = float32(int4.Nibble(q.Zeros, first+g))
+		v := s.row[:ng]
+		if q.ScaleDType == dtype.BF16 {
+			// Inline: this runs once per row and k block of every
+			// product, and DecodeFloats' call costs more than the work.
+			for g, b := range u16s(q.Scales[first*2 : (first+ng)*2]) {
+				v[g] = math.Float32frombits(uint32(b) << 16)
 			}
-			sc[g*P+i], bias[g*P+i] = v, -z*v
+		} else {
+			_ = dtype.DecodeFloats(v, q.Scales[first*sz:(first+ng)*sz], q.ScaleDType)
+		}
+		if q.Zeros == nil {
+			for g, s := range v {
+				sc[g*P+i], bias[g*P+i] = s, -int4.SymmetricZero*s
+			}
+			continue
+		}
+		for g, s := range v {
+			z := float32(int4.Nibble(q.Zeros, first+g))
+			sc[g*P+i], bias[g*P+i] = s, -z*s
 		}
 	}
 	kAsm := (k1 - k0) / ks.q4Block * ks.q4Block
