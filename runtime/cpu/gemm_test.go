@@ -283,24 +283,92 @@ func checkPacked(t *testing.T, name string, ks *gemmKernels, m Mat) {
 	}
 }
 
-// TestGemmDispatch checks that MatMul with T > 1 goes through gemm and
-// falls back to MatMulRef for int4 layouts the kernels do not take (odd
-// widths, groups that are not whole 8-code words).
+// TestGemmDispatch checks MatMul with T > 1 through gemm's choice of
+// strategy: small-T and packed kernels, and MatMulRef for int4 layouts the
+// kernels do not take (odd widths, groups that are not whole 8-code
+// words), with zero points (packed only) and without.
 func TestGemmDispatch(t *testing.T) {
 	pool := NewPool(2)
 	defer pool.Close()
 	r := rand.New(rand.NewPCG(1, 1))
-	for _, s := range []struct{ rows, cols, g int }{{17, 172, 43}, {9, 15, 15}, {33, 96, 32}} {
-		w := randInt4(r, s.rows, s.cols, s.g, dtype.BF16, false)
+	for _, s := range []struct{ rows, cols, g int }{{17, 172, 43}, {9, 15, 15}, {33, 96, 32}, {40, 64, 16}} {
+		w := randInt4(r, s.rows, s.cols, s.g, dtype.BF16, s.g == 16)
 		m, err := NewInt4Mat(w)
 		if err != nil {
 			t.Fatal(err)
 		}
-		T := 5
-		x := randInputs(r, T*s.cols)
-		got := make([]float32, T*s.rows)
-		MatMul(pool, got, m, x, T)
-		checkGemm(t, fmt.Sprintf("MatMul U4 [%d, %d] g%d", s.rows, s.cols, s.g), m, denseF64(m), x, T, got)
+		for _, T := range []int{5, 50} {
+			x := randInputs(r, T*s.cols)
+			got := make([]float32, T*s.rows)
+			MatMul(pool, got, m, x, T)
+			checkGemm(t, fmt.Sprintf("MatMul U4 [%d, %d] g%d T=%d", s.rows, s.cols, s.g, T), m, denseF64(m), x, T, got)
+		}
+	}
+}
+
+// TestGemmConcurrentCallers runs products on one weight from several
+// goroutines at once, each with its own pool, on both strategies: the
+// pooled scratch must never be shared between calls.
+func TestGemmConcurrentCallers(t *testing.T) {
+	r := rand.New(rand.NewPCG(4, 4))
+	q4, err := NewInt4Mat(randInt4(r, 100, 256, 64, dtype.BF16, false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wd := denseF64(q4)
+	type call struct {
+		T    int
+		x    []float32
+		want []float32
+	}
+	calls := []*call{{T: 3}, {T: 40}, {T: 5}, {T: 77}}
+	for _, c := range calls {
+		c.x = randInputs(r, c.T*q4.Cols)
+	}
+	done := make(chan error, len(calls))
+	for _, c := range calls {
+		go func() {
+			pool := NewPool(2)
+			defer pool.Close()
+			got := make([]float32, c.T*q4.Rows)
+			for range 20 {
+				MatMul(pool, got, q4, c.x, c.T)
+			}
+			c.want = got
+			done <- nil
+		}()
+	}
+	for range calls {
+		<-done
+	}
+	for _, c := range calls {
+		checkGemm(t, fmt.Sprintf("concurrent T=%d", c.T), q4, wd, c.x, c.T, c.want)
+	}
+}
+
+// TestGemmDoesNotAllocate checks that a warm MatMul allocates nothing: the
+// panels and rearranged inputs come from pooled scratch.
+func TestGemmDoesNotAllocate(t *testing.T) {
+	if gemmKernelsFor(isa) == nil {
+		t.Skip("plain-Go MatMulRef allocates its row buffers")
+	}
+	r := rand.New(rand.NewPCG(5, 4))
+	q4, err := NewInt4Mat(randInt4(r, 96, 256, 64, dtype.BF16, false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bf := randFloatMat(r, 96, 256, dtype.BF16)
+	pool := NewPool(2)
+	defer pool.Close()
+	for _, m := range []Mat{q4, bf} {
+		for _, T := range []int{3, 64} {
+			x := randInputs(r, T*m.Cols)
+			out := make([]float32, T*m.Rows)
+			MatMul(pool, out, m, x, T)
+			if a := testing.AllocsPerRun(20, func() { MatMul(pool, out, m, x, T) }); a >= 1 {
+				t.Errorf("%s T=%d: %.1f allocations per MatMul", m.DType, T, a)
+			}
+		}
 	}
 }
 
