@@ -4951,16 +4951,17 @@ gemmPackF32AVX2_done:
 	RET
 
 // func gemmQ4T2BF16AVX512(out *float32, outStride int, w *byte, stride int, scales *byte, sstride int, ng int, gbytes int, x *float32, xStride int, rows int)
-// Requires: AVX, AVX512BW, AVX512F, AVX512VL
+// Requires: AVX, AVX512BW, AVX512F, AVX512VL, MMX+
 TEXT ·gemmQ4T2BF16AVX512(SB), NOSPLIT, $0-88
 gemmQ4T2BF16AVX512_r4:
 	CMPQ   rows+80(FP), $0x00000004
 	JL     gemmQ4T2BF16AVX512_r1
 	MOVQ   w+16(FP), AX
 	MOVQ   stride+24(FP), CX
-	LEAQ   (AX)(CX*1), DX
-	LEAQ   (AX)(CX*2), BX
-	LEAQ   (DX)(CX*2), CX
+	LEAQ   (AX)(CX*4), DX
+	LEAQ   (AX)(CX*1), BX
+	LEAQ   (AX)(CX*2), SI
+	LEAQ   (BX)(CX*2), CX
 	VPXORD Z0, Z0, Z0
 	VPXORD Z1, Z1, Z1
 	VPXORD Z2, Z2, Z2
@@ -4969,36 +4970,36 @@ gemmQ4T2BF16AVX512_r4:
 	VPXORD Z5, Z5, Z5
 	VPXORD Z6, Z6, Z6
 	VPXORD Z7, Z7, Z7
-	MOVQ   x+64(FP), SI
-	MOVQ   xStride+72(FP), DI
-	LEAQ   (DI)(DI*2), R8
-	MOVQ   scales+32(FP), R8
-	MOVQ   sstride+40(FP), R9
-	XORQ   R10, R10
+	MOVQ   x+64(FP), DI
+	MOVQ   xStride+72(FP), R8
+	LEAQ   (R8)(R8*2), R9
+	MOVQ   scales+32(FP), R9
+	MOVQ   sstride+40(FP), R10
+	XORQ   R11, R11
 
 gemmQ4T2BF16AVX512_r4_g:
-	VPBROADCASTW (R8), Z8
+	VPBROADCASTW (R9), Z8
 	VPSLLD       $0x10, Z8, Z8
 	VMULPS       gemmSymFloats<>+0(SB), Z8, Z8
-	VPBROADCASTW (R8)(R9*1), Z11
+	VPBROADCASTW (R9)(R10*1), Z11
 	VPSLLD       $0x10, Z11, Z11
 	VMULPS       gemmSymFloats<>+0(SB), Z11, Z11
-	VPBROADCASTW (R8)(R9*2), Z12
+	VPBROADCASTW (R9)(R10*2), Z12
 	VPSLLD       $0x10, Z12, Z12
 	VMULPS       gemmSymFloats<>+0(SB), Z12, Z12
-	LEAQ         (R8)(R9*2), R11
-	VPBROADCASTW (R11)(R9*1), Z13
+	LEAQ         (R9)(R10*2), R12
+	VPBROADCASTW (R12)(R10*1), Z13
 	VPSLLD       $0x10, Z13, Z13
 	VMULPS       gemmSymFloats<>+0(SB), Z13, Z13
-	MOVQ         R10, R11
-	ADDQ         gbytes+56(FP), R11
+	MOVQ         R11, R12
+	ADDQ         gbytes+56(FP), R12
 
 gemmQ4T2BF16AVX512_r4_b:
-	VMOVUPS       (SI), Z14
-	VMOVUPS       64(SI), Z15
-	VMOVUPS       (SI)(DI*1), Z16
-	VMOVUPS       64(SI)(DI*1), Z17
-	VPMOVZXBD     (AX)(R10*1), Z18
+	VMOVUPS       (DI), Z14
+	VMOVUPS       64(DI), Z15
+	VMOVUPS       (DI)(R8*1), Z16
+	VMOVUPS       64(DI)(R8*1), Z17
+	VPMOVZXBD     (AX)(R11*1), Z18
 	VPERMPS       Z8, Z18, Z19
 	VFMADD231PS   Z14, Z19, Z0
 	VFMADD231PS   Z16, Z19, Z1
@@ -5006,7 +5007,7 @@ gemmQ4T2BF16AVX512_r4_b:
 	VPERMPS       Z8, Z18, Z18
 	VFMADD231PS   Z15, Z18, Z0
 	VFMADD231PS   Z17, Z18, Z1
-	VPMOVZXBD     (DX)(R10*1), Z18
+	VPMOVZXBD     (BX)(R11*1), Z18
 	VPERMPS       Z11, Z18, Z19
 	VFMADD231PS   Z14, Z19, Z2
 	VFMADD231PS   Z16, Z19, Z3
@@ -5014,7 +5015,7 @@ gemmQ4T2BF16AVX512_r4_b:
 	VPERMPS       Z11, Z18, Z18
 	VFMADD231PS   Z15, Z18, Z2
 	VFMADD231PS   Z17, Z18, Z3
-	VPMOVZXBD     (BX)(R10*1), Z18
+	VPMOVZXBD     (SI)(R11*1), Z18
 	VPERMPS       Z12, Z18, Z19
 	VFMADD231PS   Z14, Z19, Z4
 	VFMADD231PS   Z16, Z19, Z5
@@ -5022,7 +5023,7 @@ gemmQ4T2BF16AVX512_r4_b:
 	VPERMPS       Z12, Z18, Z18
 	VFMADD231PS   Z15, Z18, Z4
 	VFMADD231PS   Z17, Z18, Z5
-	VPMOVZXBD     (CX)(R10*1), Z18
+	VPMOVZXBD     (CX)(R11*1), Z18
 	VPERMPS       Z13, Z18, Z19
 	VFMADD231PS   Z14, Z19, Z6
 	VFMADD231PS   Z16, Z19, Z7
@@ -5030,12 +5031,13 @@ gemmQ4T2BF16AVX512_r4_b:
 	VPERMPS       Z13, Z18, Z14
 	VFMADD231PS   Z15, Z14, Z6
 	VFMADD231PS   Z17, Z14, Z7
-	ADDQ          $0x00000010, R10
-	ADDQ          $0x00000080, SI
-	CMPQ          R10, R11
+	PREFETCHT0    (DX)(R11*4)
+	ADDQ          $0x00000010, R11
+	ADDQ          $0x00000080, DI
+	CMPQ          R11, R12
 	JB            gemmQ4T2BF16AVX512_r4_b
-	ADDQ          $0x00000002, R8
-	CMPQ          R10, stride+24(FP)
+	ADDQ          $0x00000002, R9
+	CMPQ          R11, stride+24(FP)
 	JB            gemmQ4T2BF16AVX512_r4_g
 	MOVQ          out+0(FP), AX
 	MOVQ          outStride+8(FP), CX
@@ -5126,27 +5128,29 @@ gemmQ4T2BF16AVX512_r1:
 	CMPQ   rows+80(FP), $0x00000001
 	JL     gemmQ4T2BF16AVX512_done
 	MOVQ   w+16(FP), AX
+	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*1), CX
 	VPXORD Z9, Z9, Z9
 	VPXORD Z10, Z10, Z10
-	MOVQ   x+64(FP), CX
-	MOVQ   xStride+72(FP), DX
-	LEAQ   (DX)(DX*2), BX
-	MOVQ   scales+32(FP), BX
-	XORQ   SI, SI
+	MOVQ   x+64(FP), DX
+	MOVQ   xStride+72(FP), BX
+	LEAQ   (BX)(BX*2), SI
+	MOVQ   scales+32(FP), SI
+	XORQ   DI, DI
 
 gemmQ4T2BF16AVX512_r1_g:
-	VPBROADCASTW (BX), Z0
+	VPBROADCASTW (SI), Z0
 	VPSLLD       $0x10, Z0, Z0
 	VMULPS       gemmSymFloats<>+0(SB), Z0, Z0
-	MOVQ         SI, DI
-	ADDQ         gbytes+56(FP), DI
+	MOVQ         DI, R8
+	ADDQ         gbytes+56(FP), R8
 
 gemmQ4T2BF16AVX512_r1_b:
-	VMOVUPS       (CX), Z1
-	VMOVUPS       64(CX), Z2
-	VMOVUPS       (CX)(DX*1), Z3
-	VMOVUPS       64(CX)(DX*1), Z4
-	VPMOVZXBD     (AX)(SI*1), Z5
+	VMOVUPS       (DX), Z1
+	VMOVUPS       64(DX), Z2
+	VMOVUPS       (DX)(BX*1), Z3
+	VMOVUPS       64(DX)(BX*1), Z4
+	VPMOVZXBD     (AX)(DI*1), Z5
 	VPERMPS       Z0, Z5, Z6
 	VFMADD231PS   Z1, Z6, Z9
 	VFMADD231PS   Z3, Z6, Z10
@@ -5154,12 +5158,13 @@ gemmQ4T2BF16AVX512_r1_b:
 	VPERMPS       Z0, Z5, Z1
 	VFMADD231PS   Z2, Z1, Z9
 	VFMADD231PS   Z4, Z1, Z10
-	ADDQ          $0x00000010, SI
-	ADDQ          $0x00000080, CX
-	CMPQ          SI, DI
+	PREFETCHT0    (CX)(DI*1)
+	ADDQ          $0x00000010, DI
+	ADDQ          $0x00000080, DX
+	CMPQ          DI, R8
 	JB            gemmQ4T2BF16AVX512_r1_b
-	ADDQ          $0x00000002, BX
-	CMPQ          SI, stride+24(FP)
+	ADDQ          $0x00000002, SI
+	CMPQ          DI, stride+24(FP)
 	JB            gemmQ4T2BF16AVX512_r1_g
 	MOVQ          out+0(FP), AX
 	MOVQ          outStride+8(FP), CX
@@ -5195,64 +5200,66 @@ gemmQ4T2BF16AVX512_done:
 	RET
 
 // func gemmQ4T2BF16AVX2(out *float32, outStride int, w *byte, stride int, scales *byte, sstride int, ng int, gbytes int, x *float32, xStride int, rows int)
-// Requires: AVX, AVX2, FMA3
+// Requires: AVX, AVX2, FMA3, MMX+
 TEXT ·gemmQ4T2BF16AVX2(SB), NOSPLIT, $0-88
 gemmQ4T2BF16AVX2_r2:
 	CMPQ   rows+80(FP), $0x00000002
 	JL     gemmQ4T2BF16AVX2_r1
 	MOVQ   w+16(FP), AX
 	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*2), DX
 	LEAQ   (AX)(CX*1), CX
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
 	VXORPS Y3, Y3, Y3
-	MOVQ   x+64(FP), DX
-	MOVQ   xStride+72(FP), BX
-	LEAQ   (BX)(BX*2), SI
-	MOVQ   scales+32(FP), SI
-	MOVQ   sstride+40(FP), DI
-	XORQ   R8, R8
+	MOVQ   x+64(FP), BX
+	MOVQ   xStride+72(FP), SI
+	LEAQ   (SI)(SI*2), DI
+	MOVQ   scales+32(FP), DI
+	MOVQ   sstride+40(FP), R8
+	XORQ   R9, R9
 
 gemmQ4T2BF16AVX2_r2_g:
-	VPBROADCASTW (SI), Y4
+	VPBROADCASTW (DI), Y4
 	VPSLLD       $0x10, Y4, Y4
 	VMULPS       gemmMinusEight<>+0(SB), Y4, Y5
-	VPBROADCASTW (SI)(DI*1), Y6
+	VPBROADCASTW (DI)(R8*1), Y6
 	VPSLLD       $0x10, Y6, Y6
 	VMULPS       gemmMinusEight<>+0(SB), Y6, Y7
-	MOVQ         R8, R9
-	ADDQ         gbytes+56(FP), R9
+	MOVQ         R9, R10
+	ADDQ         gbytes+56(FP), R10
 
 gemmQ4T2BF16AVX2_r2_b:
-	VPMOVZXBD    (AX)(R8*1), Y8
+	VPMOVZXBD    (AX)(R9*1), Y8
 	VPAND        gemmLowNibble<>+0(SB), Y8, Y9
 	VPSRLD       $0x04, Y8, Y8
 	VCVTDQ2PS    Y9, Y9
 	VCVTDQ2PS    Y8, Y8
 	VFMADD213PS  Y5, Y4, Y9
 	VFMADD213PS  Y5, Y4, Y8
-	VFMADD231PS  (DX), Y9, Y0
-	VFMADD231PS  32(DX), Y8, Y0
-	VFMADD231PS  (DX)(BX*1), Y9, Y1
-	VFMADD231PS  32(DX)(BX*1), Y8, Y1
-	VPMOVZXBD    (CX)(R8*1), Y8
+	VFMADD231PS  (BX), Y9, Y0
+	VFMADD231PS  32(BX), Y8, Y0
+	VFMADD231PS  (BX)(SI*1), Y9, Y1
+	VFMADD231PS  32(BX)(SI*1), Y8, Y1
+	VPMOVZXBD    (CX)(R9*1), Y8
 	VPAND        gemmLowNibble<>+0(SB), Y8, Y9
 	VPSRLD       $0x04, Y8, Y8
 	VCVTDQ2PS    Y9, Y9
 	VCVTDQ2PS    Y8, Y8
 	VFMADD213PS  Y7, Y6, Y9
 	VFMADD213PS  Y7, Y6, Y8
-	VFMADD231PS  (DX), Y9, Y2
-	VFMADD231PS  32(DX), Y8, Y2
-	VFMADD231PS  (DX)(BX*1), Y9, Y3
-	VFMADD231PS  32(DX)(BX*1), Y8, Y3
-	ADDQ         $0x00000008, R8
-	ADDQ         $0x00000040, DX
-	CMPQ         R8, R9
+	VFMADD231PS  (BX), Y9, Y2
+	VFMADD231PS  32(BX), Y8, Y2
+	VFMADD231PS  (BX)(SI*1), Y9, Y3
+	VFMADD231PS  32(BX)(SI*1), Y8, Y3
+	PREFETCHT0   (DX)(R9*2)
+	ADDQ         $0x00000008, R9
+	ADDQ         $0x00000040, BX
+	CMPQ         R9, R10
 	JB           gemmQ4T2BF16AVX2_r2_b
-	ADDQ         $0x00000002, SI
-	CMPQ         R8, stride+24(FP)
+	ADDQ         $0x00000002, DI
+	CMPQ         R9, stride+24(FP)
 	JB           gemmQ4T2BF16AVX2_r2_g
 	MOVQ         out+0(FP), AX
 	MOVQ         outStride+8(FP), CX
@@ -5299,39 +5306,42 @@ gemmQ4T2BF16AVX2_r1:
 	CMPQ   rows+80(FP), $0x00000001
 	JL     gemmQ4T2BF16AVX2_done
 	MOVQ   w+16(FP), AX
+	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*1), CX
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
-	MOVQ   x+64(FP), CX
-	MOVQ   xStride+72(FP), DX
-	LEAQ   (DX)(DX*2), BX
-	MOVQ   scales+32(FP), BX
-	XORQ   SI, SI
+	MOVQ   x+64(FP), DX
+	MOVQ   xStride+72(FP), BX
+	LEAQ   (BX)(BX*2), SI
+	MOVQ   scales+32(FP), SI
+	XORQ   DI, DI
 
 gemmQ4T2BF16AVX2_r1_g:
-	VPBROADCASTW (BX), Y2
+	VPBROADCASTW (SI), Y2
 	VPSLLD       $0x10, Y2, Y2
 	VMULPS       gemmMinusEight<>+0(SB), Y2, Y3
-	MOVQ         SI, DI
-	ADDQ         gbytes+56(FP), DI
+	MOVQ         DI, R8
+	ADDQ         gbytes+56(FP), R8
 
 gemmQ4T2BF16AVX2_r1_b:
-	VPMOVZXBD    (AX)(SI*1), Y4
+	VPMOVZXBD    (AX)(DI*1), Y4
 	VPAND        gemmLowNibble<>+0(SB), Y4, Y5
 	VPSRLD       $0x04, Y4, Y4
 	VCVTDQ2PS    Y5, Y5
 	VCVTDQ2PS    Y4, Y4
 	VFMADD213PS  Y3, Y2, Y5
 	VFMADD213PS  Y3, Y2, Y4
-	VFMADD231PS  (CX), Y5, Y0
-	VFMADD231PS  32(CX), Y4, Y0
-	VFMADD231PS  (CX)(DX*1), Y5, Y1
-	VFMADD231PS  32(CX)(DX*1), Y4, Y1
-	ADDQ         $0x00000008, SI
-	ADDQ         $0x00000040, CX
-	CMPQ         SI, DI
+	VFMADD231PS  (DX), Y5, Y0
+	VFMADD231PS  32(DX), Y4, Y0
+	VFMADD231PS  (DX)(BX*1), Y5, Y1
+	VFMADD231PS  32(DX)(BX*1), Y4, Y1
+	PREFETCHT0   (CX)(DI*1)
+	ADDQ         $0x00000008, DI
+	ADDQ         $0x00000040, DX
+	CMPQ         DI, R8
 	JB           gemmQ4T2BF16AVX2_r1_b
-	ADDQ         $0x00000002, BX
-	CMPQ         SI, stride+24(FP)
+	ADDQ         $0x00000002, SI
+	CMPQ         DI, stride+24(FP)
 	JB           gemmQ4T2BF16AVX2_r1_g
 	MOVQ         out+0(FP), AX
 	MOVQ         outStride+8(FP), CX
@@ -5363,16 +5373,17 @@ gemmQ4T2BF16AVX2_done:
 	RET
 
 // func gemmQ4T2F16AVX512(out *float32, outStride int, w *byte, stride int, scales *byte, sstride int, ng int, gbytes int, x *float32, xStride int, rows int)
-// Requires: AVX, AVX2, AVX512F, AVX512VL
+// Requires: AVX, AVX2, AVX512F, AVX512VL, MMX+
 TEXT ·gemmQ4T2F16AVX512(SB), NOSPLIT, $0-88
 gemmQ4T2F16AVX512_r4:
 	CMPQ   rows+80(FP), $0x00000004
 	JL     gemmQ4T2F16AVX512_r1
 	MOVQ   w+16(FP), AX
 	MOVQ   stride+24(FP), CX
-	LEAQ   (AX)(CX*1), DX
-	LEAQ   (AX)(CX*2), BX
-	LEAQ   (DX)(CX*2), CX
+	LEAQ   (AX)(CX*4), DX
+	LEAQ   (AX)(CX*1), BX
+	LEAQ   (AX)(CX*2), SI
+	LEAQ   (BX)(CX*2), CX
 	VPXORD Z0, Z0, Z0
 	VPXORD Z1, Z1, Z1
 	VPXORD Z2, Z2, Z2
@@ -5381,36 +5392,36 @@ gemmQ4T2F16AVX512_r4:
 	VPXORD Z5, Z5, Z5
 	VPXORD Z6, Z6, Z6
 	VPXORD Z7, Z7, Z7
-	MOVQ   x+64(FP), SI
-	MOVQ   xStride+72(FP), DI
-	LEAQ   (DI)(DI*2), R8
-	MOVQ   scales+32(FP), R8
-	MOVQ   sstride+40(FP), R9
-	XORQ   R10, R10
+	MOVQ   x+64(FP), DI
+	MOVQ   xStride+72(FP), R8
+	LEAQ   (R8)(R8*2), R9
+	MOVQ   scales+32(FP), R9
+	MOVQ   sstride+40(FP), R10
+	XORQ   R11, R11
 
 gemmQ4T2F16AVX512_r4_g:
-	VPBROADCASTW (R8), Y8
+	VPBROADCASTW (R9), Y8
 	VCVTPH2PS    Y8, Z8
 	VMULPS       gemmSymFloats<>+0(SB), Z8, Z8
-	VPBROADCASTW (R8)(R9*1), Y11
+	VPBROADCASTW (R9)(R10*1), Y11
 	VCVTPH2PS    Y11, Z11
 	VMULPS       gemmSymFloats<>+0(SB), Z11, Z11
-	VPBROADCASTW (R8)(R9*2), Y12
+	VPBROADCASTW (R9)(R10*2), Y12
 	VCVTPH2PS    Y12, Z12
 	VMULPS       gemmSymFloats<>+0(SB), Z12, Z12
-	LEAQ         (R8)(R9*2), R11
-	VPBROADCASTW (R11)(R9*1), Y13
+	LEAQ         (R9)(R10*2), R12
+	VPBROADCASTW (R12)(R10*1), Y13
 	VCVTPH2PS    Y13, Z13
 	VMULPS       gemmSymFloats<>+0(SB), Z13, Z13
-	MOVQ         R10, R11
-	ADDQ         gbytes+56(FP), R11
+	MOVQ         R11, R12
+	ADDQ         gbytes+56(FP), R12
 
 gemmQ4T2F16AVX512_r4_b:
-	VMOVUPS       (SI), Z14
-	VMOVUPS       64(SI), Z15
-	VMOVUPS       (SI)(DI*1), Z16
-	VMOVUPS       64(SI)(DI*1), Z17
-	VPMOVZXBD     (AX)(R10*1), Z18
+	VMOVUPS       (DI), Z14
+	VMOVUPS       64(DI), Z15
+	VMOVUPS       (DI)(R8*1), Z16
+	VMOVUPS       64(DI)(R8*1), Z17
+	VPMOVZXBD     (AX)(R11*1), Z18
 	VPERMPS       Z8, Z18, Z19
 	VFMADD231PS   Z14, Z19, Z0
 	VFMADD231PS   Z16, Z19, Z1
@@ -5418,7 +5429,7 @@ gemmQ4T2F16AVX512_r4_b:
 	VPERMPS       Z8, Z18, Z18
 	VFMADD231PS   Z15, Z18, Z0
 	VFMADD231PS   Z17, Z18, Z1
-	VPMOVZXBD     (DX)(R10*1), Z18
+	VPMOVZXBD     (BX)(R11*1), Z18
 	VPERMPS       Z11, Z18, Z19
 	VFMADD231PS   Z14, Z19, Z2
 	VFMADD231PS   Z16, Z19, Z3
@@ -5426,7 +5437,7 @@ gemmQ4T2F16AVX512_r4_b:
 	VPERMPS       Z11, Z18, Z18
 	VFMADD231PS   Z15, Z18, Z2
 	VFMADD231PS   Z17, Z18, Z3
-	VPMOVZXBD     (BX)(R10*1), Z18
+	VPMOVZXBD     (SI)(R11*1), Z18
 	VPERMPS       Z12, Z18, Z19
 	VFMADD231PS   Z14, Z19, Z4
 	VFMADD231PS   Z16, Z19, Z5
@@ -5434,7 +5445,7 @@ gemmQ4T2F16AVX512_r4_b:
 	VPERMPS       Z12, Z18, Z18
 	VFMADD231PS   Z15, Z18, Z4
 	VFMADD231PS   Z17, Z18, Z5
-	VPMOVZXBD     (CX)(R10*1), Z18
+	VPMOVZXBD     (CX)(R11*1), Z18
 	VPERMPS       Z13, Z18, Z19
 	VFMADD231PS   Z14, Z19, Z6
 	VFMADD231PS   Z16, Z19, Z7
@@ -5442,12 +5453,13 @@ gemmQ4T2F16AVX512_r4_b:
 	VPERMPS       Z13, Z18, Z14
 	VFMADD231PS   Z15, Z14, Z6
 	VFMADD231PS   Z17, Z14, Z7
-	ADDQ          $0x00000010, R10
-	ADDQ          $0x00000080, SI
-	CMPQ          R10, R11
+	PREFETCHT0    (DX)(R11*4)
+	ADDQ          $0x00000010, R11
+	ADDQ          $0x00000080, DI
+	CMPQ          R11, R12
 	JB            gemmQ4T2F16AVX512_r4_b
-	ADDQ          $0x00000002, R8
-	CMPQ          R10, stride+24(FP)
+	ADDQ          $0x00000002, R9
+	CMPQ          R11, stride+24(FP)
 	JB            gemmQ4T2F16AVX512_r4_g
 	MOVQ          out+0(FP), AX
 	MOVQ          outStride+8(FP), CX
@@ -5538,27 +5550,29 @@ gemmQ4T2F16AVX512_r1:
 	CMPQ   rows+80(FP), $0x00000001
 	JL     gemmQ4T2F16AVX512_done
 	MOVQ   w+16(FP), AX
+	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*1), CX
 	VPXORD Z9, Z9, Z9
 	VPXORD Z10, Z10, Z10
-	MOVQ   x+64(FP), CX
-	MOVQ   xStride+72(FP), DX
-	LEAQ   (DX)(DX*2), BX
-	MOVQ   scales+32(FP), BX
-	XORQ   SI, SI
+	MOVQ   x+64(FP), DX
+	MOVQ   xStride+72(FP), BX
+	LEAQ   (BX)(BX*2), SI
+	MOVQ   scales+32(FP), SI
+	XORQ   DI, DI
 
 gemmQ4T2F16AVX512_r1_g:
-	VPBROADCASTW (BX), Y0
+	VPBROADCASTW (SI), Y0
 	VCVTPH2PS    Y0, Z0
 	VMULPS       gemmSymFloats<>+0(SB), Z0, Z0
-	MOVQ         SI, DI
-	ADDQ         gbytes+56(FP), DI
+	MOVQ         DI, R8
+	ADDQ         gbytes+56(FP), R8
 
 gemmQ4T2F16AVX512_r1_b:
-	VMOVUPS       (CX), Z1
-	VMOVUPS       64(CX), Z2
-	VMOVUPS       (CX)(DX*1), Z3
-	VMOVUPS       64(CX)(DX*1), Z4
-	VPMOVZXBD     (AX)(SI*1), Z5
+	VMOVUPS       (DX), Z1
+	VMOVUPS       64(DX), Z2
+	VMOVUPS       (DX)(BX*1), Z3
+	VMOVUPS       64(DX)(BX*1), Z4
+	VPMOVZXBD     (AX)(DI*1), Z5
 	VPERMPS       Z0, Z5, Z6
 	VFMADD231PS   Z1, Z6, Z9
 	VFMADD231PS   Z3, Z6, Z10
@@ -5566,12 +5580,13 @@ gemmQ4T2F16AVX512_r1_b:
 	VPERMPS       Z0, Z5, Z1
 	VFMADD231PS   Z2, Z1, Z9
 	VFMADD231PS   Z4, Z1, Z10
-	ADDQ          $0x00000010, SI
-	ADDQ          $0x00000080, CX
-	CMPQ          SI, DI
+	PREFETCHT0    (CX)(DI*1)
+	ADDQ          $0x00000010, DI
+	ADDQ          $0x00000080, DX
+	CMPQ          DI, R8
 	JB            gemmQ4T2F16AVX512_r1_b
-	ADDQ          $0x00000002, BX
-	CMPQ          SI, stride+24(FP)
+	ADDQ          $0x00000002, SI
+	CMPQ          DI, stride+24(FP)
 	JB            gemmQ4T2F16AVX512_r1_g
 	MOVQ          out+0(FP), AX
 	MOVQ          outStride+8(FP), CX
@@ -5607,64 +5622,66 @@ gemmQ4T2F16AVX512_done:
 	RET
 
 // func gemmQ4T2F16AVX2(out *float32, outStride int, w *byte, stride int, scales *byte, sstride int, ng int, gbytes int, x *float32, xStride int, rows int)
-// Requires: AVX, AVX2, F16C, FMA3
+// Requires: AVX, AVX2, F16C, FMA3, MMX+
 TEXT ·gemmQ4T2F16AVX2(SB), NOSPLIT, $0-88
 gemmQ4T2F16AVX2_r2:
 	CMPQ   rows+80(FP), $0x00000002
 	JL     gemmQ4T2F16AVX2_r1
 	MOVQ   w+16(FP), AX
 	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*2), DX
 	LEAQ   (AX)(CX*1), CX
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
 	VXORPS Y3, Y3, Y3
-	MOVQ   x+64(FP), DX
-	MOVQ   xStride+72(FP), BX
-	LEAQ   (BX)(BX*2), SI
-	MOVQ   scales+32(FP), SI
-	MOVQ   sstride+40(FP), DI
-	XORQ   R8, R8
+	MOVQ   x+64(FP), BX
+	MOVQ   xStride+72(FP), SI
+	LEAQ   (SI)(SI*2), DI
+	MOVQ   scales+32(FP), DI
+	MOVQ   sstride+40(FP), R8
+	XORQ   R9, R9
 
 gemmQ4T2F16AVX2_r2_g:
-	VPBROADCASTW (SI), X4
+	VPBROADCASTW (DI), X4
 	VCVTPH2PS    X4, Y4
 	VMULPS       gemmMinusEight<>+0(SB), Y4, Y5
-	VPBROADCASTW (SI)(DI*1), X6
+	VPBROADCASTW (DI)(R8*1), X6
 	VCVTPH2PS    X6, Y6
 	VMULPS       gemmMinusEight<>+0(SB), Y6, Y7
-	MOVQ         R8, R9
-	ADDQ         gbytes+56(FP), R9
+	MOVQ         R9, R10
+	ADDQ         gbytes+56(FP), R10
 
 gemmQ4T2F16AVX2_r2_b:
-	VPMOVZXBD    (AX)(R8*1), Y8
+	VPMOVZXBD    (AX)(R9*1), Y8
 	VPAND        gemmLowNibble<>+0(SB), Y8, Y9
 	VPSRLD       $0x04, Y8, Y8
 	VCVTDQ2PS    Y9, Y9
 	VCVTDQ2PS    Y8, Y8
 	VFMADD213PS  Y5, Y4, Y9
 	VFMADD213PS  Y5, Y4, Y8
-	VFMADD231PS  (DX), Y9, Y0
-	VFMADD231PS  32(DX), Y8, Y0
-	VFMADD231PS  (DX)(BX*1), Y9, Y1
-	VFMADD231PS  32(DX)(BX*1), Y8, Y1
-	VPMOVZXBD    (CX)(R8*1), Y8
+	VFMADD231PS  (BX), Y9, Y0
+	VFMADD231PS  32(BX), Y8, Y0
+	VFMADD231PS  (BX)(SI*1), Y9, Y1
+	VFMADD231PS  32(BX)(SI*1), Y8, Y1
+	VPMOVZXBD    (CX)(R9*1), Y8
 	VPAND        gemmLowNibble<>+0(SB), Y8, Y9
 	VPSRLD       $0x04, Y8, Y8
 	VCVTDQ2PS    Y9, Y9
 	VCVTDQ2PS    Y8, Y8
 	VFMADD213PS  Y7, Y6, Y9
 	VFMADD213PS  Y7, Y6, Y8
-	VFMADD231PS  (DX), Y9, Y2
-	VFMADD231PS  32(DX), Y8, Y2
-	VFMADD231PS  (DX)(BX*1), Y9, Y3
-	VFMADD231PS  32(DX)(BX*1), Y8, Y3
-	ADDQ         $0x00000008, R8
-	ADDQ         $0x00000040, DX
-	CMPQ         R8, R9
+	VFMADD231PS  (BX), Y9, Y2
+	VFMADD231PS  32(BX), Y8, Y2
+	VFMADD231PS  (BX)(SI*1), Y9, Y3
+	VFMADD231PS  32(BX)(SI*1), Y8, Y3
+	PREFETCHT0   (DX)(R9*2)
+	ADDQ         $0x00000008, R9
+	ADDQ         $0x00000040, BX
+	CMPQ         R9, R10
 	JB           gemmQ4T2F16AVX2_r2_b
-	ADDQ         $0x00000002, SI
-	CMPQ         R8, stride+24(FP)
+	ADDQ         $0x00000002, DI
+	CMPQ         R9, stride+24(FP)
 	JB           gemmQ4T2F16AVX2_r2_g
 	MOVQ         out+0(FP), AX
 	MOVQ         outStride+8(FP), CX
@@ -5711,39 +5728,42 @@ gemmQ4T2F16AVX2_r1:
 	CMPQ   rows+80(FP), $0x00000001
 	JL     gemmQ4T2F16AVX2_done
 	MOVQ   w+16(FP), AX
+	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*1), CX
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
-	MOVQ   x+64(FP), CX
-	MOVQ   xStride+72(FP), DX
-	LEAQ   (DX)(DX*2), BX
-	MOVQ   scales+32(FP), BX
-	XORQ   SI, SI
+	MOVQ   x+64(FP), DX
+	MOVQ   xStride+72(FP), BX
+	LEAQ   (BX)(BX*2), SI
+	MOVQ   scales+32(FP), SI
+	XORQ   DI, DI
 
 gemmQ4T2F16AVX2_r1_g:
-	VPBROADCASTW (BX), X2
+	VPBROADCASTW (SI), X2
 	VCVTPH2PS    X2, Y2
 	VMULPS       gemmMinusEight<>+0(SB), Y2, Y3
-	MOVQ         SI, DI
-	ADDQ         gbytes+56(FP), DI
+	MOVQ         DI, R8
+	ADDQ         gbytes+56(FP), R8
 
 gemmQ4T2F16AVX2_r1_b:
-	VPMOVZXBD    (AX)(SI*1), Y4
+	VPMOVZXBD    (AX)(DI*1), Y4
 	VPAND        gemmLowNibble<>+0(SB), Y4, Y5
 	VPSRLD       $0x04, Y4, Y4
 	VCVTDQ2PS    Y5, Y5
 	VCVTDQ2PS    Y4, Y4
 	VFMADD213PS  Y3, Y2, Y5
 	VFMADD213PS  Y3, Y2, Y4
-	VFMADD231PS  (CX), Y5, Y0
-	VFMADD231PS  32(CX), Y4, Y0
-	VFMADD231PS  (CX)(DX*1), Y5, Y1
-	VFMADD231PS  32(CX)(DX*1), Y4, Y1
-	ADDQ         $0x00000008, SI
-	ADDQ         $0x00000040, CX
-	CMPQ         SI, DI
+	VFMADD231PS  (DX), Y5, Y0
+	VFMADD231PS  32(DX), Y4, Y0
+	VFMADD231PS  (DX)(BX*1), Y5, Y1
+	VFMADD231PS  32(DX)(BX*1), Y4, Y1
+	PREFETCHT0   (CX)(DI*1)
+	ADDQ         $0x00000008, DI
+	ADDQ         $0x00000040, DX
+	CMPQ         DI, R8
 	JB           gemmQ4T2F16AVX2_r1_b
-	ADDQ         $0x00000002, BX
-	CMPQ         SI, stride+24(FP)
+	ADDQ         $0x00000002, SI
+	CMPQ         DI, stride+24(FP)
 	JB           gemmQ4T2F16AVX2_r1_g
 	MOVQ         out+0(FP), AX
 	MOVQ         outStride+8(FP), CX
@@ -5775,16 +5795,17 @@ gemmQ4T2F16AVX2_done:
 	RET
 
 // func gemmQ4T2F32AVX512(out *float32, outStride int, w *byte, stride int, scales *byte, sstride int, ng int, gbytes int, x *float32, xStride int, rows int)
-// Requires: AVX, AVX512F, AVX512VL
+// Requires: AVX, AVX512F, AVX512VL, MMX+
 TEXT ·gemmQ4T2F32AVX512(SB), NOSPLIT, $0-88
 gemmQ4T2F32AVX512_r4:
 	CMPQ   rows+80(FP), $0x00000004
 	JL     gemmQ4T2F32AVX512_r1
 	MOVQ   w+16(FP), AX
 	MOVQ   stride+24(FP), CX
-	LEAQ   (AX)(CX*1), DX
-	LEAQ   (AX)(CX*2), BX
-	LEAQ   (DX)(CX*2), CX
+	LEAQ   (AX)(CX*4), DX
+	LEAQ   (AX)(CX*1), BX
+	LEAQ   (AX)(CX*2), SI
+	LEAQ   (BX)(CX*2), CX
 	VPXORD Z0, Z0, Z0
 	VPXORD Z1, Z1, Z1
 	VPXORD Z2, Z2, Z2
@@ -5793,32 +5814,32 @@ gemmQ4T2F32AVX512_r4:
 	VPXORD Z5, Z5, Z5
 	VPXORD Z6, Z6, Z6
 	VPXORD Z7, Z7, Z7
-	MOVQ   x+64(FP), SI
-	MOVQ   xStride+72(FP), DI
-	LEAQ   (DI)(DI*2), R8
-	MOVQ   scales+32(FP), R8
-	MOVQ   sstride+40(FP), R9
-	XORQ   R10, R10
+	MOVQ   x+64(FP), DI
+	MOVQ   xStride+72(FP), R8
+	LEAQ   (R8)(R8*2), R9
+	MOVQ   scales+32(FP), R9
+	MOVQ   sstride+40(FP), R10
+	XORQ   R11, R11
 
 gemmQ4T2F32AVX512_r4_g:
-	VBROADCASTSS (R8), Z8
+	VBROADCASTSS (R9), Z8
 	VMULPS       gemmSymFloats<>+0(SB), Z8, Z8
-	VBROADCASTSS (R8)(R9*1), Z11
+	VBROADCASTSS (R9)(R10*1), Z11
 	VMULPS       gemmSymFloats<>+0(SB), Z11, Z11
-	VBROADCASTSS (R8)(R9*2), Z12
+	VBROADCASTSS (R9)(R10*2), Z12
 	VMULPS       gemmSymFloats<>+0(SB), Z12, Z12
-	LEAQ         (R8)(R9*2), R11
-	VBROADCASTSS (R11)(R9*1), Z13
+	LEAQ         (R9)(R10*2), R12
+	VBROADCASTSS (R12)(R10*1), Z13
 	VMULPS       gemmSymFloats<>+0(SB), Z13, Z13
-	MOVQ         R10, R11
-	ADDQ         gbytes+56(FP), R11
+	MOVQ         R11, R12
+	ADDQ         gbytes+56(FP), R12
 
 gemmQ4T2F32AVX512_r4_b:
-	VMOVUPS       (SI), Z14
-	VMOVUPS       64(SI), Z15
-	VMOVUPS       (SI)(DI*1), Z16
-	VMOVUPS       64(SI)(DI*1), Z17
-	VPMOVZXBD     (AX)(R10*1), Z18
+	VMOVUPS       (DI), Z14
+	VMOVUPS       64(DI), Z15
+	VMOVUPS       (DI)(R8*1), Z16
+	VMOVUPS       64(DI)(R8*1), Z17
+	VPMOVZXBD     (AX)(R11*1), Z18
 	VPERMPS       Z8, Z18, Z19
 	VFMADD231PS   Z14, Z19, Z0
 	VFMADD231PS   Z16, Z19, Z1
@@ -5826,7 +5847,7 @@ gemmQ4T2F32AVX512_r4_b:
 	VPERMPS       Z8, Z18, Z18
 	VFMADD231PS   Z15, Z18, Z0
 	VFMADD231PS   Z17, Z18, Z1
-	VPMOVZXBD     (DX)(R10*1), Z18
+	VPMOVZXBD     (BX)(R11*1), Z18
 	VPERMPS       Z11, Z18, Z19
 	VFMADD231PS   Z14, Z19, Z2
 	VFMADD231PS   Z16, Z19, Z3
@@ -5834,7 +5855,7 @@ gemmQ4T2F32AVX512_r4_b:
 	VPERMPS       Z11, Z18, Z18
 	VFMADD231PS   Z15, Z18, Z2
 	VFMADD231PS   Z17, Z18, Z3
-	VPMOVZXBD     (BX)(R10*1), Z18
+	VPMOVZXBD     (SI)(R11*1), Z18
 	VPERMPS       Z12, Z18, Z19
 	VFMADD231PS   Z14, Z19, Z4
 	VFMADD231PS   Z16, Z19, Z5
@@ -5842,7 +5863,7 @@ gemmQ4T2F32AVX512_r4_b:
 	VPERMPS       Z12, Z18, Z18
 	VFMADD231PS   Z15, Z18, Z4
 	VFMADD231PS   Z17, Z18, Z5
-	VPMOVZXBD     (CX)(R10*1), Z18
+	VPMOVZXBD     (CX)(R11*1), Z18
 	VPERMPS       Z13, Z18, Z19
 	VFMADD231PS   Z14, Z19, Z6
 	VFMADD231PS   Z16, Z19, Z7
@@ -5850,12 +5871,13 @@ gemmQ4T2F32AVX512_r4_b:
 	VPERMPS       Z13, Z18, Z14
 	VFMADD231PS   Z15, Z14, Z6
 	VFMADD231PS   Z17, Z14, Z7
-	ADDQ          $0x00000010, R10
-	ADDQ          $0x00000080, SI
-	CMPQ          R10, R11
+	PREFETCHT0    (DX)(R11*4)
+	ADDQ          $0x00000010, R11
+	ADDQ          $0x00000080, DI
+	CMPQ          R11, R12
 	JB            gemmQ4T2F32AVX512_r4_b
-	ADDQ          $0x00000004, R8
-	CMPQ          R10, stride+24(FP)
+	ADDQ          $0x00000004, R9
+	CMPQ          R11, stride+24(FP)
 	JB            gemmQ4T2F32AVX512_r4_g
 	MOVQ          out+0(FP), AX
 	MOVQ          outStride+8(FP), CX
@@ -5946,26 +5968,28 @@ gemmQ4T2F32AVX512_r1:
 	CMPQ   rows+80(FP), $0x00000001
 	JL     gemmQ4T2F32AVX512_done
 	MOVQ   w+16(FP), AX
+	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*1), CX
 	VPXORD Z9, Z9, Z9
 	VPXORD Z10, Z10, Z10
-	MOVQ   x+64(FP), CX
-	MOVQ   xStride+72(FP), DX
-	LEAQ   (DX)(DX*2), BX
-	MOVQ   scales+32(FP), BX
-	XORQ   SI, SI
+	MOVQ   x+64(FP), DX
+	MOVQ   xStride+72(FP), BX
+	LEAQ   (BX)(BX*2), SI
+	MOVQ   scales+32(FP), SI
+	XORQ   DI, DI
 
 gemmQ4T2F32AVX512_r1_g:
-	VBROADCASTSS (BX), Z0
+	VBROADCASTSS (SI), Z0
 	VMULPS       gemmSymFloats<>+0(SB), Z0, Z0
-	MOVQ         SI, DI
-	ADDQ         gbytes+56(FP), DI
+	MOVQ         DI, R8
+	ADDQ         gbytes+56(FP), R8
 
 gemmQ4T2F32AVX512_r1_b:
-	VMOVUPS       (CX), Z1
-	VMOVUPS       64(CX), Z2
-	VMOVUPS       (CX)(DX*1), Z3
-	VMOVUPS       64(CX)(DX*1), Z4
-	VPMOVZXBD     (AX)(SI*1), Z5
+	VMOVUPS       (DX), Z1
+	VMOVUPS       64(DX), Z2
+	VMOVUPS       (DX)(BX*1), Z3
+	VMOVUPS       64(DX)(BX*1), Z4
+	VPMOVZXBD     (AX)(DI*1), Z5
 	VPERMPS       Z0, Z5, Z6
 	VFMADD231PS   Z1, Z6, Z9
 	VFMADD231PS   Z3, Z6, Z10
@@ -5973,12 +5997,13 @@ gemmQ4T2F32AVX512_r1_b:
 	VPERMPS       Z0, Z5, Z1
 	VFMADD231PS   Z2, Z1, Z9
 	VFMADD231PS   Z4, Z1, Z10
-	ADDQ          $0x00000010, SI
-	ADDQ          $0x00000080, CX
-	CMPQ          SI, DI
+	PREFETCHT0    (CX)(DI*1)
+	ADDQ          $0x00000010, DI
+	ADDQ          $0x00000080, DX
+	CMPQ          DI, R8
 	JB            gemmQ4T2F32AVX512_r1_b
-	ADDQ          $0x00000004, BX
-	CMPQ          SI, stride+24(FP)
+	ADDQ          $0x00000004, SI
+	CMPQ          DI, stride+24(FP)
 	JB            gemmQ4T2F32AVX512_r1_g
 	MOVQ          out+0(FP), AX
 	MOVQ          outStride+8(FP), CX
@@ -6014,62 +6039,64 @@ gemmQ4T2F32AVX512_done:
 	RET
 
 // func gemmQ4T2F32AVX2(out *float32, outStride int, w *byte, stride int, scales *byte, sstride int, ng int, gbytes int, x *float32, xStride int, rows int)
-// Requires: AVX, AVX2, FMA3
+// Requires: AVX, AVX2, FMA3, MMX+
 TEXT ·gemmQ4T2F32AVX2(SB), NOSPLIT, $0-88
 gemmQ4T2F32AVX2_r2:
 	CMPQ   rows+80(FP), $0x00000002
 	JL     gemmQ4T2F32AVX2_r1
 	MOVQ   w+16(FP), AX
 	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*2), DX
 	LEAQ   (AX)(CX*1), CX
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
 	VXORPS Y3, Y3, Y3
-	MOVQ   x+64(FP), DX
-	MOVQ   xStride+72(FP), BX
-	LEAQ   (BX)(BX*2), SI
-	MOVQ   scales+32(FP), SI
-	MOVQ   sstride+40(FP), DI
-	XORQ   R8, R8
+	MOVQ   x+64(FP), BX
+	MOVQ   xStride+72(FP), SI
+	LEAQ   (SI)(SI*2), DI
+	MOVQ   scales+32(FP), DI
+	MOVQ   sstride+40(FP), R8
+	XORQ   R9, R9
 
 gemmQ4T2F32AVX2_r2_g:
-	VBROADCASTSS (SI), Y4
+	VBROADCASTSS (DI), Y4
 	VMULPS       gemmMinusEight<>+0(SB), Y4, Y5
-	VBROADCASTSS (SI)(DI*1), Y6
+	VBROADCASTSS (DI)(R8*1), Y6
 	VMULPS       gemmMinusEight<>+0(SB), Y6, Y7
-	MOVQ         R8, R9
-	ADDQ         gbytes+56(FP), R9
+	MOVQ         R9, R10
+	ADDQ         gbytes+56(FP), R10
 
 gemmQ4T2F32AVX2_r2_b:
-	VPMOVZXBD    (AX)(R8*1), Y8
+	VPMOVZXBD    (AX)(R9*1), Y8
 	VPAND        gemmLowNibble<>+0(SB), Y8, Y9
 	VPSRLD       $0x04, Y8, Y8
 	VCVTDQ2PS    Y9, Y9
 	VCVTDQ2PS    Y8, Y8
 	VFMADD213PS  Y5, Y4, Y9
 	VFMADD213PS  Y5, Y4, Y8
-	VFMADD231PS  (DX), Y9, Y0
-	VFMADD231PS  32(DX), Y8, Y0
-	VFMADD231PS  (DX)(BX*1), Y9, Y1
-	VFMADD231PS  32(DX)(BX*1), Y8, Y1
-	VPMOVZXBD    (CX)(R8*1), Y8
+	VFMADD231PS  (BX), Y9, Y0
+	VFMADD231PS  32(BX), Y8, Y0
+	VFMADD231PS  (BX)(SI*1), Y9, Y1
+	VFMADD231PS  32(BX)(SI*1), Y8, Y1
+	VPMOVZXBD    (CX)(R9*1), Y8
 	VPAND        gemmLowNibble<>+0(SB), Y8, Y9
 	VPSRLD       $0x04, Y8, Y8
 	VCVTDQ2PS    Y9, Y9
 	VCVTDQ2PS    Y8, Y8
 	VFMADD213PS  Y7, Y6, Y9
 	VFMADD213PS  Y7, Y6, Y8
-	VFMADD231PS  (DX), Y9, Y2
-	VFMADD231PS  32(DX), Y8, Y2
-	VFMADD231PS  (DX)(BX*1), Y9, Y3
-	VFMADD231PS  32(DX)(BX*1), Y8, Y3
-	ADDQ         $0x00000008, R8
-	ADDQ         $0x00000040, DX
-	CMPQ         R8, R9
+	VFMADD231PS  (BX), Y9, Y2
+	VFMADD231PS  32(BX), Y8, Y2
+	VFMADD231PS  (BX)(SI*1), Y9, Y3
+	VFMADD231PS  32(BX)(SI*1), Y8, Y3
+	PREFETCHT0   (DX)(R9*2)
+	ADDQ         $0x00000008, R9
+	ADDQ         $0x00000040, BX
+	CMPQ         R9, R10
 	JB           gemmQ4T2F32AVX2_r2_b
-	ADDQ         $0x00000004, SI
-	CMPQ         R8, stride+24(FP)
+	ADDQ         $0x00000004, DI
+	CMPQ         R9, stride+24(FP)
 	JB           gemmQ4T2F32AVX2_r2_g
 	MOVQ         out+0(FP), AX
 	MOVQ         outStride+8(FP), CX
@@ -6116,38 +6143,41 @@ gemmQ4T2F32AVX2_r1:
 	CMPQ   rows+80(FP), $0x00000001
 	JL     gemmQ4T2F32AVX2_done
 	MOVQ   w+16(FP), AX
+	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*1), CX
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
-	MOVQ   x+64(FP), CX
-	MOVQ   xStride+72(FP), DX
-	LEAQ   (DX)(DX*2), BX
-	MOVQ   scales+32(FP), BX
-	XORQ   SI, SI
+	MOVQ   x+64(FP), DX
+	MOVQ   xStride+72(FP), BX
+	LEAQ   (BX)(BX*2), SI
+	MOVQ   scales+32(FP), SI
+	XORQ   DI, DI
 
 gemmQ4T2F32AVX2_r1_g:
-	VBROADCASTSS (BX), Y2
+	VBROADCASTSS (SI), Y2
 	VMULPS       gemmMinusEight<>+0(SB), Y2, Y3
-	MOVQ         SI, DI
-	ADDQ         gbytes+56(FP), DI
+	MOVQ         DI, R8
+	ADDQ         gbytes+56(FP), R8
 
 gemmQ4T2F32AVX2_r1_b:
-	VPMOVZXBD    (AX)(SI*1), Y4
+	VPMOVZXBD    (AX)(DI*1), Y4
 	VPAND        gemmLowNibble<>+0(SB), Y4, Y5
 	VPSRLD       $0x04, Y4, Y4
 	VCVTDQ2PS    Y5, Y5
 	VCVTDQ2PS    Y4, Y4
 	VFMADD213PS  Y3, Y2, Y5
 	VFMADD213PS  Y3, Y2, Y4
-	VFMADD231PS  (CX), Y5, Y0
-	VFMADD231PS  32(CX), Y4, Y0
-	VFMADD231PS  (CX)(DX*1), Y5, Y1
-	VFMADD231PS  32(CX)(DX*1), Y4, Y1
-	ADDQ         $0x00000008, SI
-	ADDQ         $0x00000040, CX
-	CMPQ         SI, DI
+	VFMADD231PS  (DX), Y5, Y0
+	VFMADD231PS  32(DX), Y4, Y0
+	VFMADD231PS  (DX)(BX*1), Y5, Y1
+	VFMADD231PS  32(DX)(BX*1), Y4, Y1
+	PREFETCHT0   (CX)(DI*1)
+	ADDQ         $0x00000008, DI
+	ADDQ         $0x00000040, DX
+	CMPQ         DI, R8
 	JB           gemmQ4T2F32AVX2_r1_b
-	ADDQ         $0x00000004, BX
-	CMPQ         SI, stride+24(FP)
+	ADDQ         $0x00000004, SI
+	CMPQ         DI, stride+24(FP)
 	JB           gemmQ4T2F32AVX2_r1_g
 	MOVQ         out+0(FP), AX
 	MOVQ         outStride+8(FP), CX
@@ -6179,16 +6209,17 @@ gemmQ4T2F32AVX2_done:
 	RET
 
 // func gemmDenseT2BF16AVX512(out *float32, outStride int, w *byte, stride int, x *float32, xStride int, n int, rows int)
-// Requires: AVX, AVX512F, AVX512VL
+// Requires: AVX, AVX512F, AVX512VL, MMX+
 TEXT ·gemmDenseT2BF16AVX512(SB), NOSPLIT, $0-64
 gemmDenseT2BF16AVX512_r4:
 	CMPQ   rows+56(FP), $0x00000004
 	JL     gemmDenseT2BF16AVX512_r1
 	MOVQ   w+16(FP), AX
 	MOVQ   stride+24(FP), CX
-	LEAQ   (AX)(CX*1), DX
-	LEAQ   (AX)(CX*2), BX
-	LEAQ   (DX)(CX*2), CX
+	LEAQ   (AX)(CX*4), DX
+	LEAQ   (AX)(CX*1), BX
+	LEAQ   (AX)(CX*2), SI
+	LEAQ   (BX)(CX*2), CX
 	VPXORD Z0, Z0, Z0
 	VPXORD Z1, Z1, Z1
 	VPXORD Z2, Z2, Z2
@@ -6197,35 +6228,37 @@ gemmDenseT2BF16AVX512_r4:
 	VPXORD Z5, Z5, Z5
 	VPXORD Z6, Z6, Z6
 	VPXORD Z7, Z7, Z7
-	MOVQ   x+32(FP), SI
-	MOVQ   xStride+40(FP), DI
-	LEAQ   (DI)(DI*2), R8
-	XORQ   R8, R8
-	MOVQ   n+48(FP), R9
-	ADDQ   R9, R9
+	MOVQ   x+32(FP), DI
+	MOVQ   xStride+40(FP), R8
+	LEAQ   (R8)(R8*2), R9
+	XORQ   R9, R9
+	MOVQ   n+48(FP), R10
+	ADDQ   R10, R10
 
 gemmDenseT2BF16AVX512_r4_k:
-	VMOVUPS       (SI), Z8
-	VMOVUPS       (SI)(DI*1), Z9
-	VPMOVZXWD     (AX)(R8*1), Z10
+	VMOVUPS       (DI), Z8
+	VMOVUPS       (DI)(R8*1), Z9
+	VPMOVZXWD     (AX)(R9*1), Z10
 	VPSLLD        $0x10, Z10, Z10
 	VFMADD231PS   Z8, Z10, Z0
 	VFMADD231PS   Z9, Z10, Z1
-	VPMOVZXWD     (DX)(R8*1), Z10
+	VPMOVZXWD     (BX)(R9*1), Z10
 	VPSLLD        $0x10, Z10, Z10
 	VFMADD231PS   Z8, Z10, Z2
 	VFMADD231PS   Z9, Z10, Z3
-	VPMOVZXWD     (BX)(R8*1), Z10
+	VPMOVZXWD     (SI)(R9*1), Z10
 	VPSLLD        $0x10, Z10, Z10
 	VFMADD231PS   Z8, Z10, Z4
 	VFMADD231PS   Z9, Z10, Z5
-	VPMOVZXWD     (CX)(R8*1), Z10
+	VPMOVZXWD     (CX)(R9*1), Z10
 	VPSLLD        $0x10, Z10, Z10
 	VFMADD231PS   Z8, Z10, Z6
 	VFMADD231PS   Z9, Z10, Z7
-	ADDQ          $0x00000020, R8
-	ADDQ          $0x00000040, SI
-	CMPQ          R8, R9
+	PREFETCHT0    (DX)(R9*4)
+	PREFETCHT0    64(DX)(R9*4)
+	ADDQ          $0x00000020, R9
+	ADDQ          $0x00000040, DI
+	CMPQ          R9, R10
 	JB            gemmDenseT2BF16AVX512_r4_k
 	MOVQ          out+0(FP), AX
 	MOVQ          outStride+8(FP), CX
@@ -6313,25 +6346,28 @@ gemmDenseT2BF16AVX512_r1:
 	CMPQ   rows+56(FP), $0x00000001
 	JL     gemmDenseT2BF16AVX512_done
 	MOVQ   w+16(FP), AX
+	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*1), CX
 	VPXORD Z11, Z11, Z11
 	VPXORD Z12, Z12, Z12
-	MOVQ   x+32(FP), CX
-	MOVQ   xStride+40(FP), DX
-	LEAQ   (DX)(DX*2), BX
-	XORQ   BX, BX
-	MOVQ   n+48(FP), SI
-	ADDQ   SI, SI
+	MOVQ   x+32(FP), DX
+	MOVQ   xStride+40(FP), BX
+	LEAQ   (BX)(BX*2), SI
+	XORQ   SI, SI
+	MOVQ   n+48(FP), DI
+	ADDQ   DI, DI
 
 gemmDenseT2BF16AVX512_r1_k:
-	VMOVUPS       (CX), Z0
-	VMOVUPS       (CX)(DX*1), Z1
-	VPMOVZXWD     (AX)(BX*1), Z2
+	VMOVUPS       (DX), Z0
+	VMOVUPS       (DX)(BX*1), Z1
+	VPMOVZXWD     (AX)(SI*1), Z2
 	VPSLLD        $0x10, Z2, Z2
 	VFMADD231PS   Z0, Z2, Z11
 	VFMADD231PS   Z1, Z2, Z12
-	ADDQ          $0x00000020, BX
-	ADDQ          $0x00000040, CX
-	CMPQ          BX, SI
+	PREFETCHT0    (CX)(SI*1)
+	ADDQ          $0x00000020, SI
+	ADDQ          $0x00000040, DX
+	CMPQ          SI, DI
 	JB            gemmDenseT2BF16AVX512_r1_k
 	MOVQ          out+0(FP), AX
 	MOVQ          outStride+8(FP), CX
@@ -6365,39 +6401,41 @@ gemmDenseT2BF16AVX512_done:
 	RET
 
 // func gemmDenseT2BF16AVX2(out *float32, outStride int, w *byte, stride int, x *float32, xStride int, n int, rows int)
-// Requires: AVX, AVX2, FMA3
+// Requires: AVX, AVX2, FMA3, MMX+
 TEXT ·gemmDenseT2BF16AVX2(SB), NOSPLIT, $0-64
 gemmDenseT2BF16AVX2_r2:
 	CMPQ   rows+56(FP), $0x00000002
 	JL     gemmDenseT2BF16AVX2_r1
 	MOVQ   w+16(FP), AX
 	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*2), DX
 	LEAQ   (AX)(CX*1), CX
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
 	VXORPS Y3, Y3, Y3
-	MOVQ   x+32(FP), DX
-	MOVQ   xStride+40(FP), BX
-	LEAQ   (BX)(BX*2), SI
-	XORQ   SI, SI
-	MOVQ   n+48(FP), DI
-	ADDQ   DI, DI
+	MOVQ   x+32(FP), BX
+	MOVQ   xStride+40(FP), SI
+	LEAQ   (SI)(SI*2), DI
+	XORQ   DI, DI
+	MOVQ   n+48(FP), R8
+	ADDQ   R8, R8
 
 gemmDenseT2BF16AVX2_r2_k:
-	VMOVUPS      (DX), Y4
-	VMOVUPS      (DX)(BX*1), Y5
-	VPMOVZXWD    (AX)(SI*1), Y6
+	VMOVUPS      (BX), Y4
+	VMOVUPS      (BX)(SI*1), Y5
+	VPMOVZXWD    (AX)(DI*1), Y6
 	VPSLLD       $0x10, Y6, Y6
 	VFMADD231PS  Y4, Y6, Y0
 	VFMADD231PS  Y5, Y6, Y1
-	VPMOVZXWD    (CX)(SI*1), Y6
+	VPMOVZXWD    (CX)(DI*1), Y6
 	VPSLLD       $0x10, Y6, Y6
 	VFMADD231PS  Y4, Y6, Y2
 	VFMADD231PS  Y5, Y6, Y3
-	ADDQ         $0x00000010, SI
-	ADDQ         $0x00000020, DX
-	CMPQ         SI, DI
+	PREFETCHT0   (DX)(DI*2)
+	ADDQ         $0x00000010, DI
+	ADDQ         $0x00000020, BX
+	CMPQ         DI, R8
 	JB           gemmDenseT2BF16AVX2_r2_k
 	MOVQ         out+0(FP), AX
 	MOVQ         outStride+8(FP), CX
@@ -6441,25 +6479,28 @@ gemmDenseT2BF16AVX2_r1:
 	CMPQ   rows+56(FP), $0x00000001
 	JL     gemmDenseT2BF16AVX2_done
 	MOVQ   w+16(FP), AX
+	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*1), CX
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
-	MOVQ   x+32(FP), CX
-	MOVQ   xStride+40(FP), DX
-	LEAQ   (DX)(DX*2), BX
-	XORQ   BX, BX
-	MOVQ   n+48(FP), SI
-	ADDQ   SI, SI
+	MOVQ   x+32(FP), DX
+	MOVQ   xStride+40(FP), BX
+	LEAQ   (BX)(BX*2), SI
+	XORQ   SI, SI
+	MOVQ   n+48(FP), DI
+	ADDQ   DI, DI
 
 gemmDenseT2BF16AVX2_r1_k:
-	VMOVUPS      (CX), Y2
-	VMOVUPS      (CX)(DX*1), Y3
-	VPMOVZXWD    (AX)(BX*1), Y4
+	VMOVUPS      (DX), Y2
+	VMOVUPS      (DX)(BX*1), Y3
+	VPMOVZXWD    (AX)(SI*1), Y4
 	VPSLLD       $0x10, Y4, Y4
 	VFMADD231PS  Y2, Y4, Y0
 	VFMADD231PS  Y3, Y4, Y1
-	ADDQ         $0x00000010, BX
-	ADDQ         $0x00000020, CX
-	CMPQ         BX, SI
+	PREFETCHT0   (CX)(SI*1)
+	ADDQ         $0x00000010, SI
+	ADDQ         $0x00000020, DX
+	CMPQ         SI, DI
 	JB           gemmDenseT2BF16AVX2_r1_k
 	MOVQ         out+0(FP), AX
 	MOVQ         outStride+8(FP), CX
@@ -6489,16 +6530,17 @@ gemmDenseT2BF16AVX2_done:
 	RET
 
 // func gemmDenseT2F16AVX512(out *float32, outStride int, w *byte, stride int, x *float32, xStride int, n int, rows int)
-// Requires: AVX, AVX512F, AVX512VL
+// Requires: AVX, AVX512F, AVX512VL, MMX+
 TEXT ·gemmDenseT2F16AVX512(SB), NOSPLIT, $0-64
 gemmDenseT2F16AVX512_r4:
 	CMPQ   rows+56(FP), $0x00000004
 	JL     gemmDenseT2F16AVX512_r1
 	MOVQ   w+16(FP), AX
 	MOVQ   stride+24(FP), CX
-	LEAQ   (AX)(CX*1), DX
-	LEAQ   (AX)(CX*2), BX
-	LEAQ   (DX)(CX*2), CX
+	LEAQ   (AX)(CX*4), DX
+	LEAQ   (AX)(CX*1), BX
+	LEAQ   (AX)(CX*2), SI
+	LEAQ   (BX)(CX*2), CX
 	VPXORD Z0, Z0, Z0
 	VPXORD Z1, Z1, Z1
 	VPXORD Z2, Z2, Z2
@@ -6507,31 +6549,33 @@ gemmDenseT2F16AVX512_r4:
 	VPXORD Z5, Z5, Z5
 	VPXORD Z6, Z6, Z6
 	VPXORD Z7, Z7, Z7
-	MOVQ   x+32(FP), SI
-	MOVQ   xStride+40(FP), DI
-	LEAQ   (DI)(DI*2), R8
-	XORQ   R8, R8
-	MOVQ   n+48(FP), R9
-	ADDQ   R9, R9
+	MOVQ   x+32(FP), DI
+	MOVQ   xStride+40(FP), R8
+	LEAQ   (R8)(R8*2), R9
+	XORQ   R9, R9
+	MOVQ   n+48(FP), R10
+	ADDQ   R10, R10
 
 gemmDenseT2F16AVX512_r4_k:
-	VMOVUPS       (SI), Z8
-	VMOVUPS       (SI)(DI*1), Z9
-	VCVTPH2PS     (AX)(R8*1), Z10
+	VMOVUPS       (DI), Z8
+	VMOVUPS       (DI)(R8*1), Z9
+	VCVTPH2PS     (AX)(R9*1), Z10
 	VFMADD231PS   Z8, Z10, Z0
 	VFMADD231PS   Z9, Z10, Z1
-	VCVTPH2PS     (DX)(R8*1), Z10
+	VCVTPH2PS     (BX)(R9*1), Z10
 	VFMADD231PS   Z8, Z10, Z2
 	VFMADD231PS   Z9, Z10, Z3
-	VCVTPH2PS     (BX)(R8*1), Z10
+	VCVTPH2PS     (SI)(R9*1), Z10
 	VFMADD231PS   Z8, Z10, Z4
 	VFMADD231PS   Z9, Z10, Z5
-	VCVTPH2PS     (CX)(R8*1), Z10
+	VCVTPH2PS     (CX)(R9*1), Z10
 	VFMADD231PS   Z8, Z10, Z6
 	VFMADD231PS   Z9, Z10, Z7
-	ADDQ          $0x00000020, R8
-	ADDQ          $0x00000040, SI
-	CMPQ          R8, R9
+	PREFETCHT0    (DX)(R9*4)
+	PREFETCHT0    64(DX)(R9*4)
+	ADDQ          $0x00000020, R9
+	ADDQ          $0x00000040, DI
+	CMPQ          R9, R10
 	JB            gemmDenseT2F16AVX512_r4_k
 	MOVQ          out+0(FP), AX
 	MOVQ          outStride+8(FP), CX
@@ -6619,24 +6663,27 @@ gemmDenseT2F16AVX512_r1:
 	CMPQ   rows+56(FP), $0x00000001
 	JL     gemmDenseT2F16AVX512_done
 	MOVQ   w+16(FP), AX
+	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*1), CX
 	VPXORD Z11, Z11, Z11
 	VPXORD Z12, Z12, Z12
-	MOVQ   x+32(FP), CX
-	MOVQ   xStride+40(FP), DX
-	LEAQ   (DX)(DX*2), BX
-	XORQ   BX, BX
-	MOVQ   n+48(FP), SI
-	ADDQ   SI, SI
+	MOVQ   x+32(FP), DX
+	MOVQ   xStride+40(FP), BX
+	LEAQ   (BX)(BX*2), SI
+	XORQ   SI, SI
+	MOVQ   n+48(FP), DI
+	ADDQ   DI, DI
 
 gemmDenseT2F16AVX512_r1_k:
-	VMOVUPS       (CX), Z0
-	VMOVUPS       (CX)(DX*1), Z1
-	VCVTPH2PS     (AX)(BX*1), Z2
+	VMOVUPS       (DX), Z0
+	VMOVUPS       (DX)(BX*1), Z1
+	VCVTPH2PS     (AX)(SI*1), Z2
 	VFMADD231PS   Z0, Z2, Z11
 	VFMADD231PS   Z1, Z2, Z12
-	ADDQ          $0x00000020, BX
-	ADDQ          $0x00000040, CX
-	CMPQ          BX, SI
+	PREFETCHT0    (CX)(SI*1)
+	ADDQ          $0x00000020, SI
+	ADDQ          $0x00000040, DX
+	CMPQ          SI, DI
 	JB            gemmDenseT2F16AVX512_r1_k
 	MOVQ          out+0(FP), AX
 	MOVQ          outStride+8(FP), CX
@@ -6670,37 +6717,39 @@ gemmDenseT2F16AVX512_done:
 	RET
 
 // func gemmDenseT2F16AVX2(out *float32, outStride int, w *byte, stride int, x *float32, xStride int, n int, rows int)
-// Requires: AVX, F16C, FMA3
+// Requires: AVX, F16C, FMA3, MMX+
 TEXT ·gemmDenseT2F16AVX2(SB), NOSPLIT, $0-64
 gemmDenseT2F16AVX2_r2:
 	CMPQ   rows+56(FP), $0x00000002
 	JL     gemmDenseT2F16AVX2_r1
 	MOVQ   w+16(FP), AX
 	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*2), DX
 	LEAQ   (AX)(CX*1), CX
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
 	VXORPS Y3, Y3, Y3
-	MOVQ   x+32(FP), DX
-	MOVQ   xStride+40(FP), BX
-	LEAQ   (BX)(BX*2), SI
-	XORQ   SI, SI
-	MOVQ   n+48(FP), DI
-	ADDQ   DI, DI
+	MOVQ   x+32(FP), BX
+	MOVQ   xStride+40(FP), SI
+	LEAQ   (SI)(SI*2), DI
+	XORQ   DI, DI
+	MOVQ   n+48(FP), R8
+	ADDQ   R8, R8
 
 gemmDenseT2F16AVX2_r2_k:
-	VMOVUPS      (DX), Y4
-	VMOVUPS      (DX)(BX*1), Y5
-	VCVTPH2PS    (AX)(SI*1), Y6
+	VMOVUPS      (BX), Y4
+	VMOVUPS      (BX)(SI*1), Y5
+	VCVTPH2PS    (AX)(DI*1), Y6
 	VFMADD231PS  Y4, Y6, Y0
 	VFMADD231PS  Y5, Y6, Y1
-	VCVTPH2PS    (CX)(SI*1), Y6
+	VCVTPH2PS    (CX)(DI*1), Y6
 	VFMADD231PS  Y4, Y6, Y2
 	VFMADD231PS  Y5, Y6, Y3
-	ADDQ         $0x00000010, SI
-	ADDQ         $0x00000020, DX
-	CMPQ         SI, DI
+	PREFETCHT0   (DX)(DI*2)
+	ADDQ         $0x00000010, DI
+	ADDQ         $0x00000020, BX
+	CMPQ         DI, R8
 	JB           gemmDenseT2F16AVX2_r2_k
 	MOVQ         out+0(FP), AX
 	MOVQ         outStride+8(FP), CX
@@ -6744,24 +6793,27 @@ gemmDenseT2F16AVX2_r1:
 	CMPQ   rows+56(FP), $0x00000001
 	JL     gemmDenseT2F16AVX2_done
 	MOVQ   w+16(FP), AX
+	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*1), CX
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
-	MOVQ   x+32(FP), CX
-	MOVQ   xStride+40(FP), DX
-	LEAQ   (DX)(DX*2), BX
-	XORQ   BX, BX
-	MOVQ   n+48(FP), SI
-	ADDQ   SI, SI
+	MOVQ   x+32(FP), DX
+	MOVQ   xStride+40(FP), BX
+	LEAQ   (BX)(BX*2), SI
+	XORQ   SI, SI
+	MOVQ   n+48(FP), DI
+	ADDQ   DI, DI
 
 gemmDenseT2F16AVX2_r1_k:
-	VMOVUPS      (CX), Y2
-	VMOVUPS      (CX)(DX*1), Y3
-	VCVTPH2PS    (AX)(BX*1), Y4
+	VMOVUPS      (DX), Y2
+	VMOVUPS      (DX)(BX*1), Y3
+	VCVTPH2PS    (AX)(SI*1), Y4
 	VFMADD231PS  Y2, Y4, Y0
 	VFMADD231PS  Y3, Y4, Y1
-	ADDQ         $0x00000010, BX
-	ADDQ         $0x00000020, CX
-	CMPQ         BX, SI
+	PREFETCHT0   (CX)(SI*1)
+	ADDQ         $0x00000010, SI
+	ADDQ         $0x00000020, DX
+	CMPQ         SI, DI
 	JB           gemmDenseT2F16AVX2_r1_k
 	MOVQ         out+0(FP), AX
 	MOVQ         outStride+8(FP), CX
@@ -6791,16 +6843,17 @@ gemmDenseT2F16AVX2_done:
 	RET
 
 // func gemmDenseT2F32AVX512(out *float32, outStride int, w *byte, stride int, x *float32, xStride int, n int, rows int)
-// Requires: AVX, AVX512F, AVX512VL
+// Requires: AVX, AVX512F, AVX512VL, MMX+
 TEXT ·gemmDenseT2F32AVX512(SB), NOSPLIT, $0-64
 gemmDenseT2F32AVX512_r4:
 	CMPQ   rows+56(FP), $0x00000004
 	JL     gemmDenseT2F32AVX512_r1
 	MOVQ   w+16(FP), AX
 	MOVQ   stride+24(FP), CX
-	LEAQ   (AX)(CX*1), DX
-	LEAQ   (AX)(CX*2), BX
-	LEAQ   (DX)(CX*2), CX
+	LEAQ   (AX)(CX*4), DX
+	LEAQ   (AX)(CX*1), BX
+	LEAQ   (AX)(CX*2), SI
+	LEAQ   (BX)(CX*2), CX
 	VPXORD Z0, Z0, Z0
 	VPXORD Z1, Z1, Z1
 	VPXORD Z2, Z2, Z2
@@ -6809,31 +6862,35 @@ gemmDenseT2F32AVX512_r4:
 	VPXORD Z5, Z5, Z5
 	VPXORD Z6, Z6, Z6
 	VPXORD Z7, Z7, Z7
-	MOVQ   x+32(FP), SI
-	MOVQ   xStride+40(FP), DI
-	LEAQ   (DI)(DI*2), R8
-	XORQ   R8, R8
-	MOVQ   n+48(FP), R9
-	SHLQ   $0x02, R9
+	MOVQ   x+32(FP), DI
+	MOVQ   xStride+40(FP), R8
+	LEAQ   (R8)(R8*2), R9
+	XORQ   R9, R9
+	MOVQ   n+48(FP), R10
+	SHLQ   $0x02, R10
 
 gemmDenseT2F32AVX512_r4_k:
-	VMOVUPS       (SI), Z8
-	VMOVUPS       (SI)(DI*1), Z9
-	VMOVUPS       (AX)(R8*1), Z10
+	VMOVUPS       (DI), Z8
+	VMOVUPS       (DI)(R8*1), Z9
+	VMOVUPS       (AX)(R9*1), Z10
 	VFMADD231PS   Z8, Z10, Z0
 	VFMADD231PS   Z9, Z10, Z1
-	VMOVUPS       (DX)(R8*1), Z10
+	VMOVUPS       (BX)(R9*1), Z10
 	VFMADD231PS   Z8, Z10, Z2
 	VFMADD231PS   Z9, Z10, Z3
-	VMOVUPS       (BX)(R8*1), Z10
+	VMOVUPS       (SI)(R9*1), Z10
 	VFMADD231PS   Z8, Z10, Z4
 	VFMADD231PS   Z9, Z10, Z5
-	VMOVUPS       (CX)(R8*1), Z10
+	VMOVUPS       (CX)(R9*1), Z10
 	VFMADD231PS   Z8, Z10, Z6
 	VFMADD231PS   Z9, Z10, Z7
-	ADDQ          $0x00000040, R8
-	ADDQ          $0x00000040, SI
-	CMPQ          R8, R9
+	PREFETCHT0    (DX)(R9*4)
+	PREFETCHT0    64(DX)(R9*4)
+	PREFETCHT0    128(DX)(R9*4)
+	PREFETCHT0    192(DX)(R9*4)
+	ADDQ          $0x00000040, R9
+	ADDQ          $0x00000040, DI
+	CMPQ          R9, R10
 	JB            gemmDenseT2F32AVX512_r4_k
 	MOVQ          out+0(FP), AX
 	MOVQ          outStride+8(FP), CX
@@ -6921,24 +6978,27 @@ gemmDenseT2F32AVX512_r1:
 	CMPQ   rows+56(FP), $0x00000001
 	JL     gemmDenseT2F32AVX512_done
 	MOVQ   w+16(FP), AX
+	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*1), CX
 	VPXORD Z11, Z11, Z11
 	VPXORD Z12, Z12, Z12
-	MOVQ   x+32(FP), CX
-	MOVQ   xStride+40(FP), DX
-	LEAQ   (DX)(DX*2), BX
-	XORQ   BX, BX
-	MOVQ   n+48(FP), SI
-	SHLQ   $0x02, SI
+	MOVQ   x+32(FP), DX
+	MOVQ   xStride+40(FP), BX
+	LEAQ   (BX)(BX*2), SI
+	XORQ   SI, SI
+	MOVQ   n+48(FP), DI
+	SHLQ   $0x02, DI
 
 gemmDenseT2F32AVX512_r1_k:
-	VMOVUPS       (CX), Z0
-	VMOVUPS       (CX)(DX*1), Z1
-	VMOVUPS       (AX)(BX*1), Z2
+	VMOVUPS       (DX), Z0
+	VMOVUPS       (DX)(BX*1), Z1
+	VMOVUPS       (AX)(SI*1), Z2
 	VFMADD231PS   Z0, Z2, Z11
 	VFMADD231PS   Z1, Z2, Z12
-	ADDQ          $0x00000040, BX
-	ADDQ          $0x00000040, CX
-	CMPQ          BX, SI
+	PREFETCHT0    (CX)(SI*1)
+	ADDQ          $0x00000040, SI
+	ADDQ          $0x00000040, DX
+	CMPQ          SI, DI
 	JB            gemmDenseT2F32AVX512_r1_k
 	MOVQ          out+0(FP), AX
 	MOVQ          outStride+8(FP), CX
@@ -6972,37 +7032,39 @@ gemmDenseT2F32AVX512_done:
 	RET
 
 // func gemmDenseT2F32AVX2(out *float32, outStride int, w *byte, stride int, x *float32, xStride int, n int, rows int)
-// Requires: AVX, FMA3
+// Requires: AVX, FMA3, MMX+
 TEXT ·gemmDenseT2F32AVX2(SB), NOSPLIT, $0-64
 gemmDenseT2F32AVX2_r2:
 	CMPQ   rows+56(FP), $0x00000002
 	JL     gemmDenseT2F32AVX2_r1
 	MOVQ   w+16(FP), AX
 	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*2), DX
 	LEAQ   (AX)(CX*1), CX
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
 	VXORPS Y3, Y3, Y3
-	MOVQ   x+32(FP), DX
-	MOVQ   xStride+40(FP), BX
-	LEAQ   (BX)(BX*2), SI
-	XORQ   SI, SI
-	MOVQ   n+48(FP), DI
-	SHLQ   $0x02, DI
+	MOVQ   x+32(FP), BX
+	MOVQ   xStride+40(FP), SI
+	LEAQ   (SI)(SI*2), DI
+	XORQ   DI, DI
+	MOVQ   n+48(FP), R8
+	SHLQ   $0x02, R8
 
 gemmDenseT2F32AVX2_r2_k:
-	VMOVUPS      (DX), Y4
-	VMOVUPS      (DX)(BX*1), Y5
-	VMOVUPS      (AX)(SI*1), Y6
+	VMOVUPS      (BX), Y4
+	VMOVUPS      (BX)(SI*1), Y5
+	VMOVUPS      (AX)(DI*1), Y6
 	VFMADD231PS  Y4, Y6, Y0
 	VFMADD231PS  Y5, Y6, Y1
-	VMOVUPS      (CX)(SI*1), Y6
+	VMOVUPS      (CX)(DI*1), Y6
 	VFMADD231PS  Y4, Y6, Y2
 	VFMADD231PS  Y5, Y6, Y3
-	ADDQ         $0x00000020, SI
-	ADDQ         $0x00000020, DX
-	CMPQ         SI, DI
+	PREFETCHT0   (DX)(DI*2)
+	ADDQ         $0x00000020, DI
+	ADDQ         $0x00000020, BX
+	CMPQ         DI, R8
 	JB           gemmDenseT2F32AVX2_r2_k
 	MOVQ         out+0(FP), AX
 	MOVQ         outStride+8(FP), CX
@@ -7046,24 +7108,27 @@ gemmDenseT2F32AVX2_r1:
 	CMPQ   rows+56(FP), $0x00000001
 	JL     gemmDenseT2F32AVX2_done
 	MOVQ   w+16(FP), AX
+	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*1), CX
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
-	MOVQ   x+32(FP), CX
-	MOVQ   xStride+40(FP), DX
-	LEAQ   (DX)(DX*2), BX
-	XORQ   BX, BX
-	MOVQ   n+48(FP), SI
-	SHLQ   $0x02, SI
+	MOVQ   x+32(FP), DX
+	MOVQ   xStride+40(FP), BX
+	LEAQ   (BX)(BX*2), SI
+	XORQ   SI, SI
+	MOVQ   n+48(FP), DI
+	SHLQ   $0x02, DI
 
 gemmDenseT2F32AVX2_r1_k:
-	VMOVUPS      (CX), Y2
-	VMOVUPS      (CX)(DX*1), Y3
-	VMOVUPS      (AX)(BX*1), Y4
+	VMOVUPS      (DX), Y2
+	VMOVUPS      (DX)(BX*1), Y3
+	VMOVUPS      (AX)(SI*1), Y4
 	VFMADD231PS  Y2, Y4, Y0
 	VFMADD231PS  Y3, Y4, Y1
-	ADDQ         $0x00000020, BX
-	ADDQ         $0x00000020, CX
-	CMPQ         BX, SI
+	PREFETCHT0   (CX)(SI*1)
+	ADDQ         $0x00000020, SI
+	ADDQ         $0x00000020, DX
+	CMPQ         SI, DI
 	JB           gemmDenseT2F32AVX2_r1_k
 	MOVQ         out+0(FP), AX
 	MOVQ         outStride+8(FP), CX
@@ -7093,16 +7158,17 @@ gemmDenseT2F32AVX2_done:
 	RET
 
 // func gemmQ4T3BF16AVX512(out *float32, outStride int, w *byte, stride int, scales *byte, sstride int, ng int, gbytes int, x *float32, xStride int, rows int)
-// Requires: AVX, AVX512BW, AVX512F, AVX512VL
+// Requires: AVX, AVX512BW, AVX512F, AVX512VL, MMX+
 TEXT ·gemmQ4T3BF16AVX512(SB), NOSPLIT, $0-88
 gemmQ4T3BF16AVX512_r4:
 	CMPQ   rows+80(FP), $0x00000004
 	JL     gemmQ4T3BF16AVX512_r1
 	MOVQ   w+16(FP), AX
 	MOVQ   stride+24(FP), CX
-	LEAQ   (AX)(CX*1), DX
-	LEAQ   (AX)(CX*2), BX
-	LEAQ   (DX)(CX*2), CX
+	LEAQ   (AX)(CX*4), DX
+	LEAQ   (AX)(CX*1), BX
+	LEAQ   (AX)(CX*2), SI
+	LEAQ   (BX)(CX*2), CX
 	VPXORD Z0, Z0, Z0
 	VPXORD Z1, Z1, Z1
 	VPXORD Z2, Z2, Z2
@@ -7115,38 +7181,38 @@ gemmQ4T3BF16AVX512_r4:
 	VPXORD Z9, Z9, Z9
 	VPXORD Z10, Z10, Z10
 	VPXORD Z11, Z11, Z11
-	MOVQ   x+64(FP), SI
-	MOVQ   xStride+72(FP), DI
-	LEAQ   (DI)(DI*2), R8
-	MOVQ   scales+32(FP), R8
-	MOVQ   sstride+40(FP), R9
-	XORQ   R10, R10
+	MOVQ   x+64(FP), DI
+	MOVQ   xStride+72(FP), R8
+	LEAQ   (R8)(R8*2), R9
+	MOVQ   scales+32(FP), R9
+	MOVQ   sstride+40(FP), R10
+	XORQ   R11, R11
 
 gemmQ4T3BF16AVX512_r4_g:
-	VPBROADCASTW (R8), Z12
+	VPBROADCASTW (R9), Z12
 	VPSLLD       $0x10, Z12, Z12
 	VMULPS       gemmSymFloats<>+0(SB), Z12, Z12
-	VPBROADCASTW (R8)(R9*1), Z16
+	VPBROADCASTW (R9)(R10*1), Z16
 	VPSLLD       $0x10, Z16, Z16
 	VMULPS       gemmSymFloats<>+0(SB), Z16, Z16
-	VPBROADCASTW (R8)(R9*2), Z17
+	VPBROADCASTW (R9)(R10*2), Z17
 	VPSLLD       $0x10, Z17, Z17
 	VMULPS       gemmSymFloats<>+0(SB), Z17, Z17
-	LEAQ         (R8)(R9*2), R11
-	VPBROADCASTW (R11)(R9*1), Z18
+	LEAQ         (R9)(R10*2), R12
+	VPBROADCASTW (R12)(R10*1), Z18
 	VPSLLD       $0x10, Z18, Z18
 	VMULPS       gemmSymFloats<>+0(SB), Z18, Z18
-	MOVQ         R10, R11
-	ADDQ         gbytes+56(FP), R11
+	MOVQ         R11, R12
+	ADDQ         gbytes+56(FP), R12
 
 gemmQ4T3BF16AVX512_r4_b:
-	VMOVUPS       (SI), Z19
-	VMOVUPS       64(SI), Z20
-	VMOVUPS       (SI)(DI*1), Z21
-	VMOVUPS       64(SI)(DI*1), Z22
-	VMOVUPS       (SI)(DI*2), Z23
-	VMOVUPS       64(SI)(DI*2), Z24
-	VPMOVZXBD     (AX)(R10*1), Z25
+	VMOVUPS       (DI), Z19
+	VMOVUPS       64(DI), Z20
+	VMOVUPS       (DI)(R8*1), Z21
+	VMOVUPS       64(DI)(R8*1), Z22
+	VMOVUPS       (DI)(R8*2), Z23
+	VMOVUPS       64(DI)(R8*2), Z24
+	VPMOVZXBD     (AX)(R11*1), Z25
 	VPERMPS       Z12, Z25, Z26
 	VFMADD231PS   Z19, Z26, Z0
 	VFMADD231PS   Z21, Z26, Z1
@@ -7156,7 +7222,7 @@ gemmQ4T3BF16AVX512_r4_b:
 	VFMADD231PS   Z20, Z25, Z0
 	VFMADD231PS   Z22, Z25, Z1
 	VFMADD231PS   Z24, Z25, Z2
-	VPMOVZXBD     (DX)(R10*1), Z25
+	VPMOVZXBD     (BX)(R11*1), Z25
 	VPERMPS       Z16, Z25, Z26
 	VFMADD231PS   Z19, Z26, Z3
 	VFMADD231PS   Z21, Z26, Z4
@@ -7166,7 +7232,7 @@ gemmQ4T3BF16AVX512_r4_b:
 	VFMADD231PS   Z20, Z25, Z3
 	VFMADD231PS   Z22, Z25, Z4
 	VFMADD231PS   Z24, Z25, Z5
-	VPMOVZXBD     (BX)(R10*1), Z25
+	VPMOVZXBD     (SI)(R11*1), Z25
 	VPERMPS       Z17, Z25, Z26
 	VFMADD231PS   Z19, Z26, Z6
 	VFMADD231PS   Z21, Z26, Z7
@@ -7176,7 +7242,7 @@ gemmQ4T3BF16AVX512_r4_b:
 	VFMADD231PS   Z20, Z25, Z6
 	VFMADD231PS   Z22, Z25, Z7
 	VFMADD231PS   Z24, Z25, Z8
-	VPMOVZXBD     (CX)(R10*1), Z25
+	VPMOVZXBD     (CX)(R11*1), Z25
 	VPERMPS       Z18, Z25, Z26
 	VFMADD231PS   Z19, Z26, Z9
 	VFMADD231PS   Z21, Z26, Z10
@@ -7186,12 +7252,13 @@ gemmQ4T3BF16AVX512_r4_b:
 	VFMADD231PS   Z20, Z19, Z9
 	VFMADD231PS   Z22, Z19, Z10
 	VFMADD231PS   Z24, Z19, Z11
-	ADDQ          $0x00000010, R10
-	ADDQ          $0x00000080, SI
-	CMPQ          R10, R11
+	PREFETCHT0    (DX)(R11*4)
+	ADDQ          $0x00000010, R11
+	ADDQ          $0x00000080, DI
+	CMPQ          R11, R12
 	JB            gemmQ4T3BF16AVX512_r4_b
-	ADDQ          $0x00000002, R8
-	CMPQ          R10, stride+24(FP)
+	ADDQ          $0x00000002, R9
+	CMPQ          R11, stride+24(FP)
 	JB            gemmQ4T3BF16AVX512_r4_g
 	MOVQ          out+0(FP), AX
 	MOVQ          outStride+8(FP), CX
@@ -7319,30 +7386,32 @@ gemmQ4T3BF16AVX512_r1:
 	CMPQ   rows+80(FP), $0x00000001
 	JL     gemmQ4T3BF16AVX512_done
 	MOVQ   w+16(FP), AX
+	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*1), CX
 	VPXORD Z13, Z13, Z13
 	VPXORD Z14, Z14, Z14
 	VPXORD Z15, Z15, Z15
-	MOVQ   x+64(FP), CX
-	MOVQ   xStride+72(FP), DX
-	LEAQ   (DX)(DX*2), BX
-	MOVQ   scales+32(FP), BX
-	XORQ   SI, SI
+	MOVQ   x+64(FP), DX
+	MOVQ   xStride+72(FP), BX
+	LEAQ   (BX)(BX*2), SI
+	MOVQ   scales+32(FP), SI
+	XORQ   DI, DI
 
 gemmQ4T3BF16AVX512_r1_g:
-	VPBROADCASTW (BX), Z0
+	VPBROADCASTW (SI), Z0
 	VPSLLD       $0x10, Z0, Z0
 	VMULPS       gemmSymFloats<>+0(SB), Z0, Z0
-	MOVQ         SI, DI
-	ADDQ         gbytes+56(FP), DI
+	MOVQ         DI, R8
+	ADDQ         gbytes+56(FP), R8
 
 gemmQ4T3BF16AVX512_r1_b:
-	VMOVUPS       (CX), Z1
-	VMOVUPS       64(CX), Z2
-	VMOVUPS       (CX)(DX*1), Z3
-	VMOVUPS       64(CX)(DX*1), Z4
-	VMOVUPS       (CX)(DX*2), Z5
-	VMOVUPS       64(CX)(DX*2), Z6
-	VPMOVZXBD     (AX)(SI*1), Z7
+	VMOVUPS       (DX), Z1
+	VMOVUPS       64(DX), Z2
+	VMOVUPS       (DX)(BX*1), Z3
+	VMOVUPS       64(DX)(BX*1), Z4
+	VMOVUPS       (DX)(BX*2), Z5
+	VMOVUPS       64(DX)(BX*2), Z6
+	VPMOVZXBD     (AX)(DI*1), Z7
 	VPERMPS       Z0, Z7, Z8
 	VFMADD231PS   Z1, Z8, Z13
 	VFMADD231PS   Z3, Z8, Z14
@@ -7352,12 +7421,13 @@ gemmQ4T3BF16AVX512_r1_b:
 	VFMADD231PS   Z2, Z1, Z13
 	VFMADD231PS   Z4, Z1, Z14
 	VFMADD231PS   Z6, Z1, Z15
-	ADDQ          $0x00000010, SI
-	ADDQ          $0x00000080, CX
-	CMPQ          SI, DI
+	PREFETCHT0    (CX)(DI*1)
+	ADDQ          $0x00000010, DI
+	ADDQ          $0x00000080, DX
+	CMPQ          DI, R8
 	JB            gemmQ4T3BF16AVX512_r1_b
-	ADDQ          $0x00000002, BX
-	CMPQ          SI, stride+24(FP)
+	ADDQ          $0x00000002, SI
+	CMPQ          DI, stride+24(FP)
 	JB            gemmQ4T3BF16AVX512_r1_g
 	MOVQ          out+0(FP), AX
 	MOVQ          outStride+8(FP), CX
@@ -7403,13 +7473,14 @@ gemmQ4T3BF16AVX512_done:
 	RET
 
 // func gemmQ4T3BF16AVX2(out *float32, outStride int, w *byte, stride int, scales *byte, sstride int, ng int, gbytes int, x *float32, xStride int, rows int)
-// Requires: AVX, AVX2, FMA3
+// Requires: AVX, AVX2, FMA3, MMX+
 TEXT ·gemmQ4T3BF16AVX2(SB), NOSPLIT, $0-88
 gemmQ4T3BF16AVX2_r2:
 	CMPQ   rows+80(FP), $0x00000002
 	JL     gemmQ4T3BF16AVX2_r1
 	MOVQ   w+16(FP), AX
 	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*2), DX
 	LEAQ   (AX)(CX*1), CX
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
@@ -7417,56 +7488,57 @@ gemmQ4T3BF16AVX2_r2:
 	VXORPS Y3, Y3, Y3
 	VXORPS Y4, Y4, Y4
 	VXORPS Y5, Y5, Y5
-	MOVQ   x+64(FP), DX
-	MOVQ   xStride+72(FP), BX
-	LEAQ   (BX)(BX*2), SI
-	MOVQ   scales+32(FP), SI
-	MOVQ   sstride+40(FP), DI
-	XORQ   R8, R8
+	MOVQ   x+64(FP), BX
+	MOVQ   xStride+72(FP), SI
+	LEAQ   (SI)(SI*2), DI
+	MOVQ   scales+32(FP), DI
+	MOVQ   sstride+40(FP), R8
+	XORQ   R9, R9
 
 gemmQ4T3BF16AVX2_r2_g:
-	VPBROADCASTW (SI), Y6
+	VPBROADCASTW (DI), Y6
 	VPSLLD       $0x10, Y6, Y6
 	VMULPS       gemmMinusEight<>+0(SB), Y6, Y7
-	VPBROADCASTW (SI)(DI*1), Y8
+	VPBROADCASTW (DI)(R8*1), Y8
 	VPSLLD       $0x10, Y8, Y8
 	VMULPS       gemmMinusEight<>+0(SB), Y8, Y9
-	MOVQ         R8, R9
-	ADDQ         gbytes+56(FP), R9
+	MOVQ         R9, R10
+	ADDQ         gbytes+56(FP), R10
 
 gemmQ4T3BF16AVX2_r2_b:
-	VPMOVZXBD    (AX)(R8*1), Y10
+	VPMOVZXBD    (AX)(R9*1), Y10
 	VPAND        gemmLowNibble<>+0(SB), Y10, Y11
 	VPSRLD       $0x04, Y10, Y10
 	VCVTDQ2PS    Y11, Y11
 	VCVTDQ2PS    Y10, Y10
 	VFMADD213PS  Y7, Y6, Y11
 	VFMADD213PS  Y7, Y6, Y10
-	VFMADD231PS  (DX), Y11, Y0
-	VFMADD231PS  32(DX), Y10, Y0
-	VFMADD231PS  (DX)(BX*1), Y11, Y1
-	VFMADD231PS  32(DX)(BX*1), Y10, Y1
-	VFMADD231PS  (DX)(BX*2), Y11, Y2
-	VFMADD231PS  32(DX)(BX*2), Y10, Y2
-	VPMOVZXBD    (CX)(R8*1), Y10
+	VFMADD231PS  (BX), Y11, Y0
+	VFMADD231PS  32(BX), Y10, Y0
+	VFMADD231PS  (BX)(SI*1), Y11, Y1
+	VFMADD231PS  32(BX)(SI*1), Y10, Y1
+	VFMADD231PS  (BX)(SI*2), Y11, Y2
+	VFMADD231PS  32(BX)(SI*2), Y10, Y2
+	VPMOVZXBD    (CX)(R9*1), Y10
 	VPAND        gemmLowNibble<>+0(SB), Y10, Y11
 	VPSRLD       $0x04, Y10, Y10
 	VCVTDQ2PS    Y11, Y11
 	VCVTDQ2PS    Y10, Y10
 	VFMADD213PS  Y9, Y8, Y11
 	VFMADD213PS  Y9, Y8, Y10
-	VFMADD231PS  (DX), Y11, Y3
-	VFMADD231PS  32(DX), Y10, Y3
-	VFMADD231PS  (DX)(BX*1), Y11, Y4
-	VFMADD231PS  32(DX)(BX*1), Y10, Y4
-	VFMADD231PS  (DX)(BX*2), Y11, Y5
-	VFMADD231PS  32(DX)(BX*2), Y10, Y5
-	ADDQ         $0x00000008, R8
-	ADDQ         $0x00000040, DX
-	CMPQ         R8, R9
+	VFMADD231PS  (BX), Y11, Y3
+	VFMADD231PS  32(BX), Y10, Y3
+	VFMADD231PS  (BX)(SI*1), Y11, Y4
+	VFMADD231PS  32(BX)(SI*1), Y10, Y4
+	VFMADD231PS  (BX)(SI*2), Y11, Y5
+	VFMADD231PS  32(BX)(SI*2), Y10, Y5
+	PREFETCHT0   (DX)(R9*2)
+	ADDQ         $0x00000008, R9
+	ADDQ         $0x00000040, BX
+	CMPQ         R9, R10
 	JB           gemmQ4T3BF16AVX2_r2_b
-	ADDQ         $0x00000002, SI
-	CMPQ         R8, stride+24(FP)
+	ADDQ         $0x00000002, DI
+	CMPQ         R9, stride+24(FP)
 	JB           gemmQ4T3BF16AVX2_r2_g
 	MOVQ         out+0(FP), AX
 	MOVQ         outStride+8(FP), CX
@@ -7528,42 +7600,45 @@ gemmQ4T3BF16AVX2_r1:
 	CMPQ   rows+80(FP), $0x00000001
 	JL     gemmQ4T3BF16AVX2_done
 	MOVQ   w+16(FP), AX
+	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*1), CX
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
-	MOVQ   x+64(FP), CX
-	MOVQ   xStride+72(FP), DX
-	LEAQ   (DX)(DX*2), BX
-	MOVQ   scales+32(FP), BX
-	XORQ   SI, SI
+	MOVQ   x+64(FP), DX
+	MOVQ   xStride+72(FP), BX
+	LEAQ   (BX)(BX*2), SI
+	MOVQ   scales+32(FP), SI
+	XORQ   DI, DI
 
 gemmQ4T3BF16AVX2_r1_g:
-	VPBROADCASTW (BX), Y3
+	VPBROADCASTW (SI), Y3
 	VPSLLD       $0x10, Y3, Y3
 	VMULPS       gemmMinusEight<>+0(SB), Y3, Y4
-	MOVQ         SI, DI
-	ADDQ         gbytes+56(FP), DI
+	MOVQ         DI, R8
+	ADDQ         gbytes+56(FP), R8
 
 gemmQ4T3BF16AVX2_r1_b:
-	VPMOVZXBD    (AX)(SI*1), Y5
+	VPMOVZXBD    (AX)(DI*1), Y5
 	VPAND        gemmLowNibble<>+0(SB), Y5, Y6
 	VPSRLD       $0x04, Y5, Y5
 	VCVTDQ2PS    Y6, Y6
 	VCVTDQ2PS    Y5, Y5
 	VFMADD213PS  Y4, Y3, Y6
 	VFMADD213PS  Y4, Y3, Y5
-	VFMADD231PS  (CX), Y6, Y0
-	VFMADD231PS  32(CX), Y5, Y0
-	VFMADD231PS  (CX)(DX*1), Y6, Y1
-	VFMADD231PS  32(CX)(DX*1), Y5, Y1
-	VFMADD231PS  (CX)(DX*2), Y6, Y2
-	VFMADD231PS  32(CX)(DX*2), Y5, Y2
-	ADDQ         $0x00000008, SI
-	ADDQ         $0x00000040, CX
-	CMPQ         SI, DI
+	VFMADD231PS  (DX), Y6, Y0
+	VFMADD231PS  32(DX), Y5, Y0
+	VFMADD231PS  (DX)(BX*1), Y6, Y1
+	VFMADD231PS  32(DX)(BX*1), Y5, Y1
+	VFMADD231PS  (DX)(BX*2), Y6, Y2
+	VFMADD231PS  32(DX)(BX*2), Y5, Y2
+	PREFETCHT0   (CX)(DI*1)
+	ADDQ         $0x00000008, DI
+	ADDQ         $0x00000040, DX
+	CMPQ         DI, R8
 	JB           gemmQ4T3BF16AVX2_r1_b
-	ADDQ         $0x00000002, BX
-	CMPQ         SI, stride+24(FP)
+	ADDQ         $0x00000002, SI
+	CMPQ         DI, stride+24(FP)
 	JB           gemmQ4T3BF16AVX2_r1_g
 	MOVQ         out+0(FP), AX
 	MOVQ         outStride+8(FP), CX
@@ -7603,16 +7678,17 @@ gemmQ4T3BF16AVX2_done:
 	RET
 
 // func gemmQ4T3F16AVX512(out *float32, outStride int, w *byte, stride int, scales *byte, sstride int, ng int, gbytes int, x *float32, xStride int, rows int)
-// Requires: AVX, AVX2, AVX512F, AVX512VL
+// Requires: AVX, AVX2, AVX512F, AVX512VL, MMX+
 TEXT ·gemmQ4T3F16AVX512(SB), NOSPLIT, $0-88
 gemmQ4T3F16AVX512_r4:
 	CMPQ   rows+80(FP), $0x00000004
 	JL     gemmQ4T3F16AVX512_r1
 	MOVQ   w+16(FP), AX
 	MOVQ   stride+24(FP), CX
-	LEAQ   (AX)(CX*1), DX
-	LEAQ   (AX)(CX*2), BX
-	LEAQ   (DX)(CX*2), CX
+	LEAQ   (AX)(CX*4), DX
+	LEAQ   (AX)(CX*1), BX
+	LEAQ   (AX)(CX*2), SI
+	LEAQ   (BX)(CX*2), CX
 	VPXORD Z0, Z0, Z0
 	VPXORD Z1, Z1, Z1
 	VPXORD Z2, Z2, Z2
@@ -7625,38 +7701,38 @@ gemmQ4T3F16AVX512_r4:
 	VPXORD Z9, Z9, Z9
 	VPXORD Z10, Z10, Z10
 	VPXORD Z11, Z11, Z11
-	MOVQ   x+64(FP), SI
-	MOVQ   xStride+72(FP), DI
-	LEAQ   (DI)(DI*2), R8
-	MOVQ   scales+32(FP), R8
-	MOVQ   sstride+40(FP), R9
-	XORQ   R10, R10
+	MOVQ   x+64(FP), DI
+	MOVQ   xStride+72(FP), R8
+	LEAQ   (R8)(R8*2), R9
+	MOVQ   scales+32(FP), R9
+	MOVQ   sstride+40(FP), R10
+	XORQ   R11, R11
 
 gemmQ4T3F16AVX512_r4_g:
-	VPBROADCASTW (R8), Y12
+	VPBROADCASTW (R9), Y12
 	VCVTPH2PS    Y12, Z12
 	VMULPS       gemmSymFloats<>+0(SB), Z12, Z12
-	VPBROADCASTW (R8)(R9*1), Y16
+	VPBROADCASTW (R9)(R10*1), Y16
 	VCVTPH2PS    Y16, Z16
 	VMULPS       gemmSymFloats<>+0(SB), Z16, Z16
-	VPBROADCASTW (R8)(R9*2), Y17
+	VPBROADCASTW (R9)(R10*2), Y17
 	VCVTPH2PS    Y17, Z17
 	VMULPS       gemmSymFloats<>+0(SB), Z17, Z17
-	LEAQ         (R8)(R9*2), R11
-	VPBROADCASTW (R11)(R9*1), Y18
+	LEAQ         (R9)(R10*2), R12
+	VPBROADCASTW (R12)(R10*1), Y18
 	VCVTPH2PS    Y18, Z18
 	VMULPS       gemmSymFloats<>+0(SB), Z18, Z18
-	MOVQ         R10, R11
-	ADDQ         gbytes+56(FP), R11
+	MOVQ         R11, R12
+	ADDQ         gbytes+56(FP), R12
 
 gemmQ4T3F16AVX512_r4_b:
-	VMOVUPS       (SI), Z19
-	VMOVUPS       64(SI), Z20
-	VMOVUPS       (SI)(DI*1), Z21
-	VMOVUPS       64(SI)(DI*1), Z22
-	VMOVUPS       (SI)(DI*2), Z23
-	VMOVUPS       64(SI)(DI*2), Z24
-	VPMOVZXBD     (AX)(R10*1), Z25
+	VMOVUPS       (DI), Z19
+	VMOVUPS       64(DI), Z20
+	VMOVUPS       (DI)(R8*1), Z21
+	VMOVUPS       64(DI)(R8*1), Z22
+	VMOVUPS       (DI)(R8*2), Z23
+	VMOVUPS       64(DI)(R8*2), Z24
+	VPMOVZXBD     (AX)(R11*1), Z25
 	VPERMPS       Z12, Z25, Z26
 	VFMADD231PS   Z19, Z26, Z0
 	VFMADD231PS   Z21, Z26, Z1
@@ -7666,7 +7742,7 @@ gemmQ4T3F16AVX512_r4_b:
 	VFMADD231PS   Z20, Z25, Z0
 	VFMADD231PS   Z22, Z25, Z1
 	VFMADD231PS   Z24, Z25, Z2
-	VPMOVZXBD     (DX)(R10*1), Z25
+	VPMOVZXBD     (BX)(R11*1), Z25
 	VPERMPS       Z16, Z25, Z26
 	VFMADD231PS   Z19, Z26, Z3
 	VFMADD231PS   Z21, Z26, Z4
@@ -7676,7 +7752,7 @@ gemmQ4T3F16AVX512_r4_b:
 	VFMADD231PS   Z20, Z25, Z3
 	VFMADD231PS   Z22, Z25, Z4
 	VFMADD231PS   Z24, Z25, Z5
-	VPMOVZXBD     (BX)(R10*1), Z25
+	VPMOVZXBD     (SI)(R11*1), Z25
 	VPERMPS       Z17, Z25, Z26
 	VFMADD231PS   Z19, Z26, Z6
 	VFMADD231PS   Z21, Z26, Z7
@@ -7686,7 +7762,7 @@ gemmQ4T3F16AVX512_r4_b:
 	VFMADD231PS   Z20, Z25, Z6
 	VFMADD231PS   Z22, Z25, Z7
 	VFMADD231PS   Z24, Z25, Z8
-	VPMOVZXBD     (CX)(R10*1), Z25
+	VPMOVZXBD     (CX)(R11*1), Z25
 	VPERMPS       Z18, Z25, Z26
 	VFMADD231PS   Z19, Z26, Z9
 	VFMADD231PS   Z21, Z26, Z10
@@ -7696,12 +7772,13 @@ gemmQ4T3F16AVX512_r4_b:
 	VFMADD231PS   Z20, Z19, Z9
 	VFMADD231PS   Z22, Z19, Z10
 	VFMADD231PS   Z24, Z19, Z11
-	ADDQ          $0x00000010, R10
-	ADDQ          $0x00000080, SI
-	CMPQ          R10, R11
+	PREFETCHT0    (DX)(R11*4)
+	ADDQ          $0x00000010, R11
+	ADDQ          $0x00000080, DI
+	CMPQ          R11, R12
 	JB            gemmQ4T3F16AVX512_r4_b
-	ADDQ          $0x00000002, R8
-	CMPQ          R10, stride+24(FP)
+	ADDQ          $0x00000002, R9
+	CMPQ          R11, stride+24(FP)
 	JB            gemmQ4T3F16AVX512_r4_g
 	MOVQ          out+0(FP), AX
 	MOVQ          outStride+8(FP), CX
@@ -7829,30 +7906,32 @@ gemmQ4T3F16AVX512_r1:
 	CMPQ   rows+80(FP), $0x00000001
 	JL     gemmQ4T3F16AVX512_done
 	MOVQ   w+16(FP), AX
+	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*1), CX
 	VPXORD Z13, Z13, Z13
 	VPXORD Z14, Z14, Z14
 	VPXORD Z15, Z15, Z15
-	MOVQ   x+64(FP), CX
-	MOVQ   xStride+72(FP), DX
-	LEAQ   (DX)(DX*2), BX
-	MOVQ   scales+32(FP), BX
-	XORQ   SI, SI
+	MOVQ   x+64(FP), DX
+	MOVQ   xStride+72(FP), BX
+	LEAQ   (BX)(BX*2), SI
+	MOVQ   scales+32(FP), SI
+	XORQ   DI, DI
 
 gemmQ4T3F16AVX512_r1_g:
-	VPBROADCASTW (BX), Y0
+	VPBROADCASTW (SI), Y0
 	VCVTPH2PS    Y0, Z0
 	VMULPS       gemmSymFloats<>+0(SB), Z0, Z0
-	MOVQ         SI, DI
-	ADDQ         gbytes+56(FP), DI
+	MOVQ         DI, R8
+	ADDQ         gbytes+56(FP), R8
 
 gemmQ4T3F16AVX512_r1_b:
-	VMOVUPS       (CX), Z1
-	VMOVUPS       64(CX), Z2
-	VMOVUPS       (CX)(DX*1), Z3
-	VMOVUPS       64(CX)(DX*1), Z4
-	VMOVUPS       (CX)(DX*2), Z5
-	VMOVUPS       64(CX)(DX*2), Z6
-	VPMOVZXBD     (AX)(SI*1), Z7
+	VMOVUPS       (DX), Z1
+	VMOVUPS       64(DX), Z2
+	VMOVUPS       (DX)(BX*1), Z3
+	VMOVUPS       64(DX)(BX*1), Z4
+	VMOVUPS       (DX)(BX*2), Z5
+	VMOVUPS       64(DX)(BX*2), Z6
+	VPMOVZXBD     (AX)(DI*1), Z7
 	VPERMPS       Z0, Z7, Z8
 	VFMADD231PS   Z1, Z8, Z13
 	VFMADD231PS   Z3, Z8, Z14
@@ -7862,12 +7941,13 @@ gemmQ4T3F16AVX512_r1_b:
 	VFMADD231PS   Z2, Z1, Z13
 	VFMADD231PS   Z4, Z1, Z14
 	VFMADD231PS   Z6, Z1, Z15
-	ADDQ          $0x00000010, SI
-	ADDQ          $0x00000080, CX
-	CMPQ          SI, DI
+	PREFETCHT0    (CX)(DI*1)
+	ADDQ          $0x00000010, DI
+	ADDQ          $0x00000080, DX
+	CMPQ          DI, R8
 	JB            gemmQ4T3F16AVX512_r1_b
-	ADDQ          $0x00000002, BX
-	CMPQ          SI, stride+24(FP)
+	ADDQ          $0x00000002, SI
+	CMPQ          DI, stride+24(FP)
 	JB            gemmQ4T3F16AVX512_r1_g
 	MOVQ          out+0(FP), AX
 	MOVQ          outStride+8(FP), CX
@@ -7913,13 +7993,14 @@ gemmQ4T3F16AVX512_done:
 	RET
 
 // func gemmQ4T3F16AVX2(out *float32, outStride int, w *byte, stride int, scales *byte, sstride int, ng int, gbytes int, x *float32, xStride int, rows int)
-// Requires: AVX, AVX2, F16C, FMA3
+// Requires: AVX, AVX2, F16C, FMA3, MMX+
 TEXT ·gemmQ4T3F16AVX2(SB), NOSPLIT, $0-88
 gemmQ4T3F16AVX2_r2:
 	CMPQ   rows+80(FP), $0x00000002
 	JL     gemmQ4T3F16AVX2_r1
 	MOVQ   w+16(FP), AX
 	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*2), DX
 	LEAQ   (AX)(CX*1), CX
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
@@ -7927,56 +8008,57 @@ gemmQ4T3F16AVX2_r2:
 	VXORPS Y3, Y3, Y3
 	VXORPS Y4, Y4, Y4
 	VXORPS Y5, Y5, Y5
-	MOVQ   x+64(FP), DX
-	MOVQ   xStride+72(FP), BX
-	LEAQ   (BX)(BX*2), SI
-	MOVQ   scales+32(FP), SI
-	MOVQ   sstride+40(FP), DI
-	XORQ   R8, R8
+	MOVQ   x+64(FP), BX
+	MOVQ   xStride+72(FP), SI
+	LEAQ   (SI)(SI*2), DI
+	MOVQ   scales+32(FP), DI
+	MOVQ   sstride+40(FP), R8
+	XORQ   R9, R9
 
 gemmQ4T3F16AVX2_r2_g:
-	VPBROADCASTW (SI), X6
+	VPBROADCASTW (DI), X6
 	VCVTPH2PS    X6, Y6
 	VMULPS       gemmMinusEight<>+0(SB), Y6, Y7
-	VPBROADCASTW (SI)(DI*1), X8
+	VPBROADCASTW (DI)(R8*1), X8
 	VCVTPH2PS    X8, Y8
 	VMULPS       gemmMinusEight<>+0(SB), Y8, Y9
-	MOVQ         R8, R9
-	ADDQ         gbytes+56(FP), R9
+	MOVQ         R9, R10
+	ADDQ         gbytes+56(FP), R10
 
 gemmQ4T3F16AVX2_r2_b:
-	VPMOVZXBD    (AX)(R8*1), Y10
+	VPMOVZXBD    (AX)(R9*1), Y10
 	VPAND        gemmLowNibble<>+0(SB), Y10, Y11
 	VPSRLD       $0x04, Y10, Y10
 	VCVTDQ2PS    Y11, Y11
 	VCVTDQ2PS    Y10, Y10
 	VFMADD213PS  Y7, Y6, Y11
 	VFMADD213PS  Y7, Y6, Y10
-	VFMADD231PS  (DX), Y11, Y0
-	VFMADD231PS  32(DX), Y10, Y0
-	VFMADD231PS  (DX)(BX*1), Y11, Y1
-	VFMADD231PS  32(DX)(BX*1), Y10, Y1
-	VFMADD231PS  (DX)(BX*2), Y11, Y2
-	VFMADD231PS  32(DX)(BX*2), Y10, Y2
-	VPMOVZXBD    (CX)(R8*1), Y10
+	VFMADD231PS  (BX), Y11, Y0
+	VFMADD231PS  32(BX), Y10, Y0
+	VFMADD231PS  (BX)(SI*1), Y11, Y1
+	VFMADD231PS  32(BX)(SI*1), Y10, Y1
+	VFMADD231PS  (BX)(SI*2), Y11, Y2
+	VFMADD231PS  32(BX)(SI*2), Y10, Y2
+	VPMOVZXBD    (CX)(R9*1), Y10
 	VPAND        gemmLowNibble<>+0(SB), Y10, Y11
 	VPSRLD       $0x04, Y10, Y10
 	VCVTDQ2PS    Y11, Y11
 	VCVTDQ2PS    Y10, Y10
 	VFMADD213PS  Y9, Y8, Y11
 	VFMADD213PS  Y9, Y8, Y10
-	VFMADD231PS  (DX), Y11, Y3
-	VFMADD231PS  32(DX), Y10, Y3
-	VFMADD231PS  (DX)(BX*1), Y11, Y4
-	VFMADD231PS  32(DX)(BX*1), Y10, Y4
-	VFMADD231PS  (DX)(BX*2), Y11, Y5
-	VFMADD231PS  32(DX)(BX*2), Y10, Y5
-	ADDQ         $0x00000008, R8
-	ADDQ         $0x00000040, DX
-	CMPQ         R8, R9
+	VFMADD231PS  (BX), Y11, Y3
+	VFMADD231PS  32(BX), Y10, Y3
+	VFMADD231PS  (BX)(SI*1), Y11, Y4
+	VFMADD231PS  32(BX)(SI*1), Y10, Y4
+	VFMADD231PS  (BX)(SI*2), Y11, Y5
+	VFMADD231PS  32(BX)(SI*2), Y10, Y5
+	PREFETCHT0   (DX)(R9*2)
+	ADDQ         $0x00000008, R9
+	ADDQ         $0x00000040, BX
+	CMPQ         R9, R10
 	JB           gemmQ4T3F16AVX2_r2_b
-	ADDQ         $0x00000002, SI
-	CMPQ         R8, stride+24(FP)
+	ADDQ         $0x00000002, DI
+	CMPQ         R9, stride+24(FP)
 	JB           gemmQ4T3F16AVX2_r2_g
 	MOVQ         out+0(FP), AX
 	MOVQ         outStride+8(FP), CX
@@ -8038,42 +8120,45 @@ gemmQ4T3F16AVX2_r1:
 	CMPQ   rows+80(FP), $0x00000001
 	JL     gemmQ4T3F16AVX2_done
 	MOVQ   w+16(FP), AX
+	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*1), CX
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
-	MOVQ   x+64(FP), CX
-	MOVQ   xStride+72(FP), DX
-	LEAQ   (DX)(DX*2), BX
-	MOVQ   scales+32(FP), BX
-	XORQ   SI, SI
+	MOVQ   x+64(FP), DX
+	MOVQ   xStride+72(FP), BX
+	LEAQ   (BX)(BX*2), SI
+	MOVQ   scales+32(FP), SI
+	XORQ   DI, DI
 
 gemmQ4T3F16AVX2_r1_g:
-	VPBROADCASTW (BX), X3
+	VPBROADCASTW (SI), X3
 	VCVTPH2PS    X3, Y3
 	VMULPS       gemmMinusEight<>+0(SB), Y3, Y4
-	MOVQ         SI, DI
-	ADDQ         gbytes+56(FP), DI
+	MOVQ         DI, R8
+	ADDQ         gbytes+56(FP), R8
 
 gemmQ4T3F16AVX2_r1_b:
-	VPMOVZXBD    (AX)(SI*1), Y5
+	VPMOVZXBD    (AX)(DI*1), Y5
 	VPAND        gemmLowNibble<>+0(SB), Y5, Y6
 	VPSRLD       $0x04, Y5, Y5
 	VCVTDQ2PS    Y6, Y6
 	VCVTDQ2PS    Y5, Y5
 	VFMADD213PS  Y4, Y3, Y6
 	VFMADD213PS  Y4, Y3, Y5
-	VFMADD231PS  (CX), Y6, Y0
-	VFMADD231PS  32(CX), Y5, Y0
-	VFMADD231PS  (CX)(DX*1), Y6, Y1
-	VFMADD231PS  32(CX)(DX*1), Y5, Y1
-	VFMADD231PS  (CX)(DX*2), Y6, Y2
-	VFMADD231PS  32(CX)(DX*2), Y5, Y2
-	ADDQ         $0x00000008, SI
-	ADDQ         $0x00000040, CX
-	CMPQ         SI, DI
+	VFMADD231PS  (DX), Y6, Y0
+	VFMADD231PS  32(DX), Y5, Y0
+	VFMADD231PS  (DX)(BX*1), Y6, Y1
+	VFMADD231PS  32(DX)(BX*1), Y5, Y1
+	VFMADD231PS  (DX)(BX*2), Y6, Y2
+	VFMADD231PS  32(DX)(BX*2), Y5, Y2
+	PREFETCHT0   (CX)(DI*1)
+	ADDQ         $0x00000008, DI
+	ADDQ         $0x00000040, DX
+	CMPQ         DI, R8
 	JB           gemmQ4T3F16AVX2_r1_b
-	ADDQ         $0x00000002, BX
-	CMPQ         SI, stride+24(FP)
+	ADDQ         $0x00000002, SI
+	CMPQ         DI, stride+24(FP)
 	JB           gemmQ4T3F16AVX2_r1_g
 	MOVQ         out+0(FP), AX
 	MOVQ         outStride+8(FP), CX
@@ -8113,16 +8198,17 @@ gemmQ4T3F16AVX2_done:
 	RET
 
 // func gemmQ4T3F32AVX512(out *float32, outStride int, w *byte, stride int, scales *byte, sstride int, ng int, gbytes int, x *float32, xStride int, rows int)
-// Requires: AVX, AVX512F, AVX512VL
+// Requires: AVX, AVX512F, AVX512VL, MMX+
 TEXT ·gemmQ4T3F32AVX512(SB), NOSPLIT, $0-88
 gemmQ4T3F32AVX512_r4:
 	CMPQ   rows+80(FP), $0x00000004
 	JL     gemmQ4T3F32AVX512_r1
 	MOVQ   w+16(FP), AX
 	MOVQ   stride+24(FP), CX
-	LEAQ   (AX)(CX*1), DX
-	LEAQ   (AX)(CX*2), BX
-	LEAQ   (DX)(CX*2), CX
+	LEAQ   (AX)(CX*4), DX
+	LEAQ   (AX)(CX*1), BX
+	LEAQ   (AX)(CX*2), SI
+	LEAQ   (BX)(CX*2), CX
 	VPXORD Z0, Z0, Z0
 	VPXORD Z1, Z1, Z1
 	VPXORD Z2, Z2, Z2
@@ -8135,34 +8221,34 @@ gemmQ4T3F32AVX512_r4:
 	VPXORD Z9, Z9, Z9
 	VPXORD Z10, Z10, Z10
 	VPXORD Z11, Z11, Z11
-	MOVQ   x+64(FP), SI
-	MOVQ   xStride+72(FP), DI
-	LEAQ   (DI)(DI*2), R8
-	MOVQ   scales+32(FP), R8
-	MOVQ   sstride+40(FP), R9
-	XORQ   R10, R10
+	MOVQ   x+64(FP), DI
+	MOVQ   xStride+72(FP), R8
+	LEAQ   (R8)(R8*2), R9
+	MOVQ   scales+32(FP), R9
+	MOVQ   sstride+40(FP), R10
+	XORQ   R11, R11
 
 gemmQ4T3F32AVX512_r4_g:
-	VBROADCASTSS (R8), Z12
+	VBROADCASTSS (R9), Z12
 	VMULPS       gemmSymFloats<>+0(SB), Z12, Z12
-	VBROADCASTSS (R8)(R9*1), Z16
+	VBROADCASTSS (R9)(R10*1), Z16
 	VMULPS       gemmSymFloats<>+0(SB), Z16, Z16
-	VBROADCASTSS (R8)(R9*2), Z17
+	VBROADCASTSS (R9)(R10*2), Z17
 	VMULPS       gemmSymFloats<>+0(SB), Z17, Z17
-	LEAQ         (R8)(R9*2), R11
-	VBROADCASTSS (R11)(R9*1), Z18
+	LEAQ         (R9)(R10*2), R12
+	VBROADCASTSS (R12)(R10*1), Z18
 	VMULPS       gemmSymFloats<>+0(SB), Z18, Z18
-	MOVQ         R10, R11
-	ADDQ         gbytes+56(FP), R11
+	MOVQ         R11, R12
+	ADDQ         gbytes+56(FP), R12
 
 gemmQ4T3F32AVX512_r4_b:
-	VMOVUPS       (SI), Z19
-	VMOVUPS       64(SI), Z20
-	VMOVUPS       (SI)(DI*1), Z21
-	VMOVUPS       64(SI)(DI*1), Z22
-	VMOVUPS       (SI)(DI*2), Z23
-	VMOVUPS       64(SI)(DI*2), Z24
-	VPMOVZXBD     (AX)(R10*1), Z25
+	VMOVUPS       (DI), Z19
+	VMOVUPS       64(DI), Z20
+	VMOVUPS       (DI)(R8*1), Z21
+	VMOVUPS       64(DI)(R8*1), Z22
+	VMOVUPS       (DI)(R8*2), Z23
+	VMOVUPS       64(DI)(R8*2), Z24
+	VPMOVZXBD     (AX)(R11*1), Z25
 	VPERMPS       Z12, Z25, Z26
 	VFMADD231PS   Z19, Z26, Z0
 	VFMADD231PS   Z21, Z26, Z1
@@ -8172,7 +8258,7 @@ gemmQ4T3F32AVX512_r4_b:
 	VFMADD231PS   Z20, Z25, Z0
 	VFMADD231PS   Z22, Z25, Z1
 	VFMADD231PS   Z24, Z25, Z2
-	VPMOVZXBD     (DX)(R10*1), Z25
+	VPMOVZXBD     (BX)(R11*1), Z25
 	VPERMPS       Z16, Z25, Z26
 	VFMADD231PS   Z19, Z26, Z3
 	VFMADD231PS   Z21, Z26, Z4
@@ -8182,7 +8268,7 @@ gemmQ4T3F32AVX512_r4_b:
 	VFMADD231PS   Z20, Z25, Z3
 	VFMADD231PS   Z22, Z25, Z4
 	VFMADD231PS   Z24, Z25, Z5
-	VPMOVZXBD     (BX)(R10*1), Z25
+	VPMOVZXBD     (SI)(R11*1), Z25
 	VPERMPS       Z17, Z25, Z26
 	VFMADD231PS   Z19, Z26, Z6
 	VFMADD231PS   Z21, Z26, Z7
@@ -8192,7 +8278,7 @@ gemmQ4T3F32AVX512_r4_b:
 	VFMADD231PS   Z20, Z25, Z6
 	VFMADD231PS   Z22, Z25, Z7
 	VFMADD231PS   Z24, Z25, Z8
-	VPMOVZXBD     (CX)(R10*1), Z25
+	VPMOVZXBD     (CX)(R11*1), Z25
 	VPERMPS       Z18, Z25, Z26
 	VFMADD231PS   Z19, Z26, Z9
 	VFMADD231PS   Z21, Z26, Z10
@@ -8202,12 +8288,13 @@ gemmQ4T3F32AVX512_r4_b:
 	VFMADD231PS   Z20, Z19, Z9
 	VFMADD231PS   Z22, Z19, Z10
 	VFMADD231PS   Z24, Z19, Z11
-	ADDQ          $0x00000010, R10
-	ADDQ          $0x00000080, SI
-	CMPQ          R10, R11
+	PREFETCHT0    (DX)(R11*4)
+	ADDQ          $0x00000010, R11
+	ADDQ          $0x00000080, DI
+	CMPQ          R11, R12
 	JB            gemmQ4T3F32AVX512_r4_b
-	ADDQ          $0x00000004, R8
-	CMPQ          R10, stride+24(FP)
+	ADDQ          $0x00000004, R9
+	CMPQ          R11, stride+24(FP)
 	JB            gemmQ4T3F32AVX512_r4_g
 	MOVQ          out+0(FP), AX
 	MOVQ          outStride+8(FP), CX
@@ -8335,29 +8422,31 @@ gemmQ4T3F32AVX512_r1:
 	CMPQ   rows+80(FP), $0x00000001
 	JL     gemmQ4T3F32AVX512_done
 	MOVQ   w+16(FP), AX
+	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*1), CX
 	VPXORD Z13, Z13, Z13
 	VPXORD Z14, Z14, Z14
 	VPXORD Z15, Z15, Z15
-	MOVQ   x+64(FP), CX
-	MOVQ   xStride+72(FP), DX
-	LEAQ   (DX)(DX*2), BX
-	MOVQ   scales+32(FP), BX
-	XORQ   SI, SI
+	MOVQ   x+64(FP), DX
+	MOVQ   xStride+72(FP), BX
+	LEAQ   (BX)(BX*2), SI
+	MOVQ   scales+32(FP), SI
+	XORQ   DI, DI
 
 gemmQ4T3F32AVX512_r1_g:
-	VBROADCASTSS (BX), Z0
+	VBROADCASTSS (SI), Z0
 	VMULPS       gemmSymFloats<>+0(SB), Z0, Z0
-	MOVQ         SI, DI
-	ADDQ         gbytes+56(FP), DI
+	MOVQ         DI, R8
+	ADDQ         gbytes+56(FP), R8
 
 gemmQ4T3F32AVX512_r1_b:
-	VMOVUPS       (CX), Z1
-	VMOVUPS       64(CX), Z2
-	VMOVUPS       (CX)(DX*1), Z3
-	VMOVUPS       64(CX)(DX*1), Z4
-	VMOVUPS       (CX)(DX*2), Z5
-	VMOVUPS       64(CX)(DX*2), Z6
-	VPMOVZXBD     (AX)(SI*1), Z7
+	VMOVUPS       (DX), Z1
+	VMOVUPS       64(DX), Z2
+	VMOVUPS       (DX)(BX*1), Z3
+	VMOVUPS       64(DX)(BX*1), Z4
+	VMOVUPS       (DX)(BX*2), Z5
+	VMOVUPS       64(DX)(BX*2), Z6
+	VPMOVZXBD     (AX)(DI*1), Z7
 	VPERMPS       Z0, Z7, Z8
 	VFMADD231PS   Z1, Z8, Z13
 	VFMADD231PS   Z3, Z8, Z14
@@ -8367,12 +8456,13 @@ gemmQ4T3F32AVX512_r1_b:
 	VFMADD231PS   Z2, Z1, Z13
 	VFMADD231PS   Z4, Z1, Z14
 	VFMADD231PS   Z6, Z1, Z15
-	ADDQ          $0x00000010, SI
-	ADDQ          $0x00000080, CX
-	CMPQ          SI, DI
+	PREFETCHT0    (CX)(DI*1)
+	ADDQ          $0x00000010, DI
+	ADDQ          $0x00000080, DX
+	CMPQ          DI, R8
 	JB            gemmQ4T3F32AVX512_r1_b
-	ADDQ          $0x00000004, BX
-	CMPQ          SI, stride+24(FP)
+	ADDQ          $0x00000004, SI
+	CMPQ          DI, stride+24(FP)
 	JB            gemmQ4T3F32AVX512_r1_g
 	MOVQ          out+0(FP), AX
 	MOVQ          outStride+8(FP), CX
@@ -8418,13 +8508,14 @@ gemmQ4T3F32AVX512_done:
 	RET
 
 // func gemmQ4T3F32AVX2(out *float32, outStride int, w *byte, stride int, scales *byte, sstride int, ng int, gbytes int, x *float32, xStride int, rows int)
-// Requires: AVX, AVX2, FMA3
+// Requires: AVX, AVX2, FMA3, MMX+
 TEXT ·gemmQ4T3F32AVX2(SB), NOSPLIT, $0-88
 gemmQ4T3F32AVX2_r2:
 	CMPQ   rows+80(FP), $0x00000002
 	JL     gemmQ4T3F32AVX2_r1
 	MOVQ   w+16(FP), AX
 	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*2), DX
 	LEAQ   (AX)(CX*1), CX
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
@@ -8432,54 +8523,55 @@ gemmQ4T3F32AVX2_r2:
 	VXORPS Y3, Y3, Y3
 	VXORPS Y4, Y4, Y4
 	VXORPS Y5, Y5, Y5
-	MOVQ   x+64(FP), DX
-	MOVQ   xStride+72(FP), BX
-	LEAQ   (BX)(BX*2), SI
-	MOVQ   scales+32(FP), SI
-	MOVQ   sstride+40(FP), DI
-	XORQ   R8, R8
+	MOVQ   x+64(FP), BX
+	MOVQ   xStride+72(FP), SI
+	LEAQ   (SI)(SI*2), DI
+	MOVQ   scales+32(FP), DI
+	MOVQ   sstride+40(FP), R8
+	XORQ   R9, R9
 
 gemmQ4T3F32AVX2_r2_g:
-	VBROADCASTSS (SI), Y6
+	VBROADCASTSS (DI), Y6
 	VMULPS       gemmMinusEight<>+0(SB), Y6, Y7
-	VBROADCASTSS (SI)(DI*1), Y8
+	VBROADCASTSS (DI)(R8*1), Y8
 	VMULPS       gemmMinusEight<>+0(SB), Y8, Y9
-	MOVQ         R8, R9
-	ADDQ         gbytes+56(FP), R9
+	MOVQ         R9, R10
+	ADDQ         gbytes+56(FP), R10
 
 gemmQ4T3F32AVX2_r2_b:
-	VPMOVZXBD    (AX)(R8*1), Y10
+	VPMOVZXBD    (AX)(R9*1), Y10
 	VPAND        gemmLowNibble<>+0(SB), Y10, Y11
 	VPSRLD       $0x04, Y10, Y10
 	VCVTDQ2PS    Y11, Y11
 	VCVTDQ2PS    Y10, Y10
 	VFMADD213PS  Y7, Y6, Y11
 	VFMADD213PS  Y7, Y6, Y10
-	VFMADD231PS  (DX), Y11, Y0
-	VFMADD231PS  32(DX), Y10, Y0
-	VFMADD231PS  (DX)(BX*1), Y11, Y1
-	VFMADD231PS  32(DX)(BX*1), Y10, Y1
-	VFMADD231PS  (DX)(BX*2), Y11, Y2
-	VFMADD231PS  32(DX)(BX*2), Y10, Y2
-	VPMOVZXBD    (CX)(R8*1), Y10
+	VFMADD231PS  (BX), Y11, Y0
+	VFMADD231PS  32(BX), Y10, Y0
+	VFMADD231PS  (BX)(SI*1), Y11, Y1
+	VFMADD231PS  32(BX)(SI*1), Y10, Y1
+	VFMADD231PS  (BX)(SI*2), Y11, Y2
+	VFMADD231PS  32(BX)(SI*2), Y10, Y2
+	VPMOVZXBD    (CX)(R9*1), Y10
 	VPAND        gemmLowNibble<>+0(SB), Y10, Y11
 	VPSRLD       $0x04, Y10, Y10
 	VCVTDQ2PS    Y11, Y11
 	VCVTDQ2PS    Y10, Y10
 	VFMADD213PS  Y9, Y8, Y11
 	VFMADD213PS  Y9, Y8, Y10
-	VFMADD231PS  (DX), Y11, Y3
-	VFMADD231PS  32(DX), Y10, Y3
-	VFMADD231PS  (DX)(BX*1), Y11, Y4
-	VFMADD231PS  32(DX)(BX*1), Y10, Y4
-	VFMADD231PS  (DX)(BX*2), Y11, Y5
-	VFMADD231PS  32(DX)(BX*2), Y10, Y5
-	ADDQ         $0x00000008, R8
-	ADDQ         $0x00000040, DX
-	CMPQ         R8, R9
+	VFMADD231PS  (BX), Y11, Y3
+	VFMADD231PS  32(BX), Y10, Y3
+	VFMADD231PS  (BX)(SI*1), Y11, Y4
+	VFMADD231PS  32(BX)(SI*1), Y10, Y4
+	VFMADD231PS  (BX)(SI*2), Y11, Y5
+	VFMADD231PS  32(BX)(SI*2), Y10, Y5
+	PREFETCHT0   (DX)(R9*2)
+	ADDQ         $0x00000008, R9
+	ADDQ         $0x00000040, BX
+	CMPQ         R9, R10
 	JB           gemmQ4T3F32AVX2_r2_b
-	ADDQ         $0x00000004, SI
-	CMPQ         R8, stride+24(FP)
+	ADDQ         $0x00000004, DI
+	CMPQ         R9, stride+24(FP)
 	JB           gemmQ4T3F32AVX2_r2_g
 	MOVQ         out+0(FP), AX
 	MOVQ         outStride+8(FP), CX
@@ -8541,41 +8633,44 @@ gemmQ4T3F32AVX2_r1:
 	CMPQ   rows+80(FP), $0x00000001
 	JL     gemmQ4T3F32AVX2_done
 	MOVQ   w+16(FP), AX
+	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*1), CX
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
-	MOVQ   x+64(FP), CX
-	MOVQ   xStride+72(FP), DX
-	LEAQ   (DX)(DX*2), BX
-	MOVQ   scales+32(FP), BX
-	XORQ   SI, SI
+	MOVQ   x+64(FP), DX
+	MOVQ   xStride+72(FP), BX
+	LEAQ   (BX)(BX*2), SI
+	MOVQ   scales+32(FP), SI
+	XORQ   DI, DI
 
 gemmQ4T3F32AVX2_r1_g:
-	VBROADCASTSS (BX), Y3
+	VBROADCASTSS (SI), Y3
 	VMULPS       gemmMinusEight<>+0(SB), Y3, Y4
-	MOVQ         SI, DI
-	ADDQ         gbytes+56(FP), DI
+	MOVQ         DI, R8
+	ADDQ         gbytes+56(FP), R8
 
 gemmQ4T3F32AVX2_r1_b:
-	VPMOVZXBD    (AX)(SI*1), Y5
+	VPMOVZXBD    (AX)(DI*1), Y5
 	VPAND        gemmLowNibble<>+0(SB), Y5, Y6
 	VPSRLD       $0x04, Y5, Y5
 	VCVTDQ2PS    Y6, Y6
 	VCVTDQ2PS    Y5, Y5
 	VFMADD213PS  Y4, Y3, Y6
 	VFMADD213PS  Y4, Y3, Y5
-	VFMADD231PS  (CX), Y6, Y0
-	VFMADD231PS  32(CX), Y5, Y0
-	VFMADD231PS  (CX)(DX*1), Y6, Y1
-	VFMADD231PS  32(CX)(DX*1), Y5, Y1
-	VFMADD231PS  (CX)(DX*2), Y6, Y2
-	VFMADD231PS  32(CX)(DX*2), Y5, Y2
-	ADDQ         $0x00000008, SI
-	ADDQ         $0x00000040, CX
-	CMPQ         SI, DI
+	VFMADD231PS  (DX), Y6, Y0
+	VFMADD231PS  32(DX), Y5, Y0
+	VFMADD231PS  (DX)(BX*1), Y6, Y1
+	VFMADD231PS  32(DX)(BX*1), Y5, Y1
+	VFMADD231PS  (DX)(BX*2), Y6, Y2
+	VFMADD231PS  32(DX)(BX*2), Y5, Y2
+	PREFETCHT0   (CX)(DI*1)
+	ADDQ         $0x00000008, DI
+	ADDQ         $0x00000040, DX
+	CMPQ         DI, R8
 	JB           gemmQ4T3F32AVX2_r1_b
-	ADDQ         $0x00000004, BX
-	CMPQ         SI, stride+24(FP)
+	ADDQ         $0x00000004, SI
+	CMPQ         DI, stride+24(FP)
 	JB           gemmQ4T3F32AVX2_r1_g
 	MOVQ         out+0(FP), AX
 	MOVQ         outStride+8(FP), CX
@@ -8615,16 +8710,17 @@ gemmQ4T3F32AVX2_done:
 	RET
 
 // func gemmDenseT3BF16AVX512(out *float32, outStride int, w *byte, stride int, x *float32, xStride int, n int, rows int)
-// Requires: AVX, AVX512F, AVX512VL
+// Requires: AVX, AVX512F, AVX512VL, MMX+
 TEXT ·gemmDenseT3BF16AVX512(SB), NOSPLIT, $0-64
 gemmDenseT3BF16AVX512_r4:
 	CMPQ   rows+56(FP), $0x00000004
 	JL     gemmDenseT3BF16AVX512_r1
 	MOVQ   w+16(FP), AX
 	MOVQ   stride+24(FP), CX
-	LEAQ   (AX)(CX*1), DX
-	LEAQ   (AX)(CX*2), BX
-	LEAQ   (DX)(CX*2), CX
+	LEAQ   (AX)(CX*4), DX
+	LEAQ   (AX)(CX*1), BX
+	LEAQ   (AX)(CX*2), SI
+	LEAQ   (BX)(CX*2), CX
 	VPXORD Z0, Z0, Z0
 	VPXORD Z1, Z1, Z1
 	VPXORD Z2, Z2, Z2
@@ -8637,40 +8733,42 @@ gemmDenseT3BF16AVX512_r4:
 	VPXORD Z9, Z9, Z9
 	VPXORD Z10, Z10, Z10
 	VPXORD Z11, Z11, Z11
-	MOVQ   x+32(FP), SI
-	MOVQ   xStride+40(FP), DI
-	LEAQ   (DI)(DI*2), R8
-	XORQ   R8, R8
-	MOVQ   n+48(FP), R9
-	ADDQ   R9, R9
+	MOVQ   x+32(FP), DI
+	MOVQ   xStride+40(FP), R8
+	LEAQ   (R8)(R8*2), R9
+	XORQ   R9, R9
+	MOVQ   n+48(FP), R10
+	ADDQ   R10, R10
 
 gemmDenseT3BF16AVX512_r4_k:
-	VMOVUPS       (SI), Z12
-	VMOVUPS       (SI)(DI*1), Z13
-	VMOVUPS       (SI)(DI*2), Z14
-	VPMOVZXWD     (AX)(R8*1), Z15
+	VMOVUPS       (DI), Z12
+	VMOVUPS       (DI)(R8*1), Z13
+	VMOVUPS       (DI)(R8*2), Z14
+	VPMOVZXWD     (AX)(R9*1), Z15
 	VPSLLD        $0x10, Z15, Z15
 	VFMADD231PS   Z12, Z15, Z0
 	VFMADD231PS   Z13, Z15, Z1
 	VFMADD231PS   Z14, Z15, Z2
-	VPMOVZXWD     (DX)(R8*1), Z15
+	VPMOVZXWD     (BX)(R9*1), Z15
 	VPSLLD        $0x10, Z15, Z15
 	VFMADD231PS   Z12, Z15, Z3
 	VFMADD231PS   Z13, Z15, Z4
 	VFMADD231PS   Z14, Z15, Z5
-	VPMOVZXWD     (BX)(R8*1), Z15
+	VPMOVZXWD     (SI)(R9*1), Z15
 	VPSLLD        $0x10, Z15, Z15
 	VFMADD231PS   Z12, Z15, Z6
 	VFMADD231PS   Z13, Z15, Z7
 	VFMADD231PS   Z14, Z15, Z8
-	VPMOVZXWD     (CX)(R8*1), Z15
+	VPMOVZXWD     (CX)(R9*1), Z15
 	VPSLLD        $0x10, Z15, Z15
 	VFMADD231PS   Z12, Z15, Z9
 	VFMADD231PS   Z13, Z15, Z10
 	VFMADD231PS   Z14, Z15, Z11
-	ADDQ          $0x00000020, R8
-	ADDQ          $0x00000040, SI
-	CMPQ          R8, R9
+	PREFETCHT0    (DX)(R9*4)
+	PREFETCHT0    64(DX)(R9*4)
+	ADDQ          $0x00000020, R9
+	ADDQ          $0x00000040, DI
+	CMPQ          R9, R10
 	JB            gemmDenseT3BF16AVX512_r4_k
 	MOVQ          out+0(FP), AX
 	MOVQ          outStride+8(FP), CX
@@ -8795,28 +8893,31 @@ gemmDenseT3BF16AVX512_r1:
 	CMPQ   rows+56(FP), $0x00000001
 	JL     gemmDenseT3BF16AVX512_done
 	MOVQ   w+16(FP), AX
+	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*1), CX
 	VPXORD Z16, Z16, Z16
 	VPXORD Z17, Z17, Z17
 	VPXORD Z18, Z18, Z18
-	MOVQ   x+32(FP), CX
-	MOVQ   xStride+40(FP), DX
-	LEAQ   (DX)(DX*2), BX
-	XORQ   BX, BX
-	MOVQ   n+48(FP), SI
-	ADDQ   SI, SI
+	MOVQ   x+32(FP), DX
+	MOVQ   xStride+40(FP), BX
+	LEAQ   (BX)(BX*2), SI
+	XORQ   SI, SI
+	MOVQ   n+48(FP), DI
+	ADDQ   DI, DI
 
 gemmDenseT3BF16AVX512_r1_k:
-	VMOVUPS       (CX), Z0
-	VMOVUPS       (CX)(DX*1), Z1
-	VMOVUPS       (CX)(DX*2), Z2
-	VPMOVZXWD     (AX)(BX*1), Z3
+	VMOVUPS       (DX), Z0
+	VMOVUPS       (DX)(BX*1), Z1
+	VMOVUPS       (DX)(BX*2), Z2
+	VPMOVZXWD     (AX)(SI*1), Z3
 	VPSLLD        $0x10, Z3, Z3
 	VFMADD231PS   Z0, Z3, Z16
 	VFMADD231PS   Z1, Z3, Z17
 	VFMADD231PS   Z2, Z3, Z18
-	ADDQ          $0x00000020, BX
-	ADDQ          $0x00000040, CX
-	CMPQ          BX, SI
+	PREFETCHT0    (CX)(SI*1)
+	ADDQ          $0x00000020, SI
+	ADDQ          $0x00000040, DX
+	CMPQ          SI, DI
 	JB            gemmDenseT3BF16AVX512_r1_k
 	MOVQ          out+0(FP), AX
 	MOVQ          outStride+8(FP), CX
@@ -8860,13 +8961,14 @@ gemmDenseT3BF16AVX512_done:
 	RET
 
 // func gemmDenseT3BF16AVX2(out *float32, outStride int, w *byte, stride int, x *float32, xStride int, n int, rows int)
-// Requires: AVX, AVX2, FMA3
+// Requires: AVX, AVX2, FMA3, MMX+
 TEXT ·gemmDenseT3BF16AVX2(SB), NOSPLIT, $0-64
 gemmDenseT3BF16AVX2_r2:
 	CMPQ   rows+56(FP), $0x00000002
 	JL     gemmDenseT3BF16AVX2_r1
 	MOVQ   w+16(FP), AX
 	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*2), DX
 	LEAQ   (AX)(CX*1), CX
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
@@ -8874,30 +8976,31 @@ gemmDenseT3BF16AVX2_r2:
 	VXORPS Y3, Y3, Y3
 	VXORPS Y4, Y4, Y4
 	VXORPS Y5, Y5, Y5
-	MOVQ   x+32(FP), DX
-	MOVQ   xStride+40(FP), BX
-	LEAQ   (BX)(BX*2), SI
-	XORQ   SI, SI
-	MOVQ   n+48(FP), DI
-	ADDQ   DI, DI
+	MOVQ   x+32(FP), BX
+	MOVQ   xStride+40(FP), SI
+	LEAQ   (SI)(SI*2), DI
+	XORQ   DI, DI
+	MOVQ   n+48(FP), R8
+	ADDQ   R8, R8
 
 gemmDenseT3BF16AVX2_r2_k:
-	VMOVUPS      (DX), Y6
-	VMOVUPS      (DX)(BX*1), Y7
-	VMOVUPS      (DX)(BX*2), Y8
-	VPMOVZXWD    (AX)(SI*1), Y9
+	VMOVUPS      (BX), Y6
+	VMOVUPS      (BX)(SI*1), Y7
+	VMOVUPS      (BX)(SI*2), Y8
+	VPMOVZXWD    (AX)(DI*1), Y9
 	VPSLLD       $0x10, Y9, Y9
 	VFMADD231PS  Y6, Y9, Y0
 	VFMADD231PS  Y7, Y9, Y1
 	VFMADD231PS  Y8, Y9, Y2
-	VPMOVZXWD    (CX)(SI*1), Y9
+	VPMOVZXWD    (CX)(DI*1), Y9
 	VPSLLD       $0x10, Y9, Y9
 	VFMADD231PS  Y6, Y9, Y3
 	VFMADD231PS  Y7, Y9, Y4
 	VFMADD231PS  Y8, Y9, Y5
-	ADDQ         $0x00000010, SI
-	ADDQ         $0x00000020, DX
-	CMPQ         SI, DI
+	PREFETCHT0   (DX)(DI*2)
+	ADDQ         $0x00000010, DI
+	ADDQ         $0x00000020, BX
+	CMPQ         DI, R8
 	JB           gemmDenseT3BF16AVX2_r2_k
 	MOVQ         out+0(FP), AX
 	MOVQ         outStride+8(FP), CX
@@ -8956,28 +9059,31 @@ gemmDenseT3BF16AVX2_r1:
 	CMPQ   rows+56(FP), $0x00000001
 	JL     gemmDenseT3BF16AVX2_done
 	MOVQ   w+16(FP), AX
+	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*1), CX
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
-	MOVQ   x+32(FP), CX
-	MOVQ   xStride+40(FP), DX
-	LEAQ   (DX)(DX*2), BX
-	XORQ   BX, BX
-	MOVQ   n+48(FP), SI
-	ADDQ   SI, SI
+	MOVQ   x+32(FP), DX
+	MOVQ   xStride+40(FP), BX
+	LEAQ   (BX)(BX*2), SI
+	XORQ   SI, SI
+	MOVQ   n+48(FP), DI
+	ADDQ   DI, DI
 
 gemmDenseT3BF16AVX2_r1_k:
-	VMOVUPS      (CX), Y3
-	VMOVUPS      (CX)(DX*1), Y4
-	VMOVUPS      (CX)(DX*2), Y5
-	VPMOVZXWD    (AX)(BX*1), Y6
+	VMOVUPS      (DX), Y3
+	VMOVUPS      (DX)(BX*1), Y4
+	VMOVUPS      (DX)(BX*2), Y5
+	VPMOVZXWD    (AX)(SI*1), Y6
 	VPSLLD       $0x10, Y6, Y6
 	VFMADD231PS  Y3, Y6, Y0
 	VFMADD231PS  Y4, Y6, Y1
 	VFMADD231PS  Y5, Y6, Y2
-	ADDQ         $0x00000010, BX
-	ADDQ         $0x00000020, CX
-	CMPQ         BX, SI
+	PREFETCHT0   (CX)(SI*1)
+	ADDQ         $0x00000010, SI
+	ADDQ         $0x00000020, DX
+	CMPQ         SI, DI
 	JB           gemmDenseT3BF16AVX2_r1_k
 	MOVQ         out+0(FP), AX
 	MOVQ         outStride+8(FP), CX
@@ -9015,16 +9121,17 @@ gemmDenseT3BF16AVX2_done:
 	RET
 
 // func gemmDenseT3F16AVX512(out *float32, outStride int, w *byte, stride int, x *float32, xStride int, n int, rows int)
-// Requires: AVX, AVX512F, AVX512VL
+// Requires: AVX, AVX512F, AVX512VL, MMX+
 TEXT ·gemmDenseT3F16AVX512(SB), NOSPLIT, $0-64
 gemmDenseT3F16AVX512_r4:
 	CMPQ   rows+56(FP), $0x00000004
 	JL     gemmDenseT3F16AVX512_r1
 	MOVQ   w+16(FP), AX
 	MOVQ   stride+24(FP), CX
-	LEAQ   (AX)(CX*1), DX
-	LEAQ   (AX)(CX*2), BX
-	LEAQ   (DX)(CX*2), CX
+	LEAQ   (AX)(CX*4), DX
+	LEAQ   (AX)(CX*1), BX
+	LEAQ   (AX)(CX*2), SI
+	LEAQ   (BX)(CX*2), CX
 	VPXORD Z0, Z0, Z0
 	VPXORD Z1, Z1, Z1
 	VPXORD Z2, Z2, Z2
@@ -9037,36 +9144,38 @@ gemmDenseT3F16AVX512_r4:
 	VPXORD Z9, Z9, Z9
 	VPXORD Z10, Z10, Z10
 	VPXORD Z11, Z11, Z11
-	MOVQ   x+32(FP), SI
-	MOVQ   xStride+40(FP), DI
-	LEAQ   (DI)(DI*2), R8
-	XORQ   R8, R8
-	MOVQ   n+48(FP), R9
-	ADDQ   R9, R9
+	MOVQ   x+32(FP), DI
+	MOVQ   xStride+40(FP), R8
+	LEAQ   (R8)(R8*2), R9
+	XORQ   R9, R9
+	MOVQ   n+48(FP), R10
+	ADDQ   R10, R10
 
 gemmDenseT3F16AVX512_r4_k:
-	VMOVUPS       (SI), Z12
-	VMOVUPS       (SI)(DI*1), Z13
-	VMOVUPS       (SI)(DI*2), Z14
-	VCVTPH2PS     (AX)(R8*1), Z15
+	VMOVUPS       (DI), Z12
+	VMOVUPS       (DI)(R8*1), Z13
+	VMOVUPS       (DI)(R8*2), Z14
+	VCVTPH2PS     (AX)(R9*1), Z15
 	VFMADD231PS   Z12, Z15, Z0
 	VFMADD231PS   Z13, Z15, Z1
 	VFMADD231PS   Z14, Z15, Z2
-	VCVTPH2PS     (DX)(R8*1), Z15
+	VCVTPH2PS     (BX)(R9*1), Z15
 	VFMADD231PS   Z12, Z15, Z3
 	VFMADD231PS   Z13, Z15, Z4
 	VFMADD231PS   Z14, Z15, Z5
-	VCVTPH2PS     (BX)(R8*1), Z15
+	VCVTPH2PS     (SI)(R9*1), Z15
 	VFMADD231PS   Z12, Z15, Z6
 	VFMADD231PS   Z13, Z15, Z7
 	VFMADD231PS   Z14, Z15, Z8
-	VCVTPH2PS     (CX)(R8*1), Z15
+	VCVTPH2PS     (CX)(R9*1), Z15
 	VFMADD231PS   Z12, Z15, Z9
 	VFMADD231PS   Z13, Z15, Z10
 	VFMADD231PS   Z14, Z15, Z11
-	ADDQ          $0x00000020, R8
-	ADDQ          $0x00000040, SI
-	CMPQ          R8, R9
+	PREFETCHT0    (DX)(R9*4)
+	PREFETCHT0    64(DX)(R9*4)
+	ADDQ          $0x00000020, R9
+	ADDQ          $0x00000040, DI
+	CMPQ          R9, R10
 	JB            gemmDenseT3F16AVX512_r4_k
 	MOVQ          out+0(FP), AX
 	MOVQ          outStride+8(FP), CX
@@ -9191,27 +9300,30 @@ gemmDenseT3F16AVX512_r1:
 	CMPQ   rows+56(FP), $0x00000001
 	JL     gemmDenseT3F16AVX512_done
 	MOVQ   w+16(FP), AX
+	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*1), CX
 	VPXORD Z16, Z16, Z16
 	VPXORD Z17, Z17, Z17
 	VPXORD Z18, Z18, Z18
-	MOVQ   x+32(FP), CX
-	MOVQ   xStride+40(FP), DX
-	LEAQ   (DX)(DX*2), BX
-	XORQ   BX, BX
-	MOVQ   n+48(FP), SI
-	ADDQ   SI, SI
+	MOVQ   x+32(FP), DX
+	MOVQ   xStride+40(FP), BX
+	LEAQ   (BX)(BX*2), SI
+	XORQ   SI, SI
+	MOVQ   n+48(FP), DI
+	ADDQ   DI, DI
 
 gemmDenseT3F16AVX512_r1_k:
-	VMOVUPS       (CX), Z0
-	VMOVUPS       (CX)(DX*1), Z1
-	VMOVUPS       (CX)(DX*2), Z2
-	VCVTPH2PS     (AX)(BX*1), Z3
+	VMOVUPS       (DX), Z0
+	VMOVUPS       (DX)(BX*1), Z1
+	VMOVUPS       (DX)(BX*2), Z2
+	VCVTPH2PS     (AX)(SI*1), Z3
 	VFMADD231PS   Z0, Z3, Z16
 	VFMADD231PS   Z1, Z3, Z17
 	VFMADD231PS   Z2, Z3, Z18
-	ADDQ          $0x00000020, BX
-	ADDQ          $0x00000040, CX
-	CMPQ          BX, SI
+	PREFETCHT0    (CX)(SI*1)
+	ADDQ          $0x00000020, SI
+	ADDQ          $0x00000040, DX
+	CMPQ          SI, DI
 	JB            gemmDenseT3F16AVX512_r1_k
 	MOVQ          out+0(FP), AX
 	MOVQ          outStride+8(FP), CX
@@ -9255,13 +9367,14 @@ gemmDenseT3F16AVX512_done:
 	RET
 
 // func gemmDenseT3F16AVX2(out *float32, outStride int, w *byte, stride int, x *float32, xStride int, n int, rows int)
-// Requires: AVX, F16C, FMA3
+// Requires: AVX, F16C, FMA3, MMX+
 TEXT ·gemmDenseT3F16AVX2(SB), NOSPLIT, $0-64
 gemmDenseT3F16AVX2_r2:
 	CMPQ   rows+56(FP), $0x00000002
 	JL     gemmDenseT3F16AVX2_r1
 	MOVQ   w+16(FP), AX
 	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*2), DX
 	LEAQ   (AX)(CX*1), CX
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
@@ -9269,28 +9382,29 @@ gemmDenseT3F16AVX2_r2:
 	VXORPS Y3, Y3, Y3
 	VXORPS Y4, Y4, Y4
 	VXORPS Y5, Y5, Y5
-	MOVQ   x+32(FP), DX
-	MOVQ   xStride+40(FP), BX
-	LEAQ   (BX)(BX*2), SI
-	XORQ   SI, SI
-	MOVQ   n+48(FP), DI
-	ADDQ   DI, DI
+	MOVQ   x+32(FP), BX
+	MOVQ   xStride+40(FP), SI
+	LEAQ   (SI)(SI*2), DI
+	XORQ   DI, DI
+	MOVQ   n+48(FP), R8
+	ADDQ   R8, R8
 
 gemmDenseT3F16AVX2_r2_k:
-	VMOVUPS      (DX), Y6
-	VMOVUPS      (DX)(BX*1), Y7
-	VMOVUPS      (DX)(BX*2), Y8
-	VCVTPH2PS    (AX)(SI*1), Y9
+	VMOVUPS      (BX), Y6
+	VMOVUPS      (BX)(SI*1), Y7
+	VMOVUPS      (BX)(SI*2), Y8
+	VCVTPH2PS    (AX)(DI*1), Y9
 	VFMADD231PS  Y6, Y9, Y0
 	VFMADD231PS  Y7, Y9, Y1
 	VFMADD231PS  Y8, Y9, Y2
-	VCVTPH2PS    (CX)(SI*1), Y9
+	VCVTPH2PS    (CX)(DI*1), Y9
 	VFMADD231PS  Y6, Y9, Y3
 	VFMADD231PS  Y7, Y9, Y4
 	VFMADD231PS  Y8, Y9, Y5
-	ADDQ         $0x00000010, SI
-	ADDQ         $0x00000020, DX
-	CMPQ         SI, DI
+	PREFETCHT0   (DX)(DI*2)
+	ADDQ         $0x00000010, DI
+	ADDQ         $0x00000020, BX
+	CMPQ         DI, R8
 	JB           gemmDenseT3F16AVX2_r2_k
 	MOVQ         out+0(FP), AX
 	MOVQ         outStride+8(FP), CX
@@ -9349,27 +9463,30 @@ gemmDenseT3F16AVX2_r1:
 	CMPQ   rows+56(FP), $0x00000001
 	JL     gemmDenseT3F16AVX2_done
 	MOVQ   w+16(FP), AX
+	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*1), CX
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
-	MOVQ   x+32(FP), CX
-	MOVQ   xStride+40(FP), DX
-	LEAQ   (DX)(DX*2), BX
-	XORQ   BX, BX
-	MOVQ   n+48(FP), SI
-	ADDQ   SI, SI
+	MOVQ   x+32(FP), DX
+	MOVQ   xStride+40(FP), BX
+	LEAQ   (BX)(BX*2), SI
+	XORQ   SI, SI
+	MOVQ   n+48(FP), DI
+	ADDQ   DI, DI
 
 gemmDenseT3F16AVX2_r1_k:
-	VMOVUPS      (CX), Y3
-	VMOVUPS      (CX)(DX*1), Y4
-	VMOVUPS      (CX)(DX*2), Y5
-	VCVTPH2PS    (AX)(BX*1), Y6
+	VMOVUPS      (DX), Y3
+	VMOVUPS      (DX)(BX*1), Y4
+	VMOVUPS      (DX)(BX*2), Y5
+	VCVTPH2PS    (AX)(SI*1), Y6
 	VFMADD231PS  Y3, Y6, Y0
 	VFMADD231PS  Y4, Y6, Y1
 	VFMADD231PS  Y5, Y6, Y2
-	ADDQ         $0x00000010, BX
-	ADDQ         $0x00000020, CX
-	CMPQ         BX, SI
+	PREFETCHT0   (CX)(SI*1)
+	ADDQ         $0x00000010, SI
+	ADDQ         $0x00000020, DX
+	CMPQ         SI, DI
 	JB           gemmDenseT3F16AVX2_r1_k
 	MOVQ         out+0(FP), AX
 	MOVQ         outStride+8(FP), CX
@@ -9407,16 +9524,17 @@ gemmDenseT3F16AVX2_done:
 	RET
 
 // func gemmDenseT3F32AVX512(out *float32, outStride int, w *byte, stride int, x *float32, xStride int, n int, rows int)
-// Requires: AVX, AVX512F, AVX512VL
+// Requires: AVX, AVX512F, AVX512VL, MMX+
 TEXT ·gemmDenseT3F32AVX512(SB), NOSPLIT, $0-64
 gemmDenseT3F32AVX512_r4:
 	CMPQ   rows+56(FP), $0x00000004
 	JL     gemmDenseT3F32AVX512_r1
 	MOVQ   w+16(FP), AX
 	MOVQ   stride+24(FP), CX
-	LEAQ   (AX)(CX*1), DX
-	LEAQ   (AX)(CX*2), BX
-	LEAQ   (DX)(CX*2), CX
+	LEAQ   (AX)(CX*4), DX
+	LEAQ   (AX)(CX*1), BX
+	LEAQ   (AX)(CX*2), SI
+	LEAQ   (BX)(CX*2), CX
 	VPXORD Z0, Z0, Z0
 	VPXORD Z1, Z1, Z1
 	VPXORD Z2, Z2, Z2
@@ -9429,36 +9547,40 @@ gemmDenseT3F32AVX512_r4:
 	VPXORD Z9, Z9, Z9
 	VPXORD Z10, Z10, Z10
 	VPXORD Z11, Z11, Z11
-	MOVQ   x+32(FP), SI
-	MOVQ   xStride+40(FP), DI
-	LEAQ   (DI)(DI*2), R8
-	XORQ   R8, R8
-	MOVQ   n+48(FP), R9
-	SHLQ   $0x02, R9
+	MOVQ   x+32(FP), DI
+	MOVQ   xStride+40(FP), R8
+	LEAQ   (R8)(R8*2), R9
+	XORQ   R9, R9
+	MOVQ   n+48(FP), R10
+	SHLQ   $0x02, R10
 
 gemmDenseT3F32AVX512_r4_k:
-	VMOVUPS       (SI), Z12
-	VMOVUPS       (SI)(DI*1), Z13
-	VMOVUPS       (SI)(DI*2), Z14
-	VMOVUPS       (AX)(R8*1), Z15
+	VMOVUPS       (DI), Z12
+	VMOVUPS       (DI)(R8*1), Z13
+	VMOVUPS       (DI)(R8*2), Z14
+	VMOVUPS       (AX)(R9*1), Z15
 	VFMADD231PS   Z12, Z15, Z0
 	VFMADD231PS   Z13, Z15, Z1
 	VFMADD231PS   Z14, Z15, Z2
-	VMOVUPS       (DX)(R8*1), Z15
+	VMOVUPS       (BX)(R9*1), Z15
 	VFMADD231PS   Z12, Z15, Z3
 	VFMADD231PS   Z13, Z15, Z4
 	VFMADD231PS   Z14, Z15, Z5
-	VMOVUPS       (BX)(R8*1), Z15
+	VMOVUPS       (SI)(R9*1), Z15
 	VFMADD231PS   Z12, Z15, Z6
 	VFMADD231PS   Z13, Z15, Z7
 	VFMADD231PS   Z14, Z15, Z8
-	VMOVUPS       (CX)(R8*1), Z15
+	VMOVUPS       (CX)(R9*1), Z15
 	VFMADD231PS   Z12, Z15, Z9
 	VFMADD231PS   Z13, Z15, Z10
 	VFMADD231PS   Z14, Z15, Z11
-	ADDQ          $0x00000040, R8
-	ADDQ          $0x00000040, SI
-	CMPQ          R8, R9
+	PREFETCHT0    (DX)(R9*4)
+	PREFETCHT0    64(DX)(R9*4)
+	PREFETCHT0    128(DX)(R9*4)
+	PREFETCHT0    192(DX)(R9*4)
+	ADDQ          $0x00000040, R9
+	ADDQ          $0x00000040, DI
+	CMPQ          R9, R10
 	JB            gemmDenseT3F32AVX512_r4_k
 	MOVQ          out+0(FP), AX
 	MOVQ          outStride+8(FP), CX
@@ -9583,27 +9705,30 @@ gemmDenseT3F32AVX512_r1:
 	CMPQ   rows+56(FP), $0x00000001
 	JL     gemmDenseT3F32AVX512_done
 	MOVQ   w+16(FP), AX
+	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*1), CX
 	VPXORD Z16, Z16, Z16
 	VPXORD Z17, Z17, Z17
 	VPXORD Z18, Z18, Z18
-	MOVQ   x+32(FP), CX
-	MOVQ   xStride+40(FP), DX
-	LEAQ   (DX)(DX*2), BX
-	XORQ   BX, BX
-	MOVQ   n+48(FP), SI
-	SHLQ   $0x02, SI
+	MOVQ   x+32(FP), DX
+	MOVQ   xStride+40(FP), BX
+	LEAQ   (BX)(BX*2), SI
+	XORQ   SI, SI
+	MOVQ   n+48(FP), DI
+	SHLQ   $0x02, DI
 
 gemmDenseT3F32AVX512_r1_k:
-	VMOVUPS       (CX), Z0
-	VMOVUPS       (CX)(DX*1), Z1
-	VMOVUPS       (CX)(DX*2), Z2
-	VMOVUPS       (AX)(BX*1), Z3
+	VMOVUPS       (DX), Z0
+	VMOVUPS       (DX)(BX*1), Z1
+	VMOVUPS       (DX)(BX*2), Z2
+	VMOVUPS       (AX)(SI*1), Z3
 	VFMADD231PS   Z0, Z3, Z16
 	VFMADD231PS   Z1, Z3, Z17
 	VFMADD231PS   Z2, Z3, Z18
-	ADDQ          $0x00000040, BX
-	ADDQ          $0x00000040, CX
-	CMPQ          BX, SI
+	PREFETCHT0    (CX)(SI*1)
+	ADDQ          $0x00000040, SI
+	ADDQ          $0x00000040, DX
+	CMPQ          SI, DI
 	JB            gemmDenseT3F32AVX512_r1_k
 	MOVQ          out+0(FP), AX
 	MOVQ          outStride+8(FP), CX
@@ -9647,13 +9772,14 @@ gemmDenseT3F32AVX512_done:
 	RET
 
 // func gemmDenseT3F32AVX2(out *float32, outStride int, w *byte, stride int, x *float32, xStride int, n int, rows int)
-// Requires: AVX, FMA3
+// Requires: AVX, FMA3, MMX+
 TEXT ·gemmDenseT3F32AVX2(SB), NOSPLIT, $0-64
 gemmDenseT3F32AVX2_r2:
 	CMPQ   rows+56(FP), $0x00000002
 	JL     gemmDenseT3F32AVX2_r1
 	MOVQ   w+16(FP), AX
 	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*2), DX
 	LEAQ   (AX)(CX*1), CX
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
@@ -9661,28 +9787,29 @@ gemmDenseT3F32AVX2_r2:
 	VXORPS Y3, Y3, Y3
 	VXORPS Y4, Y4, Y4
 	VXORPS Y5, Y5, Y5
-	MOVQ   x+32(FP), DX
-	MOVQ   xStride+40(FP), BX
-	LEAQ   (BX)(BX*2), SI
-	XORQ   SI, SI
-	MOVQ   n+48(FP), DI
-	SHLQ   $0x02, DI
+	MOVQ   x+32(FP), BX
+	MOVQ   xStride+40(FP), SI
+	LEAQ   (SI)(SI*2), DI
+	XORQ   DI, DI
+	MOVQ   n+48(FP), R8
+	SHLQ   $0x02, R8
 
 gemmDenseT3F32AVX2_r2_k:
-	VMOVUPS      (DX), Y6
-	VMOVUPS      (DX)(BX*1), Y7
-	VMOVUPS      (DX)(BX*2), Y8
-	VMOVUPS      (AX)(SI*1), Y9
+	VMOVUPS      (BX), Y6
+	VMOVUPS      (BX)(SI*1), Y7
+	VMOVUPS      (BX)(SI*2), Y8
+	VMOVUPS      (AX)(DI*1), Y9
 	VFMADD231PS  Y6, Y9, Y0
 	VFMADD231PS  Y7, Y9, Y1
 	VFMADD231PS  Y8, Y9, Y2
-	VMOVUPS      (CX)(SI*1), Y9
+	VMOVUPS      (CX)(DI*1), Y9
 	VFMADD231PS  Y6, Y9, Y3
 	VFMADD231PS  Y7, Y9, Y4
 	VFMADD231PS  Y8, Y9, Y5
-	ADDQ         $0x00000020, SI
-	ADDQ         $0x00000020, DX
-	CMPQ         SI, DI
+	PREFETCHT0   (DX)(DI*2)
+	ADDQ         $0x00000020, DI
+	ADDQ         $0x00000020, BX
+	CMPQ         DI, R8
 	JB           gemmDenseT3F32AVX2_r2_k
 	MOVQ         out+0(FP), AX
 	MOVQ         outStride+8(FP), CX
@@ -9741,27 +9868,30 @@ gemmDenseT3F32AVX2_r1:
 	CMPQ   rows+56(FP), $0x00000001
 	JL     gemmDenseT3F32AVX2_done
 	MOVQ   w+16(FP), AX
+	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*1), CX
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
-	MOVQ   x+32(FP), CX
-	MOVQ   xStride+40(FP), DX
-	LEAQ   (DX)(DX*2), BX
-	XORQ   BX, BX
-	MOVQ   n+48(FP), SI
-	SHLQ   $0x02, SI
+	MOVQ   x+32(FP), DX
+	MOVQ   xStride+40(FP), BX
+	LEAQ   (BX)(BX*2), SI
+	XORQ   SI, SI
+	MOVQ   n+48(FP), DI
+	SHLQ   $0x02, DI
 
 gemmDenseT3F32AVX2_r1_k:
-	VMOVUPS      (CX), Y3
-	VMOVUPS      (CX)(DX*1), Y4
-	VMOVUPS      (CX)(DX*2), Y5
-	VMOVUPS      (AX)(BX*1), Y6
+	VMOVUPS      (DX), Y3
+	VMOVUPS      (DX)(BX*1), Y4
+	VMOVUPS      (DX)(BX*2), Y5
+	VMOVUPS      (AX)(SI*1), Y6
 	VFMADD231PS  Y3, Y6, Y0
 	VFMADD231PS  Y4, Y6, Y1
 	VFMADD231PS  Y5, Y6, Y2
-	ADDQ         $0x00000020, BX
-	ADDQ         $0x00000020, CX
-	CMPQ         BX, SI
+	PREFETCHT0   (CX)(SI*1)
+	ADDQ         $0x00000020, SI
+	ADDQ         $0x00000020, DX
+	CMPQ         SI, DI
 	JB           gemmDenseT3F32AVX2_r1_k
 	MOVQ         out+0(FP), AX
 	MOVQ         outStride+8(FP), CX
@@ -9799,13 +9929,14 @@ gemmDenseT3F32AVX2_done:
 	RET
 
 // func gemmQ4T4BF16AVX512(out *float32, outStride int, w *byte, stride int, scales *byte, sstride int, ng int, gbytes int, x *float32, xStride int, rows int)
-// Requires: AVX, AVX512BW, AVX512F, AVX512VL
+// Requires: AVX, AVX512BW, AVX512F, AVX512VL, MMX+
 TEXT ·gemmQ4T4BF16AVX512(SB), NOSPLIT, $0-88
 gemmQ4T4BF16AVX512_r2:
 	CMPQ   rows+80(FP), $0x00000002
 	JL     gemmQ4T4BF16AVX512_r1
 	MOVQ   w+16(FP), AX
 	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*2), DX
 	LEAQ   (AX)(CX*1), CX
 	VPXORD Z0, Z0, Z0
 	VPXORD Z1, Z1, Z1
@@ -9815,33 +9946,33 @@ gemmQ4T4BF16AVX512_r2:
 	VPXORD Z5, Z5, Z5
 	VPXORD Z6, Z6, Z6
 	VPXORD Z7, Z7, Z7
-	MOVQ   x+64(FP), DX
-	MOVQ   xStride+72(FP), BX
-	LEAQ   (BX)(BX*2), SI
-	MOVQ   scales+32(FP), DI
-	MOVQ   sstride+40(FP), R8
-	XORQ   R9, R9
+	MOVQ   x+64(FP), BX
+	MOVQ   xStride+72(FP), SI
+	LEAQ   (SI)(SI*2), DI
+	MOVQ   scales+32(FP), R8
+	MOVQ   sstride+40(FP), R9
+	XORQ   R10, R10
 
 gemmQ4T4BF16AVX512_r2_g:
-	VPBROADCASTW (DI), Z8
+	VPBROADCASTW (R8), Z8
 	VPSLLD       $0x10, Z8, Z8
 	VMULPS       gemmSymFloats<>+0(SB), Z8, Z8
-	VPBROADCASTW (DI)(R8*1), Z13
+	VPBROADCASTW (R8)(R9*1), Z13
 	VPSLLD       $0x10, Z13, Z13
 	VMULPS       gemmSymFloats<>+0(SB), Z13, Z13
-	MOVQ         R9, R10
-	ADDQ         gbytes+56(FP), R10
+	MOVQ         R10, R11
+	ADDQ         gbytes+56(FP), R11
 
 gemmQ4T4BF16AVX512_r2_b:
-	VMOVUPS       (DX), Z14
-	VMOVUPS       64(DX), Z15
-	VMOVUPS       (DX)(BX*1), Z16
-	VMOVUPS       64(DX)(BX*1), Z17
-	VMOVUPS       (DX)(BX*2), Z18
-	VMOVUPS       64(DX)(BX*2), Z19
-	VMOVUPS       (DX)(SI*1), Z20
-	VMOVUPS       64(DX)(SI*1), Z21
-	VPMOVZXBD     (AX)(R9*1), Z22
+	VMOVUPS       (BX), Z14
+	VMOVUPS       64(BX), Z15
+	VMOVUPS       (BX)(SI*1), Z16
+	VMOVUPS       64(BX)(SI*1), Z17
+	VMOVUPS       (BX)(SI*2), Z18
+	VMOVUPS       64(BX)(SI*2), Z19
+	VMOVUPS       (BX)(DI*1), Z20
+	VMOVUPS       64(BX)(DI*1), Z21
+	VPMOVZXBD     (AX)(R10*1), Z22
 	VPERMPS       Z8, Z22, Z23
 	VFMADD231PS   Z14, Z23, Z0
 	VFMADD231PS   Z16, Z23, Z1
@@ -9853,7 +9984,7 @@ gemmQ4T4BF16AVX512_r2_b:
 	VFMADD231PS   Z17, Z22, Z1
 	VFMADD231PS   Z19, Z22, Z2
 	VFMADD231PS   Z21, Z22, Z3
-	VPMOVZXBD     (CX)(R9*1), Z22
+	VPMOVZXBD     (CX)(R10*1), Z22
 	VPERMPS       Z13, Z22, Z23
 	VFMADD231PS   Z14, Z23, Z4
 	VFMADD231PS   Z16, Z23, Z5
@@ -9865,12 +9996,13 @@ gemmQ4T4BF16AVX512_r2_b:
 	VFMADD231PS   Z17, Z14, Z5
 	VFMADD231PS   Z19, Z14, Z6
 	VFMADD231PS   Z21, Z14, Z7
-	ADDQ          $0x00000010, R9
-	ADDQ          $0x00000080, DX
-	CMPQ          R9, R10
+	PREFETCHT0    (DX)(R10*2)
+	ADDQ          $0x00000010, R10
+	ADDQ          $0x00000080, BX
+	CMPQ          R10, R11
 	JB            gemmQ4T4BF16AVX512_r2_b
-	ADDQ          $0x00000002, DI
-	CMPQ          R9, stride+24(FP)
+	ADDQ          $0x00000002, R8
+	CMPQ          R10, stride+24(FP)
 	JB            gemmQ4T4BF16AVX512_r2_g
 	MOVQ          out+0(FP), AX
 	MOVQ          outStride+8(FP), CX
@@ -9963,33 +10095,35 @@ gemmQ4T4BF16AVX512_r1:
 	CMPQ   rows+80(FP), $0x00000001
 	JL     gemmQ4T4BF16AVX512_done
 	MOVQ   w+16(FP), AX
+	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*1), CX
 	VPXORD Z9, Z9, Z9
 	VPXORD Z10, Z10, Z10
 	VPXORD Z11, Z11, Z11
 	VPXORD Z12, Z12, Z12
-	MOVQ   x+64(FP), CX
-	MOVQ   xStride+72(FP), DX
-	LEAQ   (DX)(DX*2), BX
-	MOVQ   scales+32(FP), SI
-	XORQ   DI, DI
+	MOVQ   x+64(FP), DX
+	MOVQ   xStride+72(FP), BX
+	LEAQ   (BX)(BX*2), SI
+	MOVQ   scales+32(FP), DI
+	XORQ   R8, R8
 
 gemmQ4T4BF16AVX512_r1_g:
-	VPBROADCASTW (SI), Z0
+	VPBROADCASTW (DI), Z0
 	VPSLLD       $0x10, Z0, Z0
 	VMULPS       gemmSymFloats<>+0(SB), Z0, Z0
-	MOVQ         DI, R8
-	ADDQ         gbytes+56(FP), R8
+	MOVQ         R8, R9
+	ADDQ         gbytes+56(FP), R9
 
 gemmQ4T4BF16AVX512_r1_b:
-	VMOVUPS       (CX), Z1
-	VMOVUPS       64(CX), Z2
-	VMOVUPS       (CX)(DX*1), Z3
-	VMOVUPS       64(CX)(DX*1), Z4
-	VMOVUPS       (CX)(DX*2), Z5
-	VMOVUPS       64(CX)(DX*2), Z6
-	VMOVUPS       (CX)(BX*1), Z7
-	VMOVUPS       64(CX)(BX*1), Z8
-	VPMOVZXBD     (AX)(DI*1), Z13
+	VMOVUPS       (DX), Z1
+	VMOVUPS       64(DX), Z2
+	VMOVUPS       (DX)(BX*1), Z3
+	VMOVUPS       64(DX)(BX*1), Z4
+	VMOVUPS       (DX)(BX*2), Z5
+	VMOVUPS       64(DX)(BX*2), Z6
+	VMOVUPS       (DX)(SI*1), Z7
+	VMOVUPS       64(DX)(SI*1), Z8
+	VPMOVZXBD     (AX)(R8*1), Z13
 	VPERMPS       Z0, Z13, Z14
 	VFMADD231PS   Z1, Z14, Z9
 	VFMADD231PS   Z3, Z14, Z10
@@ -10001,12 +10135,13 @@ gemmQ4T4BF16AVX512_r1_b:
 	VFMADD231PS   Z4, Z1, Z10
 	VFMADD231PS   Z6, Z1, Z11
 	VFMADD231PS   Z8, Z1, Z12
-	ADDQ          $0x00000010, DI
-	ADDQ          $0x00000080, CX
-	CMPQ          DI, R8
+	PREFETCHT0    (CX)(R8*1)
+	ADDQ          $0x00000010, R8
+	ADDQ          $0x00000080, DX
+	CMPQ          R8, R9
 	JB            gemmQ4T4BF16AVX512_r1_b
-	ADDQ          $0x00000002, SI
-	CMPQ          DI, stride+24(FP)
+	ADDQ          $0x00000002, DI
+	CMPQ          R8, stride+24(FP)
 	JB            gemmQ4T4BF16AVX512_r1_g
 	MOVQ          out+0(FP), AX
 	MOVQ          outStride+8(FP), CX
@@ -10062,13 +10197,14 @@ gemmQ4T4BF16AVX512_done:
 	RET
 
 // func gemmQ4T4BF16AVX2(out *float32, outStride int, w *byte, stride int, scales *byte, sstride int, ng int, gbytes int, x *float32, xStride int, rows int)
-// Requires: AVX, AVX2, FMA3
+// Requires: AVX, AVX2, FMA3, MMX+
 TEXT ·gemmQ4T4BF16AVX2(SB), NOSPLIT, $0-88
 gemmQ4T4BF16AVX2_r2:
 	CMPQ   rows+80(FP), $0x00000002
 	JL     gemmQ4T4BF16AVX2_r1
 	MOVQ   w+16(FP), AX
 	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*2), DX
 	LEAQ   (AX)(CX*1), CX
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
@@ -10078,60 +10214,61 @@ gemmQ4T4BF16AVX2_r2:
 	VXORPS Y5, Y5, Y5
 	VXORPS Y6, Y6, Y6
 	VXORPS Y7, Y7, Y7
-	MOVQ   x+64(FP), DX
-	MOVQ   xStride+72(FP), BX
-	LEAQ   (BX)(BX*2), SI
-	MOVQ   scales+32(FP), DI
-	MOVQ   sstride+40(FP), R8
-	XORQ   R9, R9
+	MOVQ   x+64(FP), BX
+	MOVQ   xStride+72(FP), SI
+	LEAQ   (SI)(SI*2), DI
+	MOVQ   scales+32(FP), R8
+	MOVQ   sstride+40(FP), R9
+	XORQ   R10, R10
 
 gemmQ4T4BF16AVX2_r2_g:
-	VPBROADCASTW (DI), Y8
+	VPBROADCASTW (R8), Y8
 	VPSLLD       $0x10, Y8, Y8
 	VMULPS       gemmMinusEight<>+0(SB), Y8, Y9
-	VPBROADCASTW (DI)(R8*1), Y10
+	VPBROADCASTW (R8)(R9*1), Y10
 	VPSLLD       $0x10, Y10, Y10
 	VMULPS       gemmMinusEight<>+0(SB), Y10, Y11
-	MOVQ         R9, R10
-	ADDQ         gbytes+56(FP), R10
+	MOVQ         R10, R11
+	ADDQ         gbytes+56(FP), R11
 
 gemmQ4T4BF16AVX2_r2_b:
-	VPMOVZXBD    (AX)(R9*1), Y12
+	VPMOVZXBD    (AX)(R10*1), Y12
 	VPAND        gemmLowNibble<>+0(SB), Y12, Y13
 	VPSRLD       $0x04, Y12, Y12
 	VCVTDQ2PS    Y13, Y13
 	VCVTDQ2PS    Y12, Y12
 	VFMADD213PS  Y9, Y8, Y13
 	VFMADD213PS  Y9, Y8, Y12
-	VFMADD231PS  (DX), Y13, Y0
-	VFMADD231PS  32(DX), Y12, Y0
-	VFMADD231PS  (DX)(BX*1), Y13, Y1
-	VFMADD231PS  32(DX)(BX*1), Y12, Y1
-	VFMADD231PS  (DX)(BX*2), Y13, Y2
-	VFMADD231PS  32(DX)(BX*2), Y12, Y2
-	VFMADD231PS  (DX)(SI*1), Y13, Y3
-	VFMADD231PS  32(DX)(SI*1), Y12, Y3
-	VPMOVZXBD    (CX)(R9*1), Y12
+	VFMADD231PS  (BX), Y13, Y0
+	VFMADD231PS  32(BX), Y12, Y0
+	VFMADD231PS  (BX)(SI*1), Y13, Y1
+	VFMADD231PS  32(BX)(SI*1), Y12, Y1
+	VFMADD231PS  (BX)(SI*2), Y13, Y2
+	VFMADD231PS  32(BX)(SI*2), Y12, Y2
+	VFMADD231PS  (BX)(DI*1), Y13, Y3
+	VFMADD231PS  32(BX)(DI*1), Y12, Y3
+	VPMOVZXBD    (CX)(R10*1), Y12
 	VPAND        gemmLowNibble<>+0(SB), Y12, Y13
 	VPSRLD       $0x04, Y12, Y12
 	VCVTDQ2PS    Y13, Y13
 	VCVTDQ2PS    Y12, Y12
 	VFMADD213PS  Y11, Y10, Y13
 	VFMADD213PS  Y11, Y10, Y12
-	VFMADD231PS  (DX), Y13, Y4
-	VFMADD231PS  32(DX), Y12, Y4
-	VFMADD231PS  (DX)(BX*1), Y13, Y5
-	VFMADD231PS  32(DX)(BX*1), Y12, Y5
-	VFMADD231PS  (DX)(BX*2), Y13, Y6
-	VFMADD231PS  32(DX)(BX*2), Y12, Y6
-	VFMADD231PS  (DX)(SI*1), Y13, Y7
-	VFMADD231PS  32(DX)(SI*1), Y12, Y7
-	ADDQ         $0x00000008, R9
-	ADDQ         $0x00000040, DX
-	CMPQ         R9, R10
+	VFMADD231PS  (BX), Y13, Y4
+	VFMADD231PS  32(BX), Y12, Y4
+	VFMADD231PS  (BX)(SI*1), Y13, Y5
+	VFMADD231PS  32(BX)(SI*1), Y12, Y5
+	VFMADD231PS  (BX)(SI*2), Y13, Y6
+	VFMADD231PS  32(BX)(SI*2), Y12, Y6
+	VFMADD231PS  (BX)(DI*1), Y13, Y7
+	VFMADD231PS  32(BX)(DI*1), Y12, Y7
+	PREFETCHT0   (DX)(R10*2)
+	ADDQ         $0x00000008, R10
+	ADDQ         $0x00000040, BX
+	CMPQ         R10, R11
 	JB           gemmQ4T4BF16AVX2_r2_b
-	ADDQ         $0x00000002, DI
-	CMPQ         R9, stride+24(FP)
+	ADDQ         $0x00000002, R8
+	CMPQ         R10, stride+24(FP)
 	JB           gemmQ4T4BF16AVX2_r2_g
 	MOVQ         out+0(FP), AX
 	MOVQ         outStride+8(FP), CX
@@ -10208,45 +10345,48 @@ gemmQ4T4BF16AVX2_r1:
 	CMPQ   rows+80(FP), $0x00000001
 	JL     gemmQ4T4BF16AVX2_done
 	MOVQ   w+16(FP), AX
+	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*1), CX
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
 	VXORPS Y3, Y3, Y3
-	MOVQ   x+64(FP), CX
-	MOVQ   xStride+72(FP), DX
-	LEAQ   (DX)(DX*2), BX
-	MOVQ   scales+32(FP), SI
-	XORQ   DI, DI
+	MOVQ   x+64(FP), DX
+	MOVQ   xStride+72(FP), BX
+	LEAQ   (BX)(BX*2), SI
+	MOVQ   scales+32(FP), DI
+	XORQ   R8, R8
 
 gemmQ4T4BF16AVX2_r1_g:
-	VPBROADCASTW (SI), Y4
+	VPBROADCASTW (DI), Y4
 	VPSLLD       $0x10, Y4, Y4
 	VMULPS       gemmMinusEight<>+0(SB), Y4, Y5
-	MOVQ         DI, R8
-	ADDQ         gbytes+56(FP), R8
+	MOVQ         R8, R9
+	ADDQ         gbytes+56(FP), R9
 
 gemmQ4T4BF16AVX2_r1_b:
-	VPMOVZXBD    (AX)(DI*1), Y6
+	VPMOVZXBD    (AX)(R8*1), Y6
 	VPAND        gemmLowNibble<>+0(SB), Y6, Y7
 	VPSRLD       $0x04, Y6, Y6
 	VCVTDQ2PS    Y7, Y7
 	VCVTDQ2PS    Y6, Y6
 	VFMADD213PS  Y5, Y4, Y7
 	VFMADD213PS  Y5, Y4, Y6
-	VFMADD231PS  (CX), Y7, Y0
-	VFMADD231PS  32(CX), Y6, Y0
-	VFMADD231PS  (CX)(DX*1), Y7, Y1
-	VFMADD231PS  32(CX)(DX*1), Y6, Y1
-	VFMADD231PS  (CX)(DX*2), Y7, Y2
-	VFMADD231PS  32(CX)(DX*2), Y6, Y2
-	VFMADD231PS  (CX)(BX*1), Y7, Y3
-	VFMADD231PS  32(CX)(BX*1), Y6, Y3
-	ADDQ         $0x00000008, DI
-	ADDQ         $0x00000040, CX
-	CMPQ         DI, R8
+	VFMADD231PS  (DX), Y7, Y0
+	VFMADD231PS  32(DX), Y6, Y0
+	VFMADD231PS  (DX)(BX*1), Y7, Y1
+	VFMADD231PS  32(DX)(BX*1), Y6, Y1
+	VFMADD231PS  (DX)(BX*2), Y7, Y2
+	VFMADD231PS  32(DX)(BX*2), Y6, Y2
+	VFMADD231PS  (DX)(SI*1), Y7, Y3
+	VFMADD231PS  32(DX)(SI*1), Y6, Y3
+	PREFETCHT0   (CX)(R8*1)
+	ADDQ         $0x00000008, R8
+	ADDQ         $0x00000040, DX
+	CMPQ         R8, R9
 	JB           gemmQ4T4BF16AVX2_r1_b
-	ADDQ         $0x00000002, SI
-	CMPQ         DI, stride+24(FP)
+	ADDQ         $0x00000002, DI
+	CMPQ         R8, stride+24(FP)
 	JB           gemmQ4T4BF16AVX2_r1_g
 	MOVQ         out+0(FP), AX
 	MOVQ         outStride+8(FP), CX
@@ -10294,13 +10434,14 @@ gemmQ4T4BF16AVX2_done:
 	RET
 
 // func gemmQ4T4F16AVX512(out *float32, outStride int, w *byte, stride int, scales *byte, sstride int, ng int, gbytes int, x *float32, xStride int, rows int)
-// Requires: AVX, AVX2, AVX512F, AVX512VL
+// Requires: AVX, AVX2, AVX512F, AVX512VL, MMX+
 TEXT ·gemmQ4T4F16AVX512(SB), NOSPLIT, $0-88
 gemmQ4T4F16AVX512_r2:
 	CMPQ   rows+80(FP), $0x00000002
 	JL     gemmQ4T4F16AVX512_r1
 	MOVQ   w+16(FP), AX
 	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*2), DX
 	LEAQ   (AX)(CX*1), CX
 	VPXORD Z0, Z0, Z0
 	VPXORD Z1, Z1, Z1
@@ -10310,33 +10451,33 @@ gemmQ4T4F16AVX512_r2:
 	VPXORD Z5, Z5, Z5
 	VPXORD Z6, Z6, Z6
 	VPXORD Z7, Z7, Z7
-	MOVQ   x+64(FP), DX
-	MOVQ   xStride+72(FP), BX
-	LEAQ   (BX)(BX*2), SI
-	MOVQ   scales+32(FP), DI
-	MOVQ   sstride+40(FP), R8
-	XORQ   R9, R9
+	MOVQ   x+64(FP), BX
+	MOVQ   xStride+72(FP), SI
+	LEAQ   (SI)(SI*2), DI
+	MOVQ   scales+32(FP), R8
+	MOVQ   sstride+40(FP), R9
+	XORQ   R10, R10
 
 gemmQ4T4F16AVX512_r2_g:
-	VPBROADCASTW (DI), Y8
+	VPBROADCASTW (R8), Y8
 	VCVTPH2PS    Y8, Z8
 	VMULPS       gemmSymFloats<>+0(SB), Z8, Z8
-	VPBROADCASTW (DI)(R8*1), Y13
+	VPBROADCASTW (R8)(R9*1), Y13
 	VCVTPH2PS    Y13, Z13
 	VMULPS       gemmSymFloats<>+0(SB), Z13, Z13
-	MOVQ         R9, R10
-	ADDQ         gbytes+56(FP), R10
+	MOVQ         R10, R11
+	ADDQ         gbytes+56(FP), R11
 
 gemmQ4T4F16AVX512_r2_b:
-	VMOVUPS       (DX), Z14
-	VMOVUPS       64(DX), Z15
-	VMOVUPS       (DX)(BX*1), Z16
-	VMOVUPS       64(DX)(BX*1), Z17
-	VMOVUPS       (DX)(BX*2), Z18
-	VMOVUPS       64(DX)(BX*2), Z19
-	VMOVUPS       (DX)(SI*1), Z20
-	VMOVUPS       64(DX)(SI*1), Z21
-	VPMOVZXBD     (AX)(R9*1), Z22
+	VMOVUPS       (BX), Z14
+	VMOVUPS       64(BX), Z15
+	VMOVUPS       (BX)(SI*1), Z16
+	VMOVUPS       64(BX)(SI*1), Z17
+	VMOVUPS       (BX)(SI*2), Z18
+	VMOVUPS       64(BX)(SI*2), Z19
+	VMOVUPS       (BX)(DI*1), Z20
+	VMOVUPS       64(BX)(DI*1), Z21
+	VPMOVZXBD     (AX)(R10*1), Z22
 	VPERMPS       Z8, Z22, Z23
 	VFMADD231PS   Z14, Z23, Z0
 	VFMADD231PS   Z16, Z23, Z1
@@ -10348,7 +10489,7 @@ gemmQ4T4F16AVX512_r2_b:
 	VFMADD231PS   Z17, Z22, Z1
 	VFMADD231PS   Z19, Z22, Z2
 	VFMADD231PS   Z21, Z22, Z3
-	VPMOVZXBD     (CX)(R9*1), Z22
+	VPMOVZXBD     (CX)(R10*1), Z22
 	VPERMPS       Z13, Z22, Z23
 	VFMADD231PS   Z14, Z23, Z4
 	VFMADD231PS   Z16, Z23, Z5
@@ -10360,12 +10501,13 @@ gemmQ4T4F16AVX512_r2_b:
 	VFMADD231PS   Z17, Z14, Z5
 	VFMADD231PS   Z19, Z14, Z6
 	VFMADD231PS   Z21, Z14, Z7
-	ADDQ          $0x00000010, R9
-	ADDQ          $0x00000080, DX
-	CMPQ          R9, R10
+	PREFETCHT0    (DX)(R10*2)
+	ADDQ          $0x00000010, R10
+	ADDQ          $0x00000080, BX
+	CMPQ          R10, R11
 	JB            gemmQ4T4F16AVX512_r2_b
-	ADDQ          $0x00000002, DI
-	CMPQ          R9, stride+24(FP)
+	ADDQ          $0x00000002, R8
+	CMPQ          R10, stride+24(FP)
 	JB            gemmQ4T4F16AVX512_r2_g
 	MOVQ          out+0(FP), AX
 	MOVQ          outStride+8(FP), CX
@@ -10458,33 +10600,35 @@ gemmQ4T4F16AVX512_r1:
 	CMPQ   rows+80(FP), $0x00000001
 	JL     gemmQ4T4F16AVX512_done
 	MOVQ   w+16(FP), AX
+	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*1), CX
 	VPXORD Z9, Z9, Z9
 	VPXORD Z10, Z10, Z10
 	VPXORD Z11, Z11, Z11
 	VPXORD Z12, Z12, Z12
-	MOVQ   x+64(FP), CX
-	MOVQ   xStride+72(FP), DX
-	LEAQ   (DX)(DX*2), BX
-	MOVQ   scales+32(FP), SI
-	XORQ   DI, DI
+	MOVQ   x+64(FP), DX
+	MOVQ   xStride+72(FP), BX
+	LEAQ   (BX)(BX*2), SI
+	MOVQ   scales+32(FP), DI
+	XORQ   R8, R8
 
 gemmQ4T4F16AVX512_r1_g:
-	VPBROADCASTW (SI), Y0
+	VPBROADCASTW (DI), Y0
 	VCVTPH2PS    Y0, Z0
 	VMULPS       gemmSymFloats<>+0(SB), Z0, Z0
-	MOVQ         DI, R8
-	ADDQ         gbytes+56(FP), R8
+	MOVQ         R8, R9
+	ADDQ         gbytes+56(FP), R9
 
 gemmQ4T4F16AVX512_r1_b:
-	VMOVUPS       (CX), Z1
-	VMOVUPS       64(CX), Z2
-	VMOVUPS       (CX)(DX*1), Z3
-	VMOVUPS       64(CX)(DX*1), Z4
-	VMOVUPS       (CX)(DX*2), Z5
-	VMOVUPS       64(CX)(DX*2), Z6
-	VMOVUPS       (CX)(BX*1), Z7
-	VMOVUPS       64(CX)(BX*1), Z8
-	VPMOVZXBD     (AX)(DI*1), Z13
+	VMOVUPS       (DX), Z1
+	VMOVUPS       64(DX), Z2
+	VMOVUPS       (DX)(BX*1), Z3
+	VMOVUPS       64(DX)(BX*1), Z4
+	VMOVUPS       (DX)(BX*2), Z5
+	VMOVUPS       64(DX)(BX*2), Z6
+	VMOVUPS       (DX)(SI*1), Z7
+	VMOVUPS       64(DX)(SI*1), Z8
+	VPMOVZXBD     (AX)(R8*1), Z13
 	VPERMPS       Z0, Z13, Z14
 	VFMADD231PS   Z1, Z14, Z9
 	VFMADD231PS   Z3, Z14, Z10
@@ -10496,12 +10640,13 @@ gemmQ4T4F16AVX512_r1_b:
 	VFMADD231PS   Z4, Z1, Z10
 	VFMADD231PS   Z6, Z1, Z11
 	VFMADD231PS   Z8, Z1, Z12
-	ADDQ          $0x00000010, DI
-	ADDQ          $0x00000080, CX
-	CMPQ          DI, R8
+	PREFETCHT0    (CX)(R8*1)
+	ADDQ          $0x00000010, R8
+	ADDQ          $0x00000080, DX
+	CMPQ          R8, R9
 	JB            gemmQ4T4F16AVX512_r1_b
-	ADDQ          $0x00000002, SI
-	CMPQ          DI, stride+24(FP)
+	ADDQ          $0x00000002, DI
+	CMPQ          R8, stride+24(FP)
 	JB            gemmQ4T4F16AVX512_r1_g
 	MOVQ          out+0(FP), AX
 	MOVQ          outStride+8(FP), CX
@@ -10557,13 +10702,14 @@ gemmQ4T4F16AVX512_done:
 	RET
 
 // func gemmQ4T4F16AVX2(out *float32, outStride int, w *byte, stride int, scales *byte, sstride int, ng int, gbytes int, x *float32, xStride int, rows int)
-// Requires: AVX, AVX2, F16C, FMA3
+// Requires: AVX, AVX2, F16C, FMA3, MMX+
 TEXT ·gemmQ4T4F16AVX2(SB), NOSPLIT, $0-88
 gemmQ4T4F16AVX2_r2:
 	CMPQ   rows+80(FP), $0x00000002
 	JL     gemmQ4T4F16AVX2_r1
 	MOVQ   w+16(FP), AX
 	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*2), DX
 	LEAQ   (AX)(CX*1), CX
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
@@ -10573,60 +10719,61 @@ gemmQ4T4F16AVX2_r2:
 	VXORPS Y5, Y5, Y5
 	VXORPS Y6, Y6, Y6
 	VXORPS Y7, Y7, Y7
-	MOVQ   x+64(FP), DX
-	MOVQ   xStride+72(FP), BX
-	LEAQ   (BX)(BX*2), SI
-	MOVQ   scales+32(FP), DI
-	MOVQ   sstride+40(FP), R8
-	XORQ   R9, R9
+	MOVQ   x+64(FP), BX
+	MOVQ   xStride+72(FP), SI
+	LEAQ   (SI)(SI*2), DI
+	MOVQ   scales+32(FP), R8
+	MOVQ   sstride+40(FP), R9
+	XORQ   R10, R10
 
 gemmQ4T4F16AVX2_r2_g:
-	VPBROADCASTW (DI), X8
+	VPBROADCASTW (R8), X8
 	VCVTPH2PS    X8, Y8
 	VMULPS       gemmMinusEight<>+0(SB), Y8, Y9
-	VPBROADCASTW (DI)(R8*1), X10
+	VPBROADCASTW (R8)(R9*1), X10
 	VCVTPH2PS    X10, Y10
 	VMULPS       gemmMinusEight<>+0(SB), Y10, Y11
-	MOVQ         R9, R10
-	ADDQ         gbytes+56(FP), R10
+	MOVQ         R10, R11
+	ADDQ         gbytes+56(FP), R11
 
 gemmQ4T4F16AVX2_r2_b:
-	VPMOVZXBD    (AX)(R9*1), Y12
+	VPMOVZXBD    (AX)(R10*1), Y12
 	VPAND        gemmLowNibble<>+0(SB), Y12, Y13
 	VPSRLD       $0x04, Y12, Y12
 	VCVTDQ2PS    Y13, Y13
 	VCVTDQ2PS    Y12, Y12
 	VFMADD213PS  Y9, Y8, Y13
 	VFMADD213PS  Y9, Y8, Y12
-	VFMADD231PS  (DX), Y13, Y0
-	VFMADD231PS  32(DX), Y12, Y0
-	VFMADD231PS  (DX)(BX*1), Y13, Y1
-	VFMADD231PS  32(DX)(BX*1), Y12, Y1
-	VFMADD231PS  (DX)(BX*2), Y13, Y2
-	VFMADD231PS  32(DX)(BX*2), Y12, Y2
-	VFMADD231PS  (DX)(SI*1), Y13, Y3
-	VFMADD231PS  32(DX)(SI*1), Y12, Y3
-	VPMOVZXBD    (CX)(R9*1), Y12
+	VFMADD231PS  (BX), Y13, Y0
+	VFMADD231PS  32(BX), Y12, Y0
+	VFMADD231PS  (BX)(SI*1), Y13, Y1
+	VFMADD231PS  32(BX)(SI*1), Y12, Y1
+	VFMADD231PS  (BX)(SI*2), Y13, Y2
+	VFMADD231PS  32(BX)(SI*2), Y12, Y2
+	VFMADD231PS  (BX)(DI*1), Y13, Y3
+	VFMADD231PS  32(BX)(DI*1), Y12, Y3
+	VPMOVZXBD    (CX)(R10*1), Y12
 	VPAND        gemmLowNibble<>+0(SB), Y12, Y13
 	VPSRLD       $0x04, Y12, Y12
 	VCVTDQ2PS    Y13, Y13
 	VCVTDQ2PS    Y12, Y12
 	VFMADD213PS  Y11, Y10, Y13
 	VFMADD213PS  Y11, Y10, Y12
-	VFMADD231PS  (DX), Y13, Y4
-	VFMADD231PS  32(DX), Y12, Y4
-	VFMADD231PS  (DX)(BX*1), Y13, Y5
-	VFMADD231PS  32(DX)(BX*1), Y12, Y5
-	VFMADD231PS  (DX)(BX*2), Y13, Y6
-	VFMADD231PS  32(DX)(BX*2), Y12, Y6
-	VFMADD231PS  (DX)(SI*1), Y13, Y7
-	VFMADD231PS  32(DX)(SI*1), Y12, Y7
-	ADDQ         $0x00000008, R9
-	ADDQ         $0x00000040, DX
-	CMPQ         R9, R10
+	VFMADD231PS  (BX), Y13, Y4
+	VFMADD231PS  32(BX), Y12, Y4
+	VFMADD231PS  (BX)(SI*1), Y13, Y5
+	VFMADD231PS  32(BX)(SI*1), Y12, Y5
+	VFMADD231PS  (BX)(SI*2), Y13, Y6
+	VFMADD231PS  32(BX)(SI*2), Y12, Y6
+	VFMADD231PS  (BX)(DI*1), Y13, Y7
+	VFMADD231PS  32(BX)(DI*1), Y12, Y7
+	PREFETCHT0   (DX)(R10*2)
+	ADDQ         $0x00000008, R10
+	ADDQ         $0x00000040, BX
+	CMPQ         R10, R11
 	JB           gemmQ4T4F16AVX2_r2_b
-	ADDQ         $0x00000002, DI
-	CMPQ         R9, stride+24(FP)
+	ADDQ         $0x00000002, R8
+	CMPQ         R10, stride+24(FP)
 	JB           gemmQ4T4F16AVX2_r2_g
 	MOVQ         out+0(FP), AX
 	MOVQ         outStride+8(FP), CX
@@ -10703,45 +10850,48 @@ gemmQ4T4F16AVX2_r1:
 	CMPQ   rows+80(FP), $0x00000001
 	JL     gemmQ4T4F16AVX2_done
 	MOVQ   w+16(FP), AX
+	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*1), CX
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
 	VXORPS Y3, Y3, Y3
-	MOVQ   x+64(FP), CX
-	MOVQ   xStride+72(FP), DX
-	LEAQ   (DX)(DX*2), BX
-	MOVQ   scales+32(FP), SI
-	XORQ   DI, DI
+	MOVQ   x+64(FP), DX
+	MOVQ   xStride+72(FP), BX
+	LEAQ   (BX)(BX*2), SI
+	MOVQ   scales+32(FP), DI
+	XORQ   R8, R8
 
 gemmQ4T4F16AVX2_r1_g:
-	VPBROADCASTW (SI), X4
+	VPBROADCASTW (DI), X4
 	VCVTPH2PS    X4, Y4
 	VMULPS       gemmMinusEight<>+0(SB), Y4, Y5
-	MOVQ         DI, R8
-	ADDQ         gbytes+56(FP), R8
+	MOVQ         R8, R9
+	ADDQ         gbytes+56(FP), R9
 
 gemmQ4T4F16AVX2_r1_b:
-	VPMOVZXBD    (AX)(DI*1), Y6
+	VPMOVZXBD    (AX)(R8*1), Y6
 	VPAND        gemmLowNibble<>+0(SB), Y6, Y7
 	VPSRLD       $0x04, Y6, Y6
 	VCVTDQ2PS    Y7, Y7
 	VCVTDQ2PS    Y6, Y6
 	VFMADD213PS  Y5, Y4, Y7
 	VFMADD213PS  Y5, Y4, Y6
-	VFMADD231PS  (CX), Y7, Y0
-	VFMADD231PS  32(CX), Y6, Y0
-	VFMADD231PS  (CX)(DX*1), Y7, Y1
-	VFMADD231PS  32(CX)(DX*1), Y6, Y1
-	VFMADD231PS  (CX)(DX*2), Y7, Y2
-	VFMADD231PS  32(CX)(DX*2), Y6, Y2
-	VFMADD231PS  (CX)(BX*1), Y7, Y3
-	VFMADD231PS  32(CX)(BX*1), Y6, Y3
-	ADDQ         $0x00000008, DI
-	ADDQ         $0x00000040, CX
-	CMPQ         DI, R8
+	VFMADD231PS  (DX), Y7, Y0
+	VFMADD231PS  32(DX), Y6, Y0
+	VFMADD231PS  (DX)(BX*1), Y7, Y1
+	VFMADD231PS  32(DX)(BX*1), Y6, Y1
+	VFMADD231PS  (DX)(BX*2), Y7, Y2
+	VFMADD231PS  32(DX)(BX*2), Y6, Y2
+	VFMADD231PS  (DX)(SI*1), Y7, Y3
+	VFMADD231PS  32(DX)(SI*1), Y6, Y3
+	PREFETCHT0   (CX)(R8*1)
+	ADDQ         $0x00000008, R8
+	ADDQ         $0x00000040, DX
+	CMPQ         R8, R9
 	JB           gemmQ4T4F16AVX2_r1_b
-	ADDQ         $0x00000002, SI
-	CMPQ         DI, stride+24(FP)
+	ADDQ         $0x00000002, DI
+	CMPQ         R8, stride+24(FP)
 	JB           gemmQ4T4F16AVX2_r1_g
 	MOVQ         out+0(FP), AX
 	MOVQ         outStride+8(FP), CX
@@ -10789,13 +10939,14 @@ gemmQ4T4F16AVX2_done:
 	RET
 
 // func gemmQ4T4F32AVX512(out *float32, outStride int, w *byte, stride int, scales *byte, sstride int, ng int, gbytes int, x *float32, xStride int, rows int)
-// Requires: AVX, AVX512F, AVX512VL
+// Requires: AVX, AVX512F, AVX512VL, MMX+
 TEXT ·gemmQ4T4F32AVX512(SB), NOSPLIT, $0-88
 gemmQ4T4F32AVX512_r2:
 	CMPQ   rows+80(FP), $0x00000002
 	JL     gemmQ4T4F32AVX512_r1
 	MOVQ   w+16(FP), AX
 	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*2), DX
 	LEAQ   (AX)(CX*1), CX
 	VPXORD Z0, Z0, Z0
 	VPXORD Z1, Z1, Z1
@@ -10805,31 +10956,31 @@ gemmQ4T4F32AVX512_r2:
 	VPXORD Z5, Z5, Z5
 	VPXORD Z6, Z6, Z6
 	VPXORD Z7, Z7, Z7
-	MOVQ   x+64(FP), DX
-	MOVQ   xStride+72(FP), BX
-	LEAQ   (BX)(BX*2), SI
-	MOVQ   scales+32(FP), DI
-	MOVQ   sstride+40(FP), R8
-	XORQ   R9, R9
+	MOVQ   x+64(FP), BX
+	MOVQ   xStride+72(FP), SI
+	LEAQ   (SI)(SI*2), DI
+	MOVQ   scales+32(FP), R8
+	MOVQ   sstride+40(FP), R9
+	XORQ   R10, R10
 
 gemmQ4T4F32AVX512_r2_g:
-	VBROADCASTSS (DI), Z8
+	VBROADCASTSS (R8), Z8
 	VMULPS       gemmSymFloats<>+0(SB), Z8, Z8
-	VBROADCASTSS (DI)(R8*1), Z13
+	VBROADCASTSS (R8)(R9*1), Z13
 	VMULPS       gemmSymFloats<>+0(SB), Z13, Z13
-	MOVQ         R9, R10
-	ADDQ         gbytes+56(FP), R10
+	MOVQ         R10, R11
+	ADDQ         gbytes+56(FP), R11
 
 gemmQ4T4F32AVX512_r2_b:
-	VMOVUPS       (DX), Z14
-	VMOVUPS       64(DX), Z15
-	VMOVUPS       (DX)(BX*1), Z16
-	VMOVUPS       64(DX)(BX*1), Z17
-	VMOVUPS       (DX)(BX*2), Z18
-	VMOVUPS       64(DX)(BX*2), Z19
-	VMOVUPS       (DX)(SI*1), Z20
-	VMOVUPS       64(DX)(SI*1), Z21
-	VPMOVZXBD     (AX)(R9*1), Z22
+	VMOVUPS       (BX), Z14
+	VMOVUPS       64(BX), Z15
+	VMOVUPS       (BX)(SI*1), Z16
+	VMOVUPS       64(BX)(SI*1), Z17
+	VMOVUPS       (BX)(SI*2), Z18
+	VMOVUPS       64(BX)(SI*2), Z19
+	VMOVUPS       (BX)(DI*1), Z20
+	VMOVUPS       64(BX)(DI*1), Z21
+	VPMOVZXBD     (AX)(R10*1), Z22
 	VPERMPS       Z8, Z22, Z23
 	VFMADD231PS   Z14, Z23, Z0
 	VFMADD231PS   Z16, Z23, Z1
@@ -10841,7 +10992,7 @@ gemmQ4T4F32AVX512_r2_b:
 	VFMADD231PS   Z17, Z22, Z1
 	VFMADD231PS   Z19, Z22, Z2
 	VFMADD231PS   Z21, Z22, Z3
-	VPMOVZXBD     (CX)(R9*1), Z22
+	VPMOVZXBD     (CX)(R10*1), Z22
 	VPERMPS       Z13, Z22, Z23
 	VFMADD231PS   Z14, Z23, Z4
 	VFMADD231PS   Z16, Z23, Z5
@@ -10853,12 +11004,13 @@ gemmQ4T4F32AVX512_r2_b:
 	VFMADD231PS   Z17, Z14, Z5
 	VFMADD231PS   Z19, Z14, Z6
 	VFMADD231PS   Z21, Z14, Z7
-	ADDQ          $0x00000010, R9
-	ADDQ          $0x00000080, DX
-	CMPQ          R9, R10
+	PREFETCHT0    (DX)(R10*2)
+	ADDQ          $0x00000010, R10
+	ADDQ          $0x00000080, BX
+	CMPQ          R10, R11
 	JB            gemmQ4T4F32AVX512_r2_b
-	ADDQ          $0x00000004, DI
-	CMPQ          R9, stride+24(FP)
+	ADDQ          $0x00000004, R8
+	CMPQ          R10, stride+24(FP)
 	JB            gemmQ4T4F32AVX512_r2_g
 	MOVQ          out+0(FP), AX
 	MOVQ          outStride+8(FP), CX
@@ -10951,32 +11103,34 @@ gemmQ4T4F32AVX512_r1:
 	CMPQ   rows+80(FP), $0x00000001
 	JL     gemmQ4T4F32AVX512_done
 	MOVQ   w+16(FP), AX
+	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*1), CX
 	VPXORD Z9, Z9, Z9
 	VPXORD Z10, Z10, Z10
 	VPXORD Z11, Z11, Z11
 	VPXORD Z12, Z12, Z12
-	MOVQ   x+64(FP), CX
-	MOVQ   xStride+72(FP), DX
-	LEAQ   (DX)(DX*2), BX
-	MOVQ   scales+32(FP), SI
-	XORQ   DI, DI
+	MOVQ   x+64(FP), DX
+	MOVQ   xStride+72(FP), BX
+	LEAQ   (BX)(BX*2), SI
+	MOVQ   scales+32(FP), DI
+	XORQ   R8, R8
 
 gemmQ4T4F32AVX512_r1_g:
-	VBROADCASTSS (SI), Z0
+	VBROADCASTSS (DI), Z0
 	VMULPS       gemmSymFloats<>+0(SB), Z0, Z0
-	MOVQ         DI, R8
-	ADDQ         gbytes+56(FP), R8
+	MOVQ         R8, R9
+	ADDQ         gbytes+56(FP), R9
 
 gemmQ4T4F32AVX512_r1_b:
-	VMOVUPS       (CX), Z1
-	VMOVUPS       64(CX), Z2
-	VMOVUPS       (CX)(DX*1), Z3
-	VMOVUPS       64(CX)(DX*1), Z4
-	VMOVUPS       (CX)(DX*2), Z5
-	VMOVUPS       64(CX)(DX*2), Z6
-	VMOVUPS       (CX)(BX*1), Z7
-	VMOVUPS       64(CX)(BX*1), Z8
-	VPMOVZXBD     (AX)(DI*1), Z13
+	VMOVUPS       (DX), Z1
+	VMOVUPS       64(DX), Z2
+	VMOVUPS       (DX)(BX*1), Z3
+	VMOVUPS       64(DX)(BX*1), Z4
+	VMOVUPS       (DX)(BX*2), Z5
+	VMOVUPS       64(DX)(BX*2), Z6
+	VMOVUPS       (DX)(SI*1), Z7
+	VMOVUPS       64(DX)(SI*1), Z8
+	VPMOVZXBD     (AX)(R8*1), Z13
 	VPERMPS       Z0, Z13, Z14
 	VFMADD231PS   Z1, Z14, Z9
 	VFMADD231PS   Z3, Z14, Z10
@@ -10988,12 +11142,13 @@ gemmQ4T4F32AVX512_r1_b:
 	VFMADD231PS   Z4, Z1, Z10
 	VFMADD231PS   Z6, Z1, Z11
 	VFMADD231PS   Z8, Z1, Z12
-	ADDQ          $0x00000010, DI
-	ADDQ          $0x00000080, CX
-	CMPQ          DI, R8
+	PREFETCHT0    (CX)(R8*1)
+	ADDQ          $0x00000010, R8
+	ADDQ          $0x00000080, DX
+	CMPQ          R8, R9
 	JB            gemmQ4T4F32AVX512_r1_b
-	ADDQ          $0x00000004, SI
-	CMPQ          DI, stride+24(FP)
+	ADDQ          $0x00000004, DI
+	CMPQ          R8, stride+24(FP)
 	JB            gemmQ4T4F32AVX512_r1_g
 	MOVQ          out+0(FP), AX
 	MOVQ          outStride+8(FP), CX
@@ -11049,13 +11204,14 @@ gemmQ4T4F32AVX512_done:
 	RET
 
 // func gemmQ4T4F32AVX2(out *float32, outStride int, w *byte, stride int, scales *byte, sstride int, ng int, gbytes int, x *float32, xStride int, rows int)
-// Requires: AVX, AVX2, FMA3
+// Requires: AVX, AVX2, FMA3, MMX+
 TEXT ·gemmQ4T4F32AVX2(SB), NOSPLIT, $0-88
 gemmQ4T4F32AVX2_r2:
 	CMPQ   rows+80(FP), $0x00000002
 	JL     gemmQ4T4F32AVX2_r1
 	MOVQ   w+16(FP), AX
 	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*2), DX
 	LEAQ   (AX)(CX*1), CX
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
@@ -11065,58 +11221,59 @@ gemmQ4T4F32AVX2_r2:
 	VXORPS Y5, Y5, Y5
 	VXORPS Y6, Y6, Y6
 	VXORPS Y7, Y7, Y7
-	MOVQ   x+64(FP), DX
-	MOVQ   xStride+72(FP), BX
-	LEAQ   (BX)(BX*2), SI
-	MOVQ   scales+32(FP), DI
-	MOVQ   sstride+40(FP), R8
-	XORQ   R9, R9
+	MOVQ   x+64(FP), BX
+	MOVQ   xStride+72(FP), SI
+	LEAQ   (SI)(SI*2), DI
+	MOVQ   scales+32(FP), R8
+	MOVQ   sstride+40(FP), R9
+	XORQ   R10, R10
 
 gemmQ4T4F32AVX2_r2_g:
-	VBROADCASTSS (DI), Y8
+	VBROADCASTSS (R8), Y8
 	VMULPS       gemmMinusEight<>+0(SB), Y8, Y9
-	VBROADCASTSS (DI)(R8*1), Y10
+	VBROADCASTSS (R8)(R9*1), Y10
 	VMULPS       gemmMinusEight<>+0(SB), Y10, Y11
-	MOVQ         R9, R10
-	ADDQ         gbytes+56(FP), R10
+	MOVQ         R10, R11
+	ADDQ         gbytes+56(FP), R11
 
 gemmQ4T4F32AVX2_r2_b:
-	VPMOVZXBD    (AX)(R9*1), Y12
+	VPMOVZXBD    (AX)(R10*1), Y12
 	VPAND        gemmLowNibble<>+0(SB), Y12, Y13
 	VPSRLD       $0x04, Y12, Y12
 	VCVTDQ2PS    Y13, Y13
 	VCVTDQ2PS    Y12, Y12
 	VFMADD213PS  Y9, Y8, Y13
 	VFMADD213PS  Y9, Y8, Y12
-	VFMADD231PS  (DX), Y13, Y0
-	VFMADD231PS  32(DX), Y12, Y0
-	VFMADD231PS  (DX)(BX*1), Y13, Y1
-	VFMADD231PS  32(DX)(BX*1), Y12, Y1
-	VFMADD231PS  (DX)(BX*2), Y13, Y2
-	VFMADD231PS  32(DX)(BX*2), Y12, Y2
-	VFMADD231PS  (DX)(SI*1), Y13, Y3
-	VFMADD231PS  32(DX)(SI*1), Y12, Y3
-	VPMOVZXBD    (CX)(R9*1), Y12
+	VFMADD231PS  (BX), Y13, Y0
+	VFMADD231PS  32(BX), Y12, Y0
+	VFMADD231PS  (BX)(SI*1), Y13, Y1
+	VFMADD231PS  32(BX)(SI*1), Y12, Y1
+	VFMADD231PS  (BX)(SI*2), Y13, Y2
+	VFMADD231PS  32(BX)(SI*2), Y12, Y2
+	VFMADD231PS  (BX)(DI*1), Y13, Y3
+	VFMADD231PS  32(BX)(DI*1), Y12, Y3
+	VPMOVZXBD    (CX)(R10*1), Y12
 	VPAND        gemmLowNibble<>+0(SB), Y12, Y13
 	VPSRLD       $0x04, Y12, Y12
 	VCVTDQ2PS    Y13, Y13
 	VCVTDQ2PS    Y12, Y12
 	VFMADD213PS  Y11, Y10, Y13
 	VFMADD213PS  Y11, Y10, Y12
-	VFMADD231PS  (DX), Y13, Y4
-	VFMADD231PS  32(DX), Y12, Y4
-	VFMADD231PS  (DX)(BX*1), Y13, Y5
-	VFMADD231PS  32(DX)(BX*1), Y12, Y5
-	VFMADD231PS  (DX)(BX*2), Y13, Y6
-	VFMADD231PS  32(DX)(BX*2), Y12, Y6
-	VFMADD231PS  (DX)(SI*1), Y13, Y7
-	VFMADD231PS  32(DX)(SI*1), Y12, Y7
-	ADDQ         $0x00000008, R9
-	ADDQ         $0x00000040, DX
-	CMPQ         R9, R10
+	VFMADD231PS  (BX), Y13, Y4
+	VFMADD231PS  32(BX), Y12, Y4
+	VFMADD231PS  (BX)(SI*1), Y13, Y5
+	VFMADD231PS  32(BX)(SI*1), Y12, Y5
+	VFMADD231PS  (BX)(SI*2), Y13, Y6
+	VFMADD231PS  32(BX)(SI*2), Y12, Y6
+	VFMADD231PS  (BX)(DI*1), Y13, Y7
+	VFMADD231PS  32(BX)(DI*1), Y12, Y7
+	PREFETCHT0   (DX)(R10*2)
+	ADDQ         $0x00000008, R10
+	ADDQ         $0x00000040, BX
+	CMPQ         R10, R11
 	JB           gemmQ4T4F32AVX2_r2_b
-	ADDQ         $0x00000004, DI
-	CMPQ         R9, stride+24(FP)
+	ADDQ         $0x00000004, R8
+	CMPQ         R10, stride+24(FP)
 	JB           gemmQ4T4F32AVX2_r2_g
 	MOVQ         out+0(FP), AX
 	MOVQ         outStride+8(FP), CX
@@ -11193,44 +11350,47 @@ gemmQ4T4F32AVX2_r1:
 	CMPQ   rows+80(FP), $0x00000001
 	JL     gemmQ4T4F32AVX2_done
 	MOVQ   w+16(FP), AX
+	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*1), CX
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
 	VXORPS Y3, Y3, Y3
-	MOVQ   x+64(FP), CX
-	MOVQ   xStride+72(FP), DX
-	LEAQ   (DX)(DX*2), BX
-	MOVQ   scales+32(FP), SI
-	XORQ   DI, DI
+	MOVQ   x+64(FP), DX
+	MOVQ   xStride+72(FP), BX
+	LEAQ   (BX)(BX*2), SI
+	MOVQ   scales+32(FP), DI
+	XORQ   R8, R8
 
 gemmQ4T4F32AVX2_r1_g:
-	VBROADCASTSS (SI), Y4
+	VBROADCASTSS (DI), Y4
 	VMULPS       gemmMinusEight<>+0(SB), Y4, Y5
-	MOVQ         DI, R8
-	ADDQ         gbytes+56(FP), R8
+	MOVQ         R8, R9
+	ADDQ         gbytes+56(FP), R9
 
 gemmQ4T4F32AVX2_r1_b:
-	VPMOVZXBD    (AX)(DI*1), Y6
+	VPMOVZXBD    (AX)(R8*1), Y6
 	VPAND        gemmLowNibble<>+0(SB), Y6, Y7
 	VPSRLD       $0x04, Y6, Y6
 	VCVTDQ2PS    Y7, Y7
 	VCVTDQ2PS    Y6, Y6
 	VFMADD213PS  Y5, Y4, Y7
 	VFMADD213PS  Y5, Y4, Y6
-	VFMADD231PS  (CX), Y7, Y0
-	VFMADD231PS  32(CX), Y6, Y0
-	VFMADD231PS  (CX)(DX*1), Y7, Y1
-	VFMADD231PS  32(CX)(DX*1), Y6, Y1
-	VFMADD231PS  (CX)(DX*2), Y7, Y2
-	VFMADD231PS  32(CX)(DX*2), Y6, Y2
-	VFMADD231PS  (CX)(BX*1), Y7, Y3
-	VFMADD231PS  32(CX)(BX*1), Y6, Y3
-	ADDQ         $0x00000008, DI
-	ADDQ         $0x00000040, CX
-	CMPQ         DI, R8
+	VFMADD231PS  (DX), Y7, Y0
+	VFMADD231PS  32(DX), Y6, Y0
+	VFMADD231PS  (DX)(BX*1), Y7, Y1
+	VFMADD231PS  32(DX)(BX*1), Y6, Y1
+	VFMADD231PS  (DX)(BX*2), Y7, Y2
+	VFMADD231PS  32(DX)(BX*2), Y6, Y2
+	VFMADD231PS  (DX)(SI*1), Y7, Y3
+	VFMADD231PS  32(DX)(SI*1), Y6, Y3
+	PREFETCHT0   (CX)(R8*1)
+	ADDQ         $0x00000008, R8
+	ADDQ         $0x00000040, DX
+	CMPQ         R8, R9
 	JB           gemmQ4T4F32AVX2_r1_b
-	ADDQ         $0x00000004, SI
-	CMPQ         DI, stride+24(FP)
+	ADDQ         $0x00000004, DI
+	CMPQ         R8, stride+24(FP)
 	JB           gemmQ4T4F32AVX2_r1_g
 	MOVQ         out+0(FP), AX
 	MOVQ         outStride+8(FP), CX
@@ -11278,16 +11438,17 @@ gemmQ4T4F32AVX2_done:
 	RET
 
 // func gemmDenseT4BF16AVX512(out *float32, outStride int, w *byte, stride int, x *float32, xStride int, n int, rows int)
-// Requires: AVX, AVX512F, AVX512VL
+// Requires: AVX, AVX512F, AVX512VL, MMX+
 TEXT ·gemmDenseT4BF16AVX512(SB), NOSPLIT, $0-64
 gemmDenseT4BF16AVX512_r4:
 	CMPQ   rows+56(FP), $0x00000004
 	JL     gemmDenseT4BF16AVX512_r1
 	MOVQ   w+16(FP), AX
 	MOVQ   stride+24(FP), CX
-	LEAQ   (AX)(CX*1), DX
-	LEAQ   (AX)(CX*2), BX
-	LEAQ   (DX)(CX*2), CX
+	LEAQ   (AX)(CX*4), DX
+	LEAQ   (AX)(CX*1), BX
+	LEAQ   (AX)(CX*2), SI
+	LEAQ   (BX)(CX*2), CX
 	VPXORD Z0, Z0, Z0
 	VPXORD Z1, Z1, Z1
 	VPXORD Z2, Z2, Z2
@@ -11304,45 +11465,47 @@ gemmDenseT4BF16AVX512_r4:
 	VPXORD Z13, Z13, Z13
 	VPXORD Z14, Z14, Z14
 	VPXORD Z15, Z15, Z15
-	MOVQ   x+32(FP), SI
-	MOVQ   xStride+40(FP), DI
-	LEAQ   (DI)(DI*2), R8
-	XORQ   R9, R9
-	MOVQ   n+48(FP), R10
-	ADDQ   R10, R10
+	MOVQ   x+32(FP), DI
+	MOVQ   xStride+40(FP), R8
+	LEAQ   (R8)(R8*2), R9
+	XORQ   R10, R10
+	MOVQ   n+48(FP), R11
+	ADDQ   R11, R11
 
 gemmDenseT4BF16AVX512_r4_k:
-	VMOVUPS       (SI), Z16
-	VMOVUPS       (SI)(DI*1), Z17
-	VMOVUPS       (SI)(DI*2), Z18
-	VMOVUPS       (SI)(R8*1), Z19
-	VPMOVZXWD     (AX)(R9*1), Z20
+	VMOVUPS       (DI), Z16
+	VMOVUPS       (DI)(R8*1), Z17
+	VMOVUPS       (DI)(R8*2), Z18
+	VMOVUPS       (DI)(R9*1), Z19
+	VPMOVZXWD     (AX)(R10*1), Z20
 	VPSLLD        $0x10, Z20, Z20
 	VFMADD231PS   Z16, Z20, Z0
 	VFMADD231PS   Z17, Z20, Z1
 	VFMADD231PS   Z18, Z20, Z2
 	VFMADD231PS   Z19, Z20, Z3
-	VPMOVZXWD     (DX)(R9*1), Z20
+	VPMOVZXWD     (BX)(R10*1), Z20
 	VPSLLD        $0x10, Z20, Z20
 	VFMADD231PS   Z16, Z20, Z4
 	VFMADD231PS   Z17, Z20, Z5
 	VFMADD231PS   Z18, Z20, Z6
 	VFMADD231PS   Z19, Z20, Z7
-	VPMOVZXWD     (BX)(R9*1), Z20
+	VPMOVZXWD     (SI)(R10*1), Z20
 	VPSLLD        $0x10, Z20, Z20
 	VFMADD231PS   Z16, Z20, Z8
 	VFMADD231PS   Z17, Z20, Z9
 	VFMADD231PS   Z18, Z20, Z10
 	VFMADD231PS   Z19, Z20, Z11
-	VPMOVZXWD     (CX)(R9*1), Z20
+	VPMOVZXWD     (CX)(R10*1), Z20
 	VPSLLD        $0x10, Z20, Z20
 	VFMADD231PS   Z16, Z20, Z12
 	VFMADD231PS   Z17, Z20, Z13
 	VFMADD231PS   Z18, Z20, Z14
 	VFMADD231PS   Z19, Z20, Z15
-	ADDQ          $0x00000020, R9
-	ADDQ          $0x00000040, SI
-	CMPQ          R9, R10
+	PREFETCHT0    (DX)(R10*4)
+	PREFETCHT0    64(DX)(R10*4)
+	ADDQ          $0x00000020, R10
+	ADDQ          $0x00000040, DI
+	CMPQ          R10, R11
 	JB            gemmDenseT4BF16AVX512_r4_k
 	MOVQ          out+0(FP), AX
 	MOVQ          outStride+8(FP), CX
@@ -11504,31 +11667,34 @@ gemmDenseT4BF16AVX512_r1:
 	CMPQ   rows+56(FP), $0x00000001
 	JL     gemmDenseT4BF16AVX512_done
 	MOVQ   w+16(FP), AX
+	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*1), CX
 	VPXORD Z21, Z21, Z21
 	VPXORD Z22, Z22, Z22
 	VPXORD Z23, Z23, Z23
 	VPXORD Z24, Z24, Z24
-	MOVQ   x+32(FP), CX
-	MOVQ   xStride+40(FP), DX
-	LEAQ   (DX)(DX*2), BX
-	XORQ   SI, SI
-	MOVQ   n+48(FP), DI
-	ADDQ   DI, DI
+	MOVQ   x+32(FP), DX
+	MOVQ   xStride+40(FP), BX
+	LEAQ   (BX)(BX*2), SI
+	XORQ   DI, DI
+	MOVQ   n+48(FP), R8
+	ADDQ   R8, R8
 
 gemmDenseT4BF16AVX512_r1_k:
-	VMOVUPS       (CX), Z0
-	VMOVUPS       (CX)(DX*1), Z1
-	VMOVUPS       (CX)(DX*2), Z2
-	VMOVUPS       (CX)(BX*1), Z3
-	VPMOVZXWD     (AX)(SI*1), Z4
+	VMOVUPS       (DX), Z0
+	VMOVUPS       (DX)(BX*1), Z1
+	VMOVUPS       (DX)(BX*2), Z2
+	VMOVUPS       (DX)(SI*1), Z3
+	VPMOVZXWD     (AX)(DI*1), Z4
 	VPSLLD        $0x10, Z4, Z4
 	VFMADD231PS   Z0, Z4, Z21
 	VFMADD231PS   Z1, Z4, Z22
 	VFMADD231PS   Z2, Z4, Z23
 	VFMADD231PS   Z3, Z4, Z24
-	ADDQ          $0x00000020, SI
-	ADDQ          $0x00000040, CX
-	CMPQ          SI, DI
+	PREFETCHT0    (CX)(DI*1)
+	ADDQ          $0x00000020, DI
+	ADDQ          $0x00000040, DX
+	CMPQ          DI, R8
 	JB            gemmDenseT4BF16AVX512_r1_k
 	MOVQ          out+0(FP), AX
 	MOVQ          outStride+8(FP), CX
@@ -11582,13 +11748,14 @@ gemmDenseT4BF16AVX512_done:
 	RET
 
 // func gemmDenseT4BF16AVX2(out *float32, outStride int, w *byte, stride int, x *float32, xStride int, n int, rows int)
-// Requires: AVX, AVX2, FMA3
+// Requires: AVX, AVX2, FMA3, MMX+
 TEXT ·gemmDenseT4BF16AVX2(SB), NOSPLIT, $0-64
 gemmDenseT4BF16AVX2_r2:
 	CMPQ   rows+56(FP), $0x00000002
 	JL     gemmDenseT4BF16AVX2_r1
 	MOVQ   w+16(FP), AX
 	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*2), DX
 	LEAQ   (AX)(CX*1), CX
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
@@ -11598,33 +11765,34 @@ gemmDenseT4BF16AVX2_r2:
 	VXORPS Y5, Y5, Y5
 	VXORPS Y6, Y6, Y6
 	VXORPS Y7, Y7, Y7
-	MOVQ   x+32(FP), DX
-	MOVQ   xStride+40(FP), BX
-	LEAQ   (BX)(BX*2), SI
-	XORQ   DI, DI
-	MOVQ   n+48(FP), R8
-	ADDQ   R8, R8
+	MOVQ   x+32(FP), BX
+	MOVQ   xStride+40(FP), SI
+	LEAQ   (SI)(SI*2), DI
+	XORQ   R8, R8
+	MOVQ   n+48(FP), R9
+	ADDQ   R9, R9
 
 gemmDenseT4BF16AVX2_r2_k:
-	VMOVUPS      (DX), Y8
-	VMOVUPS      (DX)(BX*1), Y9
-	VMOVUPS      (DX)(BX*2), Y10
-	VMOVUPS      (DX)(SI*1), Y11
-	VPMOVZXWD    (AX)(DI*1), Y12
+	VMOVUPS      (BX), Y8
+	VMOVUPS      (BX)(SI*1), Y9
+	VMOVUPS      (BX)(SI*2), Y10
+	VMOVUPS      (BX)(DI*1), Y11
+	VPMOVZXWD    (AX)(R8*1), Y12
 	VPSLLD       $0x10, Y12, Y12
 	VFMADD231PS  Y8, Y12, Y0
 	VFMADD231PS  Y9, Y12, Y1
 	VFMADD231PS  Y10, Y12, Y2
 	VFMADD231PS  Y11, Y12, Y3
-	VPMOVZXWD    (CX)(DI*1), Y12
+	VPMOVZXWD    (CX)(R8*1), Y12
 	VPSLLD       $0x10, Y12, Y12
 	VFMADD231PS  Y8, Y12, Y4
 	VFMADD231PS  Y9, Y12, Y5
 	VFMADD231PS  Y10, Y12, Y6
 	VFMADD231PS  Y11, Y12, Y7
-	ADDQ         $0x00000010, DI
-	ADDQ         $0x00000020, DX
-	CMPQ         DI, R8
+	PREFETCHT0   (DX)(R8*2)
+	ADDQ         $0x00000010, R8
+	ADDQ         $0x00000020, BX
+	CMPQ         R8, R9
 	JB           gemmDenseT4BF16AVX2_r2_k
 	MOVQ         out+0(FP), AX
 	MOVQ         outStride+8(FP), CX
@@ -11698,31 +11866,34 @@ gemmDenseT4BF16AVX2_r1:
 	CMPQ   rows+56(FP), $0x00000001
 	JL     gemmDenseT4BF16AVX2_done
 	MOVQ   w+16(FP), AX
+	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*1), CX
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
 	VXORPS Y3, Y3, Y3
-	MOVQ   x+32(FP), CX
-	MOVQ   xStride+40(FP), DX
-	LEAQ   (DX)(DX*2), BX
-	XORQ   SI, SI
-	MOVQ   n+48(FP), DI
-	ADDQ   DI, DI
+	MOVQ   x+32(FP), DX
+	MOVQ   xStride+40(FP), BX
+	LEAQ   (BX)(BX*2), SI
+	XORQ   DI, DI
+	MOVQ   n+48(FP), R8
+	ADDQ   R8, R8
 
 gemmDenseT4BF16AVX2_r1_k:
-	VMOVUPS      (CX), Y4
-	VMOVUPS      (CX)(DX*1), Y5
-	VMOVUPS      (CX)(DX*2), Y6
-	VMOVUPS      (CX)(BX*1), Y7
-	VPMOVZXWD    (AX)(SI*1), Y8
+	VMOVUPS      (DX), Y4
+	VMOVUPS      (DX)(BX*1), Y5
+	VMOVUPS      (DX)(BX*2), Y6
+	VMOVUPS      (DX)(SI*1), Y7
+	VPMOVZXWD    (AX)(DI*1), Y8
 	VPSLLD       $0x10, Y8, Y8
 	VFMADD231PS  Y4, Y8, Y0
 	VFMADD231PS  Y5, Y8, Y1
 	VFMADD231PS  Y6, Y8, Y2
 	VFMADD231PS  Y7, Y8, Y3
-	ADDQ         $0x00000010, SI
-	ADDQ         $0x00000020, CX
-	CMPQ         SI, DI
+	PREFETCHT0   (CX)(DI*1)
+	ADDQ         $0x00000010, DI
+	ADDQ         $0x00000020, DX
+	CMPQ         DI, R8
 	JB           gemmDenseT4BF16AVX2_r1_k
 	MOVQ         out+0(FP), AX
 	MOVQ         outStride+8(FP), CX
@@ -11768,16 +11939,17 @@ gemmDenseT4BF16AVX2_done:
 	RET
 
 // func gemmDenseT4F16AVX512(out *float32, outStride int, w *byte, stride int, x *float32, xStride int, n int, rows int)
-// Requires: AVX, AVX512F, AVX512VL
+// Requires: AVX, AVX512F, AVX512VL, MMX+
 TEXT ·gemmDenseT4F16AVX512(SB), NOSPLIT, $0-64
 gemmDenseT4F16AVX512_r4:
 	CMPQ   rows+56(FP), $0x00000004
 	JL     gemmDenseT4F16AVX512_r1
 	MOVQ   w+16(FP), AX
 	MOVQ   stride+24(FP), CX
-	LEAQ   (AX)(CX*1), DX
-	LEAQ   (AX)(CX*2), BX
-	LEAQ   (DX)(CX*2), CX
+	LEAQ   (AX)(CX*4), DX
+	LEAQ   (AX)(CX*1), BX
+	LEAQ   (AX)(CX*2), SI
+	LEAQ   (BX)(CX*2), CX
 	VPXORD Z0, Z0, Z0
 	VPXORD Z1, Z1, Z1
 	VPXORD Z2, Z2, Z2
@@ -11794,41 +11966,43 @@ gemmDenseT4F16AVX512_r4:
 	VPXORD Z13, Z13, Z13
 	VPXORD Z14, Z14, Z14
 	VPXORD Z15, Z15, Z15
-	MOVQ   x+32(FP), SI
-	MOVQ   xStride+40(FP), DI
-	LEAQ   (DI)(DI*2), R8
-	XORQ   R9, R9
-	MOVQ   n+48(FP), R10
-	ADDQ   R10, R10
+	MOVQ   x+32(FP), DI
+	MOVQ   xStride+40(FP), R8
+	LEAQ   (R8)(R8*2), R9
+	XORQ   R10, R10
+	MOVQ   n+48(FP), R11
+	ADDQ   R11, R11
 
 gemmDenseT4F16AVX512_r4_k:
-	VMOVUPS       (SI), Z16
-	VMOVUPS       (SI)(DI*1), Z17
-	VMOVUPS       (SI)(DI*2), Z18
-	VMOVUPS       (SI)(R8*1), Z19
-	VCVTPH2PS     (AX)(R9*1), Z20
+	VMOVUPS       (DI), Z16
+	VMOVUPS       (DI)(R8*1), Z17
+	VMOVUPS       (DI)(R8*2), Z18
+	VMOVUPS       (DI)(R9*1), Z19
+	VCVTPH2PS     (AX)(R10*1), Z20
 	VFMADD231PS   Z16, Z20, Z0
 	VFMADD231PS   Z17, Z20, Z1
 	VFMADD231PS   Z18, Z20, Z2
 	VFMADD231PS   Z19, Z20, Z3
-	VCVTPH2PS     (DX)(R9*1), Z20
+	VCVTPH2PS     (BX)(R10*1), Z20
 	VFMADD231PS   Z16, Z20, Z4
 	VFMADD231PS   Z17, Z20, Z5
 	VFMADD231PS   Z18, Z20, Z6
 	VFMADD231PS   Z19, Z20, Z7
-	VCVTPH2PS     (BX)(R9*1), Z20
+	VCVTPH2PS     (SI)(R10*1), Z20
 	VFMADD231PS   Z16, Z20, Z8
 	VFMADD231PS   Z17, Z20, Z9
 	VFMADD231PS   Z18, Z20, Z10
 	VFMADD231PS   Z19, Z20, Z11
-	VCVTPH2PS     (CX)(R9*1), Z20
+	VCVTPH2PS     (CX)(R10*1), Z20
 	VFMADD231PS   Z16, Z20, Z12
 	VFMADD231PS   Z17, Z20, Z13
 	VFMADD231PS   Z18, Z20, Z14
 	VFMADD231PS   Z19, Z20, Z15
-	ADDQ          $0x00000020, R9
-	ADDQ          $0x00000040, SI
-	CMPQ          R9, R10
+	PREFETCHT0    (DX)(R10*4)
+	PREFETCHT0    64(DX)(R10*4)
+	ADDQ          $0x00000020, R10
+	ADDQ          $0x00000040, DI
+	CMPQ          R10, R11
 	JB            gemmDenseT4F16AVX512_r4_k
 	MOVQ          out+0(FP), AX
 	MOVQ          outStride+8(FP), CX
@@ -11990,30 +12164,33 @@ gemmDenseT4F16AVX512_r1:
 	CMPQ   rows+56(FP), $0x00000001
 	JL     gemmDenseT4F16AVX512_done
 	MOVQ   w+16(FP), AX
+	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*1), CX
 	VPXORD Z21, Z21, Z21
 	VPXORD Z22, Z22, Z22
 	VPXORD Z23, Z23, Z23
 	VPXORD Z24, Z24, Z24
-	MOVQ   x+32(FP), CX
-	MOVQ   xStride+40(FP), DX
-	LEAQ   (DX)(DX*2), BX
-	XORQ   SI, SI
-	MOVQ   n+48(FP), DI
-	ADDQ   DI, DI
+	MOVQ   x+32(FP), DX
+	MOVQ   xStride+40(FP), BX
+	LEAQ   (BX)(BX*2), SI
+	XORQ   DI, DI
+	MOVQ   n+48(FP), R8
+	ADDQ   R8, R8
 
 gemmDenseT4F16AVX512_r1_k:
-	VMOVUPS       (CX), Z0
-	VMOVUPS       (CX)(DX*1), Z1
-	VMOVUPS       (CX)(DX*2), Z2
-	VMOVUPS       (CX)(BX*1), Z3
-	VCVTPH2PS     (AX)(SI*1), Z4
+	VMOVUPS       (DX), Z0
+	VMOVUPS       (DX)(BX*1), Z1
+	VMOVUPS       (DX)(BX*2), Z2
+	VMOVUPS       (DX)(SI*1), Z3
+	VCVTPH2PS     (AX)(DI*1), Z4
 	VFMADD231PS   Z0, Z4, Z21
 	VFMADD231PS   Z1, Z4, Z22
 	VFMADD231PS   Z2, Z4, Z23
 	VFMADD231PS   Z3, Z4, Z24
-	ADDQ          $0x00000020, SI
-	ADDQ          $0x00000040, CX
-	CMPQ          SI, DI
+	PREFETCHT0    (CX)(DI*1)
+	ADDQ          $0x00000020, DI
+	ADDQ          $0x00000040, DX
+	CMPQ          DI, R8
 	JB            gemmDenseT4F16AVX512_r1_k
 	MOVQ          out+0(FP), AX
 	MOVQ          outStride+8(FP), CX
@@ -12067,13 +12244,14 @@ gemmDenseT4F16AVX512_done:
 	RET
 
 // func gemmDenseT4F16AVX2(out *float32, outStride int, w *byte, stride int, x *float32, xStride int, n int, rows int)
-// Requires: AVX, F16C, FMA3
+// Requires: AVX, F16C, FMA3, MMX+
 TEXT ·gemmDenseT4F16AVX2(SB), NOSPLIT, $0-64
 gemmDenseT4F16AVX2_r2:
 	CMPQ   rows+56(FP), $0x00000002
 	JL     gemmDenseT4F16AVX2_r1
 	MOVQ   w+16(FP), AX
 	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*2), DX
 	LEAQ   (AX)(CX*1), CX
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
@@ -12083,31 +12261,32 @@ gemmDenseT4F16AVX2_r2:
 	VXORPS Y5, Y5, Y5
 	VXORPS Y6, Y6, Y6
 	VXORPS Y7, Y7, Y7
-	MOVQ   x+32(FP), DX
-	MOVQ   xStride+40(FP), BX
-	LEAQ   (BX)(BX*2), SI
-	XORQ   DI, DI
-	MOVQ   n+48(FP), R8
-	ADDQ   R8, R8
+	MOVQ   x+32(FP), BX
+	MOVQ   xStride+40(FP), SI
+	LEAQ   (SI)(SI*2), DI
+	XORQ   R8, R8
+	MOVQ   n+48(FP), R9
+	ADDQ   R9, R9
 
 gemmDenseT4F16AVX2_r2_k:
-	VMOVUPS      (DX), Y8
-	VMOVUPS      (DX)(BX*1), Y9
-	VMOVUPS      (DX)(BX*2), Y10
-	VMOVUPS      (DX)(SI*1), Y11
-	VCVTPH2PS    (AX)(DI*1), Y12
+	VMOVUPS      (BX), Y8
+	VMOVUPS      (BX)(SI*1), Y9
+	VMOVUPS      (BX)(SI*2), Y10
+	VMOVUPS      (BX)(DI*1), Y11
+	VCVTPH2PS    (AX)(R8*1), Y12
 	VFMADD231PS  Y8, Y12, Y0
 	VFMADD231PS  Y9, Y12, Y1
 	VFMADD231PS  Y10, Y12, Y2
 	VFMADD231PS  Y11, Y12, Y3
-	VCVTPH2PS    (CX)(DI*1), Y12
+	VCVTPH2PS    (CX)(R8*1), Y12
 	VFMADD231PS  Y8, Y12, Y4
 	VFMADD231PS  Y9, Y12, Y5
 	VFMADD231PS  Y10, Y12, Y6
 	VFMADD231PS  Y11, Y12, Y7
-	ADDQ         $0x00000010, DI
-	ADDQ         $0x00000020, DX
-	CMPQ         DI, R8
+	PREFETCHT0   (DX)(R8*2)
+	ADDQ         $0x00000010, R8
+	ADDQ         $0x00000020, BX
+	CMPQ         R8, R9
 	JB           gemmDenseT4F16AVX2_r2_k
 	MOVQ         out+0(FP), AX
 	MOVQ         outStride+8(FP), CX
@@ -12181,30 +12360,33 @@ gemmDenseT4F16AVX2_r1:
 	CMPQ   rows+56(FP), $0x00000001
 	JL     gemmDenseT4F16AVX2_done
 	MOVQ   w+16(FP), AX
+	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*1), CX
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
 	VXORPS Y3, Y3, Y3
-	MOVQ   x+32(FP), CX
-	MOVQ   xStride+40(FP), DX
-	LEAQ   (DX)(DX*2), BX
-	XORQ   SI, SI
-	MOVQ   n+48(FP), DI
-	ADDQ   DI, DI
+	MOVQ   x+32(FP), DX
+	MOVQ   xStride+40(FP), BX
+	LEAQ   (BX)(BX*2), SI
+	XORQ   DI, DI
+	MOVQ   n+48(FP), R8
+	ADDQ   R8, R8
 
 gemmDenseT4F16AVX2_r1_k:
-	VMOVUPS      (CX), Y4
-	VMOVUPS      (CX)(DX*1), Y5
-	VMOVUPS      (CX)(DX*2), Y6
-	VMOVUPS      (CX)(BX*1), Y7
-	VCVTPH2PS    (AX)(SI*1), Y8
+	VMOVUPS      (DX), Y4
+	VMOVUPS      (DX)(BX*1), Y5
+	VMOVUPS      (DX)(BX*2), Y6
+	VMOVUPS      (DX)(SI*1), Y7
+	VCVTPH2PS    (AX)(DI*1), Y8
 	VFMADD231PS  Y4, Y8, Y0
 	VFMADD231PS  Y5, Y8, Y1
 	VFMADD231PS  Y6, Y8, Y2
 	VFMADD231PS  Y7, Y8, Y3
-	ADDQ         $0x00000010, SI
-	ADDQ         $0x00000020, CX
-	CMPQ         SI, DI
+	PREFETCHT0   (CX)(DI*1)
+	ADDQ         $0x00000010, DI
+	ADDQ         $0x00000020, DX
+	CMPQ         DI, R8
 	JB           gemmDenseT4F16AVX2_r1_k
 	MOVQ         out+0(FP), AX
 	MOVQ         outStride+8(FP), CX
@@ -12250,16 +12432,17 @@ gemmDenseT4F16AVX2_done:
 	RET
 
 // func gemmDenseT4F32AVX512(out *float32, outStride int, w *byte, stride int, x *float32, xStride int, n int, rows int)
-// Requires: AVX, AVX512F, AVX512VL
+// Requires: AVX, AVX512F, AVX512VL, MMX+
 TEXT ·gemmDenseT4F32AVX512(SB), NOSPLIT, $0-64
 gemmDenseT4F32AVX512_r4:
 	CMPQ   rows+56(FP), $0x00000004
 	JL     gemmDenseT4F32AVX512_r1
 	MOVQ   w+16(FP), AX
 	MOVQ   stride+24(FP), CX
-	LEAQ   (AX)(CX*1), DX
-	LEAQ   (AX)(CX*2), BX
-	LEAQ   (DX)(CX*2), CX
+	LEAQ   (AX)(CX*4), DX
+	LEAQ   (AX)(CX*1), BX
+	LEAQ   (AX)(CX*2), SI
+	LEAQ   (BX)(CX*2), CX
 	VPXORD Z0, Z0, Z0
 	VPXORD Z1, Z1, Z1
 	VPXORD Z2, Z2, Z2
@@ -12276,41 +12459,45 @@ gemmDenseT4F32AVX512_r4:
 	VPXORD Z13, Z13, Z13
 	VPXORD Z14, Z14, Z14
 	VPXORD Z15, Z15, Z15
-	MOVQ   x+32(FP), SI
-	MOVQ   xStride+40(FP), DI
-	LEAQ   (DI)(DI*2), R8
-	XORQ   R9, R9
-	MOVQ   n+48(FP), R10
-	SHLQ   $0x02, R10
+	MOVQ   x+32(FP), DI
+	MOVQ   xStride+40(FP), R8
+	LEAQ   (R8)(R8*2), R9
+	XORQ   R10, R10
+	MOVQ   n+48(FP), R11
+	SHLQ   $0x02, R11
 
 gemmDenseT4F32AVX512_r4_k:
-	VMOVUPS       (SI), Z16
-	VMOVUPS       (SI)(DI*1), Z17
-	VMOVUPS       (SI)(DI*2), Z18
-	VMOVUPS       (SI)(R8*1), Z19
-	VMOVUPS       (AX)(R9*1), Z20
+	VMOVUPS       (DI), Z16
+	VMOVUPS       (DI)(R8*1), Z17
+	VMOVUPS       (DI)(R8*2), Z18
+	VMOVUPS       (DI)(R9*1), Z19
+	VMOVUPS       (AX)(R10*1), Z20
 	VFMADD231PS   Z16, Z20, Z0
 	VFMADD231PS   Z17, Z20, Z1
 	VFMADD231PS   Z18, Z20, Z2
 	VFMADD231PS   Z19, Z20, Z3
-	VMOVUPS       (DX)(R9*1), Z20
+	VMOVUPS       (BX)(R10*1), Z20
 	VFMADD231PS   Z16, Z20, Z4
 	VFMADD231PS   Z17, Z20, Z5
 	VFMADD231PS   Z18, Z20, Z6
 	VFMADD231PS   Z19, Z20, Z7
-	VMOVUPS       (BX)(R9*1), Z20
+	VMOVUPS       (SI)(R10*1), Z20
 	VFMADD231PS   Z16, Z20, Z8
 	VFMADD231PS   Z17, Z20, Z9
 	VFMADD231PS   Z18, Z20, Z10
 	VFMADD231PS   Z19, Z20, Z11
-	VMOVUPS       (CX)(R9*1), Z20
+	VMOVUPS       (CX)(R10*1), Z20
 	VFMADD231PS   Z16, Z20, Z12
 	VFMADD231PS   Z17, Z20, Z13
 	VFMADD231PS   Z18, Z20, Z14
 	VFMADD231PS   Z19, Z20, Z15
-	ADDQ          $0x00000040, R9
-	ADDQ          $0x00000040, SI
-	CMPQ          R9, R10
+	PREFETCHT0    (DX)(R10*4)
+	PREFETCHT0    64(DX)(R10*4)
+	PREFETCHT0    128(DX)(R10*4)
+	PREFETCHT0    192(DX)(R10*4)
+	ADDQ          $0x00000040, R10
+	ADDQ          $0x00000040, DI
+	CMPQ          R10, R11
 	JB            gemmDenseT4F32AVX512_r4_k
 	MOVQ          out+0(FP), AX
 	MOVQ          outStride+8(FP), CX
@@ -12472,30 +12659,33 @@ gemmDenseT4F32AVX512_r1:
 	CMPQ   rows+56(FP), $0x00000001
 	JL     gemmDenseT4F32AVX512_done
 	MOVQ   w+16(FP), AX
+	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*1), CX
 	VPXORD Z21, Z21, Z21
 	VPXORD Z22, Z22, Z22
 	VPXORD Z23, Z23, Z23
 	VPXORD Z24, Z24, Z24
-	MOVQ   x+32(FP), CX
-	MOVQ   xStride+40(FP), DX
-	LEAQ   (DX)(DX*2), BX
-	XORQ   SI, SI
-	MOVQ   n+48(FP), DI
-	SHLQ   $0x02, DI
+	MOVQ   x+32(FP), DX
+	MOVQ   xStride+40(FP), BX
+	LEAQ   (BX)(BX*2), SI
+	XORQ   DI, DI
+	MOVQ   n+48(FP), R8
+	SHLQ   $0x02, R8
 
 gemmDenseT4F32AVX512_r1_k:
-	VMOVUPS       (CX), Z0
-	VMOVUPS       (CX)(DX*1), Z1
-	VMOVUPS       (CX)(DX*2), Z2
-	VMOVUPS       (CX)(BX*1), Z3
-	VMOVUPS       (AX)(SI*1), Z4
+	VMOVUPS       (DX), Z0
+	VMOVUPS       (DX)(BX*1), Z1
+	VMOVUPS       (DX)(BX*2), Z2
+	VMOVUPS       (DX)(SI*1), Z3
+	VMOVUPS       (AX)(DI*1), Z4
 	VFMADD231PS   Z0, Z4, Z21
 	VFMADD231PS   Z1, Z4, Z22
 	VFMADD231PS   Z2, Z4, Z23
 	VFMADD231PS   Z3, Z4, Z24
-	ADDQ          $0x00000040, SI
-	ADDQ          $0x00000040, CX
-	CMPQ          SI, DI
+	PREFETCHT0    (CX)(DI*1)
+	ADDQ          $0x00000040, DI
+	ADDQ          $0x00000040, DX
+	CMPQ          DI, R8
 	JB            gemmDenseT4F32AVX512_r1_k
 	MOVQ          out+0(FP), AX
 	MOVQ          outStride+8(FP), CX
@@ -12549,13 +12739,14 @@ gemmDenseT4F32AVX512_done:
 	RET
 
 // func gemmDenseT4F32AVX2(out *float32, outStride int, w *byte, stride int, x *float32, xStride int, n int, rows int)
-// Requires: AVX, FMA3
+// Requires: AVX, FMA3, MMX+
 TEXT ·gemmDenseT4F32AVX2(SB), NOSPLIT, $0-64
 gemmDenseT4F32AVX2_r2:
 	CMPQ   rows+56(FP), $0x00000002
 	JL     gemmDenseT4F32AVX2_r1
 	MOVQ   w+16(FP), AX
 	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*2), DX
 	LEAQ   (AX)(CX*1), CX
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
@@ -12565,31 +12756,32 @@ gemmDenseT4F32AVX2_r2:
 	VXORPS Y5, Y5, Y5
 	VXORPS Y6, Y6, Y6
 	VXORPS Y7, Y7, Y7
-	MOVQ   x+32(FP), DX
-	MOVQ   xStride+40(FP), BX
-	LEAQ   (BX)(BX*2), SI
-	XORQ   DI, DI
-	MOVQ   n+48(FP), R8
-	SHLQ   $0x02, R8
+	MOVQ   x+32(FP), BX
+	MOVQ   xStride+40(FP), SI
+	LEAQ   (SI)(SI*2), DI
+	XORQ   R8, R8
+	MOVQ   n+48(FP), R9
+	SHLQ   $0x02, R9
 
 gemmDenseT4F32AVX2_r2_k:
-	VMOVUPS      (DX), Y8
-	VMOVUPS      (DX)(BX*1), Y9
-	VMOVUPS      (DX)(BX*2), Y10
-	VMOVUPS      (DX)(SI*1), Y11
-	VMOVUPS      (AX)(DI*1), Y12
+	VMOVUPS      (BX), Y8
+	VMOVUPS      (BX)(SI*1), Y9
+	VMOVUPS      (BX)(SI*2), Y10
+	VMOVUPS      (BX)(DI*1), Y11
+	VMOVUPS      (AX)(R8*1), Y12
 	VFMADD231PS  Y8, Y12, Y0
 	VFMADD231PS  Y9, Y12, Y1
 	VFMADD231PS  Y10, Y12, Y2
 	VFMADD231PS  Y11, Y12, Y3
-	VMOVUPS      (CX)(DI*1), Y12
+	VMOVUPS      (CX)(R8*1), Y12
 	VFMADD231PS  Y8, Y12, Y4
 	VFMADD231PS  Y9, Y12, Y5
 	VFMADD231PS  Y10, Y12, Y6
 	VFMADD231PS  Y11, Y12, Y7
-	ADDQ         $0x00000020, DI
-	ADDQ         $0x00000020, DX
-	CMPQ         DI, R8
+	PREFETCHT0   (DX)(R8*2)
+	ADDQ         $0x00000020, R8
+	ADDQ         $0x00000020, BX
+	CMPQ         R8, R9
 	JB           gemmDenseT4F32AVX2_r2_k
 	MOVQ         out+0(FP), AX
 	MOVQ         outStride+8(FP), CX
@@ -12663,30 +12855,33 @@ gemmDenseT4F32AVX2_r1:
 	CMPQ   rows+56(FP), $0x00000001
 	JL     gemmDenseT4F32AVX2_done
 	MOVQ   w+16(FP), AX
+	MOVQ   stride+24(FP), CX
+	LEAQ   (AX)(CX*1), CX
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
 	VXORPS Y3, Y3, Y3
-	MOVQ   x+32(FP), CX
-	MOVQ   xStride+40(FP), DX
-	LEAQ   (DX)(DX*2), BX
-	XORQ   SI, SI
-	MOVQ   n+48(FP), DI
-	SHLQ   $0x02, DI
+	MOVQ   x+32(FP), DX
+	MOVQ   xStride+40(FP), BX
+	LEAQ   (BX)(BX*2), SI
+	XORQ   DI, DI
+	MOVQ   n+48(FP), R8
+	SHLQ   $0x02, R8
 
 gemmDenseT4F32AVX2_r1_k:
-	VMOVUPS      (CX), Y4
-	VMOVUPS      (CX)(DX*1), Y5
-	VMOVUPS      (CX)(DX*2), Y6
-	VMOVUPS      (CX)(BX*1), Y7
-	VMOVUPS      (AX)(SI*1), Y8
+	VMOVUPS      (DX), Y4
+	VMOVUPS      (DX)(BX*1), Y5
+	VMOVUPS      (DX)(BX*2), Y6
+	VMOVUPS      (DX)(SI*1), Y7
+	VMOVUPS      (AX)(DI*1), Y8
 	VFMADD231PS  Y4, Y8, Y0
 	VFMADD231PS  Y5, Y8, Y1
 	VFMADD231PS  Y6, Y8, Y2
 	VFMADD231PS  Y7, Y8, Y3
-	ADDQ         $0x00000020, SI
-	ADDQ         $0x00000020, CX
-	CMPQ         SI, DI
+	PREFETCHT0   (CX)(DI*1)
+	ADDQ         $0x00000020, DI
+	ADDQ         $0x00000020, DX
+	CMPQ         DI, R8
 	JB           gemmDenseT4F32AVX2_r1_k
 	MOVQ         out+0(FP), AX
 	MOVQ         outStride+8(FP), CX

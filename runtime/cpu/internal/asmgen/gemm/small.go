@@ -61,6 +61,14 @@ func arg(name string) Mem {
 	return b.Addr
 }
 
+// prefetchNext prefetches the bytes of the next pass that match an
+// iteration consuming step bytes of each of R rows at offset wo.
+func prefetchNext(next, wo Register, R, step int) {
+	for d := 0; d < R*step; d += 64 {
+		PREFETCHT0(Mem{Base: next, Index: wo, Scale: uint8(R), Disp: d})
+	}
+}
+
 // tokenAddr returns the address of input t (t < 4) at byte offset disp.
 func tokenAddr(xp, xs, xs3 Register, t, disp int) Mem {
 	m := Mem{Base: xp, Disp: disp}
@@ -102,14 +110,18 @@ func reduce(v VecVirtual, z bool) VecVirtual {
 // smallRows emits the row passes shared by both levels: passes of R rows,
 // then single rows. pass emits one pass over the rows at ptrs, with the
 // results of input t for row k stored by the pass itself; the per-pass
-// arguments (out, w, scales, rows) advance in their argument slots.
-func smallRows(name string, R int, pass func(tag string, ptrs []Register)) {
+// arguments (out, w, scales, rows) advance in their argument slots. next
+// points at the next pass's rows: the rows of a pass are contiguous, so a
+// pass at byte wo of its rows prefetches byte R·wo of the next one (see
+// prefetchNext). The hardware prefetcher alone does poorly on rows of a
+// few hundred bytes: each pass starts R short streams.
+func smallRows(name string, R int, pass func(tag string, ptrs []Register, next Register)) {
 	smallRowsAdvancing(name, R, []string{"w", "stride", "scales", "sstride"}, pass)
 }
 
 // smallRowsAdvancing is smallRows with the pointer arguments to advance
 // after a pass given as (pointer, row stride) name pairs.
-func smallRowsAdvancing(name string, R int, advance []string, pass func(tag string, ptrs []Register)) {
+func smallRowsAdvancing(name string, R int, advance []string, pass func(tag string, ptrs []Register, next Register)) {
 	for _, n := range []int{R, 1} {
 		if n == 1 && R == 1 {
 			continue
@@ -128,8 +140,14 @@ func smallRowsAdvancing(name string, R int, advance []string, pass func(tag stri
 		}
 		w := Load(Param("w"), GP64())
 		ptrs := []Register{w}
+		stride := Load(Param("stride"), GP64())
+		next := GP64()
+		if n == 1 {
+			LEAQ(Mem{Base: w, Index: stride, Scale: 1}, next)
+		} else {
+			LEAQ(Mem{Base: w, Index: stride, Scale: uint8(n)}, next)
+		}
 		if n == 4 || n == 2 {
-			stride := Load(Param("stride"), GP64())
 			for k := 1; k < n; k++ {
 				p := GP64()
 				switch k {
@@ -143,7 +161,7 @@ func smallRowsAdvancing(name string, R int, advance []string, pass func(tag stri
 				ptrs = append(ptrs, p)
 			}
 		}
-		pass(tag, ptrs)
+		pass(tag, ptrs, next)
 		ADDQ(U32(4*n), arg("out"))
 		for i := 0; i < len(advance); i += 2 {
 			t := Load(Param(advance[i+1]), GP64())
@@ -175,7 +193,7 @@ func smallAVX512(T int, st scaleType, symTable Mem) {
 	if T > 3 {
 		rows = 2
 	}
-	smallRows(name, rows, func(tag string, ptrs []Register) {
+	smallRows(name, rows, func(tag string, ptrs []Register, next Register) {
 		R := len(ptrs)
 		acc := make([][]VecVirtual, R)
 		for k := range acc {
@@ -243,6 +261,7 @@ func smallAVX512(T int, st scaleType, symTable Mem) {
 				VFMADD231PS(xh[t], hi, acc[k][t])
 			}
 		}
+		prefetchNext(next, wo, R, 16)
 		ADDQ(U32(16), wo)
 		ADDQ(U32(128), xp)
 		CMPQ(wo, gend)
@@ -281,7 +300,7 @@ func smallAVX2(T int, st scaleType, lowNibble, minusEight Mem) {
 	TEXT(name, NOSPLIT, smallSig)
 	Pragma("noescape")
 	Doc(name + fmt.Sprintf(" is gemmQ4T%d%sAVX512 for AVX2; x is rearranged per 16: the 8 even-index then the 8 odd-index inputs.", T, st.name))
-	smallRows(name, 2, func(tag string, ptrs []Register) {
+	smallRows(name, 2, func(tag string, ptrs []Register, next Register) {
 		R := len(ptrs)
 		acc := make([][]VecVirtual, R)
 		for k := range acc {
@@ -334,6 +353,7 @@ func smallAVX2(T int, st scaleType, lowNibble, minusEight Mem) {
 				VFMADD231PS(tokenAddr(xp, xs, xs3, t, 32), c, acc[k][t])
 			}
 		}
+		prefetchNext(next, wo, R, 8)
 		ADDQ(U32(8), wo)
 		ADDQ(U32(64), xp)
 		CMPQ(wo, gend)
@@ -369,7 +389,7 @@ func smallDense(T int, dt string, z bool) {
 	if dt == "F32" {
 		elem = 4
 	}
-	smallRowsAdvancing(name, R, []string{"w", "stride"}, func(tag string, ptrs []Register) {
+	smallRowsAdvancing(name, R, []string{"w", "stride"}, func(tag string, ptrs []Register, next Register) {
 		acc := make([][]VecVirtual, len(ptrs))
 		for k := range acc {
 			acc[k] = make([]VecVirtual, T)
@@ -417,6 +437,7 @@ func smallDense(T int, dt string, z bool) {
 				VFMADD231PS(xv[t], wv, acc[k][t])
 			}
 		}
+		prefetchNext(next, wo, len(ptrs), lanes*elem)
 		ADDQ(U32(lanes*elem), wo)
 		ADDQ(U32(lanes*4), xp)
 		CMPQ(wo, end)
