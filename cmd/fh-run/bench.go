@@ -22,6 +22,7 @@ to the bandwidth bound (bandwidth / bytes per token). Random token ids.
 Examples:
   fh-run bench --model gemma-fh.fhm
   fh-run bench --model gemma-fh.fhm --threads 2 --json | jq .bound_ratio
+  fh-run bench --model gemma-fh.fhm --device cuda
 
 Flags:
 `
@@ -34,6 +35,7 @@ func runBench(args []string, stdout io.Writer) error {
 	genTokens := fs.Int("gen-tokens", 32, "decoded tokens per head")
 	seed := fs.Uint64("seed", 1, "seed of the random prompt")
 	asJSON := fs.Bool("json", false, "print one JSON object")
+	device := registerDevice(fs)
 	if err := parse(fs, args, benchHelp, stdout); err != nil {
 		return err
 	}
@@ -50,6 +52,14 @@ func runBench(args []string, stdout io.Writer) error {
 	defer l.Close()
 	if *promptTokens+*genTokens > l.m.Config.MaxPositionEmbeddings {
 		return cli.Usagef("bench: %d + %d tokens exceed the model's context of %d", *promptTokens, *genTokens, l.m.Config.MaxPositionEmbeddings)
+	}
+	dr, err := openDevice(*device, l, &rf, deviceMessages(*asJSON, stdout))
+	if err != nil {
+		return err
+	}
+	if dr != nil {
+		defer closeDevice(dr)
+		return benchDevice(dr, l.flash, rf.model, *promptTokens, *genTokens, *seed, *asJSON, stdout)
 	}
 	res, err := bench.Run(l.run, l.flash, bench.Options{PromptTokens: *promptTokens, GenTokens: *genTokens, KV: l.kv, Seed: *seed})
 	if err != nil {

@@ -36,6 +36,12 @@ Examples:
   fh-run verify --model m.fhm --baseline ref.safetensors --min-top1 0.99 --max-kl 1e-3
   fh-run verify --model gemma-fh.fhm --head flashhead --probes 128 --baseline ref.safetensors
 
+With --device cuda the model runs on the GPU and is compared with the
+baseline, or with the same model on the CPU when no baseline is given; with
+--head flashhead the device's FlashHead choices are also compared with the
+CPU's at every position:
+  fh-run verify --model gemma-fh.fhm --device cuda --head flashhead --min-top1 1
+
 Flags:
 `
 
@@ -53,6 +59,7 @@ func runVerify(args []string, stdout io.Writer) error {
 	maxKL := fs.Float64("max-kl", -1, "exit 1 if the mean KL is above this")
 	asJSON := fs.Bool("json", false, "print one JSON object")
 	greedyTokens := fs.Int("greedy-tokens", 32, "with --head flashhead: tokens decoded greedily by both heads per sequence")
+	device := registerDevice(fs)
 	if err := parse(fs, args, verifyHelp, stdout); err != nil {
 		return err
 	}
@@ -60,7 +67,7 @@ func runVerify(args []string, stdout io.Writer) error {
 		return cli.Usagef("verify: unexpected argument %q", fs.Arg(0))
 	}
 	flashMode := rf.head == "flashhead"
-	if *baseline == "" && *baselineModel == "" && !flashMode {
+	if *baseline == "" && *baselineModel == "" && !flashMode && *device == "cpu" {
 		return cli.Usagef("verify: --baseline or --baseline-model is required (or --head flashhead to compare the FlashHead with the dense head)")
 	}
 	if !flashMode {
@@ -94,7 +101,15 @@ func runVerify(args []string, stdout io.Writer) error {
 			return fmt.Errorf("sequence %d has %d tokens, beyond the model's context limit of %d", i, len(s.Tokens), l.m.Config.MaxPositionEmbeddings)
 		}
 	}
-	if flashMode {
+	dr, err := openDevice(*device, l, &rf, deviceMessages(*asJSON, stdout))
+	if err != nil {
+		return err
+	}
+	defer closeDevice(dr)
+	if dr == nil && *baseline == "" && *baselineModel == "" && !flashMode {
+		return cli.Usagef("verify: --baseline or --baseline-model is required on the CPU")
+	}
+	if flashMode && dr == nil {
 		return verifyFlash(l, seqs, *greedyTokens, *asJSON, *minTop1, *maxKL, stdout)
 	}
 	var base *loaded
@@ -108,6 +123,9 @@ func runVerify(args []string, stdout io.Writer) error {
 		if base.m.Config.VocabSize != vocab {
 			return fmt.Errorf("%s: vocabulary %d differs from %s's %d", *baselineModel, base.m.Config.VocabSize, rf.model, vocab)
 		}
+	}
+	if dr != nil {
+		return verifyDevice(dr, l, base, seqs, *baseline != "", *asJSON, *minTop1, *maxKL, stdout)
 	}
 	rep, err := runReport(l, base, seqs)
 	if err != nil {

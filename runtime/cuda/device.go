@@ -77,10 +77,8 @@ func ptr[T any](v *T) uintptr { return uintptr(unsafe.Pointer(v)) }
 func OpenDevice(drv *Driver, ordinal int) (*Device, error) {
 	s := &drv.sym
 	if err := drv.call("cuInit", s.cuInit, 0); err != nil {
-		if errors.Is(err, ErrNoDevice) {
-			return nil, fmt.Errorf("cuda: %s: %w: %w", drv.Path, ErrNoDevice, err)
-		}
-		return nil, err
+		// errors.Is(err, ErrNoDevice) holds for CUDA_ERROR_NO_DEVICE.
+		return nil, fmt.Errorf("cuda: %s: %w", drv.Path, err)
 	}
 	var pin runtime.Pinner
 	defer pin.Unpin()
@@ -277,13 +275,15 @@ func (dv *Device) Memset(b Buffer, v byte) error {
 	return dv.do("cuMemsetD8_v2", dv.Drv.sym.cuMemsetD8, uintptr(b.Ptr), uintptr(v), uintptr(b.Size))
 }
 
-// NewStream creates a non-blocking stream.
+// NewStream creates a stream that synchronizes with the legacy default
+// stream (CU_STREAM_DEFAULT), so the synchronous copies (Upload,
+// Download) are ordered with the work queued on it.
 func (dv *Device) NewStream() (Stream, error) {
 	var pin runtime.Pinner
 	defer pin.Unpin()
 	s := pinned[uintptr](&pin)
-	const nonBlocking = 1
-	if err := dv.do("cuStreamCreate", dv.Drv.sym.cuStreamCreate, ptr(s), nonBlocking); err != nil {
+	const blocking = 0
+	if err := dv.do("cuStreamCreate", dv.Drv.sym.cuStreamCreate, ptr(s), blocking); err != nil {
 		return 0, err
 	}
 	return Stream(*s), nil

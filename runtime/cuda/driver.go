@@ -56,7 +56,7 @@ type Error struct {
 }
 
 func (e *Error) Error() string {
-	s := fmt.Sprintf("cuda: %s failed: %s (%s, code %d)", e.Call, e.Desc, e.Name, e.Code)
+	s := fmt.Sprintf("%s failed: %s (%s, code %d)", e.Call, e.Desc, e.Name, e.Code)
 	if e.Detail != "" {
 		s += ": " + e.Detail
 	}

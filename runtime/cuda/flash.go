@@ -182,20 +182,19 @@ func (r *Runner) HasFlashHead() bool { return r.flash != nil }
 
 // Greedy runs tokens (continuing the sequence) and returns the greedy next
 // token of the last one: the FlashHead's argmax when one is loaded, the
-// dense head's otherwise (smallest id on ties, as on the CPU).
+// dense head's otherwise (smallest id on ties, as on the CPU). A
+// single-token step replays a CUDA graph of the whole step (captured on
+// first use) when UseGraphs is set.
 func (r *Runner) Greedy(tokens []int) (int, error) {
 	if err := r.check(tokens); err != nil {
 		return 0, err
 	}
-	err := r.chunks(tokens, false, func(int, int) error {
-		if r.flash != nil {
-			return r.flashArgmax(r.hidden.At(0), 0)
-		}
-		if err := r.denseLogits(r.hidden.At(0), 1); err != nil {
-			return err
-		}
-		return r.launch("fh_argmax_rows", D1(1), D1(1024), r.ids, r.logits, r.M.Config.VocabSize)
-	})
+	var err error
+	if len(tokens) == 1 && r.UseGraphs {
+		err = r.graphStep(tokens[0])
+	} else {
+		err = r.chunks(tokens, false, func(int, int) error { return r.greedyHead() })
+	}
 	if err != nil {
 		return 0, err
 	}
@@ -204,6 +203,51 @@ func (r *Runner) Greedy(tokens []int) (int, error) {
 		return 0, err
 	}
 	return int(id[0]), nil
+}
+
+// greedyHead queues the head's argmax of the hidden state at r.hidden row
+// 0 into r.ids[0].
+func (r *Runner) greedyHead() error {
+	if r.flash != nil {
+		return r.flashArgmax(r.hidden.At(0), 0)
+	}
+	if err := r.denseLogits(r.hidden.At(0), 1); err != nil {
+		return err
+	}
+	return r.launch("fh_argmax_rows", D1(1), D1(1024), r.ids, r.logits, r.M.Config.VocabSize)
+}
+
+// graphStep runs one decode step through the captured graph of the
+// current head, capturing it first if needed.
+func (r *Runner) graphStep(token int) error {
+	if err := r.upload([]int{token}); err != nil {
+		return err
+	}
+	flash := r.flash != nil
+	g := r.graphs[flash]
+	if g == nil {
+		if err := r.Dev.BeginCapture(r.stream); err != nil {
+			return err
+		}
+		err := r.body(1, false, true)
+		if err == nil {
+			err = r.greedyHead()
+		}
+		g2, err2 := r.Dev.EndCapture(r.stream)
+		if err != nil {
+			return fmt.Errorf("cuda: capturing the decode step: %w", err)
+		}
+		if err2 != nil {
+			return fmt.Errorf("cuda: capturing the decode step: %w", err2)
+		}
+		g = g2
+		r.graphs[flash] = g
+	}
+	if err := r.Dev.LaunchGraph(g, r.stream); err != nil {
+		return err
+	}
+	r.Pos++
+	return nil
 }
 
 // FlashArgmaxAll runs tokens with teacher forcing and returns the

@@ -75,22 +75,38 @@ func (r *Runner) chunks(tokens []int, all bool, done func(start, n int) error) e
 // mirroring runtime/model's forwardChunk. With out, the final norm is
 // applied to every row (all) or to the last token's row, into r.hidden.
 func (r *Runner) chunk(tokens []int, all, out bool) error {
-	m := r.M
-	c := &m.Config
-	T := len(tokens)
-	h, hd := c.HiddenSize, c.HeadDim
-	half := hd / 2
-	eps := float32(c.RMSNormEps)
-	ids := make([]int32, T)
+	if err := r.upload(tokens); err != nil {
+		return err
+	}
+	if err := r.body(len(tokens), all, out); err != nil {
+		return err
+	}
+	r.Pos += len(tokens)
+	return nil
+}
+
+// upload writes the step's inputs, the token ids and the position of the
+// first one, to device memory (every kernel reads them from there, which
+// is what lets a captured graph serve every decode step).
+func (r *Runner) upload(tokens []int) error {
+	ids := make([]int32, len(tokens))
 	for i, t := range tokens {
 		ids[i] = int32(t)
 	}
 	if err := r.Dev.UploadI32(r.tokens, 0, ids); err != nil {
 		return err
 	}
-	if err := r.Dev.UploadI32(r.pos, 0, []int32{int32(r.Pos)}); err != nil {
-		return err
-	}
+	return r.Dev.UploadI32(r.pos, 0, []int32{int32(r.Pos)})
+}
+
+// body queues the launches of one chunk of T tokens (nothing but kernel
+// launches on r.stream, so it can be captured).
+func (r *Runner) body(T int, all, out bool) error {
+	m := r.M
+	c := &m.Config
+	h, hd := c.HiddenSize, c.HeadDim
+	half := hd / 2
+	eps := float32(c.RMSNormEps)
 	steps := []func() error{
 		func() error {
 			return r.launch("fh_embed_"+dtName(r.embed.dt), D1(T), D1(normThreads(h)), r.x, r.embed.data, r.tokens, h, m.EmbedScale)
@@ -112,7 +128,6 @@ func (r *Runner) chunk(tokens []int, all, out bool) error {
 			return fmt.Errorf("layer %d: %w", li, err)
 		}
 	}
-	r.Pos += T
 	if !out {
 		return nil
 	}

@@ -61,6 +61,13 @@ type Runner struct {
 	tokens, pos, ids                       Buffer
 	allocs                                 []Buffer
 	flash                                  *devFlash
+	// stream carries every kernel; the decode step is captured from it
+	// into graphs[head] on first use and replayed after (UseGraphs).
+	stream Stream
+	graphs map[bool]*Graph
+	// UseGraphs makes Greedy replay a captured CUDA graph for single-token
+	// steps instead of issuing each launch (on by default).
+	UseGraphs bool
 }
 
 // NewRunner uploads m's weights and allocates a KV cache of kv (F32, BF16
@@ -80,13 +87,16 @@ func NewRunner(dv *Device, m *model.Model, kv dtype.DType, ctx int) (r *Runner, 
 	if ctx > 0 && ctx < limit {
 		limit = ctx
 	}
-	r = &Runner{Dev: dv, M: m, Limit: limit, kv: kv, fn: map[string]*Function{}}
+	r = &Runner{Dev: dv, M: m, Limit: limit, kv: kv, fn: map[string]*Function{}, graphs: map[bool]*Graph{}, UseGraphs: true}
 	defer func() {
 		if err != nil {
 			r.Close()
 			r = nil
 		}
 	}()
+	if r.stream, err = dv.NewStream(); err != nil {
+		return nil, err
+	}
 	for _, name := range []string{"fh_embed_bf16", "fh_embed_f16", "fh_embed_f32", "fh_rope_table", "fh_rope",
 		"fh_rmsnorm", "fh_rmsnorm_add", "fh_add", "fh_gated_act", "fh_softcap", "fh_gemm_bf16", "fh_gemm_f16",
 		"fh_gemm_f32", "fh_w4a16_gemv", "fh_w4a16_gemm", "fh_kv_store_f32", "fh_kv_store_bf16", "fh_kv_store_f16",
@@ -219,6 +229,14 @@ func (r *Runner) uploadMat(name string, m cpu.Mat) (devMat, error) {
 // Close frees every device buffer of the runner.
 func (r *Runner) Close() error {
 	var errs []error
+	for k, g := range r.graphs {
+		errs = append(errs, r.Dev.DestroyGraph(g))
+		delete(r.graphs, k)
+	}
+	if r.stream != 0 {
+		errs = append(errs, r.Dev.SyncStream(r.stream), r.Dev.DestroyStream(r.stream))
+		r.stream = 0
+	}
 	for _, b := range r.allocs {
 		errs = append(errs, r.Dev.Free(b))
 	}
@@ -273,9 +291,9 @@ func dtName(dt dtype.DType) string {
 	return "f32"
 }
 
-// launch runs a kernel on the default stream.
+// launch queues a kernel on the runner's stream.
 func (r *Runner) launch(name string, grid, block Dim3, args ...any) error {
-	return r.Dev.Launch(r.fn[name], grid, block, 0, 0, args...)
+	return r.Dev.Launch(r.fn[name], grid, block, 0, r.stream, args...)
 }
 
 // matmul computes out[t·rows + r] = W[r, :] · x[t·cols:] for T tokens.

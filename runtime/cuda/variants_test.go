@@ -148,6 +148,9 @@ func TestVariantsMatchCPU(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
+			if len(dr.graphs) != 1 {
+				t.Fatalf("decode steps used %d captured graphs, want 1", len(dr.graphs))
+			}
 		})
 	}
 }

@@ -723,7 +723,7 @@ CUEMU_EXPORT CUresult cuDeviceGetName(char* name, int len, int dev) {
 	LOCK;
 	NEED_INIT;
 	if (dev < 0 || dev >= g_devices) return CUDA_ERROR_INVALID_DEVICE;
-	snprintf(name, size_t(len), "fhkit CUDA emulator (sm_80, CPU)%s", CUEMU_ASAN ? " +ASan" : "");
+	snprintf(name, size_t(len), "fhkit CUDA emulator%s", CUEMU_ASAN ? " +ASan" : "");
 	return CUDA_SUCCESS;
 }
 

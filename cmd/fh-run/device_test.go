@@ -1,0 +1,75 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/fhkit/fhkit/runtime/cuda"
+	"github.com/fhkit/fhkit/runtime/cuda/emu"
+)
+
+func TestDeviceFlagErrors(t *testing.T) {
+	path := convertFixture(t, "gemma3-tiny")
+	if code, _, errOut := runArgs("verify", "--model", path, "--device", "tpu"); code != 2 || !strings.Contains(errOut, "--device") {
+		t.Fatalf("--device tpu: exit %d, %q; want a usage error", code, errOut)
+	}
+	t.Setenv(cuda.LibEnv, filepath.Join(t.TempDir(), "libcuda.so.1"))
+	code, _, errOut := runArgs("verify", "--model", path, "--device", "cuda")
+	if code != 1 || !strings.Contains(errOut, "CUDA driver library not found") {
+		t.Fatalf("--device cuda without a driver: exit %d, %q", code, errOut)
+	}
+	code, out, errOut := runArgs("verify", "--model", path, "--device", "auto", "--baseline-model", path)
+	if code != 0 || !strings.Contains(out, "device: CPU (no CUDA device") || !strings.Contains(out, "all") {
+		t.Fatalf("--device auto without a driver: exit %d, stdout %q, stderr %q; want the CPU with a message", code, out, errOut)
+	}
+}
+
+// TestDeviceCUDAEmulated runs verify and bench on the emulated device.
+func TestDeviceCUDAEmulated(t *testing.T) {
+	lib, err := emu.Build(emu.DefaultDir(), cuda.KernelSources, emu.Options{})
+	if errors.Is(err, emu.ErrNoCompiler) {
+		t.Skip("needs g++ to build the CUDA emulator:", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(cuda.LibEnv, lib)
+	path := convertFixture(t, "gemma3-tiny")
+	code, out, errOut := runArgs("verify", "--model", path, "--device", "cuda", "--min-top1", "1", "--sequences", "2", "--json")
+	if code != 0 {
+		t.Fatalf("verify --device cuda: exit %d: %s", code, errOut)
+	}
+	var v struct {
+		Device string `json:"device"`
+		Report struct {
+			Top1       float64 `json:"top1_agreement"`
+			MaxAbsDiff float64 `json:"max_abs_diff"`
+		} `json:"report"`
+	}
+	if err := json.Unmarshal([]byte(out), &v); err != nil {
+		t.Fatalf("verify --json: %q: %v", out, err)
+	}
+	if !strings.Contains(v.Device, "emulator") || v.Report.Top1 != 1 || v.Report.MaxAbsDiff > 1e-3 {
+		t.Fatalf("device verify: %+v, stderr %q", v, errOut)
+	}
+	code, out, errOut = runArgs("verify", "--model", path, "--device", "cuda", "--sequences", "1", "--seq-len", "8")
+	if code != 0 || !strings.Contains(out, "device: CUDA") || !strings.Contains(out, "top-1 agreement 1.0000") {
+		t.Fatalf("verify --device cuda: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	code, out, errOut = runArgs("bench", "--model", path, "--device", "cuda", "--prompt-tokens", "8", "--gen-tokens", "3", "--json")
+	if code != 0 {
+		t.Fatalf("bench --device cuda: exit %d: %s", code, errOut)
+	}
+	var b struct {
+		Emulated bool `json:"emulated"`
+		Heads    []struct {
+			DecodeTokS float64 `json:"decode_tok_s"`
+		} `json:"heads"`
+	}
+	if err := json.Unmarshal([]byte(out), &b); err != nil || !b.Emulated || len(b.Heads) != 1 || !(b.Heads[0].DecodeTokS > 0) {
+		t.Fatalf("bench --device cuda --json: %q (%v)", out, err)
+	}
+}
