@@ -5,6 +5,7 @@ package cpu
 import (
 	"math"
 	"sync"
+	"sync/atomic"
 
 	"github.com/fhkit/fhkit/formats/dtype"
 	"github.com/fhkit/fhkit/formats/int4"
@@ -107,14 +108,32 @@ func lcm(a, b int) int {
 	return a / x * b
 }
 
-// matMul is MatMul with these kernels: the row panels are split between
-// the pool's threads, so each reads disjoint weights.
+// matMul is MatMul with these kernels: the pool's threads take row panels
+// one at a time, so each reads disjoint weights.
 func (ks *gemmKernels) matMul(p *Pool, out []float32, w Mat, x []float32, T int) {
 	t := gemmTasks.Get().(*gemmTask)
 	*t = gemmTask{ks: ks, w: w, out: out, x: x, T: T, kc: ks.kBlock(w)}
-	p.Run((w.Rows+ks.panel-1)/ks.panel, 1, t)
+	panels := (w.Rows + ks.panel - 1) / ks.panel
+	t.claim.n = int64(panels)
+	p.Run(min(p.Threads(), panels), 1, t)
 	*t = gemmTask{} // a pooled task must not keep the model's buffers alive
 	gemmTasks.Put(t)
+}
+
+// gemmClaim hands the work items [0, n) of one call to its threads one at
+// a time. A static split waits for the slower half, and on a shared
+// machine one core is often slowed by another process; claiming lets the
+// other thread take over its work (one atomic add per item of tens of
+// microseconds).
+type gemmClaim struct {
+	next atomic.Int64
+	n    int64
+}
+
+// take returns the next unclaimed item, or false when all are taken.
+func (c *gemmClaim) take() (int, bool) {
+	i := c.next.Add(1) - 1
+	return int(i), i < c.n
 }
 
 // gemmTasks and gemmScratches recycle the per-call task and the
@@ -126,14 +145,15 @@ var (
 	gemmScratches = sync.Pool{New: func() any { return new(gemmScratch) }}
 )
 
-// gemmTask is one MatMul; Run computes a range of row panels.
+// gemmTask is one MatMul; each Run computes the row panels it claims.
 type gemmTask struct {
-	ks  *gemmKernels
-	w   Mat
-	out []float32
-	x   []float32
-	T   int
-	kc  int
+	ks    *gemmKernels
+	w     Mat
+	out   []float32
+	x     []float32
+	T     int
+	kc    int
+	claim gemmClaim
 }
 
 // gemmScratch is one thread's working memory.
@@ -152,8 +172,9 @@ func grow(b []float32, n int) []float32 {
 	return b[:n]
 }
 
-// Run computes panels [lo, hi).
-func (t *gemmTask) Run(lo, hi int) {
+// Run computes the panels it claims until none are left; Pool.Run starts
+// one per thread, and the range is unused.
+func (t *gemmTask) Run(_, _ int) {
 	s := gemmScratches.Get().(*gemmScratch)
 	defer gemmScratches.Put(s)
 	ks, rows, K, T := t.ks, t.w.Rows, t.w.Cols, t.T
@@ -163,7 +184,11 @@ func (t *gemmTask) Run(lo, hi int) {
 	// a tile of one or two inputs has too few accumulators to hide the FMA
 	// latency.
 	tiles := (T + maxNR - 1) / maxNR
-	for pi := lo; pi < hi; pi++ {
+	for {
+		pi, ok := t.claim.take()
+		if !ok {
+			return
+		}
 		r0 := pi * P
 		n := min(P, rows-r0)
 		dst, dstStride := t.out[r0:], rows
@@ -380,7 +405,9 @@ func (ks *gemmKernels) matMulSmall(p *Pool, out []float32, w Mat, x []float32, T
 	} else {
 		t.di = dtypeIndex(w.DType)
 	}
-	p.Run(w.Rows, rowGrain, t)
+	blocks := (w.Rows + gemmSmallRows - 1) / gemmSmallRows
+	t.claim.n = int64(blocks)
+	p.Run(min(p.Threads(), blocks), 1, t)
 	*t = gemmSmallTask{}
 	gemmSmallTasks.Put(t)
 	if s != nil {
@@ -391,14 +418,16 @@ func (ks *gemmKernels) matMulSmall(p *Pool, out []float32, w Mat, x []float32, T
 // gemmSmallTasks recycles gemmSmallTask values (see gemmTasks).
 var gemmSmallTasks = sync.Pool{New: func() any { return new(gemmSmallTask) }}
 
-// gemmSmallTask is one matMulSmall; Run computes a range of rows.
+// gemmSmallTask is one matMulSmall; each Run computes the blocks of
+// gemmSmallRows rows it claims.
 type gemmSmallTask struct {
-	ks  *gemmKernels
-	di  int // index of the weight's (int4: the scales') dtype in the kernel tables
-	w   Mat
-	out []float32
-	x   []float32
-	T   int
+	ks    *gemmKernels
+	di    int // index of the weight's (int4: the scales') dtype in the kernel tables
+	w     Mat
+	out   []float32
+	x     []float32
+	T     int
+	claim gemmClaim
 }
 
 // gemmSmallRows is how many rows a small-T task multiplies with one chunk
@@ -406,14 +435,20 @@ type gemmSmallTask struct {
 // of bf16 at 1152 columns) are still in L1/L2 for the next chunk.
 const gemmSmallRows = 64
 
-// Run computes rows [lo, hi).
-func (t *gemmSmallTask) Run(lo, hi int) {
+// Run computes the row blocks it claims until none are left (see
+// gemmTask.Run).
+func (t *gemmSmallTask) Run(_, _ int) {
 	w, T := t.w, t.T
 	K := w.Cols
 	maxT := len(t.ks.small) + 1
 	chunks := (T + maxT - 1) / maxT
-	for r0 := lo; r0 < hi; r0 += gemmSmallRows {
-		n := min(gemmSmallRows, hi-r0)
+	for {
+		b, ok := t.claim.take()
+		if !ok {
+			return
+		}
+		r0 := b * gemmSmallRows
+		n := min(gemmSmallRows, w.Rows-r0)
 		// Inputs go in near-equal chunks (7 as 4 + 3, not 4 + 2 + 1).
 		for i, t0 := 0, 0; i < chunks; i++ {
 			tc := (T - t0 + chunks - i - 1) / (chunks - i)
