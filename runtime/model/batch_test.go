@@ -226,3 +226,34 @@ func itoa(n int) string {
 	}
 	return itoa(n/10) + digits[n%10:n%10+1]
 }
+
+// A chunk longer than a sliding window leaves the ring holding the window's
+// last positions (rows are stored from several threads: only the rows that
+// survive the chunk may be written), as decoding token by token does.
+func TestRingAfterLongChunk(t *testing.T) {
+	pool := cpu.NewPool(2)
+	defer pool.Close()
+	m := loadFixture(t, "gemma3-tiny", dtype.BF16)
+	r := NewRunner(m, pool)
+	tokens := randomTokens(rand.New(rand.NewPCG(8, 8)), 5*m.Config.SlidingWindow+3, m.Config.VocabSize)
+	for round := 0; round < 20; round++ {
+		a, _ := m.NewState(0, dtype.F32)
+		b, _ := m.NewState(0, dtype.F32)
+		if _, err := r.ForwardHidden(a, tokens, false); err != nil {
+			t.Fatal(err)
+		}
+		for _, id := range tokens {
+			if _, err := r.ForwardHidden(b, []int{id}, false); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for li, c := range a.layers {
+			if c.ring == 0 {
+				continue
+			}
+			if d := maxDiff(c.k, b.layers[li].k); d > 1e-4 {
+				t.Fatalf("round %d layer %d: ring keys differ by %g from token-by-token decoding", round, li, d)
+			}
+		}
+	}
+}

@@ -375,8 +375,14 @@ func (t *rowTask) Run(lo, hi int) {
 			roundTrip(k, dt)
 			roundTrip(v, dt)
 		case stageAttnOut:
-			st := t.segs[b.rowSeg[row]].st
-			st.layers[t.layer].store(b.rowPos[row], b.k[row*kvd:(row+1)*kvd], b.v[row*kvd:(row+1)*kvd])
+			s := &t.segs[b.rowSeg[row]]
+			cache, pos := s.st.layers[t.layer], b.rowPos[row]
+			// A ring keeps a sliding layer's last W positions: a row that a
+			// later row of the segment will overwrite is not stored, so
+			// rows on different threads never write the same slot.
+			if cache.ring == 0 || pos >= s.pos0+len(s.tokens)-cache.ring {
+				cache.store(pos, b.k[row*kvd:(row+1)*kvd], b.v[row*kvd:(row+1)*kvd])
+			}
 			o := b.o[row*h : (row+1)*h]
 			mlpNorm := l.PostAttnNorm // Llama/Qwen3: post_attention_layernorm is the pre-MLP norm
 			if c.SandwichNorms {
