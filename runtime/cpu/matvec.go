@@ -109,45 +109,84 @@ func (s *mvScratch) prepareQ4X(level ISA, w Mat, x []float32) (xq, nxs []float32
 	return prepareQ4Into(s.buf, level, w, x)
 }
 
-// q4PrepLen is the buffer length prepareQ4Into needs.
-func q4PrepLen(level ISA, w Mat) int {
-	if level == AVX2 {
-		return w.Cols + 8*(w.Cols/w.Q4.GroupSize)
+// q4Level is the kernel level an int4 product runs at: the AVX-512 kernel
+// takes 128 inputs per step, so groups of 32 or 64 take the AVX2 kernel.
+func q4Level(level ISA, w Mat) ISA {
+	if level == AVX512 && w.Q4.GroupSize%128 != 0 {
+		return AVX2
 	}
-	return w.Cols
+	return level
 }
 
-// prepareQ4Into rearranges x into the nibble order of the level's int4
-// kernel and, for AVX2, computes the per-group −Σx lanes (times 8 when
-// symmetric), in buf (at least q4PrepLen long).
+// q4PrepLen is the buffer length prepareQ4Into needs: x rearranged, then
+// one vector of lane sums per group.
+func q4PrepLen(level ISA, w Mat) int {
+	ng := w.Cols / w.Q4.GroupSize
+	if q4Level(level, w) == AVX512 {
+		return w.Cols + 16*ng
+	}
+	return w.Cols + 8*ng
+}
+
+// prepareQ4Into lays x out for the level's int4 kernel in buf (at least
+// q4PrepLen long) and computes each group's lane sums nxs, the zero-point
+// correction of the kernels (see internal/asmgen/matvec/q4.go):
+//
+//   - AVX-512, per 128 inputs: 8 vectors, vector j holding x[8i+j] for
+//     i = 0..15 (the code j of dword i); nxs lane i = −Σ_j x[8i+j] over the
+//     group's blocks, times 1 + 8/16 when symmetric.
+//   - AVX2, per 16 inputs: the 8 even-index then the 8 odd-index inputs
+//     (the low and high nibbles of 8 bytes); nxs lane i = −Σ (x[2i] +
+//     x[2i+1]) over the group's blocks, times 8 when symmetric.
 func prepareQ4Into(buf []float32, level ISA, w Mat, x []float32) (xq, nxs []float32) {
 	cols := w.Cols
-	xq = buf[:cols]
-	block := 32 // AVX-512: 16 even then 16 odd inputs
-	if level == AVX2 {
-		block = 16
-	}
-	interleaveQ4(xq, x[:cols], block)
-	if level != AVX2 {
-		return xq, nil
-	}
 	G := w.Q4.GroupSize
 	ng := cols / G
+	sym := w.Q4.Zeros == nil
+	xq = buf[:cols]
+	x = x[:cols]
+	if q4Level(level, w) == AVX512 {
+		nxs = buf[cols : cols+16*ng]
+		k := float32(-1)
+		if sym {
+			k = -1.5
+		}
+		for g := 0; g < ng; g++ {
+			var lane [16]float32
+			for base := g * G; base < (g+1)*G; base += 128 {
+				// Array pointers: no bounds checks in the transpose.
+				dst := (*[128]float32)(xq[base:])
+				for i := range lane {
+					s := (*[8]float32)(x[base+8*i:])
+					dst[i], dst[16+i], dst[32+i], dst[48+i] = s[0], s[1], s[2], s[3]
+					dst[64+i], dst[80+i], dst[96+i], dst[112+i] = s[4], s[5], s[6], s[7]
+					lane[i] += ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))
+				}
+			}
+			for i, v := range lane {
+				nxs[16*g+i] = k * v
+			}
+		}
+		return xq, nxs
+	}
 	nxs = buf[cols : cols+8*ng]
 	k := float32(-1)
-	if w.Q4.Zeros == nil {
+	if sym {
 		k = -8
 	}
 	for g := 0; g < ng; g++ {
 		var lane [8]float32
-		grp := xq[g*G : (g+1)*G]
-		for b := 0; b+16 <= len(grp); b += 16 {
+		for base := g * G; base < (g+1)*G; base += 16 {
+			src := (*[16]float32)(x[base:])
+			dst := (*[16]float32)(xq[base:])
 			for i := range lane {
-				lane[i] += grp[b+i] + grp[b+8+i]
+				dst[i] = src[2*i]
+				dst[8+i] = src[2*i+1]
+				lane[i] += src[2*i] + src[2*i+1]
 			}
 		}
-		for i := range lane {
-			nxs[8*g+i] = k * lane[i]
+		for i, v := range lane {
+			nxs[8*g+i] = k * v
 		}
 	}
 	return xq, nxs
@@ -165,23 +204,8 @@ func q4DotRows(m Mat, out, x []float32) bool {
 	if m.Cols > q4StackCols {
 		return false
 	}
-	var buf [q4StackCols + 8*q4StackCols/32]float32
+	var buf [q4StackCols + 8*q4StackCols/32]float32 // ≥ q4PrepLen at either level
 	xq, nxs := prepareQ4Into(buf[:], isa, m, x)
 	q4Rows(isa, out, m, xq, nxs, 0, m.Rows)
 	return true
-}
-
-// interleaveQ4 writes x in nibble order: per block of b inputs, the b/2
-// even-index inputs then the b/2 odd-index ones, which is how the low and
-// high nibbles of b/2 consecutive code bytes line up.
-func interleaveQ4(dst, x []float32, b int) {
-	h := b / 2
-	for base := 0; base+b <= len(x); base += b {
-		src := x[base : base+b]
-		d := dst[base : base+b]
-		for j := 0; j < h; j++ {
-			d[j] = src[2*j]
-			d[h+j] = src[2*j+1]
-		}
-	}
 }

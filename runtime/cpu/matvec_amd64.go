@@ -56,13 +56,11 @@ func denseRows(level ISA, out []float32, w Mat, x []float32, lo, hi int) {
 	}
 }
 
-type q4Kernel512 = func(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, gbytes int, rows int)
-
-type q4KernelAVX2 = func(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int)
+type q4Kernel = func(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int, l1 int)
 
 // q4Kernels returns the int4 kernels of both levels for the scale dtype and
 // zero-point kind.
-func q4Kernels(sdt dtype.DType, asym bool) (q4Kernel512, q4KernelAVX2) {
+func q4Kernels(sdt dtype.DType, asym bool) (avx512, avx2 q4Kernel) {
 	switch {
 	case sdt == dtype.BF16 && !asym:
 		return mvQ4BF16SymAVX512, mvQ4BF16SymAVX2
@@ -78,8 +76,13 @@ func q4Kernels(sdt dtype.DType, asym bool) (q4Kernel512, q4KernelAVX2) {
 	return mvQ4F32AsymAVX512, mvQ4F32AsymAVX2
 }
 
+// q4L1Bytes is the largest rearranged x the int4 kernels prefetch weights
+// into L1 beside: half the 32 KiB L1 of Zen 4 (48 KiB on Sapphire Rapids).
+const q4L1Bytes = 16 << 10
+
 // q4Rows sets out[r] = W[r,:]·x for lo <= r < hi for a packed int4 W
-// (mvSupported(level, w) must hold), given x rearranged by prepareQ4X.
+// (mvSupported(level, w) must hold), given x and nxs from prepareQ4Into
+// at the same level.
 func q4Rows(level ISA, out []float32, w Mat, xq, nxs []float32, lo, hi int) {
 	if hi <= lo {
 		return
@@ -98,13 +101,19 @@ func q4Rows(level ISA, out []float32, w Mat, xq, nxs []float32, lo, hi int) {
 	}
 	o := out[lo:hi]
 	xs := xq[:cols]
-	k512, k2 := q4Kernels(q.ScaleDType, zeros != nil)
-	if level == AVX512 {
-		k512(&o[0], &codes[0], stride, &scales[0], ng*ssz, zeros, lo*ng, ng, &xs[0], q.GroupSize/2, hi-lo)
-		return
+	k, k2 := q4Kernels(q.ScaleDType, zeros != nil)
+	lanes := 16
+	if q4Level(level, w) == AVX2 {
+		k, lanes = k2, 8
 	}
-	nx := nxs[:8*ng]
-	k2(&o[0], &codes[0], stride, &scales[0], ng*ssz, zeros, lo*ng, ng, &xs[0], &nx[0], q.GroupSize/2, hi-lo)
+	nx := nxs[:lanes*ng]
+	// Prefetch the next rows into L1 only while x (and its lane sums) stay
+	// in L1 next to them (see prefetchNext in the generator).
+	l1 := 0
+	if 4*(len(xs)+len(nx)) <= q4L1Bytes {
+		l1 = 1
+	}
+	k(&o[0], &codes[0], stride, &scales[0], ng*ssz, zeros, lo*ng, ng, &xs[0], &nx[0], q.GroupSize/2, hi-lo, l1)
 }
 
 // dotISA is Dot with the level's kernel for the whole vectors, Go for the

@@ -2,41 +2,14 @@
 
 #include "textflag.h"
 
-DATA mvQ4SymTable<>+0(SB)/4, $0xc1000000
-DATA mvQ4SymTable<>+4(SB)/4, $0xc0e00000
-DATA mvQ4SymTable<>+8(SB)/4, $0xc0c00000
-DATA mvQ4SymTable<>+12(SB)/4, $0xc0a00000
-DATA mvQ4SymTable<>+16(SB)/4, $0xc0800000
-DATA mvQ4SymTable<>+20(SB)/4, $0xc0400000
-DATA mvQ4SymTable<>+24(SB)/4, $0xc0000000
-DATA mvQ4SymTable<>+28(SB)/4, $0xbf800000
-DATA mvQ4SymTable<>+32(SB)/4, $0x00000000
-DATA mvQ4SymTable<>+36(SB)/4, $0x3f800000
-DATA mvQ4SymTable<>+40(SB)/4, $0x40000000
-DATA mvQ4SymTable<>+44(SB)/4, $0x40400000
-DATA mvQ4SymTable<>+48(SB)/4, $0x40800000
-DATA mvQ4SymTable<>+52(SB)/4, $0x40a00000
-DATA mvQ4SymTable<>+56(SB)/4, $0x40c00000
-DATA mvQ4SymTable<>+60(SB)/4, $0x40e00000
-GLOBL mvQ4SymTable<>(SB), RODATA|NOPTR, $64
+DATA mvQ4Mantissa<>+0(SB)/4, $0x00780000
+GLOBL mvQ4Mantissa<>(SB), RODATA|NOPTR, $4
 
-DATA mvQ4IotaTable<>+0(SB)/4, $0x00000000
-DATA mvQ4IotaTable<>+4(SB)/4, $0x3f800000
-DATA mvQ4IotaTable<>+8(SB)/4, $0x40000000
-DATA mvQ4IotaTable<>+12(SB)/4, $0x40400000
-DATA mvQ4IotaTable<>+16(SB)/4, $0x40800000
-DATA mvQ4IotaTable<>+20(SB)/4, $0x40a00000
-DATA mvQ4IotaTable<>+24(SB)/4, $0x40c00000
-DATA mvQ4IotaTable<>+28(SB)/4, $0x40e00000
-DATA mvQ4IotaTable<>+32(SB)/4, $0x41000000
-DATA mvQ4IotaTable<>+36(SB)/4, $0x41100000
-DATA mvQ4IotaTable<>+40(SB)/4, $0x41200000
-DATA mvQ4IotaTable<>+44(SB)/4, $0x41300000
-DATA mvQ4IotaTable<>+48(SB)/4, $0x41400000
-DATA mvQ4IotaTable<>+52(SB)/4, $0x41500000
-DATA mvQ4IotaTable<>+56(SB)/4, $0x41600000
-DATA mvQ4IotaTable<>+60(SB)/4, $0x41700000
-GLOBL mvQ4IotaTable<>(SB), RODATA|NOPTR, $64
+DATA mvOne<>+0(SB)/4, $0x3f800000
+GLOBL mvOne<>(SB), RODATA|NOPTR, $4
+
+DATA mvSixteen<>+0(SB)/4, $0x41800000
+GLOBL mvSixteen<>(SB), RODATA|NOPTR, $4
 
 DATA mvLowNibble<>+0(SB)/4, $0x0000000f
 GLOBL mvLowNibble<>(SB), RODATA|NOPTR, $4
@@ -136,7 +109,7 @@ mvAxpyAVX2_done:
 	RET
 
 // func mvDenseF32AVX2(out *float32, w *byte, stride int, x *float32, n int, rows int)
-// Requires: AVX, FMA3
+// Requires: AVX, FMA3, MMX+
 TEXT ·mvDenseF32AVX2(SB), NOSPLIT, $0-48
 	MOVQ out+0(FP), AX
 	MOVQ w+8(FP), CX
@@ -162,32 +135,38 @@ mvDenseF32AVX2_pass4:
 	VXORPS Y5, Y5, Y5
 	VXORPS Y6, Y6, Y6
 	VXORPS Y7, Y7, Y7
-	XORQ   R12, R12
+	LEAQ   (R11)(DX*1), R12
+	LEAQ   (R12)(DX*4), R12
+	XORQ   R13, R13
 
 mvDenseF32AVX2_r4_2:
-	CMPQ        R12, DI
+	CMPQ        R13, DI
 	JAE         mvDenseF32AVX2_r4_1
-	VMOVUPS     (BX)(R12*1), Y8
-	VMOVUPS     32(BX)(R12*1), Y9
-	VFMADD231PS (CX)(R12*1), Y8, Y0
-	VFMADD231PS 32(CX)(R12*1), Y9, Y1
-	VFMADD231PS (R9)(R12*1), Y8, Y2
-	VFMADD231PS 32(R9)(R12*1), Y9, Y3
-	VFMADD231PS (R10)(R12*1), Y8, Y4
-	VFMADD231PS 32(R10)(R12*1), Y9, Y5
-	VFMADD231PS (R11)(R12*1), Y8, Y6
-	VFMADD231PS 32(R11)(R12*1), Y9, Y7
-	ADDQ        $0x00000040, R12
+	VMOVUPS     (BX)(R13*1), Y8
+	VMOVUPS     32(BX)(R13*1), Y9
+	VFMADD231PS (CX)(R13*1), Y8, Y0
+	VFMADD231PS 32(CX)(R13*1), Y9, Y1
+	VFMADD231PS (R9)(R13*1), Y8, Y2
+	VFMADD231PS 32(R9)(R13*1), Y9, Y3
+	VFMADD231PS (R10)(R13*1), Y8, Y4
+	VFMADD231PS 32(R10)(R13*1), Y9, Y5
+	VFMADD231PS (R11)(R13*1), Y8, Y6
+	VFMADD231PS 32(R11)(R13*1), Y9, Y7
+	PREFETCHT1  (R12)(R13*4)
+	PREFETCHT1  64(R12)(R13*4)
+	PREFETCHT1  128(R12)(R13*4)
+	PREFETCHT1  192(R12)(R13*4)
+	ADDQ        $0x00000040, R13
 	JMP         mvDenseF32AVX2_r4_2
 
 mvDenseF32AVX2_r4_1:
-	CMPQ        R12, SI
+	CMPQ        R13, SI
 	JAE         mvDenseF32AVX2_r4_sum
-	VMOVUPS     (BX)(R12*1), Y8
-	VFMADD231PS (CX)(R12*1), Y8, Y0
-	VFMADD231PS (R9)(R12*1), Y8, Y2
-	VFMADD231PS (R10)(R12*1), Y8, Y4
-	VFMADD231PS (R11)(R12*1), Y8, Y6
+	VMOVUPS     (BX)(R13*1), Y8
+	VFMADD231PS (CX)(R13*1), Y8, Y0
+	VFMADD231PS (R9)(R13*1), Y8, Y2
+	VFMADD231PS (R10)(R13*1), Y8, Y4
+	VFMADD231PS (R11)(R13*1), Y8, Y6
 
 mvDenseF32AVX2_r4_sum:
 	VADDPS       Y1, Y0, Y0
@@ -222,23 +201,26 @@ mvDenseF32AVX2_rows1:
 	JZ     mvDenseF32AVX2_done
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
-	XORQ   R9, R9
+	LEAQ   (CX)(DX*1), R9
+	LEAQ   (R9)(DX*1), R9
+	XORQ   R10, R10
 
 mvDenseF32AVX2_r1_2:
-	CMPQ        R9, DI
+	CMPQ        R10, DI
 	JAE         mvDenseF32AVX2_r1_1
-	VMOVUPS     (BX)(R9*1), Y2
-	VMOVUPS     32(BX)(R9*1), Y3
-	VFMADD231PS (CX)(R9*1), Y2, Y0
-	VFMADD231PS 32(CX)(R9*1), Y3, Y1
-	ADDQ        $0x00000040, R9
+	VMOVUPS     (BX)(R10*1), Y2
+	VMOVUPS     32(BX)(R10*1), Y3
+	VFMADD231PS (CX)(R10*1), Y2, Y0
+	VFMADD231PS 32(CX)(R10*1), Y3, Y1
+	PREFETCHT1  (R9)(R10*1)
+	ADDQ        $0x00000040, R10
 	JMP         mvDenseF32AVX2_r1_2
 
 mvDenseF32AVX2_r1_1:
-	CMPQ        R9, SI
+	CMPQ        R10, SI
 	JAE         mvDenseF32AVX2_r1_sum
-	VMOVUPS     (BX)(R9*1), Y2
-	VFMADD231PS (CX)(R9*1), Y2, Y0
+	VMOVUPS     (BX)(R10*1), Y2
+	VFMADD231PS (CX)(R10*1), Y2, Y0
 
 mvDenseF32AVX2_r1_sum:
 	VADDPS       Y1, Y0, Y0
@@ -259,7 +241,7 @@ mvDenseF32AVX2_done:
 	RET
 
 // func mvDenseBF16AVX2(out *float32, w *byte, stride int, x *float32, n int, rows int)
-// Requires: AVX, AVX2, FMA3
+// Requires: AVX, AVX2, FMA3, MMX+
 TEXT ·mvDenseBF16AVX2(SB), NOSPLIT, $0-48
 	MOVQ out+0(FP), AX
 	MOVQ w+8(FP), CX
@@ -285,54 +267,58 @@ mvDenseBF16AVX2_pass4:
 	VXORPS Y5, Y5, Y5
 	VXORPS Y6, Y6, Y6
 	VXORPS Y7, Y7, Y7
-	XORQ   R12, R12
+	LEAQ   (R11)(DX*1), R12
+	LEAQ   (R12)(DX*4), R12
+	XORQ   R13, R13
 
 mvDenseBF16AVX2_r4_2:
-	CMPQ        R12, DI
+	CMPQ        R13, DI
 	JAE         mvDenseBF16AVX2_r4_1
-	VMOVUPS     (BX)(R12*2), Y8
-	VMOVUPS     32(BX)(R12*2), Y9
-	VPMOVZXWD   (CX)(R12*1), Y10
+	VMOVUPS     (BX)(R13*2), Y8
+	VMOVUPS     32(BX)(R13*2), Y9
+	VPMOVZXWD   (CX)(R13*1), Y10
 	VPSLLD      $0x10, Y10, Y10
 	VFMADD231PS Y8, Y10, Y0
-	VPMOVZXWD   16(CX)(R12*1), Y10
+	VPMOVZXWD   16(CX)(R13*1), Y10
 	VPSLLD      $0x10, Y10, Y10
 	VFMADD231PS Y9, Y10, Y1
-	VPMOVZXWD   (R9)(R12*1), Y10
+	VPMOVZXWD   (R9)(R13*1), Y10
 	VPSLLD      $0x10, Y10, Y10
 	VFMADD231PS Y8, Y10, Y2
-	VPMOVZXWD   16(R9)(R12*1), Y10
+	VPMOVZXWD   16(R9)(R13*1), Y10
 	VPSLLD      $0x10, Y10, Y10
 	VFMADD231PS Y9, Y10, Y3
-	VPMOVZXWD   (R10)(R12*1), Y10
+	VPMOVZXWD   (R10)(R13*1), Y10
 	VPSLLD      $0x10, Y10, Y10
 	VFMADD231PS Y8, Y10, Y4
-	VPMOVZXWD   16(R10)(R12*1), Y10
+	VPMOVZXWD   16(R10)(R13*1), Y10
 	VPSLLD      $0x10, Y10, Y10
 	VFMADD231PS Y9, Y10, Y5
-	VPMOVZXWD   (R11)(R12*1), Y10
+	VPMOVZXWD   (R11)(R13*1), Y10
 	VPSLLD      $0x10, Y10, Y10
 	VFMADD231PS Y8, Y10, Y6
-	VPMOVZXWD   16(R11)(R12*1), Y8
+	VPMOVZXWD   16(R11)(R13*1), Y8
 	VPSLLD      $0x10, Y8, Y8
 	VFMADD231PS Y9, Y8, Y7
-	ADDQ        $0x00000020, R12
+	PREFETCHT1  (R12)(R13*4)
+	PREFETCHT1  64(R12)(R13*4)
+	ADDQ        $0x00000020, R13
 	JMP         mvDenseBF16AVX2_r4_2
 
 mvDenseBF16AVX2_r4_1:
-	CMPQ        R12, SI
+	CMPQ        R13, SI
 	JAE         mvDenseBF16AVX2_r4_sum
-	VMOVUPS     (BX)(R12*2), Y8
-	VPMOVZXWD   (CX)(R12*1), Y9
+	VMOVUPS     (BX)(R13*2), Y8
+	VPMOVZXWD   (CX)(R13*1), Y9
 	VPSLLD      $0x10, Y9, Y9
 	VFMADD231PS Y8, Y9, Y0
-	VPMOVZXWD   (R9)(R12*1), Y9
+	VPMOVZXWD   (R9)(R13*1), Y9
 	VPSLLD      $0x10, Y9, Y9
 	VFMADD231PS Y8, Y9, Y2
-	VPMOVZXWD   (R10)(R12*1), Y9
+	VPMOVZXWD   (R10)(R13*1), Y9
 	VPSLLD      $0x10, Y9, Y9
 	VFMADD231PS Y8, Y9, Y4
-	VPMOVZXWD   (R11)(R12*1), Y9
+	VPMOVZXWD   (R11)(R13*1), Y9
 	VPSLLD      $0x10, Y9, Y9
 	VFMADD231PS Y8, Y9, Y6
 
@@ -369,27 +355,30 @@ mvDenseBF16AVX2_rows1:
 	JZ     mvDenseBF16AVX2_done
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
-	XORQ   R9, R9
+	LEAQ   (CX)(DX*1), R9
+	LEAQ   (R9)(DX*1), R9
+	XORQ   R10, R10
 
 mvDenseBF16AVX2_r1_2:
-	CMPQ        R9, DI
+	CMPQ        R10, DI
 	JAE         mvDenseBF16AVX2_r1_1
-	VMOVUPS     (BX)(R9*2), Y2
-	VMOVUPS     32(BX)(R9*2), Y3
-	VPMOVZXWD   (CX)(R9*1), Y4
+	VMOVUPS     (BX)(R10*2), Y2
+	VMOVUPS     32(BX)(R10*2), Y3
+	VPMOVZXWD   (CX)(R10*1), Y4
 	VPSLLD      $0x10, Y4, Y4
 	VFMADD231PS Y2, Y4, Y0
-	VPMOVZXWD   16(CX)(R9*1), Y2
+	VPMOVZXWD   16(CX)(R10*1), Y2
 	VPSLLD      $0x10, Y2, Y2
 	VFMADD231PS Y3, Y2, Y1
-	ADDQ        $0x00000020, R9
+	PREFETCHT1  (R9)(R10*1)
+	ADDQ        $0x00000020, R10
 	JMP         mvDenseBF16AVX2_r1_2
 
 mvDenseBF16AVX2_r1_1:
-	CMPQ        R9, SI
+	CMPQ        R10, SI
 	JAE         mvDenseBF16AVX2_r1_sum
-	VMOVUPS     (BX)(R9*2), Y2
-	VPMOVZXWD   (CX)(R9*1), Y3
+	VMOVUPS     (BX)(R10*2), Y2
+	VPMOVZXWD   (CX)(R10*1), Y3
 	VPSLLD      $0x10, Y3, Y3
 	VFMADD231PS Y2, Y3, Y0
 
@@ -412,7 +401,7 @@ mvDenseBF16AVX2_done:
 	RET
 
 // func mvDenseF16AVX2(out *float32, w *byte, stride int, x *float32, n int, rows int)
-// Requires: AVX, F16C, FMA3
+// Requires: AVX, F16C, FMA3, MMX+
 TEXT ·mvDenseF16AVX2(SB), NOSPLIT, $0-48
 	MOVQ out+0(FP), AX
 	MOVQ w+8(FP), CX
@@ -438,43 +427,47 @@ mvDenseF16AVX2_pass4:
 	VXORPS Y5, Y5, Y5
 	VXORPS Y6, Y6, Y6
 	VXORPS Y7, Y7, Y7
-	XORQ   R12, R12
+	LEAQ   (R11)(DX*1), R12
+	LEAQ   (R12)(DX*4), R12
+	XORQ   R13, R13
 
 mvDenseF16AVX2_r4_2:
-	CMPQ        R12, DI
+	CMPQ        R13, DI
 	JAE         mvDenseF16AVX2_r4_1
-	VMOVUPS     (BX)(R12*2), Y8
-	VMOVUPS     32(BX)(R12*2), Y9
-	VCVTPH2PS   (CX)(R12*1), Y10
+	VMOVUPS     (BX)(R13*2), Y8
+	VMOVUPS     32(BX)(R13*2), Y9
+	VCVTPH2PS   (CX)(R13*1), Y10
 	VFMADD231PS Y8, Y10, Y0
-	VCVTPH2PS   16(CX)(R12*1), Y10
+	VCVTPH2PS   16(CX)(R13*1), Y10
 	VFMADD231PS Y9, Y10, Y1
-	VCVTPH2PS   (R9)(R12*1), Y10
+	VCVTPH2PS   (R9)(R13*1), Y10
 	VFMADD231PS Y8, Y10, Y2
-	VCVTPH2PS   16(R9)(R12*1), Y10
+	VCVTPH2PS   16(R9)(R13*1), Y10
 	VFMADD231PS Y9, Y10, Y3
-	VCVTPH2PS   (R10)(R12*1), Y10
+	VCVTPH2PS   (R10)(R13*1), Y10
 	VFMADD231PS Y8, Y10, Y4
-	VCVTPH2PS   16(R10)(R12*1), Y10
+	VCVTPH2PS   16(R10)(R13*1), Y10
 	VFMADD231PS Y9, Y10, Y5
-	VCVTPH2PS   (R11)(R12*1), Y10
+	VCVTPH2PS   (R11)(R13*1), Y10
 	VFMADD231PS Y8, Y10, Y6
-	VCVTPH2PS   16(R11)(R12*1), Y8
+	VCVTPH2PS   16(R11)(R13*1), Y8
 	VFMADD231PS Y9, Y8, Y7
-	ADDQ        $0x00000020, R12
+	PREFETCHT1  (R12)(R13*4)
+	PREFETCHT1  64(R12)(R13*4)
+	ADDQ        $0x00000020, R13
 	JMP         mvDenseF16AVX2_r4_2
 
 mvDenseF16AVX2_r4_1:
-	CMPQ        R12, SI
+	CMPQ        R13, SI
 	JAE         mvDenseF16AVX2_r4_sum
-	VMOVUPS     (BX)(R12*2), Y8
-	VCVTPH2PS   (CX)(R12*1), Y9
+	VMOVUPS     (BX)(R13*2), Y8
+	VCVTPH2PS   (CX)(R13*1), Y9
 	VFMADD231PS Y8, Y9, Y0
-	VCVTPH2PS   (R9)(R12*1), Y9
+	VCVTPH2PS   (R9)(R13*1), Y9
 	VFMADD231PS Y8, Y9, Y2
-	VCVTPH2PS   (R10)(R12*1), Y9
+	VCVTPH2PS   (R10)(R13*1), Y9
 	VFMADD231PS Y8, Y9, Y4
-	VCVTPH2PS   (R11)(R12*1), Y9
+	VCVTPH2PS   (R11)(R13*1), Y9
 	VFMADD231PS Y8, Y9, Y6
 
 mvDenseF16AVX2_r4_sum:
@@ -510,25 +503,28 @@ mvDenseF16AVX2_rows1:
 	JZ     mvDenseF16AVX2_done
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
-	XORQ   R9, R9
+	LEAQ   (CX)(DX*1), R9
+	LEAQ   (R9)(DX*1), R9
+	XORQ   R10, R10
 
 mvDenseF16AVX2_r1_2:
-	CMPQ        R9, DI
+	CMPQ        R10, DI
 	JAE         mvDenseF16AVX2_r1_1
-	VMOVUPS     (BX)(R9*2), Y2
-	VMOVUPS     32(BX)(R9*2), Y3
-	VCVTPH2PS   (CX)(R9*1), Y4
+	VMOVUPS     (BX)(R10*2), Y2
+	VMOVUPS     32(BX)(R10*2), Y3
+	VCVTPH2PS   (CX)(R10*1), Y4
 	VFMADD231PS Y2, Y4, Y0
-	VCVTPH2PS   16(CX)(R9*1), Y2
+	VCVTPH2PS   16(CX)(R10*1), Y2
 	VFMADD231PS Y3, Y2, Y1
-	ADDQ        $0x00000020, R9
+	PREFETCHT1  (R9)(R10*1)
+	ADDQ        $0x00000020, R10
 	JMP         mvDenseF16AVX2_r1_2
 
 mvDenseF16AVX2_r1_1:
-	CMPQ        R9, SI
+	CMPQ        R10, SI
 	JAE         mvDenseF16AVX2_r1_sum
-	VMOVUPS     (BX)(R9*2), Y2
-	VCVTPH2PS   (CX)(R9*1), Y3
+	VMOVUPS     (BX)(R10*2), Y2
+	VCVTPH2PS   (CX)(R10*1), Y3
 	VFMADD231PS Y2, Y3, Y0
 
 mvDenseF16AVX2_r1_sum:
@@ -549,9 +545,9 @@ mvDenseF16AVX2_done:
 	VZEROUPPER
 	RET
 
-// func mvQ4BF16SymAVX2(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int)
-// Requires: AVX, AVX2, FMA3
-TEXT ·mvQ4BF16SymAVX2(SB), NOSPLIT, $0-96
+// func mvQ4BF16SymAVX2(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int, l1 int)
+// Requires: AVX, AVX2, FMA3, MMX+
+TEXT ·mvQ4BF16SymAVX2(SB), NOSPLIT, $0-104
 	VPBROADCASTD mvLowNibble<>+0(SB), Y0
 	MOVQ         w+8(FP), AX
 	MOVQ         stride+16(FP), CX
@@ -562,74 +558,85 @@ mvQ4BF16SymAVX2_r4:
 	LEAQ   (AX)(CX*1), DX
 	LEAQ   (AX)(CX*2), BX
 	LEAQ   (DX)(CX*2), SI
+	LEAQ   (SI)(CX*1), DI
+	LEAQ   (DI)(CX*4), DI
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
 	VXORPS Y3, Y3, Y3
 	VXORPS Y4, Y4, Y4
-	MOVQ   x+64(FP), DI
-	MOVQ   scales+24(FP), R8
-	MOVQ   nxs+72(FP), R9
-	MOVQ   sstride+32(FP), R10
+	MOVQ   x+64(FP), R8
+	MOVQ   scales+24(FP), R9
+	MOVQ   nxs+72(FP), R10
 	XORQ   R11, R11
 
 mvQ4BF16SymAVX2_r4_g:
-	VMOVUPS (R9), Y5
-	VMOVUPS (R9), Y6
-	VMOVUPS (R9), Y7
-	VMOVUPS (R9), Y8
+	VMOVUPS (R10), Y5
+	VMOVUPS (R10), Y6
+	VMOVUPS (R10), Y7
+	VMOVUPS (R10), Y8
 	MOVQ    R11, R12
 	ADDQ    gbytes+80(FP), R12
 
 mvQ4BF16SymAVX2_r4_b:
-	VMOVUPS      (DI), Y9
-	VMOVUPS      32(DI), Y10
-	VPMOVZXBD    (AX)(R11*1), Y11
-	VPAND        Y0, Y11, Y12
-	VPSRLD       $0x04, Y11, Y11
-	VCVTDQ2PS    Y12, Y12
-	VCVTDQ2PS    Y11, Y11
-	VFMADD231PS  Y9, Y12, Y5
-	VFMADD231PS  Y10, Y11, Y5
-	VPMOVZXBD    (DX)(R11*1), Y11
-	VPAND        Y0, Y11, Y12
-	VPSRLD       $0x04, Y11, Y11
-	VCVTDQ2PS    Y12, Y12
-	VCVTDQ2PS    Y11, Y11
-	VFMADD231PS  Y9, Y12, Y6
-	VFMADD231PS  Y10, Y11, Y6
-	VPMOVZXBD    (BX)(R11*1), Y11
-	VPAND        Y0, Y11, Y12
-	VPSRLD       $0x04, Y11, Y11
-	VCVTDQ2PS    Y12, Y12
-	VCVTDQ2PS    Y11, Y11
-	VFMADD231PS  Y9, Y12, Y7
-	VFMADD231PS  Y10, Y11, Y7
-	VPMOVZXBD    (SI)(R11*1), Y11
-	VPAND        Y0, Y11, Y12
-	VPSRLD       $0x04, Y11, Y11
-	VCVTDQ2PS    Y12, Y12
-	VCVTDQ2PS    Y11, Y11
-	VFMADD231PS  Y9, Y12, Y8
-	VFMADD231PS  Y10, Y11, Y8
+	VMOVUPS     (R8), Y9
+	VMOVUPS     32(R8), Y10
+	VPMOVZXBD   (AX)(R11*1), Y11
+	VPAND       Y0, Y11, Y12
+	VPSRLD      $0x04, Y11, Y11
+	VCVTDQ2PS   Y12, Y12
+	VCVTDQ2PS   Y11, Y11
+	VFMADD231PS Y9, Y12, Y5
+	VFMADD231PS Y10, Y11, Y5
+	VPMOVZXBD   (DX)(R11*1), Y11
+	VPAND       Y0, Y11, Y12
+	VPSRLD      $0x04, Y11, Y11
+	VCVTDQ2PS   Y12, Y12
+	VCVTDQ2PS   Y11, Y11
+	VFMADD231PS Y9, Y12, Y6
+	VFMADD231PS Y10, Y11, Y6
+	VPMOVZXBD   (BX)(R11*1), Y11
+	VPAND       Y0, Y11, Y12
+	VPSRLD      $0x04, Y11, Y11
+	VCVTDQ2PS   Y12, Y12
+	VCVTDQ2PS   Y11, Y11
+	VFMADD231PS Y9, Y12, Y7
+	VFMADD231PS Y10, Y11, Y7
+	VPMOVZXBD   (SI)(R11*1), Y11
+	VPAND       Y0, Y11, Y12
+	VPSRLD      $0x04, Y11, Y11
+	VCVTDQ2PS   Y12, Y12
+	VCVTDQ2PS   Y11, Y11
+	VFMADD231PS Y9, Y12, Y8
+	VFMADD231PS Y10, Y11, Y8
+	CMPQ        l1+96(FP), $0x00000000
+	JE          mvQ4BF16SymAVX2_r4_pf2
+	PREFETCHT0  (DI)(R11*4)
+	JMP         mvQ4BF16SymAVX2_r4_pfdone
+
+mvQ4BF16SymAVX2_r4_pf2:
+	PREFETCHT1 (DI)(R11*4)
+
+mvQ4BF16SymAVX2_r4_pfdone:
 	ADDQ         $0x00000008, R11
-	ADDQ         $0x00000040, DI
+	ADDQ         $0x00000040, R8
 	CMPQ         R11, R12
 	JB           mvQ4BF16SymAVX2_r4_b
-	VPBROADCASTW (R8), Y9
+	MOVQ         sstride+32(FP), R12
+	VPBROADCASTW (R9), Y9
 	VPSLLD       $0x10, Y9, Y9
 	VFMADD231PS  Y5, Y9, Y1
-	VPBROADCASTW (R8)(R10*1), Y5
+	VPBROADCASTW (R9)(R12*1), Y5
 	VPSLLD       $0x10, Y5, Y5
 	VFMADD231PS  Y6, Y5, Y2
-	VPBROADCASTW (R8)(R10*2), Y5
+	VPBROADCASTW (R9)(R12*2), Y5
 	VPSLLD       $0x10, Y5, Y5
 	VFMADD231PS  Y7, Y5, Y3
-	LEAQ         (R8)(R10*2), R12
-	VPBROADCASTW (R12)(R10*1), Y5
+	LEAQ         (R9)(R12*2), R13
+	VPBROADCASTW (R13)(R12*1), Y5
 	VPSLLD       $0x10, Y5, Y5
 	VFMADD231PS  Y8, Y5, Y4
-	ADDQ         $0x00000002, R8
-	ADDQ         $0x00000020, R9
+	ADDQ         $0x00000002, R9
+	ADDQ         $0x00000020, R10
 	CMPQ         R11, CX
 	JB           mvQ4BF16SymAVX2_r4_g
 	MOVQ         out+0(FP), DX
@@ -665,37 +672,49 @@ mvQ4BF16SymAVX2_r4_b:
 mvQ4BF16SymAVX2_r1:
 	CMPQ   rows+88(FP), $0x00000001
 	JL     mvQ4BF16SymAVX2_done
+	LEAQ   (AX)(CX*1), DX
+	LEAQ   (DX)(CX*1), DX
 	VXORPS Y1, Y1, Y1
-	MOVQ   x+64(FP), DX
-	MOVQ   scales+24(FP), BX
-	MOVQ   nxs+72(FP), SI
-	XORQ   DI, DI
+	MOVQ   x+64(FP), BX
+	MOVQ   scales+24(FP), SI
+	MOVQ   nxs+72(FP), DI
+	XORQ   R8, R8
 
 mvQ4BF16SymAVX2_r1_g:
-	VMOVUPS (SI), Y2
-	MOVQ    DI, R8
-	ADDQ    gbytes+80(FP), R8
+	VMOVUPS (DI), Y2
+	MOVQ    R8, R9
+	ADDQ    gbytes+80(FP), R9
 
 mvQ4BF16SymAVX2_r1_b:
-	VMOVUPS      (DX), Y3
-	VMOVUPS      32(DX), Y4
-	VPMOVZXBD    (AX)(DI*1), Y5
-	VPAND        Y0, Y5, Y6
-	VPSRLD       $0x04, Y5, Y5
-	VCVTDQ2PS    Y6, Y6
-	VCVTDQ2PS    Y5, Y5
-	VFMADD231PS  Y3, Y6, Y2
-	VFMADD231PS  Y4, Y5, Y2
-	ADDQ         $0x00000008, DI
-	ADDQ         $0x00000040, DX
-	CMPQ         DI, R8
+	VMOVUPS     (BX), Y3
+	VMOVUPS     32(BX), Y4
+	VPMOVZXBD   (AX)(R8*1), Y5
+	VPAND       Y0, Y5, Y6
+	VPSRLD      $0x04, Y5, Y5
+	VCVTDQ2PS   Y6, Y6
+	VCVTDQ2PS   Y5, Y5
+	VFMADD231PS Y3, Y6, Y2
+	VFMADD231PS Y4, Y5, Y2
+	CMPQ        l1+96(FP), $0x00000000
+	JE          mvQ4BF16SymAVX2_r1_pf2
+	PREFETCHT0  (DX)(R8*1)
+	JMP         mvQ4BF16SymAVX2_r1_pfdone
+
+mvQ4BF16SymAVX2_r1_pf2:
+	PREFETCHT1 (DX)(R8*1)
+
+mvQ4BF16SymAVX2_r1_pfdone:
+	ADDQ         $0x00000008, R8
+	ADDQ         $0x00000040, BX
+	CMPQ         R8, R9
 	JB           mvQ4BF16SymAVX2_r1_b
-	VPBROADCASTW (BX), Y3
+	MOVQ         sstride+32(FP), R9
+	VPBROADCASTW (SI), Y3
 	VPSLLD       $0x10, Y3, Y3
 	VFMADD231PS  Y2, Y3, Y1
-	ADDQ         $0x00000002, BX
-	ADDQ         $0x00000020, SI
-	CMPQ         DI, CX
+	ADDQ         $0x00000002, SI
+	ADDQ         $0x00000020, DI
+	CMPQ         R8, CX
 	JB           mvQ4BF16SymAVX2_r1_g
 	MOVQ         out+0(FP), DX
 	VEXTRACTF128 $0x01, Y1, X2
@@ -718,9 +737,9 @@ mvQ4BF16SymAVX2_done:
 	VZEROUPPER
 	RET
 
-// func mvQ4BF16AsymAVX2(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int)
-// Requires: AVX, AVX2, CMOV, FMA3
-TEXT ·mvQ4BF16AsymAVX2(SB), NOSPLIT, $0-96
+// func mvQ4BF16AsymAVX2(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int, l1 int)
+// Requires: AVX, AVX2, CMOV, FMA3, MMX+
+TEXT ·mvQ4BF16AsymAVX2(SB), NOSPLIT, $0-104
 	VPBROADCASTD mvLowNibble<>+0(SB), Y0
 	MOVQ         w+8(FP), AX
 	MOVQ         stride+16(FP), CX
@@ -731,14 +750,15 @@ mvQ4BF16AsymAVX2_r4:
 	LEAQ   (AX)(CX*1), DX
 	LEAQ   (AX)(CX*2), BX
 	LEAQ   (DX)(CX*2), SI
+	LEAQ   (SI)(CX*1), DI
+	LEAQ   (DI)(CX*4), DI
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
 	VXORPS Y3, Y3, Y3
 	VXORPS Y4, Y4, Y4
-	MOVQ   x+64(FP), DI
-	MOVQ   scales+24(FP), R8
-	MOVQ   nxs+72(FP), R9
-	MOVQ   sstride+32(FP), R10
+	MOVQ   x+64(FP), R8
+	MOVQ   scales+24(FP), R9
+	MOVQ   nxs+72(FP), R10
 	MOVQ   zidx+48(FP), R11
 	XORQ   R12, R12
 
@@ -756,7 +776,7 @@ mvQ4BF16AsymAVX2_r4_g:
 	VMOVD        R14, X5
 	VPBROADCASTD X5, Y5
 	VCVTDQ2PS    Y5, Y5
-	VMULPS       (R9), Y5, Y5
+	VMULPS       (R10), Y5, Y5
 	MOVQ         R11, R13
 	ADDQ         ng+56(FP), R13
 	MOVQ         R13, R14
@@ -771,7 +791,7 @@ mvQ4BF16AsymAVX2_r4_g:
 	VMOVD        R14, X6
 	VPBROADCASTD X6, Y6
 	VCVTDQ2PS    Y6, Y6
-	VMULPS       (R9), Y6, Y6
+	VMULPS       (R10), Y6, Y6
 	MOVQ         R11, R13
 	ADDQ         ng+56(FP), R13
 	ADDQ         ng+56(FP), R13
@@ -787,7 +807,7 @@ mvQ4BF16AsymAVX2_r4_g:
 	VMOVD        R14, X7
 	VPBROADCASTD X7, Y7
 	VCVTDQ2PS    Y7, Y7
-	VMULPS       (R9), Y7, Y7
+	VMULPS       (R10), Y7, Y7
 	MOVQ         R11, R13
 	ADDQ         ng+56(FP), R13
 	ADDQ         ng+56(FP), R13
@@ -804,60 +824,70 @@ mvQ4BF16AsymAVX2_r4_g:
 	VMOVD        R14, X8
 	VPBROADCASTD X8, Y8
 	VCVTDQ2PS    Y8, Y8
-	VMULPS       (R9), Y8, Y8
+	VMULPS       (R10), Y8, Y8
 	MOVQ         R12, R13
 	ADDQ         gbytes+80(FP), R13
 
 mvQ4BF16AsymAVX2_r4_b:
-	VMOVUPS      (DI), Y9
-	VMOVUPS      32(DI), Y10
-	VPMOVZXBD    (AX)(R12*1), Y11
-	VPAND        Y0, Y11, Y12
-	VPSRLD       $0x04, Y11, Y11
-	VCVTDQ2PS    Y12, Y12
-	VCVTDQ2PS    Y11, Y11
-	VFMADD231PS  Y9, Y12, Y5
-	VFMADD231PS  Y10, Y11, Y5
-	VPMOVZXBD    (DX)(R12*1), Y11
-	VPAND        Y0, Y11, Y12
-	VPSRLD       $0x04, Y11, Y11
-	VCVTDQ2PS    Y12, Y12
-	VCVTDQ2PS    Y11, Y11
-	VFMADD231PS  Y9, Y12, Y6
-	VFMADD231PS  Y10, Y11, Y6
-	VPMOVZXBD    (BX)(R12*1), Y11
-	VPAND        Y0, Y11, Y12
-	VPSRLD       $0x04, Y11, Y11
-	VCVTDQ2PS    Y12, Y12
-	VCVTDQ2PS    Y11, Y11
-	VFMADD231PS  Y9, Y12, Y7
-	VFMADD231PS  Y10, Y11, Y7
-	VPMOVZXBD    (SI)(R12*1), Y11
-	VPAND        Y0, Y11, Y12
-	VPSRLD       $0x04, Y11, Y11
-	VCVTDQ2PS    Y12, Y12
-	VCVTDQ2PS    Y11, Y11
-	VFMADD231PS  Y9, Y12, Y8
-	VFMADD231PS  Y10, Y11, Y8
+	VMOVUPS     (R8), Y9
+	VMOVUPS     32(R8), Y10
+	VPMOVZXBD   (AX)(R12*1), Y11
+	VPAND       Y0, Y11, Y12
+	VPSRLD      $0x04, Y11, Y11
+	VCVTDQ2PS   Y12, Y12
+	VCVTDQ2PS   Y11, Y11
+	VFMADD231PS Y9, Y12, Y5
+	VFMADD231PS Y10, Y11, Y5
+	VPMOVZXBD   (DX)(R12*1), Y11
+	VPAND       Y0, Y11, Y12
+	VPSRLD      $0x04, Y11, Y11
+	VCVTDQ2PS   Y12, Y12
+	VCVTDQ2PS   Y11, Y11
+	VFMADD231PS Y9, Y12, Y6
+	VFMADD231PS Y10, Y11, Y6
+	VPMOVZXBD   (BX)(R12*1), Y11
+	VPAND       Y0, Y11, Y12
+	VPSRLD      $0x04, Y11, Y11
+	VCVTDQ2PS   Y12, Y12
+	VCVTDQ2PS   Y11, Y11
+	VFMADD231PS Y9, Y12, Y7
+	VFMADD231PS Y10, Y11, Y7
+	VPMOVZXBD   (SI)(R12*1), Y11
+	VPAND       Y0, Y11, Y12
+	VPSRLD      $0x04, Y11, Y11
+	VCVTDQ2PS   Y12, Y12
+	VCVTDQ2PS   Y11, Y11
+	VFMADD231PS Y9, Y12, Y8
+	VFMADD231PS Y10, Y11, Y8
+	CMPQ        l1+96(FP), $0x00000000
+	JE          mvQ4BF16AsymAVX2_r4_pf2
+	PREFETCHT0  (DI)(R12*4)
+	JMP         mvQ4BF16AsymAVX2_r4_pfdone
+
+mvQ4BF16AsymAVX2_r4_pf2:
+	PREFETCHT1 (DI)(R12*4)
+
+mvQ4BF16AsymAVX2_r4_pfdone:
 	ADDQ         $0x00000008, R12
-	ADDQ         $0x00000040, DI
+	ADDQ         $0x00000040, R8
 	CMPQ         R12, R13
 	JB           mvQ4BF16AsymAVX2_r4_b
-	VPBROADCASTW (R8), Y9
+	MOVQ         sstride+32(FP), R13
+	VPBROADCASTW (R9), Y9
 	VPSLLD       $0x10, Y9, Y9
 	VFMADD231PS  Y5, Y9, Y1
-	VPBROADCASTW (R8)(R10*1), Y5
+	VPBROADCASTW (R9)(R13*1), Y5
 	VPSLLD       $0x10, Y5, Y5
 	VFMADD231PS  Y6, Y5, Y2
-	VPBROADCASTW (R8)(R10*2), Y5
+	VPBROADCASTW (R9)(R13*2), Y5
 	VPSLLD       $0x10, Y5, Y5
 	VFMADD231PS  Y7, Y5, Y3
-	LEAQ         (R8)(R10*2), R13
-	VPBROADCASTW (R13)(R10*1), Y5
+	LEAQ         (R9)(R13*2), R14
+	VPBROADCASTW (R14)(R13*1), Y5
 	VPSLLD       $0x10, Y5, Y5
 	VFMADD231PS  Y8, Y5, Y4
-	ADDQ         $0x00000002, R8
-	ADDQ         $0x00000020, R9
+	ADDQ         $0x00000002, R9
+	ADDQ         $0x00000020, R10
 	INCQ         R11
 	CMPQ         R12, CX
 	JB           mvQ4BF16AsymAVX2_r4_g
@@ -894,52 +924,64 @@ mvQ4BF16AsymAVX2_r4_b:
 mvQ4BF16AsymAVX2_r1:
 	CMPQ   rows+88(FP), $0x00000001
 	JL     mvQ4BF16AsymAVX2_done
+	LEAQ   (AX)(CX*1), DX
+	LEAQ   (DX)(CX*1), DX
 	VXORPS Y1, Y1, Y1
-	MOVQ   x+64(FP), DX
-	MOVQ   scales+24(FP), BX
-	MOVQ   nxs+72(FP), SI
-	MOVQ   zidx+48(FP), DI
-	XORQ   R8, R8
+	MOVQ   x+64(FP), BX
+	MOVQ   scales+24(FP), SI
+	MOVQ   nxs+72(FP), DI
+	MOVQ   zidx+48(FP), R8
+	XORQ   R9, R9
 
 mvQ4BF16AsymAVX2_r1_g:
-	MOVQ         DI, R9
-	MOVQ         R9, R10
-	SHRQ         $0x01, R10
-	MOVQ         zeros+40(FP), R11
-	MOVBLZX      (R11)(R10*1), R10
-	MOVL         R10, R11
-	SHRL         $0x04, R11
-	TESTQ        $0x00000001, R9
-	CMOVLNE      R11, R10
-	ANDL         $0x0000000f, R10
-	VMOVD        R10, X2
+	MOVQ         R8, R10
+	MOVQ         R10, R11
+	SHRQ         $0x01, R11
+	MOVQ         zeros+40(FP), R12
+	MOVBLZX      (R12)(R11*1), R11
+	MOVL         R11, R12
+	SHRL         $0x04, R12
+	TESTQ        $0x00000001, R10
+	CMOVLNE      R12, R11
+	ANDL         $0x0000000f, R11
+	VMOVD        R11, X2
 	VPBROADCASTD X2, Y2
 	VCVTDQ2PS    Y2, Y2
-	VMULPS       (SI), Y2, Y2
-	MOVQ         R8, R9
-	ADDQ         gbytes+80(FP), R9
+	VMULPS       (DI), Y2, Y2
+	MOVQ         R9, R10
+	ADDQ         gbytes+80(FP), R10
 
 mvQ4BF16AsymAVX2_r1_b:
-	VMOVUPS      (DX), Y3
-	VMOVUPS      32(DX), Y4
-	VPMOVZXBD    (AX)(R8*1), Y5
-	VPAND        Y0, Y5, Y6
-	VPSRLD       $0x04, Y5, Y5
-	VCVTDQ2PS    Y6, Y6
-	VCVTDQ2PS    Y5, Y5
-	VFMADD231PS  Y3, Y6, Y2
-	VFMADD231PS  Y4, Y5, Y2
-	ADDQ         $0x00000008, R8
-	ADDQ         $0x00000040, DX
-	CMPQ         R8, R9
+	VMOVUPS     (BX), Y3
+	VMOVUPS     32(BX), Y4
+	VPMOVZXBD   (AX)(R9*1), Y5
+	VPAND       Y0, Y5, Y6
+	VPSRLD      $0x04, Y5, Y5
+	VCVTDQ2PS   Y6, Y6
+	VCVTDQ2PS   Y5, Y5
+	VFMADD231PS Y3, Y6, Y2
+	VFMADD231PS Y4, Y5, Y2
+	CMPQ        l1+96(FP), $0x00000000
+	JE          mvQ4BF16AsymAVX2_r1_pf2
+	PREFETCHT0  (DX)(R9*1)
+	JMP         mvQ4BF16AsymAVX2_r1_pfdone
+
+mvQ4BF16AsymAVX2_r1_pf2:
+	PREFETCHT1 (DX)(R9*1)
+
+mvQ4BF16AsymAVX2_r1_pfdone:
+	ADDQ         $0x00000008, R9
+	ADDQ         $0x00000040, BX
+	CMPQ         R9, R10
 	JB           mvQ4BF16AsymAVX2_r1_b
-	VPBROADCASTW (BX), Y3
+	MOVQ         sstride+32(FP), R10
+	VPBROADCASTW (SI), Y3
 	VPSLLD       $0x10, Y3, Y3
 	VFMADD231PS  Y2, Y3, Y1
-	ADDQ         $0x00000002, BX
-	ADDQ         $0x00000020, SI
-	INCQ         DI
-	CMPQ         R8, CX
+	ADDQ         $0x00000002, SI
+	ADDQ         $0x00000020, DI
+	INCQ         R8
+	CMPQ         R9, CX
 	JB           mvQ4BF16AsymAVX2_r1_g
 	MOVQ         out+0(FP), DX
 	VEXTRACTF128 $0x01, Y1, X2
@@ -962,9 +1004,9 @@ mvQ4BF16AsymAVX2_done:
 	VZEROUPPER
 	RET
 
-// func mvQ4F16SymAVX2(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int)
-// Requires: AVX, AVX2, F16C, FMA3
-TEXT ·mvQ4F16SymAVX2(SB), NOSPLIT, $0-96
+// func mvQ4F16SymAVX2(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int, l1 int)
+// Requires: AVX, AVX2, F16C, FMA3, MMX+
+TEXT ·mvQ4F16SymAVX2(SB), NOSPLIT, $0-104
 	VPBROADCASTD mvLowNibble<>+0(SB), Y0
 	MOVQ         w+8(FP), AX
 	MOVQ         stride+16(FP), CX
@@ -975,74 +1017,85 @@ mvQ4F16SymAVX2_r4:
 	LEAQ   (AX)(CX*1), DX
 	LEAQ   (AX)(CX*2), BX
 	LEAQ   (DX)(CX*2), SI
+	LEAQ   (SI)(CX*1), DI
+	LEAQ   (DI)(CX*4), DI
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
 	VXORPS Y3, Y3, Y3
 	VXORPS Y4, Y4, Y4
-	MOVQ   x+64(FP), DI
-	MOVQ   scales+24(FP), R8
-	MOVQ   nxs+72(FP), R9
-	MOVQ   sstride+32(FP), R10
+	MOVQ   x+64(FP), R8
+	MOVQ   scales+24(FP), R9
+	MOVQ   nxs+72(FP), R10
 	XORQ   R11, R11
 
 mvQ4F16SymAVX2_r4_g:
-	VMOVUPS (R9), Y5
-	VMOVUPS (R9), Y6
-	VMOVUPS (R9), Y7
-	VMOVUPS (R9), Y8
+	VMOVUPS (R10), Y5
+	VMOVUPS (R10), Y6
+	VMOVUPS (R10), Y7
+	VMOVUPS (R10), Y8
 	MOVQ    R11, R12
 	ADDQ    gbytes+80(FP), R12
 
 mvQ4F16SymAVX2_r4_b:
-	VMOVUPS      (DI), Y9
-	VMOVUPS      32(DI), Y10
-	VPMOVZXBD    (AX)(R11*1), Y11
-	VPAND        Y0, Y11, Y12
-	VPSRLD       $0x04, Y11, Y11
-	VCVTDQ2PS    Y12, Y12
-	VCVTDQ2PS    Y11, Y11
-	VFMADD231PS  Y9, Y12, Y5
-	VFMADD231PS  Y10, Y11, Y5
-	VPMOVZXBD    (DX)(R11*1), Y11
-	VPAND        Y0, Y11, Y12
-	VPSRLD       $0x04, Y11, Y11
-	VCVTDQ2PS    Y12, Y12
-	VCVTDQ2PS    Y11, Y11
-	VFMADD231PS  Y9, Y12, Y6
-	VFMADD231PS  Y10, Y11, Y6
-	VPMOVZXBD    (BX)(R11*1), Y11
-	VPAND        Y0, Y11, Y12
-	VPSRLD       $0x04, Y11, Y11
-	VCVTDQ2PS    Y12, Y12
-	VCVTDQ2PS    Y11, Y11
-	VFMADD231PS  Y9, Y12, Y7
-	VFMADD231PS  Y10, Y11, Y7
-	VPMOVZXBD    (SI)(R11*1), Y11
-	VPAND        Y0, Y11, Y12
-	VPSRLD       $0x04, Y11, Y11
-	VCVTDQ2PS    Y12, Y12
-	VCVTDQ2PS    Y11, Y11
-	VFMADD231PS  Y9, Y12, Y8
-	VFMADD231PS  Y10, Y11, Y8
+	VMOVUPS     (R8), Y9
+	VMOVUPS     32(R8), Y10
+	VPMOVZXBD   (AX)(R11*1), Y11
+	VPAND       Y0, Y11, Y12
+	VPSRLD      $0x04, Y11, Y11
+	VCVTDQ2PS   Y12, Y12
+	VCVTDQ2PS   Y11, Y11
+	VFMADD231PS Y9, Y12, Y5
+	VFMADD231PS Y10, Y11, Y5
+	VPMOVZXBD   (DX)(R11*1), Y11
+	VPAND       Y0, Y11, Y12
+	VPSRLD      $0x04, Y11, Y11
+	VCVTDQ2PS   Y12, Y12
+	VCVTDQ2PS   Y11, Y11
+	VFMADD231PS Y9, Y12, Y6
+	VFMADD231PS Y10, Y11, Y6
+	VPMOVZXBD   (BX)(R11*1), Y11
+	VPAND       Y0, Y11, Y12
+	VPSRLD      $0x04, Y11, Y11
+	VCVTDQ2PS   Y12, Y12
+	VCVTDQ2PS   Y11, Y11
+	VFMADD231PS Y9, Y12, Y7
+	VFMADD231PS Y10, Y11, Y7
+	VPMOVZXBD   (SI)(R11*1), Y11
+	VPAND       Y0, Y11, Y12
+	VPSRLD      $0x04, Y11, Y11
+	VCVTDQ2PS   Y12, Y12
+	VCVTDQ2PS   Y11, Y11
+	VFMADD231PS Y9, Y12, Y8
+	VFMADD231PS Y10, Y11, Y8
+	CMPQ        l1+96(FP), $0x00000000
+	JE          mvQ4F16SymAVX2_r4_pf2
+	PREFETCHT0  (DI)(R11*4)
+	JMP         mvQ4F16SymAVX2_r4_pfdone
+
+mvQ4F16SymAVX2_r4_pf2:
+	PREFETCHT1 (DI)(R11*4)
+
+mvQ4F16SymAVX2_r4_pfdone:
 	ADDQ         $0x00000008, R11
-	ADDQ         $0x00000040, DI
+	ADDQ         $0x00000040, R8
 	CMPQ         R11, R12
 	JB           mvQ4F16SymAVX2_r4_b
-	VPBROADCASTW (R8), X9
+	MOVQ         sstride+32(FP), R12
+	VPBROADCASTW (R9), X9
 	VCVTPH2PS    X9, Y9
 	VFMADD231PS  Y5, Y9, Y1
-	VPBROADCASTW (R8)(R10*1), X5
+	VPBROADCASTW (R9)(R12*1), X5
 	VCVTPH2PS    X5, Y5
 	VFMADD231PS  Y6, Y5, Y2
-	VPBROADCASTW (R8)(R10*2), X5
+	VPBROADCASTW (R9)(R12*2), X5
 	VCVTPH2PS    X5, Y5
 	VFMADD231PS  Y7, Y5, Y3
-	LEAQ         (R8)(R10*2), R12
-	VPBROADCASTW (R12)(R10*1), X5
+	LEAQ         (R9)(R12*2), R13
+	VPBROADCASTW (R13)(R12*1), X5
 	VCVTPH2PS    X5, Y5
 	VFMADD231PS  Y8, Y5, Y4
-	ADDQ         $0x00000002, R8
-	ADDQ         $0x00000020, R9
+	ADDQ         $0x00000002, R9
+	ADDQ         $0x00000020, R10
 	CMPQ         R11, CX
 	JB           mvQ4F16SymAVX2_r4_g
 	MOVQ         out+0(FP), DX
@@ -1078,37 +1131,49 @@ mvQ4F16SymAVX2_r4_b:
 mvQ4F16SymAVX2_r1:
 	CMPQ   rows+88(FP), $0x00000001
 	JL     mvQ4F16SymAVX2_done
+	LEAQ   (AX)(CX*1), DX
+	LEAQ   (DX)(CX*1), DX
 	VXORPS Y1, Y1, Y1
-	MOVQ   x+64(FP), DX
-	MOVQ   scales+24(FP), BX
-	MOVQ   nxs+72(FP), SI
-	XORQ   DI, DI
+	MOVQ   x+64(FP), BX
+	MOVQ   scales+24(FP), SI
+	MOVQ   nxs+72(FP), DI
+	XORQ   R8, R8
 
 mvQ4F16SymAVX2_r1_g:
-	VMOVUPS (SI), Y2
-	MOVQ    DI, R8
-	ADDQ    gbytes+80(FP), R8
+	VMOVUPS (DI), Y2
+	MOVQ    R8, R9
+	ADDQ    gbytes+80(FP), R9
 
 mvQ4F16SymAVX2_r1_b:
-	VMOVUPS      (DX), Y3
-	VMOVUPS      32(DX), Y4
-	VPMOVZXBD    (AX)(DI*1), Y5
-	VPAND        Y0, Y5, Y6
-	VPSRLD       $0x04, Y5, Y5
-	VCVTDQ2PS    Y6, Y6
-	VCVTDQ2PS    Y5, Y5
-	VFMADD231PS  Y3, Y6, Y2
-	VFMADD231PS  Y4, Y5, Y2
-	ADDQ         $0x00000008, DI
-	ADDQ         $0x00000040, DX
-	CMPQ         DI, R8
+	VMOVUPS     (BX), Y3
+	VMOVUPS     32(BX), Y4
+	VPMOVZXBD   (AX)(R8*1), Y5
+	VPAND       Y0, Y5, Y6
+	VPSRLD      $0x04, Y5, Y5
+	VCVTDQ2PS   Y6, Y6
+	VCVTDQ2PS   Y5, Y5
+	VFMADD231PS Y3, Y6, Y2
+	VFMADD231PS Y4, Y5, Y2
+	CMPQ        l1+96(FP), $0x00000000
+	JE          mvQ4F16SymAVX2_r1_pf2
+	PREFETCHT0  (DX)(R8*1)
+	JMP         mvQ4F16SymAVX2_r1_pfdone
+
+mvQ4F16SymAVX2_r1_pf2:
+	PREFETCHT1 (DX)(R8*1)
+
+mvQ4F16SymAVX2_r1_pfdone:
+	ADDQ         $0x00000008, R8
+	ADDQ         $0x00000040, BX
+	CMPQ         R8, R9
 	JB           mvQ4F16SymAVX2_r1_b
-	VPBROADCASTW (BX), X3
+	MOVQ         sstride+32(FP), R9
+	VPBROADCASTW (SI), X3
 	VCVTPH2PS    X3, Y3
 	VFMADD231PS  Y2, Y3, Y1
-	ADDQ         $0x00000002, BX
-	ADDQ         $0x00000020, SI
-	CMPQ         DI, CX
+	ADDQ         $0x00000002, SI
+	ADDQ         $0x00000020, DI
+	CMPQ         R8, CX
 	JB           mvQ4F16SymAVX2_r1_g
 	MOVQ         out+0(FP), DX
 	VEXTRACTF128 $0x01, Y1, X2
@@ -1131,9 +1196,9 @@ mvQ4F16SymAVX2_done:
 	VZEROUPPER
 	RET
 
-// func mvQ4F16AsymAVX2(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int)
-// Requires: AVX, AVX2, CMOV, F16C, FMA3
-TEXT ·mvQ4F16AsymAVX2(SB), NOSPLIT, $0-96
+// func mvQ4F16AsymAVX2(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int, l1 int)
+// Requires: AVX, AVX2, CMOV, F16C, FMA3, MMX+
+TEXT ·mvQ4F16AsymAVX2(SB), NOSPLIT, $0-104
 	VPBROADCASTD mvLowNibble<>+0(SB), Y0
 	MOVQ         w+8(FP), AX
 	MOVQ         stride+16(FP), CX
@@ -1144,14 +1209,15 @@ mvQ4F16AsymAVX2_r4:
 	LEAQ   (AX)(CX*1), DX
 	LEAQ   (AX)(CX*2), BX
 	LEAQ   (DX)(CX*2), SI
+	LEAQ   (SI)(CX*1), DI
+	LEAQ   (DI)(CX*4), DI
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
 	VXORPS Y3, Y3, Y3
 	VXORPS Y4, Y4, Y4
-	MOVQ   x+64(FP), DI
-	MOVQ   scales+24(FP), R8
-	MOVQ   nxs+72(FP), R9
-	MOVQ   sstride+32(FP), R10
+	MOVQ   x+64(FP), R8
+	MOVQ   scales+24(FP), R9
+	MOVQ   nxs+72(FP), R10
 	MOVQ   zidx+48(FP), R11
 	XORQ   R12, R12
 
@@ -1169,7 +1235,7 @@ mvQ4F16AsymAVX2_r4_g:
 	VMOVD        R14, X5
 	VPBROADCASTD X5, Y5
 	VCVTDQ2PS    Y5, Y5
-	VMULPS       (R9), Y5, Y5
+	VMULPS       (R10), Y5, Y5
 	MOVQ         R11, R13
 	ADDQ         ng+56(FP), R13
 	MOVQ         R13, R14
@@ -1184,7 +1250,7 @@ mvQ4F16AsymAVX2_r4_g:
 	VMOVD        R14, X6
 	VPBROADCASTD X6, Y6
 	VCVTDQ2PS    Y6, Y6
-	VMULPS       (R9), Y6, Y6
+	VMULPS       (R10), Y6, Y6
 	MOVQ         R11, R13
 	ADDQ         ng+56(FP), R13
 	ADDQ         ng+56(FP), R13
@@ -1200,7 +1266,7 @@ mvQ4F16AsymAVX2_r4_g:
 	VMOVD        R14, X7
 	VPBROADCASTD X7, Y7
 	VCVTDQ2PS    Y7, Y7
-	VMULPS       (R9), Y7, Y7
+	VMULPS       (R10), Y7, Y7
 	MOVQ         R11, R13
 	ADDQ         ng+56(FP), R13
 	ADDQ         ng+56(FP), R13
@@ -1217,60 +1283,70 @@ mvQ4F16AsymAVX2_r4_g:
 	VMOVD        R14, X8
 	VPBROADCASTD X8, Y8
 	VCVTDQ2PS    Y8, Y8
-	VMULPS       (R9), Y8, Y8
+	VMULPS       (R10), Y8, Y8
 	MOVQ         R12, R13
 	ADDQ         gbytes+80(FP), R13
 
 mvQ4F16AsymAVX2_r4_b:
-	VMOVUPS      (DI), Y9
-	VMOVUPS      32(DI), Y10
-	VPMOVZXBD    (AX)(R12*1), Y11
-	VPAND        Y0, Y11, Y12
-	VPSRLD       $0x04, Y11, Y11
-	VCVTDQ2PS    Y12, Y12
-	VCVTDQ2PS    Y11, Y11
-	VFMADD231PS  Y9, Y12, Y5
-	VFMADD231PS  Y10, Y11, Y5
-	VPMOVZXBD    (DX)(R12*1), Y11
-	VPAND        Y0, Y11, Y12
-	VPSRLD       $0x04, Y11, Y11
-	VCVTDQ2PS    Y12, Y12
-	VCVTDQ2PS    Y11, Y11
-	VFMADD231PS  Y9, Y12, Y6
-	VFMADD231PS  Y10, Y11, Y6
-	VPMOVZXBD    (BX)(R12*1), Y11
-	VPAND        Y0, Y11, Y12
-	VPSRLD       $0x04, Y11, Y11
-	VCVTDQ2PS    Y12, Y12
-	VCVTDQ2PS    Y11, Y11
-	VFMADD231PS  Y9, Y12, Y7
-	VFMADD231PS  Y10, Y11, Y7
-	VPMOVZXBD    (SI)(R12*1), Y11
-	VPAND        Y0, Y11, Y12
-	VPSRLD       $0x04, Y11, Y11
-	VCVTDQ2PS    Y12, Y12
-	VCVTDQ2PS    Y11, Y11
-	VFMADD231PS  Y9, Y12, Y8
-	VFMADD231PS  Y10, Y11, Y8
+	VMOVUPS     (R8), Y9
+	VMOVUPS     32(R8), Y10
+	VPMOVZXBD   (AX)(R12*1), Y11
+	VPAND       Y0, Y11, Y12
+	VPSRLD      $0x04, Y11, Y11
+	VCVTDQ2PS   Y12, Y12
+	VCVTDQ2PS   Y11, Y11
+	VFMADD231PS Y9, Y12, Y5
+	VFMADD231PS Y10, Y11, Y5
+	VPMOVZXBD   (DX)(R12*1), Y11
+	VPAND       Y0, Y11, Y12
+	VPSRLD      $0x04, Y11, Y11
+	VCVTDQ2PS   Y12, Y12
+	VCVTDQ2PS   Y11, Y11
+	VFMADD231PS Y9, Y12, Y6
+	VFMADD231PS Y10, Y11, Y6
+	VPMOVZXBD   (BX)(R12*1), Y11
+	VPAND       Y0, Y11, Y12
+	VPSRLD      $0x04, Y11, Y11
+	VCVTDQ2PS   Y12, Y12
+	VCVTDQ2PS   Y11, Y11
+	VFMADD231PS Y9, Y12, Y7
+	VFMADD231PS Y10, Y11, Y7
+	VPMOVZXBD   (SI)(R12*1), Y11
+	VPAND       Y0, Y11, Y12
+	VPSRLD      $0x04, Y11, Y11
+	VCVTDQ2PS   Y12, Y12
+	VCVTDQ2PS   Y11, Y11
+	VFMADD231PS Y9, Y12, Y8
+	VFMADD231PS Y10, Y11, Y8
+	CMPQ        l1+96(FP), $0x00000000
+	JE          mvQ4F16AsymAVX2_r4_pf2
+	PREFETCHT0  (DI)(R12*4)
+	JMP         mvQ4F16AsymAVX2_r4_pfdone
+
+mvQ4F16AsymAVX2_r4_pf2:
+	PREFETCHT1 (DI)(R12*4)
+
+mvQ4F16AsymAVX2_r4_pfdone:
 	ADDQ         $0x00000008, R12
-	ADDQ         $0x00000040, DI
+	ADDQ         $0x00000040, R8
 	CMPQ         R12, R13
 	JB           mvQ4F16AsymAVX2_r4_b
-	VPBROADCASTW (R8), X9
+	MOVQ         sstride+32(FP), R13
+	VPBROADCASTW (R9), X9
 	VCVTPH2PS    X9, Y9
 	VFMADD231PS  Y5, Y9, Y1
-	VPBROADCASTW (R8)(R10*1), X5
+	VPBROADCASTW (R9)(R13*1), X5
 	VCVTPH2PS    X5, Y5
 	VFMADD231PS  Y6, Y5, Y2
-	VPBROADCASTW (R8)(R10*2), X5
+	VPBROADCASTW (R9)(R13*2), X5
 	VCVTPH2PS    X5, Y5
 	VFMADD231PS  Y7, Y5, Y3
-	LEAQ         (R8)(R10*2), R13
-	VPBROADCASTW (R13)(R10*1), X5
+	LEAQ         (R9)(R13*2), R14
+	VPBROADCASTW (R14)(R13*1), X5
 	VCVTPH2PS    X5, Y5
 	VFMADD231PS  Y8, Y5, Y4
-	ADDQ         $0x00000002, R8
-	ADDQ         $0x00000020, R9
+	ADDQ         $0x00000002, R9
+	ADDQ         $0x00000020, R10
 	INCQ         R11
 	CMPQ         R12, CX
 	JB           mvQ4F16AsymAVX2_r4_g
@@ -1307,52 +1383,64 @@ mvQ4F16AsymAVX2_r4_b:
 mvQ4F16AsymAVX2_r1:
 	CMPQ   rows+88(FP), $0x00000001
 	JL     mvQ4F16AsymAVX2_done
+	LEAQ   (AX)(CX*1), DX
+	LEAQ   (DX)(CX*1), DX
 	VXORPS Y1, Y1, Y1
-	MOVQ   x+64(FP), DX
-	MOVQ   scales+24(FP), BX
-	MOVQ   nxs+72(FP), SI
-	MOVQ   zidx+48(FP), DI
-	XORQ   R8, R8
+	MOVQ   x+64(FP), BX
+	MOVQ   scales+24(FP), SI
+	MOVQ   nxs+72(FP), DI
+	MOVQ   zidx+48(FP), R8
+	XORQ   R9, R9
 
 mvQ4F16AsymAVX2_r1_g:
-	MOVQ         DI, R9
-	MOVQ         R9, R10
-	SHRQ         $0x01, R10
-	MOVQ         zeros+40(FP), R11
-	MOVBLZX      (R11)(R10*1), R10
-	MOVL         R10, R11
-	SHRL         $0x04, R11
-	TESTQ        $0x00000001, R9
-	CMOVLNE      R11, R10
-	ANDL         $0x0000000f, R10
-	VMOVD        R10, X2
+	MOVQ         R8, R10
+	MOVQ         R10, R11
+	SHRQ         $0x01, R11
+	MOVQ         zeros+40(FP), R12
+	MOVBLZX      (R12)(R11*1), R11
+	MOVL         R11, R12
+	SHRL         $0x04, R12
+	TESTQ        $0x00000001, R10
+	CMOVLNE      R12, R11
+	ANDL         $0x0000000f, R11
+	VMOVD        R11, X2
 	VPBROADCASTD X2, Y2
 	VCVTDQ2PS    Y2, Y2
-	VMULPS       (SI), Y2, Y2
-	MOVQ         R8, R9
-	ADDQ         gbytes+80(FP), R9
+	VMULPS       (DI), Y2, Y2
+	MOVQ         R9, R10
+	ADDQ         gbytes+80(FP), R10
 
 mvQ4F16AsymAVX2_r1_b:
-	VMOVUPS      (DX), Y3
-	VMOVUPS      32(DX), Y4
-	VPMOVZXBD    (AX)(R8*1), Y5
-	VPAND        Y0, Y5, Y6
-	VPSRLD       $0x04, Y5, Y5
-	VCVTDQ2PS    Y6, Y6
-	VCVTDQ2PS    Y5, Y5
-	VFMADD231PS  Y3, Y6, Y2
-	VFMADD231PS  Y4, Y5, Y2
-	ADDQ         $0x00000008, R8
-	ADDQ         $0x00000040, DX
-	CMPQ         R8, R9
+	VMOVUPS     (BX), Y3
+	VMOVUPS     32(BX), Y4
+	VPMOVZXBD   (AX)(R9*1), Y5
+	VPAND       Y0, Y5, Y6
+	VPSRLD      $0x04, Y5, Y5
+	VCVTDQ2PS   Y6, Y6
+	VCVTDQ2PS   Y5, Y5
+	VFMADD231PS Y3, Y6, Y2
+	VFMADD231PS Y4, Y5, Y2
+	CMPQ        l1+96(FP), $0x00000000
+	JE          mvQ4F16AsymAVX2_r1_pf2
+	PREFETCHT0  (DX)(R9*1)
+	JMP         mvQ4F16AsymAVX2_r1_pfdone
+
+mvQ4F16AsymAVX2_r1_pf2:
+	PREFETCHT1 (DX)(R9*1)
+
+mvQ4F16AsymAVX2_r1_pfdone:
+	ADDQ         $0x00000008, R9
+	ADDQ         $0x00000040, BX
+	CMPQ         R9, R10
 	JB           mvQ4F16AsymAVX2_r1_b
-	VPBROADCASTW (BX), X3
+	MOVQ         sstride+32(FP), R10
+	VPBROADCASTW (SI), X3
 	VCVTPH2PS    X3, Y3
 	VFMADD231PS  Y2, Y3, Y1
-	ADDQ         $0x00000002, BX
-	ADDQ         $0x00000020, SI
-	INCQ         DI
-	CMPQ         R8, CX
+	ADDQ         $0x00000002, SI
+	ADDQ         $0x00000020, DI
+	INCQ         R8
+	CMPQ         R9, CX
 	JB           mvQ4F16AsymAVX2_r1_g
 	MOVQ         out+0(FP), DX
 	VEXTRACTF128 $0x01, Y1, X2
@@ -1375,9 +1463,9 @@ mvQ4F16AsymAVX2_done:
 	VZEROUPPER
 	RET
 
-// func mvQ4F32SymAVX2(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int)
-// Requires: AVX, AVX2, FMA3
-TEXT ·mvQ4F32SymAVX2(SB), NOSPLIT, $0-96
+// func mvQ4F32SymAVX2(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int, l1 int)
+// Requires: AVX, AVX2, FMA3, MMX+
+TEXT ·mvQ4F32SymAVX2(SB), NOSPLIT, $0-104
 	VPBROADCASTD mvLowNibble<>+0(SB), Y0
 	MOVQ         w+8(FP), AX
 	MOVQ         stride+16(FP), CX
@@ -1388,70 +1476,81 @@ mvQ4F32SymAVX2_r4:
 	LEAQ   (AX)(CX*1), DX
 	LEAQ   (AX)(CX*2), BX
 	LEAQ   (DX)(CX*2), SI
+	LEAQ   (SI)(CX*1), DI
+	LEAQ   (DI)(CX*4), DI
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
 	VXORPS Y3, Y3, Y3
 	VXORPS Y4, Y4, Y4
-	MOVQ   x+64(FP), DI
-	MOVQ   scales+24(FP), R8
-	MOVQ   nxs+72(FP), R9
-	MOVQ   sstride+32(FP), R10
+	MOVQ   x+64(FP), R8
+	MOVQ   scales+24(FP), R9
+	MOVQ   nxs+72(FP), R10
 	XORQ   R11, R11
 
 mvQ4F32SymAVX2_r4_g:
-	VMOVUPS (R9), Y5
-	VMOVUPS (R9), Y6
-	VMOVUPS (R9), Y7
-	VMOVUPS (R9), Y8
+	VMOVUPS (R10), Y5
+	VMOVUPS (R10), Y6
+	VMOVUPS (R10), Y7
+	VMOVUPS (R10), Y8
 	MOVQ    R11, R12
 	ADDQ    gbytes+80(FP), R12
 
 mvQ4F32SymAVX2_r4_b:
-	VMOVUPS      (DI), Y9
-	VMOVUPS      32(DI), Y10
-	VPMOVZXBD    (AX)(R11*1), Y11
-	VPAND        Y0, Y11, Y12
-	VPSRLD       $0x04, Y11, Y11
-	VCVTDQ2PS    Y12, Y12
-	VCVTDQ2PS    Y11, Y11
-	VFMADD231PS  Y9, Y12, Y5
-	VFMADD231PS  Y10, Y11, Y5
-	VPMOVZXBD    (DX)(R11*1), Y11
-	VPAND        Y0, Y11, Y12
-	VPSRLD       $0x04, Y11, Y11
-	VCVTDQ2PS    Y12, Y12
-	VCVTDQ2PS    Y11, Y11
-	VFMADD231PS  Y9, Y12, Y6
-	VFMADD231PS  Y10, Y11, Y6
-	VPMOVZXBD    (BX)(R11*1), Y11
-	VPAND        Y0, Y11, Y12
-	VPSRLD       $0x04, Y11, Y11
-	VCVTDQ2PS    Y12, Y12
-	VCVTDQ2PS    Y11, Y11
-	VFMADD231PS  Y9, Y12, Y7
-	VFMADD231PS  Y10, Y11, Y7
-	VPMOVZXBD    (SI)(R11*1), Y11
-	VPAND        Y0, Y11, Y12
-	VPSRLD       $0x04, Y11, Y11
-	VCVTDQ2PS    Y12, Y12
-	VCVTDQ2PS    Y11, Y11
-	VFMADD231PS  Y9, Y12, Y8
-	VFMADD231PS  Y10, Y11, Y8
+	VMOVUPS     (R8), Y9
+	VMOVUPS     32(R8), Y10
+	VPMOVZXBD   (AX)(R11*1), Y11
+	VPAND       Y0, Y11, Y12
+	VPSRLD      $0x04, Y11, Y11
+	VCVTDQ2PS   Y12, Y12
+	VCVTDQ2PS   Y11, Y11
+	VFMADD231PS Y9, Y12, Y5
+	VFMADD231PS Y10, Y11, Y5
+	VPMOVZXBD   (DX)(R11*1), Y11
+	VPAND       Y0, Y11, Y12
+	VPSRLD      $0x04, Y11, Y11
+	VCVTDQ2PS   Y12, Y12
+	VCVTDQ2PS   Y11, Y11
+	VFMADD231PS Y9, Y12, Y6
+	VFMADD231PS Y10, Y11, Y6
+	VPMOVZXBD   (BX)(R11*1), Y11
+	VPAND       Y0, Y11, Y12
+	VPSRLD      $0x04, Y11, Y11
+	VCVTDQ2PS   Y12, Y12
+	VCVTDQ2PS   Y11, Y11
+	VFMADD231PS Y9, Y12, Y7
+	VFMADD231PS Y10, Y11, Y7
+	VPMOVZXBD   (SI)(R11*1), Y11
+	VPAND       Y0, Y11, Y12
+	VPSRLD      $0x04, Y11, Y11
+	VCVTDQ2PS   Y12, Y12
+	VCVTDQ2PS   Y11, Y11
+	VFMADD231PS Y9, Y12, Y8
+	VFMADD231PS Y10, Y11, Y8
+	CMPQ        l1+96(FP), $0x00000000
+	JE          mvQ4F32SymAVX2_r4_pf2
+	PREFETCHT0  (DI)(R11*4)
+	JMP         mvQ4F32SymAVX2_r4_pfdone
+
+mvQ4F32SymAVX2_r4_pf2:
+	PREFETCHT1 (DI)(R11*4)
+
+mvQ4F32SymAVX2_r4_pfdone:
 	ADDQ         $0x00000008, R11
-	ADDQ         $0x00000040, DI
+	ADDQ         $0x00000040, R8
 	CMPQ         R11, R12
 	JB           mvQ4F32SymAVX2_r4_b
-	VBROADCASTSS (R8), Y9
+	MOVQ         sstride+32(FP), R12
+	VBROADCASTSS (R9), Y9
 	VFMADD231PS  Y5, Y9, Y1
-	VBROADCASTSS (R8)(R10*1), Y5
+	VBROADCASTSS (R9)(R12*1), Y5
 	VFMADD231PS  Y6, Y5, Y2
-	VBROADCASTSS (R8)(R10*2), Y5
+	VBROADCASTSS (R9)(R12*2), Y5
 	VFMADD231PS  Y7, Y5, Y3
-	LEAQ         (R8)(R10*2), R12
-	VBROADCASTSS (R12)(R10*1), Y5
+	LEAQ         (R9)(R12*2), R13
+	VBROADCASTSS (R13)(R12*1), Y5
 	VFMADD231PS  Y8, Y5, Y4
-	ADDQ         $0x00000004, R8
-	ADDQ         $0x00000020, R9
+	ADDQ         $0x00000004, R9
+	ADDQ         $0x00000020, R10
 	CMPQ         R11, CX
 	JB           mvQ4F32SymAVX2_r4_g
 	MOVQ         out+0(FP), DX
@@ -1487,36 +1586,48 @@ mvQ4F32SymAVX2_r4_b:
 mvQ4F32SymAVX2_r1:
 	CMPQ   rows+88(FP), $0x00000001
 	JL     mvQ4F32SymAVX2_done
+	LEAQ   (AX)(CX*1), DX
+	LEAQ   (DX)(CX*1), DX
 	VXORPS Y1, Y1, Y1
-	MOVQ   x+64(FP), DX
-	MOVQ   scales+24(FP), BX
-	MOVQ   nxs+72(FP), SI
-	XORQ   DI, DI
+	MOVQ   x+64(FP), BX
+	MOVQ   scales+24(FP), SI
+	MOVQ   nxs+72(FP), DI
+	XORQ   R8, R8
 
 mvQ4F32SymAVX2_r1_g:
-	VMOVUPS (SI), Y2
-	MOVQ    DI, R8
-	ADDQ    gbytes+80(FP), R8
+	VMOVUPS (DI), Y2
+	MOVQ    R8, R9
+	ADDQ    gbytes+80(FP), R9
 
 mvQ4F32SymAVX2_r1_b:
-	VMOVUPS      (DX), Y3
-	VMOVUPS      32(DX), Y4
-	VPMOVZXBD    (AX)(DI*1), Y5
-	VPAND        Y0, Y5, Y6
-	VPSRLD       $0x04, Y5, Y5
-	VCVTDQ2PS    Y6, Y6
-	VCVTDQ2PS    Y5, Y5
-	VFMADD231PS  Y3, Y6, Y2
-	VFMADD231PS  Y4, Y5, Y2
-	ADDQ         $0x00000008, DI
-	ADDQ         $0x00000040, DX
-	CMPQ         DI, R8
+	VMOVUPS     (BX), Y3
+	VMOVUPS     32(BX), Y4
+	VPMOVZXBD   (AX)(R8*1), Y5
+	VPAND       Y0, Y5, Y6
+	VPSRLD      $0x04, Y5, Y5
+	VCVTDQ2PS   Y6, Y6
+	VCVTDQ2PS   Y5, Y5
+	VFMADD231PS Y3, Y6, Y2
+	VFMADD231PS Y4, Y5, Y2
+	CMPQ        l1+96(FP), $0x00000000
+	JE          mvQ4F32SymAVX2_r1_pf2
+	PREFETCHT0  (DX)(R8*1)
+	JMP         mvQ4F32SymAVX2_r1_pfdone
+
+mvQ4F32SymAVX2_r1_pf2:
+	PREFETCHT1 (DX)(R8*1)
+
+mvQ4F32SymAVX2_r1_pfdone:
+	ADDQ         $0x00000008, R8
+	ADDQ         $0x00000040, BX
+	CMPQ         R8, R9
 	JB           mvQ4F32SymAVX2_r1_b
-	VBROADCASTSS (BX), Y3
+	MOVQ         sstride+32(FP), R9
+	VBROADCASTSS (SI), Y3
 	VFMADD231PS  Y2, Y3, Y1
-	ADDQ         $0x00000004, BX
-	ADDQ         $0x00000020, SI
-	CMPQ         DI, CX
+	ADDQ         $0x00000004, SI
+	ADDQ         $0x00000020, DI
+	CMPQ         R8, CX
 	JB           mvQ4F32SymAVX2_r1_g
 	MOVQ         out+0(FP), DX
 	VEXTRACTF128 $0x01, Y1, X2
@@ -1539,9 +1650,9 @@ mvQ4F32SymAVX2_done:
 	VZEROUPPER
 	RET
 
-// func mvQ4F32AsymAVX2(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int)
-// Requires: AVX, AVX2, CMOV, FMA3
-TEXT ·mvQ4F32AsymAVX2(SB), NOSPLIT, $0-96
+// func mvQ4F32AsymAVX2(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int, l1 int)
+// Requires: AVX, AVX2, CMOV, FMA3, MMX+
+TEXT ·mvQ4F32AsymAVX2(SB), NOSPLIT, $0-104
 	VPBROADCASTD mvLowNibble<>+0(SB), Y0
 	MOVQ         w+8(FP), AX
 	MOVQ         stride+16(FP), CX
@@ -1552,14 +1663,15 @@ mvQ4F32AsymAVX2_r4:
 	LEAQ   (AX)(CX*1), DX
 	LEAQ   (AX)(CX*2), BX
 	LEAQ   (DX)(CX*2), SI
+	LEAQ   (SI)(CX*1), DI
+	LEAQ   (DI)(CX*4), DI
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
 	VXORPS Y3, Y3, Y3
 	VXORPS Y4, Y4, Y4
-	MOVQ   x+64(FP), DI
-	MOVQ   scales+24(FP), R8
-	MOVQ   nxs+72(FP), R9
-	MOVQ   sstride+32(FP), R10
+	MOVQ   x+64(FP), R8
+	MOVQ   scales+24(FP), R9
+	MOVQ   nxs+72(FP), R10
 	MOVQ   zidx+48(FP), R11
 	XORQ   R12, R12
 
@@ -1577,7 +1689,7 @@ mvQ4F32AsymAVX2_r4_g:
 	VMOVD        R14, X5
 	VPBROADCASTD X5, Y5
 	VCVTDQ2PS    Y5, Y5
-	VMULPS       (R9), Y5, Y5
+	VMULPS       (R10), Y5, Y5
 	MOVQ         R11, R13
 	ADDQ         ng+56(FP), R13
 	MOVQ         R13, R14
@@ -1592,7 +1704,7 @@ mvQ4F32AsymAVX2_r4_g:
 	VMOVD        R14, X6
 	VPBROADCASTD X6, Y6
 	VCVTDQ2PS    Y6, Y6
-	VMULPS       (R9), Y6, Y6
+	VMULPS       (R10), Y6, Y6
 	MOVQ         R11, R13
 	ADDQ         ng+56(FP), R13
 	ADDQ         ng+56(FP), R13
@@ -1608,7 +1720,7 @@ mvQ4F32AsymAVX2_r4_g:
 	VMOVD        R14, X7
 	VPBROADCASTD X7, Y7
 	VCVTDQ2PS    Y7, Y7
-	VMULPS       (R9), Y7, Y7
+	VMULPS       (R10), Y7, Y7
 	MOVQ         R11, R13
 	ADDQ         ng+56(FP), R13
 	ADDQ         ng+56(FP), R13
@@ -1625,56 +1737,66 @@ mvQ4F32AsymAVX2_r4_g:
 	VMOVD        R14, X8
 	VPBROADCASTD X8, Y8
 	VCVTDQ2PS    Y8, Y8
-	VMULPS       (R9), Y8, Y8
+	VMULPS       (R10), Y8, Y8
 	MOVQ         R12, R13
 	ADDQ         gbytes+80(FP), R13
 
 mvQ4F32AsymAVX2_r4_b:
-	VMOVUPS      (DI), Y9
-	VMOVUPS      32(DI), Y10
-	VPMOVZXBD    (AX)(R12*1), Y11
-	VPAND        Y0, Y11, Y12
-	VPSRLD       $0x04, Y11, Y11
-	VCVTDQ2PS    Y12, Y12
-	VCVTDQ2PS    Y11, Y11
-	VFMADD231PS  Y9, Y12, Y5
-	VFMADD231PS  Y10, Y11, Y5
-	VPMOVZXBD    (DX)(R12*1), Y11
-	VPAND        Y0, Y11, Y12
-	VPSRLD       $0x04, Y11, Y11
-	VCVTDQ2PS    Y12, Y12
-	VCVTDQ2PS    Y11, Y11
-	VFMADD231PS  Y9, Y12, Y6
-	VFMADD231PS  Y10, Y11, Y6
-	VPMOVZXBD    (BX)(R12*1), Y11
-	VPAND        Y0, Y11, Y12
-	VPSRLD       $0x04, Y11, Y11
-	VCVTDQ2PS    Y12, Y12
-	VCVTDQ2PS    Y11, Y11
-	VFMADD231PS  Y9, Y12, Y7
-	VFMADD231PS  Y10, Y11, Y7
-	VPMOVZXBD    (SI)(R12*1), Y11
-	VPAND        Y0, Y11, Y12
-	VPSRLD       $0x04, Y11, Y11
-	VCVTDQ2PS    Y12, Y12
-	VCVTDQ2PS    Y11, Y11
-	VFMADD231PS  Y9, Y12, Y8
-	VFMADD231PS  Y10, Y11, Y8
+	VMOVUPS     (R8), Y9
+	VMOVUPS     32(R8), Y10
+	VPMOVZXBD   (AX)(R12*1), Y11
+	VPAND       Y0, Y11, Y12
+	VPSRLD      $0x04, Y11, Y11
+	VCVTDQ2PS   Y12, Y12
+	VCVTDQ2PS   Y11, Y11
+	VFMADD231PS Y9, Y12, Y5
+	VFMADD231PS Y10, Y11, Y5
+	VPMOVZXBD   (DX)(R12*1), Y11
+	VPAND       Y0, Y11, Y12
+	VPSRLD      $0x04, Y11, Y11
+	VCVTDQ2PS   Y12, Y12
+	VCVTDQ2PS   Y11, Y11
+	VFMADD231PS Y9, Y12, Y6
+	VFMADD231PS Y10, Y11, Y6
+	VPMOVZXBD   (BX)(R12*1), Y11
+	VPAND       Y0, Y11, Y12
+	VPSRLD      $0x04, Y11, Y11
+	VCVTDQ2PS   Y12, Y12
+	VCVTDQ2PS   Y11, Y11
+	VFMADD231PS Y9, Y12, Y7
+	VFMADD231PS Y10, Y11, Y7
+	VPMOVZXBD   (SI)(R12*1), Y11
+	VPAND       Y0, Y11, Y12
+	VPSRLD      $0x04, Y11, Y11
+	VCVTDQ2PS   Y12, Y12
+	VCVTDQ2PS   Y11, Y11
+	VFMADD231PS Y9, Y12, Y8
+	VFMADD231PS Y10, Y11, Y8
+	CMPQ        l1+96(FP), $0x00000000
+	JE          mvQ4F32AsymAVX2_r4_pf2
+	PREFETCHT0  (DI)(R12*4)
+	JMP         mvQ4F32AsymAVX2_r4_pfdone
+
+mvQ4F32AsymAVX2_r4_pf2:
+	PREFETCHT1 (DI)(R12*4)
+
+mvQ4F32AsymAVX2_r4_pfdone:
 	ADDQ         $0x00000008, R12
-	ADDQ         $0x00000040, DI
+	ADDQ         $0x00000040, R8
 	CMPQ         R12, R13
 	JB           mvQ4F32AsymAVX2_r4_b
-	VBROADCASTSS (R8), Y9
+	MOVQ         sstride+32(FP), R13
+	VBROADCASTSS (R9), Y9
 	VFMADD231PS  Y5, Y9, Y1
-	VBROADCASTSS (R8)(R10*1), Y5
+	VBROADCASTSS (R9)(R13*1), Y5
 	VFMADD231PS  Y6, Y5, Y2
-	VBROADCASTSS (R8)(R10*2), Y5
+	VBROADCASTSS (R9)(R13*2), Y5
 	VFMADD231PS  Y7, Y5, Y3
-	LEAQ         (R8)(R10*2), R13
-	VBROADCASTSS (R13)(R10*1), Y5
+	LEAQ         (R9)(R13*2), R14
+	VBROADCASTSS (R14)(R13*1), Y5
 	VFMADD231PS  Y8, Y5, Y4
-	ADDQ         $0x00000004, R8
-	ADDQ         $0x00000020, R9
+	ADDQ         $0x00000004, R9
+	ADDQ         $0x00000020, R10
 	INCQ         R11
 	CMPQ         R12, CX
 	JB           mvQ4F32AsymAVX2_r4_g
@@ -1711,51 +1833,63 @@ mvQ4F32AsymAVX2_r4_b:
 mvQ4F32AsymAVX2_r1:
 	CMPQ   rows+88(FP), $0x00000001
 	JL     mvQ4F32AsymAVX2_done
+	LEAQ   (AX)(CX*1), DX
+	LEAQ   (DX)(CX*1), DX
 	VXORPS Y1, Y1, Y1
-	MOVQ   x+64(FP), DX
-	MOVQ   scales+24(FP), BX
-	MOVQ   nxs+72(FP), SI
-	MOVQ   zidx+48(FP), DI
-	XORQ   R8, R8
+	MOVQ   x+64(FP), BX
+	MOVQ   scales+24(FP), SI
+	MOVQ   nxs+72(FP), DI
+	MOVQ   zidx+48(FP), R8
+	XORQ   R9, R9
 
 mvQ4F32AsymAVX2_r1_g:
-	MOVQ         DI, R9
-	MOVQ         R9, R10
-	SHRQ         $0x01, R10
-	MOVQ         zeros+40(FP), R11
-	MOVBLZX      (R11)(R10*1), R10
-	MOVL         R10, R11
-	SHRL         $0x04, R11
-	TESTQ        $0x00000001, R9
-	CMOVLNE      R11, R10
-	ANDL         $0x0000000f, R10
-	VMOVD        R10, X2
+	MOVQ         R8, R10
+	MOVQ         R10, R11
+	SHRQ         $0x01, R11
+	MOVQ         zeros+40(FP), R12
+	MOVBLZX      (R12)(R11*1), R11
+	MOVL         R11, R12
+	SHRL         $0x04, R12
+	TESTQ        $0x00000001, R10
+	CMOVLNE      R12, R11
+	ANDL         $0x0000000f, R11
+	VMOVD        R11, X2
 	VPBROADCASTD X2, Y2
 	VCVTDQ2PS    Y2, Y2
-	VMULPS       (SI), Y2, Y2
-	MOVQ         R8, R9
-	ADDQ         gbytes+80(FP), R9
+	VMULPS       (DI), Y2, Y2
+	MOVQ         R9, R10
+	ADDQ         gbytes+80(FP), R10
 
 mvQ4F32AsymAVX2_r1_b:
-	VMOVUPS      (DX), Y3
-	VMOVUPS      32(DX), Y4
-	VPMOVZXBD    (AX)(R8*1), Y5
-	VPAND        Y0, Y5, Y6
-	VPSRLD       $0x04, Y5, Y5
-	VCVTDQ2PS    Y6, Y6
-	VCVTDQ2PS    Y5, Y5
-	VFMADD231PS  Y3, Y6, Y2
-	VFMADD231PS  Y4, Y5, Y2
-	ADDQ         $0x00000008, R8
-	ADDQ         $0x00000040, DX
-	CMPQ         R8, R9
+	VMOVUPS     (BX), Y3
+	VMOVUPS     32(BX), Y4
+	VPMOVZXBD   (AX)(R9*1), Y5
+	VPAND       Y0, Y5, Y6
+	VPSRLD      $0x04, Y5, Y5
+	VCVTDQ2PS   Y6, Y6
+	VCVTDQ2PS   Y5, Y5
+	VFMADD231PS Y3, Y6, Y2
+	VFMADD231PS Y4, Y5, Y2
+	CMPQ        l1+96(FP), $0x00000000
+	JE          mvQ4F32AsymAVX2_r1_pf2
+	PREFETCHT0  (DX)(R9*1)
+	JMP         mvQ4F32AsymAVX2_r1_pfdone
+
+mvQ4F32AsymAVX2_r1_pf2:
+	PREFETCHT1 (DX)(R9*1)
+
+mvQ4F32AsymAVX2_r1_pfdone:
+	ADDQ         $0x00000008, R9
+	ADDQ         $0x00000040, BX
+	CMPQ         R9, R10
 	JB           mvQ4F32AsymAVX2_r1_b
-	VBROADCASTSS (BX), Y3
+	MOVQ         sstride+32(FP), R10
+	VBROADCASTSS (SI), Y3
 	VFMADD231PS  Y2, Y3, Y1
-	ADDQ         $0x00000004, BX
-	ADDQ         $0x00000020, SI
-	INCQ         DI
-	CMPQ         R8, CX
+	ADDQ         $0x00000004, SI
+	ADDQ         $0x00000020, DI
+	INCQ         R8
+	CMPQ         R9, CX
 	JB           mvQ4F32AsymAVX2_r1_g
 	MOVQ         out+0(FP), DX
 	VEXTRACTF128 $0x01, Y1, X2
@@ -1875,7 +2009,7 @@ mvAxpyAVX512_done:
 	RET
 
 // func mvDenseF32AVX512(out *float32, w *byte, stride int, x *float32, n int, rows int)
-// Requires: AVX, AVX512F, AVX512VL
+// Requires: AVX, AVX512F, AVX512VL, MMX+
 TEXT ·mvDenseF32AVX512(SB), NOSPLIT, $0-48
 	MOVQ out+0(FP), AX
 	MOVQ w+8(FP), CX
@@ -1901,32 +2035,42 @@ mvDenseF32AVX512_pass4:
 	VPXORD Z5, Z5, Z5
 	VPXORD Z6, Z6, Z6
 	VPXORD Z7, Z7, Z7
-	XORQ   R12, R12
+	LEAQ   (R11)(DX*1), R12
+	LEAQ   (R12)(DX*4), R12
+	XORQ   R13, R13
 
 mvDenseF32AVX512_r4_2:
-	CMPQ        R12, DI
+	CMPQ        R13, DI
 	JAE         mvDenseF32AVX512_r4_1
-	VMOVUPS     (BX)(R12*1), Z8
-	VMOVUPS     64(BX)(R12*1), Z9
-	VFMADD231PS (CX)(R12*1), Z8, Z0
-	VFMADD231PS 64(CX)(R12*1), Z9, Z1
-	VFMADD231PS (R9)(R12*1), Z8, Z2
-	VFMADD231PS 64(R9)(R12*1), Z9, Z3
-	VFMADD231PS (R10)(R12*1), Z8, Z4
-	VFMADD231PS 64(R10)(R12*1), Z9, Z5
-	VFMADD231PS (R11)(R12*1), Z8, Z6
-	VFMADD231PS 64(R11)(R12*1), Z9, Z7
-	ADDQ        $0x00000080, R12
+	VMOVUPS     (BX)(R13*1), Z8
+	VMOVUPS     64(BX)(R13*1), Z9
+	VFMADD231PS (CX)(R13*1), Z8, Z0
+	VFMADD231PS 64(CX)(R13*1), Z9, Z1
+	VFMADD231PS (R9)(R13*1), Z8, Z2
+	VFMADD231PS 64(R9)(R13*1), Z9, Z3
+	VFMADD231PS (R10)(R13*1), Z8, Z4
+	VFMADD231PS 64(R10)(R13*1), Z9, Z5
+	VFMADD231PS (R11)(R13*1), Z8, Z6
+	VFMADD231PS 64(R11)(R13*1), Z9, Z7
+	PREFETCHT1  (R12)(R13*4)
+	PREFETCHT1  64(R12)(R13*4)
+	PREFETCHT1  128(R12)(R13*4)
+	PREFETCHT1  192(R12)(R13*4)
+	PREFETCHT1  256(R12)(R13*4)
+	PREFETCHT1  320(R12)(R13*4)
+	PREFETCHT1  384(R12)(R13*4)
+	PREFETCHT1  448(R12)(R13*4)
+	ADDQ        $0x00000080, R13
 	JMP         mvDenseF32AVX512_r4_2
 
 mvDenseF32AVX512_r4_1:
-	CMPQ        R12, SI
+	CMPQ        R13, SI
 	JAE         mvDenseF32AVX512_r4_sum
-	VMOVUPS     (BX)(R12*1), Z8
-	VFMADD231PS (CX)(R12*1), Z8, Z0
-	VFMADD231PS (R9)(R12*1), Z8, Z2
-	VFMADD231PS (R10)(R12*1), Z8, Z4
-	VFMADD231PS (R11)(R12*1), Z8, Z6
+	VMOVUPS     (BX)(R13*1), Z8
+	VFMADD231PS (CX)(R13*1), Z8, Z0
+	VFMADD231PS (R9)(R13*1), Z8, Z2
+	VFMADD231PS (R10)(R13*1), Z8, Z4
+	VFMADD231PS (R11)(R13*1), Z8, Z6
 
 mvDenseF32AVX512_r4_sum:
 	VADDPS        Z1, Z0, Z0
@@ -1969,23 +2113,27 @@ mvDenseF32AVX512_rows1:
 	JZ     mvDenseF32AVX512_done
 	VPXORD Z10, Z10, Z10
 	VPXORD Z11, Z11, Z11
-	XORQ   R9, R9
+	LEAQ   (CX)(DX*1), R9
+	LEAQ   (R9)(DX*1), R9
+	XORQ   R10, R10
 
 mvDenseF32AVX512_r1_2:
-	CMPQ        R9, DI
+	CMPQ        R10, DI
 	JAE         mvDenseF32AVX512_r1_1
-	VMOVUPS     (BX)(R9*1), Z0
-	VMOVUPS     64(BX)(R9*1), Z1
-	VFMADD231PS (CX)(R9*1), Z0, Z10
-	VFMADD231PS 64(CX)(R9*1), Z1, Z11
-	ADDQ        $0x00000080, R9
+	VMOVUPS     (BX)(R10*1), Z0
+	VMOVUPS     64(BX)(R10*1), Z1
+	VFMADD231PS (CX)(R10*1), Z0, Z10
+	VFMADD231PS 64(CX)(R10*1), Z1, Z11
+	PREFETCHT1  (R9)(R10*1)
+	PREFETCHT1  64(R9)(R10*1)
+	ADDQ        $0x00000080, R10
 	JMP         mvDenseF32AVX512_r1_2
 
 mvDenseF32AVX512_r1_1:
-	CMPQ        R9, SI
+	CMPQ        R10, SI
 	JAE         mvDenseF32AVX512_r1_sum
-	VMOVUPS     (BX)(R9*1), Z0
-	VFMADD231PS (CX)(R9*1), Z0, Z10
+	VMOVUPS     (BX)(R10*1), Z0
+	VFMADD231PS (CX)(R10*1), Z0, Z10
 
 mvDenseF32AVX512_r1_sum:
 	VADDPS        Z11, Z10, Z10
@@ -2008,7 +2156,7 @@ mvDenseF32AVX512_done:
 	RET
 
 // func mvDenseBF16AVX512(out *float32, w *byte, stride int, x *float32, n int, rows int)
-// Requires: AVX, AVX512F, AVX512VL
+// Requires: AVX, AVX512F, AVX512VL, MMX+
 TEXT ·mvDenseBF16AVX512(SB), NOSPLIT, $0-48
 	MOVQ out+0(FP), AX
 	MOVQ w+8(FP), CX
@@ -2034,54 +2182,60 @@ mvDenseBF16AVX512_pass4:
 	VPXORD Z5, Z5, Z5
 	VPXORD Z6, Z6, Z6
 	VPXORD Z7, Z7, Z7
-	XORQ   R12, R12
+	LEAQ   (R11)(DX*1), R12
+	LEAQ   (R12)(DX*4), R12
+	XORQ   R13, R13
 
 mvDenseBF16AVX512_r4_2:
-	CMPQ        R12, DI
+	CMPQ        R13, DI
 	JAE         mvDenseBF16AVX512_r4_1
-	VMOVUPS     (BX)(R12*2), Z8
-	VMOVUPS     64(BX)(R12*2), Z9
-	VPMOVZXWD   (CX)(R12*1), Z10
+	VMOVUPS     (BX)(R13*2), Z8
+	VMOVUPS     64(BX)(R13*2), Z9
+	VPMOVZXWD   (CX)(R13*1), Z10
 	VPSLLD      $0x10, Z10, Z10
 	VFMADD231PS Z8, Z10, Z0
-	VPMOVZXWD   32(CX)(R12*1), Z10
+	VPMOVZXWD   32(CX)(R13*1), Z10
 	VPSLLD      $0x10, Z10, Z10
 	VFMADD231PS Z9, Z10, Z1
-	VPMOVZXWD   (R9)(R12*1), Z10
+	VPMOVZXWD   (R9)(R13*1), Z10
 	VPSLLD      $0x10, Z10, Z10
 	VFMADD231PS Z8, Z10, Z2
-	VPMOVZXWD   32(R9)(R12*1), Z10
+	VPMOVZXWD   32(R9)(R13*1), Z10
 	VPSLLD      $0x10, Z10, Z10
 	VFMADD231PS Z9, Z10, Z3
-	VPMOVZXWD   (R10)(R12*1), Z10
+	VPMOVZXWD   (R10)(R13*1), Z10
 	VPSLLD      $0x10, Z10, Z10
 	VFMADD231PS Z8, Z10, Z4
-	VPMOVZXWD   32(R10)(R12*1), Z10
+	VPMOVZXWD   32(R10)(R13*1), Z10
 	VPSLLD      $0x10, Z10, Z10
 	VFMADD231PS Z9, Z10, Z5
-	VPMOVZXWD   (R11)(R12*1), Z10
+	VPMOVZXWD   (R11)(R13*1), Z10
 	VPSLLD      $0x10, Z10, Z10
 	VFMADD231PS Z8, Z10, Z6
-	VPMOVZXWD   32(R11)(R12*1), Z8
+	VPMOVZXWD   32(R11)(R13*1), Z8
 	VPSLLD      $0x10, Z8, Z8
 	VFMADD231PS Z9, Z8, Z7
-	ADDQ        $0x00000040, R12
+	PREFETCHT1  (R12)(R13*4)
+	PREFETCHT1  64(R12)(R13*4)
+	PREFETCHT1  128(R12)(R13*4)
+	PREFETCHT1  192(R12)(R13*4)
+	ADDQ        $0x00000040, R13
 	JMP         mvDenseBF16AVX512_r4_2
 
 mvDenseBF16AVX512_r4_1:
-	CMPQ        R12, SI
+	CMPQ        R13, SI
 	JAE         mvDenseBF16AVX512_r4_sum
-	VMOVUPS     (BX)(R12*2), Z8
-	VPMOVZXWD   (CX)(R12*1), Z9
+	VMOVUPS     (BX)(R13*2), Z8
+	VPMOVZXWD   (CX)(R13*1), Z9
 	VPSLLD      $0x10, Z9, Z9
 	VFMADD231PS Z8, Z9, Z0
-	VPMOVZXWD   (R9)(R12*1), Z9
+	VPMOVZXWD   (R9)(R13*1), Z9
 	VPSLLD      $0x10, Z9, Z9
 	VFMADD231PS Z8, Z9, Z2
-	VPMOVZXWD   (R10)(R12*1), Z9
+	VPMOVZXWD   (R10)(R13*1), Z9
 	VPSLLD      $0x10, Z9, Z9
 	VFMADD231PS Z8, Z9, Z4
-	VPMOVZXWD   (R11)(R12*1), Z9
+	VPMOVZXWD   (R11)(R13*1), Z9
 	VPSLLD      $0x10, Z9, Z9
 	VFMADD231PS Z8, Z9, Z6
 
@@ -2126,27 +2280,30 @@ mvDenseBF16AVX512_rows1:
 	JZ     mvDenseBF16AVX512_done
 	VPXORD Z11, Z11, Z11
 	VPXORD Z12, Z12, Z12
-	XORQ   R9, R9
+	LEAQ   (CX)(DX*1), R9
+	LEAQ   (R9)(DX*1), R9
+	XORQ   R10, R10
 
 mvDenseBF16AVX512_r1_2:
-	CMPQ        R9, DI
+	CMPQ        R10, DI
 	JAE         mvDenseBF16AVX512_r1_1
-	VMOVUPS     (BX)(R9*2), Z0
-	VMOVUPS     64(BX)(R9*2), Z1
-	VPMOVZXWD   (CX)(R9*1), Z2
+	VMOVUPS     (BX)(R10*2), Z0
+	VMOVUPS     64(BX)(R10*2), Z1
+	VPMOVZXWD   (CX)(R10*1), Z2
 	VPSLLD      $0x10, Z2, Z2
 	VFMADD231PS Z0, Z2, Z11
-	VPMOVZXWD   32(CX)(R9*1), Z0
+	VPMOVZXWD   32(CX)(R10*1), Z0
 	VPSLLD      $0x10, Z0, Z0
 	VFMADD231PS Z1, Z0, Z12
-	ADDQ        $0x00000040, R9
+	PREFETCHT1  (R9)(R10*1)
+	ADDQ        $0x00000040, R10
 	JMP         mvDenseBF16AVX512_r1_2
 
 mvDenseBF16AVX512_r1_1:
-	CMPQ        R9, SI
+	CMPQ        R10, SI
 	JAE         mvDenseBF16AVX512_r1_sum
-	VMOVUPS     (BX)(R9*2), Z0
-	VPMOVZXWD   (CX)(R9*1), Z1
+	VMOVUPS     (BX)(R10*2), Z0
+	VPMOVZXWD   (CX)(R10*1), Z1
 	VPSLLD      $0x10, Z1, Z1
 	VFMADD231PS Z0, Z1, Z11
 
@@ -2171,7 +2328,7 @@ mvDenseBF16AVX512_done:
 	RET
 
 // func mvDenseF16AVX512(out *float32, w *byte, stride int, x *float32, n int, rows int)
-// Requires: AVX, AVX512F, AVX512VL
+// Requires: AVX, AVX512F, AVX512VL, MMX+
 TEXT ·mvDenseF16AVX512(SB), NOSPLIT, $0-48
 	MOVQ out+0(FP), AX
 	MOVQ w+8(FP), CX
@@ -2197,43 +2354,49 @@ mvDenseF16AVX512_pass4:
 	VPXORD Z5, Z5, Z5
 	VPXORD Z6, Z6, Z6
 	VPXORD Z7, Z7, Z7
-	XORQ   R12, R12
+	LEAQ   (R11)(DX*1), R12
+	LEAQ   (R12)(DX*4), R12
+	XORQ   R13, R13
 
 mvDenseF16AVX512_r4_2:
-	CMPQ        R12, DI
+	CMPQ        R13, DI
 	JAE         mvDenseF16AVX512_r4_1
-	VMOVUPS     (BX)(R12*2), Z8
-	VMOVUPS     64(BX)(R12*2), Z9
-	VCVTPH2PS   (CX)(R12*1), Z10
+	VMOVUPS     (BX)(R13*2), Z8
+	VMOVUPS     64(BX)(R13*2), Z9
+	VCVTPH2PS   (CX)(R13*1), Z10
 	VFMADD231PS Z8, Z10, Z0
-	VCVTPH2PS   32(CX)(R12*1), Z10
+	VCVTPH2PS   32(CX)(R13*1), Z10
 	VFMADD231PS Z9, Z10, Z1
-	VCVTPH2PS   (R9)(R12*1), Z10
+	VCVTPH2PS   (R9)(R13*1), Z10
 	VFMADD231PS Z8, Z10, Z2
-	VCVTPH2PS   32(R9)(R12*1), Z10
+	VCVTPH2PS   32(R9)(R13*1), Z10
 	VFMADD231PS Z9, Z10, Z3
-	VCVTPH2PS   (R10)(R12*1), Z10
+	VCVTPH2PS   (R10)(R13*1), Z10
 	VFMADD231PS Z8, Z10, Z4
-	VCVTPH2PS   32(R10)(R12*1), Z10
+	VCVTPH2PS   32(R10)(R13*1), Z10
 	VFMADD231PS Z9, Z10, Z5
-	VCVTPH2PS   (R11)(R12*1), Z10
+	VCVTPH2PS   (R11)(R13*1), Z10
 	VFMADD231PS Z8, Z10, Z6
-	VCVTPH2PS   32(R11)(R12*1), Z8
+	VCVTPH2PS   32(R11)(R13*1), Z8
 	VFMADD231PS Z9, Z8, Z7
-	ADDQ        $0x00000040, R12
+	PREFETCHT1  (R12)(R13*4)
+	PREFETCHT1  64(R12)(R13*4)
+	PREFETCHT1  128(R12)(R13*4)
+	PREFETCHT1  192(R12)(R13*4)
+	ADDQ        $0x00000040, R13
 	JMP         mvDenseF16AVX512_r4_2
 
 mvDenseF16AVX512_r4_1:
-	CMPQ        R12, SI
+	CMPQ        R13, SI
 	JAE         mvDenseF16AVX512_r4_sum
-	VMOVUPS     (BX)(R12*2), Z8
-	VCVTPH2PS   (CX)(R12*1), Z9
+	VMOVUPS     (BX)(R13*2), Z8
+	VCVTPH2PS   (CX)(R13*1), Z9
 	VFMADD231PS Z8, Z9, Z0
-	VCVTPH2PS   (R9)(R12*1), Z9
+	VCVTPH2PS   (R9)(R13*1), Z9
 	VFMADD231PS Z8, Z9, Z2
-	VCVTPH2PS   (R10)(R12*1), Z9
+	VCVTPH2PS   (R10)(R13*1), Z9
 	VFMADD231PS Z8, Z9, Z4
-	VCVTPH2PS   (R11)(R12*1), Z9
+	VCVTPH2PS   (R11)(R13*1), Z9
 	VFMADD231PS Z8, Z9, Z6
 
 mvDenseF16AVX512_r4_sum:
@@ -2277,25 +2440,28 @@ mvDenseF16AVX512_rows1:
 	JZ     mvDenseF16AVX512_done
 	VPXORD Z11, Z11, Z11
 	VPXORD Z12, Z12, Z12
-	XORQ   R9, R9
+	LEAQ   (CX)(DX*1), R9
+	LEAQ   (R9)(DX*1), R9
+	XORQ   R10, R10
 
 mvDenseF16AVX512_r1_2:
-	CMPQ        R9, DI
+	CMPQ        R10, DI
 	JAE         mvDenseF16AVX512_r1_1
-	VMOVUPS     (BX)(R9*2), Z0
-	VMOVUPS     64(BX)(R9*2), Z1
-	VCVTPH2PS   (CX)(R9*1), Z2
+	VMOVUPS     (BX)(R10*2), Z0
+	VMOVUPS     64(BX)(R10*2), Z1
+	VCVTPH2PS   (CX)(R10*1), Z2
 	VFMADD231PS Z0, Z2, Z11
-	VCVTPH2PS   32(CX)(R9*1), Z0
+	VCVTPH2PS   32(CX)(R10*1), Z0
 	VFMADD231PS Z1, Z0, Z12
-	ADDQ        $0x00000040, R9
+	PREFETCHT1  (R9)(R10*1)
+	ADDQ        $0x00000040, R10
 	JMP         mvDenseF16AVX512_r1_2
 
 mvDenseF16AVX512_r1_1:
-	CMPQ        R9, SI
+	CMPQ        R10, SI
 	JAE         mvDenseF16AVX512_r1_sum
-	VMOVUPS     (BX)(R9*2), Z0
-	VCVTPH2PS   (CX)(R9*1), Z1
+	VMOVUPS     (BX)(R10*2), Z0
+	VCVTPH2PS   (CX)(R10*1), Z1
 	VFMADD231PS Z0, Z1, Z11
 
 mvDenseF16AVX512_r1_sum:
@@ -2318,114 +2484,222 @@ mvDenseF16AVX512_done:
 	VZEROUPPER
 	RET
 
-// func mvQ4BF16SymAVX512(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, gbytes int, rows int)
-// Requires: AVX, AVX512BW, AVX512F, AVX512VL
-TEXT ·mvQ4BF16SymAVX512(SB), NOSPLIT, $0-88
-	VMOVUPS mvQ4SymTable<>+0(SB), Z0
-	MOVQ    w+8(FP), AX
-	MOVQ    stride+16(FP), CX
+// func mvQ4BF16SymAVX512(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int, l1 int)
+// Requires: AVX, AVX512BW, AVX512F, AVX512VL, MMX+
+TEXT ·mvQ4BF16SymAVX512(SB), NOSPLIT, $0-104
+	VPBROADCASTD mvQ4Mantissa<>+0(SB), Z0
+	VPBROADCASTD mvOne<>+0(SB), Z1
+	MOVQ         w+8(FP), AX
+	MOVQ         stride+16(FP), CX
 
 mvQ4BF16SymAVX512_r4:
-	CMPQ   rows+80(FP), $0x00000004
+	CMPQ   rows+88(FP), $0x00000004
 	JL     mvQ4BF16SymAVX512_r1
 	LEAQ   (AX)(CX*1), DX
 	LEAQ   (AX)(CX*2), BX
 	LEAQ   (DX)(CX*2), SI
-	VPXORD Z1, Z1, Z1
+	LEAQ   (SI)(CX*1), DI
+	LEAQ   (DI)(CX*4), DI
 	VPXORD Z2, Z2, Z2
 	VPXORD Z3, Z3, Z3
 	VPXORD Z4, Z4, Z4
 	VPXORD Z5, Z5, Z5
-	VPXORD Z6, Z6, Z6
-	VPXORD Z7, Z7, Z7
-	VPXORD Z8, Z8, Z8
-	MOVQ   x+64(FP), DI
-	MOVQ   scales+24(FP), R8
-	MOVQ   sstride+32(FP), R9
-	XORQ   R10, R10
+	MOVQ   x+64(FP), R8
+	MOVQ   scales+24(FP), R9
+	MOVQ   nxs+72(FP), R10
+	XORQ   R11, R11
 
 mvQ4BF16SymAVX512_r4_g:
-	VPBROADCASTW (R8), Z9
-	VPSLLD       $0x10, Z9, Z9
-	VMULPS       Z0, Z9, Z9
-	VPBROADCASTW (R8)(R9*1), Z12
-	VPSLLD       $0x10, Z12, Z12
-	VMULPS       Z0, Z12, Z12
-	VPBROADCASTW (R8)(R9*2), Z13
-	VPSLLD       $0x10, Z13, Z13
-	VMULPS       Z0, Z13, Z13
-	LEAQ         (R8)(R9*2), R11
-	VPBROADCASTW (R11)(R9*1), Z14
-	VPSLLD       $0x10, Z14, Z14
-	VMULPS       Z0, Z14, Z14
-	MOVQ         R10, R11
-	ADDQ         gbytes+72(FP), R11
+	VMOVUPS (R10), Z6
+	VPXORD  Z7, Z7, Z7
+	VMOVUPS (R10), Z8
+	VPXORD  Z9, Z9, Z9
+	VMOVUPS (R10), Z10
+	VPXORD  Z11, Z11, Z11
+	VMOVUPS (R10), Z12
+	VPXORD  Z13, Z13, Z13
+	MOVQ    R11, R12
+	ADDQ    gbytes+80(FP), R12
 
 mvQ4BF16SymAVX512_r4_b:
-	VMOVUPS       (DI), Z15
-	VMOVUPS       64(DI), Z16
-	VPMOVZXBD     (AX)(R10*1), Z17
-	VPERMPS       Z9, Z17, Z18
-	VFMADD231PS   Z15, Z18, Z1
-	VPSRLD        $0x04, Z17, Z17
-	VPERMPS       Z9, Z17, Z17
-	VFMADD231PS   Z16, Z17, Z2
-	VPMOVZXBD     (DX)(R10*1), Z17
-	VPERMPS       Z12, Z17, Z18
-	VFMADD231PS   Z15, Z18, Z3
-	VPSRLD        $0x04, Z17, Z17
-	VPERMPS       Z12, Z17, Z17
-	VFMADD231PS   Z16, Z17, Z4
-	VPMOVZXBD     (BX)(R10*1), Z17
-	VPERMPS       Z13, Z17, Z18
-	VFMADD231PS   Z15, Z18, Z5
-	VPSRLD        $0x04, Z17, Z17
-	VPERMPS       Z13, Z17, Z17
-	VFMADD231PS   Z16, Z17, Z6
-	VPMOVZXBD     (SI)(R10*1), Z17
-	VPERMPS       Z14, Z17, Z18
-	VFMADD231PS   Z15, Z18, Z7
-	VPSRLD        $0x04, Z17, Z17
-	VPERMPS       Z14, Z17, Z15
-	VFMADD231PS   Z16, Z15, Z8
-	ADDQ          $0x00000010, R10
-	ADDQ          $0x00000080, DI
-	CMPQ          R10, R11
+	VMOVUPS     (R8), Z14
+	VMOVUPS     64(R8), Z15
+	VMOVUPS     128(R8), Z16
+	VMOVUPS     192(R8), Z17
+	VMOVUPS     256(R8), Z18
+	VMOVUPS     320(R8), Z19
+	VMOVUPS     384(R8), Z20
+	VMOVUPS     448(R8), Z21
+	VMOVDQU32   (AX)(R11*1), Z22
+	VPSLLD      $0x13, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z14, Z23, Z6
+	VPSLLD      $0x0f, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z15, Z23, Z7
+	VPSLLD      $0x0b, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z16, Z23, Z6
+	VPSLLD      $0x07, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z17, Z23, Z7
+	VPSLLD      $0x03, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z18, Z23, Z6
+	VPSRLD      $0x01, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z19, Z23, Z7
+	VPSRLD      $0x05, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z20, Z23, Z6
+	VPSRLD      $0x09, Z22, Z22
+	VPTERNLOGD  $0xea, Z1, Z0, Z22
+	VFMADD231PS Z21, Z22, Z7
+	VMOVDQU32   (DX)(R11*1), Z22
+	VPSLLD      $0x13, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z14, Z23, Z8
+	VPSLLD      $0x0f, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z15, Z23, Z9
+	VPSLLD      $0x0b, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z16, Z23, Z8
+	VPSLLD      $0x07, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z17, Z23, Z9
+	VPSLLD      $0x03, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z18, Z23, Z8
+	VPSRLD      $0x01, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z19, Z23, Z9
+	VPSRLD      $0x05, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z20, Z23, Z8
+	VPSRLD      $0x09, Z22, Z22
+	VPTERNLOGD  $0xea, Z1, Z0, Z22
+	VFMADD231PS Z21, Z22, Z9
+	VMOVDQU32   (BX)(R11*1), Z22
+	VPSLLD      $0x13, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z14, Z23, Z10
+	VPSLLD      $0x0f, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z15, Z23, Z11
+	VPSLLD      $0x0b, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z16, Z23, Z10
+	VPSLLD      $0x07, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z17, Z23, Z11
+	VPSLLD      $0x03, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z18, Z23, Z10
+	VPSRLD      $0x01, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z19, Z23, Z11
+	VPSRLD      $0x05, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z20, Z23, Z10
+	VPSRLD      $0x09, Z22, Z22
+	VPTERNLOGD  $0xea, Z1, Z0, Z22
+	VFMADD231PS Z21, Z22, Z11
+	VMOVDQU32   (SI)(R11*1), Z22
+	VPSLLD      $0x13, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z14, Z23, Z12
+	VPSLLD      $0x0f, Z22, Z14
+	VPTERNLOGD  $0xea, Z1, Z0, Z14
+	VFMADD231PS Z15, Z14, Z13
+	VPSLLD      $0x0b, Z22, Z14
+	VPTERNLOGD  $0xea, Z1, Z0, Z14
+	VFMADD231PS Z16, Z14, Z12
+	VPSLLD      $0x07, Z22, Z14
+	VPTERNLOGD  $0xea, Z1, Z0, Z14
+	VFMADD231PS Z17, Z14, Z13
+	VPSLLD      $0x03, Z22, Z14
+	VPTERNLOGD  $0xea, Z1, Z0, Z14
+	VFMADD231PS Z18, Z14, Z12
+	VPSRLD      $0x01, Z22, Z14
+	VPTERNLOGD  $0xea, Z1, Z0, Z14
+	VFMADD231PS Z19, Z14, Z13
+	VPSRLD      $0x05, Z22, Z14
+	VPTERNLOGD  $0xea, Z1, Z0, Z14
+	VFMADD231PS Z20, Z14, Z12
+	VPSRLD      $0x09, Z22, Z14
+	VPTERNLOGD  $0xea, Z1, Z0, Z14
+	VFMADD231PS Z21, Z14, Z13
+	CMPQ        l1+96(FP), $0x00000000
+	JE          mvQ4BF16SymAVX512_r4_pf2
+	PREFETCHT0  (DI)(R11*4)
+	PREFETCHT0  64(DI)(R11*4)
+	PREFETCHT0  128(DI)(R11*4)
+	PREFETCHT0  192(DI)(R11*4)
+	JMP         mvQ4BF16SymAVX512_r4_pfdone
+
+mvQ4BF16SymAVX512_r4_pf2:
+	PREFETCHT1 (DI)(R11*4)
+	PREFETCHT1 64(DI)(R11*4)
+	PREFETCHT1 128(DI)(R11*4)
+	PREFETCHT1 192(DI)(R11*4)
+
+mvQ4BF16SymAVX512_r4_pfdone:
+	ADDQ          $0x00000040, R11
+	ADDQ          $0x00000200, R8
+	CMPQ          R11, R12
 	JB            mvQ4BF16SymAVX512_r4_b
-	ADDQ          $0x00000002, R8
-	CMPQ          R10, CX
+	MOVQ          sstride+32(FP), R12
+	VPBROADCASTW  (R9), Z14
+	VPSLLD        $0x10, Z14, Z14
+	VADDPS        Z7, Z6, Z6
+	VFMADD231PS   Z6, Z14, Z2
+	VPBROADCASTW  (R9)(R12*1), Z6
+	VPSLLD        $0x10, Z6, Z6
+	VADDPS        Z9, Z8, Z8
+	VFMADD231PS   Z8, Z6, Z3
+	VPBROADCASTW  (R9)(R12*2), Z6
+	VPSLLD        $0x10, Z6, Z6
+	VADDPS        Z11, Z10, Z10
+	VFMADD231PS   Z10, Z6, Z4
+	LEAQ          (R9)(R12*2), R13
+	VPBROADCASTW  (R13)(R12*1), Z6
+	VPSLLD        $0x10, Z6, Z6
+	VADDPS        Z13, Z12, Z12
+	VFMADD231PS   Z12, Z6, Z5
+	ADDQ          $0x00000002, R9
+	ADDQ          $0x00000040, R10
+	CMPQ          R11, CX
 	JB            mvQ4BF16SymAVX512_r4_g
 	MOVQ          out+0(FP), DX
-	VADDPS        Z2, Z1, Z1
-	VEXTRACTF64X4 $0x01, Z1, Y9
-	VADDPS        Y9, Y1, Y9
-	VEXTRACTF32X4 $0x01, Y9, X12
-	VADDPS        X12, X9, X12
-	VADDPS        Z4, Z3, Z3
-	VEXTRACTF64X4 $0x01, Z3, Y9
-	VADDPS        Y9, Y3, Y9
-	VEXTRACTF32X4 $0x01, Y9, X13
-	VADDPS        X13, X9, X13
-	VADDPS        Z6, Z5, Z5
-	VEXTRACTF64X4 $0x01, Z5, Y9
-	VADDPS        Y9, Y5, Y9
-	VEXTRACTF32X4 $0x01, Y9, X14
-	VADDPS        X14, X9, X14
-	VADDPS        Z8, Z7, Z7
-	VEXTRACTF64X4 $0x01, Z7, Y9
-	VADDPS        Y9, Y7, Y9
-	VEXTRACTF32X4 $0x01, Y9, X15
-	VADDPS        X15, X9, X15
-	VUNPCKLPS     X13, X12, X9
-	VUNPCKHPS     X13, X12, X12
-	VADDPS        X12, X9, X9
-	VUNPCKLPS     X15, X14, X12
-	VUNPCKHPS     X15, X14, X13
-	VADDPS        X13, X12, X12
-	VSHUFPS       $0x44, X12, X9, X13
-	VSHUFPS       $0xee, X12, X9, X9
-	VADDPS        X9, X13, X13
-	VMOVUPS       X13, (DX)
+	VBROADCASTSS  mvSixteen<>+0(SB), X6
+	VEXTRACTF64X4 $0x01, Z2, Y8
+	VADDPS        Y8, Y2, Y8
+	VEXTRACTF32X4 $0x01, Y8, X10
+	VADDPS        X10, X8, X10
+	VEXTRACTF64X4 $0x01, Z3, Y8
+	VADDPS        Y8, Y3, Y8
+	VEXTRACTF32X4 $0x01, Y8, X12
+	VADDPS        X12, X8, X12
+	VEXTRACTF64X4 $0x01, Z4, Y8
+	VADDPS        Y8, Y4, Y8
+	VEXTRACTF32X4 $0x01, Y8, X14
+	VADDPS        X14, X8, X14
+	VEXTRACTF64X4 $0x01, Z5, Y8
+	VADDPS        Y8, Y5, Y8
+	VEXTRACTF32X4 $0x01, Y8, X15
+	VADDPS        X15, X8, X15
+	VUNPCKLPS     X12, X10, X8
+	VUNPCKHPS     X12, X10, X10
+	VADDPS        X10, X8, X8
+	VUNPCKLPS     X15, X14, X10
+	VUNPCKHPS     X15, X14, X12
+	VADDPS        X12, X10, X10
+	VSHUFPS       $0x44, X10, X8, X12
+	VSHUFPS       $0xee, X10, X8, X8
+	VADDPS        X8, X12, X12
+	VMULPS        X6, X12, X12
+	VMOVUPS       X12, (DX)
 	ADDQ          $0x00000010, out+0(FP)
 	MOVQ          sstride+32(FP), DX
 	SHLQ          $0x02, DX
@@ -2434,233 +2708,383 @@ mvQ4BF16SymAVX512_r4_b:
 	MOVQ          ng+56(FP), DX
 	SHLQ          $0x02, DX
 	ADDQ          DX, zidx+48(FP)
-	SUBQ          $0x00000004, rows+80(FP)
+	SUBQ          $0x00000004, rows+88(FP)
 	JMP           mvQ4BF16SymAVX512_r4
 
 mvQ4BF16SymAVX512_r1:
-	CMPQ   rows+80(FP), $0x00000001
+	CMPQ   rows+88(FP), $0x00000001
 	JL     mvQ4BF16SymAVX512_done
-	VPXORD Z10, Z10, Z10
-	VPXORD Z11, Z11, Z11
-	MOVQ   x+64(FP), DX
-	MOVQ   scales+24(FP), BX
-	XORQ   SI, SI
+	LEAQ   (AX)(CX*1), DX
+	LEAQ   (DX)(CX*1), DX
+	VPXORD Z24, Z24, Z24
+	MOVQ   x+64(FP), BX
+	MOVQ   scales+24(FP), SI
+	MOVQ   nxs+72(FP), DI
+	XORQ   R8, R8
 
 mvQ4BF16SymAVX512_r1_g:
-	VPBROADCASTW (BX), Z1
-	VPSLLD       $0x10, Z1, Z1
-	VMULPS       Z0, Z1, Z1
-	MOVQ         SI, DI
-	ADDQ         gbytes+72(FP), DI
+	VMOVUPS (DI), Z2
+	VPXORD  Z25, Z25, Z25
+	MOVQ    R8, R9
+	ADDQ    gbytes+80(FP), R9
 
 mvQ4BF16SymAVX512_r1_b:
-	VMOVUPS       (DX), Z2
-	VMOVUPS       64(DX), Z3
-	VPMOVZXBD     (AX)(SI*1), Z4
-	VPERMPS       Z1, Z4, Z5
-	VFMADD231PS   Z2, Z5, Z10
-	VPSRLD        $0x04, Z4, Z4
-	VPERMPS       Z1, Z4, Z2
-	VFMADD231PS   Z3, Z2, Z11
-	ADDQ          $0x00000010, SI
-	ADDQ          $0x00000080, DX
-	CMPQ          SI, DI
+	VMOVUPS     (BX), Z3
+	VMOVUPS     64(BX), Z4
+	VMOVUPS     128(BX), Z5
+	VMOVUPS     192(BX), Z6
+	VMOVUPS     256(BX), Z7
+	VMOVUPS     320(BX), Z8
+	VMOVUPS     384(BX), Z9
+	VMOVUPS     448(BX), Z10
+	VMOVDQU32   (AX)(R8*1), Z11
+	VPSLLD      $0x13, Z11, Z12
+	VPTERNLOGD  $0xea, Z1, Z0, Z12
+	VFMADD231PS Z3, Z12, Z2
+	VPSLLD      $0x0f, Z11, Z3
+	VPTERNLOGD  $0xea, Z1, Z0, Z3
+	VFMADD231PS Z4, Z3, Z25
+	VPSLLD      $0x0b, Z11, Z3
+	VPTERNLOGD  $0xea, Z1, Z0, Z3
+	VFMADD231PS Z5, Z3, Z2
+	VPSLLD      $0x07, Z11, Z3
+	VPTERNLOGD  $0xea, Z1, Z0, Z3
+	VFMADD231PS Z6, Z3, Z25
+	VPSLLD      $0x03, Z11, Z3
+	VPTERNLOGD  $0xea, Z1, Z0, Z3
+	VFMADD231PS Z7, Z3, Z2
+	VPSRLD      $0x01, Z11, Z3
+	VPTERNLOGD  $0xea, Z1, Z0, Z3
+	VFMADD231PS Z8, Z3, Z25
+	VPSRLD      $0x05, Z11, Z3
+	VPTERNLOGD  $0xea, Z1, Z0, Z3
+	VFMADD231PS Z9, Z3, Z2
+	VPSRLD      $0x09, Z11, Z3
+	VPTERNLOGD  $0xea, Z1, Z0, Z3
+	VFMADD231PS Z10, Z3, Z25
+	CMPQ        l1+96(FP), $0x00000000
+	JE          mvQ4BF16SymAVX512_r1_pf2
+	PREFETCHT0  (DX)(R8*1)
+	JMP         mvQ4BF16SymAVX512_r1_pfdone
+
+mvQ4BF16SymAVX512_r1_pf2:
+	PREFETCHT1 (DX)(R8*1)
+
+mvQ4BF16SymAVX512_r1_pfdone:
+	ADDQ          $0x00000040, R8
+	ADDQ          $0x00000200, BX
+	CMPQ          R8, R9
 	JB            mvQ4BF16SymAVX512_r1_b
-	ADDQ          $0x00000002, BX
-	CMPQ          SI, CX
+	MOVQ          sstride+32(FP), R9
+	VPBROADCASTW  (SI), Z3
+	VPSLLD        $0x10, Z3, Z3
+	VADDPS        Z25, Z2, Z2
+	VFMADD231PS   Z2, Z3, Z24
+	ADDQ          $0x00000002, SI
+	ADDQ          $0x00000040, DI
+	CMPQ          R8, CX
 	JB            mvQ4BF16SymAVX512_r1_g
 	MOVQ          out+0(FP), DX
-	VADDPS        Z11, Z10, Z10
-	VEXTRACTF64X4 $0x01, Z10, Y1
-	VADDPS        Y1, Y10, Y1
-	VEXTRACTF32X4 $0x01, Y1, X2
-	VADDPS        X2, X1, X2
-	VPERMILPS     $0x4e, X2, X1
-	VADDPS        X1, X2, X2
-	VPERMILPS     $0xb1, X2, X1
-	VADDPS        X1, X2, X2
-	VMOVSS        X2, (DX)
+	VBROADCASTSS  mvSixteen<>+0(SB), X2
+	VEXTRACTF64X4 $0x01, Z24, Y3
+	VADDPS        Y3, Y24, Y3
+	VEXTRACTF32X4 $0x01, Y3, X4
+	VADDPS        X4, X3, X4
+	VPERMILPS     $0x4e, X4, X3
+	VADDPS        X3, X4, X4
+	VPERMILPS     $0xb1, X4, X3
+	VADDPS        X3, X4, X4
+	VMULPS        X2, X4, X4
+	VMOVSS        X4, (DX)
 	ADDQ          $0x00000004, out+0(FP)
 	MOVQ          sstride+32(FP), DX
 	ADDQ          CX, AX
 	ADDQ          DX, scales+24(FP)
 	MOVQ          ng+56(FP), DX
 	ADDQ          DX, zidx+48(FP)
-	SUBQ          $0x00000001, rows+80(FP)
+	SUBQ          $0x00000001, rows+88(FP)
 	JMP           mvQ4BF16SymAVX512_r1
 
 mvQ4BF16SymAVX512_done:
 	VZEROUPPER
 	RET
 
-// func mvQ4BF16AsymAVX512(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, gbytes int, rows int)
-// Requires: AVX, AVX512BW, AVX512F, AVX512VL, CMOV
-TEXT ·mvQ4BF16AsymAVX512(SB), NOSPLIT, $0-88
-	VMOVUPS mvQ4IotaTable<>+0(SB), Z0
-	MOVQ    w+8(FP), AX
-	MOVQ    stride+16(FP), CX
+// func mvQ4BF16AsymAVX512(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int, l1 int)
+// Requires: AVX, AVX512BW, AVX512F, AVX512VL, CMOV, MMX+
+TEXT ·mvQ4BF16AsymAVX512(SB), NOSPLIT, $0-104
+	VPBROADCASTD mvQ4Mantissa<>+0(SB), Z0
+	VPBROADCASTD mvOne<>+0(SB), Z1
+	MOVQ         w+8(FP), AX
+	MOVQ         stride+16(FP), CX
 
 mvQ4BF16AsymAVX512_r4:
-	CMPQ   rows+80(FP), $0x00000004
+	CMPQ   rows+88(FP), $0x00000004
 	JL     mvQ4BF16AsymAVX512_r1
 	LEAQ   (AX)(CX*1), DX
 	LEAQ   (AX)(CX*2), BX
 	LEAQ   (DX)(CX*2), SI
-	VPXORD Z1, Z1, Z1
+	LEAQ   (SI)(CX*1), DI
+	LEAQ   (DI)(CX*4), DI
 	VPXORD Z2, Z2, Z2
 	VPXORD Z3, Z3, Z3
 	VPXORD Z4, Z4, Z4
 	VPXORD Z5, Z5, Z5
-	VPXORD Z6, Z6, Z6
-	VPXORD Z7, Z7, Z7
-	VPXORD Z8, Z8, Z8
-	MOVQ   x+64(FP), DI
-	MOVQ   scales+24(FP), R8
-	MOVQ   sstride+32(FP), R9
-	MOVQ   zidx+48(FP), R10
-	XORQ   R11, R11
+	MOVQ   x+64(FP), R8
+	MOVQ   scales+24(FP), R9
+	MOVQ   nxs+72(FP), R10
+	MOVQ   zidx+48(FP), R11
+	XORQ   R12, R12
 
 mvQ4BF16AsymAVX512_r4_g:
-	VPBROADCASTW (R8), Z9
-	VPSLLD       $0x10, Z9, Z9
-	MOVQ         R10, R12
+	MOVQ         R11, R13
+	MOVQ         R13, R14
+	SHRQ         $0x01, R14
+	MOVQ         zeros+40(FP), R15
+	MOVBLZX      (R15)(R14*1), R14
+	MOVL         R14, R15
+	SHRL         $0x04, R15
+	TESTQ        $0x00000001, R13
+	CMOVLNE      R15, R14
+	ANDL         $0x0000000f, R14
+	VPBROADCASTD R14, Z6
+	VPSLLD       $0x13, Z6, Z6
+	VPORD        Z1, Z6, Z6
+	VMULPS       (R10), Z6, Z6
+	VPXORD       Z7, Z7, Z7
+	MOVQ         R11, R13
+	ADDQ         ng+56(FP), R13
+	MOVQ         R13, R14
+	SHRQ         $0x01, R14
+	MOVQ         zeros+40(FP), R15
+	MOVBLZX      (R15)(R14*1), R14
+	MOVL         R14, R15
+	SHRL         $0x04, R15
+	TESTQ        $0x00000001, R13
+	CMOVLNE      R15, R14
+	ANDL         $0x0000000f, R14
+	VPBROADCASTD R14, Z8
+	VPSLLD       $0x13, Z8, Z8
+	VPORD        Z1, Z8, Z8
+	VMULPS       (R10), Z8, Z8
+	VPXORD       Z9, Z9, Z9
+	MOVQ         R11, R13
+	ADDQ         ng+56(FP), R13
+	ADDQ         ng+56(FP), R13
+	MOVQ         R13, R14
+	SHRQ         $0x01, R14
+	MOVQ         zeros+40(FP), R15
+	MOVBLZX      (R15)(R14*1), R14
+	MOVL         R14, R15
+	SHRL         $0x04, R15
+	TESTQ        $0x00000001, R13
+	CMOVLNE      R15, R14
+	ANDL         $0x0000000f, R14
+	VPBROADCASTD R14, Z10
+	VPSLLD       $0x13, Z10, Z10
+	VPORD        Z1, Z10, Z10
+	VMULPS       (R10), Z10, Z10
+	VPXORD       Z11, Z11, Z11
+	MOVQ         R11, R13
+	ADDQ         ng+56(FP), R13
+	ADDQ         ng+56(FP), R13
+	ADDQ         ng+56(FP), R13
+	MOVQ         R13, R14
+	SHRQ         $0x01, R14
+	MOVQ         zeros+40(FP), R15
+	MOVBLZX      (R15)(R14*1), R14
+	MOVL         R14, R15
+	SHRL         $0x04, R15
+	TESTQ        $0x00000001, R13
+	CMOVLNE      R15, R14
+	ANDL         $0x0000000f, R14
+	VPBROADCASTD R14, Z12
+	VPSLLD       $0x13, Z12, Z12
+	VPORD        Z1, Z12, Z12
+	VMULPS       (R10), Z12, Z12
+	VPXORD       Z13, Z13, Z13
 	MOVQ         R12, R13
-	SHRQ         $0x01, R13
-	MOVQ         zeros+40(FP), R14
-	MOVBLZX      (R14)(R13*1), R13
-	MOVL         R13, R14
-	SHRL         $0x04, R14
-	TESTQ        $0x00000001, R12
-	CMOVLNE      R14, R13
-	ANDL         $0x0000000f, R13
-	VPBROADCASTD R13, Z10
-	VCVTDQ2PS    Z10, Z10
-	VSUBPS       Z10, Z0, Z10
-	VMULPS       Z10, Z9, Z9
-	VPBROADCASTW (R8)(R9*1), Z10
-	VPSLLD       $0x10, Z10, Z10
-	MOVQ         R10, R12
-	ADDQ         ng+56(FP), R12
-	MOVQ         R12, R13
-	SHRQ         $0x01, R13
-	MOVQ         zeros+40(FP), R14
-	MOVBLZX      (R14)(R13*1), R13
-	MOVL         R13, R14
-	SHRL         $0x04, R14
-	TESTQ        $0x00000001, R12
-	CMOVLNE      R14, R13
-	ANDL         $0x0000000f, R13
-	VPBROADCASTD R13, Z13
-	VCVTDQ2PS    Z13, Z13
-	VSUBPS       Z13, Z0, Z13
-	VMULPS       Z13, Z10, Z10
-	VPBROADCASTW (R8)(R9*2), Z13
-	VPSLLD       $0x10, Z13, Z13
-	MOVQ         R10, R12
-	ADDQ         ng+56(FP), R12
-	ADDQ         ng+56(FP), R12
-	MOVQ         R12, R13
-	SHRQ         $0x01, R13
-	MOVQ         zeros+40(FP), R14
-	MOVBLZX      (R14)(R13*1), R13
-	MOVL         R13, R14
-	SHRL         $0x04, R14
-	TESTQ        $0x00000001, R12
-	CMOVLNE      R14, R13
-	ANDL         $0x0000000f, R13
-	VPBROADCASTD R13, Z14
-	VCVTDQ2PS    Z14, Z14
-	VSUBPS       Z14, Z0, Z14
-	VMULPS       Z14, Z13, Z13
-	LEAQ         (R8)(R9*2), R12
-	VPBROADCASTW (R12)(R9*1), Z14
-	VPSLLD       $0x10, Z14, Z14
-	MOVQ         R10, R12
-	ADDQ         ng+56(FP), R12
-	ADDQ         ng+56(FP), R12
-	ADDQ         ng+56(FP), R12
-	MOVQ         R12, R13
-	SHRQ         $0x01, R13
-	MOVQ         zeros+40(FP), R14
-	MOVBLZX      (R14)(R13*1), R13
-	MOVL         R13, R14
-	SHRL         $0x04, R14
-	TESTQ        $0x00000001, R12
-	CMOVLNE      R14, R13
-	ANDL         $0x0000000f, R13
-	VPBROADCASTD R13, Z15
-	VCVTDQ2PS    Z15, Z15
-	VSUBPS       Z15, Z0, Z15
-	VMULPS       Z15, Z14, Z14
-	MOVQ         R11, R12
-	ADDQ         gbytes+72(FP), R12
+	ADDQ         gbytes+80(FP), R13
 
 mvQ4BF16AsymAVX512_r4_b:
-	VMOVUPS       (DI), Z15
-	VMOVUPS       64(DI), Z16
-	VPMOVZXBD     (AX)(R11*1), Z17
-	VPERMPS       Z9, Z17, Z18
-	VFMADD231PS   Z15, Z18, Z1
-	VPSRLD        $0x04, Z17, Z17
-	VPERMPS       Z9, Z17, Z17
-	VFMADD231PS   Z16, Z17, Z2
-	VPMOVZXBD     (DX)(R11*1), Z17
-	VPERMPS       Z10, Z17, Z18
-	VFMADD231PS   Z15, Z18, Z3
-	VPSRLD        $0x04, Z17, Z17
-	VPERMPS       Z10, Z17, Z17
-	VFMADD231PS   Z16, Z17, Z4
-	VPMOVZXBD     (BX)(R11*1), Z17
-	VPERMPS       Z13, Z17, Z18
-	VFMADD231PS   Z15, Z18, Z5
-	VPSRLD        $0x04, Z17, Z17
-	VPERMPS       Z13, Z17, Z17
-	VFMADD231PS   Z16, Z17, Z6
-	VPMOVZXBD     (SI)(R11*1), Z17
-	VPERMPS       Z14, Z17, Z18
-	VFMADD231PS   Z15, Z18, Z7
-	VPSRLD        $0x04, Z17, Z17
-	VPERMPS       Z14, Z17, Z15
-	VFMADD231PS   Z16, Z15, Z8
-	ADDQ          $0x00000010, R11
-	ADDQ          $0x00000080, DI
-	CMPQ          R11, R12
+	VMOVUPS     (R8), Z14
+	VMOVUPS     64(R8), Z15
+	VMOVUPS     128(R8), Z16
+	VMOVUPS     192(R8), Z17
+	VMOVUPS     256(R8), Z18
+	VMOVUPS     320(R8), Z19
+	VMOVUPS     384(R8), Z20
+	VMOVUPS     448(R8), Z21
+	VMOVDQU32   (AX)(R12*1), Z22
+	VPSLLD      $0x13, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z14, Z23, Z6
+	VPSLLD      $0x0f, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z15, Z23, Z7
+	VPSLLD      $0x0b, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z16, Z23, Z6
+	VPSLLD      $0x07, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z17, Z23, Z7
+	VPSLLD      $0x03, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z18, Z23, Z6
+	VPSRLD      $0x01, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z19, Z23, Z7
+	VPSRLD      $0x05, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z20, Z23, Z6
+	VPSRLD      $0x09, Z22, Z22
+	VPTERNLOGD  $0xea, Z1, Z0, Z22
+	VFMADD231PS Z21, Z22, Z7
+	VMOVDQU32   (DX)(R12*1), Z22
+	VPSLLD      $0x13, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z14, Z23, Z8
+	VPSLLD      $0x0f, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z15, Z23, Z9
+	VPSLLD      $0x0b, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z16, Z23, Z8
+	VPSLLD      $0x07, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z17, Z23, Z9
+	VPSLLD      $0x03, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z18, Z23, Z8
+	VPSRLD      $0x01, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z19, Z23, Z9
+	VPSRLD      $0x05, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z20, Z23, Z8
+	VPSRLD      $0x09, Z22, Z22
+	VPTERNLOGD  $0xea, Z1, Z0, Z22
+	VFMADD231PS Z21, Z22, Z9
+	VMOVDQU32   (BX)(R12*1), Z22
+	VPSLLD      $0x13, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z14, Z23, Z10
+	VPSLLD      $0x0f, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z15, Z23, Z11
+	VPSLLD      $0x0b, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z16, Z23, Z10
+	VPSLLD      $0x07, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z17, Z23, Z11
+	VPSLLD      $0x03, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z18, Z23, Z10
+	VPSRLD      $0x01, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z19, Z23, Z11
+	VPSRLD      $0x05, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z20, Z23, Z10
+	VPSRLD      $0x09, Z22, Z22
+	VPTERNLOGD  $0xea, Z1, Z0, Z22
+	VFMADD231PS Z21, Z22, Z11
+	VMOVDQU32   (SI)(R12*1), Z22
+	VPSLLD      $0x13, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z14, Z23, Z12
+	VPSLLD      $0x0f, Z22, Z14
+	VPTERNLOGD  $0xea, Z1, Z0, Z14
+	VFMADD231PS Z15, Z14, Z13
+	VPSLLD      $0x0b, Z22, Z14
+	VPTERNLOGD  $0xea, Z1, Z0, Z14
+	VFMADD231PS Z16, Z14, Z12
+	VPSLLD      $0x07, Z22, Z14
+	VPTERNLOGD  $0xea, Z1, Z0, Z14
+	VFMADD231PS Z17, Z14, Z13
+	VPSLLD      $0x03, Z22, Z14
+	VPTERNLOGD  $0xea, Z1, Z0, Z14
+	VFMADD231PS Z18, Z14, Z12
+	VPSRLD      $0x01, Z22, Z14
+	VPTERNLOGD  $0xea, Z1, Z0, Z14
+	VFMADD231PS Z19, Z14, Z13
+	VPSRLD      $0x05, Z22, Z14
+	VPTERNLOGD  $0xea, Z1, Z0, Z14
+	VFMADD231PS Z20, Z14, Z12
+	VPSRLD      $0x09, Z22, Z14
+	VPTERNLOGD  $0xea, Z1, Z0, Z14
+	VFMADD231PS Z21, Z14, Z13
+	CMPQ        l1+96(FP), $0x00000000
+	JE          mvQ4BF16AsymAVX512_r4_pf2
+	PREFETCHT0  (DI)(R12*4)
+	PREFETCHT0  64(DI)(R12*4)
+	PREFETCHT0  128(DI)(R12*4)
+	PREFETCHT0  192(DI)(R12*4)
+	JMP         mvQ4BF16AsymAVX512_r4_pfdone
+
+mvQ4BF16AsymAVX512_r4_pf2:
+	PREFETCHT1 (DI)(R12*4)
+	PREFETCHT1 64(DI)(R12*4)
+	PREFETCHT1 128(DI)(R12*4)
+	PREFETCHT1 192(DI)(R12*4)
+
+mvQ4BF16AsymAVX512_r4_pfdone:
+	ADDQ          $0x00000040, R12
+	ADDQ          $0x00000200, R8
+	CMPQ          R12, R13
 	JB            mvQ4BF16AsymAVX512_r4_b
-	ADDQ          $0x00000002, R8
-	INCQ          R10
-	CMPQ          R11, CX
+	MOVQ          sstride+32(FP), R13
+	VPBROADCASTW  (R9), Z14
+	VPSLLD        $0x10, Z14, Z14
+	VADDPS        Z7, Z6, Z6
+	VFMADD231PS   Z6, Z14, Z2
+	VPBROADCASTW  (R9)(R13*1), Z6
+	VPSLLD        $0x10, Z6, Z6
+	VADDPS        Z9, Z8, Z8
+	VFMADD231PS   Z8, Z6, Z3
+	VPBROADCASTW  (R9)(R13*2), Z6
+	VPSLLD        $0x10, Z6, Z6
+	VADDPS        Z11, Z10, Z10
+	VFMADD231PS   Z10, Z6, Z4
+	LEAQ          (R9)(R13*2), R14
+	VPBROADCASTW  (R14)(R13*1), Z6
+	VPSLLD        $0x10, Z6, Z6
+	VADDPS        Z13, Z12, Z12
+	VFMADD231PS   Z12, Z6, Z5
+	ADDQ          $0x00000002, R9
+	ADDQ          $0x00000040, R10
+	INCQ          R11
+	CMPQ          R12, CX
 	JB            mvQ4BF16AsymAVX512_r4_g
 	MOVQ          out+0(FP), DX
-	VADDPS        Z2, Z1, Z1
-	VEXTRACTF64X4 $0x01, Z1, Y9
-	VADDPS        Y9, Y1, Y9
-	VEXTRACTF32X4 $0x01, Y9, X10
-	VADDPS        X10, X9, X10
-	VADDPS        Z4, Z3, Z3
-	VEXTRACTF64X4 $0x01, Z3, Y9
-	VADDPS        Y9, Y3, Y9
-	VEXTRACTF32X4 $0x01, Y9, X13
-	VADDPS        X13, X9, X13
-	VADDPS        Z6, Z5, Z5
-	VEXTRACTF64X4 $0x01, Z5, Y9
-	VADDPS        Y9, Y5, Y9
-	VEXTRACTF32X4 $0x01, Y9, X14
-	VADDPS        X14, X9, X14
-	VADDPS        Z8, Z7, Z7
-	VEXTRACTF64X4 $0x01, Z7, Y9
-	VADDPS        Y9, Y7, Y9
-	VEXTRACTF32X4 $0x01, Y9, X15
-	VADDPS        X15, X9, X15
-	VUNPCKLPS     X13, X10, X9
-	VUNPCKHPS     X13, X10, X10
-	VADDPS        X10, X9, X9
+	VBROADCASTSS  mvSixteen<>+0(SB), X6
+	VEXTRACTF64X4 $0x01, Z2, Y8
+	VADDPS        Y8, Y2, Y8
+	VEXTRACTF32X4 $0x01, Y8, X10
+	VADDPS        X10, X8, X10
+	VEXTRACTF64X4 $0x01, Z3, Y8
+	VADDPS        Y8, Y3, Y8
+	VEXTRACTF32X4 $0x01, Y8, X12
+	VADDPS        X12, X8, X12
+	VEXTRACTF64X4 $0x01, Z4, Y8
+	VADDPS        Y8, Y4, Y8
+	VEXTRACTF32X4 $0x01, Y8, X14
+	VADDPS        X14, X8, X14
+	VEXTRACTF64X4 $0x01, Z5, Y8
+	VADDPS        Y8, Y5, Y8
+	VEXTRACTF32X4 $0x01, Y8, X15
+	VADDPS        X15, X8, X15
+	VUNPCKLPS     X12, X10, X8
+	VUNPCKHPS     X12, X10, X10
+	VADDPS        X10, X8, X8
 	VUNPCKLPS     X15, X14, X10
-	VUNPCKHPS     X15, X14, X13
-	VADDPS        X13, X10, X10
-	VSHUFPS       $0x44, X10, X9, X13
-	VSHUFPS       $0xee, X10, X9, X9
-	VADDPS        X9, X13, X13
-	VMOVUPS       X13, (DX)
+	VUNPCKHPS     X15, X14, X12
+	VADDPS        X12, X10, X10
+	VSHUFPS       $0x44, X10, X8, X12
+	VSHUFPS       $0xee, X10, X8, X8
+	VADDPS        X8, X12, X12
+	VMULPS        X6, X12, X12
+	VMOVUPS       X12, (DX)
 	ADDQ          $0x00000010, out+0(FP)
 	MOVQ          sstride+32(FP), DX
 	SHLQ          $0x02, DX
@@ -2669,188 +3093,338 @@ mvQ4BF16AsymAVX512_r4_b:
 	MOVQ          ng+56(FP), DX
 	SHLQ          $0x02, DX
 	ADDQ          DX, zidx+48(FP)
-	SUBQ          $0x00000004, rows+80(FP)
+	SUBQ          $0x00000004, rows+88(FP)
 	JMP           mvQ4BF16AsymAVX512_r4
 
 mvQ4BF16AsymAVX512_r1:
-	CMPQ   rows+80(FP), $0x00000001
+	CMPQ   rows+88(FP), $0x00000001
 	JL     mvQ4BF16AsymAVX512_done
-	VPXORD Z11, Z11, Z11
-	VPXORD Z12, Z12, Z12
-	MOVQ   x+64(FP), DX
-	MOVQ   scales+24(FP), BX
-	MOVQ   zidx+48(FP), SI
-	XORQ   DI, DI
+	LEAQ   (AX)(CX*1), DX
+	LEAQ   (DX)(CX*1), DX
+	VPXORD Z24, Z24, Z24
+	MOVQ   x+64(FP), BX
+	MOVQ   scales+24(FP), SI
+	MOVQ   nxs+72(FP), DI
+	MOVQ   zidx+48(FP), R8
+	XORQ   R9, R9
 
 mvQ4BF16AsymAVX512_r1_g:
-	VPBROADCASTW (BX), Z1
-	VPSLLD       $0x10, Z1, Z1
-	MOVQ         SI, R8
-	MOVQ         R8, R9
-	SHRQ         $0x01, R9
-	MOVQ         zeros+40(FP), R10
-	MOVBLZX      (R10)(R9*1), R9
-	MOVL         R9, R10
-	SHRL         $0x04, R10
-	TESTQ        $0x00000001, R8
-	CMOVLNE      R10, R9
-	ANDL         $0x0000000f, R9
-	VPBROADCASTD R9, Z2
-	VCVTDQ2PS    Z2, Z2
-	VSUBPS       Z2, Z0, Z2
-	VMULPS       Z2, Z1, Z1
-	MOVQ         DI, R8
-	ADDQ         gbytes+72(FP), R8
+	MOVQ         R8, R10
+	MOVQ         R10, R11
+	SHRQ         $0x01, R11
+	MOVQ         zeros+40(FP), R12
+	MOVBLZX      (R12)(R11*1), R11
+	MOVL         R11, R12
+	SHRL         $0x04, R12
+	TESTQ        $0x00000001, R10
+	CMOVLNE      R12, R11
+	ANDL         $0x0000000f, R11
+	VPBROADCASTD R11, Z2
+	VPSLLD       $0x13, Z2, Z2
+	VPORD        Z1, Z2, Z2
+	VMULPS       (DI), Z2, Z2
+	VPXORD       Z25, Z25, Z25
+	MOVQ         R9, R10
+	ADDQ         gbytes+80(FP), R10
 
 mvQ4BF16AsymAVX512_r1_b:
-	VMOVUPS       (DX), Z2
-	VMOVUPS       64(DX), Z3
-	VPMOVZXBD     (AX)(DI*1), Z4
-	VPERMPS       Z1, Z4, Z5
-	VFMADD231PS   Z2, Z5, Z11
-	VPSRLD        $0x04, Z4, Z4
-	VPERMPS       Z1, Z4, Z2
-	VFMADD231PS   Z3, Z2, Z12
-	ADDQ          $0x00000010, DI
-	ADDQ          $0x00000080, DX
-	CMPQ          DI, R8
+	VMOVUPS     (BX), Z3
+	VMOVUPS     64(BX), Z4
+	VMOVUPS     128(BX), Z5
+	VMOVUPS     192(BX), Z6
+	VMOVUPS     256(BX), Z7
+	VMOVUPS     320(BX), Z8
+	VMOVUPS     384(BX), Z9
+	VMOVUPS     448(BX), Z10
+	VMOVDQU32   (AX)(R9*1), Z11
+	VPSLLD      $0x13, Z11, Z12
+	VPTERNLOGD  $0xea, Z1, Z0, Z12
+	VFMADD231PS Z3, Z12, Z2
+	VPSLLD      $0x0f, Z11, Z3
+	VPTERNLOGD  $0xea, Z1, Z0, Z3
+	VFMADD231PS Z4, Z3, Z25
+	VPSLLD      $0x0b, Z11, Z3
+	VPTERNLOGD  $0xea, Z1, Z0, Z3
+	VFMADD231PS Z5, Z3, Z2
+	VPSLLD      $0x07, Z11, Z3
+	VPTERNLOGD  $0xea, Z1, Z0, Z3
+	VFMADD231PS Z6, Z3, Z25
+	VPSLLD      $0x03, Z11, Z3
+	VPTERNLOGD  $0xea, Z1, Z0, Z3
+	VFMADD231PS Z7, Z3, Z2
+	VPSRLD      $0x01, Z11, Z3
+	VPTERNLOGD  $0xea, Z1, Z0, Z3
+	VFMADD231PS Z8, Z3, Z25
+	VPSRLD      $0x05, Z11, Z3
+	VPTERNLOGD  $0xea, Z1, Z0, Z3
+	VFMADD231PS Z9, Z3, Z2
+	VPSRLD      $0x09, Z11, Z3
+	VPTERNLOGD  $0xea, Z1, Z0, Z3
+	VFMADD231PS Z10, Z3, Z25
+	CMPQ        l1+96(FP), $0x00000000
+	JE          mvQ4BF16AsymAVX512_r1_pf2
+	PREFETCHT0  (DX)(R9*1)
+	JMP         mvQ4BF16AsymAVX512_r1_pfdone
+
+mvQ4BF16AsymAVX512_r1_pf2:
+	PREFETCHT1 (DX)(R9*1)
+
+mvQ4BF16AsymAVX512_r1_pfdone:
+	ADDQ          $0x00000040, R9
+	ADDQ          $0x00000200, BX
+	CMPQ          R9, R10
 	JB            mvQ4BF16AsymAVX512_r1_b
-	ADDQ          $0x00000002, BX
-	INCQ          SI
-	CMPQ          DI, CX
+	MOVQ          sstride+32(FP), R10
+	VPBROADCASTW  (SI), Z3
+	VPSLLD        $0x10, Z3, Z3
+	VADDPS        Z25, Z2, Z2
+	VFMADD231PS   Z2, Z3, Z24
+	ADDQ          $0x00000002, SI
+	ADDQ          $0x00000040, DI
+	INCQ          R8
+	CMPQ          R9, CX
 	JB            mvQ4BF16AsymAVX512_r1_g
 	MOVQ          out+0(FP), DX
-	VADDPS        Z12, Z11, Z11
-	VEXTRACTF64X4 $0x01, Z11, Y1
-	VADDPS        Y1, Y11, Y1
-	VEXTRACTF32X4 $0x01, Y1, X2
-	VADDPS        X2, X1, X2
-	VPERMILPS     $0x4e, X2, X1
-	VADDPS        X1, X2, X2
-	VPERMILPS     $0xb1, X2, X1
-	VADDPS        X1, X2, X2
-	VMOVSS        X2, (DX)
+	VBROADCASTSS  mvSixteen<>+0(SB), X2
+	VEXTRACTF64X4 $0x01, Z24, Y3
+	VADDPS        Y3, Y24, Y3
+	VEXTRACTF32X4 $0x01, Y3, X4
+	VADDPS        X4, X3, X4
+	VPERMILPS     $0x4e, X4, X3
+	VADDPS        X3, X4, X4
+	VPERMILPS     $0xb1, X4, X3
+	VADDPS        X3, X4, X4
+	VMULPS        X2, X4, X4
+	VMOVSS        X4, (DX)
 	ADDQ          $0x00000004, out+0(FP)
 	MOVQ          sstride+32(FP), DX
 	ADDQ          CX, AX
 	ADDQ          DX, scales+24(FP)
 	MOVQ          ng+56(FP), DX
 	ADDQ          DX, zidx+48(FP)
-	SUBQ          $0x00000001, rows+80(FP)
+	SUBQ          $0x00000001, rows+88(FP)
 	JMP           mvQ4BF16AsymAVX512_r1
 
 mvQ4BF16AsymAVX512_done:
 	VZEROUPPER
 	RET
 
-// func mvQ4F16SymAVX512(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, gbytes int, rows int)
-// Requires: AVX, AVX2, AVX512F, AVX512VL
-TEXT ·mvQ4F16SymAVX512(SB), NOSPLIT, $0-88
-	VMOVUPS mvQ4SymTable<>+0(SB), Z0
-	MOVQ    w+8(FP), AX
-	MOVQ    stride+16(FP), CX
+// func mvQ4F16SymAVX512(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int, l1 int)
+// Requires: AVX, AVX2, AVX512F, AVX512VL, MMX+
+TEXT ·mvQ4F16SymAVX512(SB), NOSPLIT, $0-104
+	VPBROADCASTD mvQ4Mantissa<>+0(SB), Z0
+	VPBROADCASTD mvOne<>+0(SB), Z1
+	MOVQ         w+8(FP), AX
+	MOVQ         stride+16(FP), CX
 
 mvQ4F16SymAVX512_r4:
-	CMPQ   rows+80(FP), $0x00000004
+	CMPQ   rows+88(FP), $0x00000004
 	JL     mvQ4F16SymAVX512_r1
 	LEAQ   (AX)(CX*1), DX
 	LEAQ   (AX)(CX*2), BX
 	LEAQ   (DX)(CX*2), SI
-	VPXORD Z1, Z1, Z1
+	LEAQ   (SI)(CX*1), DI
+	LEAQ   (DI)(CX*4), DI
 	VPXORD Z2, Z2, Z2
 	VPXORD Z3, Z3, Z3
 	VPXORD Z4, Z4, Z4
 	VPXORD Z5, Z5, Z5
-	VPXORD Z6, Z6, Z6
-	VPXORD Z7, Z7, Z7
-	VPXORD Z8, Z8, Z8
-	MOVQ   x+64(FP), DI
-	MOVQ   scales+24(FP), R8
-	MOVQ   sstride+32(FP), R9
-	XORQ   R10, R10
+	MOVQ   x+64(FP), R8
+	MOVQ   scales+24(FP), R9
+	MOVQ   nxs+72(FP), R10
+	XORQ   R11, R11
 
 mvQ4F16SymAVX512_r4_g:
-	VPBROADCASTW (R8), Y9
-	VCVTPH2PS    Y9, Z9
-	VMULPS       Z0, Z9, Z9
-	VPBROADCASTW (R8)(R9*1), Y12
-	VCVTPH2PS    Y12, Z12
-	VMULPS       Z0, Z12, Z12
-	VPBROADCASTW (R8)(R9*2), Y13
-	VCVTPH2PS    Y13, Z13
-	VMULPS       Z0, Z13, Z13
-	LEAQ         (R8)(R9*2), R11
-	VPBROADCASTW (R11)(R9*1), Y14
-	VCVTPH2PS    Y14, Z14
-	VMULPS       Z0, Z14, Z14
-	MOVQ         R10, R11
-	ADDQ         gbytes+72(FP), R11
+	VMOVUPS (R10), Z6
+	VPXORD  Z7, Z7, Z7
+	VMOVUPS (R10), Z8
+	VPXORD  Z9, Z9, Z9
+	VMOVUPS (R10), Z10
+	VPXORD  Z11, Z11, Z11
+	VMOVUPS (R10), Z12
+	VPXORD  Z13, Z13, Z13
+	MOVQ    R11, R12
+	ADDQ    gbytes+80(FP), R12
 
 mvQ4F16SymAVX512_r4_b:
-	VMOVUPS       (DI), Z15
-	VMOVUPS       64(DI), Z16
-	VPMOVZXBD     (AX)(R10*1), Z17
-	VPERMPS       Z9, Z17, Z18
-	VFMADD231PS   Z15, Z18, Z1
-	VPSRLD        $0x04, Z17, Z17
-	VPERMPS       Z9, Z17, Z17
-	VFMADD231PS   Z16, Z17, Z2
-	VPMOVZXBD     (DX)(R10*1), Z17
-	VPERMPS       Z12, Z17, Z18
-	VFMADD231PS   Z15, Z18, Z3
-	VPSRLD        $0x04, Z17, Z17
-	VPERMPS       Z12, Z17, Z17
-	VFMADD231PS   Z16, Z17, Z4
-	VPMOVZXBD     (BX)(R10*1), Z17
-	VPERMPS       Z13, Z17, Z18
-	VFMADD231PS   Z15, Z18, Z5
-	VPSRLD        $0x04, Z17, Z17
-	VPERMPS       Z13, Z17, Z17
-	VFMADD231PS   Z16, Z17, Z6
-	VPMOVZXBD     (SI)(R10*1), Z17
-	VPERMPS       Z14, Z17, Z18
-	VFMADD231PS   Z15, Z18, Z7
-	VPSRLD        $0x04, Z17, Z17
-	VPERMPS       Z14, Z17, Z15
-	VFMADD231PS   Z16, Z15, Z8
-	ADDQ          $0x00000010, R10
-	ADDQ          $0x00000080, DI
-	CMPQ          R10, R11
+	VMOVUPS     (R8), Z14
+	VMOVUPS     64(R8), Z15
+	VMOVUPS     128(R8), Z16
+	VMOVUPS     192(R8), Z17
+	VMOVUPS     256(R8), Z18
+	VMOVUPS     320(R8), Z19
+	VMOVUPS     384(R8), Z20
+	VMOVUPS     448(R8), Z21
+	VMOVDQU32   (AX)(R11*1), Z22
+	VPSLLD      $0x13, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z14, Z23, Z6
+	VPSLLD      $0x0f, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z15, Z23, Z7
+	VPSLLD      $0x0b, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z16, Z23, Z6
+	VPSLLD      $0x07, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z17, Z23, Z7
+	VPSLLD      $0x03, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z18, Z23, Z6
+	VPSRLD      $0x01, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z19, Z23, Z7
+	VPSRLD      $0x05, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z20, Z23, Z6
+	VPSRLD      $0x09, Z22, Z22
+	VPTERNLOGD  $0xea, Z1, Z0, Z22
+	VFMADD231PS Z21, Z22, Z7
+	VMOVDQU32   (DX)(R11*1), Z22
+	VPSLLD      $0x13, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z14, Z23, Z8
+	VPSLLD      $0x0f, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z15, Z23, Z9
+	VPSLLD      $0x0b, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z16, Z23, Z8
+	VPSLLD      $0x07, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z17, Z23, Z9
+	VPSLLD      $0x03, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z18, Z23, Z8
+	VPSRLD      $0x01, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z19, Z23, Z9
+	VPSRLD      $0x05, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z20, Z23, Z8
+	VPSRLD      $0x09, Z22, Z22
+	VPTERNLOGD  $0xea, Z1, Z0, Z22
+	VFMADD231PS Z21, Z22, Z9
+	VMOVDQU32   (BX)(R11*1), Z22
+	VPSLLD      $0x13, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z14, Z23, Z10
+	VPSLLD      $0x0f, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z15, Z23, Z11
+	VPSLLD      $0x0b, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z16, Z23, Z10
+	VPSLLD      $0x07, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z17, Z23, Z11
+	VPSLLD      $0x03, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z18, Z23, Z10
+	VPSRLD      $0x01, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z19, Z23, Z11
+	VPSRLD      $0x05, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z20, Z23, Z10
+	VPSRLD      $0x09, Z22, Z22
+	VPTERNLOGD  $0xea, Z1, Z0, Z22
+	VFMADD231PS Z21, Z22, Z11
+	VMOVDQU32   (SI)(R11*1), Z22
+	VPSLLD      $0x13, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z14, Z23, Z12
+	VPSLLD      $0x0f, Z22, Z14
+	VPTERNLOGD  $0xea, Z1, Z0, Z14
+	VFMADD231PS Z15, Z14, Z13
+	VPSLLD      $0x0b, Z22, Z14
+	VPTERNLOGD  $0xea, Z1, Z0, Z14
+	VFMADD231PS Z16, Z14, Z12
+	VPSLLD      $0x07, Z22, Z14
+	VPTERNLOGD  $0xea, Z1, Z0, Z14
+	VFMADD231PS Z17, Z14, Z13
+	VPSLLD      $0x03, Z22, Z14
+	VPTERNLOGD  $0xea, Z1, Z0, Z14
+	VFMADD231PS Z18, Z14, Z12
+	VPSRLD      $0x01, Z22, Z14
+	VPTERNLOGD  $0xea, Z1, Z0, Z14
+	VFMADD231PS Z19, Z14, Z13
+	VPSRLD      $0x05, Z22, Z14
+	VPTERNLOGD  $0xea, Z1, Z0, Z14
+	VFMADD231PS Z20, Z14, Z12
+	VPSRLD      $0x09, Z22, Z14
+	VPTERNLOGD  $0xea, Z1, Z0, Z14
+	VFMADD231PS Z21, Z14, Z13
+	CMPQ        l1+96(FP), $0x00000000
+	JE          mvQ4F16SymAVX512_r4_pf2
+	PREFETCHT0  (DI)(R11*4)
+	PREFETCHT0  64(DI)(R11*4)
+	PREFETCHT0  128(DI)(R11*4)
+	PREFETCHT0  192(DI)(R11*4)
+	JMP         mvQ4F16SymAVX512_r4_pfdone
+
+mvQ4F16SymAVX512_r4_pf2:
+	PREFETCHT1 (DI)(R11*4)
+	PREFETCHT1 64(DI)(R11*4)
+	PREFETCHT1 128(DI)(R11*4)
+	PREFETCHT1 192(DI)(R11*4)
+
+mvQ4F16SymAVX512_r4_pfdone:
+	ADDQ          $0x00000040, R11
+	ADDQ          $0x00000200, R8
+	CMPQ          R11, R12
 	JB            mvQ4F16SymAVX512_r4_b
-	ADDQ          $0x00000002, R8
-	CMPQ          R10, CX
+	MOVQ          sstride+32(FP), R12
+	VPBROADCASTW  (R9), Y14
+	VCVTPH2PS     Y14, Z14
+	VADDPS        Z7, Z6, Z6
+	VFMADD231PS   Z6, Z14, Z2
+	VPBROADCASTW  (R9)(R12*1), Y6
+	VCVTPH2PS     Y6, Z6
+	VADDPS        Z9, Z8, Z8
+	VFMADD231PS   Z8, Z6, Z3
+	VPBROADCASTW  (R9)(R12*2), Y6
+	VCVTPH2PS     Y6, Z6
+	VADDPS        Z11, Z10, Z10
+	VFMADD231PS   Z10, Z6, Z4
+	LEAQ          (R9)(R12*2), R13
+	VPBROADCASTW  (R13)(R12*1), Y6
+	VCVTPH2PS     Y6, Z6
+	VADDPS        Z13, Z12, Z12
+	VFMADD231PS   Z12, Z6, Z5
+	ADDQ          $0x00000002, R9
+	ADDQ          $0x00000040, R10
+	CMPQ          R11, CX
 	JB            mvQ4F16SymAVX512_r4_g
 	MOVQ          out+0(FP), DX
-	VADDPS        Z2, Z1, Z1
-	VEXTRACTF64X4 $0x01, Z1, Y9
-	VADDPS        Y9, Y1, Y9
-	VEXTRACTF32X4 $0x01, Y9, X12
-	VADDPS        X12, X9, X12
-	VADDPS        Z4, Z3, Z3
-	VEXTRACTF64X4 $0x01, Z3, Y9
-	VADDPS        Y9, Y3, Y9
-	VEXTRACTF32X4 $0x01, Y9, X13
-	VADDPS        X13, X9, X13
-	VADDPS        Z6, Z5, Z5
-	VEXTRACTF64X4 $0x01, Z5, Y9
-	VADDPS        Y9, Y5, Y9
-	VEXTRACTF32X4 $0x01, Y9, X14
-	VADDPS        X14, X9, X14
-	VADDPS        Z8, Z7, Z7
-	VEXTRACTF64X4 $0x01, Z7, Y9
-	VADDPS        Y9, Y7, Y9
-	VEXTRACTF32X4 $0x01, Y9, X15
-	VADDPS        X15, X9, X15
-	VUNPCKLPS     X13, X12, X9
-	VUNPCKHPS     X13, X12, X12
-	VADDPS        X12, X9, X9
-	VUNPCKLPS     X15, X14, X12
-	VUNPCKHPS     X15, X14, X13
-	VADDPS        X13, X12, X12
-	VSHUFPS       $0x44, X12, X9, X13
-	VSHUFPS       $0xee, X12, X9, X9
-	VADDPS        X9, X13, X13
-	VMOVUPS       X13, (DX)
+	VBROADCASTSS  mvSixteen<>+0(SB), X6
+	VEXTRACTF64X4 $0x01, Z2, Y8
+	VADDPS        Y8, Y2, Y8
+	VEXTRACTF32X4 $0x01, Y8, X10
+	VADDPS        X10, X8, X10
+	VEXTRACTF64X4 $0x01, Z3, Y8
+	VADDPS        Y8, Y3, Y8
+	VEXTRACTF32X4 $0x01, Y8, X12
+	VADDPS        X12, X8, X12
+	VEXTRACTF64X4 $0x01, Z4, Y8
+	VADDPS        Y8, Y4, Y8
+	VEXTRACTF32X4 $0x01, Y8, X14
+	VADDPS        X14, X8, X14
+	VEXTRACTF64X4 $0x01, Z5, Y8
+	VADDPS        Y8, Y5, Y8
+	VEXTRACTF32X4 $0x01, Y8, X15
+	VADDPS        X15, X8, X15
+	VUNPCKLPS     X12, X10, X8
+	VUNPCKHPS     X12, X10, X10
+	VADDPS        X10, X8, X8
+	VUNPCKLPS     X15, X14, X10
+	VUNPCKHPS     X15, X14, X12
+	VADDPS        X12, X10, X10
+	VSHUFPS       $0x44, X10, X8, X12
+	VSHUFPS       $0xee, X10, X8, X8
+	VADDPS        X8, X12, X12
+	VMULPS        X6, X12, X12
+	VMOVUPS       X12, (DX)
 	ADDQ          $0x00000010, out+0(FP)
 	MOVQ          sstride+32(FP), DX
 	SHLQ          $0x02, DX
@@ -2859,233 +3433,383 @@ mvQ4F16SymAVX512_r4_b:
 	MOVQ          ng+56(FP), DX
 	SHLQ          $0x02, DX
 	ADDQ          DX, zidx+48(FP)
-	SUBQ          $0x00000004, rows+80(FP)
+	SUBQ          $0x00000004, rows+88(FP)
 	JMP           mvQ4F16SymAVX512_r4
 
 mvQ4F16SymAVX512_r1:
-	CMPQ   rows+80(FP), $0x00000001
+	CMPQ   rows+88(FP), $0x00000001
 	JL     mvQ4F16SymAVX512_done
-	VPXORD Z10, Z10, Z10
-	VPXORD Z11, Z11, Z11
-	MOVQ   x+64(FP), DX
-	MOVQ   scales+24(FP), BX
-	XORQ   SI, SI
+	LEAQ   (AX)(CX*1), DX
+	LEAQ   (DX)(CX*1), DX
+	VPXORD Z24, Z24, Z24
+	MOVQ   x+64(FP), BX
+	MOVQ   scales+24(FP), SI
+	MOVQ   nxs+72(FP), DI
+	XORQ   R8, R8
 
 mvQ4F16SymAVX512_r1_g:
-	VPBROADCASTW (BX), Y1
-	VCVTPH2PS    Y1, Z1
-	VMULPS       Z0, Z1, Z1
-	MOVQ         SI, DI
-	ADDQ         gbytes+72(FP), DI
+	VMOVUPS (DI), Z2
+	VPXORD  Z25, Z25, Z25
+	MOVQ    R8, R9
+	ADDQ    gbytes+80(FP), R9
 
 mvQ4F16SymAVX512_r1_b:
-	VMOVUPS       (DX), Z2
-	VMOVUPS       64(DX), Z3
-	VPMOVZXBD     (AX)(SI*1), Z4
-	VPERMPS       Z1, Z4, Z5
-	VFMADD231PS   Z2, Z5, Z10
-	VPSRLD        $0x04, Z4, Z4
-	VPERMPS       Z1, Z4, Z2
-	VFMADD231PS   Z3, Z2, Z11
-	ADDQ          $0x00000010, SI
-	ADDQ          $0x00000080, DX
-	CMPQ          SI, DI
+	VMOVUPS     (BX), Z3
+	VMOVUPS     64(BX), Z4
+	VMOVUPS     128(BX), Z5
+	VMOVUPS     192(BX), Z6
+	VMOVUPS     256(BX), Z7
+	VMOVUPS     320(BX), Z8
+	VMOVUPS     384(BX), Z9
+	VMOVUPS     448(BX), Z10
+	VMOVDQU32   (AX)(R8*1), Z11
+	VPSLLD      $0x13, Z11, Z12
+	VPTERNLOGD  $0xea, Z1, Z0, Z12
+	VFMADD231PS Z3, Z12, Z2
+	VPSLLD      $0x0f, Z11, Z3
+	VPTERNLOGD  $0xea, Z1, Z0, Z3
+	VFMADD231PS Z4, Z3, Z25
+	VPSLLD      $0x0b, Z11, Z3
+	VPTERNLOGD  $0xea, Z1, Z0, Z3
+	VFMADD231PS Z5, Z3, Z2
+	VPSLLD      $0x07, Z11, Z3
+	VPTERNLOGD  $0xea, Z1, Z0, Z3
+	VFMADD231PS Z6, Z3, Z25
+	VPSLLD      $0x03, Z11, Z3
+	VPTERNLOGD  $0xea, Z1, Z0, Z3
+	VFMADD231PS Z7, Z3, Z2
+	VPSRLD      $0x01, Z11, Z3
+	VPTERNLOGD  $0xea, Z1, Z0, Z3
+	VFMADD231PS Z8, Z3, Z25
+	VPSRLD      $0x05, Z11, Z3
+	VPTERNLOGD  $0xea, Z1, Z0, Z3
+	VFMADD231PS Z9, Z3, Z2
+	VPSRLD      $0x09, Z11, Z3
+	VPTERNLOGD  $0xea, Z1, Z0, Z3
+	VFMADD231PS Z10, Z3, Z25
+	CMPQ        l1+96(FP), $0x00000000
+	JE          mvQ4F16SymAVX512_r1_pf2
+	PREFETCHT0  (DX)(R8*1)
+	JMP         mvQ4F16SymAVX512_r1_pfdone
+
+mvQ4F16SymAVX512_r1_pf2:
+	PREFETCHT1 (DX)(R8*1)
+
+mvQ4F16SymAVX512_r1_pfdone:
+	ADDQ          $0x00000040, R8
+	ADDQ          $0x00000200, BX
+	CMPQ          R8, R9
 	JB            mvQ4F16SymAVX512_r1_b
-	ADDQ          $0x00000002, BX
-	CMPQ          SI, CX
+	MOVQ          sstride+32(FP), R9
+	VPBROADCASTW  (SI), Y3
+	VCVTPH2PS     Y3, Z3
+	VADDPS        Z25, Z2, Z2
+	VFMADD231PS   Z2, Z3, Z24
+	ADDQ          $0x00000002, SI
+	ADDQ          $0x00000040, DI
+	CMPQ          R8, CX
 	JB            mvQ4F16SymAVX512_r1_g
 	MOVQ          out+0(FP), DX
-	VADDPS        Z11, Z10, Z10
-	VEXTRACTF64X4 $0x01, Z10, Y1
-	VADDPS        Y1, Y10, Y1
-	VEXTRACTF32X4 $0x01, Y1, X2
-	VADDPS        X2, X1, X2
-	VPERMILPS     $0x4e, X2, X1
-	VADDPS        X1, X2, X2
-	VPERMILPS     $0xb1, X2, X1
-	VADDPS        X1, X2, X2
-	VMOVSS        X2, (DX)
+	VBROADCASTSS  mvSixteen<>+0(SB), X2
+	VEXTRACTF64X4 $0x01, Z24, Y3
+	VADDPS        Y3, Y24, Y3
+	VEXTRACTF32X4 $0x01, Y3, X4
+	VADDPS        X4, X3, X4
+	VPERMILPS     $0x4e, X4, X3
+	VADDPS        X3, X4, X4
+	VPERMILPS     $0xb1, X4, X3
+	VADDPS        X3, X4, X4
+	VMULPS        X2, X4, X4
+	VMOVSS        X4, (DX)
 	ADDQ          $0x00000004, out+0(FP)
 	MOVQ          sstride+32(FP), DX
 	ADDQ          CX, AX
 	ADDQ          DX, scales+24(FP)
 	MOVQ          ng+56(FP), DX
 	ADDQ          DX, zidx+48(FP)
-	SUBQ          $0x00000001, rows+80(FP)
+	SUBQ          $0x00000001, rows+88(FP)
 	JMP           mvQ4F16SymAVX512_r1
 
 mvQ4F16SymAVX512_done:
 	VZEROUPPER
 	RET
 
-// func mvQ4F16AsymAVX512(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, gbytes int, rows int)
-// Requires: AVX, AVX2, AVX512F, AVX512VL, CMOV
-TEXT ·mvQ4F16AsymAVX512(SB), NOSPLIT, $0-88
-	VMOVUPS mvQ4IotaTable<>+0(SB), Z0
-	MOVQ    w+8(FP), AX
-	MOVQ    stride+16(FP), CX
+// func mvQ4F16AsymAVX512(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int, l1 int)
+// Requires: AVX, AVX2, AVX512F, AVX512VL, CMOV, MMX+
+TEXT ·mvQ4F16AsymAVX512(SB), NOSPLIT, $0-104
+	VPBROADCASTD mvQ4Mantissa<>+0(SB), Z0
+	VPBROADCASTD mvOne<>+0(SB), Z1
+	MOVQ         w+8(FP), AX
+	MOVQ         stride+16(FP), CX
 
 mvQ4F16AsymAVX512_r4:
-	CMPQ   rows+80(FP), $0x00000004
+	CMPQ   rows+88(FP), $0x00000004
 	JL     mvQ4F16AsymAVX512_r1
 	LEAQ   (AX)(CX*1), DX
 	LEAQ   (AX)(CX*2), BX
 	LEAQ   (DX)(CX*2), SI
-	VPXORD Z1, Z1, Z1
+	LEAQ   (SI)(CX*1), DI
+	LEAQ   (DI)(CX*4), DI
 	VPXORD Z2, Z2, Z2
 	VPXORD Z3, Z3, Z3
 	VPXORD Z4, Z4, Z4
 	VPXORD Z5, Z5, Z5
-	VPXORD Z6, Z6, Z6
-	VPXORD Z7, Z7, Z7
-	VPXORD Z8, Z8, Z8
-	MOVQ   x+64(FP), DI
-	MOVQ   scales+24(FP), R8
-	MOVQ   sstride+32(FP), R9
-	MOVQ   zidx+48(FP), R10
-	XORQ   R11, R11
+	MOVQ   x+64(FP), R8
+	MOVQ   scales+24(FP), R9
+	MOVQ   nxs+72(FP), R10
+	MOVQ   zidx+48(FP), R11
+	XORQ   R12, R12
 
 mvQ4F16AsymAVX512_r4_g:
-	VPBROADCASTW (R8), Y9
-	VCVTPH2PS    Y9, Z9
-	MOVQ         R10, R12
+	MOVQ         R11, R13
+	MOVQ         R13, R14
+	SHRQ         $0x01, R14
+	MOVQ         zeros+40(FP), R15
+	MOVBLZX      (R15)(R14*1), R14
+	MOVL         R14, R15
+	SHRL         $0x04, R15
+	TESTQ        $0x00000001, R13
+	CMOVLNE      R15, R14
+	ANDL         $0x0000000f, R14
+	VPBROADCASTD R14, Z6
+	VPSLLD       $0x13, Z6, Z6
+	VPORD        Z1, Z6, Z6
+	VMULPS       (R10), Z6, Z6
+	VPXORD       Z7, Z7, Z7
+	MOVQ         R11, R13
+	ADDQ         ng+56(FP), R13
+	MOVQ         R13, R14
+	SHRQ         $0x01, R14
+	MOVQ         zeros+40(FP), R15
+	MOVBLZX      (R15)(R14*1), R14
+	MOVL         R14, R15
+	SHRL         $0x04, R15
+	TESTQ        $0x00000001, R13
+	CMOVLNE      R15, R14
+	ANDL         $0x0000000f, R14
+	VPBROADCASTD R14, Z8
+	VPSLLD       $0x13, Z8, Z8
+	VPORD        Z1, Z8, Z8
+	VMULPS       (R10), Z8, Z8
+	VPXORD       Z9, Z9, Z9
+	MOVQ         R11, R13
+	ADDQ         ng+56(FP), R13
+	ADDQ         ng+56(FP), R13
+	MOVQ         R13, R14
+	SHRQ         $0x01, R14
+	MOVQ         zeros+40(FP), R15
+	MOVBLZX      (R15)(R14*1), R14
+	MOVL         R14, R15
+	SHRL         $0x04, R15
+	TESTQ        $0x00000001, R13
+	CMOVLNE      R15, R14
+	ANDL         $0x0000000f, R14
+	VPBROADCASTD R14, Z10
+	VPSLLD       $0x13, Z10, Z10
+	VPORD        Z1, Z10, Z10
+	VMULPS       (R10), Z10, Z10
+	VPXORD       Z11, Z11, Z11
+	MOVQ         R11, R13
+	ADDQ         ng+56(FP), R13
+	ADDQ         ng+56(FP), R13
+	ADDQ         ng+56(FP), R13
+	MOVQ         R13, R14
+	SHRQ         $0x01, R14
+	MOVQ         zeros+40(FP), R15
+	MOVBLZX      (R15)(R14*1), R14
+	MOVL         R14, R15
+	SHRL         $0x04, R15
+	TESTQ        $0x00000001, R13
+	CMOVLNE      R15, R14
+	ANDL         $0x0000000f, R14
+	VPBROADCASTD R14, Z12
+	VPSLLD       $0x13, Z12, Z12
+	VPORD        Z1, Z12, Z12
+	VMULPS       (R10), Z12, Z12
+	VPXORD       Z13, Z13, Z13
 	MOVQ         R12, R13
-	SHRQ         $0x01, R13
-	MOVQ         zeros+40(FP), R14
-	MOVBLZX      (R14)(R13*1), R13
-	MOVL         R13, R14
-	SHRL         $0x04, R14
-	TESTQ        $0x00000001, R12
-	CMOVLNE      R14, R13
-	ANDL         $0x0000000f, R13
-	VPBROADCASTD R13, Z10
-	VCVTDQ2PS    Z10, Z10
-	VSUBPS       Z10, Z0, Z10
-	VMULPS       Z10, Z9, Z9
-	VPBROADCASTW (R8)(R9*1), Y10
-	VCVTPH2PS    Y10, Z10
-	MOVQ         R10, R12
-	ADDQ         ng+56(FP), R12
-	MOVQ         R12, R13
-	SHRQ         $0x01, R13
-	MOVQ         zeros+40(FP), R14
-	MOVBLZX      (R14)(R13*1), R13
-	MOVL         R13, R14
-	SHRL         $0x04, R14
-	TESTQ        $0x00000001, R12
-	CMOVLNE      R14, R13
-	ANDL         $0x0000000f, R13
-	VPBROADCASTD R13, Z13
-	VCVTDQ2PS    Z13, Z13
-	VSUBPS       Z13, Z0, Z13
-	VMULPS       Z13, Z10, Z10
-	VPBROADCASTW (R8)(R9*2), Y13
-	VCVTPH2PS    Y13, Z13
-	MOVQ         R10, R12
-	ADDQ         ng+56(FP), R12
-	ADDQ         ng+56(FP), R12
-	MOVQ         R12, R13
-	SHRQ         $0x01, R13
-	MOVQ         zeros+40(FP), R14
-	MOVBLZX      (R14)(R13*1), R13
-	MOVL         R13, R14
-	SHRL         $0x04, R14
-	TESTQ        $0x00000001, R12
-	CMOVLNE      R14, R13
-	ANDL         $0x0000000f, R13
-	VPBROADCASTD R13, Z14
-	VCVTDQ2PS    Z14, Z14
-	VSUBPS       Z14, Z0, Z14
-	VMULPS       Z14, Z13, Z13
-	LEAQ         (R8)(R9*2), R12
-	VPBROADCASTW (R12)(R9*1), Y14
-	VCVTPH2PS    Y14, Z14
-	MOVQ         R10, R12
-	ADDQ         ng+56(FP), R12
-	ADDQ         ng+56(FP), R12
-	ADDQ         ng+56(FP), R12
-	MOVQ         R12, R13
-	SHRQ         $0x01, R13
-	MOVQ         zeros+40(FP), R14
-	MOVBLZX      (R14)(R13*1), R13
-	MOVL         R13, R14
-	SHRL         $0x04, R14
-	TESTQ        $0x00000001, R12
-	CMOVLNE      R14, R13
-	ANDL         $0x0000000f, R13
-	VPBROADCASTD R13, Z15
-	VCVTDQ2PS    Z15, Z15
-	VSUBPS       Z15, Z0, Z15
-	VMULPS       Z15, Z14, Z14
-	MOVQ         R11, R12
-	ADDQ         gbytes+72(FP), R12
+	ADDQ         gbytes+80(FP), R13
 
 mvQ4F16AsymAVX512_r4_b:
-	VMOVUPS       (DI), Z15
-	VMOVUPS       64(DI), Z16
-	VPMOVZXBD     (AX)(R11*1), Z17
-	VPERMPS       Z9, Z17, Z18
-	VFMADD231PS   Z15, Z18, Z1
-	VPSRLD        $0x04, Z17, Z17
-	VPERMPS       Z9, Z17, Z17
-	VFMADD231PS   Z16, Z17, Z2
-	VPMOVZXBD     (DX)(R11*1), Z17
-	VPERMPS       Z10, Z17, Z18
-	VFMADD231PS   Z15, Z18, Z3
-	VPSRLD        $0x04, Z17, Z17
-	VPERMPS       Z10, Z17, Z17
-	VFMADD231PS   Z16, Z17, Z4
-	VPMOVZXBD     (BX)(R11*1), Z17
-	VPERMPS       Z13, Z17, Z18
-	VFMADD231PS   Z15, Z18, Z5
-	VPSRLD        $0x04, Z17, Z17
-	VPERMPS       Z13, Z17, Z17
-	VFMADD231PS   Z16, Z17, Z6
-	VPMOVZXBD     (SI)(R11*1), Z17
-	VPERMPS       Z14, Z17, Z18
-	VFMADD231PS   Z15, Z18, Z7
-	VPSRLD        $0x04, Z17, Z17
-	VPERMPS       Z14, Z17, Z15
-	VFMADD231PS   Z16, Z15, Z8
-	ADDQ          $0x00000010, R11
-	ADDQ          $0x00000080, DI
-	CMPQ          R11, R12
+	VMOVUPS     (R8), Z14
+	VMOVUPS     64(R8), Z15
+	VMOVUPS     128(R8), Z16
+	VMOVUPS     192(R8), Z17
+	VMOVUPS     256(R8), Z18
+	VMOVUPS     320(R8), Z19
+	VMOVUPS     384(R8), Z20
+	VMOVUPS     448(R8), Z21
+	VMOVDQU32   (AX)(R12*1), Z22
+	VPSLLD      $0x13, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z14, Z23, Z6
+	VPSLLD      $0x0f, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z15, Z23, Z7
+	VPSLLD      $0x0b, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z16, Z23, Z6
+	VPSLLD      $0x07, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z17, Z23, Z7
+	VPSLLD      $0x03, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z18, Z23, Z6
+	VPSRLD      $0x01, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z19, Z23, Z7
+	VPSRLD      $0x05, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z20, Z23, Z6
+	VPSRLD      $0x09, Z22, Z22
+	VPTERNLOGD  $0xea, Z1, Z0, Z22
+	VFMADD231PS Z21, Z22, Z7
+	VMOVDQU32   (DX)(R12*1), Z22
+	VPSLLD      $0x13, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z14, Z23, Z8
+	VPSLLD      $0x0f, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z15, Z23, Z9
+	VPSLLD      $0x0b, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z16, Z23, Z8
+	VPSLLD      $0x07, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z17, Z23, Z9
+	VPSLLD      $0x03, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z18, Z23, Z8
+	VPSRLD      $0x01, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z19, Z23, Z9
+	VPSRLD      $0x05, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z20, Z23, Z8
+	VPSRLD      $0x09, Z22, Z22
+	VPTERNLOGD  $0xea, Z1, Z0, Z22
+	VFMADD231PS Z21, Z22, Z9
+	VMOVDQU32   (BX)(R12*1), Z22
+	VPSLLD      $0x13, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z14, Z23, Z10
+	VPSLLD      $0x0f, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z15, Z23, Z11
+	VPSLLD      $0x0b, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z16, Z23, Z10
+	VPSLLD      $0x07, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z17, Z23, Z11
+	VPSLLD      $0x03, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z18, Z23, Z10
+	VPSRLD      $0x01, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z19, Z23, Z11
+	VPSRLD      $0x05, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z20, Z23, Z10
+	VPSRLD      $0x09, Z22, Z22
+	VPTERNLOGD  $0xea, Z1, Z0, Z22
+	VFMADD231PS Z21, Z22, Z11
+	VMOVDQU32   (SI)(R12*1), Z22
+	VPSLLD      $0x13, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z14, Z23, Z12
+	VPSLLD      $0x0f, Z22, Z14
+	VPTERNLOGD  $0xea, Z1, Z0, Z14
+	VFMADD231PS Z15, Z14, Z13
+	VPSLLD      $0x0b, Z22, Z14
+	VPTERNLOGD  $0xea, Z1, Z0, Z14
+	VFMADD231PS Z16, Z14, Z12
+	VPSLLD      $0x07, Z22, Z14
+	VPTERNLOGD  $0xea, Z1, Z0, Z14
+	VFMADD231PS Z17, Z14, Z13
+	VPSLLD      $0x03, Z22, Z14
+	VPTERNLOGD  $0xea, Z1, Z0, Z14
+	VFMADD231PS Z18, Z14, Z12
+	VPSRLD      $0x01, Z22, Z14
+	VPTERNLOGD  $0xea, Z1, Z0, Z14
+	VFMADD231PS Z19, Z14, Z13
+	VPSRLD      $0x05, Z22, Z14
+	VPTERNLOGD  $0xea, Z1, Z0, Z14
+	VFMADD231PS Z20, Z14, Z12
+	VPSRLD      $0x09, Z22, Z14
+	VPTERNLOGD  $0xea, Z1, Z0, Z14
+	VFMADD231PS Z21, Z14, Z13
+	CMPQ        l1+96(FP), $0x00000000
+	JE          mvQ4F16AsymAVX512_r4_pf2
+	PREFETCHT0  (DI)(R12*4)
+	PREFETCHT0  64(DI)(R12*4)
+	PREFETCHT0  128(DI)(R12*4)
+	PREFETCHT0  192(DI)(R12*4)
+	JMP         mvQ4F16AsymAVX512_r4_pfdone
+
+mvQ4F16AsymAVX512_r4_pf2:
+	PREFETCHT1 (DI)(R12*4)
+	PREFETCHT1 64(DI)(R12*4)
+	PREFETCHT1 128(DI)(R12*4)
+	PREFETCHT1 192(DI)(R12*4)
+
+mvQ4F16AsymAVX512_r4_pfdone:
+	ADDQ          $0x00000040, R12
+	ADDQ          $0x00000200, R8
+	CMPQ          R12, R13
 	JB            mvQ4F16AsymAVX512_r4_b
-	ADDQ          $0x00000002, R8
-	INCQ          R10
-	CMPQ          R11, CX
+	MOVQ          sstride+32(FP), R13
+	VPBROADCASTW  (R9), Y14
+	VCVTPH2PS     Y14, Z14
+	VADDPS        Z7, Z6, Z6
+	VFMADD231PS   Z6, Z14, Z2
+	VPBROADCASTW  (R9)(R13*1), Y6
+	VCVTPH2PS     Y6, Z6
+	VADDPS        Z9, Z8, Z8
+	VFMADD231PS   Z8, Z6, Z3
+	VPBROADCASTW  (R9)(R13*2), Y6
+	VCVTPH2PS     Y6, Z6
+	VADDPS        Z11, Z10, Z10
+	VFMADD231PS   Z10, Z6, Z4
+	LEAQ          (R9)(R13*2), R14
+	VPBROADCASTW  (R14)(R13*1), Y6
+	VCVTPH2PS     Y6, Z6
+	VADDPS        Z13, Z12, Z12
+	VFMADD231PS   Z12, Z6, Z5
+	ADDQ          $0x00000002, R9
+	ADDQ          $0x00000040, R10
+	INCQ          R11
+	CMPQ          R12, CX
 	JB            mvQ4F16AsymAVX512_r4_g
 	MOVQ          out+0(FP), DX
-	VADDPS        Z2, Z1, Z1
-	VEXTRACTF64X4 $0x01, Z1, Y9
-	VADDPS        Y9, Y1, Y9
-	VEXTRACTF32X4 $0x01, Y9, X10
-	VADDPS        X10, X9, X10
-	VADDPS        Z4, Z3, Z3
-	VEXTRACTF64X4 $0x01, Z3, Y9
-	VADDPS        Y9, Y3, Y9
-	VEXTRACTF32X4 $0x01, Y9, X13
-	VADDPS        X13, X9, X13
-	VADDPS        Z6, Z5, Z5
-	VEXTRACTF64X4 $0x01, Z5, Y9
-	VADDPS        Y9, Y5, Y9
-	VEXTRACTF32X4 $0x01, Y9, X14
-	VADDPS        X14, X9, X14
-	VADDPS        Z8, Z7, Z7
-	VEXTRACTF64X4 $0x01, Z7, Y9
-	VADDPS        Y9, Y7, Y9
-	VEXTRACTF32X4 $0x01, Y9, X15
-	VADDPS        X15, X9, X15
-	VUNPCKLPS     X13, X10, X9
-	VUNPCKHPS     X13, X10, X10
-	VADDPS        X10, X9, X9
+	VBROADCASTSS  mvSixteen<>+0(SB), X6
+	VEXTRACTF64X4 $0x01, Z2, Y8
+	VADDPS        Y8, Y2, Y8
+	VEXTRACTF32X4 $0x01, Y8, X10
+	VADDPS        X10, X8, X10
+	VEXTRACTF64X4 $0x01, Z3, Y8
+	VADDPS        Y8, Y3, Y8
+	VEXTRACTF32X4 $0x01, Y8, X12
+	VADDPS        X12, X8, X12
+	VEXTRACTF64X4 $0x01, Z4, Y8
+	VADDPS        Y8, Y4, Y8
+	VEXTRACTF32X4 $0x01, Y8, X14
+	VADDPS        X14, X8, X14
+	VEXTRACTF64X4 $0x01, Z5, Y8
+	VADDPS        Y8, Y5, Y8
+	VEXTRACTF32X4 $0x01, Y8, X15
+	VADDPS        X15, X8, X15
+	VUNPCKLPS     X12, X10, X8
+	VUNPCKHPS     X12, X10, X10
+	VADDPS        X10, X8, X8
 	VUNPCKLPS     X15, X14, X10
-	VUNPCKHPS     X15, X14, X13
-	VADDPS        X13, X10, X10
-	VSHUFPS       $0x44, X10, X9, X13
-	VSHUFPS       $0xee, X10, X9, X9
-	VADDPS        X9, X13, X13
-	VMOVUPS       X13, (DX)
+	VUNPCKHPS     X15, X14, X12
+	VADDPS        X12, X10, X10
+	VSHUFPS       $0x44, X10, X8, X12
+	VSHUFPS       $0xee, X10, X8, X8
+	VADDPS        X8, X12, X12
+	VMULPS        X6, X12, X12
+	VMOVUPS       X12, (DX)
 	ADDQ          $0x00000010, out+0(FP)
 	MOVQ          sstride+32(FP), DX
 	SHLQ          $0x02, DX
@@ -3094,184 +3818,334 @@ mvQ4F16AsymAVX512_r4_b:
 	MOVQ          ng+56(FP), DX
 	SHLQ          $0x02, DX
 	ADDQ          DX, zidx+48(FP)
-	SUBQ          $0x00000004, rows+80(FP)
+	SUBQ          $0x00000004, rows+88(FP)
 	JMP           mvQ4F16AsymAVX512_r4
 
 mvQ4F16AsymAVX512_r1:
-	CMPQ   rows+80(FP), $0x00000001
+	CMPQ   rows+88(FP), $0x00000001
 	JL     mvQ4F16AsymAVX512_done
-	VPXORD Z11, Z11, Z11
-	VPXORD Z12, Z12, Z12
-	MOVQ   x+64(FP), DX
-	MOVQ   scales+24(FP), BX
-	MOVQ   zidx+48(FP), SI
-	XORQ   DI, DI
+	LEAQ   (AX)(CX*1), DX
+	LEAQ   (DX)(CX*1), DX
+	VPXORD Z24, Z24, Z24
+	MOVQ   x+64(FP), BX
+	MOVQ   scales+24(FP), SI
+	MOVQ   nxs+72(FP), DI
+	MOVQ   zidx+48(FP), R8
+	XORQ   R9, R9
 
 mvQ4F16AsymAVX512_r1_g:
-	VPBROADCASTW (BX), Y1
-	VCVTPH2PS    Y1, Z1
-	MOVQ         SI, R8
-	MOVQ         R8, R9
-	SHRQ         $0x01, R9
-	MOVQ         zeros+40(FP), R10
-	MOVBLZX      (R10)(R9*1), R9
-	MOVL         R9, R10
-	SHRL         $0x04, R10
-	TESTQ        $0x00000001, R8
-	CMOVLNE      R10, R9
-	ANDL         $0x0000000f, R9
-	VPBROADCASTD R9, Z2
-	VCVTDQ2PS    Z2, Z2
-	VSUBPS       Z2, Z0, Z2
-	VMULPS       Z2, Z1, Z1
-	MOVQ         DI, R8
-	ADDQ         gbytes+72(FP), R8
+	MOVQ         R8, R10
+	MOVQ         R10, R11
+	SHRQ         $0x01, R11
+	MOVQ         zeros+40(FP), R12
+	MOVBLZX      (R12)(R11*1), R11
+	MOVL         R11, R12
+	SHRL         $0x04, R12
+	TESTQ        $0x00000001, R10
+	CMOVLNE      R12, R11
+	ANDL         $0x0000000f, R11
+	VPBROADCASTD R11, Z2
+	VPSLLD       $0x13, Z2, Z2
+	VPORD        Z1, Z2, Z2
+	VMULPS       (DI), Z2, Z2
+	VPXORD       Z25, Z25, Z25
+	MOVQ         R9, R10
+	ADDQ         gbytes+80(FP), R10
 
 mvQ4F16AsymAVX512_r1_b:
-	VMOVUPS       (DX), Z2
-	VMOVUPS       64(DX), Z3
-	VPMOVZXBD     (AX)(DI*1), Z4
-	VPERMPS       Z1, Z4, Z5
-	VFMADD231PS   Z2, Z5, Z11
-	VPSRLD        $0x04, Z4, Z4
-	VPERMPS       Z1, Z4, Z2
-	VFMADD231PS   Z3, Z2, Z12
-	ADDQ          $0x00000010, DI
-	ADDQ          $0x00000080, DX
-	CMPQ          DI, R8
+	VMOVUPS     (BX), Z3
+	VMOVUPS     64(BX), Z4
+	VMOVUPS     128(BX), Z5
+	VMOVUPS     192(BX), Z6
+	VMOVUPS     256(BX), Z7
+	VMOVUPS     320(BX), Z8
+	VMOVUPS     384(BX), Z9
+	VMOVUPS     448(BX), Z10
+	VMOVDQU32   (AX)(R9*1), Z11
+	VPSLLD      $0x13, Z11, Z12
+	VPTERNLOGD  $0xea, Z1, Z0, Z12
+	VFMADD231PS Z3, Z12, Z2
+	VPSLLD      $0x0f, Z11, Z3
+	VPTERNLOGD  $0xea, Z1, Z0, Z3
+	VFMADD231PS Z4, Z3, Z25
+	VPSLLD      $0x0b, Z11, Z3
+	VPTERNLOGD  $0xea, Z1, Z0, Z3
+	VFMADD231PS Z5, Z3, Z2
+	VPSLLD      $0x07, Z11, Z3
+	VPTERNLOGD  $0xea, Z1, Z0, Z3
+	VFMADD231PS Z6, Z3, Z25
+	VPSLLD      $0x03, Z11, Z3
+	VPTERNLOGD  $0xea, Z1, Z0, Z3
+	VFMADD231PS Z7, Z3, Z2
+	VPSRLD      $0x01, Z11, Z3
+	VPTERNLOGD  $0xea, Z1, Z0, Z3
+	VFMADD231PS Z8, Z3, Z25
+	VPSRLD      $0x05, Z11, Z3
+	VPTERNLOGD  $0xea, Z1, Z0, Z3
+	VFMADD231PS Z9, Z3, Z2
+	VPSRLD      $0x09, Z11, Z3
+	VPTERNLOGD  $0xea, Z1, Z0, Z3
+	VFMADD231PS Z10, Z3, Z25
+	CMPQ        l1+96(FP), $0x00000000
+	JE          mvQ4F16AsymAVX512_r1_pf2
+	PREFETCHT0  (DX)(R9*1)
+	JMP         mvQ4F16AsymAVX512_r1_pfdone
+
+mvQ4F16AsymAVX512_r1_pf2:
+	PREFETCHT1 (DX)(R9*1)
+
+mvQ4F16AsymAVX512_r1_pfdone:
+	ADDQ          $0x00000040, R9
+	ADDQ          $0x00000200, BX
+	CMPQ          R9, R10
 	JB            mvQ4F16AsymAVX512_r1_b
-	ADDQ          $0x00000002, BX
-	INCQ          SI
-	CMPQ          DI, CX
+	MOVQ          sstride+32(FP), R10
+	VPBROADCASTW  (SI), Y3
+	VCVTPH2PS     Y3, Z3
+	VADDPS        Z25, Z2, Z2
+	VFMADD231PS   Z2, Z3, Z24
+	ADDQ          $0x00000002, SI
+	ADDQ          $0x00000040, DI
+	INCQ          R8
+	CMPQ          R9, CX
 	JB            mvQ4F16AsymAVX512_r1_g
 	MOVQ          out+0(FP), DX
-	VADDPS        Z12, Z11, Z11
-	VEXTRACTF64X4 $0x01, Z11, Y1
-	VADDPS        Y1, Y11, Y1
-	VEXTRACTF32X4 $0x01, Y1, X2
-	VADDPS        X2, X1, X2
-	VPERMILPS     $0x4e, X2, X1
-	VADDPS        X1, X2, X2
-	VPERMILPS     $0xb1, X2, X1
-	VADDPS        X1, X2, X2
-	VMOVSS        X2, (DX)
+	VBROADCASTSS  mvSixteen<>+0(SB), X2
+	VEXTRACTF64X4 $0x01, Z24, Y3
+	VADDPS        Y3, Y24, Y3
+	VEXTRACTF32X4 $0x01, Y3, X4
+	VADDPS        X4, X3, X4
+	VPERMILPS     $0x4e, X4, X3
+	VADDPS        X3, X4, X4
+	VPERMILPS     $0xb1, X4, X3
+	VADDPS        X3, X4, X4
+	VMULPS        X2, X4, X4
+	VMOVSS        X4, (DX)
 	ADDQ          $0x00000004, out+0(FP)
 	MOVQ          sstride+32(FP), DX
 	ADDQ          CX, AX
 	ADDQ          DX, scales+24(FP)
 	MOVQ          ng+56(FP), DX
 	ADDQ          DX, zidx+48(FP)
-	SUBQ          $0x00000001, rows+80(FP)
+	SUBQ          $0x00000001, rows+88(FP)
 	JMP           mvQ4F16AsymAVX512_r1
 
 mvQ4F16AsymAVX512_done:
 	VZEROUPPER
 	RET
 
-// func mvQ4F32SymAVX512(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, gbytes int, rows int)
-// Requires: AVX, AVX512F, AVX512VL
-TEXT ·mvQ4F32SymAVX512(SB), NOSPLIT, $0-88
-	VMOVUPS mvQ4SymTable<>+0(SB), Z0
-	MOVQ    w+8(FP), AX
-	MOVQ    stride+16(FP), CX
+// func mvQ4F32SymAVX512(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int, l1 int)
+// Requires: AVX, AVX512F, AVX512VL, MMX+
+TEXT ·mvQ4F32SymAVX512(SB), NOSPLIT, $0-104
+	VPBROADCASTD mvQ4Mantissa<>+0(SB), Z0
+	VPBROADCASTD mvOne<>+0(SB), Z1
+	MOVQ         w+8(FP), AX
+	MOVQ         stride+16(FP), CX
 
 mvQ4F32SymAVX512_r4:
-	CMPQ   rows+80(FP), $0x00000004
+	CMPQ   rows+88(FP), $0x00000004
 	JL     mvQ4F32SymAVX512_r1
 	LEAQ   (AX)(CX*1), DX
 	LEAQ   (AX)(CX*2), BX
 	LEAQ   (DX)(CX*2), SI
-	VPXORD Z1, Z1, Z1
+	LEAQ   (SI)(CX*1), DI
+	LEAQ   (DI)(CX*4), DI
 	VPXORD Z2, Z2, Z2
 	VPXORD Z3, Z3, Z3
 	VPXORD Z4, Z4, Z4
 	VPXORD Z5, Z5, Z5
-	VPXORD Z6, Z6, Z6
-	VPXORD Z7, Z7, Z7
-	VPXORD Z8, Z8, Z8
-	MOVQ   x+64(FP), DI
-	MOVQ   scales+24(FP), R8
-	MOVQ   sstride+32(FP), R9
-	XORQ   R10, R10
+	MOVQ   x+64(FP), R8
+	MOVQ   scales+24(FP), R9
+	MOVQ   nxs+72(FP), R10
+	XORQ   R11, R11
 
 mvQ4F32SymAVX512_r4_g:
-	VBROADCASTSS (R8), Z9
-	VMULPS       Z0, Z9, Z9
-	VBROADCASTSS (R8)(R9*1), Z12
-	VMULPS       Z0, Z12, Z12
-	VBROADCASTSS (R8)(R9*2), Z13
-	VMULPS       Z0, Z13, Z13
-	LEAQ         (R8)(R9*2), R11
-	VBROADCASTSS (R11)(R9*1), Z14
-	VMULPS       Z0, Z14, Z14
-	MOVQ         R10, R11
-	ADDQ         gbytes+72(FP), R11
+	VMOVUPS (R10), Z6
+	VPXORD  Z7, Z7, Z7
+	VMOVUPS (R10), Z8
+	VPXORD  Z9, Z9, Z9
+	VMOVUPS (R10), Z10
+	VPXORD  Z11, Z11, Z11
+	VMOVUPS (R10), Z12
+	VPXORD  Z13, Z13, Z13
+	MOVQ    R11, R12
+	ADDQ    gbytes+80(FP), R12
 
 mvQ4F32SymAVX512_r4_b:
-	VMOVUPS       (DI), Z15
-	VMOVUPS       64(DI), Z16
-	VPMOVZXBD     (AX)(R10*1), Z17
-	VPERMPS       Z9, Z17, Z18
-	VFMADD231PS   Z15, Z18, Z1
-	VPSRLD        $0x04, Z17, Z17
-	VPERMPS       Z9, Z17, Z17
-	VFMADD231PS   Z16, Z17, Z2
-	VPMOVZXBD     (DX)(R10*1), Z17
-	VPERMPS       Z12, Z17, Z18
-	VFMADD231PS   Z15, Z18, Z3
-	VPSRLD        $0x04, Z17, Z17
-	VPERMPS       Z12, Z17, Z17
-	VFMADD231PS   Z16, Z17, Z4
-	VPMOVZXBD     (BX)(R10*1), Z17
-	VPERMPS       Z13, Z17, Z18
-	VFMADD231PS   Z15, Z18, Z5
-	VPSRLD        $0x04, Z17, Z17
-	VPERMPS       Z13, Z17, Z17
-	VFMADD231PS   Z16, Z17, Z6
-	VPMOVZXBD     (SI)(R10*1), Z17
-	VPERMPS       Z14, Z17, Z18
-	VFMADD231PS   Z15, Z18, Z7
-	VPSRLD        $0x04, Z17, Z17
-	VPERMPS       Z14, Z17, Z15
-	VFMADD231PS   Z16, Z15, Z8
-	ADDQ          $0x00000010, R10
-	ADDQ          $0x00000080, DI
-	CMPQ          R10, R11
+	VMOVUPS     (R8), Z14
+	VMOVUPS     64(R8), Z15
+	VMOVUPS     128(R8), Z16
+	VMOVUPS     192(R8), Z17
+	VMOVUPS     256(R8), Z18
+	VMOVUPS     320(R8), Z19
+	VMOVUPS     384(R8), Z20
+	VMOVUPS     448(R8), Z21
+	VMOVDQU32   (AX)(R11*1), Z22
+	VPSLLD      $0x13, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z14, Z23, Z6
+	VPSLLD      $0x0f, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z15, Z23, Z7
+	VPSLLD      $0x0b, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z16, Z23, Z6
+	VPSLLD      $0x07, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z17, Z23, Z7
+	VPSLLD      $0x03, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z18, Z23, Z6
+	VPSRLD      $0x01, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z19, Z23, Z7
+	VPSRLD      $0x05, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z20, Z23, Z6
+	VPSRLD      $0x09, Z22, Z22
+	VPTERNLOGD  $0xea, Z1, Z0, Z22
+	VFMADD231PS Z21, Z22, Z7
+	VMOVDQU32   (DX)(R11*1), Z22
+	VPSLLD      $0x13, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z14, Z23, Z8
+	VPSLLD      $0x0f, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z15, Z23, Z9
+	VPSLLD      $0x0b, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z16, Z23, Z8
+	VPSLLD      $0x07, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z17, Z23, Z9
+	VPSLLD      $0x03, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z18, Z23, Z8
+	VPSRLD      $0x01, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z19, Z23, Z9
+	VPSRLD      $0x05, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z20, Z23, Z8
+	VPSRLD      $0x09, Z22, Z22
+	VPTERNLOGD  $0xea, Z1, Z0, Z22
+	VFMADD231PS Z21, Z22, Z9
+	VMOVDQU32   (BX)(R11*1), Z22
+	VPSLLD      $0x13, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z14, Z23, Z10
+	VPSLLD      $0x0f, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z15, Z23, Z11
+	VPSLLD      $0x0b, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z16, Z23, Z10
+	VPSLLD      $0x07, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z17, Z23, Z11
+	VPSLLD      $0x03, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z18, Z23, Z10
+	VPSRLD      $0x01, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z19, Z23, Z11
+	VPSRLD      $0x05, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z20, Z23, Z10
+	VPSRLD      $0x09, Z22, Z22
+	VPTERNLOGD  $0xea, Z1, Z0, Z22
+	VFMADD231PS Z21, Z22, Z11
+	VMOVDQU32   (SI)(R11*1), Z22
+	VPSLLD      $0x13, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z14, Z23, Z12
+	VPSLLD      $0x0f, Z22, Z14
+	VPTERNLOGD  $0xea, Z1, Z0, Z14
+	VFMADD231PS Z15, Z14, Z13
+	VPSLLD      $0x0b, Z22, Z14
+	VPTERNLOGD  $0xea, Z1, Z0, Z14
+	VFMADD231PS Z16, Z14, Z12
+	VPSLLD      $0x07, Z22, Z14
+	VPTERNLOGD  $0xea, Z1, Z0, Z14
+	VFMADD231PS Z17, Z14, Z13
+	VPSLLD      $0x03, Z22, Z14
+	VPTERNLOGD  $0xea, Z1, Z0, Z14
+	VFMADD231PS Z18, Z14, Z12
+	VPSRLD      $0x01, Z22, Z14
+	VPTERNLOGD  $0xea, Z1, Z0, Z14
+	VFMADD231PS Z19, Z14, Z13
+	VPSRLD      $0x05, Z22, Z14
+	VPTERNLOGD  $0xea, Z1, Z0, Z14
+	VFMADD231PS Z20, Z14, Z12
+	VPSRLD      $0x09, Z22, Z14
+	VPTERNLOGD  $0xea, Z1, Z0, Z14
+	VFMADD231PS Z21, Z14, Z13
+	CMPQ        l1+96(FP), $0x00000000
+	JE          mvQ4F32SymAVX512_r4_pf2
+	PREFETCHT0  (DI)(R11*4)
+	PREFETCHT0  64(DI)(R11*4)
+	PREFETCHT0  128(DI)(R11*4)
+	PREFETCHT0  192(DI)(R11*4)
+	JMP         mvQ4F32SymAVX512_r4_pfdone
+
+mvQ4F32SymAVX512_r4_pf2:
+	PREFETCHT1 (DI)(R11*4)
+	PREFETCHT1 64(DI)(R11*4)
+	PREFETCHT1 128(DI)(R11*4)
+	PREFETCHT1 192(DI)(R11*4)
+
+mvQ4F32SymAVX512_r4_pfdone:
+	ADDQ          $0x00000040, R11
+	ADDQ          $0x00000200, R8
+	CMPQ          R11, R12
 	JB            mvQ4F32SymAVX512_r4_b
-	ADDQ          $0x00000004, R8
-	CMPQ          R10, CX
+	MOVQ          sstride+32(FP), R12
+	VBROADCASTSS  (R9), Z14
+	VADDPS        Z7, Z6, Z6
+	VFMADD231PS   Z6, Z14, Z2
+	VBROADCASTSS  (R9)(R12*1), Z6
+	VADDPS        Z9, Z8, Z8
+	VFMADD231PS   Z8, Z6, Z3
+	VBROADCASTSS  (R9)(R12*2), Z6
+	VADDPS        Z11, Z10, Z10
+	VFMADD231PS   Z10, Z6, Z4
+	LEAQ          (R9)(R12*2), R13
+	VBROADCASTSS  (R13)(R12*1), Z6
+	VADDPS        Z13, Z12, Z12
+	VFMADD231PS   Z12, Z6, Z5
+	ADDQ          $0x00000004, R9
+	ADDQ          $0x00000040, R10
+	CMPQ          R11, CX
 	JB            mvQ4F32SymAVX512_r4_g
 	MOVQ          out+0(FP), DX
-	VADDPS        Z2, Z1, Z1
-	VEXTRACTF64X4 $0x01, Z1, Y9
-	VADDPS        Y9, Y1, Y9
-	VEXTRACTF32X4 $0x01, Y9, X12
-	VADDPS        X12, X9, X12
-	VADDPS        Z4, Z3, Z3
-	VEXTRACTF64X4 $0x01, Z3, Y9
-	VADDPS        Y9, Y3, Y9
-	VEXTRACTF32X4 $0x01, Y9, X13
-	VADDPS        X13, X9, X13
-	VADDPS        Z6, Z5, Z5
-	VEXTRACTF64X4 $0x01, Z5, Y9
-	VADDPS        Y9, Y5, Y9
-	VEXTRACTF32X4 $0x01, Y9, X14
-	VADDPS        X14, X9, X14
-	VADDPS        Z8, Z7, Z7
-	VEXTRACTF64X4 $0x01, Z7, Y9
-	VADDPS        Y9, Y7, Y9
-	VEXTRACTF32X4 $0x01, Y9, X15
-	VADDPS        X15, X9, X15
-	VUNPCKLPS     X13, X12, X9
-	VUNPCKHPS     X13, X12, X12
-	VADDPS        X12, X9, X9
-	VUNPCKLPS     X15, X14, X12
-	VUNPCKHPS     X15, X14, X13
-	VADDPS        X13, X12, X12
-	VSHUFPS       $0x44, X12, X9, X13
-	VSHUFPS       $0xee, X12, X9, X9
-	VADDPS        X9, X13, X13
-	VMOVUPS       X13, (DX)
+	VBROADCASTSS  mvSixteen<>+0(SB), X6
+	VEXTRACTF64X4 $0x01, Z2, Y8
+	VADDPS        Y8, Y2, Y8
+	VEXTRACTF32X4 $0x01, Y8, X10
+	VADDPS        X10, X8, X10
+	VEXTRACTF64X4 $0x01, Z3, Y8
+	VADDPS        Y8, Y3, Y8
+	VEXTRACTF32X4 $0x01, Y8, X12
+	VADDPS        X12, X8, X12
+	VEXTRACTF64X4 $0x01, Z4, Y8
+	VADDPS        Y8, Y4, Y8
+	VEXTRACTF32X4 $0x01, Y8, X14
+	VADDPS        X14, X8, X14
+	VEXTRACTF64X4 $0x01, Z5, Y8
+	VADDPS        Y8, Y5, Y8
+	VEXTRACTF32X4 $0x01, Y8, X15
+	VADDPS        X15, X8, X15
+	VUNPCKLPS     X12, X10, X8
+	VUNPCKHPS     X12, X10, X10
+	VADDPS        X10, X8, X8
+	VUNPCKLPS     X15, X14, X10
+	VUNPCKHPS     X15, X14, X12
+	VADDPS        X12, X10, X10
+	VSHUFPS       $0x44, X10, X8, X12
+	VSHUFPS       $0xee, X10, X8, X8
+	VADDPS        X8, X12, X12
+	VMULPS        X6, X12, X12
+	VMOVUPS       X12, (DX)
 	ADDQ          $0x00000010, out+0(FP)
 	MOVQ          sstride+32(FP), DX
 	SHLQ          $0x02, DX
@@ -3280,228 +4154,378 @@ mvQ4F32SymAVX512_r4_b:
 	MOVQ          ng+56(FP), DX
 	SHLQ          $0x02, DX
 	ADDQ          DX, zidx+48(FP)
-	SUBQ          $0x00000004, rows+80(FP)
+	SUBQ          $0x00000004, rows+88(FP)
 	JMP           mvQ4F32SymAVX512_r4
 
 mvQ4F32SymAVX512_r1:
-	CMPQ   rows+80(FP), $0x00000001
+	CMPQ   rows+88(FP), $0x00000001
 	JL     mvQ4F32SymAVX512_done
-	VPXORD Z10, Z10, Z10
-	VPXORD Z11, Z11, Z11
-	MOVQ   x+64(FP), DX
-	MOVQ   scales+24(FP), BX
-	XORQ   SI, SI
+	LEAQ   (AX)(CX*1), DX
+	LEAQ   (DX)(CX*1), DX
+	VPXORD Z24, Z24, Z24
+	MOVQ   x+64(FP), BX
+	MOVQ   scales+24(FP), SI
+	MOVQ   nxs+72(FP), DI
+	XORQ   R8, R8
 
 mvQ4F32SymAVX512_r1_g:
-	VBROADCASTSS (BX), Z1
-	VMULPS       Z0, Z1, Z1
-	MOVQ         SI, DI
-	ADDQ         gbytes+72(FP), DI
+	VMOVUPS (DI), Z2
+	VPXORD  Z25, Z25, Z25
+	MOVQ    R8, R9
+	ADDQ    gbytes+80(FP), R9
 
 mvQ4F32SymAVX512_r1_b:
-	VMOVUPS       (DX), Z2
-	VMOVUPS       64(DX), Z3
-	VPMOVZXBD     (AX)(SI*1), Z4
-	VPERMPS       Z1, Z4, Z5
-	VFMADD231PS   Z2, Z5, Z10
-	VPSRLD        $0x04, Z4, Z4
-	VPERMPS       Z1, Z4, Z2
-	VFMADD231PS   Z3, Z2, Z11
-	ADDQ          $0x00000010, SI
-	ADDQ          $0x00000080, DX
-	CMPQ          SI, DI
+	VMOVUPS     (BX), Z3
+	VMOVUPS     64(BX), Z4
+	VMOVUPS     128(BX), Z5
+	VMOVUPS     192(BX), Z6
+	VMOVUPS     256(BX), Z7
+	VMOVUPS     320(BX), Z8
+	VMOVUPS     384(BX), Z9
+	VMOVUPS     448(BX), Z10
+	VMOVDQU32   (AX)(R8*1), Z11
+	VPSLLD      $0x13, Z11, Z12
+	VPTERNLOGD  $0xea, Z1, Z0, Z12
+	VFMADD231PS Z3, Z12, Z2
+	VPSLLD      $0x0f, Z11, Z3
+	VPTERNLOGD  $0xea, Z1, Z0, Z3
+	VFMADD231PS Z4, Z3, Z25
+	VPSLLD      $0x0b, Z11, Z3
+	VPTERNLOGD  $0xea, Z1, Z0, Z3
+	VFMADD231PS Z5, Z3, Z2
+	VPSLLD      $0x07, Z11, Z3
+	VPTERNLOGD  $0xea, Z1, Z0, Z3
+	VFMADD231PS Z6, Z3, Z25
+	VPSLLD      $0x03, Z11, Z3
+	VPTERNLOGD  $0xea, Z1, Z0, Z3
+	VFMADD231PS Z7, Z3, Z2
+	VPSRLD      $0x01, Z11, Z3
+	VPTERNLOGD  $0xea, Z1, Z0, Z3
+	VFMADD231PS Z8, Z3, Z25
+	VPSRLD      $0x05, Z11, Z3
+	VPTERNLOGD  $0xea, Z1, Z0, Z3
+	VFMADD231PS Z9, Z3, Z2
+	VPSRLD      $0x09, Z11, Z3
+	VPTERNLOGD  $0xea, Z1, Z0, Z3
+	VFMADD231PS Z10, Z3, Z25
+	CMPQ        l1+96(FP), $0x00000000
+	JE          mvQ4F32SymAVX512_r1_pf2
+	PREFETCHT0  (DX)(R8*1)
+	JMP         mvQ4F32SymAVX512_r1_pfdone
+
+mvQ4F32SymAVX512_r1_pf2:
+	PREFETCHT1 (DX)(R8*1)
+
+mvQ4F32SymAVX512_r1_pfdone:
+	ADDQ          $0x00000040, R8
+	ADDQ          $0x00000200, BX
+	CMPQ          R8, R9
 	JB            mvQ4F32SymAVX512_r1_b
-	ADDQ          $0x00000004, BX
-	CMPQ          SI, CX
+	MOVQ          sstride+32(FP), R9
+	VBROADCASTSS  (SI), Z3
+	VADDPS        Z25, Z2, Z2
+	VFMADD231PS   Z2, Z3, Z24
+	ADDQ          $0x00000004, SI
+	ADDQ          $0x00000040, DI
+	CMPQ          R8, CX
 	JB            mvQ4F32SymAVX512_r1_g
 	MOVQ          out+0(FP), DX
-	VADDPS        Z11, Z10, Z10
-	VEXTRACTF64X4 $0x01, Z10, Y1
-	VADDPS        Y1, Y10, Y1
-	VEXTRACTF32X4 $0x01, Y1, X2
-	VADDPS        X2, X1, X2
-	VPERMILPS     $0x4e, X2, X1
-	VADDPS        X1, X2, X2
-	VPERMILPS     $0xb1, X2, X1
-	VADDPS        X1, X2, X2
-	VMOVSS        X2, (DX)
+	VBROADCASTSS  mvSixteen<>+0(SB), X2
+	VEXTRACTF64X4 $0x01, Z24, Y3
+	VADDPS        Y3, Y24, Y3
+	VEXTRACTF32X4 $0x01, Y3, X4
+	VADDPS        X4, X3, X4
+	VPERMILPS     $0x4e, X4, X3
+	VADDPS        X3, X4, X4
+	VPERMILPS     $0xb1, X4, X3
+	VADDPS        X3, X4, X4
+	VMULPS        X2, X4, X4
+	VMOVSS        X4, (DX)
 	ADDQ          $0x00000004, out+0(FP)
 	MOVQ          sstride+32(FP), DX
 	ADDQ          CX, AX
 	ADDQ          DX, scales+24(FP)
 	MOVQ          ng+56(FP), DX
 	ADDQ          DX, zidx+48(FP)
-	SUBQ          $0x00000001, rows+80(FP)
+	SUBQ          $0x00000001, rows+88(FP)
 	JMP           mvQ4F32SymAVX512_r1
 
 mvQ4F32SymAVX512_done:
 	VZEROUPPER
 	RET
 
-// func mvQ4F32AsymAVX512(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, gbytes int, rows int)
-// Requires: AVX, AVX512F, AVX512VL, CMOV
-TEXT ·mvQ4F32AsymAVX512(SB), NOSPLIT, $0-88
-	VMOVUPS mvQ4IotaTable<>+0(SB), Z0
-	MOVQ    w+8(FP), AX
-	MOVQ    stride+16(FP), CX
+// func mvQ4F32AsymAVX512(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int, l1 int)
+// Requires: AVX, AVX512F, AVX512VL, CMOV, MMX+
+TEXT ·mvQ4F32AsymAVX512(SB), NOSPLIT, $0-104
+	VPBROADCASTD mvQ4Mantissa<>+0(SB), Z0
+	VPBROADCASTD mvOne<>+0(SB), Z1
+	MOVQ         w+8(FP), AX
+	MOVQ         stride+16(FP), CX
 
 mvQ4F32AsymAVX512_r4:
-	CMPQ   rows+80(FP), $0x00000004
+	CMPQ   rows+88(FP), $0x00000004
 	JL     mvQ4F32AsymAVX512_r1
 	LEAQ   (AX)(CX*1), DX
 	LEAQ   (AX)(CX*2), BX
 	LEAQ   (DX)(CX*2), SI
-	VPXORD Z1, Z1, Z1
+	LEAQ   (SI)(CX*1), DI
+	LEAQ   (DI)(CX*4), DI
 	VPXORD Z2, Z2, Z2
 	VPXORD Z3, Z3, Z3
 	VPXORD Z4, Z4, Z4
 	VPXORD Z5, Z5, Z5
-	VPXORD Z6, Z6, Z6
-	VPXORD Z7, Z7, Z7
-	VPXORD Z8, Z8, Z8
-	MOVQ   x+64(FP), DI
-	MOVQ   scales+24(FP), R8
-	MOVQ   sstride+32(FP), R9
-	MOVQ   zidx+48(FP), R10
-	XORQ   R11, R11
+	MOVQ   x+64(FP), R8
+	MOVQ   scales+24(FP), R9
+	MOVQ   nxs+72(FP), R10
+	MOVQ   zidx+48(FP), R11
+	XORQ   R12, R12
 
 mvQ4F32AsymAVX512_r4_g:
-	VBROADCASTSS (R8), Z9
-	MOVQ         R10, R12
+	MOVQ         R11, R13
+	MOVQ         R13, R14
+	SHRQ         $0x01, R14
+	MOVQ         zeros+40(FP), R15
+	MOVBLZX      (R15)(R14*1), R14
+	MOVL         R14, R15
+	SHRL         $0x04, R15
+	TESTQ        $0x00000001, R13
+	CMOVLNE      R15, R14
+	ANDL         $0x0000000f, R14
+	VPBROADCASTD R14, Z6
+	VPSLLD       $0x13, Z6, Z6
+	VPORD        Z1, Z6, Z6
+	VMULPS       (R10), Z6, Z6
+	VPXORD       Z7, Z7, Z7
+	MOVQ         R11, R13
+	ADDQ         ng+56(FP), R13
+	MOVQ         R13, R14
+	SHRQ         $0x01, R14
+	MOVQ         zeros+40(FP), R15
+	MOVBLZX      (R15)(R14*1), R14
+	MOVL         R14, R15
+	SHRL         $0x04, R15
+	TESTQ        $0x00000001, R13
+	CMOVLNE      R15, R14
+	ANDL         $0x0000000f, R14
+	VPBROADCASTD R14, Z8
+	VPSLLD       $0x13, Z8, Z8
+	VPORD        Z1, Z8, Z8
+	VMULPS       (R10), Z8, Z8
+	VPXORD       Z9, Z9, Z9
+	MOVQ         R11, R13
+	ADDQ         ng+56(FP), R13
+	ADDQ         ng+56(FP), R13
+	MOVQ         R13, R14
+	SHRQ         $0x01, R14
+	MOVQ         zeros+40(FP), R15
+	MOVBLZX      (R15)(R14*1), R14
+	MOVL         R14, R15
+	SHRL         $0x04, R15
+	TESTQ        $0x00000001, R13
+	CMOVLNE      R15, R14
+	ANDL         $0x0000000f, R14
+	VPBROADCASTD R14, Z10
+	VPSLLD       $0x13, Z10, Z10
+	VPORD        Z1, Z10, Z10
+	VMULPS       (R10), Z10, Z10
+	VPXORD       Z11, Z11, Z11
+	MOVQ         R11, R13
+	ADDQ         ng+56(FP), R13
+	ADDQ         ng+56(FP), R13
+	ADDQ         ng+56(FP), R13
+	MOVQ         R13, R14
+	SHRQ         $0x01, R14
+	MOVQ         zeros+40(FP), R15
+	MOVBLZX      (R15)(R14*1), R14
+	MOVL         R14, R15
+	SHRL         $0x04, R15
+	TESTQ        $0x00000001, R13
+	CMOVLNE      R15, R14
+	ANDL         $0x0000000f, R14
+	VPBROADCASTD R14, Z12
+	VPSLLD       $0x13, Z12, Z12
+	VPORD        Z1, Z12, Z12
+	VMULPS       (R10), Z12, Z12
+	VPXORD       Z13, Z13, Z13
 	MOVQ         R12, R13
-	SHRQ         $0x01, R13
-	MOVQ         zeros+40(FP), R14
-	MOVBLZX      (R14)(R13*1), R13
-	MOVL         R13, R14
-	SHRL         $0x04, R14
-	TESTQ        $0x00000001, R12
-	CMOVLNE      R14, R13
-	ANDL         $0x0000000f, R13
-	VPBROADCASTD R13, Z10
-	VCVTDQ2PS    Z10, Z10
-	VSUBPS       Z10, Z0, Z10
-	VMULPS       Z10, Z9, Z9
-	VBROADCASTSS (R8)(R9*1), Z10
-	MOVQ         R10, R12
-	ADDQ         ng+56(FP), R12
-	MOVQ         R12, R13
-	SHRQ         $0x01, R13
-	MOVQ         zeros+40(FP), R14
-	MOVBLZX      (R14)(R13*1), R13
-	MOVL         R13, R14
-	SHRL         $0x04, R14
-	TESTQ        $0x00000001, R12
-	CMOVLNE      R14, R13
-	ANDL         $0x0000000f, R13
-	VPBROADCASTD R13, Z13
-	VCVTDQ2PS    Z13, Z13
-	VSUBPS       Z13, Z0, Z13
-	VMULPS       Z13, Z10, Z10
-	VBROADCASTSS (R8)(R9*2), Z13
-	MOVQ         R10, R12
-	ADDQ         ng+56(FP), R12
-	ADDQ         ng+56(FP), R12
-	MOVQ         R12, R13
-	SHRQ         $0x01, R13
-	MOVQ         zeros+40(FP), R14
-	MOVBLZX      (R14)(R13*1), R13
-	MOVL         R13, R14
-	SHRL         $0x04, R14
-	TESTQ        $0x00000001, R12
-	CMOVLNE      R14, R13
-	ANDL         $0x0000000f, R13
-	VPBROADCASTD R13, Z14
-	VCVTDQ2PS    Z14, Z14
-	VSUBPS       Z14, Z0, Z14
-	VMULPS       Z14, Z13, Z13
-	LEAQ         (R8)(R9*2), R12
-	VBROADCASTSS (R12)(R9*1), Z14
-	MOVQ         R10, R12
-	ADDQ         ng+56(FP), R12
-	ADDQ         ng+56(FP), R12
-	ADDQ         ng+56(FP), R12
-	MOVQ         R12, R13
-	SHRQ         $0x01, R13
-	MOVQ         zeros+40(FP), R14
-	MOVBLZX      (R14)(R13*1), R13
-	MOVL         R13, R14
-	SHRL         $0x04, R14
-	TESTQ        $0x00000001, R12
-	CMOVLNE      R14, R13
-	ANDL         $0x0000000f, R13
-	VPBROADCASTD R13, Z15
-	VCVTDQ2PS    Z15, Z15
-	VSUBPS       Z15, Z0, Z15
-	VMULPS       Z15, Z14, Z14
-	MOVQ         R11, R12
-	ADDQ         gbytes+72(FP), R12
+	ADDQ         gbytes+80(FP), R13
 
 mvQ4F32AsymAVX512_r4_b:
-	VMOVUPS       (DI), Z15
-	VMOVUPS       64(DI), Z16
-	VPMOVZXBD     (AX)(R11*1), Z17
-	VPERMPS       Z9, Z17, Z18
-	VFMADD231PS   Z15, Z18, Z1
-	VPSRLD        $0x04, Z17, Z17
-	VPERMPS       Z9, Z17, Z17
-	VFMADD231PS   Z16, Z17, Z2
-	VPMOVZXBD     (DX)(R11*1), Z17
-	VPERMPS       Z10, Z17, Z18
-	VFMADD231PS   Z15, Z18, Z3
-	VPSRLD        $0x04, Z17, Z17
-	VPERMPS       Z10, Z17, Z17
-	VFMADD231PS   Z16, Z17, Z4
-	VPMOVZXBD     (BX)(R11*1), Z17
-	VPERMPS       Z13, Z17, Z18
-	VFMADD231PS   Z15, Z18, Z5
-	VPSRLD        $0x04, Z17, Z17
-	VPERMPS       Z13, Z17, Z17
-	VFMADD231PS   Z16, Z17, Z6
-	VPMOVZXBD     (SI)(R11*1), Z17
-	VPERMPS       Z14, Z17, Z18
-	VFMADD231PS   Z15, Z18, Z7
-	VPSRLD        $0x04, Z17, Z17
-	VPERMPS       Z14, Z17, Z15
-	VFMADD231PS   Z16, Z15, Z8
-	ADDQ          $0x00000010, R11
-	ADDQ          $0x00000080, DI
-	CMPQ          R11, R12
+	VMOVUPS     (R8), Z14
+	VMOVUPS     64(R8), Z15
+	VMOVUPS     128(R8), Z16
+	VMOVUPS     192(R8), Z17
+	VMOVUPS     256(R8), Z18
+	VMOVUPS     320(R8), Z19
+	VMOVUPS     384(R8), Z20
+	VMOVUPS     448(R8), Z21
+	VMOVDQU32   (AX)(R12*1), Z22
+	VPSLLD      $0x13, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z14, Z23, Z6
+	VPSLLD      $0x0f, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z15, Z23, Z7
+	VPSLLD      $0x0b, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z16, Z23, Z6
+	VPSLLD      $0x07, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z17, Z23, Z7
+	VPSLLD      $0x03, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z18, Z23, Z6
+	VPSRLD      $0x01, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z19, Z23, Z7
+	VPSRLD      $0x05, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z20, Z23, Z6
+	VPSRLD      $0x09, Z22, Z22
+	VPTERNLOGD  $0xea, Z1, Z0, Z22
+	VFMADD231PS Z21, Z22, Z7
+	VMOVDQU32   (DX)(R12*1), Z22
+	VPSLLD      $0x13, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z14, Z23, Z8
+	VPSLLD      $0x0f, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z15, Z23, Z9
+	VPSLLD      $0x0b, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z16, Z23, Z8
+	VPSLLD      $0x07, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z17, Z23, Z9
+	VPSLLD      $0x03, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z18, Z23, Z8
+	VPSRLD      $0x01, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z19, Z23, Z9
+	VPSRLD      $0x05, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z20, Z23, Z8
+	VPSRLD      $0x09, Z22, Z22
+	VPTERNLOGD  $0xea, Z1, Z0, Z22
+	VFMADD231PS Z21, Z22, Z9
+	VMOVDQU32   (BX)(R12*1), Z22
+	VPSLLD      $0x13, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z14, Z23, Z10
+	VPSLLD      $0x0f, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z15, Z23, Z11
+	VPSLLD      $0x0b, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z16, Z23, Z10
+	VPSLLD      $0x07, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z17, Z23, Z11
+	VPSLLD      $0x03, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z18, Z23, Z10
+	VPSRLD      $0x01, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z19, Z23, Z11
+	VPSRLD      $0x05, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z20, Z23, Z10
+	VPSRLD      $0x09, Z22, Z22
+	VPTERNLOGD  $0xea, Z1, Z0, Z22
+	VFMADD231PS Z21, Z22, Z11
+	VMOVDQU32   (SI)(R12*1), Z22
+	VPSLLD      $0x13, Z22, Z23
+	VPTERNLOGD  $0xea, Z1, Z0, Z23
+	VFMADD231PS Z14, Z23, Z12
+	VPSLLD      $0x0f, Z22, Z14
+	VPTERNLOGD  $0xea, Z1, Z0, Z14
+	VFMADD231PS Z15, Z14, Z13
+	VPSLLD      $0x0b, Z22, Z14
+	VPTERNLOGD  $0xea, Z1, Z0, Z14
+	VFMADD231PS Z16, Z14, Z12
+	VPSLLD      $0x07, Z22, Z14
+	VPTERNLOGD  $0xea, Z1, Z0, Z14
+	VFMADD231PS Z17, Z14, Z13
+	VPSLLD      $0x03, Z22, Z14
+	VPTERNLOGD  $0xea, Z1, Z0, Z14
+	VFMADD231PS Z18, Z14, Z12
+	VPSRLD      $0x01, Z22, Z14
+	VPTERNLOGD  $0xea, Z1, Z0, Z14
+	VFMADD231PS Z19, Z14, Z13
+	VPSRLD      $0x05, Z22, Z14
+	VPTERNLOGD  $0xea, Z1, Z0, Z14
+	VFMADD231PS Z20, Z14, Z12
+	VPSRLD      $0x09, Z22, Z14
+	VPTERNLOGD  $0xea, Z1, Z0, Z14
+	VFMADD231PS Z21, Z14, Z13
+	CMPQ        l1+96(FP), $0x00000000
+	JE          mvQ4F32AsymAVX512_r4_pf2
+	PREFETCHT0  (DI)(R12*4)
+	PREFETCHT0  64(DI)(R12*4)
+	PREFETCHT0  128(DI)(R12*4)
+	PREFETCHT0  192(DI)(R12*4)
+	JMP         mvQ4F32AsymAVX512_r4_pfdone
+
+mvQ4F32AsymAVX512_r4_pf2:
+	PREFETCHT1 (DI)(R12*4)
+	PREFETCHT1 64(DI)(R12*4)
+	PREFETCHT1 128(DI)(R12*4)
+	PREFETCHT1 192(DI)(R12*4)
+
+mvQ4F32AsymAVX512_r4_pfdone:
+	ADDQ          $0x00000040, R12
+	ADDQ          $0x00000200, R8
+	CMPQ          R12, R13
 	JB            mvQ4F32AsymAVX512_r4_b
-	ADDQ          $0x00000004, R8
-	INCQ          R10
-	CMPQ          R11, CX
+	MOVQ          sstride+32(FP), R13
+	VBROADCASTSS  (R9), Z14
+	VADDPS        Z7, Z6, Z6
+	VFMADD231PS   Z6, Z14, Z2
+	VBROADCASTSS  (R9)(R13*1), Z6
+	VADDPS        Z9, Z8, Z8
+	VFMADD231PS   Z8, Z6, Z3
+	VBROADCASTSS  (R9)(R13*2), Z6
+	VADDPS        Z11, Z10, Z10
+	VFMADD231PS   Z10, Z6, Z4
+	LEAQ          (R9)(R13*2), R14
+	VBROADCASTSS  (R14)(R13*1), Z6
+	VADDPS        Z13, Z12, Z12
+	VFMADD231PS   Z12, Z6, Z5
+	ADDQ          $0x00000004, R9
+	ADDQ          $0x00000040, R10
+	INCQ          R11
+	CMPQ          R12, CX
 	JB            mvQ4F32AsymAVX512_r4_g
 	MOVQ          out+0(FP), DX
-	VADDPS        Z2, Z1, Z1
-	VEXTRACTF64X4 $0x01, Z1, Y9
-	VADDPS        Y9, Y1, Y9
-	VEXTRACTF32X4 $0x01, Y9, X10
-	VADDPS        X10, X9, X10
-	VADDPS        Z4, Z3, Z3
-	VEXTRACTF64X4 $0x01, Z3, Y9
-	VADDPS        Y9, Y3, Y9
-	VEXTRACTF32X4 $0x01, Y9, X13
-	VADDPS        X13, X9, X13
-	VADDPS        Z6, Z5, Z5
-	VEXTRACTF64X4 $0x01, Z5, Y9
-	VADDPS        Y9, Y5, Y9
-	VEXTRACTF32X4 $0x01, Y9, X14
-	VADDPS        X14, X9, X14
-	VADDPS        Z8, Z7, Z7
-	VEXTRACTF64X4 $0x01, Z7, Y9
-	VADDPS        Y9, Y7, Y9
-	VEXTRACTF32X4 $0x01, Y9, X15
-	VADDPS        X15, X9, X15
-	VUNPCKLPS     X13, X10, X9
-	VUNPCKHPS     X13, X10, X10
-	VADDPS        X10, X9, X9
+	VBROADCASTSS  mvSixteen<>+0(SB), X6
+	VEXTRACTF64X4 $0x01, Z2, Y8
+	VADDPS        Y8, Y2, Y8
+	VEXTRACTF32X4 $0x01, Y8, X10
+	VADDPS        X10, X8, X10
+	VEXTRACTF64X4 $0x01, Z3, Y8
+	VADDPS        Y8, Y3, Y8
+	VEXTRACTF32X4 $0x01, Y8, X12
+	VADDPS        X12, X8, X12
+	VEXTRACTF64X4 $0x01, Z4, Y8
+	VADDPS        Y8, Y4, Y8
+	VEXTRACTF32X4 $0x01, Y8, X14
+	VADDPS        X14, X8, X14
+	VEXTRACTF64X4 $0x01, Z5, Y8
+	VADDPS        Y8, Y5, Y8
+	VEXTRACTF32X4 $0x01, Y8, X15
+	VADDPS        X15, X8, X15
+	VUNPCKLPS     X12, X10, X8
+	VUNPCKHPS     X12, X10, X10
+	VADDPS        X10, X8, X8
 	VUNPCKLPS     X15, X14, X10
-	VUNPCKHPS     X15, X14, X13
-	VADDPS        X13, X10, X10
-	VSHUFPS       $0x44, X10, X9, X13
-	VSHUFPS       $0xee, X10, X9, X9
-	VADDPS        X9, X13, X13
-	VMOVUPS       X13, (DX)
+	VUNPCKHPS     X15, X14, X12
+	VADDPS        X12, X10, X10
+	VSHUFPS       $0x44, X10, X8, X12
+	VSHUFPS       $0xee, X10, X8, X8
+	VADDPS        X8, X12, X12
+	VMULPS        X6, X12, X12
+	VMOVUPS       X12, (DX)
 	ADDQ          $0x00000010, out+0(FP)
 	MOVQ          sstride+32(FP), DX
 	SHLQ          $0x02, DX
@@ -3510,73 +4534,115 @@ mvQ4F32AsymAVX512_r4_b:
 	MOVQ          ng+56(FP), DX
 	SHLQ          $0x02, DX
 	ADDQ          DX, zidx+48(FP)
-	SUBQ          $0x00000004, rows+80(FP)
+	SUBQ          $0x00000004, rows+88(FP)
 	JMP           mvQ4F32AsymAVX512_r4
 
 mvQ4F32AsymAVX512_r1:
-	CMPQ   rows+80(FP), $0x00000001
+	CMPQ   rows+88(FP), $0x00000001
 	JL     mvQ4F32AsymAVX512_done
-	VPXORD Z11, Z11, Z11
-	VPXORD Z12, Z12, Z12
-	MOVQ   x+64(FP), DX
-	MOVQ   scales+24(FP), BX
-	MOVQ   zidx+48(FP), SI
-	XORQ   DI, DI
+	LEAQ   (AX)(CX*1), DX
+	LEAQ   (DX)(CX*1), DX
+	VPXORD Z24, Z24, Z24
+	MOVQ   x+64(FP), BX
+	MOVQ   scales+24(FP), SI
+	MOVQ   nxs+72(FP), DI
+	MOVQ   zidx+48(FP), R8
+	XORQ   R9, R9
 
 mvQ4F32AsymAVX512_r1_g:
-	VBROADCASTSS (BX), Z1
-	MOVQ         SI, R8
-	MOVQ         R8, R9
-	SHRQ         $0x01, R9
-	MOVQ         zeros+40(FP), R10
-	MOVBLZX      (R10)(R9*1), R9
-	MOVL         R9, R10
-	SHRL         $0x04, R10
-	TESTQ        $0x00000001, R8
-	CMOVLNE      R10, R9
-	ANDL         $0x0000000f, R9
-	VPBROADCASTD R9, Z2
-	VCVTDQ2PS    Z2, Z2
-	VSUBPS       Z2, Z0, Z2
-	VMULPS       Z2, Z1, Z1
-	MOVQ         DI, R8
-	ADDQ         gbytes+72(FP), R8
+	MOVQ         R8, R10
+	MOVQ         R10, R11
+	SHRQ         $0x01, R11
+	MOVQ         zeros+40(FP), R12
+	MOVBLZX      (R12)(R11*1), R11
+	MOVL         R11, R12
+	SHRL         $0x04, R12
+	TESTQ        $0x00000001, R10
+	CMOVLNE      R12, R11
+	ANDL         $0x0000000f, R11
+	VPBROADCASTD R11, Z2
+	VPSLLD       $0x13, Z2, Z2
+	VPORD        Z1, Z2, Z2
+	VMULPS       (DI), Z2, Z2
+	VPXORD       Z25, Z25, Z25
+	MOVQ         R9, R10
+	ADDQ         gbytes+80(FP), R10
 
 mvQ4F32AsymAVX512_r1_b:
-	VMOVUPS       (DX), Z2
-	VMOVUPS       64(DX), Z3
-	VPMOVZXBD     (AX)(DI*1), Z4
-	VPERMPS       Z1, Z4, Z5
-	VFMADD231PS   Z2, Z5, Z11
-	VPSRLD        $0x04, Z4, Z4
-	VPERMPS       Z1, Z4, Z2
-	VFMADD231PS   Z3, Z2, Z12
-	ADDQ          $0x00000010, DI
-	ADDQ          $0x00000080, DX
-	CMPQ          DI, R8
+	VMOVUPS     (BX), Z3
+	VMOVUPS     64(BX), Z4
+	VMOVUPS     128(BX), Z5
+	VMOVUPS     192(BX), Z6
+	VMOVUPS     256(BX), Z7
+	VMOVUPS     320(BX), Z8
+	VMOVUPS     384(BX), Z9
+	VMOVUPS     448(BX), Z10
+	VMOVDQU32   (AX)(R9*1), Z11
+	VPSLLD      $0x13, Z11, Z12
+	VPTERNLOGD  $0xea, Z1, Z0, Z12
+	VFMADD231PS Z3, Z12, Z2
+	VPSLLD      $0x0f, Z11, Z3
+	VPTERNLOGD  $0xea, Z1, Z0, Z3
+	VFMADD231PS Z4, Z3, Z25
+	VPSLLD      $0x0b, Z11, Z3
+	VPTERNLOGD  $0xea, Z1, Z0, Z3
+	VFMADD231PS Z5, Z3, Z2
+	VPSLLD      $0x07, Z11, Z3
+	VPTERNLOGD  $0xea, Z1, Z0, Z3
+	VFMADD231PS Z6, Z3, Z25
+	VPSLLD      $0x03, Z11, Z3
+	VPTERNLOGD  $0xea, Z1, Z0, Z3
+	VFMADD231PS Z7, Z3, Z2
+	VPSRLD      $0x01, Z11, Z3
+	VPTERNLOGD  $0xea, Z1, Z0, Z3
+	VFMADD231PS Z8, Z3, Z25
+	VPSRLD      $0x05, Z11, Z3
+	VPTERNLOGD  $0xea, Z1, Z0, Z3
+	VFMADD231PS Z9, Z3, Z2
+	VPSRLD      $0x09, Z11, Z3
+	VPTERNLOGD  $0xea, Z1, Z0, Z3
+	VFMADD231PS Z10, Z3, Z25
+	CMPQ        l1+96(FP), $0x00000000
+	JE          mvQ4F32AsymAVX512_r1_pf2
+	PREFETCHT0  (DX)(R9*1)
+	JMP         mvQ4F32AsymAVX512_r1_pfdone
+
+mvQ4F32AsymAVX512_r1_pf2:
+	PREFETCHT1 (DX)(R9*1)
+
+mvQ4F32AsymAVX512_r1_pfdone:
+	ADDQ          $0x00000040, R9
+	ADDQ          $0x00000200, BX
+	CMPQ          R9, R10
 	JB            mvQ4F32AsymAVX512_r1_b
-	ADDQ          $0x00000004, BX
-	INCQ          SI
-	CMPQ          DI, CX
+	MOVQ          sstride+32(FP), R10
+	VBROADCASTSS  (SI), Z3
+	VADDPS        Z25, Z2, Z2
+	VFMADD231PS   Z2, Z3, Z24
+	ADDQ          $0x00000004, SI
+	ADDQ          $0x00000040, DI
+	INCQ          R8
+	CMPQ          R9, CX
 	JB            mvQ4F32AsymAVX512_r1_g
 	MOVQ          out+0(FP), DX
-	VADDPS        Z12, Z11, Z11
-	VEXTRACTF64X4 $0x01, Z11, Y1
-	VADDPS        Y1, Y11, Y1
-	VEXTRACTF32X4 $0x01, Y1, X2
-	VADDPS        X2, X1, X2
-	VPERMILPS     $0x4e, X2, X1
-	VADDPS        X1, X2, X2
-	VPERMILPS     $0xb1, X2, X1
-	VADDPS        X1, X2, X2
-	VMOVSS        X2, (DX)
+	VBROADCASTSS  mvSixteen<>+0(SB), X2
+	VEXTRACTF64X4 $0x01, Z24, Y3
+	VADDPS        Y3, Y24, Y3
+	VEXTRACTF32X4 $0x01, Y3, X4
+	VADDPS        X4, X3, X4
+	VPERMILPS     $0x4e, X4, X3
+	VADDPS        X3, X4, X4
+	VPERMILPS     $0xb1, X4, X3
+	VADDPS        X3, X4, X4
+	VMULPS        X2, X4, X4
+	VMOVSS        X4, (DX)
 	ADDQ          $0x00000004, out+0(FP)
 	MOVQ          sstride+32(FP), DX
 	ADDQ          CX, AX
 	ADDQ          DX, scales+24(FP)
 	MOVQ          ng+56(FP), DX
 	ADDQ          DX, zidx+48(FP)
-	SUBQ          $0x00000001, rows+80(FP)
+	SUBQ          $0x00000001, rows+88(FP)
 	JMP           mvQ4F32AsymAVX512_r1
 
 mvQ4F32AsymAVX512_done:

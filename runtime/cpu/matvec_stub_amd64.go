@@ -31,67 +31,73 @@ func mvDenseF16AVX2(out *float32, w *byte, stride int, x *float32, n int, rows i
 // Row r of codes (formats/int4 layout) is at w + r·stride bytes and spans stride bytes;
 // its groups of gbytes bytes (a multiple of 16) have BF16 scales at scales + r·sstride;
 // symmetric (zero point 8; zeros and zidx unused).
+// l1 nonzero prefetches the following rows into L1 (else into L2 only).
 // x is the input rearranged per 16 elements: the 8 even-index then the 8 odd-index ones;
 // nxs holds 8 floats per group, lane j = −Σ over the group's 16-element blocks of x[j] + x[8+j]
 // (rearranged), times 8 when symmetric.
 //
 //go:noescape
-func mvQ4BF16SymAVX2(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int)
+func mvQ4BF16SymAVX2(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int, l1 int)
 
 // mvQ4BF16AsymAVX2 is the W4A16 matrix-vector product out[r] = Σ_c (q[r,c] − z[r,g])·s[r,g]·x[c] for r < rows.
 // Row r of codes (formats/int4 layout) is at w + r·stride bytes and spans stride bytes;
 // its groups of gbytes bytes (a multiple of 16) have BF16 scales at scales + r·sstride;
 // zero point of (row r, group g) at U4 element zidx + r·ng + g of zeros.
+// l1 nonzero prefetches the following rows into L1 (else into L2 only).
 // x is the input rearranged per 16 elements: the 8 even-index then the 8 odd-index ones;
 // nxs holds 8 floats per group, lane j = −Σ over the group's 16-element blocks of x[j] + x[8+j]
 // (rearranged), times 8 when symmetric.
 //
 //go:noescape
-func mvQ4BF16AsymAVX2(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int)
+func mvQ4BF16AsymAVX2(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int, l1 int)
 
 // mvQ4F16SymAVX2 is the W4A16 matrix-vector product out[r] = Σ_c (q[r,c] − z[r,g])·s[r,g]·x[c] for r < rows.
 // Row r of codes (formats/int4 layout) is at w + r·stride bytes and spans stride bytes;
 // its groups of gbytes bytes (a multiple of 16) have F16 scales at scales + r·sstride;
 // symmetric (zero point 8; zeros and zidx unused).
+// l1 nonzero prefetches the following rows into L1 (else into L2 only).
 // x is the input rearranged per 16 elements: the 8 even-index then the 8 odd-index ones;
 // nxs holds 8 floats per group, lane j = −Σ over the group's 16-element blocks of x[j] + x[8+j]
 // (rearranged), times 8 when symmetric.
 //
 //go:noescape
-func mvQ4F16SymAVX2(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int)
+func mvQ4F16SymAVX2(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int, l1 int)
 
 // mvQ4F16AsymAVX2 is the W4A16 matrix-vector product out[r] = Σ_c (q[r,c] − z[r,g])·s[r,g]·x[c] for r < rows.
 // Row r of codes (formats/int4 layout) is at w + r·stride bytes and spans stride bytes;
 // its groups of gbytes bytes (a multiple of 16) have F16 scales at scales + r·sstride;
 // zero point of (row r, group g) at U4 element zidx + r·ng + g of zeros.
+// l1 nonzero prefetches the following rows into L1 (else into L2 only).
 // x is the input rearranged per 16 elements: the 8 even-index then the 8 odd-index ones;
 // nxs holds 8 floats per group, lane j = −Σ over the group's 16-element blocks of x[j] + x[8+j]
 // (rearranged), times 8 when symmetric.
 //
 //go:noescape
-func mvQ4F16AsymAVX2(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int)
+func mvQ4F16AsymAVX2(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int, l1 int)
 
 // mvQ4F32SymAVX2 is the W4A16 matrix-vector product out[r] = Σ_c (q[r,c] − z[r,g])·s[r,g]·x[c] for r < rows.
 // Row r of codes (formats/int4 layout) is at w + r·stride bytes and spans stride bytes;
 // its groups of gbytes bytes (a multiple of 16) have F32 scales at scales + r·sstride;
 // symmetric (zero point 8; zeros and zidx unused).
+// l1 nonzero prefetches the following rows into L1 (else into L2 only).
 // x is the input rearranged per 16 elements: the 8 even-index then the 8 odd-index ones;
 // nxs holds 8 floats per group, lane j = −Σ over the group's 16-element blocks of x[j] + x[8+j]
 // (rearranged), times 8 when symmetric.
 //
 //go:noescape
-func mvQ4F32SymAVX2(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int)
+func mvQ4F32SymAVX2(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int, l1 int)
 
 // mvQ4F32AsymAVX2 is the W4A16 matrix-vector product out[r] = Σ_c (q[r,c] − z[r,g])·s[r,g]·x[c] for r < rows.
 // Row r of codes (formats/int4 layout) is at w + r·stride bytes and spans stride bytes;
 // its groups of gbytes bytes (a multiple of 16) have F32 scales at scales + r·sstride;
 // zero point of (row r, group g) at U4 element zidx + r·ng + g of zeros.
+// l1 nonzero prefetches the following rows into L1 (else into L2 only).
 // x is the input rearranged per 16 elements: the 8 even-index then the 8 odd-index ones;
 // nxs holds 8 floats per group, lane j = −Σ over the group's 16-element blocks of x[j] + x[8+j]
 // (rearranged), times 8 when symmetric.
 //
 //go:noescape
-func mvQ4F32AsymAVX2(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int)
+func mvQ4F32AsymAVX2(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int, l1 int)
 
 // mvDotAVX512 returns Σ a[i]·b[i] over i < n; n is a positive multiple of 16.
 //
@@ -122,52 +128,76 @@ func mvDenseF16AVX512(out *float32, w *byte, stride int, x *float32, n int, rows
 // Row r of codes (formats/int4 layout) is at w + r·stride bytes and spans stride bytes;
 // its groups of gbytes bytes (a multiple of 16) have BF16 scales at scales + r·sstride;
 // symmetric (zero point 8; zeros and zidx unused).
-// x is the input rearranged per 32 elements: the 16 even-index then the 16 odd-index ones.
+// l1 nonzero prefetches the following rows into L1 (else into L2 only).
+// Groups are a multiple of 128 inputs (gbytes a multiple of 64).
+// x is the input rearranged per 128 elements: 8 vectors, vector j holding x[8i+j] for i = 0..15;
+// nxs holds 16 floats per group, lane i = −Σ over the group's 128-element blocks b of Σ_j x[128b+8i+j],
+// times 1.5 (1 + 8/16) when symmetric.
 //
 //go:noescape
-func mvQ4BF16SymAVX512(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, gbytes int, rows int)
+func mvQ4BF16SymAVX512(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int, l1 int)
 
 // mvQ4BF16AsymAVX512 is the W4A16 matrix-vector product out[r] = Σ_c (q[r,c] − z[r,g])·s[r,g]·x[c] for r < rows.
 // Row r of codes (formats/int4 layout) is at w + r·stride bytes and spans stride bytes;
 // its groups of gbytes bytes (a multiple of 16) have BF16 scales at scales + r·sstride;
 // zero point of (row r, group g) at U4 element zidx + r·ng + g of zeros.
-// x is the input rearranged per 32 elements: the 16 even-index then the 16 odd-index ones.
+// l1 nonzero prefetches the following rows into L1 (else into L2 only).
+// Groups are a multiple of 128 inputs (gbytes a multiple of 64).
+// x is the input rearranged per 128 elements: 8 vectors, vector j holding x[8i+j] for i = 0..15;
+// nxs holds 16 floats per group, lane i = −Σ over the group's 128-element blocks b of Σ_j x[128b+8i+j],
+// times 1.5 (1 + 8/16) when symmetric.
 //
 //go:noescape
-func mvQ4BF16AsymAVX512(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, gbytes int, rows int)
+func mvQ4BF16AsymAVX512(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int, l1 int)
 
 // mvQ4F16SymAVX512 is the W4A16 matrix-vector product out[r] = Σ_c (q[r,c] − z[r,g])·s[r,g]·x[c] for r < rows.
 // Row r of codes (formats/int4 layout) is at w + r·stride bytes and spans stride bytes;
 // its groups of gbytes bytes (a multiple of 16) have F16 scales at scales + r·sstride;
 // symmetric (zero point 8; zeros and zidx unused).
-// x is the input rearranged per 32 elements: the 16 even-index then the 16 odd-index ones.
+// l1 nonzero prefetches the following rows into L1 (else into L2 only).
+// Groups are a multiple of 128 inputs (gbytes a multiple of 64).
+// x is the input rearranged per 128 elements: 8 vectors, vector j holding x[8i+j] for i = 0..15;
+// nxs holds 16 floats per group, lane i = −Σ over the group's 128-element blocks b of Σ_j x[128b+8i+j],
+// times 1.5 (1 + 8/16) when symmetric.
 //
 //go:noescape
-func mvQ4F16SymAVX512(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, gbytes int, rows int)
+func mvQ4F16SymAVX512(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int, l1 int)
 
 // mvQ4F16AsymAVX512 is the W4A16 matrix-vector product out[r] = Σ_c (q[r,c] − z[r,g])·s[r,g]·x[c] for r < rows.
 // Row r of codes (formats/int4 layout) is at w + r·stride bytes and spans stride bytes;
 // its groups of gbytes bytes (a multiple of 16) have F16 scales at scales + r·sstride;
 // zero point of (row r, group g) at U4 element zidx + r·ng + g of zeros.
-// x is the input rearranged per 32 elements: the 16 even-index then the 16 odd-index ones.
+// l1 nonzero prefetches the following rows into L1 (else into L2 only).
+// Groups are a multiple of 128 inputs (gbytes a multiple of 64).
+// x is the input rearranged per 128 elements: 8 vectors, vector j holding x[8i+j] for i = 0..15;
+// nxs holds 16 floats per group, lane i = −Σ over the group's 128-element blocks b of Σ_j x[128b+8i+j],
+// times 1.5 (1 + 8/16) when symmetric.
 //
 //go:noescape
-func mvQ4F16AsymAVX512(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, gbytes int, rows int)
+func mvQ4F16AsymAVX512(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int, l1 int)
 
 // mvQ4F32SymAVX512 is the W4A16 matrix-vector product out[r] = Σ_c (q[r,c] − z[r,g])·s[r,g]·x[c] for r < rows.
 // Row r of codes (formats/int4 layout) is at w + r·stride bytes and spans stride bytes;
 // its groups of gbytes bytes (a multiple of 16) have F32 scales at scales + r·sstride;
 // symmetric (zero point 8; zeros and zidx unused).
-// x is the input rearranged per 32 elements: the 16 even-index then the 16 odd-index ones.
+// l1 nonzero prefetches the following rows into L1 (else into L2 only).
+// Groups are a multiple of 128 inputs (gbytes a multiple of 64).
+// x is the input rearranged per 128 elements: 8 vectors, vector j holding x[8i+j] for i = 0..15;
+// nxs holds 16 floats per group, lane i = −Σ over the group's 128-element blocks b of Σ_j x[128b+8i+j],
+// times 1.5 (1 + 8/16) when symmetric.
 //
 //go:noescape
-func mvQ4F32SymAVX512(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, gbytes int, rows int)
+func mvQ4F32SymAVX512(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int, l1 int)
 
 // mvQ4F32AsymAVX512 is the W4A16 matrix-vector product out[r] = Σ_c (q[r,c] − z[r,g])·s[r,g]·x[c] for r < rows.
 // Row r of codes (formats/int4 layout) is at w + r·stride bytes and spans stride bytes;
 // its groups of gbytes bytes (a multiple of 16) have F32 scales at scales + r·sstride;
 // zero point of (row r, group g) at U4 element zidx + r·ng + g of zeros.
-// x is the input rearranged per 32 elements: the 16 even-index then the 16 odd-index ones.
+// l1 nonzero prefetches the following rows into L1 (else into L2 only).
+// Groups are a multiple of 128 inputs (gbytes a multiple of 64).
+// x is the input rearranged per 128 elements: 8 vectors, vector j holding x[8i+j] for i = 0..15;
+// nxs holds 16 floats per group, lane i = −Σ over the group's 128-element blocks b of Σ_j x[128b+8i+j],
+// times 1.5 (1 + 8/16) when symmetric.
 //
 //go:noescape
-func mvQ4F32AsymAVX512(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, gbytes int, rows int)
+func mvQ4F32AsymAVX512(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int, l1 int)

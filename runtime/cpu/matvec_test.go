@@ -106,9 +106,10 @@ func TestMatVecDenseMatchesReference(t *testing.T) {
 }
 
 // q4Ref returns Σ_c w[c]·x[c] in float64 for row r of the dequantized
-// weight, and the magnitude Σ_c s·(|q|+|z|)·|x| that bounds the partial
-// sums of both kernel formulations (the AVX2 one sums q·x and z·x
-// separately).
+// weight, and the magnitude Σ_c s·(32 + q + z)·|x| that bounds the partial
+// sums of the kernel formulations: the AVX2 kernel sums q·x and z·x
+// separately, the AVX-512 one (16 + q)/16·x and (16 + z)/16·x, scaled by
+// 16·s (see internal/asmgen/matvec/q4.go).
 func q4Ref(w int4.Weight, wd []float32, r int, x []float32) (want, mag float64) {
 	sc := w.ScalesF32()
 	ng := w.Groups()
@@ -117,7 +118,7 @@ func q4Ref(w int4.Weight, wd []float32, r int, x []float32) (want, mag float64) 
 		want += float64(wd[r*w.Cols+c]) * float64(x[c])
 		q := float64(int4.Nibble(w.QWeight, r*w.Cols+c))
 		z := float64(w.Zero(r, g))
-		mag += math.Abs(float64(sc[r*ng+g])) * (q + z) * math.Abs(float64(x[c]))
+		mag += math.Abs(float64(sc[r*ng+g])) * (32 + q + z) * math.Abs(float64(x[c]))
 	}
 	return want, mag
 }

@@ -70,6 +70,7 @@ func dense(l level, d denseType) {
 			acc[k] = []VecVirtual{l.vec(), l.vec()}
 			zero(l, acc[k]...)
 		}
+		next := nextPass(ptrs, stride)
 		i := GP64()
 		XORQ(i, i)
 		xs := uint8(4 / d.size) // x byte offset = weight byte offset · xs
@@ -83,6 +84,7 @@ func dense(l level, d denseType) {
 			d.fma(l, Mem{Base: p, Index: i, Scale: 1}, xa, acc[k][0])
 			d.fma(l, Mem{Base: p, Index: i, Scale: 1, Disp: wv}, xb, acc[k][1])
 		}
+		prefetchNext(next, i, len(ptrs), 2*wv, false)
 		ADDQ(U32(2*wv), i)
 		JMP(LabelRef(tag + "_2"))
 

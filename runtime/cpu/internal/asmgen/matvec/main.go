@@ -45,17 +45,14 @@ var (
 )
 
 func main() {
-	// Float tables are written as their bits: avo prints a whole F32 as an
-	// integer literal ($(-8)), which the Go assembler stores as an integer.
-	symTable := GLOBL("mvQ4SymTable", RODATA|NOPTR)
-	for i := 0; i < 16; i++ {
-		DATA(4*i, U32(math.Float32bits(float32(i-8))))
+	// Float constants are written as their bits: avo prints a whole F32 as
+	// an integer literal ($(-8)), which the Go assembler stores as an
+	// integer.
+	consts := q4Consts{
+		mask:    ConstData("mvQ4Mantissa", U32(0xF<<19)),
+		one:     ConstData("mvOne", U32(math.Float32bits(1))),
+		sixteen: ConstData("mvSixteen", U32(math.Float32bits(16))),
 	}
-	iotaTable := GLOBL("mvQ4IotaTable", RODATA|NOPTR)
-	for i := 0; i < 16; i++ {
-		DATA(4*i, U32(math.Float32bits(float32(i))))
-	}
-	tables := q4Tables{sym: symTable, iota: iotaTable}
 	lowNibble := ConstData("mvLowNibble", U32(0xF))
 
 	for _, l := range []level{avx2, avx512} {
@@ -67,7 +64,7 @@ func main() {
 		for _, st := range []scaleType{scaleBF16, scaleF16, scaleF32} {
 			for _, asym := range []bool{false, true} {
 				if l.wide {
-					q4AVX512(st, asym, tables)
+					q4AVX512(st, asym, consts)
 				} else {
 					q4AVX2(st, asym, lowNibble)
 				}

@@ -1,0 +1,158 @@
+package cpu_test
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/fhkit/fhkit/formats/dtype"
+	"github.com/fhkit/fhkit/formats/int4"
+	"github.com/fhkit/fhkit/runtime/bench"
+	"github.com/fhkit/fhkit/runtime/cpu"
+)
+
+// mvShape is one gemma-3-1b decode product.
+type mvShape struct {
+	name       string
+	rows, cols int
+}
+
+var gemma1bShapes = []mvShape{
+	{"gate_up_6912x1152", 6912, 1152},
+	{"down_1152x6912", 1152, 6912},
+	{"q_1024x1152", 1024, 1152},
+	{"kv_256x1152", 256, 1152},
+	{"o_1152x1024", 1152, 1024},
+}
+
+// outOfCache is how many bytes of distinct weights a benchmark cycles
+// through: the host's shared L3 is 105 MiB, and decode reads every weight
+// once per token, so the figures must come from DRAM as in decode.
+const outOfCache = 256 << 20
+
+// benchMats returns enough distinct copies of a random weight of the given
+// kind to exceed outOfCache together, and the bytes one product reads.
+func benchMats(kind string, rows, cols int) ([]cpu.Mat, int64) {
+	r := rand.New(rand.NewPCG(uint64(rows), uint64(cols)))
+	var one int64
+	if kind == "q4g128" {
+		one = int64(rows*cols/2 + rows*(cols/128)*2)
+	} else {
+		one = int64(rows * cols * 2)
+		if kind == "f32" {
+			one *= 2
+		}
+	}
+	n := int(max(1, (outOfCache+one-1)/one))
+	mats := make([]cpu.Mat, n)
+	for i := range mats {
+		switch kind {
+		case "q4g128":
+			codes := make([]uint8, rows*cols)
+			for j := range codes {
+				codes[j] = uint8(r.IntN(16))
+			}
+			sc := make([]float32, rows*cols/128)
+			for j := range sc {
+				sc[j] = 0.01 + 0.01*r.Float32()
+			}
+			w := int4.Weight{Rows: rows, Cols: cols, GroupSize: 128, QWeight: int4.Pack(codes),
+				ScaleDType: dtype.BF16, Scales: make([]byte, len(sc)*2)}
+			dtype.EncodeFloats(w.Scales, sc, dtype.BF16)
+			m, err := cpu.NewInt4Mat(w)
+			if err != nil {
+				panic(err)
+			}
+			mats[i] = m
+		default:
+			dt := dtype.BF16
+			if kind == "f32" {
+				dt = dtype.F32
+			}
+			data := make([]byte, rows*cols*dt.Size())
+			for j := 0; j+1 < len(data); j += 2 {
+				// Random bf16 halves with a sane exponent (never NaN).
+				data[j], data[j+1] = byte(r.Uint32()), 0x3c+byte(r.IntN(2))
+			}
+			m, err := cpu.NewMat(rows, cols, dt, data)
+			if err != nil {
+				panic(err)
+			}
+			mats[i] = m
+		}
+	}
+	return mats, one
+}
+
+// BenchmarkMatVec measures the decode products at gemma-3-1b shapes for
+// each kernel level the CPU runs, with 1 and 2 threads: MB/s is weight
+// bytes read (int4 codes + bf16 scales), GFLOP/s counts 2 per weight.
+// Compare with the probe sub-benchmarks (bench.Bandwidth, the bound
+// fh-run bench divides by) in the same run.
+func BenchmarkMatVec(b *testing.B) {
+	type job struct {
+		kind string
+		s    mvShape
+	}
+	var jobs []job
+	for _, kind := range []string{"q4g128", "bf16"} {
+		for _, s := range gemma1bShapes {
+			jobs = append(jobs, job{kind, s})
+		}
+	}
+	jobs = append(jobs, job{"bf16", mvShape{"head_262144x1152", 262144, 1152}},
+		job{"f32", mvShape{"read_65536x1024", 65536, 1024}})
+	for _, threads := range []int{1, 2} {
+		p := cpu.NewPool(threads)
+		b.Run(fmt.Sprintf("probe/t%d", threads), func(b *testing.B) {
+			var gbs float64
+			for i := 0; i < b.N; i++ {
+				gbs = bench.Bandwidth(p, 512<<20)
+			}
+			b.ReportMetric(gbs, "GB/s")
+		})
+		for _, j := range jobs {
+			mats, bytes := benchMats(j.kind, j.s.rows, j.s.cols)
+			x := make([]float32, j.s.cols)
+			for i := range x {
+				x[i] = float32(i%7) - 3
+			}
+			out := make([]float32, j.s.rows)
+			for level := cpu.Generic; level <= cpu.DetectISA(); level++ {
+				b.Run(fmt.Sprintf("%s/%s/%s/t%d", level, j.kind, j.s.name, threads), func(b *testing.B) {
+					b.SetBytes(bytes)
+					for i := 0; i < b.N; i++ {
+						cpu.MatVecISA(level, p, out, mats[i%len(mats)], x)
+					}
+					b.ReportMetric(2*float64(j.s.rows)*float64(j.s.cols)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+					b.ReportMetric(float64(bytes)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GB/s")
+				})
+			}
+		}
+		p.Close()
+	}
+}
+
+// BenchmarkDot measures Dot and Axpy at attention head sizes (in cache).
+func BenchmarkDot(b *testing.B) {
+	for _, n := range []int{64, 128, 256} {
+		a, c := make([]float32, n), make([]float32, n)
+		for i := range a {
+			a[i], c[i] = float32(i%5)-2, float32(i%3)-1
+		}
+		b.Run(fmt.Sprintf("dot/%d", n), func(b *testing.B) {
+			var s float32
+			for i := 0; i < b.N; i++ {
+				s += cpu.Dot(a, c)
+			}
+			b.ReportMetric(2*float64(n)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+			_ = s
+		})
+		b.Run(fmt.Sprintf("axpy/%d", n), func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				cpu.Axpy(a, 1e-9, c)
+			}
+			b.ReportMetric(2*float64(n)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+		})
+	}
+}
