@@ -84,7 +84,9 @@ func dense(l level, d denseType) {
 			d.fma(l, Mem{Base: p, Index: i, Scale: 1}, xa, acc[k][0])
 			d.fma(l, Mem{Base: p, Index: i, Scale: 1, Disp: wv}, xb, acc[k][1])
 		}
+		prefetchGuard(rows, len(ptrs), tag+"_nopf")
 		prefetchNext(next, i, len(ptrs), 2*wv, false)
+		Label(tag + "_nopf")
 		ADDQ(U32(2*wv), i)
 		JMP(LabelRef(tag + "_2"))
 

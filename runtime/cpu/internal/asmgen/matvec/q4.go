@@ -124,8 +124,18 @@ func prefetchNext(next, wo Register, R, step int, l1 bool) {
 	}
 }
 
+// prefetchGuard jumps to skip when the pass prefetchNext would read is not
+// part of the product (rows left, this pass included, is the register or
+// argument slot rows): prefetching past the last row would read memory
+// nobody uses, 50% more traffic on FlashHead's 16-row blocks.
+func prefetchGuard(rows Op, R int, skip string) {
+	CMPQ(rows, U32(R*passesAhead+1))
+	JB(LabelRef(skip))
+}
+
 // prefetchNextArg is prefetchNext with the level chosen by argument l1.
 func prefetchNextArg(tag string, next, wo Register, R, step int) {
+	prefetchGuard(arg("rows"), R, tag+"_pfdone")
 	CMPQ(arg("l1"), U32(0))
 	JE(LabelRef(tag + "_pf2"))
 	prefetchNext(next, wo, R, step, true)
