@@ -53,7 +53,8 @@ FUZZ_TARGETS := \
 	./formats/safetensors:FuzzParse \
 	./formats/fhm:FuzzParse \
 	./formats/hf:FuzzParseConfig \
-	./runtime/tokenizer:FuzzEncodeDecode
+	./runtime/tokenizer:FuzzEncodeDecode \
+	./runtime/serve:FuzzRequest
 
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
@@ -102,7 +103,7 @@ cuda-emu:
 cuda-test:
 	@command -v $${CXX:-g++} >/dev/null || { echo "cuda-test: g++ not found (apt-get install g++)" >&2; exit 1; }
 	FH_CUDA_LIB=$$($(GO) run ./runtime/cuda/emu/cmd/cuda-emu --out $(abspath $(OUT))/cuda-emu) \
-		$(GO) test -count=1 ./runtime/cuda/...
+		FH_CUDA_CONFORMANCE=1 FHKIT_SHARED=$(abspath $(SHARED)) $(GO) test -count=1 ./runtime/cuda/...
 
 # The test binary is built first and run with libasan preloaded: the Go
 # process is not instrumented, only the emulator and the kernels are.
