@@ -17,6 +17,8 @@ Usage:
 Commands:
   generate  generate text from a prompt, streamed as it is produced
   chat      interactive multi-turn chat with the model's chat template
+  serve     OpenAI-compatible HTTP server with continuous batching
+  loadgen   load test a server on the loopback: throughput, latency percentiles
   verify    compare the model's logits with baseline logits or another model
   tokenize  token ids of text (or text of ids with --decode)
   bench     prefill/decode speed, head time, bytes per token, bandwidth bound
@@ -39,6 +41,10 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return runGenerate(args[1:], stdout, stderr)
 	case "chat":
 		return runChat(args[1:], os.Stdin, stdout, stderr)
+	case "serve":
+		return runServe(args[1:], stdout, stderr)
+	case "loadgen":
+		return runLoadgen(args[1:], stdout, stderr)
 	case "verify":
 		return runVerify(args[1:], stdout)
 	case "bench":
@@ -49,5 +55,5 @@ func run(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprint(stdout, usage)
 		return nil
 	}
-	return cli.Usagef("unknown command %q (commands: generate, chat, verify, tokenize, bench, inspect)", args[0])
+	return cli.Usagef("unknown command %q (commands: generate, chat, serve, loadgen, verify, tokenize, bench, inspect)", args[0])
 }

@@ -1,0 +1,153 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/fhkit/fhkit/internal/cli"
+	"github.com/fhkit/fhkit/runtime/serve"
+)
+
+const loadgenHelp = `Usage: fh-run loadgen (--url URL | --model F) [flags]
+
+Load-tests an OpenAI-compatible server on the loopback: --clients
+concurrent clients each send --requests requests one after the other, and
+the report gives throughput (completion tokens per second over the wall
+time, from each response's usage) and percentiles of the time to first
+token, the inter-token latency and the request latency. With --baseline
+(the default) one client runs its --requests first, alone, and the report
+ends with the ratio of the two throughputs: what continuous batching buys.
+
+--model starts the server in this process on 127.0.0.1 (with the runtime
+flags below, as 'fh-run serve'); --url targets a running one. Only loopback
+addresses are accepted, the number of requests is bounded, and --timeout
+bounds the run. Requests use ignore_eos (unless --stop-at-eos), so each
+generates exactly --max-tokens tokens and runs compare.
+
+Examples:
+  fh-run loadgen --model out/demo/model-fh.fhm --clients 32 --requests 4
+  fh-run serve --model m.fhm & fh-run loadgen --url http://127.0.0.1:8080 --chat --json
+
+Flags:
+`
+
+func runLoadgen(args []string, stdout, stderr io.Writer) error {
+	fs := pflag.NewFlagSet("loadgen", pflag.ContinueOnError)
+	var rf runtimeFlags
+	rf.register(fs)
+	sf := serveFlags{device: "auto", quiet: true}
+	fs.IntVar(&sf.maxBatch, "max-batch", serve.DefaultMaxBatch, "with --model: requests decoded together")
+	fs.IntVar(&sf.maxQueue, "max-queue", serve.DefaultMaxQueue, "with --model: requests waiting for a slot")
+	target := fs.String("url", "", "base URL of a running server (loopback only)")
+	clients := fs.Int("clients", 32, "concurrent clients")
+	requests := fs.Int("requests", 4, "requests per client, sent one after the other")
+	maxTokens := fs.Int("max-tokens", 64, "max_tokens of each request")
+	prompt := fs.String("prompt", "Tell me a story about a lighthouse keeper.", "prompt (the user message with --chat)")
+	chat := fs.Bool("chat", false, "use /v1/chat/completions instead of /v1/completions")
+	noStream := fs.Bool("no-stream", false, "ask for whole responses instead of SSE streams (no TTFT)")
+	temperature := fs.Float64("temperature", 0, "sampling temperature of the requests")
+	stopAtEOS := fs.Bool("stop-at-eos", false, "let requests end at an end-of-sequence token")
+	baseline := fs.Bool("baseline", true, "first measure one client alone and report the throughput ratio")
+	timeout := fs.Duration("timeout", 5*time.Minute, "bound on each run")
+	asJSON := fs.Bool("json", false, "print the report as JSON")
+	if err := parse(fs, args, loadgenHelp, stdout); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return cli.Usagef("loadgen: unexpected argument %q", fs.Arg(0))
+	}
+	if (*target == "") == (rf.model == "") {
+		return cli.Usagef("loadgen: give exactly one of --url and --model")
+	}
+	if err := sf.check(); err != nil {
+		return err
+	}
+	cfg := serve.LoadConfig{URL: *target, Clients: *clients, Requests: *requests, MaxTokens: *maxTokens, Prompt: *prompt,
+		Chat: *chat, Stream: !*noStream, Temperature: *temperature, IgnoreEOS: !*stopAtEOS, Timeout: *timeout}
+	if *target != "" {
+		if err := serve.CheckLoopback(*target); err != nil {
+			return cli.Usagef("--url: %v", err)
+		}
+	}
+	if *clients < 1 || *clients > serve.MaxLoadClients || *requests < 1 || *requests > serve.MaxLoadRequests {
+		return cli.Usagef("--clients must be in 1..%d and --requests in 1..%d", serve.MaxLoadClients, serve.MaxLoadRequests)
+	}
+	if *maxTokens < 1 || *timeout <= 0 || *timeout > serve.MaxLoadTimeout {
+		return cli.Usagef("--max-tokens must be >= 1 and --timeout in (0, %s]", serve.MaxLoadTimeout)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	if rf.model != "" {
+		l, err := rf.load(true)
+		if err != nil {
+			return err
+		}
+		defer l.Close()
+		srv, err := sf.newServer(&rf, l, nil)
+		if err != nil {
+			return fmt.Errorf("%s: %w", rf.model, err)
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			srv.Close()
+			return fmt.Errorf("loadgen: %w", err)
+		}
+		go srv.Serve(ln)
+		defer srv.Close()
+		cfg.URL, cfg.Model = "http://"+ln.Addr().String(), srv.ModelName()
+		fmt.Fprintf(stderr, "loadgen: serving %s on %s (max batch %d)\n", rf.model, cfg.URL, sf.maxBatch)
+	}
+
+	out := map[string]*serve.LoadReport{}
+	if *baseline {
+		one := cfg
+		one.Clients = 1
+		rep, err := serve.Load(ctx, one)
+		if err != nil {
+			return err
+		}
+		out["single"] = rep
+		if !*asJSON {
+			rep.WriteText(stdout, "single client")
+		}
+	}
+	rep, err := serve.Load(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	out["concurrent"] = rep
+	if *asJSON {
+		v := map[string]any{"concurrent": rep}
+		if s := out["single"]; s != nil {
+			v["single"] = s
+			if s.TokensPerSecond > 0 {
+				v["throughput_ratio"] = rep.TokensPerSecond / s.TokensPerSecond
+			}
+		}
+		if err := json.NewEncoder(stdout).Encode(v); err != nil {
+			return err
+		}
+	} else {
+		rep.WriteText(stdout, fmt.Sprintf("%d clients", cfg.Clients))
+		if s := out["single"]; s != nil && s.TokensPerSecond > 0 {
+			fmt.Fprintf(stdout, "throughput ratio (%d clients / 1 client): %.2fx\n", cfg.Clients, rep.TokensPerSecond/s.TokensPerSecond)
+		}
+	}
+	failed := rep.Errors
+	if s := out["single"]; s != nil {
+		failed += s.Errors
+	}
+	if failed > 0 {
+		return fmt.Errorf("loadgen: %d requests failed", failed)
+	}
+	return nil
+}

@@ -1,0 +1,171 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/fhkit/fhkit/internal/cli"
+	"github.com/fhkit/fhkit/runtime/serve"
+)
+
+const serveHelp = `Usage: fh-run serve --model F [flags]
+
+Serves the model over an OpenAI-compatible HTTP API:
+  POST /v1/completions        text completion (stream: true for SSE)
+  POST /v1/chat/completions   chat with the model's chat template
+  GET  /v1/models             the served model
+  GET  /health                200 while serving, 503 while shutting down
+  GET  /metrics               Prometheus text: requests, tokens, queue
+                              depth, time to first token, inter-token latency
+
+Concurrent requests decode together (continuous batching): every step runs
+one forward pass for up to --max-batch sequences, and requests join and
+leave between steps. Up to --max-queue more requests wait for a slot; beyond
+that the server answers 429 with Retry-After. Each request may use --ctx
+tokens (prompt and output). A client that disconnects cancels its request
+and frees its slot. SIGTERM or SIGINT stops accepting requests and lets the
+running ones finish for --shutdown-timeout, then cancels them.
+
+Greedy output (temperature 0) is the text 'fh-run generate' prints for the
+same prompt and head (the FlashHead when the file has one, unless --head
+dense). OpenAI's defaults apply: temperature 1, top_p 1. Extensions with
+vLLM's names: top_k, min_p, repetition_penalty, ignore_eos.
+
+--device: cpu, or auto (cpu until the CUDA backend is wired in); cuda is
+not available yet.
+
+Examples:
+  fh-run serve --model model-fh.fhm --addr 127.0.0.1:8080
+  fh-run serve --model gemma.fhm --max-batch 16 --max-queue 64 --ctx 4096 --kv bf16
+  curl -s 127.0.0.1:8080/v1/chat/completions -H 'Content-Type: application/json' \
+    -d '{"model":"model-fh","messages":[{"role":"user","content":"Hello"}],"max_tokens":32}'
+
+Flags:
+`
+
+// serveFlags are serve's own flags (next to the runtime flags).
+type serveFlags struct {
+	addr            string
+	device          string
+	maxBatch        int
+	maxQueue        int
+	modelName       string
+	shutdownTimeout time.Duration
+	quiet           bool
+}
+
+func (s *serveFlags) register(fs *pflag.FlagSet) {
+	fs.StringVar(&s.addr, "addr", "127.0.0.1:8080", "listen address (host:port; port 0 picks a free port)")
+	fs.StringVar(&s.device, "device", "auto", "compute device: cpu or auto (cpu until the CUDA backend exists); cuda is not available yet")
+	fs.IntVar(&s.maxBatch, "max-batch", serve.DefaultMaxBatch, "requests decoded together in one batched step")
+	fs.IntVar(&s.maxQueue, "max-queue", serve.DefaultMaxQueue, "requests waiting for a slot before new ones get 429")
+	fs.StringVar(&s.modelName, "model-name", "", "model id in the API (default: the file name without .fhm)")
+	fs.DurationVar(&s.shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM, how long running requests may take to finish before they are cancelled")
+	fs.BoolVar(&s.quiet, "quiet", false, "no per-request log lines on standard error")
+}
+
+func (s *serveFlags) check() error {
+	switch s.device {
+	case "cpu", "auto":
+	case "cuda":
+		return errors.New("--device cuda: the CUDA backend is not available yet; use --device cpu")
+	default:
+		return cli.Usagef("--device %q: want cpu, auto or cuda", s.device)
+	}
+	if s.maxBatch < 1 {
+		return cli.Usagef("--max-batch %d must be >= 1", s.maxBatch)
+	}
+	if s.maxQueue < 1 {
+		return cli.Usagef("--max-queue %d must be >= 1", s.maxQueue)
+	}
+	if s.shutdownTimeout < 0 {
+		return cli.Usagef("--shutdown-timeout %s must be >= 0", s.shutdownTimeout)
+	}
+	return nil
+}
+
+// newServer builds a server over a loaded model.
+func (s *serveFlags) newServer(rf *runtimeFlags, l *loaded, logw io.Writer) (*serve.Server, error) {
+	name := s.modelName
+	if name == "" {
+		name = serve.DefaultModelName(rf.model)
+	}
+	if s.quiet {
+		logw = nil
+	}
+	return serve.New(serve.Config{Runner: l.run, Tokenizer: l.tok, Flash: l.flash, KV: l.kv, Ctx: rf.ctx,
+		MaxBatch: s.maxBatch, MaxQueue: s.maxQueue, ModelName: name, Log: logw})
+}
+
+func runServe(args []string, stdout, stderr io.Writer) error {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	return serveUntil(ctx, args, stdout, stderr, nil)
+}
+
+// serveUntil serves until ctx ends, then shuts down gracefully. ready, when
+// set, is called with the listening address.
+func serveUntil(ctx context.Context, args []string, stdout, stderr io.Writer, ready func(addr string)) error {
+	fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
+	var rf runtimeFlags
+	var sf serveFlags
+	rf.register(fs)
+	sf.register(fs)
+	if err := parse(fs, args, serveHelp, stdout); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return cli.Usagef("serve: unexpected argument %q", fs.Arg(0))
+	}
+	if err := sf.check(); err != nil {
+		return err
+	}
+	l, err := rf.load(true)
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	srv, err := sf.newServer(&rf, l, stderr)
+	if err != nil {
+		return fmt.Errorf("%s: %w", rf.model, err)
+	}
+	ln, err := net.Listen("tcp", sf.addr)
+	if err != nil {
+		srv.Close()
+		return fmt.Errorf("serve: %w", err)
+	}
+	head := "dense"
+	if l.flash != nil {
+		head = fmt.Sprintf("flashhead (%d clusters, %d probes)", l.flash.K, l.flash.Probes)
+	}
+	fmt.Fprintf(stderr, "serving %s as %q on http://%s (device cpu, %d threads, head %s, context %d, max batch %d, max queue %d)\n",
+		rf.model, srv.ModelName(), ln.Addr(), l.pool.Threads(), head, srv.ContextLimit(), sf.maxBatch, sf.maxQueue)
+	if ready != nil {
+		ready(ln.Addr().String())
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	select {
+	case err := <-done:
+		srv.Close()
+		return err
+	case <-ctx.Done():
+	}
+	fmt.Fprintf(stderr, "shutting down: finishing running requests (up to %s)\n", sf.shutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), sf.shutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		fmt.Fprintf(stderr, "shutdown: deadline reached, running requests cancelled\n")
+	}
+	<-done
+	fmt.Fprintln(stderr, "stopped")
+	return nil
+}

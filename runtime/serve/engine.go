@@ -1,0 +1,424 @@
+package serve
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fhkit/fhkit/formats/dtype"
+	"github.com/fhkit/fhkit/runtime/generate"
+	"github.com/fhkit/fhkit/runtime/head"
+	"github.com/fhkit/fhkit/runtime/model"
+	"github.com/fhkit/fhkit/runtime/sample"
+	"github.com/fhkit/fhkit/runtime/tokenizer"
+)
+
+var (
+	// errQueueFull is returned by submit when the queue is at its bound.
+	errQueueFull = errors.New("the request queue is full")
+	// errClosed is returned by submit once shutdown has begun.
+	errClosed = errors.New("the server is shutting down")
+)
+
+// minPrefillPerStep is the number of prompt tokens a step processes at
+// least, however many sequences are decoding, so that new requests are
+// never starved by a full batch.
+const minPrefillPerStep = 16
+
+// job is one request's sequence. The fields above the scheduler block are
+// set before submission and only read afterwards.
+type job struct {
+	prompt  []int
+	opts    generate.Options
+	sampler *sample.Sampler
+	limit   int // context limit in tokens
+	arrived time.Time
+
+	// Owned by the scheduler goroutine.
+	state   *model.State
+	fed     int    // prompt tokens already in the cache
+	one     [1]int // the token to feed at the next step
+	stream  *generate.Stream
+	context []int // prompt and generated tokens (repetition penalty)
+	lastTok time.Time
+
+	cancelled atomic.Bool
+	out       output
+}
+
+// cancel asks the scheduler to drop the job (the client went away or the
+// server is shutting down); its slot and KV cache are freed at the next
+// step.
+func (j *job) cancel() { j.cancelled.Store(true) }
+
+// result is how a job ended.
+type result struct {
+	// reason is a generate stop reason ("eos", "stop", "length",
+	// "context"), or "cancelled", or "error" (err says why).
+	reason string
+	err    error
+	tokens int
+}
+
+// output carries a job's text from the scheduler to its HTTP handler
+// without ever blocking the scheduler: pieces accumulate under a lock and
+// notify (capacity 1) wakes the handler.
+type output struct {
+	mu     sync.Mutex
+	text   strings.Builder
+	tokens int
+	done   bool
+	res    result
+	notify chan struct{}
+}
+
+func (o *output) wake() {
+	select {
+	case o.notify <- struct{}{}:
+	default:
+	}
+}
+
+func (o *output) push(s string) {
+	o.mu.Lock()
+	o.text.WriteString(s)
+	o.mu.Unlock()
+	o.wake()
+}
+
+func (o *output) finish(r result) {
+	o.mu.Lock()
+	o.done, o.res = true, r
+	o.mu.Unlock()
+	o.wake()
+}
+
+// take returns the text produced since the last call, and the result once
+// the job has ended.
+func (o *output) take() (text string, done bool, res result) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	text = o.text.String()
+	o.text.Reset()
+	return text, o.done, o.res
+}
+
+// engine is the continuous-batching scheduler: one goroutine owns the
+// runner and every active sequence; each step it feeds one token of every
+// decoding sequence and a budget of prompt tokens of the prefilling ones
+// through one batched forward pass, picks the next tokens with the head
+// for all of them at once, and admits queued requests into free slots.
+type engine struct {
+	run        *model.Runner
+	tok        *tokenizer.Tokenizer
+	flash      *head.FlashHead
+	kv         dtype.DType
+	eos        map[int]bool
+	maxBatch   int
+	maxQueue   int
+	metrics    *metrics
+	beforeStep func() // Config.beforeStep
+
+	mu      sync.Mutex
+	queue   []*job
+	running int // jobs admitted and not finished
+	live    map[*job]struct{}
+	closed  bool
+
+	wake   chan struct{}
+	exited chan struct{}
+
+	// Scheduler scratch, reused step after step.
+	seqs     []model.Seq
+	seqJobs  []*job
+	admitted []*job
+	hidden   []float32
+	logits   []float32
+}
+
+func newEngine(cfg *Config, m *metrics) *engine {
+	return &engine{
+		run: cfg.Runner, tok: cfg.Tokenizer, flash: cfg.Flash, kv: cfg.KV,
+		eos:      generate.EOSTokens(cfg.Runner.M, cfg.Tokenizer),
+		maxBatch: cfg.MaxBatch, maxQueue: cfg.MaxQueue, metrics: m, beforeStep: cfg.beforeStep,
+		live: map[*job]struct{}{}, wake: make(chan struct{}, 1), exited: make(chan struct{}),
+	}
+}
+
+func (e *engine) signal() {
+	select {
+	case e.wake <- struct{}{}:
+	default:
+	}
+}
+
+// submit queues a job. The queue holds at most maxQueue requests beyond
+// the free slots, so a burst that the batch can absorb is never refused.
+func (e *engine) submit(j *job) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return errClosed
+	}
+	if len(e.queue) >= e.maxQueue+max(0, e.maxBatch-e.running) {
+		return errQueueFull
+	}
+	j.out.notify = make(chan struct{}, 1)
+	e.queue = append(e.queue, j)
+	e.live[j] = struct{}{}
+	e.metrics.queueDepth.Store(int64(len(e.queue)))
+	e.signal()
+	return nil
+}
+
+// close stops accepting jobs; the scheduler exits once the queued and
+// running ones are done.
+func (e *engine) close() {
+	e.mu.Lock()
+	e.closed = true
+	e.mu.Unlock()
+	e.signal()
+}
+
+// cancelAll cancels every queued and running job.
+func (e *engine) cancelAll() {
+	e.mu.Lock()
+	for j := range e.live {
+		j.cancel()
+	}
+	e.mu.Unlock()
+	e.signal()
+}
+
+// wait waits for the scheduler to exit (after close) or ctx to end; at
+// ctx's end it cancels the remaining jobs and still waits for the exit,
+// which comes within a step.
+func (e *engine) wait(ctx context.Context) error {
+	select {
+	case <-e.exited:
+		return nil
+	case <-ctx.Done():
+		e.cancelAll()
+		<-e.exited
+		return ctx.Err()
+	}
+}
+
+// loop is the scheduler goroutine.
+func (e *engine) loop() {
+	defer close(e.exited)
+	var active []*job
+	for {
+		if e.beforeStep != nil {
+			e.beforeStep()
+		}
+		var exit bool
+		active, exit = e.admit(active)
+		if exit {
+			return
+		}
+		if len(active) == 0 {
+			<-e.wake
+			continue
+		}
+		active = e.step(active)
+	}
+}
+
+// admit drops cancelled jobs from the queue and moves queued jobs into
+// free slots. It reports exit when the engine is closed and idle.
+func (e *engine) admit(active []*job) ([]*job, bool) {
+	e.mu.Lock()
+	q := e.queue[:0]
+	for _, j := range e.queue {
+		if j.cancelled.Load() {
+			delete(e.live, j)
+			j.out.finish(result{reason: "cancelled"})
+			continue
+		}
+		q = append(q, j)
+	}
+	e.queue = q
+	n := min(len(e.queue), e.maxBatch-len(active))
+	// Copied out: the queue's array is reused for the jobs left waiting.
+	admitted := append(e.admitted[:0], e.queue[:n]...)
+	e.admitted = admitted
+	e.queue = append(e.queue[:0], e.queue[n:]...)
+	e.running += n
+	exit := e.closed && len(e.queue) == 0 && len(active)+n == 0
+	e.metrics.queueDepth.Store(int64(len(e.queue)))
+	e.mu.Unlock()
+
+	for _, j := range admitted {
+		st, err := e.run.M.NewState(j.limit, e.kv)
+		if err != nil {
+			e.finish(j, "error", err)
+			continue
+		}
+		j.state = st
+		e.metrics.promptTokens.Add(uint64(len(j.prompt)))
+		j.context = append(make([]int, 0, len(j.prompt)+16), j.prompt...)
+		j.stream = generate.NewStream(e.tok, e.eos, j.opts, func(s string) error {
+			j.out.push(s)
+			return nil
+		})
+		active = append(active, j)
+	}
+	e.metrics.running.Store(int64(len(active)))
+	return active, exit
+}
+
+// finish ends a job: its state (KV cache) is dropped and its handler told.
+func (e *engine) finish(j *job, reason string, err error) {
+	r := result{reason: reason, err: err}
+	if j.stream != nil {
+		r.tokens = len(j.stream.Tokens)
+	}
+	j.state, j.stream, j.context = nil, nil, nil
+	e.mu.Lock()
+	e.running--
+	delete(e.live, j)
+	e.mu.Unlock()
+	j.out.finish(r)
+}
+
+// step runs one batched forward pass and hands out the next tokens.
+func (e *engine) step(active []*job) []*job {
+	kept := active[:0]
+	for _, j := range active {
+		if j.cancelled.Load() {
+			e.finish(j, "cancelled", nil)
+			continue
+		}
+		kept = append(kept, j)
+	}
+	active = kept
+	if len(active) == 0 {
+		e.metrics.running.Store(0)
+		e.metrics.kvBytes.Store(0)
+		return active
+	}
+
+	// Decoding sequences first, one row each; then prompt chunks within
+	// the step's budget, oldest request first.
+	seqs, jobs := e.seqs[:0], e.seqJobs[:0]
+	for _, j := range active {
+		if j.fed == len(j.prompt) {
+			seqs = append(seqs, model.Seq{State: j.state, Tokens: j.one[:]})
+			jobs = append(jobs, j)
+		}
+	}
+	budget := max(model.MaxChunk-len(seqs), minPrefillPerStep)
+	for _, j := range active {
+		if j.fed < len(j.prompt) && budget > 0 {
+			n := min(len(j.prompt)-j.fed, budget)
+			seqs = append(seqs, model.Seq{State: j.state, Tokens: j.prompt[j.fed : j.fed+n]})
+			jobs = append(jobs, j)
+			budget -= n
+		}
+	}
+	e.seqs, e.seqJobs = seqs, jobs
+	H := e.run.M.Config.HiddenSize
+	if cap(e.hidden) < len(seqs)*H {
+		e.hidden = make([]float32, len(seqs)*H)
+	}
+	hidden := e.hidden[:len(seqs)*H]
+	if err := e.run.ForwardBatch(hidden, seqs); err != nil {
+		// Requests are validated against their context before they are
+		// queued, so this is a bug; fail the batch rather than the server.
+		for _, j := range active {
+			e.finish(j, "error", fmt.Errorf("forward pass: %w", err))
+		}
+		e.metrics.running.Store(0)
+		return active[:0]
+	}
+	e.metrics.steps.Add(1)
+	e.metrics.batchRows.observe(float64(len(seqs)))
+
+	// Rows whose sequence is ready for its next token: every decoding
+	// sequence, and prompts whose last chunk was in this step.
+	need := 0
+	for i, j := range jobs {
+		if j.fed < len(j.prompt) {
+			j.fed += len(seqs[i].Tokens)
+			if j.fed < len(j.prompt) {
+				continue
+			}
+		}
+		if need != i {
+			copy(hidden[need*H:(need+1)*H], hidden[i*H:(i+1)*H])
+		}
+		jobs[need] = j
+		need++
+	}
+	jobs = jobs[:need]
+	ids := e.pick(hidden[:need*H], jobs)
+
+	now := time.Now()
+	for i, j := range jobs {
+		id := ids[i]
+		j.context = append(j.context, id)
+		if j.lastTok.IsZero() {
+			e.metrics.ttft.observe(now.Sub(j.arrived).Seconds())
+		} else {
+			e.metrics.itl.observe(now.Sub(j.lastTok).Seconds())
+		}
+		j.lastTok = now
+		done, _ := j.stream.Push(id) // emit never fails
+		switch {
+		case done:
+			e.finish(j, j.stream.StopReason, nil)
+		case j.state.Pos+1 > j.limit:
+			j.stream.End("context")
+			e.finish(j, "context", nil)
+		default:
+			j.one[0] = id
+		}
+	}
+	e.metrics.genTokens.Add(uint64(need))
+
+	kept = active[:0]
+	var kv int64
+	for _, j := range active {
+		if j.state != nil {
+			kept = append(kept, j)
+			kv += j.state.KVBytes()
+		}
+	}
+	e.metrics.running.Store(int64(len(kept)))
+	e.metrics.kvBytes.Store(kv)
+	return kept
+}
+
+// pick chooses the next token of each row (n x hidden) with the head the
+// single-sequence path uses: the FlashHead (batched greedy and sampled
+// rows) or the dense head (one matrix product for all rows).
+func (e *engine) pick(hidden []float32, jobs []*job) []int {
+	n := len(jobs)
+	if n == 0 {
+		return nil
+	}
+	samplers := make([]*sample.Sampler, n)
+	histories := make([][]int, n)
+	for i, j := range jobs {
+		samplers[i], histories[i] = j.sampler, j.context
+	}
+	if e.flash != nil {
+		return e.flash.SampleBatch(e.run.Pool, samplers, hidden, histories)
+	}
+	V := e.run.M.Config.VocabSize
+	if cap(e.logits) < n*V {
+		e.logits = make([]float32, n*V)
+	}
+	logits := e.logits[:n*V]
+	e.run.DenseLogitsInto(logits, hidden)
+	ids := make([]int, n)
+	for i := range ids {
+		ids[i] = samplers[i].Next(logits[i*V:(i+1)*V], histories[i])
+	}
+	return ids
+}

@@ -1,0 +1,534 @@
+package serve
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/fhkit/fhkit/formats/dtype"
+	"github.com/fhkit/fhkit/runtime/cpu"
+	"github.com/fhkit/fhkit/runtime/generate"
+	"github.com/fhkit/fhkit/runtime/model"
+	"github.com/fhkit/fhkit/runtime/sample"
+	"github.com/fhkit/fhkit/runtime/tokenizer"
+)
+
+// reference generates greedily with generate.Session, the loop behind
+// fh-run generate, on its own runner.
+func reference(t *testing.T, l *loadedModel, ids []int, maxTokens int) *generate.Result {
+	t.Helper()
+	pool := cpu.NewPool(1)
+	defer pool.Close()
+	sess, err := generate.NewSession(model.NewRunner(l.m, pool), l.tok, 0, dtype.F32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess.Flash = l.flash
+	res, err := sess.Generate(ids, generate.Options{MaxTokens: maxTokens, Sample: sample.Params{}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+func chatIDs(t *testing.T, tok *tokenizer.Tokenizer, msgs []tokenizer.Message) []int {
+	t.Helper()
+	text, err := tok.RenderChat(msgs, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok.Encode(text, false)
+}
+
+// Greedy output, streamed or not, of both endpoints and both heads equals
+// what fh-run generate's loop produces, and usage counts the tokens.
+func TestGreedyMatchesGenerate(t *testing.T) {
+	for _, flash := range []bool{false, true} {
+		ts := startServer(t, flash, nil)
+		prompts := []string{"hello there", "Once upon a time", "the"}
+		for _, prompt := range prompts {
+			for _, chat := range []bool{false, true} {
+				var ids []int
+				var body map[string]any
+				url := ts.url + "/v1/completions"
+				if chat {
+					ids = chatIDs(t, ts.l.tok, []tokenizer.Message{{Role: "user", Content: prompt}})
+					body = map[string]any{"model": "tiny", "messages": []map[string]string{{"role": "user", "content": prompt}}}
+					url = ts.url + "/v1/chat/completions"
+				} else {
+					ids = ts.l.tok.Encode(prompt, true)
+					body = map[string]any{"model": "tiny", "prompt": prompt}
+				}
+				want := reference(t, ts.l, ids, 40)
+				wantFinish := map[string]string{"eos": "stop", "length": "length"}[want.StopReason]
+				body["max_tokens"], body["temperature"] = 40, 0
+				name := fmt.Sprintf("flash=%t chat=%t %q", flash, chat, prompt)
+
+				raw, _ := json.Marshal(body)
+				code, _, out := post(t, url, string(raw))
+				if code != 200 {
+					t.Fatalf("%s: status %d: %s", name, code, out)
+				}
+				var r struct {
+					Object  string `json:"object"`
+					Choices []struct {
+						Text         string `json:"text"`
+						FinishReason string `json:"finish_reason"`
+						Message      struct {
+							Role, Content string
+						} `json:"message"`
+					} `json:"choices"`
+					Usage usage `json:"usage"`
+				}
+				if err := json.Unmarshal(out, &r); err != nil || len(r.Choices) != 1 {
+					t.Fatalf("%s: response %s: %v", name, out, err)
+				}
+				text := r.Choices[0].Text
+				wantObject := "text_completion"
+				if chat {
+					text, wantObject = r.Choices[0].Message.Content, "chat.completion"
+					if r.Choices[0].Message.Role != "assistant" {
+						t.Errorf("%s: role %q", name, r.Choices[0].Message.Role)
+					}
+				}
+				if text != want.Text || r.Choices[0].FinishReason != wantFinish || r.Object != wantObject {
+					t.Errorf("%s: got %q (%s, %s), generate gives %q (%s)", name, text, r.Choices[0].FinishReason, r.Object, want.Text, want.StopReason)
+				}
+				if r.Usage != (usage{len(ids), len(want.Tokens), len(ids) + len(want.Tokens)}) {
+					t.Errorf("%s: usage %+v, want %d prompt and %d completion tokens", name, r.Usage, len(ids), len(want.Tokens))
+				}
+
+				body["stream"] = true
+				body["stream_options"] = map[string]bool{"include_usage": true}
+				raw, _ = json.Marshal(body)
+				resp, err := http.Post(url, "application/json", strings.NewReader(string(raw)))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if ct := resp.Header.Get("Content-Type"); resp.StatusCode != 200 || ct != "text/event-stream" {
+					t.Fatalf("%s stream: status %d, content type %q", name, resp.StatusCode, ct)
+				}
+				events, done := readStream(t, resp.Body)
+				resp.Body.Close()
+				stext, sfinish, su := streamText(events)
+				if !done || stext != want.Text || sfinish != wantFinish {
+					t.Errorf("%s stream: got %q (%s, [DONE] %t), generate gives %q", name, stext, sfinish, done, want.Text)
+				}
+				if su == nil || *su != r.Usage {
+					t.Errorf("%s stream: usage %+v, want %+v", name, su, r.Usage)
+				}
+				if chat {
+					first := events[0]["choices"].([]any)[0].(map[string]any)["delta"].(map[string]any)
+					if first["role"] != "assistant" || events[0]["object"] != "chat.completion.chunk" {
+						t.Errorf("%s stream: first chunk %v", name, events[0])
+					}
+				}
+			}
+		}
+	}
+}
+
+// Requests decoding together give each the text it gets alone.
+func TestConcurrentRequestsMatchAlone(t *testing.T) {
+	ts := startServer(t, true, func(c *Config) { c.MaxBatch = 8 })
+	prompts := []string{"alpha", "a b c d e f g", "hello there", "x", "Once upon a time there was", "zz top", "the end", "7 8 9"}
+	want := make([]string, len(prompts))
+	for i, p := range prompts {
+		want[i] = reference(t, ts.l, ts.l.tok.Encode(p, true), 48).Text
+	}
+	var wg sync.WaitGroup
+	got := make([]string, len(prompts))
+	for round := 0; round < 2; round++ {
+		for i, p := range prompts {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				body := fmt.Sprintf(`{"prompt": %q, "max_tokens": 48, "temperature": 0, "stream": %t}`, p, i%2 == 0)
+				resp, err := http.Post(ts.url+"/v1/completions", "application/json", strings.NewReader(body))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				defer resp.Body.Close()
+				if i%2 == 0 {
+					events, _ := readStream(t, resp.Body)
+					got[i], _, _ = streamText(events)
+					return
+				}
+				var r completionResponse
+				json.NewDecoder(resp.Body).Decode(&r)
+				if len(r.Choices) == 1 {
+					got[i] = r.Choices[0].Text
+				}
+			}()
+		}
+		wg.Wait()
+		for i := range prompts {
+			if got[i] != want[i] {
+				t.Errorf("round %d, %q: batched %q, alone %q", round, prompts[i], got[i], want[i])
+			}
+		}
+	}
+	// The steps did batch several sequences.
+	if ts.metrics.batchRows.n == 0 || ts.metrics.steps.Load() >= uint64(2*len(prompts)*48) {
+		t.Errorf("%d steps for %d tokens: nothing was batched", ts.metrics.steps.Load(), 2*len(prompts)*48)
+	}
+}
+
+// A seeded sampled request is reproducible, and stop strings cut the text.
+func TestSamplingSeedAndStop(t *testing.T) {
+	ts := startServer(t, true, nil)
+	get := func(body string) string {
+		code, _, out := post(t, ts.url+"/v1/completions", body)
+		var r completionResponse
+		if code != 200 || json.Unmarshal(out, &r) != nil || len(r.Choices) != 1 {
+			t.Fatalf("status %d: %s", code, out)
+		}
+		return r.Choices[0].Text
+	}
+	a := get(`{"prompt": "hi", "max_tokens": 30, "temperature": 1, "top_p": 0.9, "seed": 5, "ignore_eos": true}`)
+	b := get(`{"prompt": "hi", "max_tokens": 30, "temperature": 1, "top_p": 0.9, "seed": 5, "ignore_eos": true}`)
+	c := get(`{"prompt": "hi", "max_tokens": 30, "temperature": 1, "top_p": 0.9, "seed": 6, "ignore_eos": true}`)
+	if a != b || a == c {
+		t.Errorf("seed 5 gave %q then %q, seed 6 gave %q", a, b, c)
+	}
+	full := get(`{"prompt": "hi", "max_tokens": 30, "temperature": 0, "ignore_eos": true}`)
+	if len(full) < 6 {
+		t.Fatalf("greedy text %q too short to cut", full)
+	}
+	stop := full[3:6]
+	cut := get(fmt.Sprintf(`{"prompt": "hi", "max_tokens": 30, "temperature": 0, "ignore_eos": true, "stop": [%q, "never-appears"]}`, stop))
+	if want := full[:strings.Index(full, stop)]; cut != want {
+		t.Errorf("stop %q: got %q, want %q", stop, cut, want)
+	}
+}
+
+// Every bad request gets a 400 (or 404/405/413) with an OpenAI error body,
+// and the server keeps serving.
+func TestBadRequests(t *testing.T) {
+	ts := startServer(t, false, func(c *Config) { c.Ctx = 64 })
+	long := strings.Repeat("hello ", 80)
+	cases := []struct {
+		path, body string
+		status     int
+		want       string
+	}{
+		{"/v1/completions", `{"prompt": "hi", "max_tokens": 4`, 400, "malformed JSON"},
+		{"/v1/completions", `not json`, 400, "JSON object"},
+		{"/v1/completions", ``, 400, "JSON object"},
+		{"/v1/completions", `{"prompt": "hi"} {"x": 1}`, 400, "after the object"},
+		{"/v1/completions", `{"model": "gpt-4", "prompt": "hi"}`, 400, "does not exist"},
+		{"/v1/chat/completions", `{"model": "nope", "messages": [{"role": "user", "content": "hi"}]}`, 400, "does not exist"},
+		{"/v1/completions", `{"prompt": "hi", "max_tokens": -5}`, 400, "at least 1"},
+		{"/v1/completions", `{"prompt": "hi", "max_tokens": 0}`, 400, "at least 1"},
+		{"/v1/completions", `{"prompt": "hi", "max_tokens": 1000000}`, 400, "context limit"},
+		{"/v1/completions", `{"prompt": "hi", "max_tokens": 1e30}`, 400, "max_tokens"},
+		{"/v1/completions", `{"prompt": "hi", "max_tokens": "ten"}`, 400, "max_tokens"},
+		{"/v1/chat/completions", `{"messages": [{"role": "user", "content": "hi"}], "max_completion_tokens": -1}`, 400, "max_completion_tokens"},
+		{"/v1/completions", fmt.Sprintf(`{"prompt": %q}`, long), 400, "context limit"},
+		{"/v1/chat/completions", fmt.Sprintf(`{"messages": [{"role": "user", "content": %q}]}`, long), 400, "context limit"},
+		{"/v1/completions", `{"prompt": "hi", "max_tokens": 63}`, 400, "context limit"}, // BOS + "hi" + 63 > 64
+		{"/v1/completions", `{"max_tokens": 3}`, 400, "prompt is required"},
+		{"/v1/completions", `{"prompt": ["a", "b"]}`, 400, "one prompt"},
+		{"/v1/completions", `{"prompt": [1, 2, 99999]}`, 400, "outside the vocabulary"},
+		{"/v1/completions", `{"prompt": [1, -2]}`, 400, "outside the vocabulary"},
+		{"/v1/completions", `{"prompt": {"a": 1}}`, 400, "prompt must be"},
+		{"/v1/completions", `{"prompt": "hi", "n": 2}`, 400, "one choice"},
+		{"/v1/completions", `{"prompt": "hi", "temperature": -1}`, 400, "temperature"},
+		{"/v1/completions", `{"prompt": "hi", "top_p": 1.5}`, 400, "top_p"},
+		{"/v1/completions", `{"prompt": "hi", "logprobs": 3}`, 400, "logprobs"},
+		{"/v1/completions", `{"prompt": "hi", "echo": true}`, 400, "echo"},
+		{"/v1/completions", `{"prompt": "hi", "stop": 7}`, 400, "stop"},
+		{"/v1/completions", `{"prompt": "hi", "stop": ["a","b","c","d","e","f","g","h","i","j","k","l","m","n","o","p","q"]}`, 400, "stop strings"},
+		{"/v1/completions", `{"prompt": "hi", "stream_options": {"include_usage": true}}`, 400, "stream_options"},
+		{"/v1/completions", `{"prompt": "hi", "presence_penalty": 0.5}`, 400, "presence_penalty"},
+		{"/v1/chat/completions", `{"messages": []}`, 400, "non-empty"},
+		{"/v1/chat/completions", `{"messages": [{"role": "wizard", "content": "hi"}]}`, 400, "role"},
+		{"/v1/chat/completions", `{"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}`, 400, "text parts"},
+		{"/v1/chat/completions", `{"messages": [{"role": "user", "content": 5}]}`, 400, "content"},
+		{"/v1/chat/completions", `{"messages": "hi"}`, 400, "messages"},
+		{"/v1/completions", `{"prompt": "` + strings.Repeat("x", maxPromptBytes) + `"}`, 413, "larger than"},
+		{"/v1/nothing", `{}`, 404, "no route"},
+	}
+	for _, c := range cases {
+		code, _, out := post(t, ts.url+c.path, c.body)
+		var e struct {
+			Error struct {
+				Message string  `json:"message"`
+				Type    string  `json:"type"`
+				Param   *string `json:"param"`
+			} `json:"error"`
+		}
+		short := c.body
+		if len(short) > 80 {
+			short = short[:80] + "..."
+		}
+		if code != c.status || json.Unmarshal(out, &e) != nil || !strings.Contains(e.Error.Message, c.want) || e.Error.Type == "" {
+			t.Errorf("%s %s: status %d, body %.300s; want %d and %q", c.path, short, code, out, c.status, c.want)
+		}
+	}
+	resp, err := http.Get(ts.url + "/v1/completions")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 405 || resp.Header.Get("Allow") != "POST" {
+		t.Errorf("GET /v1/completions: %d, Allow %q", resp.StatusCode, resp.Header.Get("Allow"))
+	}
+	// Still serving.
+	if code, _, out := post(t, ts.url+"/v1/completions", `{"prompt": "hi", "max_tokens": 3}`); code != 200 {
+		t.Errorf("after the bad requests: %d %s", code, out)
+	}
+}
+
+// gate pauses the scheduler at the top of each iteration until released.
+type gate struct {
+	mu      sync.Mutex
+	open    bool
+	release chan struct{}
+}
+
+func newGate() *gate { return &gate{release: make(chan struct{})} }
+
+func (g *gate) wait() {
+	g.mu.Lock()
+	open := g.open
+	g.mu.Unlock()
+	if !open {
+		<-g.release
+	}
+}
+
+func (g *gate) openUp() {
+	g.mu.Lock()
+	g.open = true
+	g.mu.Unlock()
+	close(g.release)
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// With one slot and a queue of one, a third request gets 429 with
+// Retry-After while the first two are held; once the scheduler runs, both
+// complete and new requests are accepted again.
+func TestQueueFull(t *testing.T) {
+	g := newGate()
+	ts := startServer(t, false, func(c *Config) { c.MaxBatch, c.MaxQueue, c.beforeStep = 1, 1, g.wait })
+
+	var wg sync.WaitGroup
+	codes := make([]int, 2)
+	for i := range codes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			codes[i], _, _ = post(t, ts.url+"/v1/completions", `{"prompt": "hi", "max_tokens": 8, "temperature": 0}`)
+		}()
+	}
+	waitFor(t, "two queued requests", func() bool {
+		ts.engine.mu.Lock()
+		defer ts.engine.mu.Unlock()
+		return len(ts.engine.queue) == 2
+	})
+	code, hdr, out := post(t, ts.url+"/v1/completions", `{"prompt": "hi", "max_tokens": 8}`)
+	var e struct {
+		Error apiError `json:"error"`
+	}
+	if code != 429 || hdr.Get("Retry-After") == "" || json.Unmarshal(out, &e) != nil || e.Error.Type != "rate_limit_error" {
+		t.Errorf("third request: status %d, Retry-After %q, body %s", code, hdr.Get("Retry-After"), out)
+	}
+	g.openUp()
+	wg.Wait()
+	if codes[0] != 200 || codes[1] != 200 {
+		t.Errorf("held requests finished with %v", codes)
+	}
+	if code, _, out := post(t, ts.url+"/v1/completions", `{"prompt": "hi", "max_tokens": 8}`); code != 200 {
+		t.Errorf("after the queue drained: %d %s", code, out)
+	}
+	if !strings.Contains(scrape(t, ts.url), `fhkit_requests_total{endpoint="/v1/completions",code="429"} 1`) {
+		t.Error("the 429 is not counted in /metrics")
+	}
+}
+
+// scrape returns the /metrics text.
+func scrape(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var b strings.Builder
+	buf := make([]byte, 4096)
+	for {
+		n, err := resp.Body.Read(buf)
+		b.Write(buf[:n])
+		if err != nil {
+			break
+		}
+	}
+	return b.String()
+}
+
+// metric returns the value of an unlabelled metric line.
+func metric(t *testing.T, text, name string) float64 {
+	t.Helper()
+	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + ` (\S+)$`).FindStringSubmatch(text)
+	if m == nil {
+		t.Fatalf("metric %s missing from:\n%s", name, text)
+	}
+	v, err := strconv.ParseFloat(m[1], 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// A client that disconnects mid-stream cancels its generation: the slot
+// and its KV cache are freed and the next request runs.
+func TestDisconnectFreesSlot(t *testing.T) {
+	// Slow steps, so the long request cannot finish before it is cancelled.
+	ts := startServer(t, false, func(c *Config) { c.MaxBatch, c.beforeStep = 1, func() { time.Sleep(time.Millisecond) } })
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, "POST", ts.url+"/v1/completions",
+		strings.NewReader(`{"prompt": "hi", "max_tokens": 400, "ignore_eos": true, "temperature": 0, "stream": true}`))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 64)
+	if _, err := resp.Body.Read(buf); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a running request", func() bool { return ts.metrics.running.Load() == 1 && ts.metrics.kvBytes.Load() > 0 })
+	cancel()
+	resp.Body.Close()
+	waitFor(t, "the slot to be freed", func() bool { return ts.metrics.running.Load() == 0 && ts.metrics.kvBytes.Load() == 0 })
+	if n := ts.metrics.genTokens.Load(); n >= 400 {
+		t.Errorf("the cancelled request generated all %d tokens", n)
+	}
+	code, _, out := post(t, ts.url+"/v1/completions", `{"prompt": "hi", "max_tokens": 5, "ignore_eos": true}`)
+	var r completionResponse
+	if code != 200 || json.Unmarshal(out, &r) != nil || r.Usage.CompletionTokens != 5 {
+		t.Errorf("next request: %d %s", code, out)
+	}
+	text := scrape(t, ts.url)
+	if metric(t, text, "fhkit_running_requests") != 0 || metric(t, text, "fhkit_queue_depth") != 0 {
+		t.Errorf("metrics after the cancel:\n%s", text)
+	}
+}
+
+func TestModelsHealthMetrics(t *testing.T) {
+	ts := startServer(t, true, nil)
+	resp, err := http.Get(ts.url + "/v1/models")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ml modelList
+	json.NewDecoder(resp.Body).Decode(&ml)
+	resp.Body.Close()
+	if ml.Object != "list" || len(ml.Data) != 1 || ml.Data[0].ID != "tiny" || ml.Data[0].MaxModelLen != ts.l.m.Config.MaxPositionEmbeddings {
+		t.Errorf("/v1/models: %+v", ml)
+	}
+	resp, err = http.Get(ts.url + "/health")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("/health: %d", resp.StatusCode)
+	}
+	total := 0
+	for i := 0; i < 3; i++ {
+		code, _, out := post(t, ts.url+"/v1/chat/completions", `{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 7, "stream": true, "stream_options": {"include_usage": true}}`)
+		if code != 200 {
+			t.Fatalf("%d %s", code, out)
+		}
+		events, _ := readStream(t, strings.NewReader(string(out)))
+		_, _, u := streamText(events)
+		total += u.CompletionTokens
+	}
+	text := scrape(t, ts.url)
+	for _, want := range []string{
+		`fhkit_requests_total{endpoint="/v1/chat/completions",code="200"} 3`,
+		`fhkit_requests_total{endpoint="/v1/models",code="200"} 1`,
+		"# TYPE fhkit_time_to_first_token_seconds histogram",
+		`fhkit_time_to_first_token_seconds_bucket{le="+Inf"} 3`,
+		"# TYPE fhkit_inter_token_latency_seconds histogram",
+		"# TYPE fhkit_queue_depth gauge",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	if got := metric(t, text, "fhkit_generation_tokens_total"); int(got) != total {
+		t.Errorf("generation tokens %v, usage says %d", got, total)
+	}
+	if got := metric(t, text, "fhkit_inter_token_latency_seconds_count"); int(got) != total-3 {
+		t.Errorf("%v inter-token gaps for %d tokens in 3 requests", got, total)
+	}
+}
+
+// Shutdown lets a running request finish; a deadline cancels the rest and
+// their clients are told.
+func TestShutdown(t *testing.T) {
+	for _, deadline := range []time.Duration{10 * time.Second, 30 * time.Millisecond} {
+		l := loadModel(t, false)
+		s, err := New(Config{Runner: l.run, Tokenizer: l.tok, KV: dtype.F32, beforeStep: func() { time.Sleep(500 * time.Microsecond) }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		served := make(chan error, 1)
+		go func() { served <- s.Serve(ln) }()
+		url := "http://" + ln.Addr().String()
+		resp, err := http.Post(url+"/v1/completions", "application/json", strings.NewReader(`{"prompt": "hi", "max_tokens": 200, "ignore_eos": true, "stream": true}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "a running request", func() bool { return s.metrics.running.Load() == 1 })
+		ctx, cancel := context.WithTimeout(context.Background(), deadline)
+		shut := make(chan error, 1)
+		go func() { shut <- s.Shutdown(ctx) }()
+		events, done := readStream(t, resp.Body)
+		resp.Body.Close()
+		err = <-shut
+		cancel()
+		if e := <-served; e != nil {
+			t.Errorf("Serve returned %v", e)
+		}
+		_, finish, _ := streamText(events)
+		if deadline > time.Second {
+			if err != nil || finish != "length" || !done {
+				t.Errorf("graceful: shutdown %v, finish %q, done %t", err, finish, done)
+			}
+		} else {
+			last := events[len(events)-1]
+			if err == nil || last["error"] == nil {
+				t.Errorf("deadline: shutdown %v, last event %v", err, last)
+			}
+		}
+		if _, err := http.Post(url+"/v1/completions", "application/json", strings.NewReader(`{"prompt": "hi"}`)); err == nil {
+			t.Error("a request after shutdown was served")
+		}
+	}
+}
