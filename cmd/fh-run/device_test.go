@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -58,6 +59,16 @@ func TestDeviceCUDAEmulated(t *testing.T) {
 	code, out, errOut = runArgs("verify", "--model", path, "--device", "cuda", "--sequences", "1", "--seq-len", "8")
 	if code != 0 || !strings.Contains(out, "device: CUDA") || !strings.Contains(out, "top-1 agreement 1.0000") {
 		t.Fatalf("verify --device cuda: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	// Greedy generation on the device gives the CPU's tokens.
+	gen := []string{"generate", "--model", path, "--prompt", "hello there", "--max-tokens", "10", "--ignore-eos", "--json"}
+	_, cpuOut, _ := runArgs(gen...)
+	code, devOut, errOut := runArgs(append(gen, "--device", "cuda")...)
+	var c, d struct {
+		Tokens []int `json:"tokens"`
+	}
+	if code != 0 || json.Unmarshal([]byte(cpuOut), &c) != nil || json.Unmarshal([]byte(devOut), &d) != nil || len(d.Tokens) != 10 || fmt.Sprint(c.Tokens) != fmt.Sprint(d.Tokens) {
+		t.Fatalf("generate --device cuda: exit %d, tokens %v, CPU tokens %v (%s)", code, d.Tokens, c.Tokens, errOut)
 	}
 	code, out, errOut = runArgs("bench", "--model", path, "--device", "cuda", "--prompt-tokens", "8", "--gen-tokens", "3", "--json")
 	if code != 0 {

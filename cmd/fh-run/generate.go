@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/fhkit/fhkit/internal/cli"
+	"github.com/fhkit/fhkit/runtime/cuda"
 	"github.com/fhkit/fhkit/runtime/generate"
 	"github.com/fhkit/fhkit/runtime/tokenizer"
 )
@@ -23,6 +24,7 @@ Examples:
   fh-run generate --model gemma.fhm --prompt "The capital of France is"
   fh-run generate --model gemma.fhm --chat --prompt "Write a haiku" --temperature 0.7 --top-p 0.95 --seed 1
   fh-run generate --model m.fhm --prompt "Once upon a time" --max-tokens 64 --json
+  fh-run generate --model gemma-fh.fhm --prompt "Hello" --device cuda
 
 Flags:
 `
@@ -39,6 +41,7 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	stops := fs.StringArray("stop", nil, "stop string (repeatable)")
 	ignoreEOS := fs.Bool("ignore-eos", false, "keep generating after end-of-sequence tokens")
 	asJSON := fs.Bool("json", false, "print one JSON object at the end instead of streaming")
+	device := registerDevice(fs)
 	if err := parse(fs, args, generateHelp, stdout); err != nil {
 		return err
 	}
@@ -64,11 +67,6 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	sess, err := generate.NewSession(l.run, l.tok, rf.ctx, l.kv)
-	if err != nil {
-		return err
-	}
-	sess.Flash = l.flash
 	emit := func(s string) error {
 		_, err := io.WriteString(stdout, s)
 		return err
@@ -76,7 +74,23 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	if *asJSON {
 		emit = nil
 	}
-	res, err := sess.Generate(ids, generate.Options{MaxTokens: *maxTokens, Sample: sp, Stop: *stops, IgnoreEOS: *ignoreEOS}, emit)
+	opts := generate.Options{MaxTokens: *maxTokens, Sample: sp, Stop: *stops, IgnoreEOS: *ignoreEOS}
+	dr, err := openDevice(*device, l, &rf, stderr)
+	if err != nil {
+		return err
+	}
+	defer closeDevice(dr)
+	var res *generate.Result
+	if dr != nil {
+		res, err = cuda.Generate(dr, l.tok, l.flash, l.pool, ids, opts, emit)
+	} else {
+		var sess *generate.Session
+		if sess, err = generate.NewSession(l.run, l.tok, rf.ctx, l.kv); err != nil {
+			return err
+		}
+		sess.Flash = l.flash
+		res, err = sess.Generate(ids, opts, emit)
+	}
 	if err != nil {
 		return fmt.Errorf("%s: %w", rf.model, err)
 	}
