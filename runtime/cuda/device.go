@@ -257,19 +257,6 @@ func (dv *Device) CopyDtoD(dst Buffer, dstOff int, src Buffer, srcOff, n int) er
 	return dv.do("cuMemcpyDtoD_v2", dv.Drv.sym.cuMemcpyDtoD, uintptr(dst.Ptr)+uintptr(dstOff), uintptr(src.Ptr)+uintptr(srcOff), uintptr(n))
 }
 
-// UploadAsync copies src to b at off on stream s. src must stay unchanged
-// until the stream reaches the copy (a graph replays it from the same
-// address), so callers pass long-lived pinned memory.
-func (dv *Device) UploadAsync(b Buffer, off int, src []byte, s Stream) error {
-	if len(src) == 0 {
-		return nil
-	}
-	if off < 0 || off+len(src) > b.Size {
-		return fmt.Errorf("cuda: upload of %d bytes at %d into a %d-byte buffer", len(src), off, b.Size)
-	}
-	return dv.do("cuMemcpyHtoDAsync_v2", dv.Drv.sym.cuMemcpyHtoDAsync, uintptr(b.Ptr)+uintptr(off), uintptr(unsafe.Pointer(&src[0])), uintptr(len(src)), uintptr(s))
-}
-
 // Memset sets every byte of b to v.
 func (dv *Device) Memset(b Buffer, v byte) error {
 	return dv.do("cuMemsetD8_v2", dv.Drv.sym.cuMemsetD8, uintptr(b.Ptr), uintptr(v), uintptr(b.Size))
