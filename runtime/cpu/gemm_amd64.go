@@ -23,13 +23,13 @@ var (
 			{gemmQ4T4BF16AVX512, gemmQ4T4F16AVX512, gemmQ4T4F32AVX512},
 		},
 		smallChunk: 32,
-		smallMaxT:  32,
+		smallMaxT:  24,
 		smallDense: [][3]func(out *float32, outStride int, w *byte, stride int, x *float32, xStride int, n int, rows int){
 			{gemmDenseT2BF16AVX512, gemmDenseT2F16AVX512, gemmDenseT2F32AVX512},
 			{gemmDenseT3BF16AVX512, gemmDenseT3F16AVX512, gemmDenseT3F32AVX512},
 			{gemmDenseT4BF16AVX512, gemmDenseT4F16AVX512, gemmDenseT4F32AVX512},
 		},
-		smallDenseMaxT: 32,
+		smallDenseMaxT: 24,
 	}
 	gemmAVX2 = &gemmKernels{
 		panel: 16,
