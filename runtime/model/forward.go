@@ -306,9 +306,10 @@ const (
 	stageMLPOut
 )
 
-// rowGrain is the smallest number of rows worth handing to another
-// thread: a row of a small model costs less than waking a worker.
-const rowGrain = 4
+// parallelWork is the number of elements (or multiply-adds) below which
+// per-row work stays on the calling thread: waking a worker and waiting for
+// it costs microseconds, more than the rows of a small model take.
+const parallelWork = 4096
 
 // rowTask runs one stage over rows [lo, hi) of the current chunk; it is a
 // cpu.Task kept in the Runner so that a step allocates nothing.
@@ -321,8 +322,16 @@ type rowTask struct {
 }
 
 func (t *rowTask) run(stage rowStage, T int) {
+	c := &t.r.M.Config
 	t.stage = stage
-	t.r.Pool.Run(T, rowGrain, t)
+	perRow := c.HiddenSize
+	switch stage {
+	case stageQKV:
+		perRow = (c.NumHeads + 2*c.NumKVHeads) * c.HeadDim
+	case stageActivation:
+		perRow = c.IntermediateSize
+	}
+	t.r.Pool.Run(T, (parallelWork+perRow-1)/perRow, t)
 }
 
 // Run implements cpu.Task.
@@ -435,15 +444,21 @@ type attnJob struct {
 func (r *Runner) attention(out, q, k, v []float32, segs []segment, layer, T int, sliding bool) {
 	c := &r.M.Config
 	jobs := T * c.NumHeads
-	parts := min(r.Pool.Threads(), jobs)
-	// Scratch for the longest score row any query of the chunk needs.
-	longest := 0
+	// Scratch for the longest score row any query of the chunk needs, and
+	// the chunk's work (scores and sums over every visible position).
+	longest, work := 0, 0
 	for _, s := range segs {
 		n := s.pos0 + len(s.tokens)
 		if sliding {
 			n = min(n, c.SlidingWindow)
 		}
 		longest = max(longest, n)
+		work += len(s.tokens) * n
+	}
+	work *= 2 * c.NumHeads * c.HeadDim
+	parts := min(r.Pool.Threads(), jobs)
+	if work < 4*parallelWork {
+		parts = 1
 	}
 	b := &r.buf
 	for len(b.scores) < parts {
