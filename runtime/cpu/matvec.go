@@ -2,6 +2,7 @@ package cpu
 
 import (
 	"sync"
+	"sync/atomic"
 
 	"github.com/fhkit/fhkit/formats/dtype"
 )
@@ -22,7 +23,7 @@ import (
 const mvSerialBytes = 64 << 10
 
 // mvGrain is the row granularity of the parallel split: a multiple of the
-// four rows per pass, small enough to balance 2-4 threads on 256 rows.
+// four rows per pass.
 const mvGrain = 16
 
 // matVec is MatMul for one input vector (decode): out[r] = W[r,:] · x.
@@ -43,17 +44,34 @@ func matVecISA(level ISA, p *Pool, out []float32, w Mat, x []float32) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	j := &s.job
-	*j = mvJob{level: level, out: out, w: w, x: x}
+	j.level, j.out, j.w, j.x, j.xq, j.nxs = level, out, w, x, nil, nil
+	j.next.Store(0)
 	if w.DType == dtype.U4 {
 		j.xq, j.nxs = s.prepareQ4X(level, w, x)
 	}
 	if len(w.Data) < mvSerialBytes || p.Threads() == 1 {
-		j.Run(0, w.Rows)
+		j.rows(0, w.Rows)
 	} else {
-		p.Run(w.Rows, mvGrain, j) // a pointer Task: no allocation
+		// Threads claim chunks of rows as they go rather than one fixed
+		// share each: the vCPUs are shared with other work, and a thread
+		// that loses its core for a while must not hold the product up.
+		// Chunks are a multiple of mvGrain rows and at least mvChunkBytes,
+		// so the per-chunk cost (an atomic add, cold prefetch streams) stays
+		// small, and there are about mvChunksPerThread per thread.
+		rowBytes := max(1, len(w.Data)/w.Rows)
+		c := max(mvGrain, mvChunkBytes/rowBytes, w.Rows/(mvChunksPerThread*p.Threads()))
+		j.chunk = (c + mvGrain - 1) / mvGrain * mvGrain
+		p.Run(p.Threads(), 1, j) // a pointer Task: no allocation
 	}
-	*j = mvJob{} // do not pin the weights or x after the call
+	// Do not pin the weights or x after the call.
+	j.out, j.w, j.x, j.xq, j.nxs = nil, Mat{}, nil, nil, nil
 }
+
+// Chunking of the rows between threads (see matVecISA).
+const (
+	mvChunkBytes      = 64 << 10
+	mvChunksPerThread = 4
+)
 
 // mvScratch is a Pool's reusable state for matVec: the rearranged input of
 // int4 products and the job the workers read, guarded by mu.
@@ -63,17 +81,32 @@ type mvScratch struct {
 	job mvJob
 }
 
-// mvJob is one product, a Task: the workers call Run on sub-ranges.
+// mvJob is one product. It is the pool's Task: each thread's Run claims
+// chunks of rows until none is left.
 type mvJob struct {
 	level   ISA
 	out     []float32
 	w       Mat
 	x       []float32
-	xq, nxs []float32 // int4 only: x rearranged, and per-group −Σx (AVX2)
+	xq, nxs []float32 // int4 only: x rearranged, and the lane sums
+	chunk   int          // rows per claim
+	next    atomic.Int64 // the next chunk to claim
 }
 
-// Run computes out[lo:hi].
-func (j *mvJob) Run(lo, hi int) {
+// Run computes chunks of rows until all are claimed (the range, one part
+// per thread, is not used).
+func (j *mvJob) Run(_, _ int) {
+	for {
+		lo := int(j.next.Add(1)-1) * j.chunk
+		if lo >= j.w.Rows {
+			return
+		}
+		j.rows(lo, min(lo+j.chunk, j.w.Rows))
+	}
+}
+
+// rows computes out[lo:hi].
+func (j *mvJob) rows(lo, hi int) {
 	if j.w.DType == dtype.U4 {
 		q4Rows(j.level, j.out, j.w, j.xq, j.nxs, lo, hi)
 		return
