@@ -23,8 +23,10 @@ concurrent clients each send --requests requests one after the other, and
 the report gives throughput (completion tokens per second over the wall
 time, from each response's usage) and percentiles of the time to first
 token, the inter-token latency and the request latency. With --baseline
-(the default) one client runs its --requests first, alone, and the report
-ends with the ratio of the two throughputs: what continuous batching buys.
+(the default) one client first sends --baseline-requests requests alone
+(default: as many as the concurrent run sends in all, so both runs last
+long enough to measure), and the report ends with the ratio of the two
+throughputs: what continuous batching buys.
 
 --model starts the server in this process on 127.0.0.1 (with the runtime
 flags below, as 'fh-run serve'); --url targets a running one. Only loopback
@@ -56,6 +58,7 @@ func runLoadgen(args []string, stdout, stderr io.Writer) error {
 	temperature := fs.Float64("temperature", 0, "sampling temperature of the requests")
 	stopAtEOS := fs.Bool("stop-at-eos", false, "let requests end at an end-of-sequence token")
 	baseline := fs.Bool("baseline", true, "first measure one client alone and report the throughput ratio")
+	baselineRequests := fs.Int("baseline-requests", 0, "requests of the single-client run (0 = clients x requests)")
 	timeout := fs.Duration("timeout", 5*time.Minute, "bound on each run")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	if err := parse(fs, args, loadgenHelp, stdout); err != nil {
@@ -79,6 +82,9 @@ func runLoadgen(args []string, stdout, stderr io.Writer) error {
 	}
 	if *clients < 1 || *clients > serve.MaxLoadClients || *requests < 1 || *requests > serve.MaxLoadRequests {
 		return cli.Usagef("--clients must be in 1..%d and --requests in 1..%d", serve.MaxLoadClients, serve.MaxLoadRequests)
+	}
+	if *baselineRequests < 0 || *baselineRequests > serve.MaxLoadRequests || (*baseline && *baselineRequests == 0 && *clients**requests > serve.MaxLoadRequests) {
+		return cli.Usagef("--baseline-requests must be in 0..%d (0: clients x requests, which must then be at most %d)", serve.MaxLoadRequests, serve.MaxLoadRequests)
 	}
 	if *maxTokens < 1 || *timeout <= 0 || *timeout > serve.MaxLoadTimeout {
 		return cli.Usagef("--max-tokens must be >= 1 and --timeout in (0, %s]", serve.MaxLoadTimeout)
@@ -110,7 +116,10 @@ func runLoadgen(args []string, stdout, stderr io.Writer) error {
 	out := map[string]*serve.LoadReport{}
 	if *baseline {
 		one := cfg
-		one.Clients = 1
+		one.Clients, one.Requests = 1, *clients**requests
+		if *baselineRequests > 0 {
+			one.Requests = *baselineRequests
+		}
 		rep, err := serve.Load(ctx, one)
 		if err != nil {
 			return err

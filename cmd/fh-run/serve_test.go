@@ -201,7 +201,7 @@ func TestLoadgen(t *testing.T) {
 	c, _ := raw["concurrent"].(map[string]any)
 	single, _ := raw["single"].(map[string]any)
 	ratio, _ := raw["throughput_ratio"].(float64)
-	if c == nil || single == nil || c["ok"] != 8.0 || c["errors"] != 0.0 || c["completion_tokens"] != 64.0 || single["ok"] != 2.0 || ratio <= 0 {
+	if c == nil || single == nil || c["ok"] != 8.0 || c["errors"] != 0.0 || c["completion_tokens"] != 64.0 || single["ok"] != 8.0 || ratio <= 0 {
 		t.Errorf("report %s", out)
 	}
 	if _, ok := c["ttft"].(map[string]any)["p99_ms"]; !ok {
