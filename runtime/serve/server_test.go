@@ -532,3 +532,91 @@ func TestShutdown(t *testing.T) {
 		}
 	}
 }
+
+// The request shapes the OpenAI Python client (v1) sends, with its headers,
+// and the response fields its models read. The client itself is not
+// installed on the build machines, so the shapes are reproduced here.
+func TestOpenAIClientShapes(t *testing.T) {
+	ts := startServer(t, true, nil)
+	do := func(method, path, body string) *http.Response {
+		req, _ := http.NewRequest(method, ts.url+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer sk-anything")
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json")
+		req.Header.Set("User-Agent", "OpenAI/Python 1.54.0")
+		req.Header.Set("X-Stainless-Lang", "python")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	decode := func(resp *http.Response) map[string]any {
+		defer resp.Body.Close()
+		var v map[string]any
+		if resp.StatusCode != 200 || json.NewDecoder(resp.Body).Decode(&v) != nil {
+			t.Fatalf("status %d", resp.StatusCode)
+		}
+		return v
+	}
+	has := func(what string, v map[string]any, fields ...string) {
+		for _, f := range fields {
+			if _, ok := v[f]; !ok {
+				t.Errorf("%s lacks %q: %v", what, f, v)
+			}
+		}
+	}
+	// client.models.list()
+	models := decode(do("GET", "/v1/models", ""))
+	card := models["data"].([]any)[0].(map[string]any)
+	has("model", card, "id", "object", "created", "owned_by")
+
+	// client.completions.create(model="tiny", prompt="Say this is a test", max_tokens=7, temperature=0)
+	c := decode(do("POST", "/v1/completions", `{"model":"tiny","prompt":"Say this is a test","max_tokens":7,"temperature":0}`))
+	has("completion", c, "id", "object", "created", "model", "choices", "usage")
+	has("completion choice", c["choices"].([]any)[0].(map[string]any), "index", "text", "logprobs", "finish_reason")
+	if c["object"] != "text_completion" {
+		t.Errorf("object %v", c["object"])
+	}
+
+	// client.chat.completions.create(model="tiny", messages=[...], max_tokens=8, temperature=0,
+	//   seed=1, stop=["\n\n"], top_p=1, n=1, presence_penalty=0, frequency_penalty=0, user="u", logprobs=False)
+	chat := decode(do("POST", "/v1/chat/completions", `{"messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Hello"}],"model":"tiny","frequency_penalty":0,"logprobs":false,"max_tokens":8,"n":1,"presence_penalty":0,"seed":1,"stop":["\n\n"],"temperature":0,"top_p":1,"user":"u"}`))
+	has("chat", chat, "id", "object", "created", "model", "choices", "usage")
+	choice := chat["choices"].([]any)[0].(map[string]any)
+	has("chat choice", choice, "index", "message", "finish_reason", "logprobs")
+	if chat["object"] != "chat.completion" || choice["message"].(map[string]any)["role"] != "assistant" {
+		t.Errorf("chat %v", chat)
+	}
+	if fr := choice["finish_reason"]; fr != "stop" && fr != "length" {
+		t.Errorf("finish_reason %v", fr)
+	}
+
+	// stream=True, stream_options={"include_usage": True}, content as parts
+	resp := do("POST", "/v1/chat/completions", `{"messages":[{"role":"user","content":[{"type":"text","text":"Hello"}]}],"model":"tiny","max_tokens":8,"stream":true,"stream_options":{"include_usage":true},"temperature":0}`)
+	if resp.Header.Get("Content-Type") != "text/event-stream" {
+		t.Fatalf("stream content type %q", resp.Header.Get("Content-Type"))
+	}
+	events, done := readStream(t, resp.Body)
+	resp.Body.Close()
+	if !done || len(events) < 3 {
+		t.Fatalf("%d events, [DONE] %t", len(events), done)
+	}
+	for i, ev := range events {
+		has(fmt.Sprintf("chunk %d", i), ev, "id", "object", "created", "model", "choices")
+		if ev["object"] != "chat.completion.chunk" || ev["id"] != events[0]["id"] {
+			t.Errorf("chunk %d: %v", i, ev)
+		}
+	}
+	last := events[len(events)-1]
+	if len(last["choices"].([]any)) != 0 || last["usage"] == nil {
+		t.Errorf("the usage chunk: %v", last)
+	}
+	// An error is {"error": {"message", "type", "param", "code"}}, as the
+	// client's APIStatusError reads it.
+	resp = do("POST", "/v1/chat/completions", `{"messages":[],"model":"tiny"}`)
+	var e map[string]map[string]any
+	json.NewDecoder(resp.Body).Decode(&e)
+	resp.Body.Close()
+	has("error", e["error"], "message", "type", "param", "code")
+}
