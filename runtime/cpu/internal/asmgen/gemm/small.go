@@ -62,11 +62,16 @@ func arg(name string) Mem {
 }
 
 // prefetchNext prefetches the bytes of the next pass that match an
-// iteration consuming step bytes of each of R rows at offset wo.
-func prefetchNext(next, wo Register, R, step int) {
+// iteration consuming step bytes of each of R rows at offset wo, unless
+// this pass is the call's last: past the last row is memory this call does
+// not read (another thread's block, or the end of the weight).
+func prefetchNext(tag string, next, wo Register, R, step int) {
+	CMPQ(arg("rows"), U32(R))
+	JBE(LabelRef(tag + "_nopf"))
 	for d := 0; d < R*step; d += 64 {
 		PREFETCHT0(Mem{Base: next, Index: wo, Scale: uint8(R), Disp: d})
 	}
+	Label(tag + "_nopf")
 }
 
 // tokenAddr returns the address of input t (t < 4) at byte offset disp.
@@ -261,7 +266,7 @@ func smallAVX512(T int, st scaleType, symTable Mem) {
 				VFMADD231PS(xh[t], hi, acc[k][t])
 			}
 		}
-		prefetchNext(next, wo, R, 16)
+		prefetchNext(tag, next, wo, R, 16)
 		ADDQ(U32(16), wo)
 		ADDQ(U32(128), xp)
 		CMPQ(wo, gend)
@@ -353,7 +358,7 @@ func smallAVX2(T int, st scaleType, lowNibble, minusEight Mem) {
 				VFMADD231PS(tokenAddr(xp, xs, xs3, t, 32), c, acc[k][t])
 			}
 		}
-		prefetchNext(next, wo, R, 8)
+		prefetchNext(tag, next, wo, R, 8)
 		ADDQ(U32(8), wo)
 		ADDQ(U32(64), xp)
 		CMPQ(wo, gend)
@@ -437,7 +442,7 @@ func smallDense(T int, dt string, z bool) {
 				VFMADD231PS(xv[t], wv, acc[k][t])
 			}
 		}
-		prefetchNext(next, wo, len(ptrs), lanes*elem)
+		prefetchNext(tag, next, wo, len(ptrs), lanes*elem)
 		ADDQ(U32(lanes*elem), wo)
 		ADDQ(U32(lanes*4), xp)
 		CMPQ(wo, end)
