@@ -114,10 +114,16 @@ func TestOps(t *testing.T) {
 	if math.Abs(float64(s[0]+s[1]+s[2])-1) > 1e-6 || !(s[2] > s[1] && s[1] > s[0]) {
 		t.Errorf("Softmax = %v", s)
 	}
-	if g := GELUTanh(1); math.Abs(float64(g)-0.8411920) > 1e-6 {
-		t.Errorf("GELUTanh(1) = %v", g)
-	}
-	if g := SiLU(1); math.Abs(float64(g)-0.7310586) > 1e-6 {
-		t.Errorf("SiLU(1) = %v", g)
+	for _, gelu := range []bool{true, false} {
+		want := float32(0.7310586) // SiLU(1)
+		if gelu {
+			want = 0.8411920
+		}
+		g, ref := []float32{1}, []float32{1}
+		GatedActivation(g, []float32{1}, gelu)
+		GatedActivationRef(ref, []float32{1}, gelu)
+		if math.Abs(float64(g[0]-want)) > 1e-6 || math.Abs(float64(ref[0]-want)) > 1e-6 {
+			t.Errorf("gelu %t: act(1) = %v, reference %v, want %v", gelu, g[0], ref[0], want)
+		}
 	}
 }

@@ -1,11 +1,41 @@
 package cpu
 
+//go:generate go run ./internal/asmgen/ops -out ops_amd64.s -stubs ops_stub_amd64.go
+
 import "math"
 
+// The element-wise operations of a forward pass (RMSNorm, the gated
+// activations, softmax) run in float32 like transformers' float32
+// activations, with the SIMD kernels of ops_amd64.s where the CPU has them
+// and the plain-Go versions below (the same algorithms) elsewhere. The
+// float64 functions named ...Ref are the accuracy references: the tests
+// (ops_test.go) bound the difference to them, in float32 ulps, on random
+// and edge inputs.
+
 // RMSNorm writes x * rsqrt(mean(x²) + eps) * scale into out (float32
-// throughout). scale is the effective weight: (1 + w) for Gemma, w for
-// Llama and Qwen3 (the model loader precomputes it).
-func RMSNorm(out, x, scale []float32, eps float32) {
+// throughout, as torch: the sum of squares in float32, then
+// (x·rsqrt)·scale). scale is the effective weight: (1 + w) for Gemma, w
+// for Llama and Qwen3 (the model loader precomputes it). out may be x.
+func RMSNorm(out, x, scale []float32, eps float32) { rmsNormISA(isa, out, x, scale, eps) }
+
+// rmsNormGeneric is RMSNorm in plain Go.
+func rmsNormGeneric(out, x, scale []float32, eps float32) {
+	var ss float32
+	for _, v := range x {
+		ss += v * v
+	}
+	s := float32(math.Sqrt(float64(ss/float32(len(x)) + eps))) // float32 sqrt: one rounding either way
+	inv := 1 / s
+	scale = scale[:len(x)]
+	out = out[:len(x)]
+	for i, v := range x {
+		out[i] = v * inv * scale[i]
+	}
+}
+
+// RMSNormRef is RMSNorm with the reciprocal square root in float64 (the
+// runtime's former implementation; the tests' reference).
+func RMSNormRef(out, x, scale []float32, eps float32) {
 	var ss float32
 	for _, v := range x {
 		ss += v * v
@@ -16,27 +46,133 @@ func RMSNorm(out, x, scale []float32, eps float32) {
 	}
 }
 
-// GELUTanh is PyTorch's gelu(x, approximate="tanh").
-func GELUTanh(x float32) float32 {
+// GELUTanhRef is PyTorch's gelu(x, approximate="tanh") in float64, rounded
+// once to float32 (the accuracy reference of the float32 kernels).
+func GELUTanhRef(x float32) float32 {
 	const c = 0.7978845608028654 // sqrt(2/pi)
 	return float32(0.5 * float64(x) * (1 + math.Tanh(c*(float64(x)+0.044715*float64(x)*float64(x)*float64(x)))))
 }
 
-// SiLU is x * sigmoid(x).
-func SiLU(x float32) float32 { return float32(float64(x) / (1 + math.Exp(-float64(x)))) }
+// SiLURef is x * sigmoid(x) in float64, rounded once to float32.
+func SiLURef(x float32) float32 { return float32(float64(x) / (1 + math.Exp(-float64(x)))) }
 
 // GatedActivation computes gate[i] = act(gate[i]) * up[i] in place, with act
-// GELU-tanh (geglu) or SiLU (swiglu).
-func GatedActivation(gate, up []float32, gelu bool) {
+// GELU-tanh (geglu) or SiLU (swiglu), in float32. Both are x·sigmoid(a):
+// a = x for SiLU, and a = 2·sqrt(2/pi)·(x + 0.044715x³) for GELU-tanh,
+// since 0.5·(1 + tanh(a/2)) = sigmoid(a); they are computed as
+// x / (1 + e^-a), which has no cancellation (torch's 1 + tanh(·) loses all
+// digits below x ≈ -5).
+func GatedActivation(gate, up []float32, gelu bool) { gatedISA(isa, gate, up, gelu) }
+
+// gatedGeneric is GatedActivation in plain Go.
+func gatedGeneric(gate, up []float32, gelu bool) {
+	up = up[:len(gate)]
+	if gelu {
+		for i, x := range gate {
+			gate[i] = geluTanh32(x) * up[i]
+		}
+		return
+	}
+	for i, x := range gate {
+		gate[i] = silu32(x) * up[i]
+	}
+}
+
+// GELU-tanh is x·sigmoid(a) = x / (1 + e^-a) with -a = x·(geluK1 +
+// geluK2·x²). The argument is reduced for the exponential in float64 (as
+// the kernels do): in float32 its roundings would err by 3u·|a| (u =
+// 2^-24), which the exponential turns into a relative error of 3u·|a| in
+// the result, 14u at x = -4.
+const (
+	geluK1 = -2 * 0.7978845608028654
+	geluK2 = -2 * 0.7978845608028654 * 0.044715
+)
+
+func geluTanh32(x float32) float32 {
+	d := float64(x)
+	return x / (1 + exp32Reduced(d*(geluK1+geluK2*d*d)))
+}
+
+// exp32Reduced is exp32 of a float64 argument, reduced in float64 (r =
+// a - n·ln2 is then exact before its rounding to float32).
+func exp32Reduced(a float64) float32 {
+	switch af := float32(a); {
+	case af < expLo:
+		return 0
+	case af > expHi:
+		return float32(math.Inf(1))
+	case af != af:
+		return af
+	}
+	n := math.RoundToEven(a * math.Log2E)
+	return expPoly(float32(a-n*math.Ln2), int32(n))
+}
+
+func silu32(x float32) float32 { return x / (1 + exp32(-x)) }
+
+// GatedActivationRef is GatedActivation with GELUTanhRef or SiLURef.
+func GatedActivationRef(gate, up []float32, gelu bool) {
 	if gelu {
 		for i := range gate {
-			gate[i] = GELUTanh(gate[i]) * up[i]
+			gate[i] = GELUTanhRef(gate[i]) * up[i]
 		}
 		return
 	}
 	for i := range gate {
-		gate[i] = SiLU(gate[i]) * up[i]
+		gate[i] = SiLURef(gate[i]) * up[i]
 	}
+}
+
+// The float32 exponential shared by softmax and the activations (the
+// kernels in ops_amd64.s compute the same): x = n·ln2 + r with n =
+// round(x·log2e) and |r| <= ln2/2 (about), e^r by its degree-7 Taylor
+// polynomial in Horner form, times 2^n. The truncation error is
+// (ln2/2)^8/8! < 0.14 ulp and the Horner roundings add about one ulp, so
+// the result is within 2 ulp of e^x (TestExp bounds it). ln2 is split in
+// hi + lo with hi's last 12 mantissa bits clear, so n·hi is exact and x -
+// n·hi too (Sterbenz). Results below FLT_MIN flush to 0 and from expHi up
+// saturate to +Inf (2^n must be a normal float); the AVX-512 kernels round
+// to subnormals and overflow exactly instead (VSCALEFPS).
+const (
+	log2e32 = float32(math.Log2E)
+	ln2Hi   = float32(0.693115234375)           // bits 0x3f317000
+	ln2Lo   = float32(3.194618329871446e-05)    // ln2 - ln2Hi, rounded
+	expLo   = float32(-87.33654475055310898657) // ln(FLT_MIN)
+	expHi   = float32(88.37626)                 // largest x with round(x·log2e) <= 127
+	expC2   = float32(1.0 / 2)
+	expC3   = float32(1.0 / 6)
+	expC4   = float32(1.0 / 24)
+	expC5   = float32(1.0 / 120)
+	expC6   = float32(1.0 / 720)
+	expC7   = float32(1.0 / 5040)
+)
+
+func exp32(x float32) float32 {
+	switch {
+	case x < expLo:
+		return 0
+	case x > expHi:
+		return float32(math.Inf(1))
+	case x != x:
+		return x
+	}
+	n := float32(math.RoundToEven(float64(x * log2e32)))
+	r := x - n*ln2Hi
+	r -= n * ln2Lo
+	return expPoly(r, int32(n))
+}
+
+// expPoly returns e^r·2^n for |r| <= ln2/2 (about) and n in [-126, 127].
+func expPoly(r float32, n int32) float32 {
+	p := expC7
+	p = p*r + expC6
+	p = p*r + expC5
+	p = p*r + expC4
+	p = p*r + expC3
+	p = p*r + expC2
+	p = p*r + 1
+	p = p*r + 1
+	return p * math.Float32frombits(uint32(n+127)<<23)
 }
 
 // RoPE rotates x (one head, length 2*len(cos)) in place with the
@@ -50,9 +186,32 @@ func RoPE(x, cos, sin []float32) {
 	}
 }
 
-// Softmax replaces x with softmax(x), computed in float32 after subtracting
-// the maximum.
-func Softmax(x []float32) {
+// Softmax replaces x with softmax(x), in float32: the maximum, e^(x-max)
+// with the float32 exponential, their sum, and a scaling by 1/sum (torch's
+// float32 softmax takes the same steps).
+func Softmax(x []float32) { softmaxISA(isa, x) }
+
+// softmaxGeneric is Softmax in plain Go.
+func softmaxGeneric(x []float32) {
+	maxv := float32(math.Inf(-1))
+	for _, v := range x {
+		maxv = max(maxv, v)
+	}
+	var sum float32
+	for i, v := range x {
+		e := exp32(v - maxv)
+		x[i] = e
+		sum += e
+	}
+	inv := 1 / sum
+	for i := range x {
+		x[i] *= inv
+	}
+}
+
+// SoftmaxRef is Softmax with the exponential in float64 (the runtime's
+// former implementation; the tests' reference).
+func SoftmaxRef(x []float32) {
 	maxv := float32(math.Inf(-1))
 	for _, v := range x {
 		maxv = max(maxv, v)
@@ -66,6 +225,56 @@ func Softmax(x []float32) {
 	inv := 1 / sum
 	for i := range x {
 		x[i] *= inv
+	}
+}
+
+// ScaledDots sets out[i] = scale · Σ_d x[d]·rows[i·stride + d] for i <
+// len(out), d < len(x): one attention head's scores over len(out) cached
+// keys stride floats apart, in one call (per-position Dot calls cost more
+// than the products when head_dim is small).
+func ScaledDots(out, rows []float32, stride int, x []float32, scale float32) {
+	n, hd := len(out), len(x)
+	if n == 0 || hd == 0 {
+		clear(out)
+		return
+	}
+	rows = rows[:(n-1)*stride+hd]
+	scaledDotsISA(isa, out, rows, stride, x, scale)
+}
+
+// scaledDotsGeneric is ScaledDots in plain Go.
+func scaledDotsGeneric(out, rows []float32, stride int, x []float32, scale float32) {
+	hd := len(x)
+	for i := range out {
+		r := rows[i*stride : i*stride+hd]
+		var s float32
+		for d, v := range x {
+			s += v * r[d]
+		}
+		out[i] = s * scale
+	}
+}
+
+// WeightedSum adds Σ_i w[i]·rows[i·stride + d] to y[d] for i < len(w), d <
+// len(y): attention's weighted sum of len(w) cached value rows stride
+// floats apart, with y held in registers over all of them.
+func WeightedSum(y, w, rows []float32, stride int) {
+	n, hd := len(w), len(y)
+	if n == 0 || hd == 0 {
+		return
+	}
+	rows = rows[:(n-1)*stride+hd]
+	weightedSumISA(isa, y, w, rows, stride)
+}
+
+// weightedSumGeneric is WeightedSum in plain Go.
+func weightedSumGeneric(y, w, rows []float32, stride int) {
+	hd := len(y)
+	for i, a := range w {
+		r := rows[i*stride : i*stride+hd]
+		for d := range y {
+			y[d] += a * r[d]
+		}
 	}
 }
 

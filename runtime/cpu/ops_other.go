@@ -1,0 +1,24 @@
+//go:build !amd64
+
+package cpu
+
+// Other architectures run the plain-Go versions of the element-wise
+// operations at every level.
+
+func rmsNormISA(_ ISA, out, x, scale []float32, eps float32) { rmsNormGeneric(out, x, scale, eps) }
+
+func gatedISA(_ ISA, gate, up []float32, gelu bool) { gatedGeneric(gate, up, gelu) }
+
+func softmaxISA(_ ISA, x []float32) { softmaxGeneric(x) }
+
+func scaledDotsISA(_ ISA, out, rows []float32, stride int, x []float32, scale float32) {
+	scaledDotsGeneric(out, rows, stride, x, scale)
+}
+
+func weightedSumISA(_ ISA, y, w, rows []float32, stride int) { weightedSumGeneric(y, w, rows, stride) }
+
+func expISA(_ ISA, dst, x []float32) {
+	for i, v := range x {
+		dst[i] = exp32(v)
+	}
+}
