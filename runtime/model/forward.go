@@ -508,10 +508,9 @@ func (r *Runner) attendPart(part int) {
 		sc := scores[:qpos-first+1]
 		cache := s.st.layers[a.layer]
 		cache.scores(sc[:split-first], qh, first, g*hd, scale)
-		for p := split; p <= qpos; p++ {
-			row := (s.row+p-s.pos0)*kvd + g*hd
-			sc[p-first] = cpu.Dot(qh, a.k[row:row+hd]) * scale
-		}
+		// This chunk's keys and values: rows kvd apart from split's.
+		own := (s.row+split-s.pos0)*kvd + g*hd
+		cpu.ScaledDots(sc[split-first:], a.k[own:], kvd, qh, scale)
 		if softcap > 0 {
 			cpu.Softcap(sc, softcap)
 		}
@@ -519,9 +518,6 @@ func (r *Runner) attendPart(part int) {
 		oh := a.out[t*qd+hh*hd : t*qd+(hh+1)*hd]
 		clear(oh)
 		cache.accumulate(oh, sc[:split-first], first, g*hd)
-		for p := split; p <= qpos; p++ {
-			row := (s.row+p-s.pos0)*kvd + g*hd
-			cpu.Axpy(oh, sc[p-first], a.v[row:row+hd])
-		}
+		cpu.WeightedSum(oh, sc[split-first:], a.v[own:], kvd)
 	}
 }

@@ -80,17 +80,28 @@ func (c *layerCache) store(pos int, k, v []float32) {
 
 // scores writes scale * q·k for the keys of positions from, from+1, ...
 // (len(s) of them) into s, reading the cached head at column off in place.
+// An f32 cache is scored a run of consecutive slots per call (a ring wraps
+// once at most).
 func (c *layerCache) scores(s, q []float32, from, off int, scale float32) {
 	hd := len(q)
+	if c.dt == dtype.F32 {
+		for len(s) > 0 {
+			slot := c.slot(from)
+			run := len(s)
+			if c.ring > 0 {
+				run = min(run, c.ring-slot)
+			}
+			cpu.ScaledDots(s[:run], c.k[slot*c.kvDim+off:], c.kvDim, q, scale)
+			s, from = s[run:], from+run
+		}
+		return
+	}
 	for i := range s {
 		o := c.slot(from+i)*c.kvDim + off
 		var d float32
-		switch c.dt {
-		case dtype.F32:
-			d = cpu.Dot(q, c.k[o:o+hd])
-		case dtype.BF16:
+		if c.dt == dtype.BF16 {
 			d = dotBF16(c.k16[o:o+hd], q)
-		case dtype.F16:
+		} else {
 			d = dotF16(c.k16[o:o+hd], q)
 		}
 		s[i] = d * scale
@@ -98,17 +109,27 @@ func (c *layerCache) scores(s, q []float32, from, off int, scale float32) {
 }
 
 // accumulate adds w[i] times the cached value head at column off of
-// position from+i to out, reading the cache in place.
+// position from+i to out, reading the cache in place (an f32 cache a run
+// of consecutive slots per call).
 func (c *layerCache) accumulate(out, w []float32, from, off int) {
 	hd := len(out)
+	if c.dt == dtype.F32 {
+		for len(w) > 0 {
+			slot := c.slot(from)
+			run := len(w)
+			if c.ring > 0 {
+				run = min(run, c.ring-slot)
+			}
+			cpu.WeightedSum(out, w[:run], c.v[slot*c.kvDim+off:], c.kvDim)
+			w, from = w[run:], from+run
+		}
+		return
+	}
 	for i, a := range w {
 		o := c.slot(from+i)*c.kvDim + off
-		switch c.dt {
-		case dtype.F32:
-			cpu.Axpy(out, a, c.v[o:o+hd])
-		case dtype.BF16:
+		if c.dt == dtype.BF16 {
 			axpyBF16(out, a, c.v16[o:o+hd])
-		case dtype.F16:
+		} else {
 			axpyF16(out, a, c.v16[o:o+hd])
 		}
 	}
