@@ -3,6 +3,7 @@ package cpu
 import (
 	"sync"
 	"sync/atomic"
+	"unsafe"
 
 	"github.com/fhkit/fhkit/formats/dtype"
 )
@@ -34,7 +35,17 @@ func matVec(p *Pool, out []float32, w Mat, x []float32) {
 // matVecISA is matVec with the kernels of the given level (tests and
 // benchmarks call each level; level must be one the CPU runs).
 func matVecISA(level ISA, p *Pool, out []float32, w Mat, x []float32) {
-	if !mvSupported(level, w) {
+	impl := q4Go
+	if w.DType == dtype.U4 && mvSupported(level, w) {
+		impl = q4ImplFor(level, w)
+	}
+	matVecRun(level, impl, p, out, w, x)
+}
+
+// matVecRun is matVecISA with the int4 kernel family chosen (tests run
+// each one the CPU has; it must suit w).
+func matVecRun(level ISA, impl q4Impl, p *Pool, out []float32, w Mat, x []float32) {
+	if !mvSupported(level, w) || (w.DType == dtype.U4 && impl == q4Go) {
 		MatMulRef(p, out, w, x, 1)
 		return
 	}
@@ -47,7 +58,8 @@ func matVecISA(level ISA, p *Pool, out []float32, w Mat, x []float32) {
 	j.level, j.out, j.w, j.x, j.xq, j.nxs = level, out, w, x, nil, nil
 	j.next.Store(0)
 	if w.DType == dtype.U4 {
-		j.xq, j.nxs = s.prepareQ4X(level, w, x)
+		j.q4 = impl
+		j.xq, j.nxs = s.prepareQ4X(impl, w, x)
 	}
 	if len(w.Data) < mvSerialBytes || p.Threads() == 1 {
 		j.rows(0, w.Rows)
@@ -85,10 +97,11 @@ type mvScratch struct {
 // chunks of rows until none is left.
 type mvJob struct {
 	level   ISA
+	q4      q4Impl // int4 only: the kernel family
 	out     []float32
 	w       Mat
 	x       []float32
-	xq, nxs []float32 // int4 only: x rearranged, and the lane sums
+	xq, nxs []float32    // int4 only: x rearranged, and the lane sums
 	chunk   int          // rows per claim
 	next    atomic.Int64 // the next chunk to claim
 }
@@ -108,7 +121,7 @@ func (j *mvJob) Run(_, _ int) {
 // rows computes out[lo:hi].
 func (j *mvJob) rows(lo, hi int) {
 	if j.w.DType == dtype.U4 {
-		q4Rows(j.level, j.out, j.w, j.xq, j.nxs, lo, hi)
+		q4Rows(j.q4, j.out, j.w, j.xq, j.nxs, lo, hi)
 		return
 	}
 	denseRows(j.level, j.out, j.w, j.x, lo, hi)
@@ -133,52 +146,79 @@ func mvSupported(level ISA, w Mat) bool {
 	return false
 }
 
-// prepareQ4X rearranges x for the level's int4 kernel in s.buf (grown as
-// needed; see prepareQ4Into).
-func (s *mvScratch) prepareQ4X(level ISA, w Mat, x []float32) (xq, nxs []float32) {
-	if need := q4PrepLen(level, w); cap(s.buf) < need {
+// q4Impl is a family of int4 kernels; each wants x laid out its own way.
+type q4Impl int
+
+const (
+	q4Go         q4Impl = iota // no kernel: plain Go
+	q4AVX2                     // 16 inputs per step: any group multiple of 32
+	q4AVX512                   // float32 FMA, 128 inputs per step
+	q4AVX512BF16               // VDPBF16PS, 128 inputs per step
+)
+
+func (k q4Impl) String() string {
+	return [...]string{"go", "avx2", "avx512", "avx512bf16"}[k]
+}
+
+// q4ImplFor returns the int4 kernel family for w at the level: the 128-input
+// kernels need groups of a multiple of 128 (groups of 32 or 64 take the
+// AVX2 kernel), and the bf16 one needs AVX512_BF16 (part of the AVX-512
+// level where the CPU has it).
+func q4ImplFor(level ISA, w Mat) q4Impl {
+	switch {
+	case mvLanes(level) == 0:
+		return q4Go
+	case level == AVX2 || w.Q4.GroupSize%128 != 0:
+		return q4AVX2
+	case cpuHasAVX512BF16():
+		return q4AVX512BF16
+	}
+	return q4AVX512
+}
+
+// prepareQ4X lays x out for the kernel family in s.buf (grown as needed;
+// see prepareQ4Into).
+func (s *mvScratch) prepareQ4X(impl q4Impl, w Mat, x []float32) (xq, nxs []float32) {
+	if need := q4PrepLen(impl, w); cap(s.buf) < need {
 		s.buf = make([]float32, need)
 	}
-	return prepareQ4Into(s.buf, level, w, x)
+	return prepareQ4Into(s.buf, impl, w, x)
 }
 
-// q4Level is the kernel level an int4 product runs at: the AVX-512 kernel
-// takes 128 inputs per step, so groups of 32 or 64 take the AVX2 kernel.
-func q4Level(level ISA, w Mat) ISA {
-	if level == AVX512 && w.Q4.GroupSize%128 != 0 {
-		return AVX2
-	}
-	return level
-}
-
-// q4PrepLen is the buffer length prepareQ4Into needs: x rearranged, then
-// one vector of lane sums per group.
-func q4PrepLen(level ISA, w Mat) int {
+// q4PrepLen is the buffer length prepareQ4Into needs: x laid out (as many
+// float32 slots as inputs; the bf16 layout stores two halves of 16 bits),
+// then one vector of lane sums per group.
+func q4PrepLen(impl q4Impl, w Mat) int {
 	ng := w.Cols / w.Q4.GroupSize
-	if q4Level(level, w) == AVX512 {
-		return w.Cols + 16*ng
+	if impl == q4AVX2 {
+		return w.Cols + 8*ng
 	}
-	return w.Cols + 8*ng
+	return w.Cols + 16*ng
 }
 
-// prepareQ4Into lays x out for the level's int4 kernel in buf (at least
+// prepareQ4Into lays x out for the kernel family in buf (at least
 // q4PrepLen long) and computes each group's lane sums nxs, the zero-point
-// correction of the kernels (see internal/asmgen/matvec/q4.go):
+// correction of the kernels (see internal/asmgen/matvec/q4.go, bf16.go):
 //
 //   - AVX-512, per 128 inputs: 8 vectors, vector j holding x[8i+j] for
 //     i = 0..15 (the code j of dword i); nxs lane i = −Σ_j x[8i+j] over the
 //     group's blocks, times 1 + 8/16 when symmetric.
+//   - AVX-512 bf16, per 128 inputs: 8 vectors of 32 bf16, vector c (c < 4)
+//     holding hi(x[4w+c]) and vector 4+c lo(x[4w+c]) for w = 0..31 (the
+//     code c of 16-bit word w), hi = bf16(x), lo = bf16(x − hi); nxs as
+//     for AVX-512 but of hi + lo, the values the kernel multiplies.
 //   - AVX2, per 16 inputs: the 8 even-index then the 8 odd-index inputs
 //     (the low and high nibbles of 8 bytes); nxs lane i = −Σ (x[2i] +
 //     x[2i+1]) over the group's blocks, times 8 when symmetric.
-func prepareQ4Into(buf []float32, level ISA, w Mat, x []float32) (xq, nxs []float32) {
+func prepareQ4Into(buf []float32, impl q4Impl, w Mat, x []float32) (xq, nxs []float32) {
 	cols := w.Cols
 	G := w.Q4.GroupSize
 	ng := cols / G
 	sym := w.Q4.Zeros == nil
 	xq = buf[:cols]
 	x = x[:cols]
-	if q4Level(level, w) == AVX512 {
+	switch impl {
+	case q4AVX512:
 		nxs = buf[cols : cols+16*ng]
 		k := float32(-1)
 		if sym {
@@ -200,6 +240,17 @@ func prepareQ4Into(buf []float32, level ISA, w Mat, x []float32) (xq, nxs []floa
 				nxs[16*g+i] = k * v
 			}
 		}
+		return xq, nxs
+	case q4AVX512BF16:
+		nxs = buf[cols : cols+16*ng]
+		k := float32(-1)
+		if sym {
+			k = -1.5
+		}
+		// 128 inputs become 256 words (4 hi vectors, 4 lo vectors): cols
+		// float32 slots.
+		words := unsafe.Slice((*uint16)(unsafe.Pointer(&xq[0])), 2*cols)
+		q4PrepBF16(words, nxs, x, ng, G/128, k)
 		return xq, nxs
 	}
 	nxs = buf[cols : cols+8*ng]
@@ -225,6 +276,38 @@ func prepareQ4Into(buf []float32, level ISA, w Mat, x []float32) (xq, nxs []floa
 	return xq, nxs
 }
 
+// prepBF16Go is mvQ4PrepBF16 (the layout of the AVX512_BF16 int4 kernel)
+// in plain Go, in the same order of summation: the reference of the
+// assembly, and the version other architectures compile.
+func prepBF16Go(dst []uint16, nxs, x []float32, groups, bpg int, k float32) {
+	for g := 0; g < groups; g++ {
+		var lane [16]float32
+		for b := 0; b < bpg; b++ {
+			base := (g*bpg + b) * 128
+			src := (*[128]float32)(x[base:])
+			d := (*[256]uint16)(dst[2*base:])
+			var hi, lo [128]uint16
+			for j := 0; j < 8; j++ {
+				for i := range lane {
+					v := src[8*i+j]
+					h := dtype.F32ToBF16(v)
+					l := dtype.F32ToBF16(v - dtype.BF16ToF32(h))
+					hi[8*i+j], lo[8*i+j] = h, l
+					lane[i] += dtype.BF16ToF32(l) + dtype.BF16ToF32(h)
+				}
+			}
+			for w := 0; w < 32; w++ {
+				for c := 0; c < 4; c++ {
+					d[32*c+w], d[128+32*c+w] = hi[4*w+c], lo[4*w+c]
+				}
+			}
+		}
+		for i, v := range lane {
+			nxs[16*g+i] = k * v
+		}
+	}
+}
+
 // q4StackCols is the widest int4 row DotRows rearranges x for on the stack
 // (20 KiB); wider ones take the plain-Go path.
 const q4StackCols = 4096
@@ -237,8 +320,9 @@ func q4DotRows(m Mat, out, x []float32) bool {
 	if m.Cols > q4StackCols {
 		return false
 	}
-	var buf [q4StackCols + 8*q4StackCols/32]float32 // ≥ q4PrepLen at either level
-	xq, nxs := prepareQ4Into(buf[:], isa, m, x)
-	q4Rows(isa, out, m, xq, nxs, 0, m.Rows)
+	var buf [q4StackCols + 8*q4StackCols/32]float32 // ≥ q4PrepLen of any family
+	impl := q4ImplFor(isa, m)
+	xq, nxs := prepareQ4Into(buf[:], impl, m, x)
+	q4Rows(impl, out, m, xq, nxs, 0, m.Rows)
 	return true
 }

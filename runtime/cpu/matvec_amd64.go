@@ -1,6 +1,9 @@
 package cpu
 
-import "github.com/fhkit/fhkit/formats/dtype"
+import (
+	"github.com/fhkit/fhkit/formats/dtype"
+	"github.com/klauspost/cpuid/v2"
+)
 
 // mvLanes returns the float32 lanes of the level's vectors, 0 when the level
 // has no kernels (plain Go).
@@ -56,34 +59,51 @@ func denseRows(level ISA, out []float32, w Mat, x []float32, lo, hi int) {
 	}
 }
 
-type q4Kernel = func(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int, l1 int)
+type q4KernelFunc = func(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int, l1 int)
 
-// q4Kernels returns the int4 kernels of both levels for the scale dtype and
-// zero-point kind.
-func q4Kernels(sdt dtype.DType, asym bool) (avx512, avx2 q4Kernel) {
-	switch {
-	case sdt == dtype.BF16 && !asym:
-		return mvQ4BF16SymAVX512, mvQ4BF16SymAVX2
-	case sdt == dtype.BF16:
-		return mvQ4BF16AsymAVX512, mvQ4BF16AsymAVX2
-	case sdt == dtype.F16 && !asym:
-		return mvQ4F16SymAVX512, mvQ4F16SymAVX2
-	case sdt == dtype.F16:
-		return mvQ4F16AsymAVX512, mvQ4F16AsymAVX2
-	case !asym:
-		return mvQ4F32SymAVX512, mvQ4F32SymAVX2
-	}
-	return mvQ4F32AsymAVX512, mvQ4F32AsymAVX2
+// q4PrepBF16 is prepBF16Go in assembly (x has groups·bpg·128 inputs).
+func q4PrepBF16(dst []uint16, nxs, x []float32, groups, bpg int, k float32) {
+	n := groups * bpg * 128
+	_, _, _ = dst[2*n-1], nxs[16*groups-1], x[n-1]
+	mvQ4PrepBF16(&dst[0], &nxs[0], &x[0], groups, bpg, k)
 }
 
-// q4L1Bytes is the largest rearranged x the int4 kernels prefetch weights
+// cpuHasAVX512BF16 reports whether the CPU runs VDPBF16PS.
+func cpuHasAVX512BF16() bool { return cpuid.CPU.Supports(cpuid.AVX512BF16) }
+
+// q4Kernel returns the int4 kernel of the family for the scale dtype and
+// zero-point kind.
+func q4Kernel(impl q4Impl, sdt dtype.DType, asym bool) q4KernelFunc {
+	k := 0 // index in the family's list: BF16, F16, F32 scales; sym, asym
+	switch sdt {
+	case dtype.F16:
+		k = 2
+	case dtype.F32:
+		k = 4
+	}
+	if asym {
+		k++
+	}
+	switch impl {
+	case q4AVX512BF16:
+		return [...]q4KernelFunc{mvQ4BF16SymAVX512BF16, mvQ4BF16AsymAVX512BF16, mvQ4F16SymAVX512BF16,
+			mvQ4F16AsymAVX512BF16, mvQ4F32SymAVX512BF16, mvQ4F32AsymAVX512BF16}[k]
+	case q4AVX512:
+		return [...]q4KernelFunc{mvQ4BF16SymAVX512, mvQ4BF16AsymAVX512, mvQ4F16SymAVX512,
+			mvQ4F16AsymAVX512, mvQ4F32SymAVX512, mvQ4F32AsymAVX512}[k]
+	}
+	return [...]q4KernelFunc{mvQ4BF16SymAVX2, mvQ4BF16AsymAVX2, mvQ4F16SymAVX2,
+		mvQ4F16AsymAVX2, mvQ4F32SymAVX2, mvQ4F32AsymAVX2}[k]
+}
+
+// q4L1Bytes is the largest laid-out x the int4 kernels prefetch weights
 // into L1 beside: half the 32 KiB L1 of Zen 4 (48 KiB on Sapphire Rapids).
 const q4L1Bytes = 16 << 10
 
-// q4Rows sets out[r] = W[r,:]·x for lo <= r < hi for a packed int4 W
-// (mvSupported(level, w) must hold), given x and nxs from prepareQ4Into
-// at the same level.
-func q4Rows(level ISA, out []float32, w Mat, xq, nxs []float32, lo, hi int) {
+// q4Rows sets out[r] = W[r,:]·x for lo <= r < hi for a packed int4 W with
+// the kernel family impl (not q4Go), given x and nxs from prepareQ4Into
+// for the same family.
+func q4Rows(impl q4Impl, out []float32, w Mat, xq, nxs []float32, lo, hi int) {
 	if hi <= lo {
 		return
 	}
@@ -101,10 +121,9 @@ func q4Rows(level ISA, out []float32, w Mat, xq, nxs []float32, lo, hi int) {
 	}
 	o := out[lo:hi]
 	xs := xq[:cols]
-	k, k2 := q4Kernels(q.ScaleDType, zeros != nil)
 	lanes := 16
-	if q4Level(level, w) == AVX2 {
-		k, lanes = k2, 8
+	if impl == q4AVX2 {
+		lanes = 8
 	}
 	nx := nxs[:lanes*ng]
 	// Prefetch the next rows into L1 only while x (and its lane sums) stay
@@ -113,7 +132,7 @@ func q4Rows(level ISA, out []float32, w Mat, xq, nxs []float32, lo, hi int) {
 	if 4*(len(xs)+len(nx)) <= q4L1Bytes {
 		l1 = 1
 	}
-	k(&o[0], &codes[0], stride, &scales[0], ng*ssz, zeros, lo*ng, ng, &xs[0], &nx[0], q.GroupSize/2, hi-lo, l1)
+	q4Kernel(impl, q.ScaleDType, zeros != nil)(&o[0], &codes[0], stride, &scales[0], ng*ssz, zeros, lo*ng, ng, &xs[0], &nx[0], q.GroupSize/2, hi-lo, l1)
 }
 
 // dotISA is Dot with the level's kernel for the whole vectors, Go for the

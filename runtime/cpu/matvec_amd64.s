@@ -14,6 +14,217 @@ GLOBL mvSixteen<>(SB), RODATA|NOPTR, $4
 DATA mvLowNibble<>+0(SB)/4, $0x0000000f
 GLOBL mvLowNibble<>(SB), RODATA|NOPTR, $4
 
+DATA mvBF16Code<>+0(SB)/4, $0x00780078
+GLOBL mvBF16Code<>(SB), RODATA|NOPTR, $4
+
+DATA mvBF16One<>+0(SB)/4, $0x3f803f80
+GLOBL mvBF16One<>(SB), RODATA|NOPTR, $4
+
+// func mvQ4PrepBF16(dst *uint16, nxs *float32, x *float32, groups int, bpg int, k float32)
+// Requires: AVX, AVX512F
+TEXT ·mvQ4PrepBF16(SB), NOSPLIT, $0-44
+	MOVQ         dst+0(FP), AX
+	MOVQ         nxs+8(FP), CX
+	MOVQ         x+16(FP), DX
+	MOVQ         groups+24(FP), BX
+	VMOVDQU32    mvStride8<>+0(SB), Z0
+	VPBROADCASTD mvLowBit<>+0(SB), Z1
+	VPBROADCASTD mvRound<>+0(SB), Z2
+	VPBROADCASTD mvHighHalf<>+0(SB), Z3
+	VBROADCASTSS k+40(FP), Z4
+
+prep_g:
+	TESTQ  BX, BX
+	JZ     prep_done
+	VPXORD Z5, Z5, Z5
+	MOVQ   bpg+32(FP), SI
+
+prep_b:
+	KXNORW     K1, K1, K1
+	VGATHERDPS (DX)(Z0*4), K1, Z6
+	VPSRLD     $0x10, Z6, Z7
+	VPANDD     Z1, Z7, Z7
+	VPADDD     Z2, Z6, Z8
+	VPADDD     Z7, Z8, Z8
+	VPANDD     Z3, Z8, Z8
+	VSUBPS     Z8, Z6, Z6
+	VPSRLD     $0x10, Z6, Z7
+	VPANDD     Z1, Z7, Z7
+	VPADDD     Z2, Z6, Z16
+	VPADDD     Z7, Z16, Z16
+	VPANDD     Z3, Z16, Z16
+	VADDPS     Z16, Z8, Z6
+	VADDPS     Z6, Z5, Z5
+	KXNORW     K1, K1, K1
+	VGATHERDPS 4(DX)(Z0*4), K1, Z9
+	VPSRLD     $0x10, Z9, Z7
+	VPANDD     Z1, Z7, Z7
+	VPADDD     Z2, Z9, Z17
+	VPADDD     Z7, Z17, Z17
+	VPANDD     Z3, Z17, Z17
+	VSUBPS     Z17, Z9, Z9
+	VPSRLD     $0x10, Z9, Z7
+	VPANDD     Z1, Z7, Z7
+	VPADDD     Z2, Z9, Z18
+	VPADDD     Z7, Z18, Z18
+	VPANDD     Z3, Z18, Z18
+	VADDPS     Z18, Z17, Z9
+	VADDPS     Z9, Z5, Z5
+	KXNORW     K1, K1, K1
+	VGATHERDPS 8(DX)(Z0*4), K1, Z10
+	VPSRLD     $0x10, Z10, Z7
+	VPANDD     Z1, Z7, Z7
+	VPADDD     Z2, Z10, Z19
+	VPADDD     Z7, Z19, Z19
+	VPANDD     Z3, Z19, Z19
+	VSUBPS     Z19, Z10, Z10
+	VPSRLD     $0x10, Z10, Z7
+	VPANDD     Z1, Z7, Z7
+	VPADDD     Z2, Z10, Z20
+	VPADDD     Z7, Z20, Z20
+	VPANDD     Z3, Z20, Z20
+	VADDPS     Z20, Z19, Z10
+	VADDPS     Z10, Z5, Z5
+	KXNORW     K1, K1, K1
+	VGATHERDPS 12(DX)(Z0*4), K1, Z11
+	VPSRLD     $0x10, Z11, Z7
+	VPANDD     Z1, Z7, Z7
+	VPADDD     Z2, Z11, Z21
+	VPADDD     Z7, Z21, Z21
+	VPANDD     Z3, Z21, Z21
+	VSUBPS     Z21, Z11, Z11
+	VPSRLD     $0x10, Z11, Z7
+	VPANDD     Z1, Z7, Z7
+	VPADDD     Z2, Z11, Z22
+	VPADDD     Z7, Z22, Z22
+	VPANDD     Z3, Z22, Z22
+	VADDPS     Z22, Z21, Z11
+	VADDPS     Z11, Z5, Z5
+	KXNORW     K1, K1, K1
+	VGATHERDPS 16(DX)(Z0*4), K1, Z12
+	VPSRLD     $0x10, Z12, Z7
+	VPANDD     Z1, Z7, Z7
+	VPADDD     Z2, Z12, Z23
+	VPADDD     Z7, Z23, Z23
+	VPANDD     Z3, Z23, Z23
+	VSUBPS     Z23, Z12, Z12
+	VPSRLD     $0x10, Z12, Z7
+	VPANDD     Z1, Z7, Z7
+	VPADDD     Z2, Z12, Z24
+	VPADDD     Z7, Z24, Z24
+	VPANDD     Z3, Z24, Z24
+	VADDPS     Z24, Z23, Z12
+	VADDPS     Z12, Z5, Z5
+	KXNORW     K1, K1, K1
+	VGATHERDPS 20(DX)(Z0*4), K1, Z13
+	VPSRLD     $0x10, Z13, Z7
+	VPANDD     Z1, Z7, Z7
+	VPADDD     Z2, Z13, Z25
+	VPADDD     Z7, Z25, Z25
+	VPANDD     Z3, Z25, Z25
+	VSUBPS     Z25, Z13, Z13
+	VPSRLD     $0x10, Z13, Z7
+	VPANDD     Z1, Z7, Z7
+	VPADDD     Z2, Z13, Z26
+	VPADDD     Z7, Z26, Z26
+	VPANDD     Z3, Z26, Z26
+	VADDPS     Z26, Z25, Z13
+	VADDPS     Z13, Z5, Z5
+	KXNORW     K1, K1, K1
+	VGATHERDPS 24(DX)(Z0*4), K1, Z14
+	VPSRLD     $0x10, Z14, Z7
+	VPANDD     Z1, Z7, Z7
+	VPADDD     Z2, Z14, Z27
+	VPADDD     Z7, Z27, Z27
+	VPANDD     Z3, Z27, Z27
+	VSUBPS     Z27, Z14, Z14
+	VPSRLD     $0x10, Z14, Z7
+	VPANDD     Z1, Z7, Z7
+	VPADDD     Z2, Z14, Z28
+	VPADDD     Z7, Z28, Z28
+	VPANDD     Z3, Z28, Z28
+	VADDPS     Z28, Z27, Z14
+	VADDPS     Z14, Z5, Z5
+	KXNORW     K1, K1, K1
+	VGATHERDPS 28(DX)(Z0*4), K1, Z15
+	VPSRLD     $0x10, Z15, Z7
+	VPANDD     Z1, Z7, Z7
+	VPADDD     Z2, Z15, Z29
+	VPADDD     Z7, Z29, Z29
+	VPANDD     Z3, Z29, Z29
+	VSUBPS     Z29, Z15, Z15
+	VPSRLD     $0x10, Z15, Z7
+	VPANDD     Z1, Z7, Z7
+	VPADDD     Z2, Z15, Z30
+	VPADDD     Z7, Z30, Z30
+	VPANDD     Z3, Z30, Z30
+	VADDPS     Z30, Z29, Z15
+	VADDPS     Z15, Z5, Z5
+	VPSRLD     $0x10, Z8, Z7
+	VPTERNLOGD $0xea, Z7, Z3, Z23
+	VMOVDQU32  Z23, (AX)
+	VPSRLD     $0x10, Z16, Z7
+	VPTERNLOGD $0xea, Z7, Z3, Z24
+	VMOVDQU32  Z24, 256(AX)
+	VPSRLD     $0x10, Z17, Z7
+	VPTERNLOGD $0xea, Z7, Z3, Z25
+	VMOVDQU32  Z25, 64(AX)
+	VPSRLD     $0x10, Z18, Z7
+	VPTERNLOGD $0xea, Z7, Z3, Z26
+	VMOVDQU32  Z26, 320(AX)
+	VPSRLD     $0x10, Z19, Z7
+	VPTERNLOGD $0xea, Z7, Z3, Z27
+	VMOVDQU32  Z27, 128(AX)
+	VPSRLD     $0x10, Z20, Z7
+	VPTERNLOGD $0xea, Z7, Z3, Z28
+	VMOVDQU32  Z28, 384(AX)
+	VPSRLD     $0x10, Z21, Z7
+	VPTERNLOGD $0xea, Z7, Z3, Z29
+	VMOVDQU32  Z29, 192(AX)
+	VPSRLD     $0x10, Z22, Z7
+	VPTERNLOGD $0xea, Z7, Z3, Z30
+	VMOVDQU32  Z30, 448(AX)
+	ADDQ       $0x00000200, AX
+	ADDQ       $0x00000200, DX
+	DECQ       SI
+	JNZ        prep_b
+	VMULPS     Z4, Z5, Z5
+	VMOVUPS    Z5, (CX)
+	ADDQ       $0x00000040, CX
+	DECQ       BX
+	JMP        prep_g
+
+prep_done:
+	VZEROUPPER
+	RET
+
+DATA mvStride8<>+0(SB)/4, $0x00000000
+DATA mvStride8<>+4(SB)/4, $0x00000008
+DATA mvStride8<>+8(SB)/4, $0x00000010
+DATA mvStride8<>+12(SB)/4, $0x00000018
+DATA mvStride8<>+16(SB)/4, $0x00000020
+DATA mvStride8<>+20(SB)/4, $0x00000028
+DATA mvStride8<>+24(SB)/4, $0x00000030
+DATA mvStride8<>+28(SB)/4, $0x00000038
+DATA mvStride8<>+32(SB)/4, $0x00000040
+DATA mvStride8<>+36(SB)/4, $0x00000048
+DATA mvStride8<>+40(SB)/4, $0x00000050
+DATA mvStride8<>+44(SB)/4, $0x00000058
+DATA mvStride8<>+48(SB)/4, $0x00000060
+DATA mvStride8<>+52(SB)/4, $0x00000068
+DATA mvStride8<>+56(SB)/4, $0x00000070
+DATA mvStride8<>+60(SB)/4, $0x00000078
+GLOBL mvStride8<>(SB), RODATA|NOPTR, $64
+
+DATA mvLowBit<>+0(SB)/4, $0x00000001
+GLOBL mvLowBit<>(SB), RODATA|NOPTR, $4
+
+DATA mvRound<>+0(SB)/4, $0x00007fff
+GLOBL mvRound<>(SB), RODATA|NOPTR, $4
+
+DATA mvHighHalf<>+0(SB)/4, $0xffff0000
+GLOBL mvHighHalf<>(SB), RODATA|NOPTR, $4
+
 // func mvDotAVX2(a *float32, b *float32, n int) float32
 // Requires: AVX, FMA3
 TEXT ·mvDotAVX2(SB), NOSPLIT, $0-28
@@ -2875,6 +3086,415 @@ mvQ4BF16SymAVX512_done:
 	VZEROUPPER
 	RET
 
+// func mvQ4BF16SymAVX512BF16(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int, l1 int)
+// Requires: AVX, AVX512BW, AVX512F, AVX512VL, AVX512_BF16, MMX+
+TEXT ·mvQ4BF16SymAVX512BF16(SB), NOSPLIT, $0-104
+	VPBROADCASTD mvBF16Code<>+0(SB), Z0
+	VPBROADCASTD mvBF16One<>+0(SB), Z1
+	MOVQ         w+8(FP), AX
+	MOVQ         stride+16(FP), CX
+
+mvQ4BF16SymAVX512BF16_r4:
+	CMPQ   rows+88(FP), $0x00000004
+	JL     mvQ4BF16SymAVX512BF16_r1
+	LEAQ   (AX)(CX*1), DX
+	LEAQ   (AX)(CX*2), BX
+	LEAQ   (DX)(CX*2), SI
+	LEAQ   (SI)(CX*1), DI
+	LEAQ   (DI)(CX*4), DI
+	VPXORD Z10, Z10, Z10
+	VPXORD Z11, Z11, Z11
+	VPXORD Z12, Z12, Z12
+	VPXORD Z13, Z13, Z13
+	MOVQ   x+64(FP), R8
+	MOVQ   scales+24(FP), R9
+	MOVQ   nxs+72(FP), R10
+	XORQ   R11, R11
+
+mvQ4BF16SymAVX512BF16_r4_g:
+	VMOVUPS (R10), Z14
+	VPXORD  Z18, Z18, Z18
+	VMOVUPS (R10), Z15
+	VPXORD  Z19, Z19, Z19
+	VMOVUPS (R10), Z16
+	VPXORD  Z20, Z20, Z20
+	VMOVUPS (R10), Z17
+	VPXORD  Z21, Z21, Z21
+	MOVQ    R11, R12
+	ADDQ    gbytes+80(FP), R12
+
+mvQ4BF16SymAVX512BF16_r4_b:
+	VMOVDQU32  (R8), Z2
+	VMOVDQU32  64(R8), Z3
+	VMOVDQU32  128(R8), Z4
+	VMOVDQU32  192(R8), Z5
+	VMOVDQU32  256(R8), Z6
+	VMOVDQU32  320(R8), Z7
+	VMOVDQU32  384(R8), Z8
+	VMOVDQU32  448(R8), Z9
+	VMOVDQU32  (AX)(R11*1), Z22
+	VPSLLW     $0x03, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z14, Z23, Z2 (Intel order)
+	LONG $0x40467262
+	WORD $0xf252
+
+	// VDPBF16PS Z18, Z23, Z6 (Intel order)
+	LONG       $0x4046e262
+	WORD       $0xd652
+	VPSRLW     $0x01, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z14, Z23, Z3 (Intel order)
+	LONG $0x40467262
+	WORD $0xf352
+
+	// VDPBF16PS Z18, Z23, Z7 (Intel order)
+	LONG       $0x4046e262
+	WORD       $0xd752
+	VPSRLW     $0x05, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z14, Z23, Z4 (Intel order)
+	LONG $0x40467262
+	WORD $0xf452
+
+	// VDPBF16PS Z18, Z23, Z8 (Intel order)
+	LONG       $0x4046c262
+	WORD       $0xd052
+	VPSRLW     $0x09, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z14, Z23, Z5 (Intel order)
+	LONG $0x40467262
+	WORD $0xf552
+
+	// VDPBF16PS Z18, Z23, Z9 (Intel order)
+	LONG       $0x4046c262
+	WORD       $0xd152
+	VMOVDQU32  (DX)(R11*1), Z22
+	VPSLLW     $0x03, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z15, Z23, Z2 (Intel order)
+	LONG $0x40467262
+	WORD $0xfa52
+
+	// VDPBF16PS Z19, Z23, Z6 (Intel order)
+	LONG       $0x4046e262
+	WORD       $0xde52
+	VPSRLW     $0x01, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z15, Z23, Z3 (Intel order)
+	LONG $0x40467262
+	WORD $0xfb52
+
+	// VDPBF16PS Z19, Z23, Z7 (Intel order)
+	LONG       $0x4046e262
+	WORD       $0xdf52
+	VPSRLW     $0x05, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z15, Z23, Z4 (Intel order)
+	LONG $0x40467262
+	WORD $0xfc52
+
+	// VDPBF16PS Z19, Z23, Z8 (Intel order)
+	LONG       $0x4046c262
+	WORD       $0xd852
+	VPSRLW     $0x09, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z15, Z23, Z5 (Intel order)
+	LONG $0x40467262
+	WORD $0xfd52
+
+	// VDPBF16PS Z19, Z23, Z9 (Intel order)
+	LONG       $0x4046c262
+	WORD       $0xd952
+	VMOVDQU32  (BX)(R11*1), Z22
+	VPSLLW     $0x03, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z16, Z23, Z2 (Intel order)
+	LONG $0x4046e262
+	WORD $0xc252
+
+	// VDPBF16PS Z20, Z23, Z6 (Intel order)
+	LONG       $0x4046e262
+	WORD       $0xe652
+	VPSRLW     $0x01, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z16, Z23, Z3 (Intel order)
+	LONG $0x4046e262
+	WORD $0xc352
+
+	// VDPBF16PS Z20, Z23, Z7 (Intel order)
+	LONG       $0x4046e262
+	WORD       $0xe752
+	VPSRLW     $0x05, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z16, Z23, Z4 (Intel order)
+	LONG $0x4046e262
+	WORD $0xc452
+
+	// VDPBF16PS Z20, Z23, Z8 (Intel order)
+	LONG       $0x4046c262
+	WORD       $0xe052
+	VPSRLW     $0x09, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z16, Z23, Z5 (Intel order)
+	LONG $0x4046e262
+	WORD $0xc552
+
+	// VDPBF16PS Z20, Z23, Z9 (Intel order)
+	LONG       $0x4046c262
+	WORD       $0xe152
+	VMOVDQU32  (SI)(R11*1), Z22
+	VPSLLW     $0x03, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z17, Z23, Z2 (Intel order)
+	LONG $0x4046e262
+	WORD $0xca52
+
+	// VDPBF16PS Z21, Z23, Z6 (Intel order)
+	LONG       $0x4046e262
+	WORD       $0xee52
+	VPSRLW     $0x01, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z17, Z23, Z3 (Intel order)
+	LONG $0x4046e262
+	WORD $0xcb52
+
+	// VDPBF16PS Z21, Z23, Z7 (Intel order)
+	LONG       $0x4046e262
+	WORD       $0xef52
+	VPSRLW     $0x05, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z17, Z23, Z4 (Intel order)
+	LONG $0x4046e262
+	WORD $0xcc52
+
+	// VDPBF16PS Z21, Z23, Z8 (Intel order)
+	LONG       $0x4046c262
+	WORD       $0xe852
+	VPSRLW     $0x09, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z17, Z23, Z5 (Intel order)
+	LONG $0x4046e262
+	WORD $0xcd52
+
+	// VDPBF16PS Z21, Z23, Z9 (Intel order)
+	LONG       $0x4046c262
+	WORD       $0xe952
+	CMPQ       rows+88(FP), $0x00000009
+	JB         mvQ4BF16SymAVX512BF16_r4_pfdone
+	CMPQ       l1+96(FP), $0x00000000
+	JE         mvQ4BF16SymAVX512BF16_r4_pf2
+	PREFETCHT0 (DI)(R11*4)
+	PREFETCHT0 64(DI)(R11*4)
+	PREFETCHT0 128(DI)(R11*4)
+	PREFETCHT0 192(DI)(R11*4)
+	JMP        mvQ4BF16SymAVX512BF16_r4_pfdone
+
+mvQ4BF16SymAVX512BF16_r4_pf2:
+	PREFETCHT1 (DI)(R11*4)
+	PREFETCHT1 64(DI)(R11*4)
+	PREFETCHT1 128(DI)(R11*4)
+	PREFETCHT1 192(DI)(R11*4)
+
+mvQ4BF16SymAVX512BF16_r4_pfdone:
+	ADDQ          $0x00000040, R11
+	ADDQ          $0x00000200, R8
+	CMPQ          R11, R12
+	JB            mvQ4BF16SymAVX512BF16_r4_b
+	MOVQ          sstride+32(FP), R12
+	VPBROADCASTW  (R9), Z25
+	VPSLLD        $0x10, Z25, Z25
+	VADDPS        Z18, Z14, Z14
+	VFMADD231PS   Z14, Z25, Z10
+	VPBROADCASTW  (R9)(R12*1), Z25
+	VPSLLD        $0x10, Z25, Z25
+	VADDPS        Z19, Z15, Z15
+	VFMADD231PS   Z15, Z25, Z11
+	VPBROADCASTW  (R9)(R12*2), Z25
+	VPSLLD        $0x10, Z25, Z25
+	VADDPS        Z20, Z16, Z16
+	VFMADD231PS   Z16, Z25, Z12
+	LEAQ          (R9)(R12*2), R13
+	VPBROADCASTW  (R13)(R12*1), Z25
+	VPSLLD        $0x10, Z25, Z25
+	VADDPS        Z21, Z17, Z17
+	VFMADD231PS   Z17, Z25, Z13
+	ADDQ          $0x00000002, R9
+	ADDQ          $0x00000040, R10
+	CMPQ          R11, CX
+	JB            mvQ4BF16SymAVX512BF16_r4_g
+	MOVQ          out+0(FP), DX
+	VBROADCASTSS  mvSixteen<>+0(SB), X2
+	VEXTRACTF64X4 $0x01, Z10, Y3
+	VADDPS        Y3, Y10, Y3
+	VEXTRACTF32X4 $0x01, Y3, X4
+	VADDPS        X4, X3, X4
+	VEXTRACTF64X4 $0x01, Z11, Y3
+	VADDPS        Y3, Y11, Y3
+	VEXTRACTF32X4 $0x01, Y3, X5
+	VADDPS        X5, X3, X5
+	VEXTRACTF64X4 $0x01, Z12, Y3
+	VADDPS        Y3, Y12, Y3
+	VEXTRACTF32X4 $0x01, Y3, X6
+	VADDPS        X6, X3, X6
+	VEXTRACTF64X4 $0x01, Z13, Y3
+	VADDPS        Y3, Y13, Y3
+	VEXTRACTF32X4 $0x01, Y3, X7
+	VADDPS        X7, X3, X7
+	VUNPCKLPS     X5, X4, X3
+	VUNPCKHPS     X5, X4, X4
+	VADDPS        X4, X3, X3
+	VUNPCKLPS     X7, X6, X4
+	VUNPCKHPS     X7, X6, X5
+	VADDPS        X5, X4, X4
+	VSHUFPS       $0x44, X4, X3, X5
+	VSHUFPS       $0xee, X4, X3, X3
+	VADDPS        X3, X5, X5
+	VMULPS        X2, X5, X5
+	VMOVUPS       X5, (DX)
+	ADDQ          $0x00000010, out+0(FP)
+	MOVQ          sstride+32(FP), DX
+	SHLQ          $0x02, DX
+	LEAQ          (AX)(CX*4), AX
+	ADDQ          DX, scales+24(FP)
+	MOVQ          ng+56(FP), DX
+	SHLQ          $0x02, DX
+	ADDQ          DX, zidx+48(FP)
+	SUBQ          $0x00000004, rows+88(FP)
+	JMP           mvQ4BF16SymAVX512BF16_r4
+
+mvQ4BF16SymAVX512BF16_r1:
+	CMPQ   rows+88(FP), $0x00000001
+	JL     mvQ4BF16SymAVX512BF16_done
+	LEAQ   (AX)(CX*1), DX
+	LEAQ   (DX)(CX*1), DX
+	VPXORD Z10, Z10, Z10
+	MOVQ   x+64(FP), BX
+	MOVQ   scales+24(FP), SI
+	MOVQ   nxs+72(FP), DI
+	XORQ   R8, R8
+
+mvQ4BF16SymAVX512BF16_r1_g:
+	VMOVUPS (DI), Z14
+	VPXORD  Z18, Z18, Z18
+	MOVQ    R8, R9
+	ADDQ    gbytes+80(FP), R9
+
+mvQ4BF16SymAVX512BF16_r1_b:
+	VMOVDQU32  (BX), Z2
+	VMOVDQU32  64(BX), Z3
+	VMOVDQU32  128(BX), Z4
+	VMOVDQU32  192(BX), Z5
+	VMOVDQU32  256(BX), Z6
+	VMOVDQU32  320(BX), Z7
+	VMOVDQU32  384(BX), Z8
+	VMOVDQU32  448(BX), Z9
+	VMOVDQU32  (AX)(R8*1), Z22
+	VPSLLW     $0x03, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z14, Z23, Z2 (Intel order)
+	LONG $0x40467262
+	WORD $0xf252
+
+	// VDPBF16PS Z18, Z23, Z6 (Intel order)
+	LONG       $0x4046e262
+	WORD       $0xd652
+	VPSRLW     $0x01, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z14, Z23, Z3 (Intel order)
+	LONG $0x40467262
+	WORD $0xf352
+
+	// VDPBF16PS Z18, Z23, Z7 (Intel order)
+	LONG       $0x4046e262
+	WORD       $0xd752
+	VPSRLW     $0x05, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z14, Z23, Z4 (Intel order)
+	LONG $0x40467262
+	WORD $0xf452
+
+	// VDPBF16PS Z18, Z23, Z8 (Intel order)
+	LONG       $0x4046c262
+	WORD       $0xd052
+	VPSRLW     $0x09, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z14, Z23, Z5 (Intel order)
+	LONG $0x40467262
+	WORD $0xf552
+
+	// VDPBF16PS Z18, Z23, Z9 (Intel order)
+	LONG       $0x4046c262
+	WORD       $0xd152
+	CMPQ       rows+88(FP), $0x00000003
+	JB         mvQ4BF16SymAVX512BF16_r1_pfdone
+	CMPQ       l1+96(FP), $0x00000000
+	JE         mvQ4BF16SymAVX512BF16_r1_pf2
+	PREFETCHT0 (DX)(R8*1)
+	JMP        mvQ4BF16SymAVX512BF16_r1_pfdone
+
+mvQ4BF16SymAVX512BF16_r1_pf2:
+	PREFETCHT1 (DX)(R8*1)
+
+mvQ4BF16SymAVX512BF16_r1_pfdone:
+	ADDQ          $0x00000040, R8
+	ADDQ          $0x00000200, BX
+	CMPQ          R8, R9
+	JB            mvQ4BF16SymAVX512BF16_r1_b
+	MOVQ          sstride+32(FP), R9
+	VPBROADCASTW  (SI), Z25
+	VPSLLD        $0x10, Z25, Z25
+	VADDPS        Z18, Z14, Z14
+	VFMADD231PS   Z14, Z25, Z10
+	ADDQ          $0x00000002, SI
+	ADDQ          $0x00000040, DI
+	CMPQ          R8, CX
+	JB            mvQ4BF16SymAVX512BF16_r1_g
+	MOVQ          out+0(FP), DX
+	VBROADCASTSS  mvSixteen<>+0(SB), X2
+	VEXTRACTF64X4 $0x01, Z10, Y3
+	VADDPS        Y3, Y10, Y3
+	VEXTRACTF32X4 $0x01, Y3, X4
+	VADDPS        X4, X3, X4
+	VPERMILPS     $0x4e, X4, X3
+	VADDPS        X3, X4, X4
+	VPERMILPS     $0xb1, X4, X3
+	VADDPS        X3, X4, X4
+	VMULPS        X2, X4, X4
+	VMOVSS        X4, (DX)
+	ADDQ          $0x00000004, out+0(FP)
+	MOVQ          sstride+32(FP), DX
+	ADDQ          CX, AX
+	ADDQ          DX, scales+24(FP)
+	MOVQ          ng+56(FP), DX
+	ADDQ          DX, zidx+48(FP)
+	SUBQ          $0x00000001, rows+88(FP)
+	JMP           mvQ4BF16SymAVX512BF16_r1
+
+mvQ4BF16SymAVX512BF16_done:
+	VZEROUPPER
+	RET
+
 // func mvQ4BF16AsymAVX512(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int, l1 int)
 // Requires: AVX, AVX512BW, AVX512F, AVX512VL, CMOV, MMX+
 TEXT ·mvQ4BF16AsymAVX512(SB), NOSPLIT, $0-104
@@ -3269,6 +3889,491 @@ mvQ4BF16AsymAVX512_done:
 	VZEROUPPER
 	RET
 
+// func mvQ4BF16AsymAVX512BF16(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int, l1 int)
+// Requires: AVX, AVX512BW, AVX512F, AVX512VL, AVX512_BF16, CMOV, MMX+
+TEXT ·mvQ4BF16AsymAVX512BF16(SB), NOSPLIT, $0-104
+	VPBROADCASTD mvBF16Code<>+0(SB), Z0
+	VPBROADCASTD mvBF16One<>+0(SB), Z1
+	VPBROADCASTD mvOne<>+0(SB), Z26
+	MOVQ         w+8(FP), AX
+	MOVQ         stride+16(FP), CX
+
+mvQ4BF16AsymAVX512BF16_r4:
+	CMPQ   rows+88(FP), $0x00000004
+	JL     mvQ4BF16AsymAVX512BF16_r1
+	LEAQ   (AX)(CX*1), DX
+	LEAQ   (AX)(CX*2), BX
+	LEAQ   (DX)(CX*2), SI
+	LEAQ   (SI)(CX*1), DI
+	LEAQ   (DI)(CX*4), DI
+	VPXORD Z10, Z10, Z10
+	VPXORD Z11, Z11, Z11
+	VPXORD Z12, Z12, Z12
+	VPXORD Z13, Z13, Z13
+	MOVQ   x+64(FP), R8
+	MOVQ   scales+24(FP), R9
+	MOVQ   nxs+72(FP), R10
+	MOVQ   zidx+48(FP), R11
+	XORQ   R12, R12
+
+mvQ4BF16AsymAVX512BF16_r4_g:
+	MOVQ         R11, R13
+	MOVQ         R13, R14
+	SHRQ         $0x01, R14
+	MOVQ         zeros+40(FP), R15
+	MOVBLZX      (R15)(R14*1), R14
+	MOVL         R14, R15
+	SHRL         $0x04, R15
+	TESTQ        $0x00000001, R13
+	CMOVLNE      R15, R14
+	ANDL         $0x0000000f, R14
+	VPBROADCASTD R14, Z24
+	VPSLLD       $0x13, Z24, Z24
+	VPORD        Z26, Z24, Z24
+	VMULPS       (R10), Z24, Z14
+	VPXORD       Z18, Z18, Z18
+	MOVQ         R11, R13
+	ADDQ         ng+56(FP), R13
+	MOVQ         R13, R14
+	SHRQ         $0x01, R14
+	MOVQ         zeros+40(FP), R15
+	MOVBLZX      (R15)(R14*1), R14
+	MOVL         R14, R15
+	SHRL         $0x04, R15
+	TESTQ        $0x00000001, R13
+	CMOVLNE      R15, R14
+	ANDL         $0x0000000f, R14
+	VPBROADCASTD R14, Z24
+	VPSLLD       $0x13, Z24, Z24
+	VPORD        Z26, Z24, Z24
+	VMULPS       (R10), Z24, Z15
+	VPXORD       Z19, Z19, Z19
+	MOVQ         R11, R13
+	ADDQ         ng+56(FP), R13
+	ADDQ         ng+56(FP), R13
+	MOVQ         R13, R14
+	SHRQ         $0x01, R14
+	MOVQ         zeros+40(FP), R15
+	MOVBLZX      (R15)(R14*1), R14
+	MOVL         R14, R15
+	SHRL         $0x04, R15
+	TESTQ        $0x00000001, R13
+	CMOVLNE      R15, R14
+	ANDL         $0x0000000f, R14
+	VPBROADCASTD R14, Z24
+	VPSLLD       $0x13, Z24, Z24
+	VPORD        Z26, Z24, Z24
+	VMULPS       (R10), Z24, Z16
+	VPXORD       Z20, Z20, Z20
+	MOVQ         R11, R13
+	ADDQ         ng+56(FP), R13
+	ADDQ         ng+56(FP), R13
+	ADDQ         ng+56(FP), R13
+	MOVQ         R13, R14
+	SHRQ         $0x01, R14
+	MOVQ         zeros+40(FP), R15
+	MOVBLZX      (R15)(R14*1), R14
+	MOVL         R14, R15
+	SHRL         $0x04, R15
+	TESTQ        $0x00000001, R13
+	CMOVLNE      R15, R14
+	ANDL         $0x0000000f, R14
+	VPBROADCASTD R14, Z24
+	VPSLLD       $0x13, Z24, Z24
+	VPORD        Z26, Z24, Z24
+	VMULPS       (R10), Z24, Z17
+	VPXORD       Z21, Z21, Z21
+	MOVQ         R12, R13
+	ADDQ         gbytes+80(FP), R13
+
+mvQ4BF16AsymAVX512BF16_r4_b:
+	VMOVDQU32  (R8), Z2
+	VMOVDQU32  64(R8), Z3
+	VMOVDQU32  128(R8), Z4
+	VMOVDQU32  192(R8), Z5
+	VMOVDQU32  256(R8), Z6
+	VMOVDQU32  320(R8), Z7
+	VMOVDQU32  384(R8), Z8
+	VMOVDQU32  448(R8), Z9
+	VMOVDQU32  (AX)(R12*1), Z22
+	VPSLLW     $0x03, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z14, Z23, Z2 (Intel order)
+	LONG $0x40467262
+	WORD $0xf252
+
+	// VDPBF16PS Z18, Z23, Z6 (Intel order)
+	LONG       $0x4046e262
+	WORD       $0xd652
+	VPSRLW     $0x01, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z14, Z23, Z3 (Intel order)
+	LONG $0x40467262
+	WORD $0xf352
+
+	// VDPBF16PS Z18, Z23, Z7 (Intel order)
+	LONG       $0x4046e262
+	WORD       $0xd752
+	VPSRLW     $0x05, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z14, Z23, Z4 (Intel order)
+	LONG $0x40467262
+	WORD $0xf452
+
+	// VDPBF16PS Z18, Z23, Z8 (Intel order)
+	LONG       $0x4046c262
+	WORD       $0xd052
+	VPSRLW     $0x09, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z14, Z23, Z5 (Intel order)
+	LONG $0x40467262
+	WORD $0xf552
+
+	// VDPBF16PS Z18, Z23, Z9 (Intel order)
+	LONG       $0x4046c262
+	WORD       $0xd152
+	VMOVDQU32  (DX)(R12*1), Z22
+	VPSLLW     $0x03, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z15, Z23, Z2 (Intel order)
+	LONG $0x40467262
+	WORD $0xfa52
+
+	// VDPBF16PS Z19, Z23, Z6 (Intel order)
+	LONG       $0x4046e262
+	WORD       $0xde52
+	VPSRLW     $0x01, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z15, Z23, Z3 (Intel order)
+	LONG $0x40467262
+	WORD $0xfb52
+
+	// VDPBF16PS Z19, Z23, Z7 (Intel order)
+	LONG       $0x4046e262
+	WORD       $0xdf52
+	VPSRLW     $0x05, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z15, Z23, Z4 (Intel order)
+	LONG $0x40467262
+	WORD $0xfc52
+
+	// VDPBF16PS Z19, Z23, Z8 (Intel order)
+	LONG       $0x4046c262
+	WORD       $0xd852
+	VPSRLW     $0x09, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z15, Z23, Z5 (Intel order)
+	LONG $0x40467262
+	WORD $0xfd52
+
+	// VDPBF16PS Z19, Z23, Z9 (Intel order)
+	LONG       $0x4046c262
+	WORD       $0xd952
+	VMOVDQU32  (BX)(R12*1), Z22
+	VPSLLW     $0x03, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z16, Z23, Z2 (Intel order)
+	LONG $0x4046e262
+	WORD $0xc252
+
+	// VDPBF16PS Z20, Z23, Z6 (Intel order)
+	LONG       $0x4046e262
+	WORD       $0xe652
+	VPSRLW     $0x01, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z16, Z23, Z3 (Intel order)
+	LONG $0x4046e262
+	WORD $0xc352
+
+	// VDPBF16PS Z20, Z23, Z7 (Intel order)
+	LONG       $0x4046e262
+	WORD       $0xe752
+	VPSRLW     $0x05, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z16, Z23, Z4 (Intel order)
+	LONG $0x4046e262
+	WORD $0xc452
+
+	// VDPBF16PS Z20, Z23, Z8 (Intel order)
+	LONG       $0x4046c262
+	WORD       $0xe052
+	VPSRLW     $0x09, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z16, Z23, Z5 (Intel order)
+	LONG $0x4046e262
+	WORD $0xc552
+
+	// VDPBF16PS Z20, Z23, Z9 (Intel order)
+	LONG       $0x4046c262
+	WORD       $0xe152
+	VMOVDQU32  (SI)(R12*1), Z22
+	VPSLLW     $0x03, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z17, Z23, Z2 (Intel order)
+	LONG $0x4046e262
+	WORD $0xca52
+
+	// VDPBF16PS Z21, Z23, Z6 (Intel order)
+	LONG       $0x4046e262
+	WORD       $0xee52
+	VPSRLW     $0x01, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z17, Z23, Z3 (Intel order)
+	LONG $0x4046e262
+	WORD $0xcb52
+
+	// VDPBF16PS Z21, Z23, Z7 (Intel order)
+	LONG       $0x4046e262
+	WORD       $0xef52
+	VPSRLW     $0x05, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z17, Z23, Z4 (Intel order)
+	LONG $0x4046e262
+	WORD $0xcc52
+
+	// VDPBF16PS Z21, Z23, Z8 (Intel order)
+	LONG       $0x4046c262
+	WORD       $0xe852
+	VPSRLW     $0x09, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z17, Z23, Z5 (Intel order)
+	LONG $0x4046e262
+	WORD $0xcd52
+
+	// VDPBF16PS Z21, Z23, Z9 (Intel order)
+	LONG       $0x4046c262
+	WORD       $0xe952
+	CMPQ       rows+88(FP), $0x00000009
+	JB         mvQ4BF16AsymAVX512BF16_r4_pfdone
+	CMPQ       l1+96(FP), $0x00000000
+	JE         mvQ4BF16AsymAVX512BF16_r4_pf2
+	PREFETCHT0 (DI)(R12*4)
+	PREFETCHT0 64(DI)(R12*4)
+	PREFETCHT0 128(DI)(R12*4)
+	PREFETCHT0 192(DI)(R12*4)
+	JMP        mvQ4BF16AsymAVX512BF16_r4_pfdone
+
+mvQ4BF16AsymAVX512BF16_r4_pf2:
+	PREFETCHT1 (DI)(R12*4)
+	PREFETCHT1 64(DI)(R12*4)
+	PREFETCHT1 128(DI)(R12*4)
+	PREFETCHT1 192(DI)(R12*4)
+
+mvQ4BF16AsymAVX512BF16_r4_pfdone:
+	ADDQ          $0x00000040, R12
+	ADDQ          $0x00000200, R8
+	CMPQ          R12, R13
+	JB            mvQ4BF16AsymAVX512BF16_r4_b
+	MOVQ          sstride+32(FP), R13
+	VPBROADCASTW  (R9), Z25
+	VPSLLD        $0x10, Z25, Z25
+	VADDPS        Z18, Z14, Z14
+	VFMADD231PS   Z14, Z25, Z10
+	VPBROADCASTW  (R9)(R13*1), Z25
+	VPSLLD        $0x10, Z25, Z25
+	VADDPS        Z19, Z15, Z15
+	VFMADD231PS   Z15, Z25, Z11
+	VPBROADCASTW  (R9)(R13*2), Z25
+	VPSLLD        $0x10, Z25, Z25
+	VADDPS        Z20, Z16, Z16
+	VFMADD231PS   Z16, Z25, Z12
+	LEAQ          (R9)(R13*2), R14
+	VPBROADCASTW  (R14)(R13*1), Z25
+	VPSLLD        $0x10, Z25, Z25
+	VADDPS        Z21, Z17, Z17
+	VFMADD231PS   Z17, Z25, Z13
+	ADDQ          $0x00000002, R9
+	ADDQ          $0x00000040, R10
+	INCQ          R11
+	CMPQ          R12, CX
+	JB            mvQ4BF16AsymAVX512BF16_r4_g
+	MOVQ          out+0(FP), DX
+	VBROADCASTSS  mvSixteen<>+0(SB), X2
+	VEXTRACTF64X4 $0x01, Z10, Y3
+	VADDPS        Y3, Y10, Y3
+	VEXTRACTF32X4 $0x01, Y3, X4
+	VADDPS        X4, X3, X4
+	VEXTRACTF64X4 $0x01, Z11, Y3
+	VADDPS        Y3, Y11, Y3
+	VEXTRACTF32X4 $0x01, Y3, X5
+	VADDPS        X5, X3, X5
+	VEXTRACTF64X4 $0x01, Z12, Y3
+	VADDPS        Y3, Y12, Y3
+	VEXTRACTF32X4 $0x01, Y3, X6
+	VADDPS        X6, X3, X6
+	VEXTRACTF64X4 $0x01, Z13, Y3
+	VADDPS        Y3, Y13, Y3
+	VEXTRACTF32X4 $0x01, Y3, X7
+	VADDPS        X7, X3, X7
+	VUNPCKLPS     X5, X4, X3
+	VUNPCKHPS     X5, X4, X4
+	VADDPS        X4, X3, X3
+	VUNPCKLPS     X7, X6, X4
+	VUNPCKHPS     X7, X6, X5
+	VADDPS        X5, X4, X4
+	VSHUFPS       $0x44, X4, X3, X5
+	VSHUFPS       $0xee, X4, X3, X3
+	VADDPS        X3, X5, X5
+	VMULPS        X2, X5, X5
+	VMOVUPS       X5, (DX)
+	ADDQ          $0x00000010, out+0(FP)
+	MOVQ          sstride+32(FP), DX
+	SHLQ          $0x02, DX
+	LEAQ          (AX)(CX*4), AX
+	ADDQ          DX, scales+24(FP)
+	MOVQ          ng+56(FP), DX
+	SHLQ          $0x02, DX
+	ADDQ          DX, zidx+48(FP)
+	SUBQ          $0x00000004, rows+88(FP)
+	JMP           mvQ4BF16AsymAVX512BF16_r4
+
+mvQ4BF16AsymAVX512BF16_r1:
+	CMPQ   rows+88(FP), $0x00000001
+	JL     mvQ4BF16AsymAVX512BF16_done
+	LEAQ   (AX)(CX*1), DX
+	LEAQ   (DX)(CX*1), DX
+	VPXORD Z10, Z10, Z10
+	MOVQ   x+64(FP), BX
+	MOVQ   scales+24(FP), SI
+	MOVQ   nxs+72(FP), DI
+	MOVQ   zidx+48(FP), R8
+	XORQ   R9, R9
+
+mvQ4BF16AsymAVX512BF16_r1_g:
+	MOVQ         R8, R10
+	MOVQ         R10, R11
+	SHRQ         $0x01, R11
+	MOVQ         zeros+40(FP), R12
+	MOVBLZX      (R12)(R11*1), R11
+	MOVL         R11, R12
+	SHRL         $0x04, R12
+	TESTQ        $0x00000001, R10
+	CMOVLNE      R12, R11
+	ANDL         $0x0000000f, R11
+	VPBROADCASTD R11, Z24
+	VPSLLD       $0x13, Z24, Z24
+	VPORD        Z26, Z24, Z24
+	VMULPS       (DI), Z24, Z14
+	VPXORD       Z18, Z18, Z18
+	MOVQ         R9, R10
+	ADDQ         gbytes+80(FP), R10
+
+mvQ4BF16AsymAVX512BF16_r1_b:
+	VMOVDQU32  (BX), Z2
+	VMOVDQU32  64(BX), Z3
+	VMOVDQU32  128(BX), Z4
+	VMOVDQU32  192(BX), Z5
+	VMOVDQU32  256(BX), Z6
+	VMOVDQU32  320(BX), Z7
+	VMOVDQU32  384(BX), Z8
+	VMOVDQU32  448(BX), Z9
+	VMOVDQU32  (AX)(R9*1), Z22
+	VPSLLW     $0x03, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z14, Z23, Z2 (Intel order)
+	LONG $0x40467262
+	WORD $0xf252
+
+	// VDPBF16PS Z18, Z23, Z6 (Intel order)
+	LONG       $0x4046e262
+	WORD       $0xd652
+	VPSRLW     $0x01, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z14, Z23, Z3 (Intel order)
+	LONG $0x40467262
+	WORD $0xf352
+
+	// VDPBF16PS Z18, Z23, Z7 (Intel order)
+	LONG       $0x4046e262
+	WORD       $0xd752
+	VPSRLW     $0x05, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z14, Z23, Z4 (Intel order)
+	LONG $0x40467262
+	WORD $0xf452
+
+	// VDPBF16PS Z18, Z23, Z8 (Intel order)
+	LONG       $0x4046c262
+	WORD       $0xd052
+	VPSRLW     $0x09, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z14, Z23, Z5 (Intel order)
+	LONG $0x40467262
+	WORD $0xf552
+
+	// VDPBF16PS Z18, Z23, Z9 (Intel order)
+	LONG       $0x4046c262
+	WORD       $0xd152
+	CMPQ       rows+88(FP), $0x00000003
+	JB         mvQ4BF16AsymAVX512BF16_r1_pfdone
+	CMPQ       l1+96(FP), $0x00000000
+	JE         mvQ4BF16AsymAVX512BF16_r1_pf2
+	PREFETCHT0 (DX)(R9*1)
+	JMP        mvQ4BF16AsymAVX512BF16_r1_pfdone
+
+mvQ4BF16AsymAVX512BF16_r1_pf2:
+	PREFETCHT1 (DX)(R9*1)
+
+mvQ4BF16AsymAVX512BF16_r1_pfdone:
+	ADDQ          $0x00000040, R9
+	ADDQ          $0x00000200, BX
+	CMPQ          R9, R10
+	JB            mvQ4BF16AsymAVX512BF16_r1_b
+	MOVQ          sstride+32(FP), R10
+	VPBROADCASTW  (SI), Z25
+	VPSLLD        $0x10, Z25, Z25
+	VADDPS        Z18, Z14, Z14
+	VFMADD231PS   Z14, Z25, Z10
+	ADDQ          $0x00000002, SI
+	ADDQ          $0x00000040, DI
+	INCQ          R8
+	CMPQ          R9, CX
+	JB            mvQ4BF16AsymAVX512BF16_r1_g
+	MOVQ          out+0(FP), DX
+	VBROADCASTSS  mvSixteen<>+0(SB), X2
+	VEXTRACTF64X4 $0x01, Z10, Y3
+	VADDPS        Y3, Y10, Y3
+	VEXTRACTF32X4 $0x01, Y3, X4
+	VADDPS        X4, X3, X4
+	VPERMILPS     $0x4e, X4, X3
+	VADDPS        X3, X4, X4
+	VPERMILPS     $0xb1, X4, X3
+	VADDPS        X3, X4, X4
+	VMULPS        X2, X4, X4
+	VMOVSS        X4, (DX)
+	ADDQ          $0x00000004, out+0(FP)
+	MOVQ          sstride+32(FP), DX
+	ADDQ          CX, AX
+	ADDQ          DX, scales+24(FP)
+	MOVQ          ng+56(FP), DX
+	ADDQ          DX, zidx+48(FP)
+	SUBQ          $0x00000001, rows+88(FP)
+	JMP           mvQ4BF16AsymAVX512BF16_r1
+
+mvQ4BF16AsymAVX512BF16_done:
+	VZEROUPPER
+	RET
+
 // func mvQ4F16SymAVX512(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int, l1 int)
 // Requires: AVX, AVX2, AVX512F, AVX512VL, MMX+
 TEXT ·mvQ4F16SymAVX512(SB), NOSPLIT, $0-104
@@ -3585,6 +4690,415 @@ mvQ4F16SymAVX512_r1_pfdone:
 	JMP           mvQ4F16SymAVX512_r1
 
 mvQ4F16SymAVX512_done:
+	VZEROUPPER
+	RET
+
+// func mvQ4F16SymAVX512BF16(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int, l1 int)
+// Requires: AVX, AVX2, AVX512BW, AVX512F, AVX512VL, AVX512_BF16, MMX+
+TEXT ·mvQ4F16SymAVX512BF16(SB), NOSPLIT, $0-104
+	VPBROADCASTD mvBF16Code<>+0(SB), Z0
+	VPBROADCASTD mvBF16One<>+0(SB), Z1
+	MOVQ         w+8(FP), AX
+	MOVQ         stride+16(FP), CX
+
+mvQ4F16SymAVX512BF16_r4:
+	CMPQ   rows+88(FP), $0x00000004
+	JL     mvQ4F16SymAVX512BF16_r1
+	LEAQ   (AX)(CX*1), DX
+	LEAQ   (AX)(CX*2), BX
+	LEAQ   (DX)(CX*2), SI
+	LEAQ   (SI)(CX*1), DI
+	LEAQ   (DI)(CX*4), DI
+	VPXORD Z10, Z10, Z10
+	VPXORD Z11, Z11, Z11
+	VPXORD Z12, Z12, Z12
+	VPXORD Z13, Z13, Z13
+	MOVQ   x+64(FP), R8
+	MOVQ   scales+24(FP), R9
+	MOVQ   nxs+72(FP), R10
+	XORQ   R11, R11
+
+mvQ4F16SymAVX512BF16_r4_g:
+	VMOVUPS (R10), Z14
+	VPXORD  Z18, Z18, Z18
+	VMOVUPS (R10), Z15
+	VPXORD  Z19, Z19, Z19
+	VMOVUPS (R10), Z16
+	VPXORD  Z20, Z20, Z20
+	VMOVUPS (R10), Z17
+	VPXORD  Z21, Z21, Z21
+	MOVQ    R11, R12
+	ADDQ    gbytes+80(FP), R12
+
+mvQ4F16SymAVX512BF16_r4_b:
+	VMOVDQU32  (R8), Z2
+	VMOVDQU32  64(R8), Z3
+	VMOVDQU32  128(R8), Z4
+	VMOVDQU32  192(R8), Z5
+	VMOVDQU32  256(R8), Z6
+	VMOVDQU32  320(R8), Z7
+	VMOVDQU32  384(R8), Z8
+	VMOVDQU32  448(R8), Z9
+	VMOVDQU32  (AX)(R11*1), Z22
+	VPSLLW     $0x03, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z14, Z23, Z2 (Intel order)
+	LONG $0x40467262
+	WORD $0xf252
+
+	// VDPBF16PS Z18, Z23, Z6 (Intel order)
+	LONG       $0x4046e262
+	WORD       $0xd652
+	VPSRLW     $0x01, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z14, Z23, Z3 (Intel order)
+	LONG $0x40467262
+	WORD $0xf352
+
+	// VDPBF16PS Z18, Z23, Z7 (Intel order)
+	LONG       $0x4046e262
+	WORD       $0xd752
+	VPSRLW     $0x05, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z14, Z23, Z4 (Intel order)
+	LONG $0x40467262
+	WORD $0xf452
+
+	// VDPBF16PS Z18, Z23, Z8 (Intel order)
+	LONG       $0x4046c262
+	WORD       $0xd052
+	VPSRLW     $0x09, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z14, Z23, Z5 (Intel order)
+	LONG $0x40467262
+	WORD $0xf552
+
+	// VDPBF16PS Z18, Z23, Z9 (Intel order)
+	LONG       $0x4046c262
+	WORD       $0xd152
+	VMOVDQU32  (DX)(R11*1), Z22
+	VPSLLW     $0x03, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z15, Z23, Z2 (Intel order)
+	LONG $0x40467262
+	WORD $0xfa52
+
+	// VDPBF16PS Z19, Z23, Z6 (Intel order)
+	LONG       $0x4046e262
+	WORD       $0xde52
+	VPSRLW     $0x01, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z15, Z23, Z3 (Intel order)
+	LONG $0x40467262
+	WORD $0xfb52
+
+	// VDPBF16PS Z19, Z23, Z7 (Intel order)
+	LONG       $0x4046e262
+	WORD       $0xdf52
+	VPSRLW     $0x05, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z15, Z23, Z4 (Intel order)
+	LONG $0x40467262
+	WORD $0xfc52
+
+	// VDPBF16PS Z19, Z23, Z8 (Intel order)
+	LONG       $0x4046c262
+	WORD       $0xd852
+	VPSRLW     $0x09, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z15, Z23, Z5 (Intel order)
+	LONG $0x40467262
+	WORD $0xfd52
+
+	// VDPBF16PS Z19, Z23, Z9 (Intel order)
+	LONG       $0x4046c262
+	WORD       $0xd952
+	VMOVDQU32  (BX)(R11*1), Z22
+	VPSLLW     $0x03, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z16, Z23, Z2 (Intel order)
+	LONG $0x4046e262
+	WORD $0xc252
+
+	// VDPBF16PS Z20, Z23, Z6 (Intel order)
+	LONG       $0x4046e262
+	WORD       $0xe652
+	VPSRLW     $0x01, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z16, Z23, Z3 (Intel order)
+	LONG $0x4046e262
+	WORD $0xc352
+
+	// VDPBF16PS Z20, Z23, Z7 (Intel order)
+	LONG       $0x4046e262
+	WORD       $0xe752
+	VPSRLW     $0x05, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z16, Z23, Z4 (Intel order)
+	LONG $0x4046e262
+	WORD $0xc452
+
+	// VDPBF16PS Z20, Z23, Z8 (Intel order)
+	LONG       $0x4046c262
+	WORD       $0xe052
+	VPSRLW     $0x09, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z16, Z23, Z5 (Intel order)
+	LONG $0x4046e262
+	WORD $0xc552
+
+	// VDPBF16PS Z20, Z23, Z9 (Intel order)
+	LONG       $0x4046c262
+	WORD       $0xe152
+	VMOVDQU32  (SI)(R11*1), Z22
+	VPSLLW     $0x03, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z17, Z23, Z2 (Intel order)
+	LONG $0x4046e262
+	WORD $0xca52
+
+	// VDPBF16PS Z21, Z23, Z6 (Intel order)
+	LONG       $0x4046e262
+	WORD       $0xee52
+	VPSRLW     $0x01, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z17, Z23, Z3 (Intel order)
+	LONG $0x4046e262
+	WORD $0xcb52
+
+	// VDPBF16PS Z21, Z23, Z7 (Intel order)
+	LONG       $0x4046e262
+	WORD       $0xef52
+	VPSRLW     $0x05, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z17, Z23, Z4 (Intel order)
+	LONG $0x4046e262
+	WORD $0xcc52
+
+	// VDPBF16PS Z21, Z23, Z8 (Intel order)
+	LONG       $0x4046c262
+	WORD       $0xe852
+	VPSRLW     $0x09, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z17, Z23, Z5 (Intel order)
+	LONG $0x4046e262
+	WORD $0xcd52
+
+	// VDPBF16PS Z21, Z23, Z9 (Intel order)
+	LONG       $0x4046c262
+	WORD       $0xe952
+	CMPQ       rows+88(FP), $0x00000009
+	JB         mvQ4F16SymAVX512BF16_r4_pfdone
+	CMPQ       l1+96(FP), $0x00000000
+	JE         mvQ4F16SymAVX512BF16_r4_pf2
+	PREFETCHT0 (DI)(R11*4)
+	PREFETCHT0 64(DI)(R11*4)
+	PREFETCHT0 128(DI)(R11*4)
+	PREFETCHT0 192(DI)(R11*4)
+	JMP        mvQ4F16SymAVX512BF16_r4_pfdone
+
+mvQ4F16SymAVX512BF16_r4_pf2:
+	PREFETCHT1 (DI)(R11*4)
+	PREFETCHT1 64(DI)(R11*4)
+	PREFETCHT1 128(DI)(R11*4)
+	PREFETCHT1 192(DI)(R11*4)
+
+mvQ4F16SymAVX512BF16_r4_pfdone:
+	ADDQ          $0x00000040, R11
+	ADDQ          $0x00000200, R8
+	CMPQ          R11, R12
+	JB            mvQ4F16SymAVX512BF16_r4_b
+	MOVQ          sstride+32(FP), R12
+	VPBROADCASTW  (R9), Y2
+	VCVTPH2PS     Y2, Z25
+	VADDPS        Z18, Z14, Z14
+	VFMADD231PS   Z14, Z25, Z10
+	VPBROADCASTW  (R9)(R12*1), Y2
+	VCVTPH2PS     Y2, Z25
+	VADDPS        Z19, Z15, Z15
+	VFMADD231PS   Z15, Z25, Z11
+	VPBROADCASTW  (R9)(R12*2), Y2
+	VCVTPH2PS     Y2, Z25
+	VADDPS        Z20, Z16, Z16
+	VFMADD231PS   Z16, Z25, Z12
+	LEAQ          (R9)(R12*2), R13
+	VPBROADCASTW  (R13)(R12*1), Y2
+	VCVTPH2PS     Y2, Z25
+	VADDPS        Z21, Z17, Z17
+	VFMADD231PS   Z17, Z25, Z13
+	ADDQ          $0x00000002, R9
+	ADDQ          $0x00000040, R10
+	CMPQ          R11, CX
+	JB            mvQ4F16SymAVX512BF16_r4_g
+	MOVQ          out+0(FP), DX
+	VBROADCASTSS  mvSixteen<>+0(SB), X2
+	VEXTRACTF64X4 $0x01, Z10, Y3
+	VADDPS        Y3, Y10, Y3
+	VEXTRACTF32X4 $0x01, Y3, X4
+	VADDPS        X4, X3, X4
+	VEXTRACTF64X4 $0x01, Z11, Y3
+	VADDPS        Y3, Y11, Y3
+	VEXTRACTF32X4 $0x01, Y3, X5
+	VADDPS        X5, X3, X5
+	VEXTRACTF64X4 $0x01, Z12, Y3
+	VADDPS        Y3, Y12, Y3
+	VEXTRACTF32X4 $0x01, Y3, X6
+	VADDPS        X6, X3, X6
+	VEXTRACTF64X4 $0x01, Z13, Y3
+	VADDPS        Y3, Y13, Y3
+	VEXTRACTF32X4 $0x01, Y3, X7
+	VADDPS        X7, X3, X7
+	VUNPCKLPS     X5, X4, X3
+	VUNPCKHPS     X5, X4, X4
+	VADDPS        X4, X3, X3
+	VUNPCKLPS     X7, X6, X4
+	VUNPCKHPS     X7, X6, X5
+	VADDPS        X5, X4, X4
+	VSHUFPS       $0x44, X4, X3, X5
+	VSHUFPS       $0xee, X4, X3, X3
+	VADDPS        X3, X5, X5
+	VMULPS        X2, X5, X5
+	VMOVUPS       X5, (DX)
+	ADDQ          $0x00000010, out+0(FP)
+	MOVQ          sstride+32(FP), DX
+	SHLQ          $0x02, DX
+	LEAQ          (AX)(CX*4), AX
+	ADDQ          DX, scales+24(FP)
+	MOVQ          ng+56(FP), DX
+	SHLQ          $0x02, DX
+	ADDQ          DX, zidx+48(FP)
+	SUBQ          $0x00000004, rows+88(FP)
+	JMP           mvQ4F16SymAVX512BF16_r4
+
+mvQ4F16SymAVX512BF16_r1:
+	CMPQ   rows+88(FP), $0x00000001
+	JL     mvQ4F16SymAVX512BF16_done
+	LEAQ   (AX)(CX*1), DX
+	LEAQ   (DX)(CX*1), DX
+	VPXORD Z10, Z10, Z10
+	MOVQ   x+64(FP), BX
+	MOVQ   scales+24(FP), SI
+	MOVQ   nxs+72(FP), DI
+	XORQ   R8, R8
+
+mvQ4F16SymAVX512BF16_r1_g:
+	VMOVUPS (DI), Z14
+	VPXORD  Z18, Z18, Z18
+	MOVQ    R8, R9
+	ADDQ    gbytes+80(FP), R9
+
+mvQ4F16SymAVX512BF16_r1_b:
+	VMOVDQU32  (BX), Z2
+	VMOVDQU32  64(BX), Z3
+	VMOVDQU32  128(BX), Z4
+	VMOVDQU32  192(BX), Z5
+	VMOVDQU32  256(BX), Z6
+	VMOVDQU32  320(BX), Z7
+	VMOVDQU32  384(BX), Z8
+	VMOVDQU32  448(BX), Z9
+	VMOVDQU32  (AX)(R8*1), Z22
+	VPSLLW     $0x03, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z14, Z23, Z2 (Intel order)
+	LONG $0x40467262
+	WORD $0xf252
+
+	// VDPBF16PS Z18, Z23, Z6 (Intel order)
+	LONG       $0x4046e262
+	WORD       $0xd652
+	VPSRLW     $0x01, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z14, Z23, Z3 (Intel order)
+	LONG $0x40467262
+	WORD $0xf352
+
+	// VDPBF16PS Z18, Z23, Z7 (Intel order)
+	LONG       $0x4046e262
+	WORD       $0xd752
+	VPSRLW     $0x05, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z14, Z23, Z4 (Intel order)
+	LONG $0x40467262
+	WORD $0xf452
+
+	// VDPBF16PS Z18, Z23, Z8 (Intel order)
+	LONG       $0x4046c262
+	WORD       $0xd052
+	VPSRLW     $0x09, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z14, Z23, Z5 (Intel order)
+	LONG $0x40467262
+	WORD $0xf552
+
+	// VDPBF16PS Z18, Z23, Z9 (Intel order)
+	LONG       $0x4046c262
+	WORD       $0xd152
+	CMPQ       rows+88(FP), $0x00000003
+	JB         mvQ4F16SymAVX512BF16_r1_pfdone
+	CMPQ       l1+96(FP), $0x00000000
+	JE         mvQ4F16SymAVX512BF16_r1_pf2
+	PREFETCHT0 (DX)(R8*1)
+	JMP        mvQ4F16SymAVX512BF16_r1_pfdone
+
+mvQ4F16SymAVX512BF16_r1_pf2:
+	PREFETCHT1 (DX)(R8*1)
+
+mvQ4F16SymAVX512BF16_r1_pfdone:
+	ADDQ          $0x00000040, R8
+	ADDQ          $0x00000200, BX
+	CMPQ          R8, R9
+	JB            mvQ4F16SymAVX512BF16_r1_b
+	MOVQ          sstride+32(FP), R9
+	VPBROADCASTW  (SI), Y2
+	VCVTPH2PS     Y2, Z25
+	VADDPS        Z18, Z14, Z14
+	VFMADD231PS   Z14, Z25, Z10
+	ADDQ          $0x00000002, SI
+	ADDQ          $0x00000040, DI
+	CMPQ          R8, CX
+	JB            mvQ4F16SymAVX512BF16_r1_g
+	MOVQ          out+0(FP), DX
+	VBROADCASTSS  mvSixteen<>+0(SB), X2
+	VEXTRACTF64X4 $0x01, Z10, Y3
+	VADDPS        Y3, Y10, Y3
+	VEXTRACTF32X4 $0x01, Y3, X4
+	VADDPS        X4, X3, X4
+	VPERMILPS     $0x4e, X4, X3
+	VADDPS        X3, X4, X4
+	VPERMILPS     $0xb1, X4, X3
+	VADDPS        X3, X4, X4
+	VMULPS        X2, X4, X4
+	VMOVSS        X4, (DX)
+	ADDQ          $0x00000004, out+0(FP)
+	MOVQ          sstride+32(FP), DX
+	ADDQ          CX, AX
+	ADDQ          DX, scales+24(FP)
+	MOVQ          ng+56(FP), DX
+	ADDQ          DX, zidx+48(FP)
+	SUBQ          $0x00000001, rows+88(FP)
+	JMP           mvQ4F16SymAVX512BF16_r1
+
+mvQ4F16SymAVX512BF16_done:
 	VZEROUPPER
 	RET
 
@@ -3982,6 +5496,491 @@ mvQ4F16AsymAVX512_done:
 	VZEROUPPER
 	RET
 
+// func mvQ4F16AsymAVX512BF16(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int, l1 int)
+// Requires: AVX, AVX2, AVX512BW, AVX512F, AVX512VL, AVX512_BF16, CMOV, MMX+
+TEXT ·mvQ4F16AsymAVX512BF16(SB), NOSPLIT, $0-104
+	VPBROADCASTD mvBF16Code<>+0(SB), Z0
+	VPBROADCASTD mvBF16One<>+0(SB), Z1
+	VPBROADCASTD mvOne<>+0(SB), Z26
+	MOVQ         w+8(FP), AX
+	MOVQ         stride+16(FP), CX
+
+mvQ4F16AsymAVX512BF16_r4:
+	CMPQ   rows+88(FP), $0x00000004
+	JL     mvQ4F16AsymAVX512BF16_r1
+	LEAQ   (AX)(CX*1), DX
+	LEAQ   (AX)(CX*2), BX
+	LEAQ   (DX)(CX*2), SI
+	LEAQ   (SI)(CX*1), DI
+	LEAQ   (DI)(CX*4), DI
+	VPXORD Z10, Z10, Z10
+	VPXORD Z11, Z11, Z11
+	VPXORD Z12, Z12, Z12
+	VPXORD Z13, Z13, Z13
+	MOVQ   x+64(FP), R8
+	MOVQ   scales+24(FP), R9
+	MOVQ   nxs+72(FP), R10
+	MOVQ   zidx+48(FP), R11
+	XORQ   R12, R12
+
+mvQ4F16AsymAVX512BF16_r4_g:
+	MOVQ         R11, R13
+	MOVQ         R13, R14
+	SHRQ         $0x01, R14
+	MOVQ         zeros+40(FP), R15
+	MOVBLZX      (R15)(R14*1), R14
+	MOVL         R14, R15
+	SHRL         $0x04, R15
+	TESTQ        $0x00000001, R13
+	CMOVLNE      R15, R14
+	ANDL         $0x0000000f, R14
+	VPBROADCASTD R14, Z24
+	VPSLLD       $0x13, Z24, Z24
+	VPORD        Z26, Z24, Z24
+	VMULPS       (R10), Z24, Z14
+	VPXORD       Z18, Z18, Z18
+	MOVQ         R11, R13
+	ADDQ         ng+56(FP), R13
+	MOVQ         R13, R14
+	SHRQ         $0x01, R14
+	MOVQ         zeros+40(FP), R15
+	MOVBLZX      (R15)(R14*1), R14
+	MOVL         R14, R15
+	SHRL         $0x04, R15
+	TESTQ        $0x00000001, R13
+	CMOVLNE      R15, R14
+	ANDL         $0x0000000f, R14
+	VPBROADCASTD R14, Z24
+	VPSLLD       $0x13, Z24, Z24
+	VPORD        Z26, Z24, Z24
+	VMULPS       (R10), Z24, Z15
+	VPXORD       Z19, Z19, Z19
+	MOVQ         R11, R13
+	ADDQ         ng+56(FP), R13
+	ADDQ         ng+56(FP), R13
+	MOVQ         R13, R14
+	SHRQ         $0x01, R14
+	MOVQ         zeros+40(FP), R15
+	MOVBLZX      (R15)(R14*1), R14
+	MOVL         R14, R15
+	SHRL         $0x04, R15
+	TESTQ        $0x00000001, R13
+	CMOVLNE      R15, R14
+	ANDL         $0x0000000f, R14
+	VPBROADCASTD R14, Z24
+	VPSLLD       $0x13, Z24, Z24
+	VPORD        Z26, Z24, Z24
+	VMULPS       (R10), Z24, Z16
+	VPXORD       Z20, Z20, Z20
+	MOVQ         R11, R13
+	ADDQ         ng+56(FP), R13
+	ADDQ         ng+56(FP), R13
+	ADDQ         ng+56(FP), R13
+	MOVQ         R13, R14
+	SHRQ         $0x01, R14
+	MOVQ         zeros+40(FP), R15
+	MOVBLZX      (R15)(R14*1), R14
+	MOVL         R14, R15
+	SHRL         $0x04, R15
+	TESTQ        $0x00000001, R13
+	CMOVLNE      R15, R14
+	ANDL         $0x0000000f, R14
+	VPBROADCASTD R14, Z24
+	VPSLLD       $0x13, Z24, Z24
+	VPORD        Z26, Z24, Z24
+	VMULPS       (R10), Z24, Z17
+	VPXORD       Z21, Z21, Z21
+	MOVQ         R12, R13
+	ADDQ         gbytes+80(FP), R13
+
+mvQ4F16AsymAVX512BF16_r4_b:
+	VMOVDQU32  (R8), Z2
+	VMOVDQU32  64(R8), Z3
+	VMOVDQU32  128(R8), Z4
+	VMOVDQU32  192(R8), Z5
+	VMOVDQU32  256(R8), Z6
+	VMOVDQU32  320(R8), Z7
+	VMOVDQU32  384(R8), Z8
+	VMOVDQU32  448(R8), Z9
+	VMOVDQU32  (AX)(R12*1), Z22
+	VPSLLW     $0x03, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z14, Z23, Z2 (Intel order)
+	LONG $0x40467262
+	WORD $0xf252
+
+	// VDPBF16PS Z18, Z23, Z6 (Intel order)
+	LONG       $0x4046e262
+	WORD       $0xd652
+	VPSRLW     $0x01, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z14, Z23, Z3 (Intel order)
+	LONG $0x40467262
+	WORD $0xf352
+
+	// VDPBF16PS Z18, Z23, Z7 (Intel order)
+	LONG       $0x4046e262
+	WORD       $0xd752
+	VPSRLW     $0x05, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z14, Z23, Z4 (Intel order)
+	LONG $0x40467262
+	WORD $0xf452
+
+	// VDPBF16PS Z18, Z23, Z8 (Intel order)
+	LONG       $0x4046c262
+	WORD       $0xd052
+	VPSRLW     $0x09, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z14, Z23, Z5 (Intel order)
+	LONG $0x40467262
+	WORD $0xf552
+
+	// VDPBF16PS Z18, Z23, Z9 (Intel order)
+	LONG       $0x4046c262
+	WORD       $0xd152
+	VMOVDQU32  (DX)(R12*1), Z22
+	VPSLLW     $0x03, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z15, Z23, Z2 (Intel order)
+	LONG $0x40467262
+	WORD $0xfa52
+
+	// VDPBF16PS Z19, Z23, Z6 (Intel order)
+	LONG       $0x4046e262
+	WORD       $0xde52
+	VPSRLW     $0x01, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z15, Z23, Z3 (Intel order)
+	LONG $0x40467262
+	WORD $0xfb52
+
+	// VDPBF16PS Z19, Z23, Z7 (Intel order)
+	LONG       $0x4046e262
+	WORD       $0xdf52
+	VPSRLW     $0x05, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z15, Z23, Z4 (Intel order)
+	LONG $0x40467262
+	WORD $0xfc52
+
+	// VDPBF16PS Z19, Z23, Z8 (Intel order)
+	LONG       $0x4046c262
+	WORD       $0xd852
+	VPSRLW     $0x09, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z15, Z23, Z5 (Intel order)
+	LONG $0x40467262
+	WORD $0xfd52
+
+	// VDPBF16PS Z19, Z23, Z9 (Intel order)
+	LONG       $0x4046c262
+	WORD       $0xd952
+	VMOVDQU32  (BX)(R12*1), Z22
+	VPSLLW     $0x03, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z16, Z23, Z2 (Intel order)
+	LONG $0x4046e262
+	WORD $0xc252
+
+	// VDPBF16PS Z20, Z23, Z6 (Intel order)
+	LONG       $0x4046e262
+	WORD       $0xe652
+	VPSRLW     $0x01, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z16, Z23, Z3 (Intel order)
+	LONG $0x4046e262
+	WORD $0xc352
+
+	// VDPBF16PS Z20, Z23, Z7 (Intel order)
+	LONG       $0x4046e262
+	WORD       $0xe752
+	VPSRLW     $0x05, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z16, Z23, Z4 (Intel order)
+	LONG $0x4046e262
+	WORD $0xc452
+
+	// VDPBF16PS Z20, Z23, Z8 (Intel order)
+	LONG       $0x4046c262
+	WORD       $0xe052
+	VPSRLW     $0x09, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z16, Z23, Z5 (Intel order)
+	LONG $0x4046e262
+	WORD $0xc552
+
+	// VDPBF16PS Z20, Z23, Z9 (Intel order)
+	LONG       $0x4046c262
+	WORD       $0xe152
+	VMOVDQU32  (SI)(R12*1), Z22
+	VPSLLW     $0x03, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z17, Z23, Z2 (Intel order)
+	LONG $0x4046e262
+	WORD $0xca52
+
+	// VDPBF16PS Z21, Z23, Z6 (Intel order)
+	LONG       $0x4046e262
+	WORD       $0xee52
+	VPSRLW     $0x01, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z17, Z23, Z3 (Intel order)
+	LONG $0x4046e262
+	WORD $0xcb52
+
+	// VDPBF16PS Z21, Z23, Z7 (Intel order)
+	LONG       $0x4046e262
+	WORD       $0xef52
+	VPSRLW     $0x05, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z17, Z23, Z4 (Intel order)
+	LONG $0x4046e262
+	WORD $0xcc52
+
+	// VDPBF16PS Z21, Z23, Z8 (Intel order)
+	LONG       $0x4046c262
+	WORD       $0xe852
+	VPSRLW     $0x09, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z17, Z23, Z5 (Intel order)
+	LONG $0x4046e262
+	WORD $0xcd52
+
+	// VDPBF16PS Z21, Z23, Z9 (Intel order)
+	LONG       $0x4046c262
+	WORD       $0xe952
+	CMPQ       rows+88(FP), $0x00000009
+	JB         mvQ4F16AsymAVX512BF16_r4_pfdone
+	CMPQ       l1+96(FP), $0x00000000
+	JE         mvQ4F16AsymAVX512BF16_r4_pf2
+	PREFETCHT0 (DI)(R12*4)
+	PREFETCHT0 64(DI)(R12*4)
+	PREFETCHT0 128(DI)(R12*4)
+	PREFETCHT0 192(DI)(R12*4)
+	JMP        mvQ4F16AsymAVX512BF16_r4_pfdone
+
+mvQ4F16AsymAVX512BF16_r4_pf2:
+	PREFETCHT1 (DI)(R12*4)
+	PREFETCHT1 64(DI)(R12*4)
+	PREFETCHT1 128(DI)(R12*4)
+	PREFETCHT1 192(DI)(R12*4)
+
+mvQ4F16AsymAVX512BF16_r4_pfdone:
+	ADDQ          $0x00000040, R12
+	ADDQ          $0x00000200, R8
+	CMPQ          R12, R13
+	JB            mvQ4F16AsymAVX512BF16_r4_b
+	MOVQ          sstride+32(FP), R13
+	VPBROADCASTW  (R9), Y2
+	VCVTPH2PS     Y2, Z25
+	VADDPS        Z18, Z14, Z14
+	VFMADD231PS   Z14, Z25, Z10
+	VPBROADCASTW  (R9)(R13*1), Y2
+	VCVTPH2PS     Y2, Z25
+	VADDPS        Z19, Z15, Z15
+	VFMADD231PS   Z15, Z25, Z11
+	VPBROADCASTW  (R9)(R13*2), Y2
+	VCVTPH2PS     Y2, Z25
+	VADDPS        Z20, Z16, Z16
+	VFMADD231PS   Z16, Z25, Z12
+	LEAQ          (R9)(R13*2), R14
+	VPBROADCASTW  (R14)(R13*1), Y2
+	VCVTPH2PS     Y2, Z25
+	VADDPS        Z21, Z17, Z17
+	VFMADD231PS   Z17, Z25, Z13
+	ADDQ          $0x00000002, R9
+	ADDQ          $0x00000040, R10
+	INCQ          R11
+	CMPQ          R12, CX
+	JB            mvQ4F16AsymAVX512BF16_r4_g
+	MOVQ          out+0(FP), DX
+	VBROADCASTSS  mvSixteen<>+0(SB), X2
+	VEXTRACTF64X4 $0x01, Z10, Y3
+	VADDPS        Y3, Y10, Y3
+	VEXTRACTF32X4 $0x01, Y3, X4
+	VADDPS        X4, X3, X4
+	VEXTRACTF64X4 $0x01, Z11, Y3
+	VADDPS        Y3, Y11, Y3
+	VEXTRACTF32X4 $0x01, Y3, X5
+	VADDPS        X5, X3, X5
+	VEXTRACTF64X4 $0x01, Z12, Y3
+	VADDPS        Y3, Y12, Y3
+	VEXTRACTF32X4 $0x01, Y3, X6
+	VADDPS        X6, X3, X6
+	VEXTRACTF64X4 $0x01, Z13, Y3
+	VADDPS        Y3, Y13, Y3
+	VEXTRACTF32X4 $0x01, Y3, X7
+	VADDPS        X7, X3, X7
+	VUNPCKLPS     X5, X4, X3
+	VUNPCKHPS     X5, X4, X4
+	VADDPS        X4, X3, X3
+	VUNPCKLPS     X7, X6, X4
+	VUNPCKHPS     X7, X6, X5
+	VADDPS        X5, X4, X4
+	VSHUFPS       $0x44, X4, X3, X5
+	VSHUFPS       $0xee, X4, X3, X3
+	VADDPS        X3, X5, X5
+	VMULPS        X2, X5, X5
+	VMOVUPS       X5, (DX)
+	ADDQ          $0x00000010, out+0(FP)
+	MOVQ          sstride+32(FP), DX
+	SHLQ          $0x02, DX
+	LEAQ          (AX)(CX*4), AX
+	ADDQ          DX, scales+24(FP)
+	MOVQ          ng+56(FP), DX
+	SHLQ          $0x02, DX
+	ADDQ          DX, zidx+48(FP)
+	SUBQ          $0x00000004, rows+88(FP)
+	JMP           mvQ4F16AsymAVX512BF16_r4
+
+mvQ4F16AsymAVX512BF16_r1:
+	CMPQ   rows+88(FP), $0x00000001
+	JL     mvQ4F16AsymAVX512BF16_done
+	LEAQ   (AX)(CX*1), DX
+	LEAQ   (DX)(CX*1), DX
+	VPXORD Z10, Z10, Z10
+	MOVQ   x+64(FP), BX
+	MOVQ   scales+24(FP), SI
+	MOVQ   nxs+72(FP), DI
+	MOVQ   zidx+48(FP), R8
+	XORQ   R9, R9
+
+mvQ4F16AsymAVX512BF16_r1_g:
+	MOVQ         R8, R10
+	MOVQ         R10, R11
+	SHRQ         $0x01, R11
+	MOVQ         zeros+40(FP), R12
+	MOVBLZX      (R12)(R11*1), R11
+	MOVL         R11, R12
+	SHRL         $0x04, R12
+	TESTQ        $0x00000001, R10
+	CMOVLNE      R12, R11
+	ANDL         $0x0000000f, R11
+	VPBROADCASTD R11, Z24
+	VPSLLD       $0x13, Z24, Z24
+	VPORD        Z26, Z24, Z24
+	VMULPS       (DI), Z24, Z14
+	VPXORD       Z18, Z18, Z18
+	MOVQ         R9, R10
+	ADDQ         gbytes+80(FP), R10
+
+mvQ4F16AsymAVX512BF16_r1_b:
+	VMOVDQU32  (BX), Z2
+	VMOVDQU32  64(BX), Z3
+	VMOVDQU32  128(BX), Z4
+	VMOVDQU32  192(BX), Z5
+	VMOVDQU32  256(BX), Z6
+	VMOVDQU32  320(BX), Z7
+	VMOVDQU32  384(BX), Z8
+	VMOVDQU32  448(BX), Z9
+	VMOVDQU32  (AX)(R9*1), Z22
+	VPSLLW     $0x03, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z14, Z23, Z2 (Intel order)
+	LONG $0x40467262
+	WORD $0xf252
+
+	// VDPBF16PS Z18, Z23, Z6 (Intel order)
+	LONG       $0x4046e262
+	WORD       $0xd652
+	VPSRLW     $0x01, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z14, Z23, Z3 (Intel order)
+	LONG $0x40467262
+	WORD $0xf352
+
+	// VDPBF16PS Z18, Z23, Z7 (Intel order)
+	LONG       $0x4046e262
+	WORD       $0xd752
+	VPSRLW     $0x05, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z14, Z23, Z4 (Intel order)
+	LONG $0x40467262
+	WORD $0xf452
+
+	// VDPBF16PS Z18, Z23, Z8 (Intel order)
+	LONG       $0x4046c262
+	WORD       $0xd052
+	VPSRLW     $0x09, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z14, Z23, Z5 (Intel order)
+	LONG $0x40467262
+	WORD $0xf552
+
+	// VDPBF16PS Z18, Z23, Z9 (Intel order)
+	LONG       $0x4046c262
+	WORD       $0xd152
+	CMPQ       rows+88(FP), $0x00000003
+	JB         mvQ4F16AsymAVX512BF16_r1_pfdone
+	CMPQ       l1+96(FP), $0x00000000
+	JE         mvQ4F16AsymAVX512BF16_r1_pf2
+	PREFETCHT0 (DX)(R9*1)
+	JMP        mvQ4F16AsymAVX512BF16_r1_pfdone
+
+mvQ4F16AsymAVX512BF16_r1_pf2:
+	PREFETCHT1 (DX)(R9*1)
+
+mvQ4F16AsymAVX512BF16_r1_pfdone:
+	ADDQ          $0x00000040, R9
+	ADDQ          $0x00000200, BX
+	CMPQ          R9, R10
+	JB            mvQ4F16AsymAVX512BF16_r1_b
+	MOVQ          sstride+32(FP), R10
+	VPBROADCASTW  (SI), Y2
+	VCVTPH2PS     Y2, Z25
+	VADDPS        Z18, Z14, Z14
+	VFMADD231PS   Z14, Z25, Z10
+	ADDQ          $0x00000002, SI
+	ADDQ          $0x00000040, DI
+	INCQ          R8
+	CMPQ          R9, CX
+	JB            mvQ4F16AsymAVX512BF16_r1_g
+	MOVQ          out+0(FP), DX
+	VBROADCASTSS  mvSixteen<>+0(SB), X2
+	VEXTRACTF64X4 $0x01, Z10, Y3
+	VADDPS        Y3, Y10, Y3
+	VEXTRACTF32X4 $0x01, Y3, X4
+	VADDPS        X4, X3, X4
+	VPERMILPS     $0x4e, X4, X3
+	VADDPS        X3, X4, X4
+	VPERMILPS     $0xb1, X4, X3
+	VADDPS        X3, X4, X4
+	VMULPS        X2, X4, X4
+	VMOVSS        X4, (DX)
+	ADDQ          $0x00000004, out+0(FP)
+	MOVQ          sstride+32(FP), DX
+	ADDQ          CX, AX
+	ADDQ          DX, scales+24(FP)
+	MOVQ          ng+56(FP), DX
+	ADDQ          DX, zidx+48(FP)
+	SUBQ          $0x00000001, rows+88(FP)
+	JMP           mvQ4F16AsymAVX512BF16_r1
+
+mvQ4F16AsymAVX512BF16_done:
+	VZEROUPPER
+	RET
+
 // func mvQ4F32SymAVX512(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int, l1 int)
 // Requires: AVX, AVX512F, AVX512VL, MMX+
 TEXT ·mvQ4F32SymAVX512(SB), NOSPLIT, $0-104
@@ -4293,6 +6292,410 @@ mvQ4F32SymAVX512_r1_pfdone:
 	JMP           mvQ4F32SymAVX512_r1
 
 mvQ4F32SymAVX512_done:
+	VZEROUPPER
+	RET
+
+// func mvQ4F32SymAVX512BF16(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int, l1 int)
+// Requires: AVX, AVX512BW, AVX512F, AVX512VL, AVX512_BF16, MMX+
+TEXT ·mvQ4F32SymAVX512BF16(SB), NOSPLIT, $0-104
+	VPBROADCASTD mvBF16Code<>+0(SB), Z0
+	VPBROADCASTD mvBF16One<>+0(SB), Z1
+	MOVQ         w+8(FP), AX
+	MOVQ         stride+16(FP), CX
+
+mvQ4F32SymAVX512BF16_r4:
+	CMPQ   rows+88(FP), $0x00000004
+	JL     mvQ4F32SymAVX512BF16_r1
+	LEAQ   (AX)(CX*1), DX
+	LEAQ   (AX)(CX*2), BX
+	LEAQ   (DX)(CX*2), SI
+	LEAQ   (SI)(CX*1), DI
+	LEAQ   (DI)(CX*4), DI
+	VPXORD Z10, Z10, Z10
+	VPXORD Z11, Z11, Z11
+	VPXORD Z12, Z12, Z12
+	VPXORD Z13, Z13, Z13
+	MOVQ   x+64(FP), R8
+	MOVQ   scales+24(FP), R9
+	MOVQ   nxs+72(FP), R10
+	XORQ   R11, R11
+
+mvQ4F32SymAVX512BF16_r4_g:
+	VMOVUPS (R10), Z14
+	VPXORD  Z18, Z18, Z18
+	VMOVUPS (R10), Z15
+	VPXORD  Z19, Z19, Z19
+	VMOVUPS (R10), Z16
+	VPXORD  Z20, Z20, Z20
+	VMOVUPS (R10), Z17
+	VPXORD  Z21, Z21, Z21
+	MOVQ    R11, R12
+	ADDQ    gbytes+80(FP), R12
+
+mvQ4F32SymAVX512BF16_r4_b:
+	VMOVDQU32  (R8), Z2
+	VMOVDQU32  64(R8), Z3
+	VMOVDQU32  128(R8), Z4
+	VMOVDQU32  192(R8), Z5
+	VMOVDQU32  256(R8), Z6
+	VMOVDQU32  320(R8), Z7
+	VMOVDQU32  384(R8), Z8
+	VMOVDQU32  448(R8), Z9
+	VMOVDQU32  (AX)(R11*1), Z22
+	VPSLLW     $0x03, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z14, Z23, Z2 (Intel order)
+	LONG $0x40467262
+	WORD $0xf252
+
+	// VDPBF16PS Z18, Z23, Z6 (Intel order)
+	LONG       $0x4046e262
+	WORD       $0xd652
+	VPSRLW     $0x01, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z14, Z23, Z3 (Intel order)
+	LONG $0x40467262
+	WORD $0xf352
+
+	// VDPBF16PS Z18, Z23, Z7 (Intel order)
+	LONG       $0x4046e262
+	WORD       $0xd752
+	VPSRLW     $0x05, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z14, Z23, Z4 (Intel order)
+	LONG $0x40467262
+	WORD $0xf452
+
+	// VDPBF16PS Z18, Z23, Z8 (Intel order)
+	LONG       $0x4046c262
+	WORD       $0xd052
+	VPSRLW     $0x09, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z14, Z23, Z5 (Intel order)
+	LONG $0x40467262
+	WORD $0xf552
+
+	// VDPBF16PS Z18, Z23, Z9 (Intel order)
+	LONG       $0x4046c262
+	WORD       $0xd152
+	VMOVDQU32  (DX)(R11*1), Z22
+	VPSLLW     $0x03, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z15, Z23, Z2 (Intel order)
+	LONG $0x40467262
+	WORD $0xfa52
+
+	// VDPBF16PS Z19, Z23, Z6 (Intel order)
+	LONG       $0x4046e262
+	WORD       $0xde52
+	VPSRLW     $0x01, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z15, Z23, Z3 (Intel order)
+	LONG $0x40467262
+	WORD $0xfb52
+
+	// VDPBF16PS Z19, Z23, Z7 (Intel order)
+	LONG       $0x4046e262
+	WORD       $0xdf52
+	VPSRLW     $0x05, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z15, Z23, Z4 (Intel order)
+	LONG $0x40467262
+	WORD $0xfc52
+
+	// VDPBF16PS Z19, Z23, Z8 (Intel order)
+	LONG       $0x4046c262
+	WORD       $0xd852
+	VPSRLW     $0x09, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z15, Z23, Z5 (Intel order)
+	LONG $0x40467262
+	WORD $0xfd52
+
+	// VDPBF16PS Z19, Z23, Z9 (Intel order)
+	LONG       $0x4046c262
+	WORD       $0xd952
+	VMOVDQU32  (BX)(R11*1), Z22
+	VPSLLW     $0x03, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z16, Z23, Z2 (Intel order)
+	LONG $0x4046e262
+	WORD $0xc252
+
+	// VDPBF16PS Z20, Z23, Z6 (Intel order)
+	LONG       $0x4046e262
+	WORD       $0xe652
+	VPSRLW     $0x01, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z16, Z23, Z3 (Intel order)
+	LONG $0x4046e262
+	WORD $0xc352
+
+	// VDPBF16PS Z20, Z23, Z7 (Intel order)
+	LONG       $0x4046e262
+	WORD       $0xe752
+	VPSRLW     $0x05, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z16, Z23, Z4 (Intel order)
+	LONG $0x4046e262
+	WORD $0xc452
+
+	// VDPBF16PS Z20, Z23, Z8 (Intel order)
+	LONG       $0x4046c262
+	WORD       $0xe052
+	VPSRLW     $0x09, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z16, Z23, Z5 (Intel order)
+	LONG $0x4046e262
+	WORD $0xc552
+
+	// VDPBF16PS Z20, Z23, Z9 (Intel order)
+	LONG       $0x4046c262
+	WORD       $0xe152
+	VMOVDQU32  (SI)(R11*1), Z22
+	VPSLLW     $0x03, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z17, Z23, Z2 (Intel order)
+	LONG $0x4046e262
+	WORD $0xca52
+
+	// VDPBF16PS Z21, Z23, Z6 (Intel order)
+	LONG       $0x4046e262
+	WORD       $0xee52
+	VPSRLW     $0x01, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z17, Z23, Z3 (Intel order)
+	LONG $0x4046e262
+	WORD $0xcb52
+
+	// VDPBF16PS Z21, Z23, Z7 (Intel order)
+	LONG       $0x4046e262
+	WORD       $0xef52
+	VPSRLW     $0x05, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z17, Z23, Z4 (Intel order)
+	LONG $0x4046e262
+	WORD $0xcc52
+
+	// VDPBF16PS Z21, Z23, Z8 (Intel order)
+	LONG       $0x4046c262
+	WORD       $0xe852
+	VPSRLW     $0x09, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z17, Z23, Z5 (Intel order)
+	LONG $0x4046e262
+	WORD $0xcd52
+
+	// VDPBF16PS Z21, Z23, Z9 (Intel order)
+	LONG       $0x4046c262
+	WORD       $0xe952
+	CMPQ       rows+88(FP), $0x00000009
+	JB         mvQ4F32SymAVX512BF16_r4_pfdone
+	CMPQ       l1+96(FP), $0x00000000
+	JE         mvQ4F32SymAVX512BF16_r4_pf2
+	PREFETCHT0 (DI)(R11*4)
+	PREFETCHT0 64(DI)(R11*4)
+	PREFETCHT0 128(DI)(R11*4)
+	PREFETCHT0 192(DI)(R11*4)
+	JMP        mvQ4F32SymAVX512BF16_r4_pfdone
+
+mvQ4F32SymAVX512BF16_r4_pf2:
+	PREFETCHT1 (DI)(R11*4)
+	PREFETCHT1 64(DI)(R11*4)
+	PREFETCHT1 128(DI)(R11*4)
+	PREFETCHT1 192(DI)(R11*4)
+
+mvQ4F32SymAVX512BF16_r4_pfdone:
+	ADDQ          $0x00000040, R11
+	ADDQ          $0x00000200, R8
+	CMPQ          R11, R12
+	JB            mvQ4F32SymAVX512BF16_r4_b
+	MOVQ          sstride+32(FP), R12
+	VBROADCASTSS  (R9), Z25
+	VADDPS        Z18, Z14, Z14
+	VFMADD231PS   Z14, Z25, Z10
+	VBROADCASTSS  (R9)(R12*1), Z25
+	VADDPS        Z19, Z15, Z15
+	VFMADD231PS   Z15, Z25, Z11
+	VBROADCASTSS  (R9)(R12*2), Z25
+	VADDPS        Z20, Z16, Z16
+	VFMADD231PS   Z16, Z25, Z12
+	LEAQ          (R9)(R12*2), R13
+	VBROADCASTSS  (R13)(R12*1), Z25
+	VADDPS        Z21, Z17, Z17
+	VFMADD231PS   Z17, Z25, Z13
+	ADDQ          $0x00000004, R9
+	ADDQ          $0x00000040, R10
+	CMPQ          R11, CX
+	JB            mvQ4F32SymAVX512BF16_r4_g
+	MOVQ          out+0(FP), DX
+	VBROADCASTSS  mvSixteen<>+0(SB), X2
+	VEXTRACTF64X4 $0x01, Z10, Y3
+	VADDPS        Y3, Y10, Y3
+	VEXTRACTF32X4 $0x01, Y3, X4
+	VADDPS        X4, X3, X4
+	VEXTRACTF64X4 $0x01, Z11, Y3
+	VADDPS        Y3, Y11, Y3
+	VEXTRACTF32X4 $0x01, Y3, X5
+	VADDPS        X5, X3, X5
+	VEXTRACTF64X4 $0x01, Z12, Y3
+	VADDPS        Y3, Y12, Y3
+	VEXTRACTF32X4 $0x01, Y3, X6
+	VADDPS        X6, X3, X6
+	VEXTRACTF64X4 $0x01, Z13, Y3
+	VADDPS        Y3, Y13, Y3
+	VEXTRACTF32X4 $0x01, Y3, X7
+	VADDPS        X7, X3, X7
+	VUNPCKLPS     X5, X4, X3
+	VUNPCKHPS     X5, X4, X4
+	VADDPS        X4, X3, X3
+	VUNPCKLPS     X7, X6, X4
+	VUNPCKHPS     X7, X6, X5
+	VADDPS        X5, X4, X4
+	VSHUFPS       $0x44, X4, X3, X5
+	VSHUFPS       $0xee, X4, X3, X3
+	VADDPS        X3, X5, X5
+	VMULPS        X2, X5, X5
+	VMOVUPS       X5, (DX)
+	ADDQ          $0x00000010, out+0(FP)
+	MOVQ          sstride+32(FP), DX
+	SHLQ          $0x02, DX
+	LEAQ          (AX)(CX*4), AX
+	ADDQ          DX, scales+24(FP)
+	MOVQ          ng+56(FP), DX
+	SHLQ          $0x02, DX
+	ADDQ          DX, zidx+48(FP)
+	SUBQ          $0x00000004, rows+88(FP)
+	JMP           mvQ4F32SymAVX512BF16_r4
+
+mvQ4F32SymAVX512BF16_r1:
+	CMPQ   rows+88(FP), $0x00000001
+	JL     mvQ4F32SymAVX512BF16_done
+	LEAQ   (AX)(CX*1), DX
+	LEAQ   (DX)(CX*1), DX
+	VPXORD Z10, Z10, Z10
+	MOVQ   x+64(FP), BX
+	MOVQ   scales+24(FP), SI
+	MOVQ   nxs+72(FP), DI
+	XORQ   R8, R8
+
+mvQ4F32SymAVX512BF16_r1_g:
+	VMOVUPS (DI), Z14
+	VPXORD  Z18, Z18, Z18
+	MOVQ    R8, R9
+	ADDQ    gbytes+80(FP), R9
+
+mvQ4F32SymAVX512BF16_r1_b:
+	VMOVDQU32  (BX), Z2
+	VMOVDQU32  64(BX), Z3
+	VMOVDQU32  128(BX), Z4
+	VMOVDQU32  192(BX), Z5
+	VMOVDQU32  256(BX), Z6
+	VMOVDQU32  320(BX), Z7
+	VMOVDQU32  384(BX), Z8
+	VMOVDQU32  448(BX), Z9
+	VMOVDQU32  (AX)(R8*1), Z22
+	VPSLLW     $0x03, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z14, Z23, Z2 (Intel order)
+	LONG $0x40467262
+	WORD $0xf252
+
+	// VDPBF16PS Z18, Z23, Z6 (Intel order)
+	LONG       $0x4046e262
+	WORD       $0xd652
+	VPSRLW     $0x01, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z14, Z23, Z3 (Intel order)
+	LONG $0x40467262
+	WORD $0xf352
+
+	// VDPBF16PS Z18, Z23, Z7 (Intel order)
+	LONG       $0x4046e262
+	WORD       $0xd752
+	VPSRLW     $0x05, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z14, Z23, Z4 (Intel order)
+	LONG $0x40467262
+	WORD $0xf452
+
+	// VDPBF16PS Z18, Z23, Z8 (Intel order)
+	LONG       $0x4046c262
+	WORD       $0xd052
+	VPSRLW     $0x09, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z14, Z23, Z5 (Intel order)
+	LONG $0x40467262
+	WORD $0xf552
+
+	// VDPBF16PS Z18, Z23, Z9 (Intel order)
+	LONG       $0x4046c262
+	WORD       $0xd152
+	CMPQ       rows+88(FP), $0x00000003
+	JB         mvQ4F32SymAVX512BF16_r1_pfdone
+	CMPQ       l1+96(FP), $0x00000000
+	JE         mvQ4F32SymAVX512BF16_r1_pf2
+	PREFETCHT0 (DX)(R8*1)
+	JMP        mvQ4F32SymAVX512BF16_r1_pfdone
+
+mvQ4F32SymAVX512BF16_r1_pf2:
+	PREFETCHT1 (DX)(R8*1)
+
+mvQ4F32SymAVX512BF16_r1_pfdone:
+	ADDQ          $0x00000040, R8
+	ADDQ          $0x00000200, BX
+	CMPQ          R8, R9
+	JB            mvQ4F32SymAVX512BF16_r1_b
+	MOVQ          sstride+32(FP), R9
+	VBROADCASTSS  (SI), Z25
+	VADDPS        Z18, Z14, Z14
+	VFMADD231PS   Z14, Z25, Z10
+	ADDQ          $0x00000004, SI
+	ADDQ          $0x00000040, DI
+	CMPQ          R8, CX
+	JB            mvQ4F32SymAVX512BF16_r1_g
+	MOVQ          out+0(FP), DX
+	VBROADCASTSS  mvSixteen<>+0(SB), X2
+	VEXTRACTF64X4 $0x01, Z10, Y3
+	VADDPS        Y3, Y10, Y3
+	VEXTRACTF32X4 $0x01, Y3, X4
+	VADDPS        X4, X3, X4
+	VPERMILPS     $0x4e, X4, X3
+	VADDPS        X3, X4, X4
+	VPERMILPS     $0xb1, X4, X3
+	VADDPS        X3, X4, X4
+	VMULPS        X2, X4, X4
+	VMOVSS        X4, (DX)
+	ADDQ          $0x00000004, out+0(FP)
+	MOVQ          sstride+32(FP), DX
+	ADDQ          CX, AX
+	ADDQ          DX, scales+24(FP)
+	MOVQ          ng+56(FP), DX
+	ADDQ          DX, zidx+48(FP)
+	SUBQ          $0x00000001, rows+88(FP)
+	JMP           mvQ4F32SymAVX512BF16_r1
+
+mvQ4F32SymAVX512BF16_done:
 	VZEROUPPER
 	RET
 
@@ -4682,5 +7085,485 @@ mvQ4F32AsymAVX512_r1_pfdone:
 	JMP           mvQ4F32AsymAVX512_r1
 
 mvQ4F32AsymAVX512_done:
+	VZEROUPPER
+	RET
+
+// func mvQ4F32AsymAVX512BF16(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int, l1 int)
+// Requires: AVX, AVX512BW, AVX512F, AVX512VL, AVX512_BF16, CMOV, MMX+
+TEXT ·mvQ4F32AsymAVX512BF16(SB), NOSPLIT, $0-104
+	VPBROADCASTD mvBF16Code<>+0(SB), Z0
+	VPBROADCASTD mvBF16One<>+0(SB), Z1
+	VPBROADCASTD mvOne<>+0(SB), Z26
+	MOVQ         w+8(FP), AX
+	MOVQ         stride+16(FP), CX
+
+mvQ4F32AsymAVX512BF16_r4:
+	CMPQ   rows+88(FP), $0x00000004
+	JL     mvQ4F32AsymAVX512BF16_r1
+	LEAQ   (AX)(CX*1), DX
+	LEAQ   (AX)(CX*2), BX
+	LEAQ   (DX)(CX*2), SI
+	LEAQ   (SI)(CX*1), DI
+	LEAQ   (DI)(CX*4), DI
+	VPXORD Z10, Z10, Z10
+	VPXORD Z11, Z11, Z11
+	VPXORD Z12, Z12, Z12
+	VPXORD Z13, Z13, Z13
+	MOVQ   x+64(FP), R8
+	MOVQ   scales+24(FP), R9
+	MOVQ   nxs+72(FP), R10
+	MOVQ   zidx+48(FP), R11
+	XORQ   R12, R12
+
+mvQ4F32AsymAVX512BF16_r4_g:
+	MOVQ         R11, R13
+	MOVQ         R13, R14
+	SHRQ         $0x01, R14
+	MOVQ         zeros+40(FP), R15
+	MOVBLZX      (R15)(R14*1), R14
+	MOVL         R14, R15
+	SHRL         $0x04, R15
+	TESTQ        $0x00000001, R13
+	CMOVLNE      R15, R14
+	ANDL         $0x0000000f, R14
+	VPBROADCASTD R14, Z24
+	VPSLLD       $0x13, Z24, Z24
+	VPORD        Z26, Z24, Z24
+	VMULPS       (R10), Z24, Z14
+	VPXORD       Z18, Z18, Z18
+	MOVQ         R11, R13
+	ADDQ         ng+56(FP), R13
+	MOVQ         R13, R14
+	SHRQ         $0x01, R14
+	MOVQ         zeros+40(FP), R15
+	MOVBLZX      (R15)(R14*1), R14
+	MOVL         R14, R15
+	SHRL         $0x04, R15
+	TESTQ        $0x00000001, R13
+	CMOVLNE      R15, R14
+	ANDL         $0x0000000f, R14
+	VPBROADCASTD R14, Z24
+	VPSLLD       $0x13, Z24, Z24
+	VPORD        Z26, Z24, Z24
+	VMULPS       (R10), Z24, Z15
+	VPXORD       Z19, Z19, Z19
+	MOVQ         R11, R13
+	ADDQ         ng+56(FP), R13
+	ADDQ         ng+56(FP), R13
+	MOVQ         R13, R14
+	SHRQ         $0x01, R14
+	MOVQ         zeros+40(FP), R15
+	MOVBLZX      (R15)(R14*1), R14
+	MOVL         R14, R15
+	SHRL         $0x04, R15
+	TESTQ        $0x00000001, R13
+	CMOVLNE      R15, R14
+	ANDL         $0x0000000f, R14
+	VPBROADCASTD R14, Z24
+	VPSLLD       $0x13, Z24, Z24
+	VPORD        Z26, Z24, Z24
+	VMULPS       (R10), Z24, Z16
+	VPXORD       Z20, Z20, Z20
+	MOVQ         R11, R13
+	ADDQ         ng+56(FP), R13
+	ADDQ         ng+56(FP), R13
+	ADDQ         ng+56(FP), R13
+	MOVQ         R13, R14
+	SHRQ         $0x01, R14
+	MOVQ         zeros+40(FP), R15
+	MOVBLZX      (R15)(R14*1), R14
+	MOVL         R14, R15
+	SHRL         $0x04, R15
+	TESTQ        $0x00000001, R13
+	CMOVLNE      R15, R14
+	ANDL         $0x0000000f, R14
+	VPBROADCASTD R14, Z24
+	VPSLLD       $0x13, Z24, Z24
+	VPORD        Z26, Z24, Z24
+	VMULPS       (R10), Z24, Z17
+	VPXORD       Z21, Z21, Z21
+	MOVQ         R12, R13
+	ADDQ         gbytes+80(FP), R13
+
+mvQ4F32AsymAVX512BF16_r4_b:
+	VMOVDQU32  (R8), Z2
+	VMOVDQU32  64(R8), Z3
+	VMOVDQU32  128(R8), Z4
+	VMOVDQU32  192(R8), Z5
+	VMOVDQU32  256(R8), Z6
+	VMOVDQU32  320(R8), Z7
+	VMOVDQU32  384(R8), Z8
+	VMOVDQU32  448(R8), Z9
+	VMOVDQU32  (AX)(R12*1), Z22
+	VPSLLW     $0x03, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z14, Z23, Z2 (Intel order)
+	LONG $0x40467262
+	WORD $0xf252
+
+	// VDPBF16PS Z18, Z23, Z6 (Intel order)
+	LONG       $0x4046e262
+	WORD       $0xd652
+	VPSRLW     $0x01, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z14, Z23, Z3 (Intel order)
+	LONG $0x40467262
+	WORD $0xf352
+
+	// VDPBF16PS Z18, Z23, Z7 (Intel order)
+	LONG       $0x4046e262
+	WORD       $0xd752
+	VPSRLW     $0x05, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z14, Z23, Z4 (Intel order)
+	LONG $0x40467262
+	WORD $0xf452
+
+	// VDPBF16PS Z18, Z23, Z8 (Intel order)
+	LONG       $0x4046c262
+	WORD       $0xd052
+	VPSRLW     $0x09, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z14, Z23, Z5 (Intel order)
+	LONG $0x40467262
+	WORD $0xf552
+
+	// VDPBF16PS Z18, Z23, Z9 (Intel order)
+	LONG       $0x4046c262
+	WORD       $0xd152
+	VMOVDQU32  (DX)(R12*1), Z22
+	VPSLLW     $0x03, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z15, Z23, Z2 (Intel order)
+	LONG $0x40467262
+	WORD $0xfa52
+
+	// VDPBF16PS Z19, Z23, Z6 (Intel order)
+	LONG       $0x4046e262
+	WORD       $0xde52
+	VPSRLW     $0x01, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z15, Z23, Z3 (Intel order)
+	LONG $0x40467262
+	WORD $0xfb52
+
+	// VDPBF16PS Z19, Z23, Z7 (Intel order)
+	LONG       $0x4046e262
+	WORD       $0xdf52
+	VPSRLW     $0x05, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z15, Z23, Z4 (Intel order)
+	LONG $0x40467262
+	WORD $0xfc52
+
+	// VDPBF16PS Z19, Z23, Z8 (Intel order)
+	LONG       $0x4046c262
+	WORD       $0xd852
+	VPSRLW     $0x09, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z15, Z23, Z5 (Intel order)
+	LONG $0x40467262
+	WORD $0xfd52
+
+	// VDPBF16PS Z19, Z23, Z9 (Intel order)
+	LONG       $0x4046c262
+	WORD       $0xd952
+	VMOVDQU32  (BX)(R12*1), Z22
+	VPSLLW     $0x03, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z16, Z23, Z2 (Intel order)
+	LONG $0x4046e262
+	WORD $0xc252
+
+	// VDPBF16PS Z20, Z23, Z6 (Intel order)
+	LONG       $0x4046e262
+	WORD       $0xe652
+	VPSRLW     $0x01, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z16, Z23, Z3 (Intel order)
+	LONG $0x4046e262
+	WORD $0xc352
+
+	// VDPBF16PS Z20, Z23, Z7 (Intel order)
+	LONG       $0x4046e262
+	WORD       $0xe752
+	VPSRLW     $0x05, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z16, Z23, Z4 (Intel order)
+	LONG $0x4046e262
+	WORD $0xc452
+
+	// VDPBF16PS Z20, Z23, Z8 (Intel order)
+	LONG       $0x4046c262
+	WORD       $0xe052
+	VPSRLW     $0x09, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z16, Z23, Z5 (Intel order)
+	LONG $0x4046e262
+	WORD $0xc552
+
+	// VDPBF16PS Z20, Z23, Z9 (Intel order)
+	LONG       $0x4046c262
+	WORD       $0xe152
+	VMOVDQU32  (SI)(R12*1), Z22
+	VPSLLW     $0x03, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z17, Z23, Z2 (Intel order)
+	LONG $0x4046e262
+	WORD $0xca52
+
+	// VDPBF16PS Z21, Z23, Z6 (Intel order)
+	LONG       $0x4046e262
+	WORD       $0xee52
+	VPSRLW     $0x01, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z17, Z23, Z3 (Intel order)
+	LONG $0x4046e262
+	WORD $0xcb52
+
+	// VDPBF16PS Z21, Z23, Z7 (Intel order)
+	LONG       $0x4046e262
+	WORD       $0xef52
+	VPSRLW     $0x05, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z17, Z23, Z4 (Intel order)
+	LONG $0x4046e262
+	WORD $0xcc52
+
+	// VDPBF16PS Z21, Z23, Z8 (Intel order)
+	LONG       $0x4046c262
+	WORD       $0xe852
+	VPSRLW     $0x09, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z17, Z23, Z5 (Intel order)
+	LONG $0x4046e262
+	WORD $0xcd52
+
+	// VDPBF16PS Z21, Z23, Z9 (Intel order)
+	LONG       $0x4046c262
+	WORD       $0xe952
+	CMPQ       rows+88(FP), $0x00000009
+	JB         mvQ4F32AsymAVX512BF16_r4_pfdone
+	CMPQ       l1+96(FP), $0x00000000
+	JE         mvQ4F32AsymAVX512BF16_r4_pf2
+	PREFETCHT0 (DI)(R12*4)
+	PREFETCHT0 64(DI)(R12*4)
+	PREFETCHT0 128(DI)(R12*4)
+	PREFETCHT0 192(DI)(R12*4)
+	JMP        mvQ4F32AsymAVX512BF16_r4_pfdone
+
+mvQ4F32AsymAVX512BF16_r4_pf2:
+	PREFETCHT1 (DI)(R12*4)
+	PREFETCHT1 64(DI)(R12*4)
+	PREFETCHT1 128(DI)(R12*4)
+	PREFETCHT1 192(DI)(R12*4)
+
+mvQ4F32AsymAVX512BF16_r4_pfdone:
+	ADDQ          $0x00000040, R12
+	ADDQ          $0x00000200, R8
+	CMPQ          R12, R13
+	JB            mvQ4F32AsymAVX512BF16_r4_b
+	MOVQ          sstride+32(FP), R13
+	VBROADCASTSS  (R9), Z25
+	VADDPS        Z18, Z14, Z14
+	VFMADD231PS   Z14, Z25, Z10
+	VBROADCASTSS  (R9)(R13*1), Z25
+	VADDPS        Z19, Z15, Z15
+	VFMADD231PS   Z15, Z25, Z11
+	VBROADCASTSS  (R9)(R13*2), Z25
+	VADDPS        Z20, Z16, Z16
+	VFMADD231PS   Z16, Z25, Z12
+	LEAQ          (R9)(R13*2), R14
+	VBROADCASTSS  (R14)(R13*1), Z25
+	VADDPS        Z21, Z17, Z17
+	VFMADD231PS   Z17, Z25, Z13
+	ADDQ          $0x00000004, R9
+	ADDQ          $0x00000040, R10
+	INCQ          R11
+	CMPQ          R12, CX
+	JB            mvQ4F32AsymAVX512BF16_r4_g
+	MOVQ          out+0(FP), DX
+	VBROADCASTSS  mvSixteen<>+0(SB), X2
+	VEXTRACTF64X4 $0x01, Z10, Y3
+	VADDPS        Y3, Y10, Y3
+	VEXTRACTF32X4 $0x01, Y3, X4
+	VADDPS        X4, X3, X4
+	VEXTRACTF64X4 $0x01, Z11, Y3
+	VADDPS        Y3, Y11, Y3
+	VEXTRACTF32X4 $0x01, Y3, X5
+	VADDPS        X5, X3, X5
+	VEXTRACTF64X4 $0x01, Z12, Y3
+	VADDPS        Y3, Y12, Y3
+	VEXTRACTF32X4 $0x01, Y3, X6
+	VADDPS        X6, X3, X6
+	VEXTRACTF64X4 $0x01, Z13, Y3
+	VADDPS        Y3, Y13, Y3
+	VEXTRACTF32X4 $0x01, Y3, X7
+	VADDPS        X7, X3, X7
+	VUNPCKLPS     X5, X4, X3
+	VUNPCKHPS     X5, X4, X4
+	VADDPS        X4, X3, X3
+	VUNPCKLPS     X7, X6, X4
+	VUNPCKHPS     X7, X6, X5
+	VADDPS        X5, X4, X4
+	VSHUFPS       $0x44, X4, X3, X5
+	VSHUFPS       $0xee, X4, X3, X3
+	VADDPS        X3, X5, X5
+	VMULPS        X2, X5, X5
+	VMOVUPS       X5, (DX)
+	ADDQ          $0x00000010, out+0(FP)
+	MOVQ          sstride+32(FP), DX
+	SHLQ          $0x02, DX
+	LEAQ          (AX)(CX*4), AX
+	ADDQ          DX, scales+24(FP)
+	MOVQ          ng+56(FP), DX
+	SHLQ          $0x02, DX
+	ADDQ          DX, zidx+48(FP)
+	SUBQ          $0x00000004, rows+88(FP)
+	JMP           mvQ4F32AsymAVX512BF16_r4
+
+mvQ4F32AsymAVX512BF16_r1:
+	CMPQ   rows+88(FP), $0x00000001
+	JL     mvQ4F32AsymAVX512BF16_done
+	LEAQ   (AX)(CX*1), DX
+	LEAQ   (DX)(CX*1), DX
+	VPXORD Z10, Z10, Z10
+	MOVQ   x+64(FP), BX
+	MOVQ   scales+24(FP), SI
+	MOVQ   nxs+72(FP), DI
+	MOVQ   zidx+48(FP), R8
+	XORQ   R9, R9
+
+mvQ4F32AsymAVX512BF16_r1_g:
+	MOVQ         R8, R10
+	MOVQ         R10, R11
+	SHRQ         $0x01, R11
+	MOVQ         zeros+40(FP), R12
+	MOVBLZX      (R12)(R11*1), R11
+	MOVL         R11, R12
+	SHRL         $0x04, R12
+	TESTQ        $0x00000001, R10
+	CMOVLNE      R12, R11
+	ANDL         $0x0000000f, R11
+	VPBROADCASTD R11, Z24
+	VPSLLD       $0x13, Z24, Z24
+	VPORD        Z26, Z24, Z24
+	VMULPS       (DI), Z24, Z14
+	VPXORD       Z18, Z18, Z18
+	MOVQ         R9, R10
+	ADDQ         gbytes+80(FP), R10
+
+mvQ4F32AsymAVX512BF16_r1_b:
+	VMOVDQU32  (BX), Z2
+	VMOVDQU32  64(BX), Z3
+	VMOVDQU32  128(BX), Z4
+	VMOVDQU32  192(BX), Z5
+	VMOVDQU32  256(BX), Z6
+	VMOVDQU32  320(BX), Z7
+	VMOVDQU32  384(BX), Z8
+	VMOVDQU32  448(BX), Z9
+	VMOVDQU32  (AX)(R9*1), Z22
+	VPSLLW     $0x03, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z14, Z23, Z2 (Intel order)
+	LONG $0x40467262
+	WORD $0xf252
+
+	// VDPBF16PS Z18, Z23, Z6 (Intel order)
+	LONG       $0x4046e262
+	WORD       $0xd652
+	VPSRLW     $0x01, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z14, Z23, Z3 (Intel order)
+	LONG $0x40467262
+	WORD $0xf352
+
+	// VDPBF16PS Z18, Z23, Z7 (Intel order)
+	LONG       $0x4046e262
+	WORD       $0xd752
+	VPSRLW     $0x05, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z14, Z23, Z4 (Intel order)
+	LONG $0x40467262
+	WORD $0xf452
+
+	// VDPBF16PS Z18, Z23, Z8 (Intel order)
+	LONG       $0x4046c262
+	WORD       $0xd052
+	VPSRLW     $0x09, Z22, Z23
+	VPTERNLOGD $0xea, Z1, Z0, Z23
+
+	// VDPBF16PS Z14, Z23, Z5 (Intel order)
+	LONG $0x40467262
+	WORD $0xf552
+
+	// VDPBF16PS Z18, Z23, Z9 (Intel order)
+	LONG       $0x4046c262
+	WORD       $0xd152
+	CMPQ       rows+88(FP), $0x00000003
+	JB         mvQ4F32AsymAVX512BF16_r1_pfdone
+	CMPQ       l1+96(FP), $0x00000000
+	JE         mvQ4F32AsymAVX512BF16_r1_pf2
+	PREFETCHT0 (DX)(R9*1)
+	JMP        mvQ4F32AsymAVX512BF16_r1_pfdone
+
+mvQ4F32AsymAVX512BF16_r1_pf2:
+	PREFETCHT1 (DX)(R9*1)
+
+mvQ4F32AsymAVX512BF16_r1_pfdone:
+	ADDQ          $0x00000040, R9
+	ADDQ          $0x00000200, BX
+	CMPQ          R9, R10
+	JB            mvQ4F32AsymAVX512BF16_r1_b
+	MOVQ          sstride+32(FP), R10
+	VBROADCASTSS  (SI), Z25
+	VADDPS        Z18, Z14, Z14
+	VFMADD231PS   Z14, Z25, Z10
+	ADDQ          $0x00000004, SI
+	ADDQ          $0x00000040, DI
+	INCQ          R8
+	CMPQ          R9, CX
+	JB            mvQ4F32AsymAVX512BF16_r1_g
+	MOVQ          out+0(FP), DX
+	VBROADCASTSS  mvSixteen<>+0(SB), X2
+	VEXTRACTF64X4 $0x01, Z10, Y3
+	VADDPS        Y3, Y10, Y3
+	VEXTRACTF32X4 $0x01, Y3, X4
+	VADDPS        X4, X3, X4
+	VPERMILPS     $0x4e, X4, X3
+	VADDPS        X3, X4, X4
+	VPERMILPS     $0xb1, X4, X3
+	VADDPS        X3, X4, X4
+	VMULPS        X2, X4, X4
+	VMOVSS        X4, (DX)
+	ADDQ          $0x00000004, out+0(FP)
+	MOVQ          sstride+32(FP), DX
+	ADDQ          CX, AX
+	ADDQ          DX, scales+24(FP)
+	MOVQ          ng+56(FP), DX
+	ADDQ          DX, zidx+48(FP)
+	SUBQ          $0x00000001, rows+88(FP)
+	JMP           mvQ4F32AsymAVX512BF16_r1
+
+mvQ4F32AsymAVX512BF16_done:
 	VZEROUPPER
 	RET

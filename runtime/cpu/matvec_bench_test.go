@@ -118,15 +118,23 @@ func BenchmarkMatVec(b *testing.B) {
 				x[i] = float32(i%7) - 3
 			}
 			out := make([]float32, j.s.rows)
-			for level := cpu.Generic; level <= cpu.DetectISA(); level++ {
-				b.Run(fmt.Sprintf("%s/%s/%s/t%d", level, j.kind, j.s.name, threads), func(b *testing.B) {
+			run := func(name string, mv func(out []float32, w cpu.Mat)) {
+				b.Run(fmt.Sprintf("%s/%s/%s/t%d", name, j.kind, j.s.name, threads), func(b *testing.B) {
 					b.SetBytes(bytes)
 					for i := 0; i < b.N; i++ {
-						cpu.MatVecISA(level, p, out, mats[i%len(mats)], x)
+						mv(out, mats[i%len(mats)])
 					}
 					b.ReportMetric(2*float64(j.s.rows)*float64(j.s.cols)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 					b.ReportMetric(float64(bytes)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GB/s")
 				})
+			}
+			for level := cpu.Generic; level <= cpu.DetectISA(); level++ {
+				run(level.String(), func(out []float32, w cpu.Mat) { cpu.MatVecISA(level, p, out, w, x) })
+			}
+			if j.kind == "q4g128" && cpu.DetectISA() == cpu.AVX512 {
+				// The AVX-512 level uses the AVX512_BF16 kernel where the CPU
+				// has one; this is the float32 kernel it replaces.
+				run("avx512f32", func(out []float32, w cpu.Mat) { cpu.MatVecQ4F32(p, out, w, x) })
 			}
 		}
 		p.Close()

@@ -3,3 +3,10 @@ package cpu
 // MatVecISA exposes matVecISA to the external benchmarks (matvec_bench_test.go),
 // which import runtime/bench and so cannot live in package cpu.
 var MatVecISA = matVecISA
+
+// MatVecQ4F32 runs an int4 product with the float32 AVX-512 kernel, which
+// the AVX-512 level replaces by the AVX512_BF16 one where the CPU has it
+// (benchmarks compare the two).
+func MatVecQ4F32(p *Pool, out []float32, w Mat, x []float32) {
+	matVecRun(AVX512, q4AVX512, p, out, w, x)
+}

@@ -14,7 +14,13 @@ func denseRows(level ISA, out []float32, w Mat, x []float32, lo, hi int) {
 	sub.dotRowsGeneric(out[lo:hi], x)
 }
 
-func q4Rows(level ISA, out []float32, w Mat, xq, nxs []float32, lo, hi int) {
+func cpuHasAVX512BF16() bool { return false }
+
+func q4PrepBF16(dst []uint16, nxs, x []float32, groups, bpg int, k float32) {
+	prepBF16Go(dst, nxs, x, groups, bpg, k)
+}
+
+func q4Rows(impl q4Impl, out []float32, w Mat, xq, nxs []float32, lo, hi int) {
 	panic("cpu: no int4 kernels on this architecture (mvSupported is false)")
 }
 

@@ -2,6 +2,13 @@
 
 package cpu
 
+// mvQ4PrepBF16 lays x out for the AVX512_BF16 int4 kernels: per block of 128 inputs,
+// dst words 32c+w = hi(x[4w+c]) and 128+32c+w = lo(x[4w+c]) (hi = bf16(x), lo = bf16(x − hi)),
+// and nxs[16g+i] = k·Σ over group g's bpg blocks and j < 8 of (hi + lo)(x[8i+j]).
+//
+//go:noescape
+func mvQ4PrepBF16(dst *uint16, nxs *float32, x *float32, groups int, bpg int, k float32)
+
 // mvDotAVX2 returns Σ a[i]·b[i] over i < n; n is a positive multiple of 8.
 //
 //go:noescape
@@ -137,6 +144,20 @@ func mvDenseF16AVX512(out *float32, w *byte, stride int, x *float32, n int, rows
 //go:noescape
 func mvQ4BF16SymAVX512(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int, l1 int)
 
+// mvQ4BF16SymAVX512BF16 is the W4A16 matrix-vector product out[r] = Σ_c (q[r,c] − z[r,g])·s[r,g]·x[c] for r < rows.
+// Row r of codes (formats/int4 layout) is at w + r·stride bytes and spans stride bytes;
+// its groups of gbytes bytes (a multiple of 16) have BF16 scales at scales + r·sstride;
+// symmetric (zero point 8; zeros and zidx unused).
+// l1 nonzero prefetches the following rows into L1 (else into L2 only).
+// Groups are a multiple of 128 inputs (gbytes a multiple of 64). Needs AVX512_BF16.
+// x is the input per 128 elements as 8 vectors of 32 bf16: vector c (c < 4) holds hi(x[4w+c]),
+// vector 4+c holds lo(x[4w+c]) for w = 0..31, with hi = bf16(x), lo = bf16(x − hi);
+// nxs holds 16 floats per group, lane i = −Σ over the group's 128-element blocks b of
+// Σ_j (hi + lo)(x[128b+8i+j]), times 1.5 (1 + 8/16) when symmetric.
+//
+//go:noescape
+func mvQ4BF16SymAVX512BF16(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int, l1 int)
+
 // mvQ4BF16AsymAVX512 is the W4A16 matrix-vector product out[r] = Σ_c (q[r,c] − z[r,g])·s[r,g]·x[c] for r < rows.
 // Row r of codes (formats/int4 layout) is at w + r·stride bytes and spans stride bytes;
 // its groups of gbytes bytes (a multiple of 16) have BF16 scales at scales + r·sstride;
@@ -149,6 +170,20 @@ func mvQ4BF16SymAVX512(out *float32, w *byte, stride int, scales *byte, sstride 
 //
 //go:noescape
 func mvQ4BF16AsymAVX512(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int, l1 int)
+
+// mvQ4BF16AsymAVX512BF16 is the W4A16 matrix-vector product out[r] = Σ_c (q[r,c] − z[r,g])·s[r,g]·x[c] for r < rows.
+// Row r of codes (formats/int4 layout) is at w + r·stride bytes and spans stride bytes;
+// its groups of gbytes bytes (a multiple of 16) have BF16 scales at scales + r·sstride;
+// zero point of (row r, group g) at U4 element zidx + r·ng + g of zeros.
+// l1 nonzero prefetches the following rows into L1 (else into L2 only).
+// Groups are a multiple of 128 inputs (gbytes a multiple of 64). Needs AVX512_BF16.
+// x is the input per 128 elements as 8 vectors of 32 bf16: vector c (c < 4) holds hi(x[4w+c]),
+// vector 4+c holds lo(x[4w+c]) for w = 0..31, with hi = bf16(x), lo = bf16(x − hi);
+// nxs holds 16 floats per group, lane i = −Σ over the group's 128-element blocks b of
+// Σ_j (hi + lo)(x[128b+8i+j]), times 1.5 (1 + 8/16) when symmetric.
+//
+//go:noescape
+func mvQ4BF16AsymAVX512BF16(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int, l1 int)
 
 // mvQ4F16SymAVX512 is the W4A16 matrix-vector product out[r] = Σ_c (q[r,c] − z[r,g])·s[r,g]·x[c] for r < rows.
 // Row r of codes (formats/int4 layout) is at w + r·stride bytes and spans stride bytes;
@@ -163,6 +198,20 @@ func mvQ4BF16AsymAVX512(out *float32, w *byte, stride int, scales *byte, sstride
 //go:noescape
 func mvQ4F16SymAVX512(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int, l1 int)
 
+// mvQ4F16SymAVX512BF16 is the W4A16 matrix-vector product out[r] = Σ_c (q[r,c] − z[r,g])·s[r,g]·x[c] for r < rows.
+// Row r of codes (formats/int4 layout) is at w + r·stride bytes and spans stride bytes;
+// its groups of gbytes bytes (a multiple of 16) have F16 scales at scales + r·sstride;
+// symmetric (zero point 8; zeros and zidx unused).
+// l1 nonzero prefetches the following rows into L1 (else into L2 only).
+// Groups are a multiple of 128 inputs (gbytes a multiple of 64). Needs AVX512_BF16.
+// x is the input per 128 elements as 8 vectors of 32 bf16: vector c (c < 4) holds hi(x[4w+c]),
+// vector 4+c holds lo(x[4w+c]) for w = 0..31, with hi = bf16(x), lo = bf16(x − hi);
+// nxs holds 16 floats per group, lane i = −Σ over the group's 128-element blocks b of
+// Σ_j (hi + lo)(x[128b+8i+j]), times 1.5 (1 + 8/16) when symmetric.
+//
+//go:noescape
+func mvQ4F16SymAVX512BF16(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int, l1 int)
+
 // mvQ4F16AsymAVX512 is the W4A16 matrix-vector product out[r] = Σ_c (q[r,c] − z[r,g])·s[r,g]·x[c] for r < rows.
 // Row r of codes (formats/int4 layout) is at w + r·stride bytes and spans stride bytes;
 // its groups of gbytes bytes (a multiple of 16) have F16 scales at scales + r·sstride;
@@ -175,6 +224,20 @@ func mvQ4F16SymAVX512(out *float32, w *byte, stride int, scales *byte, sstride i
 //
 //go:noescape
 func mvQ4F16AsymAVX512(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int, l1 int)
+
+// mvQ4F16AsymAVX512BF16 is the W4A16 matrix-vector product out[r] = Σ_c (q[r,c] − z[r,g])·s[r,g]·x[c] for r < rows.
+// Row r of codes (formats/int4 layout) is at w + r·stride bytes and spans stride bytes;
+// its groups of gbytes bytes (a multiple of 16) have F16 scales at scales + r·sstride;
+// zero point of (row r, group g) at U4 element zidx + r·ng + g of zeros.
+// l1 nonzero prefetches the following rows into L1 (else into L2 only).
+// Groups are a multiple of 128 inputs (gbytes a multiple of 64). Needs AVX512_BF16.
+// x is the input per 128 elements as 8 vectors of 32 bf16: vector c (c < 4) holds hi(x[4w+c]),
+// vector 4+c holds lo(x[4w+c]) for w = 0..31, with hi = bf16(x), lo = bf16(x − hi);
+// nxs holds 16 floats per group, lane i = −Σ over the group's 128-element blocks b of
+// Σ_j (hi + lo)(x[128b+8i+j]), times 1.5 (1 + 8/16) when symmetric.
+//
+//go:noescape
+func mvQ4F16AsymAVX512BF16(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int, l1 int)
 
 // mvQ4F32SymAVX512 is the W4A16 matrix-vector product out[r] = Σ_c (q[r,c] − z[r,g])·s[r,g]·x[c] for r < rows.
 // Row r of codes (formats/int4 layout) is at w + r·stride bytes and spans stride bytes;
@@ -189,6 +252,20 @@ func mvQ4F16AsymAVX512(out *float32, w *byte, stride int, scales *byte, sstride 
 //go:noescape
 func mvQ4F32SymAVX512(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int, l1 int)
 
+// mvQ4F32SymAVX512BF16 is the W4A16 matrix-vector product out[r] = Σ_c (q[r,c] − z[r,g])·s[r,g]·x[c] for r < rows.
+// Row r of codes (formats/int4 layout) is at w + r·stride bytes and spans stride bytes;
+// its groups of gbytes bytes (a multiple of 16) have F32 scales at scales + r·sstride;
+// symmetric (zero point 8; zeros and zidx unused).
+// l1 nonzero prefetches the following rows into L1 (else into L2 only).
+// Groups are a multiple of 128 inputs (gbytes a multiple of 64). Needs AVX512_BF16.
+// x is the input per 128 elements as 8 vectors of 32 bf16: vector c (c < 4) holds hi(x[4w+c]),
+// vector 4+c holds lo(x[4w+c]) for w = 0..31, with hi = bf16(x), lo = bf16(x − hi);
+// nxs holds 16 floats per group, lane i = −Σ over the group's 128-element blocks b of
+// Σ_j (hi + lo)(x[128b+8i+j]), times 1.5 (1 + 8/16) when symmetric.
+//
+//go:noescape
+func mvQ4F32SymAVX512BF16(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int, l1 int)
+
 // mvQ4F32AsymAVX512 is the W4A16 matrix-vector product out[r] = Σ_c (q[r,c] − z[r,g])·s[r,g]·x[c] for r < rows.
 // Row r of codes (formats/int4 layout) is at w + r·stride bytes and spans stride bytes;
 // its groups of gbytes bytes (a multiple of 16) have F32 scales at scales + r·sstride;
@@ -201,3 +278,17 @@ func mvQ4F32SymAVX512(out *float32, w *byte, stride int, scales *byte, sstride i
 //
 //go:noescape
 func mvQ4F32AsymAVX512(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int, l1 int)
+
+// mvQ4F32AsymAVX512BF16 is the W4A16 matrix-vector product out[r] = Σ_c (q[r,c] − z[r,g])·s[r,g]·x[c] for r < rows.
+// Row r of codes (formats/int4 layout) is at w + r·stride bytes and spans stride bytes;
+// its groups of gbytes bytes (a multiple of 16) have F32 scales at scales + r·sstride;
+// zero point of (row r, group g) at U4 element zidx + r·ng + g of zeros.
+// l1 nonzero prefetches the following rows into L1 (else into L2 only).
+// Groups are a multiple of 128 inputs (gbytes a multiple of 64). Needs AVX512_BF16.
+// x is the input per 128 elements as 8 vectors of 32 bf16: vector c (c < 4) holds hi(x[4w+c]),
+// vector 4+c holds lo(x[4w+c]) for w = 0..31, with hi = bf16(x), lo = bf16(x − hi);
+// nxs holds 16 floats per group, lane i = −Σ over the group's 128-element blocks b of
+// Σ_j (hi + lo)(x[128b+8i+j]), times 1.5 (1 + 8/16) when symmetric.
+//
+//go:noescape
+func mvQ4F32AsymAVX512BF16(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int, l1 int)

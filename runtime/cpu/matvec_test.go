@@ -146,22 +146,28 @@ func TestMatVecInt4MatchesReference(t *testing.T) {
 							t.Fatal(err)
 						}
 						x := randVec(r, c.cols)
-						got := make([]float32, c.rows)
-						matVecISA(level, p, got, m, x)
+						wd := w.Dequantize()
 						dr := make([]float32, c.rows)
 						m.DotRows(dr, x)
-						wd := w.Dequantize()
-						for i := range got {
-							want, mag := q4Ref(w, wd, i, x)
-							// Per lane: G/8 products per group, the group's
-							// zero-point term, the scale product, ng group
-							// sums, and the 5-level reduction.
-							tol := summationTol(c.cols/8+c.cols/c.g+8, mag)
-							if d := math.Abs(float64(got[i]) - want); d > tol {
-								t.Fatalf("%s %+v %s asym=%v threads %d: out[%d] = %g, want %g (diff %g > %g)", level, c, sdt, asym, threads, i, got[i], want, d, tol)
-							}
-							if d := math.Abs(float64(dr[i]) - want); d > tol {
-								t.Fatalf("DotRows %+v %s asym=%v: out[%d] = %g, want %g", c, sdt, asym, i, dr[i], want)
+						for _, impl := range testQ4Impls(level, m) {
+							got := make([]float32, c.rows)
+							matVecRun(level, impl, p, got, m, x)
+							for i := range got {
+								want, mag := q4Ref(w, wd, i, x)
+								// Per lane: G/8 products per group, the group's
+								// zero-point term, the scale product, ng group
+								// sums, and the 5-level reduction.
+								tol := summationTol(c.cols/8+c.cols/c.g+8, mag)
+								if impl == q4AVX512BF16 {
+									// x enters as bf16 hi + lo, within 2^-18|x|.
+									tol += math.Ldexp(mag, -18)
+								}
+								if d := math.Abs(float64(got[i]) - want); d > tol {
+									t.Fatalf("%s/%s %+v %s asym=%v threads %d: out[%d] = %g, want %g (diff %g > %g)", level, impl, c, sdt, asym, threads, i, got[i], want, d, tol)
+								}
+								if d := math.Abs(float64(dr[i]) - want); d > tol+math.Ldexp(mag, -18) {
+									t.Fatalf("DotRows %+v %s asym=%v: out[%d] = %g, want %g", c, sdt, asym, i, dr[i], want)
+								}
 							}
 						}
 					}
@@ -170,6 +176,22 @@ func TestMatVecInt4MatchesReference(t *testing.T) {
 		}
 		p.Close()
 	}
+}
+
+// testQ4Impls returns the int4 kernel families the level offers for w on
+// this CPU: the one it dispatches to and the ones it could fall back to.
+func testQ4Impls(level ISA, w Mat) []q4Impl {
+	if !mvSupported(level, w) {
+		return []q4Impl{q4Go}
+	}
+	out := []q4Impl{q4AVX2}
+	if level == AVX512 && w.Q4.GroupSize%128 == 0 {
+		out = append(out, q4AVX512)
+		if cpuHasAVX512BF16() {
+			out = append(out, q4AVX512BF16)
+		}
+	}
+	return out
 }
 
 // TestMatVecSplitInvariant checks that a row's result does not depend on
@@ -198,8 +220,9 @@ func TestMatVecSplitInvariant(t *testing.T) {
 				sub := make([]float32, 301)
 				if m.DType == dtype.U4 {
 					var s mvScratch
-					xq, nxs := s.prepareQ4X(level, m, x)
-					q4Rows(level, sub, m, xq, nxs, i, i+1)
+					impl := q4ImplFor(level, m)
+					xq, nxs := s.prepareQ4X(impl, m, x)
+					q4Rows(impl, sub, m, xq, nxs, i, i+1)
 				} else {
 					denseRows(level, sub, m, x, i, i+1)
 				}
@@ -210,6 +233,46 @@ func TestMatVecSplitInvariant(t *testing.T) {
 			}
 			p1.Close()
 			p3.Close()
+		}
+	}
+}
+
+// TestPrepBF16MatchesGo checks the assembly layout of x for the
+// AVX512_BF16 int4 kernel against the Go version, bit for bit (same
+// rounding, same order of summation), NaN-free random inputs with a wide
+// range of magnitudes and ties.
+func TestPrepBF16MatchesGo(t *testing.T) {
+	if !cpuHasAVX512BF16() {
+		t.Skip("CPU has no AVX512_BF16")
+	}
+	r := rand.New(rand.NewPCG(6, 6))
+	for _, shape := range [][2]int{{1, 1}, {3, 1}, {2, 3}, {9, 1}} {
+		groups, bpg := shape[0], shape[1]
+		n := groups * bpg * 128
+		x := randVec(r, n)
+		for i := range x {
+			switch i % 5 {
+			case 1:
+				x[i] *= 1e-30
+			case 2:
+				x[i] *= 1e30
+			case 3: // a tie: exactly half a bf16 unit
+				x[i] = math.Float32frombits(math.Float32bits(x[i])&0xFFFF0000 | 0x8000)
+			}
+		}
+		want, got := make([]uint16, 2*n), make([]uint16, 2*n)
+		wn, gn := make([]float32, 16*groups), make([]float32, 16*groups)
+		prepBF16Go(want, wn, x, groups, bpg, -1.5)
+		q4PrepBF16(got, gn, x, groups, bpg, -1.5)
+		for i := range want {
+			if got[i] != want[i] {
+				t.Fatalf("%v: word %d = %#04x, want %#04x", shape, i, got[i], want[i])
+			}
+		}
+		for i := range wn {
+			if gn[i] != wn[i] {
+				t.Fatalf("%v: nxs[%d] = %g, want %g", shape, i, gn[i], wn[i])
+			}
 		}
 	}
 }

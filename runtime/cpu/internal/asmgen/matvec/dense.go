@@ -68,7 +68,8 @@ func dense(l level, d denseType) {
 		acc := make([][]VecVirtual, len(ptrs))
 		for k := range acc {
 			acc[k] = []VecVirtual{l.vec(), l.vec()}
-			zero(l, acc[k]...)
+			zero(l, acc[k][0])
+			zero(l, acc[k][1])
 		}
 		next := nextPass(ptrs, stride)
 		i := GP64()

@@ -54,7 +54,14 @@ func main() {
 		sixteen: ConstData("mvSixteen", U32(math.Float32bits(16))),
 	}
 	lowNibble := ConstData("mvLowNibble", U32(0xF))
+	bf := bf16Consts{
+		mask16:  ConstData("mvBF16Code", U32(0x0078_0078)),
+		one16:   ConstData("mvBF16One", U32(0x3F80_3F80)),
+		one:     consts.one,
+		sixteen: consts.sixteen,
+	}
 
+	prepBF16()
 	for _, l := range []level{avx2, avx512} {
 		dot(l)
 		axpy(l)
@@ -65,6 +72,7 @@ func main() {
 			for _, asym := range []bool{false, true} {
 				if l.wide {
 					q4AVX512(st, asym, consts)
+					q4AVX512BF16(st, asym, bf)
 				} else {
 					q4AVX2(st, asym, lowNibble)
 				}
@@ -72,6 +80,13 @@ func main() {
 		}
 	}
 	Generate()
+}
+
+// vreg is a vector register, virtual or physical (the AVX512_BF16 kernel
+// names its registers itself).
+type vreg interface {
+	Register
+	Vec
 }
 
 // arg returns the stack slot of the named argument, for values a kernel
@@ -87,8 +102,8 @@ func arg(name string) Mem {
 // halve sums the halves of v down to one xmm of 4 partial sums. Only
 // EVEX-encodable instructions are used on AVX-512, because the allocator may
 // place v in registers 16-31 (which VEX cannot address).
-func halve(l level, v VecVirtual) VecVirtual {
-	y := v
+func halve(l level, v vreg) VecVirtual {
+	var y vreg = v
 	if l.wide {
 		y = YMM()
 		VEXTRACTF64X4(U8(1), v, y)
@@ -106,7 +121,7 @@ func halve(l level, v VecVirtual) VecVirtual {
 
 // sum4 returns the xmm [Σa, Σb, Σc, Σd] of four 4-lane partial sums (a
 // transpose-and-add, in place of VHADDPS, which has no EVEX form).
-func sum4(a, b, c, d VecVirtual) VecVirtual {
+func sum4(a, b, c, d vreg) VecVirtual {
 	t0, t1, t2, t3 := XMM(), XMM(), XMM(), XMM()
 	VUNPCKLPS(b, a, t0) // a0 b0 a1 b1
 	VUNPCKHPS(b, a, t1) // a2 b2 a3 b3
@@ -122,7 +137,7 @@ func sum4(a, b, c, d VecVirtual) VecVirtual {
 }
 
 // sum1 folds a 4-lane partial sum into lane 0.
-func sum1(x VecVirtual) VecVirtual {
+func sum1(x vreg) vreg {
 	t := XMM()
 	VPERMILPS(U8(0x4E), x, t) // x2 x3 x0 x1
 	VADDPS(t, x, x)
@@ -149,7 +164,7 @@ func storeSums(l level, out Register, acc [][]VecVirtual) {
 }
 
 // zero clears vectors (VPXORD on zmm: VXORPS zmm would need AVX512DQ).
-func zero(l level, vs ...VecVirtual) {
+func zero(l level, vs ...vreg) {
 	for _, v := range vs {
 		if l.wide {
 			VPXORD(v, v, v)

@@ -21,7 +21,7 @@ var (
 )
 
 // broadcast loads the scale at m into every lane of dst as a float32.
-func (s scaleType) broadcast(l level, m Mem, dst VecVirtual) {
+func (s scaleType) broadcast(l level, m Mem, dst vreg) {
 	switch s {
 	case scaleBF16:
 		// Every word is the bf16; shifting each dword left 16 drops the

@@ -27,7 +27,9 @@ func dot(l level) {
 	i := GP64()
 	XORQ(i, i)
 	acc := []VecVirtual{l.vec(), l.vec(), l.vec(), l.vec()}
-	zero(l, acc...)
+	for _, a := range acc {
+		zero(l, a)
+	}
 
 	Label(name + "_4")
 	CMPQ(i, big)
