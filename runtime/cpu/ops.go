@@ -16,7 +16,20 @@ import "math"
 // throughout, as torch: the sum of squares in float32, then
 // (x·rsqrt)·scale). scale is the effective weight: (1 + w) for Gemma, w
 // for Llama and Qwen3 (the model loader precomputes it). out may be x.
-func RMSNorm(out, x, scale []float32, eps float32) { rmsNormISA(isa, out, x, scale, eps) }
+func RMSNorm(out, x, scale []float32, eps float32) { rmsNormISA(isa, out, x, scale[:len(x)], eps) }
+
+// RMSNormRows is RMSNorm on each row of x (rows len(scale) long, as many as
+// fit) into the same row of out: one call for a batch's rows, or for the
+// per-head q/k norms of several heads. out may be x.
+func RMSNormRows(out, x, scale []float32, eps float32) { rmsNormISA(isa, out, x, scale, eps) }
+
+// rmsNormRowsGeneric is RMSNormRows in plain Go.
+func rmsNormRowsGeneric(out, x, scale []float32, eps float32) {
+	n := len(scale)
+	for r := 0; (r+1)*n <= len(x); r++ {
+		rmsNormGeneric(out[r*n:(r+1)*n], x[r*n:(r+1)*n], scale, eps)
+	}
+}
 
 // rmsNormGeneric is RMSNorm in plain Go.
 func rmsNormGeneric(out, x, scale []float32, eps float32) {
@@ -189,7 +202,11 @@ func RoPE(x, cos, sin []float32) {
 // Softmax replaces x with softmax(x), in float32: the maximum, e^(x-max)
 // with the float32 exponential, their sum, and a scaling by 1/sum (torch's
 // float32 softmax takes the same steps).
-func Softmax(x []float32) { softmaxISA(isa, x) }
+func Softmax(x []float32) { softmaxISA(isa, x, len(x)) }
+
+// SoftmaxRows is Softmax on each row of x (rows n long, as many as fit):
+// one call for the score rows of several heads.
+func SoftmaxRows(x []float32, n int) { softmaxISA(isa, x, n) }
 
 // softmaxGeneric is Softmax in plain Go.
 func softmaxGeneric(x []float32) {

@@ -4,19 +4,21 @@ package cpu
 // last partial vector) but not zero; the attention ones need head_dim to be
 // a multiple of the vector width and fall back to Go otherwise.
 
+// rmsNormISA normalizes the rows of x (each len(scale) long) into out.
 func rmsNormISA(level ISA, out, x, scale []float32, eps float32) {
-	n := len(x)
-	if n == 0 {
+	n := len(scale)
+	if n == 0 || len(x) < n {
 		return
 	}
-	out, scale = out[:n], scale[:n]
+	rows := len(x) / n
+	x, out = x[:rows*n], out[:rows*n]
 	switch level {
 	case AVX512:
-		opsRMSNormAVX512(&out[0], &x[0], &scale[0], n, eps)
+		opsRMSNormAVX512(&out[0], &x[0], &scale[0], n, rows, eps)
 	case AVX2:
-		opsRMSNormAVX2(&out[0], &x[0], &scale[0], n, eps)
+		opsRMSNormAVX2(&out[0], &x[0], &scale[0], n, rows, eps)
 	default:
-		rmsNormGeneric(out, x, scale, eps)
+		rmsNormRowsGeneric(out, x, scale, eps)
 	}
 }
 
@@ -40,17 +42,22 @@ func gatedISA(level ISA, gate, up []float32, gelu bool) {
 	}
 }
 
-func softmaxISA(level ISA, x []float32) {
-	if len(x) == 0 {
+// softmaxISA replaces each row of x (n long) with its softmax.
+func softmaxISA(level ISA, x []float32, n int) {
+	if n <= 0 || len(x) < n {
 		return
 	}
+	rows := len(x) / n
+	x = x[:rows*n]
 	switch level {
 	case AVX512:
-		opsSoftmaxAVX512(&x[0], len(x))
+		opsSoftmaxAVX512(&x[0], n, rows)
 	case AVX2:
-		opsSoftmaxAVX2(&x[0], len(x))
+		opsSoftmaxAVX2(&x[0], n, rows)
 	default:
-		softmaxGeneric(x)
+		for r := range rows {
+			softmaxGeneric(x[r*n : (r+1)*n])
+		}
 	}
 }
 

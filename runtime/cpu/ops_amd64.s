@@ -557,57 +557,555 @@ opsExpAVX2_l_done:
 	VZEROUPPER
 	RET
 
-// func opsSoftmaxAVX2(x *float32, n int)
+// func opsSoftmaxAVX2(x *float32, n int, rows int)
 // Requires: AVX, AVX2, FMA3
-TEXT ·opsSoftmaxAVX2(SB), NOSPLIT, $0-16
+TEXT ·opsSoftmaxAVX2(SB), NOSPLIT, $0-24
 	MOVQ    x+0(FP), AX
 	MOVQ    n+8(FP), CX
 	SHLQ    $0x02, CX
-	MOVQ    CX, DX
-	ANDQ    $0x0000001f, DX
-	SHRQ    $0x02, DX
-	MOVQ    $0x00000010, BX
-	SUBQ    DX, BX
-	LEAQ    opsTailMask<>+0(SB), DX
-	VMOVUPS (DX)(BX*4), Y0
+	MOVQ    rows+16(FP), DX
+	MOVQ    CX, BX
+	ANDQ    $0x0000001f, BX
+	SHRQ    $0x02, BX
+	MOVQ    $0x00000010, SI
+	SUBQ    BX, SI
+	LEAQ    opsTailMask<>+0(SB), BX
+	VMOVUPS (BX)(SI*4), Y0
+	LEAQ    (CX)(CX*2), BX
+
+opsSoftmaxAVX2_g4:
+	CMPQ    DX, $0x04
+	JB      opsSoftmaxAVX2_g1
 	VMOVUPS opsNegInf<>+0(SB), Y1
-	MOVQ    CX, DX
-	ANDQ    $-32, DX
-	XORQ    BX, BX
+	VMOVUPS opsNegInf<>+0(SB), Y2
+	VMOVUPS opsNegInf<>+0(SB), Y3
+	VMOVUPS opsNegInf<>+0(SB), Y4
+	MOVQ    AX, SI
+	MOVQ    CX, DI
+	ANDQ    $-32, DI
+	XORQ    R8, R8
 
-opsSoftmaxAVX2_l1:
-	CMPQ   BX, DX
-	JAE    opsSoftmaxAVX2_l1_tail
-	VMAXPS (AX)(BX*1), Y1, Y1
+opsSoftmaxAVX2_r4_max:
+	CMPQ   R8, DI
+	JAE    opsSoftmaxAVX2_r4_max_tail
+	VMAXPS (SI), Y1, Y1
+	VMAXPS (SI)(CX*1), Y2, Y2
+	VMAXPS (SI)(CX*2), Y3, Y3
+	VMAXPS (BX)(SI*1), Y4, Y4
+	ADDQ   $0x00000020, SI
+	ADDQ   $0x00000020, R8
+	JMP    opsSoftmaxAVX2_r4_max
+
+opsSoftmaxAVX2_r4_max_tail:
+	CMPQ       R8, CX
+	JAE        opsSoftmaxAVX2_r4_max_done
+	VMOVUPS    opsNegInf<>+0(SB), Y5
+	VMASKMOVPS (SI), Y0, Y6
+	VBLENDVPS  Y0, Y6, Y5, Y5
+	VMAXPS     Y5, Y1, Y1
+	VMOVUPS    opsNegInf<>+0(SB), Y5
+	VMASKMOVPS (SI)(CX*1), Y0, Y6
+	VBLENDVPS  Y0, Y6, Y5, Y5
+	VMAXPS     Y5, Y2, Y2
+	VMOVUPS    opsNegInf<>+0(SB), Y5
+	VMASKMOVPS (SI)(CX*2), Y0, Y6
+	VBLENDVPS  Y0, Y6, Y5, Y5
+	VMAXPS     Y5, Y3, Y3
+	VMOVUPS    opsNegInf<>+0(SB), Y5
+	VMASKMOVPS (BX)(SI*1), Y0, Y6
+	VBLENDVPS  Y0, Y6, Y5, Y5
+	VMAXPS     Y5, Y4, Y4
+
+opsSoftmaxAVX2_r4_max_done:
+	VEXTRACTF128 $0x01, Y1, X5
+	VMAXPS       X5, X1, X5
+	VEXTRACTF128 $0x01, Y2, X1
+	VMAXPS       X1, X2, X1
+	VEXTRACTF128 $0x01, Y3, X2
+	VMAXPS       X2, X3, X2
+	VEXTRACTF128 $0x01, Y4, X3
+	VMAXPS       X3, X4, X3
+	VUNPCKLPS    X1, X5, X4
+	VUNPCKHPS    X1, X5, X1
+	VMAXPS       X1, X4, X4
+	VUNPCKLPS    X3, X2, X1
+	VUNPCKHPS    X3, X2, X2
+	VMAXPS       X2, X1, X1
+	VSHUFPS      $0x44, X1, X4, X2
+	VSHUFPS      $0xee, X1, X4, X1
+	VMAXPS       X1, X2, X2
+	VXORPS       Y1, Y1, Y1
+	VBROADCASTSS X2, Y3
+	MOVQ         AX, SI
+	MOVQ         CX, DI
+	ANDQ         $-32, DI
+	XORQ         R8, R8
+
+opsSoftmaxAVX2_r4_exp0:
+	CMPQ         R8, DI
+	JAE          opsSoftmaxAVX2_r4_exp0_tail
+	VMOVUPS      (SI), Y4
+	VSUBPS       Y3, Y4, Y4
+	VMAXPS       opsExpLo<>+0(SB), Y4, Y5
+	VMINPS       opsExpHi<>+0(SB), Y5, Y5
+	VMULPS       opsLog2e<>+0(SB), Y5, Y6
+	VROUNDPS     $0x00, Y6, Y6
+	VMOVAPS      Y5, Y7
+	VFNMADD231PS opsLn2Hi<>+0(SB), Y6, Y7
+	VFNMADD231PS opsLn2Lo<>+0(SB), Y6, Y7
+	VMOVUPS      opsExpC7<>+0(SB), Y5
+	VFMADD213PS  opsExpC6<>+0(SB), Y7, Y5
+	VFMADD213PS  opsExpC5<>+0(SB), Y7, Y5
+	VFMADD213PS  opsExpC4<>+0(SB), Y7, Y5
+	VFMADD213PS  opsExpC3<>+0(SB), Y7, Y5
+	VFMADD213PS  opsExpC2<>+0(SB), Y7, Y5
+	VFMADD213PS  opsExpC1<>+0(SB), Y7, Y5
+	VFMADD213PS  opsExpC0<>+0(SB), Y7, Y5
+	VCVTPS2DQ    Y6, Y6
+	VPSLLD       $0x17, Y6, Y6
+	VPADDD       opsExpBias<>+0(SB), Y6, Y6
+	VMULPS       Y6, Y5, Y5
+	VCMPPS       $0x01, opsExpLo<>+0(SB), Y4, Y6
+	VANDNPS      Y5, Y6, Y5
+	VCMPPS       $0x0e, opsExpHi<>+0(SB), Y4, Y6
+	VBLENDVPS    Y6, opsInf<>+0(SB), Y5, Y5
+	VADDPS       Y5, Y1, Y1
+	VMOVUPS      Y5, (SI)
+	ADDQ         $0x00000020, SI
+	ADDQ         $0x00000020, R8
+	JMP          opsSoftmaxAVX2_r4_exp0
+
+opsSoftmaxAVX2_r4_exp0_tail:
+	CMPQ         R8, CX
+	JAE          opsSoftmaxAVX2_r4_exp0_done
+	VMOVUPS      opsNegInf<>+0(SB), Y4
+	VMASKMOVPS   (SI), Y0, Y5
+	VBLENDVPS    Y0, Y5, Y4, Y4
+	VSUBPS       Y3, Y4, Y4
+	VMAXPS       opsExpLo<>+0(SB), Y4, Y3
+	VMINPS       opsExpHi<>+0(SB), Y3, Y3
+	VMULPS       opsLog2e<>+0(SB), Y3, Y5
+	VROUNDPS     $0x00, Y5, Y5
+	VMOVAPS      Y3, Y6
+	VFNMADD231PS opsLn2Hi<>+0(SB), Y5, Y6
+	VFNMADD231PS opsLn2Lo<>+0(SB), Y5, Y6
+	VMOVUPS      opsExpC7<>+0(SB), Y3
+	VFMADD213PS  opsExpC6<>+0(SB), Y6, Y3
+	VFMADD213PS  opsExpC5<>+0(SB), Y6, Y3
+	VFMADD213PS  opsExpC4<>+0(SB), Y6, Y3
+	VFMADD213PS  opsExpC3<>+0(SB), Y6, Y3
+	VFMADD213PS  opsExpC2<>+0(SB), Y6, Y3
+	VFMADD213PS  opsExpC1<>+0(SB), Y6, Y3
+	VFMADD213PS  opsExpC0<>+0(SB), Y6, Y3
+	VCVTPS2DQ    Y5, Y5
+	VPSLLD       $0x17, Y5, Y5
+	VPADDD       opsExpBias<>+0(SB), Y5, Y5
+	VMULPS       Y5, Y3, Y3
+	VCMPPS       $0x01, opsExpLo<>+0(SB), Y4, Y5
+	VANDNPS      Y3, Y5, Y3
+	VCMPPS       $0x0e, opsExpHi<>+0(SB), Y4, Y5
+	VBLENDVPS    Y5, opsInf<>+0(SB), Y3, Y3
+	VADDPS       Y3, Y1, Y1
+	VMASKMOVPS   Y3, Y0, (SI)
+
+opsSoftmaxAVX2_r4_exp0_done:
+	VXORPS       Y3, Y3, Y3
+	VSHUFPS      $0x55, X2, X2, X4
+	VBROADCASTSS X4, Y4
+	MOVQ         AX, SI
+	MOVQ         CX, DI
+	ANDQ         $-32, DI
+	XORQ         R8, R8
+
+opsSoftmaxAVX2_r4_exp1:
+	CMPQ         R8, DI
+	JAE          opsSoftmaxAVX2_r4_exp1_tail
+	VMOVUPS      (SI)(CX*1), Y5
+	VSUBPS       Y4, Y5, Y5
+	VMAXPS       opsExpLo<>+0(SB), Y5, Y6
+	VMINPS       opsExpHi<>+0(SB), Y6, Y6
+	VMULPS       opsLog2e<>+0(SB), Y6, Y7
+	VROUNDPS     $0x00, Y7, Y7
+	VMOVAPS      Y6, Y8
+	VFNMADD231PS opsLn2Hi<>+0(SB), Y7, Y8
+	VFNMADD231PS opsLn2Lo<>+0(SB), Y7, Y8
+	VMOVUPS      opsExpC7<>+0(SB), Y6
+	VFMADD213PS  opsExpC6<>+0(SB), Y8, Y6
+	VFMADD213PS  opsExpC5<>+0(SB), Y8, Y6
+	VFMADD213PS  opsExpC4<>+0(SB), Y8, Y6
+	VFMADD213PS  opsExpC3<>+0(SB), Y8, Y6
+	VFMADD213PS  opsExpC2<>+0(SB), Y8, Y6
+	VFMADD213PS  opsExpC1<>+0(SB), Y8, Y6
+	VFMADD213PS  opsExpC0<>+0(SB), Y8, Y6
+	VCVTPS2DQ    Y7, Y7
+	VPSLLD       $0x17, Y7, Y7
+	VPADDD       opsExpBias<>+0(SB), Y7, Y7
+	VMULPS       Y7, Y6, Y6
+	VCMPPS       $0x01, opsExpLo<>+0(SB), Y5, Y7
+	VANDNPS      Y6, Y7, Y6
+	VCMPPS       $0x0e, opsExpHi<>+0(SB), Y5, Y7
+	VBLENDVPS    Y7, opsInf<>+0(SB), Y6, Y6
+	VADDPS       Y6, Y3, Y3
+	VMOVUPS      Y6, (SI)(CX*1)
+	ADDQ         $0x00000020, SI
+	ADDQ         $0x00000020, R8
+	JMP          opsSoftmaxAVX2_r4_exp1
+
+opsSoftmaxAVX2_r4_exp1_tail:
+	CMPQ         R8, CX
+	JAE          opsSoftmaxAVX2_r4_exp1_done
+	VMOVUPS      opsNegInf<>+0(SB), Y5
+	VMASKMOVPS   (SI)(CX*1), Y0, Y6
+	VBLENDVPS    Y0, Y6, Y5, Y5
+	VSUBPS       Y4, Y5, Y5
+	VMAXPS       opsExpLo<>+0(SB), Y5, Y4
+	VMINPS       opsExpHi<>+0(SB), Y4, Y4
+	VMULPS       opsLog2e<>+0(SB), Y4, Y6
+	VROUNDPS     $0x00, Y6, Y6
+	VMOVAPS      Y4, Y7
+	VFNMADD231PS opsLn2Hi<>+0(SB), Y6, Y7
+	VFNMADD231PS opsLn2Lo<>+0(SB), Y6, Y7
+	VMOVUPS      opsExpC7<>+0(SB), Y4
+	VFMADD213PS  opsExpC6<>+0(SB), Y7, Y4
+	VFMADD213PS  opsExpC5<>+0(SB), Y7, Y4
+	VFMADD213PS  opsExpC4<>+0(SB), Y7, Y4
+	VFMADD213PS  opsExpC3<>+0(SB), Y7, Y4
+	VFMADD213PS  opsExpC2<>+0(SB), Y7, Y4
+	VFMADD213PS  opsExpC1<>+0(SB), Y7, Y4
+	VFMADD213PS  opsExpC0<>+0(SB), Y7, Y4
+	VCVTPS2DQ    Y6, Y6
+	VPSLLD       $0x17, Y6, Y6
+	VPADDD       opsExpBias<>+0(SB), Y6, Y6
+	VMULPS       Y6, Y4, Y4
+	VCMPPS       $0x01, opsExpLo<>+0(SB), Y5, Y6
+	VANDNPS      Y4, Y6, Y4
+	VCMPPS       $0x0e, opsExpHi<>+0(SB), Y5, Y6
+	VBLENDVPS    Y6, opsInf<>+0(SB), Y4, Y4
+	VADDPS       Y4, Y3, Y3
+	VMASKMOVPS   Y4, Y0, (SI)(CX*1)
+
+opsSoftmaxAVX2_r4_exp1_done:
+	VXORPS       Y4, Y4, Y4
+	VSHUFPS      $0xaa, X2, X2, X5
+	VBROADCASTSS X5, Y5
+	MOVQ         AX, SI
+	MOVQ         CX, DI
+	ANDQ         $-32, DI
+	XORQ         R8, R8
+
+opsSoftmaxAVX2_r4_exp2:
+	CMPQ         R8, DI
+	JAE          opsSoftmaxAVX2_r4_exp2_tail
+	VMOVUPS      (SI)(CX*2), Y6
+	VSUBPS       Y5, Y6, Y6
+	VMAXPS       opsExpLo<>+0(SB), Y6, Y7
+	VMINPS       opsExpHi<>+0(SB), Y7, Y7
+	VMULPS       opsLog2e<>+0(SB), Y7, Y8
+	VROUNDPS     $0x00, Y8, Y8
+	VMOVAPS      Y7, Y9
+	VFNMADD231PS opsLn2Hi<>+0(SB), Y8, Y9
+	VFNMADD231PS opsLn2Lo<>+0(SB), Y8, Y9
+	VMOVUPS      opsExpC7<>+0(SB), Y7
+	VFMADD213PS  opsExpC6<>+0(SB), Y9, Y7
+	VFMADD213PS  opsExpC5<>+0(SB), Y9, Y7
+	VFMADD213PS  opsExpC4<>+0(SB), Y9, Y7
+	VFMADD213PS  opsExpC3<>+0(SB), Y9, Y7
+	VFMADD213PS  opsExpC2<>+0(SB), Y9, Y7
+	VFMADD213PS  opsExpC1<>+0(SB), Y9, Y7
+	VFMADD213PS  opsExpC0<>+0(SB), Y9, Y7
+	VCVTPS2DQ    Y8, Y8
+	VPSLLD       $0x17, Y8, Y8
+	VPADDD       opsExpBias<>+0(SB), Y8, Y8
+	VMULPS       Y8, Y7, Y7
+	VCMPPS       $0x01, opsExpLo<>+0(SB), Y6, Y8
+	VANDNPS      Y7, Y8, Y7
+	VCMPPS       $0x0e, opsExpHi<>+0(SB), Y6, Y8
+	VBLENDVPS    Y8, opsInf<>+0(SB), Y7, Y7
+	VADDPS       Y7, Y4, Y4
+	VMOVUPS      Y7, (SI)(CX*2)
+	ADDQ         $0x00000020, SI
+	ADDQ         $0x00000020, R8
+	JMP          opsSoftmaxAVX2_r4_exp2
+
+opsSoftmaxAVX2_r4_exp2_tail:
+	CMPQ         R8, CX
+	JAE          opsSoftmaxAVX2_r4_exp2_done
+	VMOVUPS      opsNegInf<>+0(SB), Y6
+	VMASKMOVPS   (SI)(CX*2), Y0, Y7
+	VBLENDVPS    Y0, Y7, Y6, Y6
+	VSUBPS       Y5, Y6, Y6
+	VMAXPS       opsExpLo<>+0(SB), Y6, Y5
+	VMINPS       opsExpHi<>+0(SB), Y5, Y5
+	VMULPS       opsLog2e<>+0(SB), Y5, Y7
+	VROUNDPS     $0x00, Y7, Y7
+	VMOVAPS      Y5, Y8
+	VFNMADD231PS opsLn2Hi<>+0(SB), Y7, Y8
+	VFNMADD231PS opsLn2Lo<>+0(SB), Y7, Y8
+	VMOVUPS      opsExpC7<>+0(SB), Y5
+	VFMADD213PS  opsExpC6<>+0(SB), Y8, Y5
+	VFMADD213PS  opsExpC5<>+0(SB), Y8, Y5
+	VFMADD213PS  opsExpC4<>+0(SB), Y8, Y5
+	VFMADD213PS  opsExpC3<>+0(SB), Y8, Y5
+	VFMADD213PS  opsExpC2<>+0(SB), Y8, Y5
+	VFMADD213PS  opsExpC1<>+0(SB), Y8, Y5
+	VFMADD213PS  opsExpC0<>+0(SB), Y8, Y5
+	VCVTPS2DQ    Y7, Y7
+	VPSLLD       $0x17, Y7, Y7
+	VPADDD       opsExpBias<>+0(SB), Y7, Y7
+	VMULPS       Y7, Y5, Y5
+	VCMPPS       $0x01, opsExpLo<>+0(SB), Y6, Y7
+	VANDNPS      Y5, Y7, Y5
+	VCMPPS       $0x0e, opsExpHi<>+0(SB), Y6, Y7
+	VBLENDVPS    Y7, opsInf<>+0(SB), Y5, Y5
+	VADDPS       Y5, Y4, Y4
+	VMASKMOVPS   Y5, Y0, (SI)(CX*2)
+
+opsSoftmaxAVX2_r4_exp2_done:
+	VXORPS       Y5, Y5, Y5
+	VSHUFPS      $0xff, X2, X2, X2
+	VBROADCASTSS X2, Y2
+	MOVQ         AX, SI
+	MOVQ         CX, DI
+	ANDQ         $-32, DI
+	XORQ         R8, R8
+
+opsSoftmaxAVX2_r4_exp3:
+	CMPQ         R8, DI
+	JAE          opsSoftmaxAVX2_r4_exp3_tail
+	VMOVUPS      (BX)(SI*1), Y6
+	VSUBPS       Y2, Y6, Y6
+	VMAXPS       opsExpLo<>+0(SB), Y6, Y7
+	VMINPS       opsExpHi<>+0(SB), Y7, Y7
+	VMULPS       opsLog2e<>+0(SB), Y7, Y8
+	VROUNDPS     $0x00, Y8, Y8
+	VMOVAPS      Y7, Y9
+	VFNMADD231PS opsLn2Hi<>+0(SB), Y8, Y9
+	VFNMADD231PS opsLn2Lo<>+0(SB), Y8, Y9
+	VMOVUPS      opsExpC7<>+0(SB), Y7
+	VFMADD213PS  opsExpC6<>+0(SB), Y9, Y7
+	VFMADD213PS  opsExpC5<>+0(SB), Y9, Y7
+	VFMADD213PS  opsExpC4<>+0(SB), Y9, Y7
+	VFMADD213PS  opsExpC3<>+0(SB), Y9, Y7
+	VFMADD213PS  opsExpC2<>+0(SB), Y9, Y7
+	VFMADD213PS  opsExpC1<>+0(SB), Y9, Y7
+	VFMADD213PS  opsExpC0<>+0(SB), Y9, Y7
+	VCVTPS2DQ    Y8, Y8
+	VPSLLD       $0x17, Y8, Y8
+	VPADDD       opsExpBias<>+0(SB), Y8, Y8
+	VMULPS       Y8, Y7, Y7
+	VCMPPS       $0x01, opsExpLo<>+0(SB), Y6, Y8
+	VANDNPS      Y7, Y8, Y7
+	VCMPPS       $0x0e, opsExpHi<>+0(SB), Y6, Y8
+	VBLENDVPS    Y8, opsInf<>+0(SB), Y7, Y7
+	VADDPS       Y7, Y5, Y5
+	VMOVUPS      Y7, (BX)(SI*1)
+	ADDQ         $0x00000020, SI
+	ADDQ         $0x00000020, R8
+	JMP          opsSoftmaxAVX2_r4_exp3
+
+opsSoftmaxAVX2_r4_exp3_tail:
+	CMPQ         R8, CX
+	JAE          opsSoftmaxAVX2_r4_exp3_done
+	VMOVUPS      opsNegInf<>+0(SB), Y6
+	VMASKMOVPS   (BX)(SI*1), Y0, Y7
+	VBLENDVPS    Y0, Y7, Y6, Y6
+	VSUBPS       Y2, Y6, Y6
+	VMAXPS       opsExpLo<>+0(SB), Y6, Y2
+	VMINPS       opsExpHi<>+0(SB), Y2, Y2
+	VMULPS       opsLog2e<>+0(SB), Y2, Y7
+	VROUNDPS     $0x00, Y7, Y7
+	VMOVAPS      Y2, Y8
+	VFNMADD231PS opsLn2Hi<>+0(SB), Y7, Y8
+	VFNMADD231PS opsLn2Lo<>+0(SB), Y7, Y8
+	VMOVUPS      opsExpC7<>+0(SB), Y2
+	VFMADD213PS  opsExpC6<>+0(SB), Y8, Y2
+	VFMADD213PS  opsExpC5<>+0(SB), Y8, Y2
+	VFMADD213PS  opsExpC4<>+0(SB), Y8, Y2
+	VFMADD213PS  opsExpC3<>+0(SB), Y8, Y2
+	VFMADD213PS  opsExpC2<>+0(SB), Y8, Y2
+	VFMADD213PS  opsExpC1<>+0(SB), Y8, Y2
+	VFMADD213PS  opsExpC0<>+0(SB), Y8, Y2
+	VCVTPS2DQ    Y7, Y7
+	VPSLLD       $0x17, Y7, Y7
+	VPADDD       opsExpBias<>+0(SB), Y7, Y7
+	VMULPS       Y7, Y2, Y2
+	VCMPPS       $0x01, opsExpLo<>+0(SB), Y6, Y7
+	VANDNPS      Y2, Y7, Y2
+	VCMPPS       $0x0e, opsExpHi<>+0(SB), Y6, Y7
+	VBLENDVPS    Y7, opsInf<>+0(SB), Y2, Y2
+	VADDPS       Y2, Y5, Y5
+	VMASKMOVPS   Y2, Y0, (BX)(SI*1)
+
+opsSoftmaxAVX2_r4_exp3_done:
+	VEXTRACTF128 $0x01, Y1, X2
+	VADDPS       X2, X1, X2
+	VEXTRACTF128 $0x01, Y3, X1
+	VADDPS       X1, X3, X1
+	VEXTRACTF128 $0x01, Y4, X3
+	VADDPS       X3, X4, X3
+	VEXTRACTF128 $0x01, Y5, X4
+	VADDPS       X4, X5, X4
+	VUNPCKLPS    X1, X2, X5
+	VUNPCKHPS    X1, X2, X1
+	VADDPS       X1, X5, X5
+	VUNPCKLPS    X4, X3, X1
+	VUNPCKHPS    X4, X3, X2
+	VADDPS       X2, X1, X1
+	VSHUFPS      $0x44, X1, X5, X2
+	VSHUFPS      $0xee, X1, X5, X1
+	VADDPS       X1, X2, X2
+	VMOVUPS      opsOne<>+0(SB), X1
+	VDIVPS       X2, X1, X1
+	VBROADCASTSS X1, Y2
+	MOVQ         AX, SI
+	MOVQ         CX, DI
+	ANDQ         $-32, DI
+	XORQ         R8, R8
+
+opsSoftmaxAVX2_r4_scale0:
+	CMPQ    R8, DI
+	JAE     opsSoftmaxAVX2_r4_scale0_tail
+	VMOVUPS (SI), Y3
+	VMULPS  Y2, Y3, Y3
+	VMOVUPS Y3, (SI)
+	ADDQ    $0x00000020, SI
+	ADDQ    $0x00000020, R8
+	JMP     opsSoftmaxAVX2_r4_scale0
+
+opsSoftmaxAVX2_r4_scale0_tail:
+	CMPQ       R8, CX
+	JAE        opsSoftmaxAVX2_r4_scale0_done
+	VMASKMOVPS (SI), Y0, Y3
+	VMULPS     Y2, Y3, Y3
+	VMASKMOVPS Y3, Y0, (SI)
+
+opsSoftmaxAVX2_r4_scale0_done:
+	VSHUFPS      $0x55, X1, X1, X2
+	VBROADCASTSS X2, Y2
+	MOVQ         AX, SI
+	MOVQ         CX, DI
+	ANDQ         $-32, DI
+	XORQ         R8, R8
+
+opsSoftmaxAVX2_r4_scale1:
+	CMPQ    R8, DI
+	JAE     opsSoftmaxAVX2_r4_scale1_tail
+	VMOVUPS (SI)(CX*1), Y3
+	VMULPS  Y2, Y3, Y3
+	VMOVUPS Y3, (SI)(CX*1)
+	ADDQ    $0x00000020, SI
+	ADDQ    $0x00000020, R8
+	JMP     opsSoftmaxAVX2_r4_scale1
+
+opsSoftmaxAVX2_r4_scale1_tail:
+	CMPQ       R8, CX
+	JAE        opsSoftmaxAVX2_r4_scale1_done
+	VMASKMOVPS (SI)(CX*1), Y0, Y3
+	VMULPS     Y2, Y3, Y3
+	VMASKMOVPS Y3, Y0, (SI)(CX*1)
+
+opsSoftmaxAVX2_r4_scale1_done:
+	VSHUFPS      $0xaa, X1, X1, X2
+	VBROADCASTSS X2, Y2
+	MOVQ         AX, SI
+	MOVQ         CX, DI
+	ANDQ         $-32, DI
+	XORQ         R8, R8
+
+opsSoftmaxAVX2_r4_scale2:
+	CMPQ    R8, DI
+	JAE     opsSoftmaxAVX2_r4_scale2_tail
+	VMOVUPS (SI)(CX*2), Y3
+	VMULPS  Y2, Y3, Y3
+	VMOVUPS Y3, (SI)(CX*2)
+	ADDQ    $0x00000020, SI
+	ADDQ    $0x00000020, R8
+	JMP     opsSoftmaxAVX2_r4_scale2
+
+opsSoftmaxAVX2_r4_scale2_tail:
+	CMPQ       R8, CX
+	JAE        opsSoftmaxAVX2_r4_scale2_done
+	VMASKMOVPS (SI)(CX*2), Y0, Y3
+	VMULPS     Y2, Y3, Y3
+	VMASKMOVPS Y3, Y0, (SI)(CX*2)
+
+opsSoftmaxAVX2_r4_scale2_done:
+	VSHUFPS      $0xff, X1, X1, X1
+	VBROADCASTSS X1, Y1
+	MOVQ         AX, SI
+	MOVQ         CX, DI
+	ANDQ         $-32, DI
+	XORQ         R8, R8
+
+opsSoftmaxAVX2_r4_scale3:
+	CMPQ    R8, DI
+	JAE     opsSoftmaxAVX2_r4_scale3_tail
+	VMOVUPS (BX)(SI*1), Y2
+	VMULPS  Y1, Y2, Y2
+	VMOVUPS Y2, (BX)(SI*1)
+	ADDQ    $0x00000020, SI
+	ADDQ    $0x00000020, R8
+	JMP     opsSoftmaxAVX2_r4_scale3
+
+opsSoftmaxAVX2_r4_scale3_tail:
+	CMPQ       R8, CX
+	JAE        opsSoftmaxAVX2_r4_scale3_done
+	VMASKMOVPS (BX)(SI*1), Y0, Y2
+	VMULPS     Y1, Y2, Y2
+	VMASKMOVPS Y2, Y0, (BX)(SI*1)
+
+opsSoftmaxAVX2_r4_scale3_done:
+	ADDQ CX, AX
+	ADDQ CX, AX
+	ADDQ CX, AX
+	ADDQ CX, AX
+	SUBQ $0x04, DX
+	JMP  opsSoftmaxAVX2_g4
+
+opsSoftmaxAVX2_g1:
+	TESTQ   DX, DX
+	JZ      opsSoftmaxAVX2_gdone
+	VMOVUPS opsNegInf<>+0(SB), Y1
+	MOVQ    AX, BX
+	MOVQ    CX, SI
+	ANDQ    $-32, SI
+	XORQ    DI, DI
+
+opsSoftmaxAVX2_r1_max:
+	CMPQ   DI, SI
+	JAE    opsSoftmaxAVX2_r1_max_tail
+	VMAXPS (BX), Y1, Y1
 	ADDQ   $0x00000020, BX
-	JMP    opsSoftmaxAVX2_l1
+	ADDQ   $0x00000020, DI
+	JMP    opsSoftmaxAVX2_r1_max
 
-opsSoftmaxAVX2_l1_tail:
-	CMPQ       BX, CX
-	JAE        opsSoftmaxAVX2_l1_done
+opsSoftmaxAVX2_r1_max_tail:
+	CMPQ       DI, CX
+	JAE        opsSoftmaxAVX2_r1_max_done
 	VMOVUPS    opsNegInf<>+0(SB), Y2
-	VMASKMOVPS (AX)(BX*1), Y0, Y3
+	VMASKMOVPS (BX), Y0, Y3
 	VBLENDVPS  Y0, Y3, Y2, Y2
 	VMAXPS     Y2, Y1, Y1
 
-opsSoftmaxAVX2_l1_done:
+opsSoftmaxAVX2_r1_max_done:
 	VEXTRACTF128 $0x01, Y1, X2
 	VMAXPS       X2, X1, X2
 	VPERMILPS    $0x4e, X2, X1
 	VMAXPS       X1, X2, X2
 	VPERMILPS    $0xb1, X2, X1
 	VMAXPS       X1, X2, X2
-	VBROADCASTSS X2, Y1
-	VXORPS       Y2, Y2, Y2
-	MOVQ         CX, DX
-	ANDQ         $-32, DX
-	XORQ         BX, BX
+	VXORPS       Y1, Y1, Y1
+	VBROADCASTSS X2, Y2
+	MOVQ         AX, BX
+	MOVQ         CX, SI
+	ANDQ         $-32, SI
+	XORQ         DI, DI
 
-opsSoftmaxAVX2_l2:
-	CMPQ         BX, DX
-	JAE          opsSoftmaxAVX2_l2_tail
-	VMOVUPS      (AX)(BX*1), Y3
-	VSUBPS       Y1, Y3, Y3
+opsSoftmaxAVX2_r1_exp0:
+	CMPQ         DI, SI
+	JAE          opsSoftmaxAVX2_r1_exp0_tail
+	VMOVUPS      (BX), Y3
+	VSUBPS       Y2, Y3, Y3
 	VMAXPS       opsExpLo<>+0(SB), Y3, Y4
 	VMINPS       opsExpHi<>+0(SB), Y4, Y4
 	VMULPS       opsLog2e<>+0(SB), Y4, Y5
@@ -631,75 +1129,83 @@ opsSoftmaxAVX2_l2:
 	VANDNPS      Y4, Y5, Y4
 	VCMPPS       $0x0e, opsExpHi<>+0(SB), Y3, Y5
 	VBLENDVPS    Y5, opsInf<>+0(SB), Y4, Y4
-	VADDPS       Y4, Y2, Y2
-	VMOVUPS      Y4, (AX)(BX*1)
+	VADDPS       Y4, Y1, Y1
+	VMOVUPS      Y4, (BX)
 	ADDQ         $0x00000020, BX
-	JMP          opsSoftmaxAVX2_l2
+	ADDQ         $0x00000020, DI
+	JMP          opsSoftmaxAVX2_r1_exp0
 
-opsSoftmaxAVX2_l2_tail:
-	CMPQ         BX, CX
-	JAE          opsSoftmaxAVX2_l2_done
+opsSoftmaxAVX2_r1_exp0_tail:
+	CMPQ         DI, CX
+	JAE          opsSoftmaxAVX2_r1_exp0_done
 	VMOVUPS      opsNegInf<>+0(SB), Y3
-	VMASKMOVPS   (AX)(BX*1), Y0, Y4
+	VMASKMOVPS   (BX), Y0, Y4
 	VBLENDVPS    Y0, Y4, Y3, Y3
-	VSUBPS       Y1, Y3, Y3
-	VMAXPS       opsExpLo<>+0(SB), Y3, Y1
-	VMINPS       opsExpHi<>+0(SB), Y1, Y1
-	VMULPS       opsLog2e<>+0(SB), Y1, Y4
+	VSUBPS       Y2, Y3, Y3
+	VMAXPS       opsExpLo<>+0(SB), Y3, Y2
+	VMINPS       opsExpHi<>+0(SB), Y2, Y2
+	VMULPS       opsLog2e<>+0(SB), Y2, Y4
 	VROUNDPS     $0x00, Y4, Y4
-	VMOVAPS      Y1, Y5
+	VMOVAPS      Y2, Y5
 	VFNMADD231PS opsLn2Hi<>+0(SB), Y4, Y5
 	VFNMADD231PS opsLn2Lo<>+0(SB), Y4, Y5
-	VMOVUPS      opsExpC7<>+0(SB), Y1
-	VFMADD213PS  opsExpC6<>+0(SB), Y5, Y1
-	VFMADD213PS  opsExpC5<>+0(SB), Y5, Y1
-	VFMADD213PS  opsExpC4<>+0(SB), Y5, Y1
-	VFMADD213PS  opsExpC3<>+0(SB), Y5, Y1
-	VFMADD213PS  opsExpC2<>+0(SB), Y5, Y1
-	VFMADD213PS  opsExpC1<>+0(SB), Y5, Y1
-	VFMADD213PS  opsExpC0<>+0(SB), Y5, Y1
+	VMOVUPS      opsExpC7<>+0(SB), Y2
+	VFMADD213PS  opsExpC6<>+0(SB), Y5, Y2
+	VFMADD213PS  opsExpC5<>+0(SB), Y5, Y2
+	VFMADD213PS  opsExpC4<>+0(SB), Y5, Y2
+	VFMADD213PS  opsExpC3<>+0(SB), Y5, Y2
+	VFMADD213PS  opsExpC2<>+0(SB), Y5, Y2
+	VFMADD213PS  opsExpC1<>+0(SB), Y5, Y2
+	VFMADD213PS  opsExpC0<>+0(SB), Y5, Y2
 	VCVTPS2DQ    Y4, Y4
 	VPSLLD       $0x17, Y4, Y4
 	VPADDD       opsExpBias<>+0(SB), Y4, Y4
-	VMULPS       Y4, Y1, Y1
+	VMULPS       Y4, Y2, Y2
 	VCMPPS       $0x01, opsExpLo<>+0(SB), Y3, Y4
-	VANDNPS      Y1, Y4, Y1
+	VANDNPS      Y2, Y4, Y2
 	VCMPPS       $0x0e, opsExpHi<>+0(SB), Y3, Y4
-	VBLENDVPS    Y4, opsInf<>+0(SB), Y1, Y1
-	VADDPS       Y1, Y2, Y2
-	VMASKMOVPS   Y1, Y0, (AX)(BX*1)
+	VBLENDVPS    Y4, opsInf<>+0(SB), Y2, Y2
+	VADDPS       Y2, Y1, Y1
+	VMASKMOVPS   Y2, Y0, (BX)
 
-opsSoftmaxAVX2_l2_done:
-	VEXTRACTF128 $0x01, Y2, X1
-	VADDPS       X1, X2, X1
-	VPERMILPS    $0x4e, X1, X2
-	VADDPS       X2, X1, X1
-	VPERMILPS    $0xb1, X1, X2
-	VADDPS       X2, X1, X1
-	VMOVSS       opsOne<>+0(SB), X2
-	VDIVSS       X1, X2, X2
-	VBROADCASTSS X2, Y1
-	MOVQ         CX, DX
-	ANDQ         $-32, DX
-	XORQ         BX, BX
+opsSoftmaxAVX2_r1_exp0_done:
+	VEXTRACTF128 $0x01, Y1, X2
+	VADDPS       X2, X1, X2
+	VPERMILPS    $0x4e, X2, X1
+	VADDPS       X1, X2, X2
+	VPERMILPS    $0xb1, X2, X1
+	VADDPS       X1, X2, X2
+	VMOVUPS      opsOne<>+0(SB), X1
+	VDIVPS       X2, X1, X1
+	VBROADCASTSS X1, Y1
+	MOVQ         AX, BX
+	MOVQ         CX, SI
+	ANDQ         $-32, SI
+	XORQ         DI, DI
 
-opsSoftmaxAVX2_l3:
-	CMPQ    BX, DX
-	JAE     opsSoftmaxAVX2_l3_tail
-	VMOVUPS (AX)(BX*1), Y2
+opsSoftmaxAVX2_r1_scale0:
+	CMPQ    DI, SI
+	JAE     opsSoftmaxAVX2_r1_scale0_tail
+	VMOVUPS (BX), Y2
 	VMULPS  Y1, Y2, Y2
-	VMOVUPS Y2, (AX)(BX*1)
+	VMOVUPS Y2, (BX)
 	ADDQ    $0x00000020, BX
-	JMP     opsSoftmaxAVX2_l3
+	ADDQ    $0x00000020, DI
+	JMP     opsSoftmaxAVX2_r1_scale0
 
-opsSoftmaxAVX2_l3_tail:
-	CMPQ       BX, CX
-	JAE        opsSoftmaxAVX2_l3_done
-	VMASKMOVPS (AX)(BX*1), Y0, Y2
+opsSoftmaxAVX2_r1_scale0_tail:
+	CMPQ       DI, CX
+	JAE        opsSoftmaxAVX2_r1_scale0_done
+	VMASKMOVPS (BX), Y0, Y2
 	VMULPS     Y1, Y2, Y2
-	VMASKMOVPS Y2, Y0, (AX)(BX*1)
+	VMASKMOVPS Y2, Y0, (BX)
 
-opsSoftmaxAVX2_l3_done:
+opsSoftmaxAVX2_r1_scale0_done:
+	ADDQ CX, AX
+	DECQ DX
+	JMP  opsSoftmaxAVX2_g1
+
+opsSoftmaxAVX2_gdone:
 	VZEROUPPER
 	RET
 
@@ -935,79 +1441,236 @@ opsGatedSiLUAVX2_l_done:
 	VZEROUPPER
 	RET
 
-// func opsRMSNormAVX2(out *float32, x *float32, scale *float32, n int, eps float32)
+// func opsRMSNormAVX2(out *float32, x *float32, scale *float32, n int, rows int, eps float32)
 // Requires: AVX, AVX2, FMA3
-TEXT ·opsRMSNormAVX2(SB), NOSPLIT, $0-36
-	MOVQ       out+0(FP), AX
-	MOVQ       x+8(FP), CX
-	MOVQ       scale+16(FP), DX
-	MOVQ       n+24(FP), BX
-	VCVTSI2SSQ BX, X0, X0
-	SHLQ       $0x02, BX
-	MOVQ       BX, SI
-	ANDQ       $0x0000001f, SI
-	SHRQ       $0x02, SI
-	MOVQ       $0x00000010, DI
-	SUBQ       SI, DI
-	LEAQ       opsTailMask<>+0(SB), SI
-	VMOVUPS    (SI)(DI*4), Y1
-	VXORPS     Y2, Y2, Y2
-	MOVQ       BX, SI
-	ANDQ       $-32, SI
-	XORQ       DI, DI
+TEXT ·opsRMSNormAVX2(SB), NOSPLIT, $0-44
+	MOVQ         out+0(FP), AX
+	MOVQ         x+8(FP), CX
+	MOVQ         scale+16(FP), DX
+	MOVQ         n+24(FP), BX
+	MOVQ         rows+32(FP), SI
+	VCVTSI2SSQ   BX, X0, X0
+	VBROADCASTSS X0, X0
+	VBROADCASTSS eps+40(FP), X1
+	SHLQ         $0x02, BX
+	LEAQ         (BX)(BX*2), DI
+	MOVQ         BX, R8
+	ANDQ         $0x0000001f, R8
+	SHRQ         $0x02, R8
+	MOVQ         $0x00000010, R9
+	SUBQ         R8, R9
+	LEAQ         opsTailMask<>+0(SB), R8
+	VMOVUPS      (R8)(R9*4), Y2
 
-opsRMSNormAVX2_l4:
-	CMPQ        DI, SI
-	JAE         opsRMSNormAVX2_l4_tail
-	VMOVUPS     (CX)(DI*1), Y3
-	VFMADD231PS Y3, Y3, Y2
+opsRMSNormAVX2_g4:
+	CMPQ   SI, $0x04
+	JB     opsRMSNormAVX2_g1
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	MOVQ   CX, R8
+	MOVQ   BX, R9
+	ANDQ   $-32, R9
+	XORQ   R10, R10
+
+opsRMSNormAVX2_r4_ss:
+	CMPQ        R10, R9
+	JAE         opsRMSNormAVX2_r4_ss_tail
+	VMOVUPS     (R8), Y7
+	VFMADD231PS Y7, Y7, Y3
+	VMOVUPS     (R8)(BX*1), Y7
+	VFMADD231PS Y7, Y7, Y4
+	VMOVUPS     (R8)(BX*2), Y7
+	VFMADD231PS Y7, Y7, Y5
+	VMOVUPS     (DI)(R8*1), Y7
+	VFMADD231PS Y7, Y7, Y6
+	ADDQ        $0x00000020, R8
+	ADDQ        $0x00000020, R10
+	JMP         opsRMSNormAVX2_r4_ss
+
+opsRMSNormAVX2_r4_ss_tail:
+	CMPQ        R10, BX
+	JAE         opsRMSNormAVX2_r4_ss_done
+	VMASKMOVPS  (R8), Y2, Y7
+	VFMADD231PS Y7, Y7, Y3
+	VMASKMOVPS  (R8)(BX*1), Y2, Y7
+	VFMADD231PS Y7, Y7, Y4
+	VMASKMOVPS  (R8)(BX*2), Y2, Y7
+	VFMADD231PS Y7, Y7, Y5
+	VMASKMOVPS  (DI)(R8*1), Y2, Y7
+	VFMADD231PS Y7, Y7, Y6
+
+opsRMSNormAVX2_r4_ss_done:
+	VEXTRACTF128 $0x01, Y3, X7
+	VADDPS       X7, X3, X7
+	VEXTRACTF128 $0x01, Y4, X3
+	VADDPS       X3, X4, X3
+	VEXTRACTF128 $0x01, Y5, X4
+	VADDPS       X4, X5, X4
+	VEXTRACTF128 $0x01, Y6, X5
+	VADDPS       X5, X6, X5
+	VUNPCKLPS    X3, X7, X6
+	VUNPCKHPS    X3, X7, X3
+	VADDPS       X3, X6, X6
+	VUNPCKLPS    X5, X4, X3
+	VUNPCKHPS    X5, X4, X4
+	VADDPS       X4, X3, X3
+	VSHUFPS      $0x44, X3, X6, X4
+	VSHUFPS      $0xee, X3, X6, X3
+	VADDPS       X3, X4, X4
+	VDIVPS       X0, X4, X4
+	VADDPS       X1, X4, X4
+	VSQRTPS      X4, X4
+	VMOVUPS      opsOne<>+0(SB), X3
+	VDIVPS       X4, X3, X3
+	VBROADCASTSS X3, Y4
+	VSHUFPS      $0x55, X3, X3, X5
+	VBROADCASTSS X5, Y5
+	VSHUFPS      $0xaa, X3, X3, X6
+	VBROADCASTSS X6, Y6
+	VSHUFPS      $0xff, X3, X3, X3
+	VBROADCASTSS X3, Y3
+	MOVQ         CX, R8
+	MOVQ         AX, R9
+	MOVQ         DX, R10
+	MOVQ         BX, R11
+	ANDQ         $-32, R11
+	XORQ         R12, R12
+
+opsRMSNormAVX2_r4_scale:
+	CMPQ    R12, R11
+	JAE     opsRMSNormAVX2_r4_scale_tail
+	VMOVUPS (R10), Y7
+	VMOVUPS (R8), Y8
+	VMULPS  Y4, Y8, Y8
+	VMULPS  Y7, Y8, Y8
+	VMOVUPS Y8, (R9)
+	VMOVUPS (R8)(BX*1), Y8
+	VMULPS  Y5, Y8, Y8
+	VMULPS  Y7, Y8, Y8
+	VMOVUPS Y8, (R9)(BX*1)
+	VMOVUPS (R8)(BX*2), Y8
+	VMULPS  Y6, Y8, Y8
+	VMULPS  Y7, Y8, Y8
+	VMOVUPS Y8, (R9)(BX*2)
+	VMOVUPS (DI)(R8*1), Y8
+	VMULPS  Y3, Y8, Y8
+	VMULPS  Y7, Y8, Y8
+	VMOVUPS Y8, (DI)(R9*1)
+	ADDQ    $0x00000020, R8
+	ADDQ    $0x00000020, R9
+	ADDQ    $0x00000020, R10
+	ADDQ    $0x00000020, R12
+	JMP     opsRMSNormAVX2_r4_scale
+
+opsRMSNormAVX2_r4_scale_tail:
+	CMPQ       R12, BX
+	JAE        opsRMSNormAVX2_r4_scale_done
+	VMASKMOVPS (R10), Y2, Y7
+	VMASKMOVPS (R8), Y2, Y8
+	VMULPS     Y4, Y8, Y8
+	VMULPS     Y7, Y8, Y8
+	VMASKMOVPS Y8, Y2, (R9)
+	VMASKMOVPS (R8)(BX*1), Y2, Y4
+	VMULPS     Y5, Y4, Y4
+	VMULPS     Y7, Y4, Y4
+	VMASKMOVPS Y4, Y2, (R9)(BX*1)
+	VMASKMOVPS (R8)(BX*2), Y2, Y4
+	VMULPS     Y6, Y4, Y4
+	VMULPS     Y7, Y4, Y4
+	VMASKMOVPS Y4, Y2, (R9)(BX*2)
+	VMASKMOVPS (DI)(R8*1), Y2, Y4
+	VMULPS     Y3, Y4, Y4
+	VMULPS     Y7, Y4, Y4
+	VMASKMOVPS Y4, Y2, (DI)(R9*1)
+
+opsRMSNormAVX2_r4_scale_done:
+	ADDQ BX, CX
+	ADDQ BX, AX
+	ADDQ BX, CX
+	ADDQ BX, AX
+	ADDQ BX, CX
+	ADDQ BX, AX
+	ADDQ BX, CX
+	ADDQ BX, AX
+	SUBQ $0x04, SI
+	JMP  opsRMSNormAVX2_g4
+
+opsRMSNormAVX2_g1:
+	TESTQ  SI, SI
+	JZ     opsRMSNormAVX2_gdone
+	VXORPS Y3, Y3, Y3
+	MOVQ   CX, DI
+	MOVQ   BX, R8
+	ANDQ   $-32, R8
+	XORQ   R9, R9
+
+opsRMSNormAVX2_r1_ss:
+	CMPQ        R9, R8
+	JAE         opsRMSNormAVX2_r1_ss_tail
+	VMOVUPS     (DI), Y4
+	VFMADD231PS Y4, Y4, Y3
 	ADDQ        $0x00000020, DI
-	JMP         opsRMSNormAVX2_l4
+	ADDQ        $0x00000020, R9
+	JMP         opsRMSNormAVX2_r1_ss
 
-opsRMSNormAVX2_l4_tail:
-	CMPQ        DI, BX
-	JAE         opsRMSNormAVX2_l4_done
-	VMASKMOVPS  (CX)(DI*1), Y1, Y3
-	VFMADD231PS Y3, Y3, Y2
+opsRMSNormAVX2_r1_ss_tail:
+	CMPQ        R9, BX
+	JAE         opsRMSNormAVX2_r1_ss_done
+	VMASKMOVPS  (DI), Y2, Y4
+	VFMADD231PS Y4, Y4, Y3
 
-opsRMSNormAVX2_l4_done:
-	VEXTRACTF128 $0x01, Y2, X3
-	VADDPS       X3, X2, X3
-	VPERMILPS    $0x4e, X3, X2
-	VADDPS       X2, X3, X3
-	VPERMILPS    $0xb1, X3, X2
-	VADDPS       X2, X3, X3
-	VDIVSS       X0, X3, X3
-	VADDSS       eps+32(FP), X3, X3
-	VSQRTSS      X3, X3, X3
-	VMOVSS       opsOne<>+0(SB), X0
-	VDIVSS       X3, X0, X0
-	VBROADCASTSS X0, Y0
-	MOVQ         BX, SI
-	ANDQ         $-32, SI
-	XORQ         DI, DI
+opsRMSNormAVX2_r1_ss_done:
+	VEXTRACTF128 $0x01, Y3, X4
+	VADDPS       X4, X3, X4
+	VPERMILPS    $0x4e, X4, X3
+	VADDPS       X3, X4, X4
+	VPERMILPS    $0xb1, X4, X3
+	VADDPS       X3, X4, X4
+	VDIVPS       X0, X4, X4
+	VADDPS       X1, X4, X4
+	VSQRTPS      X4, X4
+	VMOVUPS      opsOne<>+0(SB), X3
+	VDIVPS       X4, X3, X3
+	VBROADCASTSS X3, Y3
+	MOVQ         CX, DI
+	MOVQ         AX, R8
+	MOVQ         DX, R9
+	MOVQ         BX, R10
+	ANDQ         $-32, R10
+	XORQ         R11, R11
 
-opsRMSNormAVX2_l5:
-	CMPQ    DI, SI
-	JAE     opsRMSNormAVX2_l5_tail
-	VMOVUPS (CX)(DI*1), Y2
-	VMULPS  Y0, Y2, Y2
-	VMOVUPS (DX)(DI*1), Y3
-	VMULPS  Y3, Y2, Y2
-	VMOVUPS Y2, (AX)(DI*1)
+opsRMSNormAVX2_r1_scale:
+	CMPQ    R11, R10
+	JAE     opsRMSNormAVX2_r1_scale_tail
+	VMOVUPS (R9), Y4
+	VMOVUPS (DI), Y5
+	VMULPS  Y3, Y5, Y5
+	VMULPS  Y4, Y5, Y5
+	VMOVUPS Y5, (R8)
 	ADDQ    $0x00000020, DI
-	JMP     opsRMSNormAVX2_l5
+	ADDQ    $0x00000020, R8
+	ADDQ    $0x00000020, R9
+	ADDQ    $0x00000020, R11
+	JMP     opsRMSNormAVX2_r1_scale
 
-opsRMSNormAVX2_l5_tail:
-	CMPQ       DI, BX
-	JAE        opsRMSNormAVX2_l5_done
-	VMASKMOVPS (CX)(DI*1), Y1, Y2
-	VMULPS     Y0, Y2, Y2
-	VMASKMOVPS (DX)(DI*1), Y1, Y0
-	VMULPS     Y0, Y2, Y2
-	VMASKMOVPS Y2, Y1, (AX)(DI*1)
+opsRMSNormAVX2_r1_scale_tail:
+	CMPQ       R11, BX
+	JAE        opsRMSNormAVX2_r1_scale_done
+	VMASKMOVPS (R9), Y2, Y4
+	VMASKMOVPS (DI), Y2, Y5
+	VMULPS     Y3, Y5, Y5
+	VMULPS     Y4, Y5, Y5
+	VMASKMOVPS Y5, Y2, (R8)
 
-opsRMSNormAVX2_l5_done:
+opsRMSNormAVX2_r1_scale_done:
+	ADDQ BX, CX
+	ADDQ BX, AX
+	DECQ SI
+	JMP  opsRMSNormAVX2_g1
+
+opsRMSNormAVX2_gdone:
 	VZEROUPPER
 	RET
 
@@ -1325,138 +1988,596 @@ opsExpAVX512_l_done:
 	VZEROUPPER
 	RET
 
-// func opsSoftmaxAVX512(x *float32, n int)
+// func opsSoftmaxAVX512(x *float32, n int, rows int)
 // Requires: AVX, AVX512F, AVX512VL
-TEXT ·opsSoftmaxAVX512(SB), NOSPLIT, $0-16
+TEXT ·opsSoftmaxAVX512(SB), NOSPLIT, $0-24
 	MOVQ      x+0(FP), AX
 	MOVQ      n+8(FP), CX
 	SHLQ      $0x02, CX
-	MOVQ      CX, DX
-	ANDQ      $0x0000003f, DX
-	SHRQ      $0x02, DX
-	MOVQ      $0x00000010, BX
-	SUBQ      DX, BX
-	LEAQ      opsTailMask<>+0(SB), DX
-	VMOVDQU32 (DX)(BX*4), Z0
+	MOVQ      rows+16(FP), DX
+	MOVQ      CX, BX
+	ANDQ      $0x0000003f, BX
+	SHRQ      $0x02, BX
+	MOVQ      $0x00000010, SI
+	SUBQ      BX, SI
+	LEAQ      opsTailMask<>+0(SB), BX
+	VMOVDQU32 (BX)(SI*4), Z0
 	VPTESTMD  Z0, Z0, K1
-	VMOVUPS   opsNegInf<>+0(SB), Z0
-	MOVQ      CX, DX
-	ANDQ      $-64, DX
-	XORQ      BX, BX
+	LEAQ      (CX)(CX*2), BX
 
-opsSoftmaxAVX512_l1:
-	CMPQ   BX, DX
-	JAE    opsSoftmaxAVX512_l1_tail
-	VMAXPS (AX)(BX*1), Z0, Z0
-	ADDQ   $0x00000040, BX
-	JMP    opsSoftmaxAVX512_l1
+opsSoftmaxAVX512_g4:
+	CMPQ    DX, $0x04
+	JB      opsSoftmaxAVX512_g1
+	VMOVUPS opsNegInf<>+0(SB), Z0
+	VMOVUPS opsNegInf<>+0(SB), Z6
+	VMOVUPS opsNegInf<>+0(SB), Z7
+	VMOVUPS opsNegInf<>+0(SB), Z8
+	MOVQ    AX, SI
+	MOVQ    CX, DI
+	ANDQ    $-64, DI
+	XORQ    R8, R8
 
-opsSoftmaxAVX512_l1_tail:
-	CMPQ    BX, CX
-	JAE     opsSoftmaxAVX512_l1_done
-	VMOVUPS opsNegInf<>+0(SB), Z2
-	VMOVUPS (AX)(BX*1), K1, Z2
-	VMAXPS  Z2, Z0, Z0
+opsSoftmaxAVX512_r4_max:
+	CMPQ   R8, DI
+	JAE    opsSoftmaxAVX512_r4_max_tail
+	VMAXPS (SI), Z0, Z0
+	VMAXPS (SI)(CX*1), Z6, Z6
+	VMAXPS (SI)(CX*2), Z7, Z7
+	VMAXPS (BX)(SI*1), Z8, Z8
+	ADDQ   $0x00000040, SI
+	ADDQ   $0x00000040, R8
+	JMP    opsSoftmaxAVX512_r4_max
 
-opsSoftmaxAVX512_l1_done:
-	VEXTRACTF64X4 $0x01, Z0, Y2
-	VMAXPS        Y2, Y0, Y2
-	VEXTRACTF32X4 $0x01, Y2, X0
-	VMAXPS        X0, X2, X0
-	VPERMILPS     $0x4e, X0, X2
-	VMAXPS        X2, X0, X0
-	VPERMILPS     $0xb1, X0, X2
-	VMAXPS        X2, X0, X0
-	VBROADCASTSS  X0, Z0
+opsSoftmaxAVX512_r4_max_tail:
+	CMPQ    R8, CX
+	JAE     opsSoftmaxAVX512_r4_max_done
+	VMOVUPS opsNegInf<>+0(SB), Z9
+	VMOVUPS (SI), K1, Z9
+	VMAXPS  Z9, Z0, Z0
+	VMOVUPS opsNegInf<>+0(SB), Z9
+	VMOVUPS (SI)(CX*1), K1, Z9
+	VMAXPS  Z9, Z6, Z6
+	VMOVUPS opsNegInf<>+0(SB), Z9
+	VMOVUPS (SI)(CX*2), K1, Z9
+	VMAXPS  Z9, Z7, Z7
+	VMOVUPS opsNegInf<>+0(SB), Z9
+	VMOVUPS (BX)(SI*1), K1, Z9
+	VMAXPS  Z9, Z8, Z8
+
+opsSoftmaxAVX512_r4_max_done:
+	VEXTRACTF64X4 $0x01, Z0, Y9
+	VMAXPS        Y9, Y0, Y9
+	VEXTRACTF32X4 $0x01, Y9, X0
+	VMAXPS        X0, X9, X0
+	VEXTRACTF64X4 $0x01, Z6, Y9
+	VMAXPS        Y9, Y6, Y9
+	VEXTRACTF32X4 $0x01, Y9, X6
+	VMAXPS        X6, X9, X6
+	VEXTRACTF64X4 $0x01, Z7, Y9
+	VMAXPS        Y9, Y7, Y9
+	VEXTRACTF32X4 $0x01, Y9, X7
+	VMAXPS        X7, X9, X7
+	VEXTRACTF64X4 $0x01, Z8, Y9
+	VMAXPS        Y9, Y8, Y9
+	VEXTRACTF32X4 $0x01, Y9, X8
+	VMAXPS        X8, X9, X8
+	VUNPCKLPS     X6, X0, X9
+	VUNPCKHPS     X6, X0, X0
+	VMAXPS        X0, X9, X9
+	VUNPCKLPS     X8, X7, X0
+	VUNPCKHPS     X8, X7, X6
+	VMAXPS        X6, X0, X0
+	VSHUFPS       $0x44, X0, X9, X6
+	VSHUFPS       $0xee, X0, X9, X0
+	VMAXPS        X0, X6, X6
 	VPXORD        Z1, Z1, Z1
-	MOVQ          CX, DX
-	ANDQ          $-64, DX
-	XORQ          BX, BX
+	VBROADCASTSS  X6, Z0
+	MOVQ          AX, SI
+	MOVQ          CX, DI
+	ANDQ          $-64, DI
+	XORQ          R8, R8
 
-opsSoftmaxAVX512_l2:
-	CMPQ         BX, DX
-	JAE          opsSoftmaxAVX512_l2_tail
-	VMOVUPS      (AX)(BX*1), Z2
-	VSUBPS       Z0, Z2, Z2
-	VMAXPS       opsExpLo512<>+0(SB), Z2, Z2
-	VMINPS       opsExpHi512<>+0(SB), Z2, Z2
-	VMULPS       opsLog2e<>+0(SB), Z2, Z3
-	VRNDSCALEPS  $0x00, Z3, Z3
-	VMOVAPS      Z2, Z4
-	VFNMADD231PS opsLn2Hi<>+0(SB), Z3, Z4
-	VFNMADD231PS opsLn2Lo<>+0(SB), Z3, Z4
-	VMOVUPS      opsExpC7<>+0(SB), Z2
-	VFMADD213PS  opsExpC6<>+0(SB), Z4, Z2
-	VFMADD213PS  opsExpC5<>+0(SB), Z4, Z2
-	VFMADD213PS  opsExpC4<>+0(SB), Z4, Z2
-	VFMADD213PS  opsExpC3<>+0(SB), Z4, Z2
-	VFMADD213PS  opsExpC2<>+0(SB), Z4, Z2
-	VFMADD213PS  opsExpC1<>+0(SB), Z4, Z2
-	VFMADD213PS  opsExpC0<>+0(SB), Z4, Z2
-	VSCALEFPS    Z3, Z2, Z2
-	VADDPS       Z2, Z1, Z1
-	VMOVUPS      Z2, (AX)(BX*1)
-	ADDQ         $0x00000040, BX
-	JMP          opsSoftmaxAVX512_l2
+opsSoftmaxAVX512_r4_exp0:
+	CMPQ         R8, DI
+	JAE          opsSoftmaxAVX512_r4_exp0_tail
+	VMOVUPS      (SI), Z7
+	VSUBPS       Z0, Z7, Z7
+	VMAXPS       opsExpLo512<>+0(SB), Z7, Z7
+	VMINPS       opsExpHi512<>+0(SB), Z7, Z7
+	VMULPS       opsLog2e<>+0(SB), Z7, Z8
+	VRNDSCALEPS  $0x00, Z8, Z8
+	VMOVAPS      Z7, Z9
+	VFNMADD231PS opsLn2Hi<>+0(SB), Z8, Z9
+	VFNMADD231PS opsLn2Lo<>+0(SB), Z8, Z9
+	VMOVUPS      opsExpC7<>+0(SB), Z7
+	VFMADD213PS  opsExpC6<>+0(SB), Z9, Z7
+	VFMADD213PS  opsExpC5<>+0(SB), Z9, Z7
+	VFMADD213PS  opsExpC4<>+0(SB), Z9, Z7
+	VFMADD213PS  opsExpC3<>+0(SB), Z9, Z7
+	VFMADD213PS  opsExpC2<>+0(SB), Z9, Z7
+	VFMADD213PS  opsExpC1<>+0(SB), Z9, Z7
+	VFMADD213PS  opsExpC0<>+0(SB), Z9, Z7
+	VSCALEFPS    Z8, Z7, Z7
+	VADDPS       Z7, Z1, Z1
+	VMOVUPS      Z7, (SI)
+	ADDQ         $0x00000040, SI
+	ADDQ         $0x00000040, R8
+	JMP          opsSoftmaxAVX512_r4_exp0
 
-opsSoftmaxAVX512_l2_tail:
-	CMPQ         BX, CX
-	JAE          opsSoftmaxAVX512_l2_done
-	VMOVUPS      opsNegInf<>+0(SB), Z2
-	VMOVUPS      (AX)(BX*1), K1, Z2
-	VSUBPS       Z0, Z2, Z2
-	VMAXPS       opsExpLo512<>+0(SB), Z2, Z0
+opsSoftmaxAVX512_r4_exp0_tail:
+	CMPQ         R8, CX
+	JAE          opsSoftmaxAVX512_r4_exp0_done
+	VMOVUPS      opsNegInf<>+0(SB), Z7
+	VMOVUPS      (SI), K1, Z7
+	VSUBPS       Z0, Z7, Z7
+	VMAXPS       opsExpLo512<>+0(SB), Z7, Z0
 	VMINPS       opsExpHi512<>+0(SB), Z0, Z0
-	VMULPS       opsLog2e<>+0(SB), Z0, Z2
-	VRNDSCALEPS  $0x00, Z2, Z2
-	VMOVAPS      Z0, Z3
-	VFNMADD231PS opsLn2Hi<>+0(SB), Z2, Z3
-	VFNMADD231PS opsLn2Lo<>+0(SB), Z2, Z3
+	VMULPS       opsLog2e<>+0(SB), Z0, Z7
+	VRNDSCALEPS  $0x00, Z7, Z7
+	VMOVAPS      Z0, Z8
+	VFNMADD231PS opsLn2Hi<>+0(SB), Z7, Z8
+	VFNMADD231PS opsLn2Lo<>+0(SB), Z7, Z8
 	VMOVUPS      opsExpC7<>+0(SB), Z0
-	VFMADD213PS  opsExpC6<>+0(SB), Z3, Z0
-	VFMADD213PS  opsExpC5<>+0(SB), Z3, Z0
-	VFMADD213PS  opsExpC4<>+0(SB), Z3, Z0
-	VFMADD213PS  opsExpC3<>+0(SB), Z3, Z0
-	VFMADD213PS  opsExpC2<>+0(SB), Z3, Z0
-	VFMADD213PS  opsExpC1<>+0(SB), Z3, Z0
-	VFMADD213PS  opsExpC0<>+0(SB), Z3, Z0
-	VSCALEFPS    Z2, Z0, Z0
+	VFMADD213PS  opsExpC6<>+0(SB), Z8, Z0
+	VFMADD213PS  opsExpC5<>+0(SB), Z8, Z0
+	VFMADD213PS  opsExpC4<>+0(SB), Z8, Z0
+	VFMADD213PS  opsExpC3<>+0(SB), Z8, Z0
+	VFMADD213PS  opsExpC2<>+0(SB), Z8, Z0
+	VFMADD213PS  opsExpC1<>+0(SB), Z8, Z0
+	VFMADD213PS  opsExpC0<>+0(SB), Z8, Z0
+	VSCALEFPS    Z7, Z0, Z0
 	VADDPS       Z0, Z1, Z1
-	VMOVUPS      Z0, K1, (AX)(BX*1)
+	VMOVUPS      Z0, K1, (SI)
 
-opsSoftmaxAVX512_l2_done:
+opsSoftmaxAVX512_r4_exp0_done:
+	VPXORD       Z2, Z2, Z2
+	VSHUFPS      $0x55, X6, X6, X0
+	VBROADCASTSS X0, Z0
+	MOVQ         AX, SI
+	MOVQ         CX, DI
+	ANDQ         $-64, DI
+	XORQ         R8, R8
+
+opsSoftmaxAVX512_r4_exp1:
+	CMPQ         R8, DI
+	JAE          opsSoftmaxAVX512_r4_exp1_tail
+	VMOVUPS      (SI)(CX*1), Z7
+	VSUBPS       Z0, Z7, Z7
+	VMAXPS       opsExpLo512<>+0(SB), Z7, Z7
+	VMINPS       opsExpHi512<>+0(SB), Z7, Z7
+	VMULPS       opsLog2e<>+0(SB), Z7, Z8
+	VRNDSCALEPS  $0x00, Z8, Z8
+	VMOVAPS      Z7, Z9
+	VFNMADD231PS opsLn2Hi<>+0(SB), Z8, Z9
+	VFNMADD231PS opsLn2Lo<>+0(SB), Z8, Z9
+	VMOVUPS      opsExpC7<>+0(SB), Z7
+	VFMADD213PS  opsExpC6<>+0(SB), Z9, Z7
+	VFMADD213PS  opsExpC5<>+0(SB), Z9, Z7
+	VFMADD213PS  opsExpC4<>+0(SB), Z9, Z7
+	VFMADD213PS  opsExpC3<>+0(SB), Z9, Z7
+	VFMADD213PS  opsExpC2<>+0(SB), Z9, Z7
+	VFMADD213PS  opsExpC1<>+0(SB), Z9, Z7
+	VFMADD213PS  opsExpC0<>+0(SB), Z9, Z7
+	VSCALEFPS    Z8, Z7, Z7
+	VADDPS       Z7, Z2, Z2
+	VMOVUPS      Z7, (SI)(CX*1)
+	ADDQ         $0x00000040, SI
+	ADDQ         $0x00000040, R8
+	JMP          opsSoftmaxAVX512_r4_exp1
+
+opsSoftmaxAVX512_r4_exp1_tail:
+	CMPQ         R8, CX
+	JAE          opsSoftmaxAVX512_r4_exp1_done
+	VMOVUPS      opsNegInf<>+0(SB), Z7
+	VMOVUPS      (SI)(CX*1), K1, Z7
+	VSUBPS       Z0, Z7, Z7
+	VMAXPS       opsExpLo512<>+0(SB), Z7, Z0
+	VMINPS       opsExpHi512<>+0(SB), Z0, Z0
+	VMULPS       opsLog2e<>+0(SB), Z0, Z7
+	VRNDSCALEPS  $0x00, Z7, Z7
+	VMOVAPS      Z0, Z8
+	VFNMADD231PS opsLn2Hi<>+0(SB), Z7, Z8
+	VFNMADD231PS opsLn2Lo<>+0(SB), Z7, Z8
+	VMOVUPS      opsExpC7<>+0(SB), Z0
+	VFMADD213PS  opsExpC6<>+0(SB), Z8, Z0
+	VFMADD213PS  opsExpC5<>+0(SB), Z8, Z0
+	VFMADD213PS  opsExpC4<>+0(SB), Z8, Z0
+	VFMADD213PS  opsExpC3<>+0(SB), Z8, Z0
+	VFMADD213PS  opsExpC2<>+0(SB), Z8, Z0
+	VFMADD213PS  opsExpC1<>+0(SB), Z8, Z0
+	VFMADD213PS  opsExpC0<>+0(SB), Z8, Z0
+	VSCALEFPS    Z7, Z0, Z0
+	VADDPS       Z0, Z2, Z2
+	VMOVUPS      Z0, K1, (SI)(CX*1)
+
+opsSoftmaxAVX512_r4_exp1_done:
+	VPXORD       Z3, Z3, Z3
+	VSHUFPS      $0xaa, X6, X6, X0
+	VBROADCASTSS X0, Z0
+	MOVQ         AX, SI
+	MOVQ         CX, DI
+	ANDQ         $-64, DI
+	XORQ         R8, R8
+
+opsSoftmaxAVX512_r4_exp2:
+	CMPQ         R8, DI
+	JAE          opsSoftmaxAVX512_r4_exp2_tail
+	VMOVUPS      (SI)(CX*2), Z7
+	VSUBPS       Z0, Z7, Z7
+	VMAXPS       opsExpLo512<>+0(SB), Z7, Z7
+	VMINPS       opsExpHi512<>+0(SB), Z7, Z7
+	VMULPS       opsLog2e<>+0(SB), Z7, Z8
+	VRNDSCALEPS  $0x00, Z8, Z8
+	VMOVAPS      Z7, Z9
+	VFNMADD231PS opsLn2Hi<>+0(SB), Z8, Z9
+	VFNMADD231PS opsLn2Lo<>+0(SB), Z8, Z9
+	VMOVUPS      opsExpC7<>+0(SB), Z7
+	VFMADD213PS  opsExpC6<>+0(SB), Z9, Z7
+	VFMADD213PS  opsExpC5<>+0(SB), Z9, Z7
+	VFMADD213PS  opsExpC4<>+0(SB), Z9, Z7
+	VFMADD213PS  opsExpC3<>+0(SB), Z9, Z7
+	VFMADD213PS  opsExpC2<>+0(SB), Z9, Z7
+	VFMADD213PS  opsExpC1<>+0(SB), Z9, Z7
+	VFMADD213PS  opsExpC0<>+0(SB), Z9, Z7
+	VSCALEFPS    Z8, Z7, Z7
+	VADDPS       Z7, Z3, Z3
+	VMOVUPS      Z7, (SI)(CX*2)
+	ADDQ         $0x00000040, SI
+	ADDQ         $0x00000040, R8
+	JMP          opsSoftmaxAVX512_r4_exp2
+
+opsSoftmaxAVX512_r4_exp2_tail:
+	CMPQ         R8, CX
+	JAE          opsSoftmaxAVX512_r4_exp2_done
+	VMOVUPS      opsNegInf<>+0(SB), Z7
+	VMOVUPS      (SI)(CX*2), K1, Z7
+	VSUBPS       Z0, Z7, Z7
+	VMAXPS       opsExpLo512<>+0(SB), Z7, Z0
+	VMINPS       opsExpHi512<>+0(SB), Z0, Z0
+	VMULPS       opsLog2e<>+0(SB), Z0, Z7
+	VRNDSCALEPS  $0x00, Z7, Z7
+	VMOVAPS      Z0, Z8
+	VFNMADD231PS opsLn2Hi<>+0(SB), Z7, Z8
+	VFNMADD231PS opsLn2Lo<>+0(SB), Z7, Z8
+	VMOVUPS      opsExpC7<>+0(SB), Z0
+	VFMADD213PS  opsExpC6<>+0(SB), Z8, Z0
+	VFMADD213PS  opsExpC5<>+0(SB), Z8, Z0
+	VFMADD213PS  opsExpC4<>+0(SB), Z8, Z0
+	VFMADD213PS  opsExpC3<>+0(SB), Z8, Z0
+	VFMADD213PS  opsExpC2<>+0(SB), Z8, Z0
+	VFMADD213PS  opsExpC1<>+0(SB), Z8, Z0
+	VFMADD213PS  opsExpC0<>+0(SB), Z8, Z0
+	VSCALEFPS    Z7, Z0, Z0
+	VADDPS       Z0, Z3, Z3
+	VMOVUPS      Z0, K1, (SI)(CX*2)
+
+opsSoftmaxAVX512_r4_exp2_done:
+	VPXORD       Z4, Z4, Z4
+	VSHUFPS      $0xff, X6, X6, X0
+	VBROADCASTSS X0, Z0
+	MOVQ         AX, SI
+	MOVQ         CX, DI
+	ANDQ         $-64, DI
+	XORQ         R8, R8
+
+opsSoftmaxAVX512_r4_exp3:
+	CMPQ         R8, DI
+	JAE          opsSoftmaxAVX512_r4_exp3_tail
+	VMOVUPS      (BX)(SI*1), Z6
+	VSUBPS       Z0, Z6, Z6
+	VMAXPS       opsExpLo512<>+0(SB), Z6, Z6
+	VMINPS       opsExpHi512<>+0(SB), Z6, Z6
+	VMULPS       opsLog2e<>+0(SB), Z6, Z7
+	VRNDSCALEPS  $0x00, Z7, Z7
+	VMOVAPS      Z6, Z8
+	VFNMADD231PS opsLn2Hi<>+0(SB), Z7, Z8
+	VFNMADD231PS opsLn2Lo<>+0(SB), Z7, Z8
+	VMOVUPS      opsExpC7<>+0(SB), Z6
+	VFMADD213PS  opsExpC6<>+0(SB), Z8, Z6
+	VFMADD213PS  opsExpC5<>+0(SB), Z8, Z6
+	VFMADD213PS  opsExpC4<>+0(SB), Z8, Z6
+	VFMADD213PS  opsExpC3<>+0(SB), Z8, Z6
+	VFMADD213PS  opsExpC2<>+0(SB), Z8, Z6
+	VFMADD213PS  opsExpC1<>+0(SB), Z8, Z6
+	VFMADD213PS  opsExpC0<>+0(SB), Z8, Z6
+	VSCALEFPS    Z7, Z6, Z6
+	VADDPS       Z6, Z4, Z4
+	VMOVUPS      Z6, (BX)(SI*1)
+	ADDQ         $0x00000040, SI
+	ADDQ         $0x00000040, R8
+	JMP          opsSoftmaxAVX512_r4_exp3
+
+opsSoftmaxAVX512_r4_exp3_tail:
+	CMPQ         R8, CX
+	JAE          opsSoftmaxAVX512_r4_exp3_done
+	VMOVUPS      opsNegInf<>+0(SB), Z6
+	VMOVUPS      (BX)(SI*1), K1, Z6
+	VSUBPS       Z0, Z6, Z6
+	VMAXPS       opsExpLo512<>+0(SB), Z6, Z0
+	VMINPS       opsExpHi512<>+0(SB), Z0, Z0
+	VMULPS       opsLog2e<>+0(SB), Z0, Z6
+	VRNDSCALEPS  $0x00, Z6, Z6
+	VMOVAPS      Z0, Z7
+	VFNMADD231PS opsLn2Hi<>+0(SB), Z6, Z7
+	VFNMADD231PS opsLn2Lo<>+0(SB), Z6, Z7
+	VMOVUPS      opsExpC7<>+0(SB), Z0
+	VFMADD213PS  opsExpC6<>+0(SB), Z7, Z0
+	VFMADD213PS  opsExpC5<>+0(SB), Z7, Z0
+	VFMADD213PS  opsExpC4<>+0(SB), Z7, Z0
+	VFMADD213PS  opsExpC3<>+0(SB), Z7, Z0
+	VFMADD213PS  opsExpC2<>+0(SB), Z7, Z0
+	VFMADD213PS  opsExpC1<>+0(SB), Z7, Z0
+	VFMADD213PS  opsExpC0<>+0(SB), Z7, Z0
+	VSCALEFPS    Z6, Z0, Z0
+	VADDPS       Z0, Z4, Z4
+	VMOVUPS      Z0, K1, (BX)(SI*1)
+
+opsSoftmaxAVX512_r4_exp3_done:
 	VEXTRACTF64X4 $0x01, Z1, Y0
 	VADDPS        Y0, Y1, Y0
+	VEXTRACTF32X4 $0x01, Y0, X6
+	VADDPS        X6, X0, X6
+	VEXTRACTF64X4 $0x01, Z2, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X7
+	VADDPS        X7, X0, X7
+	VEXTRACTF64X4 $0x01, Z3, Y0
+	VADDPS        Y0, Y3, Y0
+	VEXTRACTF32X4 $0x01, Y0, X8
+	VADDPS        X8, X0, X8
+	VEXTRACTF64X4 $0x01, Z4, Y0
+	VADDPS        Y0, Y4, Y0
+	VEXTRACTF32X4 $0x01, Y0, X9
+	VADDPS        X9, X0, X9
+	VUNPCKLPS     X7, X6, X0
+	VUNPCKHPS     X7, X6, X6
+	VADDPS        X6, X0, X0
+	VUNPCKLPS     X9, X8, X6
+	VUNPCKHPS     X9, X8, X7
+	VADDPS        X7, X6, X6
+	VSHUFPS       $0x44, X6, X0, X7
+	VSHUFPS       $0xee, X6, X0, X0
+	VADDPS        X0, X7, X7
+	VMOVUPS       opsOne<>+0(SB), X0
+	VDIVPS        X7, X0, X0
+	VBROADCASTSS  X0, Z6
+	MOVQ          AX, SI
+	MOVQ          CX, DI
+	ANDQ          $-64, DI
+	XORQ          R8, R8
+
+opsSoftmaxAVX512_r4_scale0:
+	CMPQ    R8, DI
+	JAE     opsSoftmaxAVX512_r4_scale0_tail
+	VMOVUPS (SI), Z7
+	VMULPS  Z6, Z7, Z7
+	VMOVUPS Z7, (SI)
+	ADDQ    $0x00000040, SI
+	ADDQ    $0x00000040, R8
+	JMP     opsSoftmaxAVX512_r4_scale0
+
+opsSoftmaxAVX512_r4_scale0_tail:
+	CMPQ      R8, CX
+	JAE       opsSoftmaxAVX512_r4_scale0_done
+	VMOVUPS.Z (SI), K1, Z7
+	VMULPS    Z6, Z7, Z7
+	VMOVUPS   Z7, K1, (SI)
+
+opsSoftmaxAVX512_r4_scale0_done:
+	VSHUFPS      $0x55, X0, X0, X6
+	VBROADCASTSS X6, Z6
+	MOVQ         AX, SI
+	MOVQ         CX, DI
+	ANDQ         $-64, DI
+	XORQ         R8, R8
+
+opsSoftmaxAVX512_r4_scale1:
+	CMPQ    R8, DI
+	JAE     opsSoftmaxAVX512_r4_scale1_tail
+	VMOVUPS (SI)(CX*1), Z7
+	VMULPS  Z6, Z7, Z7
+	VMOVUPS Z7, (SI)(CX*1)
+	ADDQ    $0x00000040, SI
+	ADDQ    $0x00000040, R8
+	JMP     opsSoftmaxAVX512_r4_scale1
+
+opsSoftmaxAVX512_r4_scale1_tail:
+	CMPQ      R8, CX
+	JAE       opsSoftmaxAVX512_r4_scale1_done
+	VMOVUPS.Z (SI)(CX*1), K1, Z7
+	VMULPS    Z6, Z7, Z7
+	VMOVUPS   Z7, K1, (SI)(CX*1)
+
+opsSoftmaxAVX512_r4_scale1_done:
+	VSHUFPS      $0xaa, X0, X0, X6
+	VBROADCASTSS X6, Z6
+	MOVQ         AX, SI
+	MOVQ         CX, DI
+	ANDQ         $-64, DI
+	XORQ         R8, R8
+
+opsSoftmaxAVX512_r4_scale2:
+	CMPQ    R8, DI
+	JAE     opsSoftmaxAVX512_r4_scale2_tail
+	VMOVUPS (SI)(CX*2), Z7
+	VMULPS  Z6, Z7, Z7
+	VMOVUPS Z7, (SI)(CX*2)
+	ADDQ    $0x00000040, SI
+	ADDQ    $0x00000040, R8
+	JMP     opsSoftmaxAVX512_r4_scale2
+
+opsSoftmaxAVX512_r4_scale2_tail:
+	CMPQ      R8, CX
+	JAE       opsSoftmaxAVX512_r4_scale2_done
+	VMOVUPS.Z (SI)(CX*2), K1, Z7
+	VMULPS    Z6, Z7, Z7
+	VMOVUPS   Z7, K1, (SI)(CX*2)
+
+opsSoftmaxAVX512_r4_scale2_done:
+	VSHUFPS      $0xff, X0, X0, X0
+	VBROADCASTSS X0, Z0
+	MOVQ         AX, SI
+	MOVQ         CX, DI
+	ANDQ         $-64, DI
+	XORQ         R8, R8
+
+opsSoftmaxAVX512_r4_scale3:
+	CMPQ    R8, DI
+	JAE     opsSoftmaxAVX512_r4_scale3_tail
+	VMOVUPS (BX)(SI*1), Z6
+	VMULPS  Z0, Z6, Z6
+	VMOVUPS Z6, (BX)(SI*1)
+	ADDQ    $0x00000040, SI
+	ADDQ    $0x00000040, R8
+	JMP     opsSoftmaxAVX512_r4_scale3
+
+opsSoftmaxAVX512_r4_scale3_tail:
+	CMPQ      R8, CX
+	JAE       opsSoftmaxAVX512_r4_scale3_done
+	VMOVUPS.Z (BX)(SI*1), K1, Z6
+	VMULPS    Z0, Z6, Z6
+	VMOVUPS   Z6, K1, (BX)(SI*1)
+
+opsSoftmaxAVX512_r4_scale3_done:
+	ADDQ CX, AX
+	ADDQ CX, AX
+	ADDQ CX, AX
+	ADDQ CX, AX
+	SUBQ $0x04, DX
+	JMP  opsSoftmaxAVX512_g4
+
+opsSoftmaxAVX512_g1:
+	TESTQ   DX, DX
+	JZ      opsSoftmaxAVX512_gdone
+	VMOVUPS opsNegInf<>+0(SB), Z0
+	MOVQ    AX, BX
+	MOVQ    CX, SI
+	ANDQ    $-64, SI
+	XORQ    DI, DI
+
+opsSoftmaxAVX512_r1_max:
+	CMPQ   DI, SI
+	JAE    opsSoftmaxAVX512_r1_max_tail
+	VMAXPS (BX), Z0, Z0
+	ADDQ   $0x00000040, BX
+	ADDQ   $0x00000040, DI
+	JMP    opsSoftmaxAVX512_r1_max
+
+opsSoftmaxAVX512_r1_max_tail:
+	CMPQ    DI, CX
+	JAE     opsSoftmaxAVX512_r1_max_done
+	VMOVUPS opsNegInf<>+0(SB), Z1
+	VMOVUPS (BX), K1, Z1
+	VMAXPS  Z1, Z0, Z0
+
+opsSoftmaxAVX512_r1_max_done:
+	VEXTRACTF64X4 $0x01, Z0, Y1
+	VMAXPS        Y1, Y0, Y1
+	VEXTRACTF32X4 $0x01, Y1, X0
+	VMAXPS        X0, X1, X0
+	VPERMILPS     $0x4e, X0, X1
+	VMAXPS        X1, X0, X0
+	VPERMILPS     $0xb1, X0, X1
+	VMAXPS        X1, X0, X0
+	VPXORD        Z5, Z5, Z5
+	VBROADCASTSS  X0, Z0
+	MOVQ          AX, BX
+	MOVQ          CX, SI
+	ANDQ          $-64, SI
+	XORQ          DI, DI
+
+opsSoftmaxAVX512_r1_exp0:
+	CMPQ         DI, SI
+	JAE          opsSoftmaxAVX512_r1_exp0_tail
+	VMOVUPS      (BX), Z1
+	VSUBPS       Z0, Z1, Z1
+	VMAXPS       opsExpLo512<>+0(SB), Z1, Z1
+	VMINPS       opsExpHi512<>+0(SB), Z1, Z1
+	VMULPS       opsLog2e<>+0(SB), Z1, Z2
+	VRNDSCALEPS  $0x00, Z2, Z2
+	VMOVAPS      Z1, Z3
+	VFNMADD231PS opsLn2Hi<>+0(SB), Z2, Z3
+	VFNMADD231PS opsLn2Lo<>+0(SB), Z2, Z3
+	VMOVUPS      opsExpC7<>+0(SB), Z1
+	VFMADD213PS  opsExpC6<>+0(SB), Z3, Z1
+	VFMADD213PS  opsExpC5<>+0(SB), Z3, Z1
+	VFMADD213PS  opsExpC4<>+0(SB), Z3, Z1
+	VFMADD213PS  opsExpC3<>+0(SB), Z3, Z1
+	VFMADD213PS  opsExpC2<>+0(SB), Z3, Z1
+	VFMADD213PS  opsExpC1<>+0(SB), Z3, Z1
+	VFMADD213PS  opsExpC0<>+0(SB), Z3, Z1
+	VSCALEFPS    Z2, Z1, Z1
+	VADDPS       Z1, Z5, Z5
+	VMOVUPS      Z1, (BX)
+	ADDQ         $0x00000040, BX
+	ADDQ         $0x00000040, DI
+	JMP          opsSoftmaxAVX512_r1_exp0
+
+opsSoftmaxAVX512_r1_exp0_tail:
+	CMPQ         DI, CX
+	JAE          opsSoftmaxAVX512_r1_exp0_done
+	VMOVUPS      opsNegInf<>+0(SB), Z1
+	VMOVUPS      (BX), K1, Z1
+	VSUBPS       Z0, Z1, Z1
+	VMAXPS       opsExpLo512<>+0(SB), Z1, Z0
+	VMINPS       opsExpHi512<>+0(SB), Z0, Z0
+	VMULPS       opsLog2e<>+0(SB), Z0, Z1
+	VRNDSCALEPS  $0x00, Z1, Z1
+	VMOVAPS      Z0, Z2
+	VFNMADD231PS opsLn2Hi<>+0(SB), Z1, Z2
+	VFNMADD231PS opsLn2Lo<>+0(SB), Z1, Z2
+	VMOVUPS      opsExpC7<>+0(SB), Z0
+	VFMADD213PS  opsExpC6<>+0(SB), Z2, Z0
+	VFMADD213PS  opsExpC5<>+0(SB), Z2, Z0
+	VFMADD213PS  opsExpC4<>+0(SB), Z2, Z0
+	VFMADD213PS  opsExpC3<>+0(SB), Z2, Z0
+	VFMADD213PS  opsExpC2<>+0(SB), Z2, Z0
+	VFMADD213PS  opsExpC1<>+0(SB), Z2, Z0
+	VFMADD213PS  opsExpC0<>+0(SB), Z2, Z0
+	VSCALEFPS    Z1, Z0, Z0
+	VADDPS       Z0, Z5, Z5
+	VMOVUPS      Z0, K1, (BX)
+
+opsSoftmaxAVX512_r1_exp0_done:
+	VEXTRACTF64X4 $0x01, Z5, Y0
+	VADDPS        Y0, Y5, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X1
 	VPERMILPS     $0x4e, X1, X0
 	VADDPS        X0, X1, X1
 	VPERMILPS     $0xb1, X1, X0
 	VADDPS        X0, X1, X1
-	VMOVSS        opsOne<>+0(SB), X0
-	VDIVSS        X1, X0, X0
+	VMOVUPS       opsOne<>+0(SB), X0
+	VDIVPS        X1, X0, X0
 	VBROADCASTSS  X0, Z0
-	MOVQ          CX, DX
-	ANDQ          $-64, DX
-	XORQ          BX, BX
+	MOVQ          AX, BX
+	MOVQ          CX, SI
+	ANDQ          $-64, SI
+	XORQ          DI, DI
 
-opsSoftmaxAVX512_l3:
-	CMPQ    BX, DX
-	JAE     opsSoftmaxAVX512_l3_tail
-	VMOVUPS (AX)(BX*1), Z1
+opsSoftmaxAVX512_r1_scale0:
+	CMPQ    DI, SI
+	JAE     opsSoftmaxAVX512_r1_scale0_tail
+	VMOVUPS (BX), Z1
 	VMULPS  Z0, Z1, Z1
-	VMOVUPS Z1, (AX)(BX*1)
+	VMOVUPS Z1, (BX)
 	ADDQ    $0x00000040, BX
-	JMP     opsSoftmaxAVX512_l3
+	ADDQ    $0x00000040, DI
+	JMP     opsSoftmaxAVX512_r1_scale0
 
-opsSoftmaxAVX512_l3_tail:
-	CMPQ      BX, CX
-	JAE       opsSoftmaxAVX512_l3_done
-	VMOVUPS.Z (AX)(BX*1), K1, Z1
+opsSoftmaxAVX512_r1_scale0_tail:
+	CMPQ      DI, CX
+	JAE       opsSoftmaxAVX512_r1_scale0_done
+	VMOVUPS.Z (BX), K1, Z1
 	VMULPS    Z0, Z1, Z1
-	VMOVUPS   Z1, K1, (AX)(BX*1)
+	VMOVUPS   Z1, K1, (BX)
 
-opsSoftmaxAVX512_l3_done:
+opsSoftmaxAVX512_r1_scale0_done:
+	ADDQ CX, AX
+	DECQ DX
+	JMP  opsSoftmaxAVX512_g1
+
+opsSoftmaxAVX512_gdone:
 	VZEROUPPER
 	RET
 
@@ -1666,82 +2787,247 @@ opsGatedSiLUAVX512_l_done:
 	VZEROUPPER
 	RET
 
-// func opsRMSNormAVX512(out *float32, x *float32, scale *float32, n int, eps float32)
-// Requires: AVX, AVX512F, AVX512VL
-TEXT ·opsRMSNormAVX512(SB), NOSPLIT, $0-36
-	MOVQ       out+0(FP), AX
-	MOVQ       x+8(FP), CX
-	MOVQ       scale+16(FP), DX
-	MOVQ       n+24(FP), BX
-	VCVTSI2SSQ BX, X0, X0
-	SHLQ       $0x02, BX
-	MOVQ       BX, SI
-	ANDQ       $0x0000003f, SI
-	SHRQ       $0x02, SI
-	MOVQ       $0x00000010, DI
-	SUBQ       SI, DI
-	LEAQ       opsTailMask<>+0(SB), SI
-	VMOVDQU32  (SI)(DI*4), Z1
-	VPTESTMD   Z1, Z1, K1
-	VPXORD     Z2, Z2, Z2
-	MOVQ       BX, SI
-	ANDQ       $-64, SI
-	XORQ       DI, DI
+// func opsRMSNormAVX512(out *float32, x *float32, scale *float32, n int, rows int, eps float32)
+// Requires: AVX, AVX2, AVX512F, AVX512VL
+TEXT ·opsRMSNormAVX512(SB), NOSPLIT, $0-44
+	MOVQ         out+0(FP), AX
+	MOVQ         x+8(FP), CX
+	MOVQ         scale+16(FP), DX
+	MOVQ         n+24(FP), BX
+	MOVQ         rows+32(FP), SI
+	VCVTSI2SSQ   BX, X0, X0
+	VBROADCASTSS X0, X0
+	VBROADCASTSS eps+40(FP), X1
+	SHLQ         $0x02, BX
+	LEAQ         (BX)(BX*2), DI
+	MOVQ         BX, R8
+	ANDQ         $0x0000003f, R8
+	SHRQ         $0x02, R8
+	MOVQ         $0x00000010, R9
+	SUBQ         R8, R9
+	LEAQ         opsTailMask<>+0(SB), R8
+	VMOVDQU32    (R8)(R9*4), Z2
+	VPTESTMD     Z2, Z2, K1
 
-opsRMSNormAVX512_l4:
-	CMPQ        DI, SI
-	JAE         opsRMSNormAVX512_l4_tail
-	VMOVUPS     (CX)(DI*1), Z1
-	VFMADD231PS Z1, Z1, Z2
+opsRMSNormAVX512_g4:
+	CMPQ   SI, $0x04
+	JB     opsRMSNormAVX512_g1
+	VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4
+	VPXORD Z5, Z5, Z5
+	VPXORD Z6, Z6, Z6
+	MOVQ   CX, R8
+	MOVQ   BX, R9
+	ANDQ   $-64, R9
+	XORQ   R10, R10
+
+opsRMSNormAVX512_r4_ss:
+	CMPQ        R10, R9
+	JAE         opsRMSNormAVX512_r4_ss_tail
+	VMOVUPS     (R8), Z2
+	VFMADD231PS Z2, Z2, Z3
+	VMOVUPS     (R8)(BX*1), Z2
+	VFMADD231PS Z2, Z2, Z4
+	VMOVUPS     (R8)(BX*2), Z2
+	VFMADD231PS Z2, Z2, Z5
+	VMOVUPS     (DI)(R8*1), Z2
+	VFMADD231PS Z2, Z2, Z6
+	ADDQ        $0x00000040, R8
+	ADDQ        $0x00000040, R10
+	JMP         opsRMSNormAVX512_r4_ss
+
+opsRMSNormAVX512_r4_ss_tail:
+	CMPQ        R10, BX
+	JAE         opsRMSNormAVX512_r4_ss_done
+	VMOVUPS.Z   (R8), K1, Z2
+	VFMADD231PS Z2, Z2, Z3
+	VMOVUPS.Z   (R8)(BX*1), K1, Z2
+	VFMADD231PS Z2, Z2, Z4
+	VMOVUPS.Z   (R8)(BX*2), K1, Z2
+	VFMADD231PS Z2, Z2, Z5
+	VMOVUPS.Z   (DI)(R8*1), K1, Z2
+	VFMADD231PS Z2, Z2, Z6
+
+opsRMSNormAVX512_r4_ss_done:
+	VEXTRACTF64X4 $0x01, Z3, Y2
+	VADDPS        Y2, Y3, Y2
+	VEXTRACTF32X4 $0x01, Y2, X8
+	VADDPS        X8, X2, X8
+	VEXTRACTF64X4 $0x01, Z4, Y2
+	VADDPS        Y2, Y4, Y2
+	VEXTRACTF32X4 $0x01, Y2, X9
+	VADDPS        X9, X2, X9
+	VEXTRACTF64X4 $0x01, Z5, Y2
+	VADDPS        Y2, Y5, Y2
+	VEXTRACTF32X4 $0x01, Y2, X10
+	VADDPS        X10, X2, X10
+	VEXTRACTF64X4 $0x01, Z6, Y2
+	VADDPS        Y2, Y6, Y2
+	VEXTRACTF32X4 $0x01, Y2, X11
+	VADDPS        X11, X2, X11
+	VUNPCKLPS     X9, X8, X2
+	VUNPCKHPS     X9, X8, X8
+	VADDPS        X8, X2, X2
+	VUNPCKLPS     X11, X10, X8
+	VUNPCKHPS     X11, X10, X9
+	VADDPS        X9, X8, X8
+	VSHUFPS       $0x44, X8, X2, X9
+	VSHUFPS       $0xee, X8, X2, X2
+	VADDPS        X2, X9, X9
+	VDIVPS        X0, X9, X9
+	VADDPS        X1, X9, X9
+	VSQRTPS       X9, X9
+	VMOVUPS       opsOne<>+0(SB), X2
+	VDIVPS        X9, X2, X2
+	VBROADCASTSS  X2, Z8
+	VSHUFPS       $0x55, X2, X2, X9
+	VBROADCASTSS  X9, Z9
+	VSHUFPS       $0xaa, X2, X2, X10
+	VBROADCASTSS  X10, Z10
+	VSHUFPS       $0xff, X2, X2, X2
+	VBROADCASTSS  X2, Z2
+	MOVQ          CX, R8
+	MOVQ          AX, R9
+	MOVQ          DX, R10
+	MOVQ          BX, R11
+	ANDQ          $-64, R11
+	XORQ          R12, R12
+
+opsRMSNormAVX512_r4_scale:
+	CMPQ    R12, R11
+	JAE     opsRMSNormAVX512_r4_scale_tail
+	VMOVUPS (R10), Z11
+	VMOVUPS (R8), Z12
+	VMULPS  Z8, Z12, Z12
+	VMULPS  Z11, Z12, Z12
+	VMOVUPS Z12, (R9)
+	VMOVUPS (R8)(BX*1), Z12
+	VMULPS  Z9, Z12, Z12
+	VMULPS  Z11, Z12, Z12
+	VMOVUPS Z12, (R9)(BX*1)
+	VMOVUPS (R8)(BX*2), Z12
+	VMULPS  Z10, Z12, Z12
+	VMULPS  Z11, Z12, Z12
+	VMOVUPS Z12, (R9)(BX*2)
+	VMOVUPS (DI)(R8*1), Z12
+	VMULPS  Z2, Z12, Z12
+	VMULPS  Z11, Z12, Z12
+	VMOVUPS Z12, (DI)(R9*1)
+	ADDQ    $0x00000040, R8
+	ADDQ    $0x00000040, R9
+	ADDQ    $0x00000040, R10
+	ADDQ    $0x00000040, R12
+	JMP     opsRMSNormAVX512_r4_scale
+
+opsRMSNormAVX512_r4_scale_tail:
+	CMPQ      R12, BX
+	JAE       opsRMSNormAVX512_r4_scale_done
+	VMOVUPS.Z (R10), K1, Z11
+	VMOVUPS.Z (R8), K1, Z12
+	VMULPS    Z8, Z12, Z12
+	VMULPS    Z11, Z12, Z12
+	VMOVUPS   Z12, K1, (R9)
+	VMOVUPS.Z (R8)(BX*1), K1, Z8
+	VMULPS    Z9, Z8, Z8
+	VMULPS    Z11, Z8, Z8
+	VMOVUPS   Z8, K1, (R9)(BX*1)
+	VMOVUPS.Z (R8)(BX*2), K1, Z8
+	VMULPS    Z10, Z8, Z8
+	VMULPS    Z11, Z8, Z8
+	VMOVUPS   Z8, K1, (R9)(BX*2)
+	VMOVUPS.Z (DI)(R8*1), K1, Z8
+	VMULPS    Z2, Z8, Z8
+	VMULPS    Z11, Z8, Z8
+	VMOVUPS   Z8, K1, (DI)(R9*1)
+
+opsRMSNormAVX512_r4_scale_done:
+	ADDQ BX, CX
+	ADDQ BX, AX
+	ADDQ BX, CX
+	ADDQ BX, AX
+	ADDQ BX, CX
+	ADDQ BX, AX
+	ADDQ BX, CX
+	ADDQ BX, AX
+	SUBQ $0x04, SI
+	JMP  opsRMSNormAVX512_g4
+
+opsRMSNormAVX512_g1:
+	TESTQ  SI, SI
+	JZ     opsRMSNormAVX512_gdone
+	VPXORD Z7, Z7, Z7
+	MOVQ   CX, DI
+	MOVQ   BX, R8
+	ANDQ   $-64, R8
+	XORQ   R9, R9
+
+opsRMSNormAVX512_r1_ss:
+	CMPQ        R9, R8
+	JAE         opsRMSNormAVX512_r1_ss_tail
+	VMOVUPS     (DI), Z2
+	VFMADD231PS Z2, Z2, Z7
 	ADDQ        $0x00000040, DI
-	JMP         opsRMSNormAVX512_l4
+	ADDQ        $0x00000040, R9
+	JMP         opsRMSNormAVX512_r1_ss
 
-opsRMSNormAVX512_l4_tail:
-	CMPQ        DI, BX
-	JAE         opsRMSNormAVX512_l4_done
-	VMOVUPS.Z   (CX)(DI*1), K1, Z1
-	VFMADD231PS Z1, Z1, Z2
+opsRMSNormAVX512_r1_ss_tail:
+	CMPQ        R9, BX
+	JAE         opsRMSNormAVX512_r1_ss_done
+	VMOVUPS.Z   (DI), K1, Z2
+	VFMADD231PS Z2, Z2, Z7
 
-opsRMSNormAVX512_l4_done:
-	VEXTRACTF64X4 $0x01, Z2, Y1
-	VADDPS        Y1, Y2, Y1
-	VEXTRACTF32X4 $0x01, Y1, X2
-	VADDPS        X2, X1, X2
-	VPERMILPS     $0x4e, X2, X1
-	VADDPS        X1, X2, X2
-	VPERMILPS     $0xb1, X2, X1
-	VADDPS        X1, X2, X2
-	VDIVSS        X0, X2, X2
-	VADDSS        eps+32(FP), X2, X2
-	VSQRTSS       X2, X2, X2
-	VMOVSS        opsOne<>+0(SB), X0
-	VDIVSS        X2, X0, X0
-	VBROADCASTSS  X0, Z0
-	MOVQ          BX, SI
-	ANDQ          $-64, SI
-	XORQ          DI, DI
+opsRMSNormAVX512_r1_ss_done:
+	VEXTRACTF64X4 $0x01, Z7, Y2
+	VADDPS        Y2, Y7, Y2
+	VEXTRACTF32X4 $0x01, Y2, X3
+	VADDPS        X3, X2, X3
+	VPERMILPS     $0x4e, X3, X2
+	VADDPS        X2, X3, X3
+	VPERMILPS     $0xb1, X3, X2
+	VADDPS        X2, X3, X3
+	VDIVPS        X0, X3, X3
+	VADDPS        X1, X3, X3
+	VSQRTPS       X3, X3
+	VMOVUPS       opsOne<>+0(SB), X2
+	VDIVPS        X3, X2, X2
+	VBROADCASTSS  X2, Z2
+	MOVQ          CX, DI
+	MOVQ          AX, R8
+	MOVQ          DX, R9
+	MOVQ          BX, R10
+	ANDQ          $-64, R10
+	XORQ          R11, R11
 
-opsRMSNormAVX512_l5:
-	CMPQ    DI, SI
-	JAE     opsRMSNormAVX512_l5_tail
-	VMOVUPS (CX)(DI*1), Z1
-	VMULPS  Z0, Z1, Z1
-	VMOVUPS (DX)(DI*1), Z2
-	VMULPS  Z2, Z1, Z1
-	VMOVUPS Z1, (AX)(DI*1)
+opsRMSNormAVX512_r1_scale:
+	CMPQ    R11, R10
+	JAE     opsRMSNormAVX512_r1_scale_tail
+	VMOVUPS (R9), Z3
+	VMOVUPS (DI), Z4
+	VMULPS  Z2, Z4, Z4
+	VMULPS  Z3, Z4, Z4
+	VMOVUPS Z4, (R8)
 	ADDQ    $0x00000040, DI
-	JMP     opsRMSNormAVX512_l5
+	ADDQ    $0x00000040, R8
+	ADDQ    $0x00000040, R9
+	ADDQ    $0x00000040, R11
+	JMP     opsRMSNormAVX512_r1_scale
 
-opsRMSNormAVX512_l5_tail:
-	CMPQ      DI, BX
-	JAE       opsRMSNormAVX512_l5_done
-	VMOVUPS.Z (CX)(DI*1), K1, Z1
-	VMULPS    Z0, Z1, Z1
-	VMOVUPS.Z (DX)(DI*1), K1, Z0
-	VMULPS    Z0, Z1, Z1
-	VMOVUPS   Z1, K1, (AX)(DI*1)
+opsRMSNormAVX512_r1_scale_tail:
+	CMPQ      R11, BX
+	JAE       opsRMSNormAVX512_r1_scale_done
+	VMOVUPS.Z (R9), K1, Z3
+	VMOVUPS.Z (DI), K1, Z4
+	VMULPS    Z2, Z4, Z4
+	VMULPS    Z3, Z4, Z4
+	VMOVUPS   Z4, K1, (R8)
 
-opsRMSNormAVX512_l5_done:
+opsRMSNormAVX512_r1_scale_done:
+	ADDQ BX, CX
+	ADDQ BX, AX
+	DECQ SI
+	JMP  opsRMSNormAVX512_g1
+
+opsRMSNormAVX512_gdone:
 	VZEROUPPER
 	RET
 

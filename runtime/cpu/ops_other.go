@@ -5,11 +5,19 @@ package cpu
 // Other architectures run the plain-Go versions of the element-wise
 // operations at every level.
 
-func rmsNormISA(_ ISA, out, x, scale []float32, eps float32) { rmsNormGeneric(out, x, scale, eps) }
+func rmsNormISA(_ ISA, out, x, scale []float32, eps float32) {
+	if len(scale) > 0 {
+		rmsNormRowsGeneric(out, x, scale, eps)
+	}
+}
 
 func gatedISA(_ ISA, gate, up []float32, gelu bool) { gatedGeneric(gate, up, gelu) }
 
-func softmaxISA(_ ISA, x []float32) { softmaxGeneric(x) }
+func softmaxISA(_ ISA, x []float32, n int) {
+	for r := 0; n > 0 && (r+1)*n <= len(x); r++ {
+		softmaxGeneric(x[r*n : (r+1)*n])
+	}
+}
 
 func scaledDotsISA(_ ISA, out, rows []float32, stride int, x []float32, scale float32) {
 	scaledDotsGeneric(out, rows, stride, x, scale)

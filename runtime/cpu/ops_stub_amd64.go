@@ -7,10 +7,10 @@ package cpu
 //go:noescape
 func opsExpAVX2(dst *float32, x *float32, n int)
 
-// opsSoftmaxAVX2 replaces x[:n] with its softmax (n >= 1).
+// opsSoftmaxAVX2 replaces each of rows consecutive rows x[r·n : (r+1)·n] with its softmax (n, rows >= 1).
 //
 //go:noescape
-func opsSoftmaxAVX2(x *float32, n int)
+func opsSoftmaxAVX2(x *float32, n int, rows int)
 
 // opsGatedGELUAVX2 sets gate[i] = GELU-tanh(gate[i])·up[i] for i < n (n >= 1).
 //
@@ -22,10 +22,10 @@ func opsGatedGELUAVX2(gate *float32, up *float32, n int)
 //go:noescape
 func opsGatedSiLUAVX2(gate *float32, up *float32, n int)
 
-// opsRMSNormAVX2 sets out[i] = x[i]·rsqrt(mean(x²) + eps)·scale[i] for i < n (n >= 1).
+// opsRMSNormAVX2 sets out[i] = x[i]·rsqrt(mean(x²) + eps)·scale[i%n] for each of rows consecutive rows of n (n, rows >= 1).
 //
 //go:noescape
-func opsRMSNormAVX2(out *float32, x *float32, scale *float32, n int, eps float32)
+func opsRMSNormAVX2(out *float32, x *float32, scale *float32, n int, rows int, eps float32)
 
 // opsScoresAVX2 sets s[i] = scale·Σ_{d<hd} q[d]·k[i·stride+d] for i < n (n >= 1; hd a positive multiple of 8).
 //
@@ -42,10 +42,10 @@ func opsWeightedSumAVX2(y *float32, v *float32, stride int, w *float32, hd int, 
 //go:noescape
 func opsExpAVX512(dst *float32, x *float32, n int)
 
-// opsSoftmaxAVX512 replaces x[:n] with its softmax (n >= 1).
+// opsSoftmaxAVX512 replaces each of rows consecutive rows x[r·n : (r+1)·n] with its softmax (n, rows >= 1).
 //
 //go:noescape
-func opsSoftmaxAVX512(x *float32, n int)
+func opsSoftmaxAVX512(x *float32, n int, rows int)
 
 // opsGatedGELUAVX512 sets gate[i] = GELU-tanh(gate[i])·up[i] for i < n (n >= 1).
 //
@@ -57,10 +57,10 @@ func opsGatedGELUAVX512(gate *float32, up *float32, n int)
 //go:noescape
 func opsGatedSiLUAVX512(gate *float32, up *float32, n int)
 
-// opsRMSNormAVX512 sets out[i] = x[i]·rsqrt(mean(x²) + eps)·scale[i] for i < n (n >= 1).
+// opsRMSNormAVX512 sets out[i] = x[i]·rsqrt(mean(x²) + eps)·scale[i%n] for each of rows consecutive rows of n (n, rows >= 1).
 //
 //go:noescape
-func opsRMSNormAVX512(out *float32, x *float32, scale *float32, n int, eps float32)
+func opsRMSNormAVX512(out *float32, x *float32, scale *float32, n int, rows int, eps float32)
 
 // opsScoresAVX512 sets s[i] = scale·Σ_{d<hd} q[d]·k[i·stride+d] for i < n (n >= 1; hd a positive multiple of 16).
 //

@@ -192,7 +192,7 @@ func TestSoftmax(t *testing.T) {
 				m = max(m, v)
 			}
 			got := append([]float32(nil), x...)
-			softmaxISA(level, got)
+			softmaxISA(level, got, len(got))
 			var sum float64
 			for i, g := range got {
 				sum += float64(g)
@@ -218,7 +218,7 @@ func TestSoftmax(t *testing.T) {
 			x[i] = float32(rng.NormFloat64() * 4)
 		}
 		got, ref := append([]float32(nil), x...), append([]float32(nil), x...)
-		softmaxISA(level, got)
+		softmaxISA(level, got, len(got))
 		SoftmaxRef(ref)
 		for i := range got {
 			if d := math.Abs(float64(got[i] - ref[i])); d > 40*u32*float64(ref[i])+minNormal {
@@ -366,7 +366,7 @@ func TestOpsMatchGeneric(t *testing.T) {
 				}
 			}
 			a, b := append([]float32(nil), x...), append([]float32(nil), x...)
-			softmaxISA(level, a)
+			softmaxISA(level, a, len(a))
 			softmaxGeneric(b)
 			for i := range a {
 				if !near(a[i], b[i], float64(2*n+20)) {
@@ -384,12 +384,53 @@ func TestOpsMatchGeneric(t *testing.T) {
 	}
 }
 
+// The row-batched kernels (four rows per group, then one at a time) give
+// every row exactly what a call on that row alone gives: the four-row
+// reductions add the lanes in the one-row order.
+func TestRowsMatchSingle(t *testing.T) {
+	rng := rand.New(rand.NewPCG(13, 14))
+	for _, level := range opsLevels() {
+		for _, n := range []int{1, 5, 16, 17, 48, 64, 100} {
+			for rows := 1; rows <= 9; rows++ {
+				x, scale := make([]float32, rows*n), make([]float32, n)
+				for i := range x {
+					x[i] = float32(rng.NormFloat64() * 3)
+				}
+				for i := range scale {
+					scale[i] = float32(1 + rng.NormFloat64())
+				}
+				got, want := make([]float32, len(x)), make([]float32, len(x))
+				rmsNormISA(level, got, x, scale, 1e-6)
+				for r := range rows {
+					rmsNormISA(level, want[r*n:(r+1)*n], x[r*n:(r+1)*n], scale, 1e-6)
+				}
+				for i := range got {
+					if got[i] != want[i] {
+						t.Fatalf("%s n=%d rows=%d: RMSNormRows[%d] = %g, one row at a time %g", level, n, rows, i, got[i], want[i])
+					}
+				}
+				copy(got, x)
+				copy(want, x)
+				softmaxISA(level, got, n)
+				for r := range rows {
+					softmaxISA(level, want[r*n:(r+1)*n], n)
+				}
+				for i := range got {
+					if got[i] != want[i] {
+						t.Fatalf("%s n=%d rows=%d: SoftmaxRows[%d] = %g, one row at a time %g", level, n, rows, i, got[i], want[i])
+					}
+				}
+			}
+		}
+	}
+}
+
 // The exported entry points check their lengths and take empty inputs;
 // softmax takes -Inf (masked) and huge entries.
 func TestOpsEdges(t *testing.T) {
 	for _, level := range opsLevels() {
 		x := []float32{float32(math.Inf(-1)), 3e38, -3e38, float32(math.Inf(-1)), 1, 3e38, 0}
-		softmaxISA(level, x)
+		softmaxISA(level, x, len(x))
 		want := []float32{0, 0.5, 0, 0, 0, 0.5, 0}
 		for i := range x {
 			if x[i] != want[i] {
@@ -401,8 +442,11 @@ func TestOpsEdges(t *testing.T) {
 	ScaledDots(nil, nil, 16, make([]float32, 16), 1)
 	WeightedSum(make([]float32, 16), nil, nil, 16)
 	Softmax(nil)
+	SoftmaxRows(nil, 3)
+	SoftmaxRows(make([]float32, 2), 3)
 	GatedActivation(nil, nil, true)
 	RMSNorm(nil, nil, nil, 1e-6)
+	RMSNormRows(nil, nil, nil, 1e-6)
 	defer func() {
 		if recover() == nil {
 			t.Error("ScaledDots read past its rows without panicking")
@@ -460,6 +504,19 @@ func BenchmarkOps(b *testing.B) {
 			rmsNormISA(level, out, x, scale, 1e-6)
 		}
 	})
+	xs, outs := vec(32*48), vec(32*48)
+	benchLevels(b, "RMSNorm48x32/rows", func(b *testing.B, level ISA) {
+		for range b.N {
+			rmsNormISA(level, outs, xs, scale, 1e-6)
+		}
+	})
+	benchLevels(b, "RMSNorm48x32/each", func(b *testing.B, level ISA) {
+		for range b.N {
+			for r := range 32 {
+				rmsNormISA(level, outs[r*48:(r+1)*48], xs[r*48:(r+1)*48], scale, 1e-6)
+			}
+		}
+	})
 	b.Run("GELU64/ref", func(b *testing.B) {
 		for range b.N {
 			copy(gate, up)
@@ -481,7 +538,14 @@ func BenchmarkOps(b *testing.B) {
 	benchLevels(b, "Softmax64", func(b *testing.B, level ISA) {
 		for range b.N {
 			copy(gate, sc)
-			softmaxISA(level, gate)
+			softmaxISA(level, gate, len(gate))
+		}
+	})
+	scs := vec(4 * 64)
+	benchLevels(b, "Softmax64x4/rows", func(b *testing.B, level ISA) {
+		for range b.N {
+			copy(scs, xs)
+			softmaxISA(level, scs, 64)
 		}
 	})
 	keys := vec(64 * 32)

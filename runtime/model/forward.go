@@ -22,6 +22,57 @@ type Runner struct {
 	attnFn func(lo, hi int)
 	attn   attnJob
 	rows   rowTask
+	rope   ropeCache
+}
+
+// ropeCacheBytes bounds the RoPE tables a Runner keeps (positions of both
+// variants, cos and sin): 8192 positions at head_dim 16, 512 at 256.
+// Beyond them the tables are computed per row (float64 cos and sin cost
+// more than the rest of a small model's per-row work).
+const ropeCacheBytes = 1 << 20
+
+// ropeCache holds the cos and sin tables of positions [0, n) for the global
+// [0] and sliding [1] RoPE variants, half = head_dim/2 values per position.
+type ropeCache struct {
+	n        int
+	cos, sin [2][]float32
+}
+
+// growRope makes the cache cover positions < end (as far as the bound
+// allows). It runs before the rows are spread over threads, which only read
+// the cache.
+func (r *Runner) growRope(end int) {
+	half := r.M.Config.HeadDim / 2
+	limit := ropeCacheBytes / (16 * max(half, 1))
+	end = min(end, limit)
+	rc := &r.rope
+	if end <= rc.n || half == 0 {
+		return
+	}
+	n := min(max(end, 2*rc.n, 64), limit)
+	for v := range 2 {
+		cos, sin := make([]float32, n*half), make([]float32, n*half)
+		copy(cos, rc.cos[v])
+		copy(sin, rc.sin[v])
+		for p := rc.n; p < n; p++ {
+			r.M.rope[v].table(cos[p*half:(p+1)*half], sin[p*half:(p+1)*half], p)
+		}
+		rc.cos[v], rc.sin[v] = cos, sin
+	}
+	rc.n = n
+}
+
+// ropeTable fills cos and sin (head_dim/2 each) for position pos of RoPE
+// variant v (0 global, 1 sliding).
+func (r *Runner) ropeTable(v int, cos, sin []float32, pos int) {
+	rc := &r.rope
+	if pos < rc.n {
+		half := len(cos)
+		copy(cos, rc.cos[v][pos*half:(pos+1)*half])
+		copy(sin, rc.sin[v][pos*half:(pos+1)*half])
+		return
+	}
+	r.M.rope[v].table(cos, sin, pos)
 }
 
 // NewRunner returns a Runner on pool.
@@ -235,6 +286,11 @@ func (r *Runner) forwardChunk(segs []segment, all []float32) {
 			b.rowSeg[s.row+j], b.rowPos[s.row+j] = int32(si), s.pos0+j
 		}
 	}
+	end := 0
+	for _, s := range segs {
+		end = max(end, s.pos0+len(s.tokens))
+	}
+	r.growRope(end)
 	task := &r.rows
 	*task = rowTask{r: r, segs: segs}
 	task.run(stageEmbed, T)
@@ -272,7 +328,7 @@ func (r *Runner) forwardChunk(segs []segment, all []float32) {
 
 	// Final norm, for every row or only each segment's last.
 	if all != nil {
-		rmsNormRows(all, x, m.Norm, eps, T)
+		cpu.RMSNormRows(all, x, m.Norm, eps)
 	}
 	for _, s := range segs {
 		if s.last != nil {
@@ -334,7 +390,9 @@ func (t *rowTask) run(stage rowStage, T int) {
 	t.r.Pool.Run(T, (parallelWork+perRow-1)/perRow, t)
 }
 
-// Run implements cpu.Task.
+// Run implements cpu.Task. Norms and activations take the range's rows in
+// one call (the kernels overlap their latency-bound reductions across
+// rows); per-head q/k norms treat each head as a row.
 func (t *rowTask) Run(lo, hi int) {
 	r, l := t.r, t.l
 	m := r.M
@@ -344,10 +402,11 @@ func (t *rowTask) Run(lo, hi int) {
 	qd, kvd := c.NumHeads*hd, c.NumKVHeads*hd
 	inter := c.IntermediateSize
 	eps := float32(c.RMSNormEps)
-	for row := lo; row < hi; row++ {
-		x, xn := b.x[row*h:(row+1)*h], b.xn[row*h:(row+1)*h]
-		switch t.stage {
-		case stageEmbed:
+	x, xn := b.x[lo*h:hi*h], b.xn[lo*h:hi*h]
+	switch t.stage {
+	case stageEmbed:
+		for row := lo; row < hi; row++ {
+			x := b.x[row*h : (row+1)*h]
 			s := &t.segs[b.rowSeg[row]]
 			pos := b.rowPos[row]
 			m.Embed.RowF32(x, s.tokens[pos-s.pos0])
@@ -356,34 +415,37 @@ func (t *rowTask) Run(lo, hi int) {
 					x[i] *= m.EmbedScale
 				}
 			}
-			m.rope[0].table(b.cosG[row*half:(row+1)*half], b.sinG[row*half:(row+1)*half], pos)
-			m.rope[1].table(b.cosL[row*half:(row+1)*half], b.sinL[row*half:(row+1)*half], pos)
-		case stageAttnNorm:
-			cpu.RMSNorm(xn, x, l.AttnNorm, eps)
-		case stageQKV:
+			r.ropeTable(0, b.cosG[row*half:(row+1)*half], b.sinG[row*half:(row+1)*half], pos)
+			r.ropeTable(1, b.cosL[row*half:(row+1)*half], b.sinL[row*half:(row+1)*half], pos)
+		}
+	case stageAttnNorm:
+		cpu.RMSNormRows(xn, x, l.AttnNorm, eps)
+	case stageQKV:
+		q, k := b.q[lo*qd:hi*qd], b.k[lo*kvd:hi*kvd]
+		if l.QNorm != nil {
+			cpu.RMSNormRows(q, q, l.QNorm, eps)
+		}
+		if l.KNorm != nil {
+			cpu.RMSNormRows(k, k, l.KNorm, eps)
+		}
+		for row := lo; row < hi; row++ {
 			cos, sin := b.cosG[row*half:(row+1)*half], b.sinG[row*half:(row+1)*half]
 			if l.Sliding {
 				cos, sin = b.cosL[row*half:(row+1)*half], b.sinL[row*half:(row+1)*half]
 			}
 			for hh := 0; hh < c.NumHeads; hh++ {
-				qh := b.q[row*qd+hh*hd : row*qd+(hh+1)*hd]
-				if l.QNorm != nil {
-					cpu.RMSNorm(qh, qh, l.QNorm, eps)
-				}
-				cpu.RoPE(qh, cos, sin)
+				cpu.RoPE(b.q[row*qd+hh*hd:row*qd+(hh+1)*hd], cos, sin)
 			}
 			k, v := b.k[row*kvd:(row+1)*kvd], b.v[row*kvd:(row+1)*kvd]
 			for g := 0; g < c.NumKVHeads; g++ {
-				kh := k[g*hd : (g+1)*hd]
-				if l.KNorm != nil {
-					cpu.RMSNorm(kh, kh, l.KNorm, eps)
-				}
-				cpu.RoPE(kh, cos, sin)
+				cpu.RoPE(k[g*hd:(g+1)*hd], cos, sin)
 			}
 			dt := t.segs[b.rowSeg[row]].st.kvDT
 			roundTrip(k, dt)
 			roundTrip(v, dt)
-		case stageAttnOut:
+		}
+	case stageAttnOut:
+		for row := lo; row < hi; row++ {
 			s := &t.segs[b.rowSeg[row]]
 			cache, pos := s.st.layers[t.layer], b.rowPos[row]
 			// A ring keeps a sliding layer's last W positions: a row that a
@@ -392,31 +454,23 @@ func (t *rowTask) Run(lo, hi int) {
 			if cache.ring == 0 || pos >= s.pos0+len(s.tokens)-cache.ring {
 				cache.store(pos, b.k[row*kvd:(row+1)*kvd], b.v[row*kvd:(row+1)*kvd])
 			}
-			o := b.o[row*h : (row+1)*h]
-			mlpNorm := l.PostAttnNorm // Llama/Qwen3: post_attention_layernorm is the pre-MLP norm
-			if c.SandwichNorms {
-				cpu.RMSNorm(o, o, l.PostAttnNorm, eps)
-				mlpNorm = l.PreFFNorm
-			}
-			addTo(x, o)
-			cpu.RMSNorm(xn, x, mlpNorm, eps)
-		case stageActivation:
-			cpu.GatedActivation(b.gate[row*inter:(row+1)*inter], b.up[row*inter:(row+1)*inter], c.HiddenAct == "gelu_pytorch_tanh")
-		case stageMLPOut:
-			down := b.down[row*h : (row+1)*h]
-			if c.SandwichNorms {
-				cpu.RMSNorm(down, down, l.PostFFNorm, eps)
-			}
-			addTo(x, down)
 		}
-	}
-}
-
-// rmsNormRows normalizes T rows of x into out.
-func rmsNormRows(out, x, scale []float32, eps float32, T int) {
-	n := len(scale)
-	for t := 0; t < T; t++ {
-		cpu.RMSNorm(out[t*n:(t+1)*n], x[t*n:(t+1)*n], scale, eps)
+		o := b.o[lo*h : hi*h]
+		mlpNorm := l.PostAttnNorm // Llama/Qwen3: post_attention_layernorm is the pre-MLP norm
+		if c.SandwichNorms {
+			cpu.RMSNormRows(o, o, l.PostAttnNorm, eps)
+			mlpNorm = l.PreFFNorm
+		}
+		addTo(x, o)
+		cpu.RMSNormRows(xn, x, mlpNorm, eps)
+	case stageActivation:
+		cpu.GatedActivation(b.gate[lo*inter:hi*inter], b.up[lo*inter:hi*inter], c.HiddenAct == "gelu_pytorch_tanh")
+	case stageMLPOut:
+		down := b.down[lo*h : hi*h]
+		if c.SandwichNorms {
+			cpu.RMSNormRows(down, down, l.PostFFNorm, eps)
+		}
+		addTo(x, down)
 	}
 }
 

@@ -481,65 +481,179 @@ func broadcast(l level, x VecVirtual) VecVirtual {
 	return v
 }
 
-// softmax generates opsSoftmax<level>(x, n): x = softmax(x) in place, in
-// three passes (maximum; e^(x-max) stored and summed; scaled by 1/sum).
+// softmax generates opsSoftmax<level>(x, n, rows): each of rows rows of
+// n floats (consecutive) replaced by its softmax in place, in three passes
+// (maximum; e^(x-max) stored and summed; scaled by 1/sum). Rows go four at
+// a time so that the horizontal reductions and the division, which are
+// latency-bound, overlap across the four; the result is the same as one
+// row at a time (sum4 adds the lanes in reduce's order).
 func softmax(l level, c *consts) {
 	name := "opsSoftmax" + l.name
-	TEXT(name, NOSPLIT, "func(x *float32, n int)")
+	TEXT(name, NOSPLIT, "func(x *float32, n int, rows int)")
 	Pragma("noescape")
-	Doc(fmt.Sprintf("%s replaces x[:n] with its softmax (n >= 1).", name))
+	Doc(fmt.Sprintf("%s replaces each of rows consecutive rows x[r·n : (r+1)·n] with its softmax (n, rows >= 1).", name))
 	x := Load(Param("x"), GP64())
 	nb := Load(Param("n"), GP64())
 	SHLQ(U8(2), nb)
+	rows := Load(Param("rows"), GP64())
 	tl := newTail(l, c, nb)
-
-	mx := l.vec()
-	VMOVUPS(c.negInf, mx)
-	loop(l, c, name+"_l1", nb, &tl, func(i Register, t *tail) {
-		m := Mem{Base: x, Index: i, Scale: 1}
-		if t == nil {
-			VMAXPS(m, mx, mx)
-			return
+	nb3 := GP64()
+	LEAQ(Mem{Base: nb, Index: nb, Scale: 2}, nb3)
+	rowGroups(name, rows, func(R int) {
+		softmaxRows(l, c, fmt.Sprintf("%s_r%d", name, R), R, x, nb, nb3, &tl)
+		for range R {
+			ADDQ(nb, x)
 		}
-		v := l.vec()
-		t.loadOr(m, c.negInf, v)
-		VMAXPS(v, mx, mx)
-	})
-	maxv := broadcast(l, reduce(l, mx, vmaxps))
-
-	sum := l.vec()
-	if l.wide {
-		VPXORD(sum, sum, sum)
-	} else {
-		VXORPS(sum, sum, sum)
-	}
-	loop(l, c, name+"_l2", nb, &tl, func(i Register, t *tail) {
-		m := Mem{Base: x, Index: i, Scale: 1}
-		v, e := l.vec(), l.vec()
-		if t == nil {
-			VMOVUPS(m, v)
-		} else {
-			t.loadOr(m, c.negInf, v) // e^-inf = 0: the lanes past n add nothing
-		}
-		VSUBPS(maxv, v, v)
-		exp(l, c, v, e)
-		VADDPS(e, sum, sum)
-		st(t, e, m)
-	})
-	s := reduce(l, sum, vaddps)
-	inv := XMM()
-	VMOVSS(c.one, inv)
-	VDIVSS(s, inv, inv)
-	scale := broadcast(l, inv)
-	loop(l, c, name+"_l3", nb, &tl, func(i Register, t *tail) {
-		m := Mem{Base: x, Index: i, Scale: 1}
-		v := l.vec()
-		ld(t, m, v)
-		VMULPS(scale, v, v)
-		st(t, v, m)
 	})
 	VZEROUPPER()
 	RET()
+}
+
+// rowGroups runs body(4) while 4 or more rows remain, then body(1) for
+// each remaining row (rows is consumed).
+func rowGroups(name string, rows Register, body func(R int)) {
+	Label(name + "_g4")
+	CMPQ(rows, U8(4))
+	JB(LabelRef(name + "_g1"))
+	body(4)
+	SUBQ(U8(4), rows)
+	JMP(LabelRef(name + "_g4"))
+	Label(name + "_g1")
+	TESTQ(rows, rows)
+	JZ(LabelRef(name + "_gdone"))
+	body(1)
+	DECQ(rows)
+	JMP(LabelRef(name + "_g1"))
+	Label(name + "_gdone")
+}
+
+// rowMem addresses row j (0-3) of consecutive rows nb bytes long at p.
+func rowMem(p, nb, nb3 Register, j int) Mem {
+	switch j {
+	case 0:
+		return Mem{Base: p}
+	case 1:
+		return Mem{Base: p, Index: nb, Scale: 1}
+	case 2:
+		return Mem{Base: p, Index: nb, Scale: 2}
+	}
+	return Mem{Base: nb3, Index: p, Scale: 1}
+}
+
+// loopP runs body over the vectors of a row of nb bytes: ptrs start at the
+// row's first vector and advance by a vector each iteration (body addresses
+// relative to them); the partial last vector, if any, runs with mask t.
+func loopP(l level, id string, nb Register, t *tail, ptrs []Register, body func(t *tail)) {
+	full := GP64()
+	MOVQ(nb, full)
+	ANDQ(I32(-l.vbytes()), full)
+	i := GP64()
+	XORQ(i, i)
+	Label(id)
+	CMPQ(i, full)
+	JAE(LabelRef(id + "_tail"))
+	body(nil)
+	for _, p := range ptrs {
+		ADDQ(U32(l.vbytes()), p)
+	}
+	ADDQ(U32(l.vbytes()), i)
+	JMP(LabelRef(id))
+	Label(id + "_tail")
+	CMPQ(i, nb)
+	JAE(LabelRef(id + "_done"))
+	body(t)
+	Label(id + "_done")
+}
+
+// reduceRows folds R (4 or 1) vectors to an xmm holding the reduction of
+// vector j in lane j, adding (or taking the maximum) in the same order for
+// both R.
+func reduceRows(l level, acc []VecVirtual, op func(a, b, dst Op)) VecVirtual {
+	if len(acc) == 1 {
+		return reduce(l, acc[0], op)
+	}
+	parts := make([]VecVirtual, 4)
+	for j, a := range acc {
+		parts[j] = halveOp(l, a, op)
+	}
+	return combine4(parts[0], parts[1], parts[2], parts[3], op)
+}
+
+// lane returns a vector with lane j of the xmm x in every lane.
+func lane(l level, x VecVirtual, j int) VecVirtual {
+	if j == 0 {
+		return broadcast(l, x)
+	}
+	t := XMM()
+	VSHUFPS(U8(j*0x55), x, x, t)
+	return broadcast(l, t)
+}
+
+func zeroVec(l level, v VecVirtual) {
+	if l.wide {
+		VPXORD(v, v, v)
+	} else {
+		VXORPS(v, v, v)
+	}
+}
+
+// softmaxRows is the body of opsSoftmax for R consecutive rows at x.
+func softmaxRows(l level, c *consts, id string, R int, x, nb, nb3 Register, tl *tail) {
+	p := GP64()
+	mx := make([]VecVirtual, R)
+	for j := range mx {
+		mx[j] = l.vec()
+		VMOVUPS(c.negInf, mx[j])
+	}
+	MOVQ(x, p)
+	loopP(l, id+"_max", nb, tl, []Register{p}, func(t *tail) {
+		for j := range R {
+			m := rowMem(p, nb, nb3, j)
+			if t == nil {
+				VMAXPS(m, mx[j], mx[j])
+				continue
+			}
+			v := l.vec()
+			t.loadOr(m, c.negInf, v)
+			VMAXPS(v, mx[j], mx[j])
+		}
+	})
+	maxes := reduceRows(l, mx, vmaxps)
+	sums := make([]VecVirtual, R)
+	for j := range R {
+		sums[j] = l.vec()
+		zeroVec(l, sums[j])
+		mj := lane(l, maxes, j)
+		MOVQ(x, p)
+		loopP(l, fmt.Sprintf("%s_exp%d", id, j), nb, tl, []Register{p}, func(t *tail) {
+			m := rowMem(p, nb, nb3, j)
+			v, e := l.vec(), l.vec()
+			if t == nil {
+				VMOVUPS(m, v)
+			} else {
+				t.loadOr(m, c.negInf, v) // e^-inf = 0: the lanes past n add nothing
+			}
+			VSUBPS(mj, v, v)
+			exp(l, c, v, e)
+			VADDPS(e, sums[j], sums[j])
+			st(t, e, m)
+		})
+	}
+	s := reduceRows(l, sums, vaddps)
+	inv := XMM()
+	VMOVUPS(c.one.Offset(0), inv)
+	VDIVPS(s, inv, inv)
+	for j := range R {
+		sc := lane(l, inv, j)
+		MOVQ(x, p)
+		loopP(l, fmt.Sprintf("%s_scale%d", id, j), nb, tl, []Register{p}, func(t *tail) {
+			m := rowMem(p, nb, nb3, j)
+			v := l.vec()
+			ld(t, m, v)
+			VMULPS(sc, v, v)
+			st(t, v, m)
+		})
+	}
 }
 
 // gated generates opsGatedGELU<level> or opsGatedSiLU<level>(gate, up, n):
@@ -585,50 +699,77 @@ func gated(l level, c *consts, gelu bool) {
 	RET()
 }
 
-// rmsNorm generates opsRMSNorm<level>(out, x, scale, n, eps): out[i] =
-// (x[i]·inv)·scale[i] with inv = 1/sqrt(Σx²/n + eps), all in float32 as
-// torch computes it (the sum of squares in vector lanes, then across).
+// rmsNorm generates opsRMSNorm<level>(out, x, scale, n, rows, eps): for
+// each of rows consecutive rows of n floats, out = (x·inv)·scale with inv =
+// 1/sqrt(Σx²/n + eps), all in float32 as torch computes it (the sum of
+// squares in vector lanes, then across). Rows go four at a time, as in
+// softmax, with the same result as one at a time.
 func rmsNorm(l level, c *consts) {
 	name := "opsRMSNorm" + l.name
-	TEXT(name, NOSPLIT, "func(out, x, scale *float32, n int, eps float32)")
+	TEXT(name, NOSPLIT, "func(out, x, scale *float32, n int, rows int, eps float32)")
 	Pragma("noescape")
-	Doc(fmt.Sprintf("%s sets out[i] = x[i]·rsqrt(mean(x²) + eps)·scale[i] for i < n (n >= 1).", name))
+	Doc(fmt.Sprintf("%s sets out[i] = x[i]·rsqrt(mean(x²) + eps)·scale[i%%n] for each of rows consecutive rows of n (n, rows >= 1).", name))
 	out := Load(Param("out"), GP64())
 	x := Load(Param("x"), GP64())
 	sc := Load(Param("scale"), GP64())
 	n := Load(Param("n"), GP64())
-	nf := XMM()
+	rows := Load(Param("rows"), GP64())
+	nf, eps := XMM(), XMM()
 	VCVTSI2SSQ(n, nf, nf)
+	VBROADCASTSS(nf, nf)
+	VBROADCASTSS(arg("eps"), eps)
 	nb := GP64()
 	MOVQ(n, nb)
 	SHLQ(U8(2), nb)
+	nb3 := GP64()
+	LEAQ(Mem{Base: nb, Index: nb, Scale: 2}, nb3)
 	tl := newTail(l, c, nb)
-	acc := l.vec()
-	if l.wide {
-		VPXORD(acc, acc, acc)
-	} else {
-		VXORPS(acc, acc, acc)
-	}
-	loop(l, c, name+"_l4", nb, &tl, func(i Register, t *tail) {
-		v := l.vec()
-		ld(t, Mem{Base: x, Index: i, Scale: 1}, v) // zero past n
-		VFMADD231PS(v, v, acc)
-	})
-	s := reduce(l, acc, vaddps)
-	VDIVSS(nf, s, s)
-	VADDSS(arg("eps"), s, s)
-	VSQRTSS(s, s, s)
-	inv := XMM()
-	VMOVSS(c.one, inv)
-	VDIVSS(s, inv, inv)
-	iv := broadcast(l, inv)
-	loop(l, c, name+"_l5", nb, &tl, func(i Register, t *tail) {
-		v, w := l.vec(), l.vec()
-		ld(t, Mem{Base: x, Index: i, Scale: 1}, v)
-		VMULPS(iv, v, v)
-		ld(t, Mem{Base: sc, Index: i, Scale: 1}, w)
-		VMULPS(w, v, v)
-		st(t, v, Mem{Base: out, Index: i, Scale: 1})
+	rowGroups(name, rows, func(R int) {
+		id := fmt.Sprintf("%s_r%d", name, R)
+		acc := make([]VecVirtual, R)
+		for j := range acc {
+			acc[j] = l.vec()
+			zeroVec(l, acc[j])
+		}
+		p := GP64()
+		MOVQ(x, p)
+		loopP(l, id+"_ss", nb, &tl, []Register{p}, func(t *tail) {
+			for j := range R {
+				v := l.vec()
+				ld(t, rowMem(p, nb, nb3, j), v) // zero past n
+				VFMADD231PS(v, v, acc[j])
+			}
+		})
+		s := reduceRows(l, acc, vaddps)
+		VDIVPS(nf, s, s)
+		VADDPS(eps, s, s)
+		VSQRTPS(s, s)
+		inv := XMM()
+		VMOVUPS(c.one.Offset(0), inv)
+		VDIVPS(s, inv, inv)
+		iv := make([]VecVirtual, R)
+		for j := range iv {
+			iv[j] = lane(l, inv, j)
+		}
+		q, w := GP64(), GP64()
+		MOVQ(x, p)
+		MOVQ(out, q)
+		MOVQ(sc, w)
+		loopP(l, id+"_scale", nb, &tl, []Register{p, q, w}, func(t *tail) {
+			sv := l.vec()
+			ld(t, Mem{Base: w}, sv)
+			for j := range R {
+				v := l.vec()
+				ld(t, rowMem(p, nb, nb3, j), v)
+				VMULPS(iv[j], v, v)
+				VMULPS(sv, v, v)
+				st(t, v, rowMem(q, nb, nb3, j))
+			}
+		})
+		for range R {
+			ADDQ(nb, x)
+			ADDQ(nb, out)
+		}
 	})
 	VZEROUPPER()
 	RET()
@@ -650,6 +791,41 @@ func halve(l level, v VecVirtual) VecVirtual {
 	}
 	VADDPS(x, y.AsX(), x)
 	return x
+}
+
+// halveOp is halve with op (VADDPS or VMAXPS).
+func halveOp(l level, v VecVirtual, op func(a, b, dst Op)) VecVirtual {
+	y := v
+	if l.wide {
+		y = YMM()
+		VEXTRACTF64X4(U8(1), v, y)
+		op(y, v.AsY(), y)
+	}
+	x := XMM()
+	if l.wide {
+		VEXTRACTF32X4(U8(1), y, x)
+	} else {
+		VEXTRACTF128(U8(1), y, x)
+	}
+	op(x, y.AsX(), x)
+	return x
+}
+
+// combine4 returns the xmm [op a, op b, op c, op d] of four 4-lane partial
+// reductions, combining lanes as reduce does: (0 op 2) op (1 op 3).
+func combine4(a, b, c, d VecVirtual, op func(a, b, dst Op)) VecVirtual {
+	t0, t1, t2, t3 := XMM(), XMM(), XMM(), XMM()
+	VUNPCKLPS(b, a, t0) // a0 b0 a1 b1
+	VUNPCKHPS(b, a, t1) // a2 b2 a3 b3
+	op(t1, t0, t0)      // a02 b02 a13 b13
+	VUNPCKLPS(d, c, t2)
+	VUNPCKHPS(d, c, t3)
+	op(t3, t2, t2)
+	r, s := XMM(), XMM()
+	VSHUFPS(U8(0x44), t2, t0, r) // a02 b02 c02 d02
+	VSHUFPS(U8(0xEE), t2, t0, s) // a13 b13 c13 d13
+	op(s, r, r)
+	return r
 }
 
 // sum4 returns the xmm [Σa, Σb, Σc, Σd] of four 4-lane partial sums.
