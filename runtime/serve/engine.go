@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -66,11 +65,11 @@ type result struct {
 
 // output carries a job's text from the scheduler to its HTTP handler
 // without ever blocking the scheduler: pieces accumulate under a lock and
-// notify (capacity 1) wakes the handler.
+// notify (capacity 1) wakes the handler. The handler copies the text out
+// into its own buffer, so neither side allocates per token.
 type output struct {
 	mu     sync.Mutex
-	text   strings.Builder
-	tokens int
+	text   []byte
 	done   bool
 	res    result
 	notify chan struct{}
@@ -85,7 +84,7 @@ func (o *output) wake() {
 
 func (o *output) push(s string) {
 	o.mu.Lock()
-	o.text.WriteString(s)
+	o.text = append(o.text, s...)
 	o.mu.Unlock()
 	o.wake()
 }
@@ -97,13 +96,13 @@ func (o *output) finish(r result) {
 	o.wake()
 }
 
-// take returns the text produced since the last call, and the result once
-// the job has ended.
-func (o *output) take() (text string, done bool, res result) {
+// take appends the text produced since the last call to dst and returns
+// it, with the result once the job has ended.
+func (o *output) take(dst []byte) (text []byte, done bool, res result) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	text = o.text.String()
-	o.text.Reset()
+	text = append(dst, o.text...)
+	o.text = o.text[:0]
 	return text, o.done, o.res
 }
 
@@ -133,11 +132,13 @@ type engine struct {
 	exited chan struct{}
 
 	// Scheduler scratch, reused step after step.
-	seqs     []model.Seq
-	seqJobs  []*job
-	admitted []*job
-	hidden   []float32
-	logits   []float32
+	seqs      []model.Seq
+	seqJobs   []*job
+	admitted  []*job
+	hidden    []float32
+	logits    []float32
+	samplers  []*sample.Sampler
+	histories [][]int
 }
 
 func newEngine(cfg *Config, m *metrics) *engine {
@@ -402,11 +403,11 @@ func (e *engine) pick(hidden []float32, jobs []*job) []int {
 	if n == 0 {
 		return nil
 	}
-	samplers := make([]*sample.Sampler, n)
-	histories := make([][]int, n)
-	for i, j := range jobs {
-		samplers[i], histories[i] = j.sampler, j.context
+	samplers, histories := e.samplers[:0], e.histories[:0]
+	for _, j := range jobs {
+		samplers, histories = append(samplers, j.sampler), append(histories, j.context)
 	}
+	e.samplers, e.histories = samplers, histories
 	if e.flash != nil {
 		return e.flash.SampleBatch(e.run.Pool, samplers, hidden, histories)
 	}

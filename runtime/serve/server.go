@@ -417,19 +417,20 @@ type responder struct {
 	prompt  int
 }
 
-// wait returns the next text and whether the job has ended, or ok false
-// when the client has gone away (the job is then cancelled).
-func (a *responder) wait() (text string, done bool, res result, ok bool) {
+// wait returns the next text (appended to buf) and whether the job has
+// ended, or ok false when the client has gone away (the job is then
+// cancelled).
+func (a *responder) wait(buf []byte) (text []byte, done bool, res result, ok bool) {
 	for {
-		text, done, res = a.j.out.take()
-		if text != "" || done {
+		text, done, res = a.j.out.take(buf[:0])
+		if len(text) > 0 || done {
 			return text, done, res, true
 		}
 		select {
 		case <-a.j.out.notify:
 		case <-a.r.Context().Done():
 			a.j.cancel()
-			return "", false, result{}, false
+			return nil, false, result{}, false
 		}
 	}
 }
@@ -462,13 +463,15 @@ func (a *responder) usage(res result) usage {
 // whole waits for the whole generation and writes one JSON response.
 func (a *responder) whole() {
 	var b strings.Builder
+	var buf []byte
 	for {
-		text, done, res, ok := a.wait()
+		text, done, res, ok := a.wait(buf)
 		if !ok {
 			a.note(result{reason: "client-gone"})
 			return
 		}
-		b.WriteString(text)
+		buf = text
+		b.Write(text)
 		if !done {
 			continue
 		}
@@ -525,6 +528,27 @@ func (a *responder) stream() {
 		}
 		return completionResponse{ID: a.id, Object: chunkObject, Created: a.created, Model: a.s.cfg.ModelName, Choices: []completionChoice{{Text: text, FinishReason: fin}}}
 	}
+	// Text events are the bulk of a stream: they are written from the
+	// event's JSON rendered once around a marker, with only the text
+	// escaped per event, into a reused buffer (no reflection or allocation
+	// per token).
+	head, tail := splitTemplate(piece)
+	var buf, event []byte
+	sendText := func(text []byte) bool {
+		event = append(event[:0], "data: "...)
+		event = append(event, head...)
+		event = appendJSONString(event, text)
+		event = append(event, tail...)
+		event = append(event, "\n\n"...)
+		if _, err := a.w.Write(event); err != nil {
+			a.j.cancel()
+			return false
+		}
+		if flusher != nil {
+			flusher.Flush()
+		}
+		return true
+	}
 	if a.p.chat {
 		empty := ""
 		if !send(chatChunk{ID: a.id, Object: chunkObject, Created: a.created, Model: a.s.cfg.ModelName, Choices: []chatChunkChoice{{Delta: chatDelta{Role: "assistant", Content: &empty}}}}) {
@@ -532,12 +556,13 @@ func (a *responder) stream() {
 		}
 	}
 	for {
-		text, done, res, ok := a.wait()
+		text, done, res, ok := a.wait(buf)
 		if !ok {
 			a.note(result{reason: "client-gone"})
 			return
 		}
-		if text != "" && !send(piece(text, nil)) {
+		buf = text
+		if len(text) > 0 && !sendText(text) {
 			a.note(result{reason: "client-gone"})
 			return
 		}
