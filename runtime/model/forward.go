@@ -23,6 +23,9 @@ type Runner struct {
 	attn   attnJob
 	rows   rowTask
 	rope   ropeCache
+	// serial is a one-thread pool for products too small to share
+	// (matMul); it has its own scratch, so it is created per Runner.
+	serial *cpu.Pool
 }
 
 // ropeCacheBytes bounds the RoPE tables a Runner keeps (positions of both
@@ -267,7 +270,7 @@ func (r *Runner) run(out []float32, seqs []Seq) {
 // there are enough rows, since in a batch of short sequences it costs as
 // much as the products.
 func (r *Runner) forwardChunk(segs []segment, all []float32) {
-	m, p := r.M, r.Pool
+	m := r.M
 	c := &m.Config
 	h, hd := c.HiddenSize, c.HeadDim
 	qd, kvd := c.NumHeads*hd, c.NumKVHeads*hd
@@ -305,20 +308,20 @@ func (r *Runner) forwardChunk(segs []segment, all []float32) {
 		// Attention block.
 		task.run(stageAttnNorm, T)
 		xn := b.xn[:T*h]
-		cpu.MatMul(p, b.q[:T*qd], l.Q, xn, T)
-		cpu.MatMul(p, b.k[:T*kvd], l.K, xn, T)
-		cpu.MatMul(p, b.v[:T*kvd], l.V, xn, T)
+		r.matMul(b.q[:T*qd], l.Q, xn, T)
+		r.matMul(b.k[:T*kvd], l.K, xn, T)
+		r.matMul(b.v[:T*kvd], l.V, xn, T)
 		task.run(stageQKV, T)
 		r.attention(b.att[:T*qd], b.q[:T*qd], b.k[:T*kvd], b.v[:T*kvd], segs, li, T, l.Sliding)
-		cpu.MatMul(p, b.o[:T*h], l.O, b.att[:T*qd], T)
+		r.matMul(b.o[:T*h], l.O, b.att[:T*qd], T)
 		task.run(stageAttnOut, T)
 
 		// MLP block.
 		gate, up := b.gate[:T*c.IntermediateSize], b.up[:T*c.IntermediateSize]
-		cpu.MatMul(p, gate, l.Gate, xn, T)
-		cpu.MatMul(p, up, l.Up, xn, T)
+		r.matMul(gate, l.Gate, xn, T)
+		r.matMul(up, l.Up, xn, T)
 		task.run(stageActivation, T)
-		cpu.MatMul(p, b.down[:T*h], l.Down, gate, T)
+		r.matMul(b.down[:T*h], l.Down, gate, T)
 		task.run(stageMLPOut, T)
 	}
 	*task = rowTask{}
@@ -361,6 +364,26 @@ const (
 	// stageMLPOut: Gemma's post-feed-forward norm and the residual.
 	stageMLPOut
 )
+
+// parallelMACs is the size of a matrix product (multiply-adds) below which
+// it runs on the calling thread: waking a worker and waiting for it costs
+// several microseconds, more than half of such a product (a small model's
+// layers at any batch size; a large model's from one token on are well
+// above it).
+const parallelMACs = 1 << 18
+
+// matMul is cpu.MatMul on the pool, or on the calling thread alone when
+// the product is small (parallelMACs).
+func (r *Runner) matMul(out []float32, w cpu.Mat, x []float32, T int) {
+	p := r.Pool
+	if T*w.Rows*w.Cols < parallelMACs {
+		if r.serial == nil {
+			r.serial = cpu.NewPool(1) // no goroutines: runs on the caller
+		}
+		p = r.serial
+	}
+	cpu.MatMul(p, out, w, x, T)
+}
 
 // parallelWork is the number of elements (or multiply-adds) below which
 // per-row work stays on the calling thread: waking a worker and waiting for
@@ -511,7 +534,7 @@ func (r *Runner) attention(out, q, k, v []float32, segs []segment, layer, T int,
 	}
 	work *= 2 * c.NumHeads * c.HeadDim
 	parts := min(r.Pool.Threads(), jobs)
-	if work < 4*parallelWork {
+	if work < parallelMACs { // as small products: cheaper than a wake-up
 		parts = 1
 	}
 	b := &r.buf

@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/fhkit/fhkit/formats/dtype"
+	"github.com/fhkit/fhkit/runtime/cpu"
 	"github.com/fhkit/fhkit/runtime/generate"
 	"github.com/fhkit/fhkit/runtime/head"
 	"github.com/fhkit/fhkit/runtime/model"
@@ -22,6 +24,10 @@ var (
 	// errClosed is returned by submit once shutdown has begun.
 	errClosed = errors.New("the server is shutting down")
 )
+
+// yieldEvery is how often the scheduler goroutine yields its thread between
+// steps (see loop).
+const yieldEvery = 500 * time.Microsecond
 
 // minPrefillPerStep is the number of prompt tokens a step processes at
 // least, however many sequences are decoding, so that new requests are
@@ -139,6 +145,51 @@ type engine struct {
 	logits    []float32
 	samplers  []*sample.Sampler
 	histories [][]int
+	heads     headTask
+}
+
+// headTask runs the FlashHead on a share of a step's rows per thread of the
+// runner's pool (a cpu.Task, kept in the engine so a step allocates no
+// closure). Within a share the head runs on that thread alone, through a
+// one-thread pool of its own: a small head's per-row work costs less than
+// waking another thread for it, and with many rows the threads are busy
+// with rows anyway.
+type headTask struct {
+	flash     *head.FlashHead
+	pools     []*cpu.Pool // one single-thread pool per share (pools keep scratch)
+	samplers  []*sample.Sampler
+	hidden    []float32
+	histories [][]int
+	ids       []int
+}
+
+func (t *headTask) Run(lo, hi int) {
+	d := t.flash.D
+	share := lo / max(1, (len(t.samplers)+len(t.pools)-1)/len(t.pools))
+	copy(t.ids[lo:hi], t.flash.SampleBatch(t.pools[share], t.samplers[lo:hi], t.hidden[lo*d:hi*d], t.histories[lo:hi]))
+}
+
+// flashBatch picks the next token of every row with the FlashHead: a row
+// or two (fewer than the pool's threads) with the pool inside each row's
+// head, more spread over the threads a share of rows each.
+func (e *engine) flashBatch(samplers []*sample.Sampler, hidden []float32, histories [][]int) []int {
+	n, threads := len(samplers), e.run.Pool.Threads()
+	if n < 2*threads {
+		return e.flash.SampleBatch(e.run.Pool, samplers, hidden, histories)
+	}
+	t := &e.heads
+	for len(t.pools) < threads {
+		t.pools = append(t.pools, cpu.NewPool(1))
+	}
+	if cap(t.ids) < n {
+		t.ids = make([]int, n)
+	}
+	t.flash, t.samplers, t.hidden, t.histories, t.ids = e.flash, samplers, hidden, histories, t.ids[:n]
+	// Shares of ceil(n/threads) rows, the share index from the range start.
+	e.run.Pool.Run(n, (n+threads-1)/threads, t)
+	ids := append([]int(nil), t.ids...)
+	t.samplers, t.hidden, t.histories = nil, nil, nil
+	return ids
 }
 
 func newEngine(cfg *Config, m *metrics) *engine {
@@ -213,9 +264,21 @@ func (e *engine) wait(ctx context.Context) error {
 func (e *engine) loop() {
 	defer close(e.exited)
 	var active []*job
+	lastYield := time.Now()
 	for {
 		if e.beforeStep != nil {
 			e.beforeStep()
+		}
+		// Steps run back to back while any sequence is active, and the
+		// pool's workers keep the other cores busy too: Go's scheduler
+		// then checks the network only every 10 ms (sysmon), so new
+		// requests and clients' reads wait that long, and a batch runs
+		// with a few sequences while the other clients cannot get in.
+		// Yielding every yieldEvery lets the other goroutines and the
+		// network poller run.
+		if now := time.Now(); now.Sub(lastYield) >= yieldEvery {
+			runtime.Gosched()
+			lastYield = now
 		}
 		var exit bool
 		active, exit = e.admit(active)
@@ -408,8 +471,13 @@ func (e *engine) pick(hidden []float32, jobs []*job) []int {
 		samplers, histories = append(samplers, j.sampler), append(histories, j.context)
 	}
 	e.samplers, e.histories = samplers, histories
+	// The scratch must not keep finished requests' samplers and contexts.
+	defer func() {
+		clear(samplers)
+		clear(histories)
+	}()
 	if e.flash != nil {
-		return e.flash.SampleBatch(e.run.Pool, samplers, hidden, histories)
+		return e.flashBatch(samplers, hidden, histories)
 	}
 	V := e.run.M.Config.VocabSize
 	if cap(e.logits) < n*V {
