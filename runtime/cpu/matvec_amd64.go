@@ -17,24 +17,24 @@ func mvLanes(level ISA) int {
 	return 0
 }
 
-// denseKernel returns the dense matrix-vector kernel of the level for dt.
-func denseKernel(level ISA, dt dtype.DType) func(out *float32, w *byte, stride int, x *float32, n int, rows int) {
-	if level == AVX512 {
-		switch dt {
-		case dtype.F32:
-			return mvDenseF32AVX512
-		case dtype.BF16:
-			return mvDenseBF16AVX512
-		}
-		return mvDenseF16AVX512
+// denseCall runs the dense matrix-vector kernel of the level for dt. The
+// calls are direct, not through a func value, so the compiler sees the
+// kernels' noescape and callers' buffers can stay on their stacks.
+func denseCall(level ISA, dt dtype.DType, out *float32, w *byte, stride int, x *float32, n int, rows int) {
+	switch {
+	case level == AVX512 && dt == dtype.F32:
+		mvDenseF32AVX512(out, w, stride, x, n, rows)
+	case level == AVX512 && dt == dtype.BF16:
+		mvDenseBF16AVX512(out, w, stride, x, n, rows)
+	case level == AVX512:
+		mvDenseF16AVX512(out, w, stride, x, n, rows)
+	case dt == dtype.F32:
+		mvDenseF32AVX2(out, w, stride, x, n, rows)
+	case dt == dtype.BF16:
+		mvDenseBF16AVX2(out, w, stride, x, n, rows)
+	default:
+		mvDenseF16AVX2(out, w, stride, x, n, rows)
 	}
-	switch dt {
-	case dtype.F32:
-		return mvDenseF32AVX2
-	case dtype.BF16:
-		return mvDenseBF16AVX2
-	}
-	return mvDenseF16AVX2
 }
 
 // denseRows sets out[r] = W[r,:]·x for lo <= r < hi with the level's
@@ -51,15 +51,13 @@ func denseRows(level ISA, out []float32, w Mat, x []float32, lo, hi int) {
 	data := w.Data[lo*stride : hi*stride]
 	o := out[lo:hi]
 	xs := x[:cols]
-	denseKernel(level, w.DType)(&o[0], &data[0], stride, &xs[0], n, hi-lo)
+	denseCall(level, w.DType, &o[0], &data[0], stride, &xs[0], n, hi-lo)
 	if n < cols {
 		for r := range o {
 			o[r] += denseTail(w.DType, data[r*stride:(r+1)*stride], xs, n)
 		}
 	}
 }
-
-type q4KernelFunc = func(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int, l1 int)
 
 // q4PrepBF16 is prepBF16Go in assembly (x has groups·bpg·128 inputs).
 func q4PrepBF16(dst []uint16, nxs, x []float32, groups, bpg int, k float32) {
@@ -71,10 +69,10 @@ func q4PrepBF16(dst []uint16, nxs, x []float32, groups, bpg int, k float32) {
 // cpuHasAVX512BF16 reports whether the CPU runs VDPBF16PS.
 func cpuHasAVX512BF16() bool { return cpuid.CPU.Supports(cpuid.AVX512BF16) }
 
-// q4Kernel returns the int4 kernel of the family for the scale dtype and
-// zero-point kind.
-func q4Kernel(impl q4Impl, sdt dtype.DType, asym bool) q4KernelFunc {
-	k := 0 // index in the family's list: BF16, F16, F32 scales; sym, asym
+// q4Call runs the int4 kernel of the family for the scale dtype and
+// zero-point kind (direct calls, as denseCall).
+func q4Call(impl q4Impl, sdt dtype.DType, asym bool, out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int, l1 int) {
+	k := 0 // BF16, F16, F32 scales; sym, asym
 	switch sdt {
 	case dtype.F16:
 		k = 2
@@ -86,14 +84,51 @@ func q4Kernel(impl q4Impl, sdt dtype.DType, asym bool) q4KernelFunc {
 	}
 	switch impl {
 	case q4AVX512BF16:
-		return [...]q4KernelFunc{mvQ4BF16SymAVX512BF16, mvQ4BF16AsymAVX512BF16, mvQ4F16SymAVX512BF16,
-			mvQ4F16AsymAVX512BF16, mvQ4F32SymAVX512BF16, mvQ4F32AsymAVX512BF16}[k]
+		switch k {
+		case 0:
+			mvQ4BF16SymAVX512BF16(out, w, stride, scales, sstride, zeros, zidx, ng, x, nxs, gbytes, rows, l1)
+		case 1:
+			mvQ4BF16AsymAVX512BF16(out, w, stride, scales, sstride, zeros, zidx, ng, x, nxs, gbytes, rows, l1)
+		case 2:
+			mvQ4F16SymAVX512BF16(out, w, stride, scales, sstride, zeros, zidx, ng, x, nxs, gbytes, rows, l1)
+		case 3:
+			mvQ4F16AsymAVX512BF16(out, w, stride, scales, sstride, zeros, zidx, ng, x, nxs, gbytes, rows, l1)
+		case 4:
+			mvQ4F32SymAVX512BF16(out, w, stride, scales, sstride, zeros, zidx, ng, x, nxs, gbytes, rows, l1)
+		default:
+			mvQ4F32AsymAVX512BF16(out, w, stride, scales, sstride, zeros, zidx, ng, x, nxs, gbytes, rows, l1)
+		}
 	case q4AVX512:
-		return [...]q4KernelFunc{mvQ4BF16SymAVX512, mvQ4BF16AsymAVX512, mvQ4F16SymAVX512,
-			mvQ4F16AsymAVX512, mvQ4F32SymAVX512, mvQ4F32AsymAVX512}[k]
+		switch k {
+		case 0:
+			mvQ4BF16SymAVX512(out, w, stride, scales, sstride, zeros, zidx, ng, x, nxs, gbytes, rows, l1)
+		case 1:
+			mvQ4BF16AsymAVX512(out, w, stride, scales, sstride, zeros, zidx, ng, x, nxs, gbytes, rows, l1)
+		case 2:
+			mvQ4F16SymAVX512(out, w, stride, scales, sstride, zeros, zidx, ng, x, nxs, gbytes, rows, l1)
+		case 3:
+			mvQ4F16AsymAVX512(out, w, stride, scales, sstride, zeros, zidx, ng, x, nxs, gbytes, rows, l1)
+		case 4:
+			mvQ4F32SymAVX512(out, w, stride, scales, sstride, zeros, zidx, ng, x, nxs, gbytes, rows, l1)
+		default:
+			mvQ4F32AsymAVX512(out, w, stride, scales, sstride, zeros, zidx, ng, x, nxs, gbytes, rows, l1)
+		}
+	default:
+		switch k {
+		case 0:
+			mvQ4BF16SymAVX2(out, w, stride, scales, sstride, zeros, zidx, ng, x, nxs, gbytes, rows, l1)
+		case 1:
+			mvQ4BF16AsymAVX2(out, w, stride, scales, sstride, zeros, zidx, ng, x, nxs, gbytes, rows, l1)
+		case 2:
+			mvQ4F16SymAVX2(out, w, stride, scales, sstride, zeros, zidx, ng, x, nxs, gbytes, rows, l1)
+		case 3:
+			mvQ4F16AsymAVX2(out, w, stride, scales, sstride, zeros, zidx, ng, x, nxs, gbytes, rows, l1)
+		case 4:
+			mvQ4F32SymAVX2(out, w, stride, scales, sstride, zeros, zidx, ng, x, nxs, gbytes, rows, l1)
+		default:
+			mvQ4F32AsymAVX2(out, w, stride, scales, sstride, zeros, zidx, ng, x, nxs, gbytes, rows, l1)
+		}
 	}
-	return [...]q4KernelFunc{mvQ4BF16SymAVX2, mvQ4BF16AsymAVX2, mvQ4F16SymAVX2,
-		mvQ4F16AsymAVX2, mvQ4F32SymAVX2, mvQ4F32AsymAVX2}[k]
 }
 
 // q4L1Bytes is the largest laid-out x the int4 kernels prefetch weights
@@ -132,7 +167,7 @@ func q4Rows(impl q4Impl, out []float32, w Mat, xq, nxs []float32, lo, hi int) {
 	if 4*(len(xs)+len(nx)) <= q4L1Bytes {
 		l1 = 1
 	}
-	q4Kernel(impl, q.ScaleDType, zeros != nil)(&o[0], &codes[0], stride, &scales[0], ng*ssz, zeros, lo*ng, ng, &xs[0], &nx[0], q.GroupSize/2, hi-lo, l1)
+	q4Call(impl, q.ScaleDType, zeros != nil, &o[0], &codes[0], stride, &scales[0], ng*ssz, zeros, lo*ng, ng, &xs[0], &nx[0], q.GroupSize/2, hi-lo, l1)
 }
 
 // dotISA is Dot with the level's kernel for the whole vectors, Go for the

@@ -333,6 +333,33 @@ func TestMatVecNoAllocs(t *testing.T) {
 	}
 }
 
+// TestDotRowsNoAllocs checks that DotRows allocates nothing, with its
+// output and (for int4) its rearranged x on the caller's stack: FlashHead
+// calls it for every probed block of every token.
+func TestDotRowsNoAllocs(t *testing.T) {
+	if CurrentISA() == Generic {
+		t.Skip("plain-Go DotRows allocates row buffers")
+	}
+	r := rand.New(rand.NewPCG(4, 2))
+	w := randInt4(r, 16, 1152, 128, dtype.BF16, false)
+	mq, err := NewInt4Mat(w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := make([]byte, 16*1152*2)
+	dtype.EncodeFloats(data, randVec(r, 16*1152), dtype.BF16)
+	md, _ := NewMat(16, 1152, dtype.BF16, data)
+	x := randVec(r, 1152)
+	for _, m := range []Mat{mq, md} {
+		if n := testing.AllocsPerRun(20, func() {
+			var out [16]float32
+			m.DotRows(out[:], x)
+		}); n != 0 {
+			t.Errorf("%s DotRows: %v allocations per call", m.DType, n)
+		}
+	}
+}
+
 // TestMatVecConcurrentCallers checks products from several goroutines on
 // one pool (the second finds the scratch taken and uses its own).
 func TestMatVecConcurrentCallers(t *testing.T) {
