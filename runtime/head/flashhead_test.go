@@ -272,3 +272,19 @@ func TestTopClustersMatchesSort(t *testing.T) {
 		}
 	}
 }
+
+// A greedy FlashHead step allocates nothing once warmed up (stage 1 on the
+// matrix-vector kernels, stage 2 on pooled scratch), on one and on two
+// threads.
+func TestArgmaxAllocs(t *testing.T) {
+	h, _ := testHead(t, 1000, 64, 16, []int{3}, 8, Stage1BF16)
+	x := randHidden(rand.New(rand.NewPCG(1, 2)), 64)
+	for _, threads := range []int{1, 2} {
+		pool := cpu.NewPool(threads)
+		h.Argmax(pool, x)
+		if n := testing.AllocsPerRun(20, func() { h.Argmax(pool, x) }); n > 0 {
+			t.Errorf("%d threads: Argmax allocates %.1f times per call", threads, n)
+		}
+		pool.Close()
+	}
+}
