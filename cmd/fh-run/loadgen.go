@@ -48,6 +48,7 @@ func runLoadgen(args []string, stdout, stderr io.Writer) error {
 	sf := serveFlags{device: "auto", quiet: true}
 	fs.IntVar(&sf.maxBatch, "max-batch", serve.DefaultMaxBatch, "with --model: requests decoded together")
 	fs.IntVar(&sf.maxQueue, "max-queue", serve.DefaultMaxQueue, "with --model: requests waiting for a slot")
+	fs.DurationVar(&sf.streamInterval, "stream-interval", serve.DefaultStreamInterval, "with --model: as 'fh-run serve --stream-interval' (0: every token at once)")
 	target := fs.String("url", "", "base URL of a running server (loopback only)")
 	clients := fs.Int("clients", 32, "concurrent clients")
 	requests := fs.Int("requests", 4, "requests per client, sent one after the other")

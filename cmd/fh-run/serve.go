@@ -30,9 +30,14 @@ Concurrent requests decode together (continuous batching): every step runs
 one forward pass for up to --max-batch sequences, and requests join and
 leave between steps. Up to --max-queue more requests wait for a slot; beyond
 that the server answers 429 with Retry-After. Each request may use --ctx
-tokens (prompt and output). A client that disconnects cancels its request
-and frees its slot. SIGTERM or SIGINT stops accepting requests and lets the
-running ones finish for --shutdown-timeout, then cancels them.
+tokens (prompt and output). While several requests decode together, a
+stream's new text waits up to --stream-interval to go out with the next
+steps' (one event instead of several: each costs a write on the server and
+a read on the client, as much CPU as decoding a token of a small model); a
+request decoding alone gets every token at once. A client that disconnects
+cancels its request and frees its slot. SIGTERM or SIGINT stops accepting
+requests and lets the running ones finish for --shutdown-timeout, then
+cancels them.
 
 Greedy output (temperature 0) is the text 'fh-run generate' prints for the
 same prompt and head (the FlashHead when the file has one, unless --head
@@ -59,6 +64,7 @@ type serveFlags struct {
 	maxQueue        int
 	modelName       string
 	shutdownTimeout time.Duration
+	streamInterval  time.Duration
 	quiet           bool
 }
 
@@ -69,6 +75,7 @@ func (s *serveFlags) register(fs *pflag.FlagSet) {
 	fs.IntVar(&s.maxQueue, "max-queue", serve.DefaultMaxQueue, "requests waiting for a slot before new ones get 429")
 	fs.StringVar(&s.modelName, "model-name", "", "model id in the API (default: the file name without .fhm)")
 	fs.DurationVar(&s.shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM, how long running requests may take to finish before they are cancelled")
+	fs.DurationVar(&s.streamInterval, "stream-interval", serve.DefaultStreamInterval, "while several requests decode together, how long a stream's new text may wait to go out with the next (0: every token at once)")
 	fs.BoolVar(&s.quiet, "quiet", false, "no per-request log lines on standard error")
 }
 
@@ -86,6 +93,9 @@ func (s *serveFlags) check() error {
 	if s.maxQueue < 1 {
 		return cli.Usagef("--max-queue %d must be >= 1", s.maxQueue)
 	}
+	if s.streamInterval < 0 {
+		return cli.Usagef("--stream-interval %s must be >= 0", s.streamInterval)
+	}
 	if s.shutdownTimeout < 0 {
 		return cli.Usagef("--shutdown-timeout %s must be >= 0", s.shutdownTimeout)
 	}
@@ -101,8 +111,12 @@ func (s *serveFlags) newServer(rf *runtimeFlags, l *loaded, logw io.Writer) (*se
 	if s.quiet {
 		logw = nil
 	}
+	interval := s.streamInterval
+	if interval == 0 {
+		interval = -1 // Config: every token at once
+	}
 	return serve.New(serve.Config{Runner: l.run, Tokenizer: l.tok, Flash: l.flash, KV: l.kv, Ctx: rf.ctx,
-		MaxBatch: s.maxBatch, MaxQueue: s.maxQueue, ModelName: name, Log: logw})
+		MaxBatch: s.maxBatch, MaxQueue: s.maxQueue, StreamInterval: interval, ModelName: name, Log: logw})
 }
 
 func runServe(args []string, stdout, stderr io.Writer) error {

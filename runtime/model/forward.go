@@ -511,6 +511,7 @@ type attnJob struct {
 	segs         []segment
 	layer, T     int
 	parts        int
+	heads        int // heads per job: all of a row's, or one
 	sliding      bool
 }
 
@@ -537,16 +538,23 @@ func (r *Runner) attention(out, q, k, v []float32, segs []segment, layer, T int,
 	if work < parallelMACs { // as small products: cheaper than a wake-up
 		parts = 1
 	}
+	// A job is a row's heads, all of them when there are enough rows to
+	// share out (their score rows, of one length, then go through one
+	// softmax call), else one (so that a few long rows still spread).
+	heads := c.NumHeads
+	if parts > 1 && T < 2*parts {
+		heads = 1
+	}
 	b := &r.buf
 	for len(b.scores) < parts {
 		b.scores = append(b.scores, nil)
 	}
 	for i := range parts {
-		if len(b.scores[i]) < longest {
-			b.scores[i] = make([]float32, max(longest, 2*len(b.scores[i])))
+		if len(b.scores[i]) < heads*longest {
+			b.scores[i] = make([]float32, max(heads*longest, 2*len(b.scores[i])))
 		}
 	}
-	r.attn = attnJob{out: out, q: q, k: k, v: v, segs: segs, layer: layer, T: T, parts: parts, sliding: sliding}
+	r.attn = attnJob{out: out, q: q, k: k, v: v, segs: segs, layer: layer, T: T, parts: parts, heads: heads, sliding: sliding}
 	if r.attnFn == nil {
 		r.attnFn = func(lo, hi int) {
 			for part := lo; part < hi; part++ {
@@ -554,13 +562,14 @@ func (r *Runner) attention(out, q, k, v []float32, segs []segment, layer, T int,
 			}
 		}
 	}
-	// One range per worker, each with its own score row; jobs are dealt
+	// One range per worker, each with its own score rows; jobs are dealt
 	// round-robin because rows of different sequences differ in length.
 	r.Pool.For(parts, 1, r.attnFn)
 	r.attn = attnJob{}
 }
 
-// attendPart runs the attention jobs (row, head) of worker part.
+// attendPart runs the attention jobs (row, block of a.heads heads) of
+// worker part.
 func (r *Runner) attendPart(part int) {
 	a := &r.attn
 	c := &r.M.Config
@@ -570,8 +579,9 @@ func (r *Runner) attendPart(part int) {
 	scale := float32(c.AttentionScale)
 	softcap := float32(c.AttnLogitSoftcap)
 	scores := r.buf.scores[part]
-	for job := part; job < a.T*c.NumHeads; job += a.parts {
-		t, hh := job/c.NumHeads, job%c.NumHeads
+	blocks := c.NumHeads / a.heads
+	for job := part; job < a.T*blocks; job += a.parts {
+		t, h0 := job/blocks, job%blocks*a.heads
 		s := &a.segs[r.buf.rowSeg[t]]
 		qpos := r.buf.rowPos[t]
 		first := 0
@@ -580,21 +590,31 @@ func (r *Runner) attendPart(part int) {
 		}
 		// Positions before split are in the cache; the rest are this chunk's.
 		split := max(first, s.pos0)
-		g := hh / group
-		qh := a.q[t*qd+hh*hd : t*qd+(hh+1)*hd]
-		sc := scores[:qpos-first+1]
+		n := qpos - first + 1
 		cache := s.st.layers[a.layer]
-		cache.scores(sc[:split-first], qh, first, g*hd, scale)
 		// This chunk's keys and values: rows kvd apart from split's.
-		own := (s.row+split-s.pos0)*kvd + g*hd
-		cpu.ScaledDots(sc[split-first:], a.k[own:], kvd, qh, scale)
+		own := (s.row + split - s.pos0) * kvd
+		for i := range a.heads {
+			hh := h0 + i
+			g := hh / group
+			qh := a.q[t*qd+hh*hd : t*qd+(hh+1)*hd]
+			sc := scores[i*n : (i+1)*n]
+			cache.scores(sc[:split-first], qh, first, g*hd, scale)
+			cpu.ScaledDots(sc[split-first:], a.k[own+g*hd:], kvd, qh, scale)
+		}
+		sc := scores[:a.heads*n]
 		if softcap > 0 {
 			cpu.Softcap(sc, softcap)
 		}
-		cpu.Softmax(sc)
-		oh := a.out[t*qd+hh*hd : t*qd+(hh+1)*hd]
-		clear(oh)
-		cache.accumulate(oh, sc[:split-first], first, g*hd)
-		cpu.WeightedSum(oh, sc[split-first:], a.v[own:], kvd)
+		cpu.SoftmaxRows(sc, n)
+		for i := range a.heads {
+			hh := h0 + i
+			g := hh / group
+			w := scores[i*n : (i+1)*n]
+			oh := a.out[t*qd+hh*hd : t*qd+(hh+1)*hd]
+			clear(oh)
+			cache.accumulate(oh, w[:split-first], first, g*hd)
+			cpu.WeightedSum(oh, w[split-first:], a.v[own+g*hd:], kvd)
+		}
 	}
 }

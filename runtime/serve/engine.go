@@ -42,6 +42,9 @@ type job struct {
 	sampler *sample.Sampler
 	limit   int // context limit in tokens
 	arrived time.Time
+	// events: the handler streams text as it comes (else it waits for
+	// the end and is only woken then).
+	events bool
 
 	// Owned by the scheduler goroutine.
 	state   *model.State
@@ -50,6 +53,7 @@ type job struct {
 	stream  *generate.Stream
 	context []int // prompt and generated tokens (repetition penalty)
 	lastTok time.Time
+	woken   time.Time // when the handler was last woken for new text
 
 	cancelled atomic.Bool
 	out       output
@@ -71,11 +75,13 @@ type result struct {
 
 // output carries a job's text from the scheduler to its HTTP handler
 // without ever blocking the scheduler: pieces accumulate under a lock and
-// notify (capacity 1) wakes the handler. The handler copies the text out
-// into its own buffer, so neither side allocates per token.
+// notify (capacity 1) wakes the handler, when the scheduler decides (see
+// engine.step). The handler copies the text out into its own buffer, so
+// neither side allocates per token.
 type output struct {
 	mu     sync.Mutex
 	text   []byte
+	unsent atomic.Bool // text is waiting for the handler
 	done   bool
 	res    result
 	notify chan struct{}
@@ -88,11 +94,12 @@ func (o *output) wake() {
 	}
 }
 
+// push adds text for the handler (without waking it).
 func (o *output) push(s string) {
 	o.mu.Lock()
 	o.text = append(o.text, s...)
+	o.unsent.Store(true)
 	o.mu.Unlock()
-	o.wake()
 }
 
 func (o *output) finish(r result) {
@@ -109,6 +116,7 @@ func (o *output) take(dst []byte) (text []byte, done bool, res result) {
 	defer o.mu.Unlock()
 	text = append(dst, o.text...)
 	o.text = o.text[:0]
+	o.unsent.Store(false)
 	return text, o.done, o.res
 }
 
@@ -125,6 +133,7 @@ type engine struct {
 	eos        map[int]bool
 	maxBatch   int
 	maxQueue   int
+	interval   time.Duration // Config.StreamInterval; < 0: every token
 	metrics    *metrics
 	beforeStep func() // Config.beforeStep
 
@@ -196,7 +205,7 @@ func newEngine(cfg *Config, m *metrics) *engine {
 	return &engine{
 		run: cfg.Runner, tok: cfg.Tokenizer, flash: cfg.Flash, kv: cfg.KV,
 		eos:      generate.EOSTokens(cfg.Runner.M, cfg.Tokenizer),
-		maxBatch: cfg.MaxBatch, maxQueue: cfg.MaxQueue, metrics: m, beforeStep: cfg.beforeStep,
+		maxBatch: cfg.MaxBatch, maxQueue: cfg.MaxQueue, interval: cfg.StreamInterval, metrics: m, beforeStep: cfg.beforeStep,
 		live: map[*job]struct{}{}, wake: make(chan struct{}, 1), exited: make(chan struct{}),
 	}
 }
@@ -423,6 +432,9 @@ func (e *engine) step(active []*job) []*job {
 	ids := e.pick(hidden[:need*H], jobs)
 
 	now := time.Now()
+	// Several requests share the steps: their text may wait for the
+	// stream interval (Config.StreamInterval).
+	coalesce := e.interval > 0 && need > 1
 	for i, j := range jobs {
 		id := ids[i]
 		j.context = append(j.context, id)
@@ -441,6 +453,7 @@ func (e *engine) step(active []*job) []*job {
 			e.finish(j, "context", nil)
 		default:
 			j.one[0] = id
+			e.deliver(j, now, coalesce)
 		}
 	}
 	e.metrics.genTokens.Add(uint64(need))
@@ -456,6 +469,21 @@ func (e *engine) step(active []*job) []*job {
 	e.metrics.running.Store(int64(len(kept)))
 	e.metrics.kvBytes.Store(kv)
 	return kept
+}
+
+// deliver wakes j's handler for its new text: at once, or with coalesce
+// once the stream interval has passed since the last wake-up (the first
+// text goes at once). Whole (non-streamed) responses are only woken at the
+// end (finish).
+func (e *engine) deliver(j *job, now time.Time, coalesce bool) {
+	if !j.events || !j.out.unsent.Load() {
+		return
+	}
+	if coalesce && !j.woken.IsZero() && now.Sub(j.woken) < e.interval {
+		return
+	}
+	j.woken = now
+	j.out.wake()
 }
 
 // pick chooses the next token of each row (n x hidden) with the head the
