@@ -4,7 +4,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"math/rand/v2"
+	"net/http"
+	"strings"
+	"sync"
 	"testing"
+	"time"
 )
 
 // appendJSONString writes what encoding/json writes, for any bytes
@@ -71,6 +75,96 @@ func TestQuickTextEvent(t *testing.T) {
 		hasText, fast := quickTextEvent([]byte(c.line))
 		if hasText != c.hasText || fast != c.fast {
 			t.Errorf("%s: quick check (%t, %t), want (%t, %t)", c.line, hasText, fast, c.hasText, c.fast)
+		}
+	}
+}
+
+// textEvents counts the events of a stream that carry text.
+func textEvents(events []event) int {
+	n := 0
+	for _, ev := range events {
+		if s, _, _ := streamText([]event{ev}); s != "" {
+			n++
+		}
+	}
+	return n
+}
+
+// Two streams decoding together with a long stream interval get their
+// first text at once and the rest in few events (the text waits while both
+// run, and goes out when one runs alone or ends), all of it.
+func TestStreamInterval(t *testing.T) {
+	g := newGate()
+	ts := startServer(t, false, func(c *Config) { c.StreamInterval, c.beforeStep = time.Hour, g.wait })
+	const body = `{"prompt": "hi", "max_tokens": 24, "temperature": 0, "ignore_eos": true, "stream": true}`
+	var wg sync.WaitGroup
+	results := make([][]event, 2)
+	for i := range results {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := http.Post(ts.url+"/v1/completions", "application/json", strings.NewReader(body))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer resp.Body.Close()
+			results[i], _ = readStream(t, resp.Body)
+		}()
+	}
+	waitFor(t, "two queued requests", func() bool {
+		ts.engine.mu.Lock()
+		defer ts.engine.mu.Unlock()
+		return len(ts.engine.queue) == 2
+	})
+	g.openUp()
+	wg.Wait()
+	want, _, _ := streamText(results[0])
+	for i, evs := range results {
+		text, finish, _ := streamText(evs)
+		if text != want || finish != "length" || text == "" {
+			t.Errorf("stream %d: text %q (%s), want %q", i, text, finish, want)
+		}
+		if n := textEvents(evs); n > 3 {
+			t.Errorf("stream %d: %d text events while decoding with another, want at most 3", i, n)
+		}
+	}
+	// The policy itself: without coalescing every token's text wakes the
+	// handler; with it, the first text does and the rest waits out the
+	// interval; text held back (nothing unsent) wakes no one.
+	e := &engine{interval: time.Millisecond}
+	j := &job{events: true}
+	j.out.notify = make(chan struct{}, 1)
+	woken := func() bool {
+		select {
+		case <-j.out.notify:
+			return true
+		default:
+			return false
+		}
+	}
+	now := time.Now()
+	steps := []struct {
+		push     bool
+		at       time.Duration
+		coalesce bool
+		want     bool
+	}{
+		{true, 0, true, true}, {true, 100 * time.Microsecond, true, false}, // held
+		{false, 1100 * time.Microsecond, true, true}, // the held text is due
+		{true, 1200 * time.Microsecond, true, false}, {true, 1300 * time.Microsecond, false, true},
+		{false, 1400 * time.Microsecond, false, false}, // nothing unsent
+	}
+	for i, st := range steps {
+		if st.push {
+			j.out.push("x")
+		}
+		e.deliver(j, now.Add(st.at), st.coalesce)
+		if got := woken(); got != st.want {
+			t.Errorf("step %d: woken %t, want %t", i, got, st.want)
+		}
+		if st.want {
+			j.out.take(nil)
 		}
 	}
 }
