@@ -199,6 +199,38 @@ func RoPE(x, cos, sin []float32) {
 	}
 }
 
+// RoPEHeads is RoPE on each head of x (consecutive heads of 2*len(cos)
+// values, as many as fit) with the same tables: one call for a row's
+// heads. The kernels round as RoPE does (products, then the sum), so the
+// results are RoPE's bit for bit.
+func RoPEHeads(x, cos, sin []float32) {
+	half := len(cos)
+	if half == 0 {
+		return
+	}
+	sin = sin[:half]
+	ropeISA(isa, x[:len(x)/(2*half)*2*half], cos, sin)
+}
+
+// ropeGeneric is RoPEHeads in plain Go.
+func ropeGeneric(x, cos, sin []float32) {
+	hd := 2 * len(cos)
+	for h := 0; (h+1)*hd <= len(x); h++ {
+		RoPE(x[h*hd:(h+1)*hd], cos, sin)
+	}
+}
+
+// Add adds x to y element-wise (x at least as long as y): the residual
+// connections, one rounding per element as the plain loop.
+func Add(y, x []float32) { addISA(isa, y, x[:len(y)]) }
+
+func addGeneric(y, x []float32) {
+	x = x[:len(y)]
+	for i := range y {
+		y[i] += x[i]
+	}
+}
+
 // Softmax replaces x with softmax(x), in float32: the maximum, e^(x-max)
 // with the float32 exponential, their sum, and a scaling by 1/sum (torch's
 // float32 softmax takes the same steps).

@@ -104,3 +104,33 @@ func expISA(level ISA, dst, x []float32) {
 		}
 	}
 }
+
+func ropeISA(level ISA, x, cos, sin []float32) {
+	half := len(cos)
+	heads := len(x) / (2 * half)
+	if heads == 0 {
+		return
+	}
+	switch level {
+	case AVX512:
+		opsRoPEAVX512(&x[0], &cos[0], &sin[0], half, heads)
+	case AVX2:
+		opsRoPEAVX2(&x[0], &cos[0], &sin[0], half, heads)
+	default:
+		ropeGeneric(x, cos, sin)
+	}
+}
+
+func addISA(level ISA, y, x []float32) {
+	if len(y) == 0 {
+		return
+	}
+	switch level {
+	case AVX512:
+		opsAddAVX512(&y[0], &x[0], len(y))
+	case AVX2:
+		opsAddAVX2(&y[0], &x[0], len(y))
+	default:
+		addGeneric(y, x)
+	}
+}

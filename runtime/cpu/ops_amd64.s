@@ -1920,6 +1920,114 @@ opsWeightedSumAVX2_b1_next:
 	VZEROUPPER
 	RET
 
+// func opsAddAVX2(y *float32, x *float32, n int)
+// Requires: AVX
+TEXT ·opsAddAVX2(SB), NOSPLIT, $0-24
+	MOVQ y+0(FP), AX
+	MOVQ x+8(FP), CX
+	MOVQ n+16(FP), DX
+	SHLQ $0x02, DX
+	MOVQ DX, BX
+	ANDQ $-32, BX
+	XORQ SI, SI
+
+opsAddAVX2_l:
+	CMPQ    SI, BX
+	JAE     opsAddAVX2_l_tail
+	VMOVUPS (AX)(SI*1), Y0
+	VMOVUPS (CX)(SI*1), Y1
+	VADDPS  Y1, Y0, Y0
+	VMOVUPS Y0, (AX)(SI*1)
+	ADDQ    $0x00000020, SI
+	JMP     opsAddAVX2_l
+
+opsAddAVX2_l_tail:
+	CMPQ       SI, DX
+	JAE        opsAddAVX2_l_done
+	ANDQ       $0x0000001f, DX
+	SHRQ       $0x02, DX
+	MOVQ       $0x00000010, BX
+	SUBQ       DX, BX
+	LEAQ       opsTailMask<>+0(SB), DX
+	VMOVUPS    (DX)(BX*4), Y0
+	VMASKMOVPS (AX)(SI*1), Y0, Y1
+	VMASKMOVPS (CX)(SI*1), Y0, Y2
+	VADDPS     Y2, Y1, Y1
+	VMASKMOVPS Y1, Y0, (AX)(SI*1)
+
+opsAddAVX2_l_done:
+	VZEROUPPER
+	RET
+
+// func opsRoPEAVX2(x *float32, cos *float32, sin *float32, half int, heads int)
+// Requires: AVX
+TEXT ·opsRoPEAVX2(SB), NOSPLIT, $0-40
+	MOVQ    x+0(FP), AX
+	MOVQ    cos+8(FP), CX
+	MOVQ    sin+16(FP), DX
+	MOVQ    half+24(FP), BX
+	SHLQ    $0x02, BX
+	MOVQ    heads+32(FP), SI
+	MOVQ    BX, DI
+	ANDQ    $0x0000001f, DI
+	SHRQ    $0x02, DI
+	MOVQ    $0x00000010, R8
+	SUBQ    DI, R8
+	LEAQ    opsTailMask<>+0(SB), DI
+	VMOVUPS (DI)(R8*4), Y0
+
+opsRoPEAVX2_head:
+	MOVQ AX, DI
+	MOVQ CX, R8
+	MOVQ DX, R9
+	MOVQ BX, R10
+	ANDQ $-32, R10
+	XORQ R11, R11
+
+opsRoPEAVX2_l:
+	CMPQ    R11, R10
+	JAE     opsRoPEAVX2_l_tail
+	VMOVUPS (DI), Y1
+	VMOVUPS (DI)(BX*1), Y2
+	VMOVUPS (R8), Y3
+	VMOVUPS (R9), Y4
+	VMULPS  Y3, Y1, Y5
+	VMULPS  Y4, Y2, Y6
+	VSUBPS  Y6, Y5, Y5
+	VMULPS  Y3, Y2, Y2
+	VMULPS  Y4, Y1, Y6
+	VADDPS  Y6, Y2, Y2
+	VMOVUPS Y5, (DI)
+	VMOVUPS Y2, (DI)(BX*1)
+	ADDQ    $0x00000020, DI
+	ADDQ    $0x00000020, R8
+	ADDQ    $0x00000020, R9
+	ADDQ    $0x00000020, R11
+	JMP     opsRoPEAVX2_l
+
+opsRoPEAVX2_l_tail:
+	CMPQ       R11, BX
+	JAE        opsRoPEAVX2_l_done
+	VMASKMOVPS (DI), Y0, Y1
+	VMASKMOVPS (DI)(BX*1), Y0, Y2
+	VMASKMOVPS (R8), Y0, Y3
+	VMASKMOVPS (R9), Y0, Y4
+	VMULPS     Y3, Y1, Y5
+	VMULPS     Y4, Y2, Y6
+	VSUBPS     Y6, Y5, Y5
+	VMULPS     Y3, Y2, Y2
+	VMULPS     Y4, Y1, Y6
+	VADDPS     Y6, Y2, Y2
+	VMASKMOVPS Y5, Y0, (DI)
+	VMASKMOVPS Y2, Y0, (DI)(BX*1)
+
+opsRoPEAVX2_l_done:
+	LEAQ (AX)(BX*2), AX
+	DECQ SI
+	JNZ  opsRoPEAVX2_head
+	VZEROUPPER
+	RET
+
 // func opsExpAVX512(dst *float32, x *float32, n int)
 // Requires: AVX, AVX512F
 TEXT ·opsExpAVX512(SB), NOSPLIT, $0-24
@@ -3284,5 +3392,115 @@ opsWeightedSumAVX512_b1_store:
 	ADDQ    $0x00000040, R9
 
 opsWeightedSumAVX512_b1_next:
+	VZEROUPPER
+	RET
+
+// func opsAddAVX512(y *float32, x *float32, n int)
+// Requires: AVX, AVX512F
+TEXT ·opsAddAVX512(SB), NOSPLIT, $0-24
+	MOVQ y+0(FP), AX
+	MOVQ x+8(FP), CX
+	MOVQ n+16(FP), DX
+	SHLQ $0x02, DX
+	MOVQ DX, BX
+	ANDQ $-64, BX
+	XORQ SI, SI
+
+opsAddAVX512_l:
+	CMPQ    SI, BX
+	JAE     opsAddAVX512_l_tail
+	VMOVUPS (AX)(SI*1), Z0
+	VMOVUPS (CX)(SI*1), Z1
+	VADDPS  Z1, Z0, Z0
+	VMOVUPS Z0, (AX)(SI*1)
+	ADDQ    $0x00000040, SI
+	JMP     opsAddAVX512_l
+
+opsAddAVX512_l_tail:
+	CMPQ      SI, DX
+	JAE       opsAddAVX512_l_done
+	ANDQ      $0x0000003f, DX
+	SHRQ      $0x02, DX
+	MOVQ      $0x00000010, BX
+	SUBQ      DX, BX
+	LEAQ      opsTailMask<>+0(SB), DX
+	VMOVDQU32 (DX)(BX*4), Z0
+	VPTESTMD  Z0, Z0, K1
+	VMOVUPS.Z (AX)(SI*1), K1, Z0
+	VMOVUPS.Z (CX)(SI*1), K1, Z1
+	VADDPS    Z1, Z0, Z0
+	VMOVUPS   Z0, K1, (AX)(SI*1)
+
+opsAddAVX512_l_done:
+	VZEROUPPER
+	RET
+
+// func opsRoPEAVX512(x *float32, cos *float32, sin *float32, half int, heads int)
+// Requires: AVX, AVX512F
+TEXT ·opsRoPEAVX512(SB), NOSPLIT, $0-40
+	MOVQ      x+0(FP), AX
+	MOVQ      cos+8(FP), CX
+	MOVQ      sin+16(FP), DX
+	MOVQ      half+24(FP), BX
+	SHLQ      $0x02, BX
+	MOVQ      heads+32(FP), SI
+	MOVQ      BX, DI
+	ANDQ      $0x0000003f, DI
+	SHRQ      $0x02, DI
+	MOVQ      $0x00000010, R8
+	SUBQ      DI, R8
+	LEAQ      opsTailMask<>+0(SB), DI
+	VMOVDQU32 (DI)(R8*4), Z0
+	VPTESTMD  Z0, Z0, K1
+
+opsRoPEAVX512_head:
+	MOVQ AX, DI
+	MOVQ CX, R8
+	MOVQ DX, R9
+	MOVQ BX, R10
+	ANDQ $-64, R10
+	XORQ R11, R11
+
+opsRoPEAVX512_l:
+	CMPQ    R11, R10
+	JAE     opsRoPEAVX512_l_tail
+	VMOVUPS (DI), Z0
+	VMOVUPS (DI)(BX*1), Z1
+	VMOVUPS (R8), Z2
+	VMOVUPS (R9), Z3
+	VMULPS  Z2, Z0, Z4
+	VMULPS  Z3, Z1, Z5
+	VSUBPS  Z5, Z4, Z4
+	VMULPS  Z2, Z1, Z1
+	VMULPS  Z3, Z0, Z5
+	VADDPS  Z5, Z1, Z1
+	VMOVUPS Z4, (DI)
+	VMOVUPS Z1, (DI)(BX*1)
+	ADDQ    $0x00000040, DI
+	ADDQ    $0x00000040, R8
+	ADDQ    $0x00000040, R9
+	ADDQ    $0x00000040, R11
+	JMP     opsRoPEAVX512_l
+
+opsRoPEAVX512_l_tail:
+	CMPQ      R11, BX
+	JAE       opsRoPEAVX512_l_done
+	VMOVUPS.Z (DI), K1, Z0
+	VMOVUPS.Z (DI)(BX*1), K1, Z1
+	VMOVUPS.Z (R8), K1, Z2
+	VMOVUPS.Z (R9), K1, Z3
+	VMULPS    Z2, Z0, Z4
+	VMULPS    Z3, Z1, Z5
+	VSUBPS    Z5, Z4, Z4
+	VMULPS    Z2, Z1, Z1
+	VMULPS    Z3, Z0, Z5
+	VADDPS    Z5, Z1, Z1
+	VMOVUPS   Z4, K1, (DI)
+	VMOVUPS   Z1, K1, (DI)(BX*1)
+
+opsRoPEAVX512_l_done:
+	LEAQ (AX)(BX*2), AX
+	DECQ SI
+	JNZ  opsRoPEAVX512_head
 	VZEROUPPER
 	RET

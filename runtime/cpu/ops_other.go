@@ -30,3 +30,7 @@ func expISA(_ ISA, dst, x []float32) {
 		dst[i] = exp32(v)
 	}
 }
+
+func ropeISA(_ ISA, x, cos, sin []float32) { ropeGeneric(x, cos, sin) }
+
+func addISA(_ ISA, y, x []float32) { addGeneric(y, x) }

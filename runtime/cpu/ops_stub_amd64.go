@@ -37,6 +37,16 @@ func opsScoresAVX2(s *float32, k *float32, stride int, q *float32, hd int, n int
 //go:noescape
 func opsWeightedSumAVX2(y *float32, v *float32, stride int, w *float32, hd int, n int)
 
+// opsAddAVX2 adds x[i] to y[i] for i < n (n >= 1).
+//
+//go:noescape
+func opsAddAVX2(y *float32, x *float32, n int)
+
+// opsRoPEAVX2 rotates heads consecutive heads of 2·half floats at x by the cos and sin tables (half each; half, heads >= 1).
+//
+//go:noescape
+func opsRoPEAVX2(x *float32, cos *float32, sin *float32, half int, heads int)
+
 // opsExpAVX512 sets dst[i] = e^x[i] for i < n (n >= 1).
 //
 //go:noescape
@@ -71,3 +81,13 @@ func opsScoresAVX512(s *float32, k *float32, stride int, q *float32, hd int, n i
 //
 //go:noescape
 func opsWeightedSumAVX512(y *float32, v *float32, stride int, w *float32, hd int, n int)
+
+// opsAddAVX512 adds x[i] to y[i] for i < n (n >= 1).
+//
+//go:noescape
+func opsAddAVX512(y *float32, x *float32, n int)
+
+// opsRoPEAVX512 rotates heads consecutive heads of 2·half floats at x by the cos and sin tables (half each; half, heads >= 1).
+//
+//go:noescape
+func opsRoPEAVX512(x *float32, cos *float32, sin *float32, half int, heads int)

@@ -425,6 +425,46 @@ func TestRowsMatchSingle(t *testing.T) {
 	}
 }
 
+// RoPEHeads and Add round as the plain loops do: the kernels' results are
+// theirs bit for bit (odd half sizes and lengths: masked last vectors).
+func TestRoPEAddExact(t *testing.T) {
+	rng := rand.New(rand.NewPCG(15, 16))
+	for _, level := range opsLevels() {
+		for _, half := range []int{1, 3, 8, 16, 24, 64, 128} {
+			for _, heads := range []int{1, 2, 4, 7} {
+				x := make([]float32, 2*half*heads)
+				cos, sin := make([]float32, half), make([]float32, half)
+				for i := range x {
+					x[i] = float32(rng.NormFloat64() * 10)
+				}
+				for i := range cos {
+					a := rng.Float64() * 100
+					cos[i], sin[i] = float32(math.Cos(a)), float32(math.Sin(a))
+				}
+				got, want := append([]float32(nil), x...), append([]float32(nil), x...)
+				ropeISA(level, got, cos, sin)
+				for h := range heads {
+					RoPE(want[h*2*half:(h+1)*2*half], cos, sin)
+				}
+				for i := range got {
+					if got[i] != want[i] {
+						t.Fatalf("%s half=%d heads=%d: rope[%d] = %g, want %g", level, half, heads, i, got[i], want[i])
+					}
+				}
+				y := append([]float32(nil), x...)
+				yw := append([]float32(nil), x...)
+				addISA(level, y, got)
+				addGeneric(yw, got)
+				for i := range y {
+					if y[i] != yw[i] {
+						t.Fatalf("%s n=%d: add[%d] = %g, want %g", level, len(y), i, y[i], yw[i])
+					}
+				}
+			}
+		}
+	}
+}
+
 // The exported entry points check their lengths and take empty inputs;
 // softmax takes -Inf (masked) and huge entries.
 func TestOpsEdges(t *testing.T) {
@@ -447,6 +487,9 @@ func TestOpsEdges(t *testing.T) {
 	GatedActivation(nil, nil, true)
 	RMSNorm(nil, nil, nil, 1e-6)
 	RMSNormRows(nil, nil, nil, 1e-6)
+	RoPEHeads(nil, nil, nil)
+	RoPEHeads(make([]float32, 3), make([]float32, 2), make([]float32, 2))
+	Add(nil, nil)
 	defer func() {
 		if recover() == nil {
 			t.Error("ScaledDots read past its rows without panicking")

@@ -456,13 +456,9 @@ func (t *rowTask) Run(lo, hi int) {
 			if l.Sliding {
 				cos, sin = b.cosL[row*half:(row+1)*half], b.sinL[row*half:(row+1)*half]
 			}
-			for hh := 0; hh < c.NumHeads; hh++ {
-				cpu.RoPE(b.q[row*qd+hh*hd:row*qd+(hh+1)*hd], cos, sin)
-			}
+			cpu.RoPEHeads(b.q[row*qd:(row+1)*qd], cos, sin)
 			k, v := b.k[row*kvd:(row+1)*kvd], b.v[row*kvd:(row+1)*kvd]
-			for g := 0; g < c.NumKVHeads; g++ {
-				cpu.RoPE(k[g*hd:(g+1)*hd], cos, sin)
-			}
+			cpu.RoPEHeads(k, cos, sin)
 			dt := t.segs[b.rowSeg[row]].st.kvDT
 			roundTrip(k, dt)
 			roundTrip(v, dt)
@@ -484,7 +480,7 @@ func (t *rowTask) Run(lo, hi int) {
 			cpu.RMSNormRows(o, o, l.PostAttnNorm, eps)
 			mlpNorm = l.PreFFNorm
 		}
-		addTo(x, o)
+		cpu.Add(x, o)
 		cpu.RMSNormRows(xn, x, mlpNorm, eps)
 	case stageActivation:
 		cpu.GatedActivation(b.gate[lo*inter:hi*inter], b.up[lo*inter:hi*inter], c.HiddenAct == "gelu_pytorch_tanh")
@@ -493,14 +489,7 @@ func (t *rowTask) Run(lo, hi int) {
 		if c.SandwichNorms {
 			cpu.RMSNormRows(down, down, l.PostFFNorm, eps)
 		}
-		addTo(x, down)
-	}
-}
-
-func addTo(dst, src []float32) {
-	src = src[:len(dst)]
-	for i := range dst {
-		dst[i] += src[i]
+		cpu.Add(x, down)
 	}
 }
 

@@ -166,6 +166,8 @@ func main() {
 		rmsNorm(l, &c)
 		scores(l)
 		weightedSum(l)
+		add(l, &c)
+		rope(l, &c)
 	}
 	Generate()
 }
@@ -1043,6 +1045,72 @@ func weightedSum(l level) {
 		}
 		Label(lbl + "_next")
 	}
+	VZEROUPPER()
+	RET()
+}
+
+// add generates opsAdd<level>(y, x, n): y[i] += x[i] (the residual adds;
+// one rounding, as the Go loop).
+func add(l level, c *consts) {
+	name := "opsAdd" + l.name
+	TEXT(name, NOSPLIT, "func(y, x *float32, n int)")
+	Pragma("noescape")
+	Doc(fmt.Sprintf("%s adds x[i] to y[i] for i < n (n >= 1).", name))
+	y := Load(Param("y"), GP64())
+	x := Load(Param("x"), GP64())
+	nb := Load(Param("n"), GP64())
+	SHLQ(U8(2), nb)
+	loop(l, c, name+"_l", nb, nil, func(i Register, t *tail) {
+		a, b := l.vec(), l.vec()
+		ld(t, Mem{Base: y, Index: i, Scale: 1}, a)
+		ld(t, Mem{Base: x, Index: i, Scale: 1}, b)
+		VADDPS(b, a, a)
+		st(t, a, Mem{Base: y, Index: i, Scale: 1})
+	})
+	VZEROUPPER()
+	RET()
+}
+
+// rope generates opsRoPE<level>(x, cos, sin, half, heads): the rotate_half
+// RoPE of heads consecutive heads of 2·half floats in place, x' = x·cos +
+// rotate_half(x)·sin, with torch's roundings (two products, then the sum:
+// no FMA), so the result is the Go loop's bit for bit.
+func rope(l level, c *consts) {
+	name := "opsRoPE" + l.name
+	TEXT(name, NOSPLIT, "func(x, cos, sin *float32, half int, heads int)")
+	Pragma("noescape")
+	Doc(fmt.Sprintf("%s rotates heads consecutive heads of 2·half floats at x by the cos and sin tables (half each; half, heads >= 1).", name))
+	x := Load(Param("x"), GP64())
+	cs := Load(Param("cos"), GP64())
+	sn := Load(Param("sin"), GP64())
+	hb := Load(Param("half"), GP64())
+	SHLQ(U8(2), hb)
+	heads := Load(Param("heads"), GP64())
+	tl := newTail(l, c, hb)
+	Label(name + "_head")
+	p, q, r := GP64(), GP64(), GP64()
+	MOVQ(x, p)
+	MOVQ(cs, q)
+	MOVQ(sn, r)
+	loopP(l, name+"_l", hb, &tl, []Register{p, q, r}, func(t *tail) {
+		a, b, cv, sv := l.vec(), l.vec(), l.vec(), l.vec()
+		ld(t, Mem{Base: p}, a)
+		ld(t, Mem{Base: p, Index: hb, Scale: 1}, b)
+		ld(t, Mem{Base: q}, cv)
+		ld(t, Mem{Base: r}, sv)
+		x1, x2, u := l.vec(), l.vec(), l.vec()
+		VMULPS(cv, a, x1)
+		VMULPS(sv, b, u)
+		VSUBPS(u, x1, x1) // a·cos - b·sin
+		VMULPS(cv, b, x2)
+		VMULPS(sv, a, u)
+		VADDPS(u, x2, x2) // b·cos + a·sin
+		st(t, x1, Mem{Base: p})
+		st(t, x2, Mem{Base: p, Index: hb, Scale: 1})
+	})
+	LEAQ(Mem{Base: x, Index: hb, Scale: 2}, x)
+	DECQ(heads)
+	JNZ(LabelRef(name + "_head"))
 	VZEROUPPER()
 	RET()
 }
