@@ -63,6 +63,24 @@ func Run(r *model.Runner, fh *head.FlashHead, opts Options) (*Result, error) {
 	if fh != nil {
 		heads = []*head.FlashHead{fh, nil}
 	}
+	// An untimed pass first: the first touch of each page of the mapped
+	// model file faults it in, which would be charged to whichever head
+	// runs first.
+	for _, h := range heads {
+		st, err := m.NewState(0, opts.KV)
+		if err != nil {
+			return nil, err
+		}
+		hidden, err := r.ForwardHidden(st, prompt[:min(len(prompt), 2)], false)
+		if err != nil {
+			return nil, err
+		}
+		if h != nil {
+			h.Argmax(r.Pool, hidden)
+		} else {
+			sample.Argmax(r.DenseLogits(hidden))
+		}
+	}
 	for _, h := range heads {
 		st, err := m.NewState(0, opts.KV)
 		if err != nil {
