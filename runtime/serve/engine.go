@@ -29,6 +29,10 @@ var (
 // steps (see loop).
 const yieldEvery = 500 * time.Microsecond
 
+// maxSpareBytes bounds the KV memory of finished requests' states kept for
+// reuse (engine.state).
+const maxSpareBytes = 16 << 20
+
 // minPrefillPerStep is the number of prompt tokens a step processes at
 // least, however many sequences are decoding, so that new requests are
 // never starved by a full batch.
@@ -147,14 +151,16 @@ type engine struct {
 	exited chan struct{}
 
 	// Scheduler scratch, reused step after step.
-	seqs      []model.Seq
-	seqJobs   []*job
-	admitted  []*job
-	hidden    []float32
-	logits    []float32
-	samplers  []*sample.Sampler
-	histories [][]int
-	heads     headTask
+	seqs       []model.Seq
+	seqJobs    []*job
+	admitted   []*job
+	hidden     []float32
+	logits     []float32
+	samplers   []*sample.Sampler
+	histories  [][]int
+	heads      headTask
+	spare      []*model.State // finished requests' states, for reuse
+	spareBytes int64
 }
 
 // headTask runs the FlashHead on a share of a step's rows per thread of the
@@ -327,7 +333,7 @@ func (e *engine) admit(active []*job) ([]*job, bool) {
 	e.mu.Unlock()
 
 	for _, j := range admitted {
-		st, err := e.run.M.NewState(j.limit, e.kv)
+		st, err := e.state(j.limit)
 		if err != nil {
 			e.finish(j, "error", err)
 			continue
@@ -345,11 +351,36 @@ func (e *engine) admit(active []*job) ([]*job, bool) {
 	return active, exit
 }
 
+// state returns an empty decoding state with context limit limit: a
+// finished request's, when one is spare, or a new one.
+func (e *engine) state(limit int) (*model.State, error) {
+	for len(e.spare) > 0 {
+		st := e.spare[len(e.spare)-1]
+		e.spare[len(e.spare)-1] = nil
+		e.spare = e.spare[:len(e.spare)-1]
+		e.spareBytes -= st.KVBytes()
+		if st.Limit == limit {
+			st.Reset()
+			return st, nil
+		}
+	}
+	return e.run.M.NewState(limit, e.kv)
+}
+
 // finish ends a job: its state (KV cache) is dropped and its handler told.
 func (e *engine) finish(j *job, reason string, err error) {
 	r := result{reason: reason, err: err}
 	if j.stream != nil {
 		r.tokens = len(j.stream.Tokens)
+	}
+	// The state's KV cache serves a later request (its memory is already
+	// grown and in cache; a new one is zeroed, grown and copied again),
+	// within a memory budget: for small caches that cost is per token.
+	if j.state != nil {
+		if b := j.state.KVBytes(); len(e.spare) < e.maxBatch && e.spareBytes+b <= maxSpareBytes {
+			e.spare = append(e.spare, j.state)
+			e.spareBytes += b
+		}
 	}
 	j.state, j.stream, j.context = nil, nil, nil
 	e.mu.Lock()
