@@ -550,14 +550,28 @@ func (a *responder) stream() {
 	// escaped per event, into a reused buffer (no reflection or allocation
 	// per token).
 	head, tail := splitTemplate(piece)
-	var buf, event []byte
-	sendText := func(text []byte) bool {
-		event = append(event[:0], "data: "...)
-		event = append(event, head...)
-		event = appendJSONString(event, text)
-		event = append(event, tail...)
-		event = append(event, "\n\n"...)
-		if _, err := a.w.Write(event); err != nil {
+	// Events are appended to a reused buffer and written with one flush:
+	// each text as it comes, and at the end the last text, the finish
+	// chunk, the usage chunk and [DONE] together (every flush is a write
+	// on the server and a read on the client).
+	var buf, events []byte
+	appendText := func(text []byte) {
+		events = append(events, "data: "...)
+		events = append(events, head...)
+		events = appendJSONString(events, text)
+		events = append(events, tail...)
+		events = append(events, "\n\n"...)
+	}
+	appendEvent := func(v any) {
+		data, _ := json.Marshal(v)
+		events = append(events, "data: "...)
+		events = append(events, data...)
+		events = append(events, "\n\n"...)
+	}
+	flush := func() bool {
+		_, err := a.w.Write(events)
+		events = events[:0]
+		if err != nil {
 			a.j.cancel()
 			return false
 		}
@@ -579,39 +593,35 @@ func (a *responder) stream() {
 			return
 		}
 		buf = text
-		if len(text) > 0 && !sendText(text) {
-			a.note(result{reason: "client-gone"})
-			return
+		if len(text) > 0 {
+			appendText(text)
 		}
 		if !done {
+			if !flush() {
+				a.note(result{reason: "client-gone"})
+				return
+			}
 			continue
 		}
 		a.note(res)
 		if res.reason == "cancelled" || res.reason == "error" {
-			send(map[string]*apiError{"error": failure(res)})
-			fmt.Fprint(a.w, "data: [DONE]\n\n")
+			appendEvent(map[string]*apiError{"error": failure(res)})
+			events = append(events, "data: [DONE]\n\n"...)
+			flush()
 			return
 		}
 		fin := finishReason(res.reason)
-		if !send(piece("", &fin)) {
-			return
-		}
+		appendEvent(piece("", &fin))
 		if a.p.includeUsage {
 			u := a.usage(res)
-			var v any
 			if a.p.chat {
-				v = chatChunk{ID: a.id, Object: chunkObject, Created: a.created, Model: a.s.cfg.ModelName, Choices: []chatChunkChoice{}, Usage: &u}
+				appendEvent(chatChunk{ID: a.id, Object: chunkObject, Created: a.created, Model: a.s.cfg.ModelName, Choices: []chatChunkChoice{}, Usage: &u})
 			} else {
-				v = completionResponse{ID: a.id, Object: chunkObject, Created: a.created, Model: a.s.cfg.ModelName, Choices: []completionChoice{}, Usage: &u}
-			}
-			if !send(v) {
-				return
+				appendEvent(completionResponse{ID: a.id, Object: chunkObject, Created: a.created, Model: a.s.cfg.ModelName, Choices: []completionChoice{}, Usage: &u})
 			}
 		}
-		fmt.Fprint(a.w, "data: [DONE]\n\n")
-		if flusher != nil {
-			flusher.Flush()
-		}
+		events = append(events, "data: [DONE]\n\n"...)
+		flush()
 		return
 	}
 }
