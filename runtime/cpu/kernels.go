@@ -100,8 +100,9 @@ func dotGeneric(a, b []float32) float32 {
 	return ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]))
 }
 
-// dotBF16 is Dot with a bfloat16 first operand.
-func dotBF16(w []uint16, x []float32) float32 {
+// DotBF16 is Dot (plain Go, the same eight-lane order) with a bfloat16
+// first operand.
+func DotBF16(w []uint16, x []float32) float32 {
 	var s [8]float32
 	n := len(w)
 	x = x[:n]
@@ -150,7 +151,7 @@ func (m Mat) dotRowsGeneric(out, x []float32) {
 		}
 	case dtype.BF16:
 		for r := range out[:m.Rows] {
-			out[r] = dotBF16(u16s(m.Data[r*cols*2:(r+1)*cols*2]), x)
+			out[r] = DotBF16(u16s(m.Data[r*cols*2:(r+1)*cols*2]), x)
 		}
 	case dtype.F16:
 		row := make([]float32, cols)
@@ -212,7 +213,7 @@ func MatMulRef(p *Pool, out []float32, w Mat, x []float32, T int) {
 			case dtype.BF16:
 				row := u16s(w.Data[r*cols*2 : (r+1)*cols*2])
 				for t := 0; t < T; t++ {
-					out[t*rows+r] = dotBF16(row, x[t*cols:(t+1)*cols])
+					out[t*rows+r] = DotBF16(row, x[t*cols:(t+1)*cols])
 				}
 			case dtype.F16:
 				w.RowF32(scratch, r)
@@ -232,7 +233,7 @@ func denseTail(dt dtype.DType, row []byte, x []float32, from int) float32 {
 	case dtype.F32:
 		return dotGeneric(f32s(row)[from:n], x[from:n])
 	case dtype.BF16:
-		return dotBF16(u16s(row)[from:n], x[from:n])
+		return DotBF16(u16s(row)[from:n], x[from:n])
 	}
 	var s float32
 	for i, h := range u16s(row)[from:n] {

@@ -3,7 +3,6 @@ package cuda
 import (
 	"errors"
 	"fmt"
-	"math"
 
 	"github.com/fhkit/fhkit/formats/arch"
 	"github.com/fhkit/fhkit/formats/dtype"
@@ -159,7 +158,7 @@ func NewRunner(dv *Device, m *model.Model, kv dtype.DType, ctx int) (r *Runner, 
 		}
 		r.layers = append(r.layers, d)
 	}
-	inv := [2][]float32{ropeInvFreq(hd, c.RopeTheta, c.RopeScaling), ropeInvFreq(hd, c.RopeLocalTheta, arch.RopeScaling{})}
+	inv := [2][]float32{model.RopeInvFreq(hd, c.RopeTheta, c.RopeScaling), model.RopeInvFreq(hd, c.RopeLocalTheta, arch.RopeScaling{})}
 	for i := range inv {
 		if r.invFreq[i], err = r.vec(inv[i]); err != nil {
 			return nil, err
@@ -246,40 +245,6 @@ func (r *Runner) Close() error {
 
 // Reset starts a new sequence (the cache memory is reused).
 func (r *Runner) Reset() { r.Pos = 0 }
-
-// ropeInvFreq is runtime/model's RoPE inverse frequencies (newRopeFreqs),
-// float32 as transformers computes them.
-func ropeInvFreq(headDim int, theta float64, sc arch.RopeScaling) []float32 {
-	half := headDim / 2
-	inv := make([]float32, half)
-	for i := range inv {
-		exp := float32(2*i) / float32(headDim)
-		inv[i] = 1 / float32(math.Pow(float64(float32(theta)), float64(exp)))
-	}
-	switch sc.Type {
-	case "linear":
-		for i := range inv {
-			inv[i] /= float32(sc.Factor)
-		}
-	case "llama3":
-		factor, low, high := float32(sc.Factor), float32(sc.LowFreqFactor), float32(sc.HighFreqFactor)
-		old := float32(sc.OriginalMaxPositionEmbeddings)
-		lowWL, highWL := old/low, old/high
-		for i, f := range inv {
-			wl := 2 * float32(math.Pi) / f
-			scaled := f
-			if wl > lowWL {
-				scaled = f / factor
-			}
-			if !(wl < highWL) && !(wl > lowWL) {
-				smooth := (old/wl - low) / (high - low)
-				scaled = (1-smooth)*scaled/factor + smooth*scaled
-			}
-			inv[i] = scaled
-		}
-	}
-	return inv
-}
 
 func dtName(dt dtype.DType) string {
 	switch dt {

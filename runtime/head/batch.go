@@ -56,9 +56,9 @@ func (h *FlashHead) SampleBatch(p *cpu.Pool, samplers []*sample.Sampler, hidden 
 	return out
 }
 
-// drawScored is Sample's draw after stage 1: scores are the raw-centroid
-// scores h·c_k of hidden (overwritten with the Gumbel keys).
-// TestSampleBatchEqualsSample keeps it in step with Sample.
+// drawScored is the draw after stage 1 of Sample and SampleBatch: scores
+// are the raw-centroid scores h·c_k of hidden (overwritten with the Gumbel
+// keys).
 func (h *FlashHead) drawScored(p *cpu.Pool, s *sample.Sampler, hidden, scores []float32, history []int) int {
 	T := s.Params().Temperature
 	rng := s.Rand()

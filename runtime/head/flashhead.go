@@ -426,27 +426,5 @@ func (h *FlashHead) Sample(p *cpu.Pool, s *sample.Sampler, hidden []float32, his
 	}
 	scores := make([]float32, h.K)
 	cpu.MatVec(p, scores, h.raw, hidden)
-	rng := s.Rand()
-	for k := range scores {
-		// log softmax up to a constant, plus Gumbel noise: the top P keys
-		// are a draw of P clusters without replacement.
-		u := rng.Float64()
-		for u == 0 {
-			u = rng.Float64()
-		}
-		scores[k] = float32(float64(scores[k])/T - math.Log(-math.Log(u)))
-	}
-	ids, logits := h.Candidates(p, hidden, TopClusters(scores, h.Probes))
-	// The candidate-space history for the repetition penalty.
-	pos := make(map[int]int, len(ids))
-	for i, id := range ids {
-		pos[id] = i
-	}
-	var hist []int
-	for _, id := range history {
-		if i, ok := pos[id]; ok {
-			hist = append(hist, i)
-		}
-	}
-	return ids[s.Next(logits, hist)]
+	return h.drawScored(p, s, hidden, scores, history)
 }

@@ -100,7 +100,7 @@ func (c *layerCache) scores(s, q []float32, from, off int, scale float32) {
 		o := c.slot(from+i)*c.kvDim + off
 		var d float32
 		if c.dt == dtype.BF16 {
-			d = dotBF16(c.k16[o:o+hd], q)
+			d = cpu.DotBF16(c.k16[o:o+hd], q)
 		} else {
 			d = dotF16(c.k16[o:o+hd], q)
 		}
@@ -135,30 +135,7 @@ func (c *layerCache) accumulate(out, w []float32, from, off int) {
 	}
 }
 
-// dotBF16 is cpu.Dot with a bfloat16 operand, in the same eight-lane order,
-// so a bf16 cache read in place scores exactly as the widened row would.
-func dotBF16(w []uint16, x []float32) float32 {
-	var s [8]float32
-	n := len(w)
-	x = x[:n]
-	i := 0
-	for ; i+8 <= n; i += 8 {
-		s[0] += math.Float32frombits(uint32(w[i])<<16) * x[i]
-		s[1] += math.Float32frombits(uint32(w[i+1])<<16) * x[i+1]
-		s[2] += math.Float32frombits(uint32(w[i+2])<<16) * x[i+2]
-		s[3] += math.Float32frombits(uint32(w[i+3])<<16) * x[i+3]
-		s[4] += math.Float32frombits(uint32(w[i+4])<<16) * x[i+4]
-		s[5] += math.Float32frombits(uint32(w[i+5])<<16) * x[i+5]
-		s[6] += math.Float32frombits(uint32(w[i+6])<<16) * x[i+6]
-		s[7] += math.Float32frombits(uint32(w[i+7])<<16) * x[i+7]
-	}
-	for ; i < n; i++ {
-		s[i&7] += math.Float32frombits(uint32(w[i])<<16) * x[i]
-	}
-	return ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]))
-}
-
-// dotF16 is dotBF16 for a float16 operand.
+// dotF16 is cpu.DotBF16 for a float16 operand.
 func dotF16(w []uint16, x []float32) float32 {
 	var s [8]float32
 	n := len(w)

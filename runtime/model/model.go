@@ -194,6 +194,13 @@ func roundTo(v float32, dt dtype.DType) float32 {
 type ropeFreqs struct{ inv []float32 }
 
 func newRopeFreqs(headDim int, theta float64, sc arch.RopeScaling) ropeFreqs {
+	return ropeFreqs{inv: RopeInvFreq(headDim, theta, sc)}
+}
+
+// RopeInvFreq returns the RoPE inverse frequencies (headDim/2) for base
+// theta and a scaling (none, linear or llama3), computed in float32 as
+// transformers does; the CUDA backend uploads the same table.
+func RopeInvFreq(headDim int, theta float64, sc arch.RopeScaling) []float32 {
 	half := headDim / 2
 	inv := make([]float32, half)
 	for i := range inv {
@@ -223,7 +230,7 @@ func newRopeFreqs(headDim int, theta float64, sc arch.RopeScaling) ropeFreqs {
 			inv[i] = scaled
 		}
 	}
-	return ropeFreqs{inv}
+	return inv
 }
 
 // table fills cos and sin (each headDim/2 long) for position pos.
