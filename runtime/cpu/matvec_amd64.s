@@ -14,6 +14,9 @@ GLOBL mvSixteen<>(SB), RODATA|NOPTR, $4
 DATA mvLowNibble<>+0(SB)/4, $0x0000000f
 GLOBL mvLowNibble<>(SB), RODATA|NOPTR, $4
 
+DATA mvLowNibbles<>+0(SB)/4, $0x0f0f0f0f
+GLOBL mvLowNibbles<>(SB), RODATA|NOPTR, $4
+
 DATA mvBF16Code<>+0(SB)/4, $0x00780078
 GLOBL mvBF16Code<>(SB), RODATA|NOPTR, $4
 
@@ -224,6 +227,253 @@ GLOBL mvRound<>(SB), RODATA|NOPTR, $4
 
 DATA mvHighHalf<>+0(SB)/4, $0xffff0000
 GLOBL mvHighHalf<>(SB), RODATA|NOPTR, $4
+
+// func mvQ4PrepVNNI(dst *int8, nxs *float32, x *float32, groups int, bpg int, k int32)
+// Requires: AVX, AVX2, AVX512F, AVX512VL
+TEXT ·mvQ4PrepVNNI(SB), NOSPLIT, $0-44
+	MOVQ         dst+0(FP), AX
+	MOVQ         nxs+8(FP), CX
+	MOVQ         x+16(FP), DX
+	MOVQ         groups+24(FP), BX
+	VMOVDQU32    mvEvenIdx<>+0(SB), Z0
+	VMOVDQU32    mvOddIdx<>+0(SB), Z1
+	VPBROADCASTD mvAbsMask<>+0(SB), Z2
+	VBROADCASTSS mvF128<>+0(SB), Z3
+	VBROADCASTSS mvFInv128<>+0(SB), Z4
+	VMOVSS       mvVNNILevels<>+0(SB), X5
+
+pv_g:
+	TESTQ  BX, BX
+	JZ     pv_done
+	VPXORD Z6, Z6, Z6
+	MOVQ   DX, SI
+	MOVQ   bpg+32(FP), DI
+
+pv_max:
+	VPANDD        (SI), Z2, Z7
+	VMAXPS        Z7, Z6, Z6
+	VPANDD        64(SI), Z2, Z7
+	VMAXPS        Z7, Z6, Z6
+	VPANDD        128(SI), Z2, Z7
+	VMAXPS        Z7, Z6, Z6
+	VPANDD        192(SI), Z2, Z7
+	VMAXPS        Z7, Z6, Z6
+	VPANDD        256(SI), Z2, Z7
+	VMAXPS        Z7, Z6, Z6
+	VPANDD        320(SI), Z2, Z7
+	VMAXPS        Z7, Z6, Z6
+	VPANDD        384(SI), Z2, Z7
+	VMAXPS        Z7, Z6, Z6
+	VPANDD        448(SI), Z2, Z7
+	VMAXPS        Z7, Z6, Z6
+	ADDQ          $0x00000200, SI
+	DECQ          DI
+	JNZ           pv_max
+	VEXTRACTF64X4 $0x01, Z6, Y7
+	VMAXPS        Y7, Y6, Y7
+	VEXTRACTF32X4 $0x01, Y7, X9
+	VMAXPS        X9, X7, X9
+	VPERMILPS     $0x4e, X9, X7
+	VMAXPS        X7, X9, X9
+	VPERMILPS     $0xb1, X9, X7
+	VMAXPS        X7, X9, X9
+	VXORPS        X7, X7, X7
+	VXORPS        X10, X10, X10
+	VUCOMISS      X7, X9
+	JE            pv_zero
+	VDIVSS        X5, X9, X7
+	VDIVSS        X9, X5, X10
+
+pv_zero:
+	VMOVSS       X7, 4(CX)
+	VBROADCASTSS X10, Z7
+	VPXORD       Z8, Z8, Z8
+	MOVQ         bpg+32(FP), SI
+
+pv_b:
+	VMOVUPS       (DX), Z9
+	VMOVUPS       64(DX), Z10
+	VMOVAPS       Z9, Z11
+	VPERMT2PS     Z10, Z0, Z11
+	VMULPS        Z7, Z11, Z11
+	VMULPS        Z4, Z11, Z12
+	VCVTPS2DQ     Z12, Z12
+	VCVTDQ2PS     Z12, Z13
+	VFNMADD231PS  Z3, Z13, Z11
+	VCVTPS2DQ     Z11, Z11
+	VPMOVDB       Z12, (AX)
+	VPMOVDB       Z11, 128(AX)
+	VPSLLD        $0x07, Z12, Z12
+	VPADDD        Z11, Z12, Z12
+	VPADDD        Z12, Z8, Z8
+	VMOVAPS       Z9, Z9
+	VPERMT2PS     Z10, Z1, Z9
+	VMULPS        Z7, Z9, Z9
+	VMULPS        Z4, Z9, Z10
+	VCVTPS2DQ     Z10, Z10
+	VCVTDQ2PS     Z10, Z11
+	VFNMADD231PS  Z3, Z11, Z9
+	VCVTPS2DQ     Z9, Z9
+	VPMOVDB       Z10, 64(AX)
+	VPMOVDB       Z9, 192(AX)
+	VPSLLD        $0x07, Z10, Z10
+	VPADDD        Z9, Z10, Z10
+	VPADDD        Z10, Z8, Z8
+	VMOVUPS       128(DX), Z9
+	VMOVUPS       192(DX), Z10
+	VMOVAPS       Z9, Z11
+	VPERMT2PS     Z10, Z0, Z11
+	VMULPS        Z7, Z11, Z11
+	VMULPS        Z4, Z11, Z12
+	VCVTPS2DQ     Z12, Z12
+	VCVTDQ2PS     Z12, Z13
+	VFNMADD231PS  Z3, Z13, Z11
+	VCVTPS2DQ     Z11, Z11
+	VPMOVDB       Z12, 16(AX)
+	VPMOVDB       Z11, 144(AX)
+	VPSLLD        $0x07, Z12, Z12
+	VPADDD        Z11, Z12, Z12
+	VPADDD        Z12, Z8, Z8
+	VMOVAPS       Z9, Z9
+	VPERMT2PS     Z10, Z1, Z9
+	VMULPS        Z7, Z9, Z9
+	VMULPS        Z4, Z9, Z10
+	VCVTPS2DQ     Z10, Z10
+	VCVTDQ2PS     Z10, Z11
+	VFNMADD231PS  Z3, Z11, Z9
+	VCVTPS2DQ     Z9, Z9
+	VPMOVDB       Z10, 80(AX)
+	VPMOVDB       Z9, 208(AX)
+	VPSLLD        $0x07, Z10, Z10
+	VPADDD        Z9, Z10, Z10
+	VPADDD        Z10, Z8, Z8
+	VMOVUPS       256(DX), Z9
+	VMOVUPS       320(DX), Z10
+	VMOVAPS       Z9, Z11
+	VPERMT2PS     Z10, Z0, Z11
+	VMULPS        Z7, Z11, Z11
+	VMULPS        Z4, Z11, Z12
+	VCVTPS2DQ     Z12, Z12
+	VCVTDQ2PS     Z12, Z13
+	VFNMADD231PS  Z3, Z13, Z11
+	VCVTPS2DQ     Z11, Z11
+	VPMOVDB       Z12, 32(AX)
+	VPMOVDB       Z11, 160(AX)
+	VPSLLD        $0x07, Z12, Z12
+	VPADDD        Z11, Z12, Z12
+	VPADDD        Z12, Z8, Z8
+	VMOVAPS       Z9, Z9
+	VPERMT2PS     Z10, Z1, Z9
+	VMULPS        Z7, Z9, Z9
+	VMULPS        Z4, Z9, Z10
+	VCVTPS2DQ     Z10, Z10
+	VCVTDQ2PS     Z10, Z11
+	VFNMADD231PS  Z3, Z11, Z9
+	VCVTPS2DQ     Z9, Z9
+	VPMOVDB       Z10, 96(AX)
+	VPMOVDB       Z9, 224(AX)
+	VPSLLD        $0x07, Z10, Z10
+	VPADDD        Z9, Z10, Z10
+	VPADDD        Z10, Z8, Z8
+	VMOVUPS       384(DX), Z9
+	VMOVUPS       448(DX), Z10
+	VMOVAPS       Z9, Z11
+	VPERMT2PS     Z10, Z0, Z11
+	VMULPS        Z7, Z11, Z11
+	VMULPS        Z4, Z11, Z12
+	VCVTPS2DQ     Z12, Z12
+	VCVTDQ2PS     Z12, Z13
+	VFNMADD231PS  Z3, Z13, Z11
+	VCVTPS2DQ     Z11, Z11
+	VPMOVDB       Z12, 48(AX)
+	VPMOVDB       Z11, 176(AX)
+	VPSLLD        $0x07, Z12, Z12
+	VPADDD        Z11, Z12, Z12
+	VPADDD        Z12, Z8, Z8
+	VMOVAPS       Z9, Z9
+	VPERMT2PS     Z10, Z1, Z9
+	VMULPS        Z7, Z9, Z9
+	VMULPS        Z4, Z9, Z10
+	VCVTPS2DQ     Z10, Z10
+	VCVTDQ2PS     Z10, Z11
+	VFNMADD231PS  Z3, Z11, Z9
+	VCVTPS2DQ     Z9, Z9
+	VPMOVDB       Z10, 112(AX)
+	VPMOVDB       Z9, 240(AX)
+	VPSLLD        $0x07, Z10, Z10
+	VPADDD        Z9, Z10, Z10
+	VPADDD        Z10, Z8, Z8
+	ADDQ          $0x00000100, AX
+	ADDQ          $0x00000200, DX
+	DECQ          SI
+	JNZ           pv_b
+	VEXTRACTI64X4 $0x01, Z8, Y7
+	VPADDD        Y7, Y8, Y7
+	VEXTRACTI32X4 $0x01, Y7, X9
+	VPADDD        X9, X7, X9
+	VPSHUFD       $0x4e, X9, X7
+	VPADDD        X7, X9, X9
+	VPSHUFD       $0xb1, X9, X7
+	VPADDD        X7, X9, X9
+	VMOVD         X9, SI
+	IMULL         k+40(FP), SI
+	NEGL          SI
+	MOVL          SI, (CX)
+	ADDQ          $0x00000008, CX
+	DECQ          BX
+	JMP           pv_g
+
+pv_done:
+	VZEROUPPER
+	RET
+
+DATA mvEvenIdx<>+0(SB)/4, $0x00000000
+DATA mvEvenIdx<>+4(SB)/4, $0x00000002
+DATA mvEvenIdx<>+8(SB)/4, $0x00000004
+DATA mvEvenIdx<>+12(SB)/4, $0x00000006
+DATA mvEvenIdx<>+16(SB)/4, $0x00000008
+DATA mvEvenIdx<>+20(SB)/4, $0x0000000a
+DATA mvEvenIdx<>+24(SB)/4, $0x0000000c
+DATA mvEvenIdx<>+28(SB)/4, $0x0000000e
+DATA mvEvenIdx<>+32(SB)/4, $0x00000010
+DATA mvEvenIdx<>+36(SB)/4, $0x00000012
+DATA mvEvenIdx<>+40(SB)/4, $0x00000014
+DATA mvEvenIdx<>+44(SB)/4, $0x00000016
+DATA mvEvenIdx<>+48(SB)/4, $0x00000018
+DATA mvEvenIdx<>+52(SB)/4, $0x0000001a
+DATA mvEvenIdx<>+56(SB)/4, $0x0000001c
+DATA mvEvenIdx<>+60(SB)/4, $0x0000001e
+GLOBL mvEvenIdx<>(SB), RODATA|NOPTR, $64
+
+DATA mvOddIdx<>+0(SB)/4, $0x00000001
+DATA mvOddIdx<>+4(SB)/4, $0x00000003
+DATA mvOddIdx<>+8(SB)/4, $0x00000005
+DATA mvOddIdx<>+12(SB)/4, $0x00000007
+DATA mvOddIdx<>+16(SB)/4, $0x00000009
+DATA mvOddIdx<>+20(SB)/4, $0x0000000b
+DATA mvOddIdx<>+24(SB)/4, $0x0000000d
+DATA mvOddIdx<>+28(SB)/4, $0x0000000f
+DATA mvOddIdx<>+32(SB)/4, $0x00000011
+DATA mvOddIdx<>+36(SB)/4, $0x00000013
+DATA mvOddIdx<>+40(SB)/4, $0x00000015
+DATA mvOddIdx<>+44(SB)/4, $0x00000017
+DATA mvOddIdx<>+48(SB)/4, $0x00000019
+DATA mvOddIdx<>+52(SB)/4, $0x0000001b
+DATA mvOddIdx<>+56(SB)/4, $0x0000001d
+DATA mvOddIdx<>+60(SB)/4, $0x0000001f
+GLOBL mvOddIdx<>(SB), RODATA|NOPTR, $64
+
+DATA mvAbsMask<>+0(SB)/4, $0x7fffffff
+GLOBL mvAbsMask<>(SB), RODATA|NOPTR, $4
+
+DATA mvF128<>+0(SB)/4, $0x43000000
+GLOBL mvF128<>(SB), RODATA|NOPTR, $4
+
+DATA mvFInv128<>+0(SB)/4, $0x3c000000
+GLOBL mvFInv128<>(SB), RODATA|NOPTR, $4
+
+DATA mvVNNILevels<>+0(SB)/4, $0x467e0000
+GLOBL mvVNNILevels<>(SB), RODATA|NOPTR, $4
 
 // func mvDotAVX2(a *float32, b *float32, n int) float32
 // Requires: AVX, FMA3
@@ -3495,6 +3745,252 @@ mvQ4BF16SymAVX512BF16_done:
 	VZEROUPPER
 	RET
 
+// func mvQ4BF16SymAVX512VNNI(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int, l1 int)
+// Requires: AVX, AVX512BW, AVX512F, AVX512VL, AVX512_VNNI, MMX+
+TEXT ·mvQ4BF16SymAVX512VNNI(SB), NOSPLIT, $0-104
+	VPBROADCASTD mvLowNibbles<>+0(SB), Z0
+	MOVQ         w+8(FP), AX
+	MOVQ         stride+16(FP), CX
+
+mvQ4BF16SymAVX512VNNI_r4:
+	CMPQ   rows+88(FP), $0x00000004
+	JL     mvQ4BF16SymAVX512VNNI_r1
+	LEAQ   (AX)(CX*1), DX
+	LEAQ   (AX)(CX*2), BX
+	LEAQ   (DX)(CX*2), SI
+	LEAQ   (SI)(CX*1), DI
+	LEAQ   (DI)(CX*4), DI
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4
+	MOVQ   x+64(FP), R8
+	MOVQ   scales+24(FP), R9
+	MOVQ   nxs+72(FP), R10
+	XORQ   R11, R11
+
+mvQ4BF16SymAVX512VNNI_r4_g:
+	VPXORD Z5, Z5, Z5
+	VMOVD  (R10), X6
+	VPXORD Z7, Z7, Z7
+	VMOVD  (R10), X8
+	VPXORD Z9, Z9, Z9
+	VMOVD  (R10), X10
+	VPXORD Z11, Z11, Z11
+	VMOVD  (R10), X12
+	MOVQ   R11, R12
+	ADDQ   gbytes+80(FP), R12
+
+mvQ4BF16SymAVX512VNNI_r4_b:
+	VMOVDQU32  (R8), Z13
+	VMOVDQU32  64(R8), Z14
+	VMOVDQU32  128(R8), Z15
+	VMOVDQU32  192(R8), Z16
+	VMOVDQU32  (AX)(R11*1), Z17
+	VPANDD     Z0, Z17, Z18
+	VPSRLW     $0x04, Z17, Z17
+	VPANDD     Z0, Z17, Z17
+	VPDPBUSD   Z13, Z18, Z5
+	VPDPBUSD   Z14, Z17, Z5
+	VPDPBUSD   Z15, Z18, Z6
+	VPDPBUSD   Z16, Z17, Z6
+	VMOVDQU32  (DX)(R11*1), Z17
+	VPANDD     Z0, Z17, Z18
+	VPSRLW     $0x04, Z17, Z17
+	VPANDD     Z0, Z17, Z17
+	VPDPBUSD   Z13, Z18, Z7
+	VPDPBUSD   Z14, Z17, Z7
+	VPDPBUSD   Z15, Z18, Z8
+	VPDPBUSD   Z16, Z17, Z8
+	VMOVDQU32  (BX)(R11*1), Z17
+	VPANDD     Z0, Z17, Z18
+	VPSRLW     $0x04, Z17, Z17
+	VPANDD     Z0, Z17, Z17
+	VPDPBUSD   Z13, Z18, Z9
+	VPDPBUSD   Z14, Z17, Z9
+	VPDPBUSD   Z15, Z18, Z10
+	VPDPBUSD   Z16, Z17, Z10
+	VMOVDQU32  (SI)(R11*1), Z17
+	VPANDD     Z0, Z17, Z18
+	VPSRLW     $0x04, Z17, Z17
+	VPANDD     Z0, Z17, Z17
+	VPDPBUSD   Z13, Z18, Z11
+	VPDPBUSD   Z14, Z17, Z11
+	VPDPBUSD   Z15, Z18, Z12
+	VPDPBUSD   Z16, Z17, Z12
+	CMPQ       rows+88(FP), $0x00000009
+	JB         mvQ4BF16SymAVX512VNNI_r4_pfdone
+	CMPQ       l1+96(FP), $0x00000000
+	JE         mvQ4BF16SymAVX512VNNI_r4_pf2
+	PREFETCHT0 (DI)(R11*4)
+	PREFETCHT0 64(DI)(R11*4)
+	PREFETCHT0 128(DI)(R11*4)
+	PREFETCHT0 192(DI)(R11*4)
+	JMP        mvQ4BF16SymAVX512VNNI_r4_pfdone
+
+mvQ4BF16SymAVX512VNNI_r4_pf2:
+	PREFETCHT1 (DI)(R11*4)
+	PREFETCHT1 64(DI)(R11*4)
+	PREFETCHT1 128(DI)(R11*4)
+	PREFETCHT1 192(DI)(R11*4)
+
+mvQ4BF16SymAVX512VNNI_r4_pfdone:
+	ADDQ          $0x00000040, R11
+	ADDQ          $0x00000100, R8
+	CMPQ          R11, R12
+	JB            mvQ4BF16SymAVX512VNNI_r4_b
+	MOVQ          sstride+32(FP), R12
+	VPSLLD        $0x07, Z5, Z5
+	VPADDD        Z6, Z5, Z5
+	VCVTDQ2PS     Z5, Z5
+	VMULPS.BCST   4(R10), Z5, Z5
+	VPBROADCASTW  (R9), Z13
+	VPSLLD        $0x10, Z13, Z13
+	VFMADD231PS   Z5, Z13, Z1
+	VPSLLD        $0x07, Z7, Z7
+	VPADDD        Z8, Z7, Z7
+	VCVTDQ2PS     Z7, Z7
+	VMULPS.BCST   4(R10), Z7, Z7
+	VPBROADCASTW  (R9)(R12*1), Z13
+	VPSLLD        $0x10, Z13, Z13
+	VFMADD231PS   Z7, Z13, Z2
+	VPSLLD        $0x07, Z9, Z9
+	VPADDD        Z10, Z9, Z9
+	VCVTDQ2PS     Z9, Z9
+	VMULPS.BCST   4(R10), Z9, Z9
+	VPBROADCASTW  (R9)(R12*2), Z13
+	VPSLLD        $0x10, Z13, Z13
+	VFMADD231PS   Z9, Z13, Z3
+	VPSLLD        $0x07, Z11, Z11
+	VPADDD        Z12, Z11, Z11
+	VCVTDQ2PS     Z11, Z11
+	VMULPS.BCST   4(R10), Z11, Z11
+	LEAQ          (R9)(R12*2), R13
+	VPBROADCASTW  (R13)(R12*1), Z13
+	VPSLLD        $0x10, Z13, Z13
+	VFMADD231PS   Z11, Z13, Z4
+	ADDQ          $0x00000002, R9
+	ADDQ          $0x00000008, R10
+	CMPQ          R11, CX
+	JB            mvQ4BF16SymAVX512VNNI_r4_g
+	MOVQ          out+0(FP), DX
+	VEXTRACTF64X4 $0x01, Z1, Y13
+	VADDPS        Y13, Y1, Y13
+	VEXTRACTF32X4 $0x01, Y13, X6
+	VADDPS        X6, X13, X6
+	VEXTRACTF64X4 $0x01, Z2, Y13
+	VADDPS        Y13, Y2, Y13
+	VEXTRACTF32X4 $0x01, Y13, X8
+	VADDPS        X8, X13, X8
+	VEXTRACTF64X4 $0x01, Z3, Y13
+	VADDPS        Y13, Y3, Y13
+	VEXTRACTF32X4 $0x01, Y13, X10
+	VADDPS        X10, X13, X10
+	VEXTRACTF64X4 $0x01, Z4, Y13
+	VADDPS        Y13, Y4, Y13
+	VEXTRACTF32X4 $0x01, Y13, X12
+	VADDPS        X12, X13, X12
+	VUNPCKLPS     X8, X6, X13
+	VUNPCKHPS     X8, X6, X6
+	VADDPS        X6, X13, X13
+	VUNPCKLPS     X12, X10, X6
+	VUNPCKHPS     X12, X10, X8
+	VADDPS        X8, X6, X6
+	VSHUFPS       $0x44, X6, X13, X8
+	VSHUFPS       $0xee, X6, X13, X6
+	VADDPS        X6, X8, X8
+	VMOVUPS       X8, (DX)
+	ADDQ          $0x00000010, out+0(FP)
+	MOVQ          sstride+32(FP), DX
+	SHLQ          $0x02, DX
+	LEAQ          (AX)(CX*4), AX
+	ADDQ          DX, scales+24(FP)
+	MOVQ          ng+56(FP), DX
+	SHLQ          $0x02, DX
+	ADDQ          DX, zidx+48(FP)
+	SUBQ          $0x00000004, rows+88(FP)
+	JMP           mvQ4BF16SymAVX512VNNI_r4
+
+mvQ4BF16SymAVX512VNNI_r1:
+	CMPQ   rows+88(FP), $0x00000001
+	JL     mvQ4BF16SymAVX512VNNI_done
+	LEAQ   (AX)(CX*1), DX
+	LEAQ   (DX)(CX*1), DX
+	VPXORD Z19, Z19, Z19
+	MOVQ   x+64(FP), BX
+	MOVQ   scales+24(FP), SI
+	MOVQ   nxs+72(FP), DI
+	XORQ   R8, R8
+
+mvQ4BF16SymAVX512VNNI_r1_g:
+	VPXORD Z20, Z20, Z20
+	VMOVD  (DI), X21
+	MOVQ   R8, R9
+	ADDQ   gbytes+80(FP), R9
+
+mvQ4BF16SymAVX512VNNI_r1_b:
+	VMOVDQU32  (BX), Z1
+	VMOVDQU32  64(BX), Z2
+	VMOVDQU32  128(BX), Z3
+	VMOVDQU32  192(BX), Z4
+	VMOVDQU32  (AX)(R8*1), Z5
+	VPANDD     Z0, Z5, Z6
+	VPSRLW     $0x04, Z5, Z5
+	VPANDD     Z0, Z5, Z5
+	VPDPBUSD   Z1, Z6, Z20
+	VPDPBUSD   Z2, Z5, Z20
+	VPDPBUSD   Z3, Z6, Z21
+	VPDPBUSD   Z4, Z5, Z21
+	CMPQ       rows+88(FP), $0x00000003
+	JB         mvQ4BF16SymAVX512VNNI_r1_pfdone
+	CMPQ       l1+96(FP), $0x00000000
+	JE         mvQ4BF16SymAVX512VNNI_r1_pf2
+	PREFETCHT0 (DX)(R8*1)
+	JMP        mvQ4BF16SymAVX512VNNI_r1_pfdone
+
+mvQ4BF16SymAVX512VNNI_r1_pf2:
+	PREFETCHT1 (DX)(R8*1)
+
+mvQ4BF16SymAVX512VNNI_r1_pfdone:
+	ADDQ          $0x00000040, R8
+	ADDQ          $0x00000100, BX
+	CMPQ          R8, R9
+	JB            mvQ4BF16SymAVX512VNNI_r1_b
+	MOVQ          sstride+32(FP), R9
+	VPSLLD        $0x07, Z20, Z20
+	VPADDD        Z21, Z20, Z20
+	VCVTDQ2PS     Z20, Z20
+	VMULPS.BCST   4(DI), Z20, Z20
+	VPBROADCASTW  (SI), Z1
+	VPSLLD        $0x10, Z1, Z1
+	VFMADD231PS   Z20, Z1, Z19
+	ADDQ          $0x00000002, SI
+	ADDQ          $0x00000008, DI
+	CMPQ          R8, CX
+	JB            mvQ4BF16SymAVX512VNNI_r1_g
+	MOVQ          out+0(FP), DX
+	VEXTRACTF64X4 $0x01, Z19, Y1
+	VADDPS        Y1, Y19, Y1
+	VEXTRACTF32X4 $0x01, Y1, X2
+	VADDPS        X2, X1, X2
+	VPERMILPS     $0x4e, X2, X1
+	VADDPS        X1, X2, X2
+	VPERMILPS     $0xb1, X2, X1
+	VADDPS        X1, X2, X2
+	VMOVSS        X2, (DX)
+	ADDQ          $0x00000004, out+0(FP)
+	MOVQ          sstride+32(FP), DX
+	ADDQ          CX, AX
+	ADDQ          DX, scales+24(FP)
+	MOVQ          ng+56(FP), DX
+	ADDQ          DX, zidx+48(FP)
+	SUBQ          $0x00000001, rows+88(FP)
+	JMP           mvQ4BF16SymAVX512VNNI_r1
+
+mvQ4BF16SymAVX512VNNI_done:
+	VZEROUPPER
+	RET
+
 // func mvQ4BF16AsymAVX512(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int, l1 int)
 // Requires: AVX, AVX512BW, AVX512F, AVX512VL, CMOV, MMX+
 TEXT ·mvQ4BF16AsymAVX512(SB), NOSPLIT, $0-104
@@ -4374,6 +4870,322 @@ mvQ4BF16AsymAVX512BF16_done:
 	VZEROUPPER
 	RET
 
+// func mvQ4BF16AsymAVX512VNNI(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int, l1 int)
+// Requires: AVX, AVX512BW, AVX512F, AVX512VL, AVX512_VNNI, CMOV, MMX+
+TEXT ·mvQ4BF16AsymAVX512VNNI(SB), NOSPLIT, $8-104
+	VPBROADCASTD mvLowNibbles<>+0(SB), Z0
+	MOVQ         w+8(FP), AX
+	MOVQ         stride+16(FP), CX
+
+mvQ4BF16AsymAVX512VNNI_r4:
+	CMPQ   rows+88(FP), $0x00000004
+	JL     mvQ4BF16AsymAVX512VNNI_r1
+	LEAQ   (AX)(CX*1), DX
+	LEAQ   (AX)(CX*2), BX
+	LEAQ   (DX)(CX*2), SI
+	LEAQ   (SI)(CX*1), DI
+	LEAQ   (DI)(CX*4), DI
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4
+	MOVQ   x+64(FP), R8
+	MOVQ   scales+24(FP), R9
+	MOVQ   nxs+72(FP), R10
+	MOVQ   zidx+48(FP), R11
+	XORQ   R12, R12
+
+mvQ4BF16AsymAVX512VNNI_r4_g:
+	VPXORD  Z5, Z5, Z5
+	MOVL    (R10), R13
+	MOVQ    R11, R14
+	MOVQ    R14, R15
+	SHRQ    $0x01, R15
+	MOVQ    zeros+40(FP), BP
+	MOVBLZX (BP)(R15*1), R15
+	MOVL    R15, BP
+	SHRL    $0x04, BP
+	TESTQ   $0x00000001, R14
+	CMOVLNE BP, R15
+	ANDL    $0x0000000f, R15
+	IMULL   R15, R13
+	VMOVD   R13, X6
+	VPXORD  Z7, Z7, Z7
+	MOVL    (R10), R13
+	MOVQ    R11, R14
+	ADDQ    ng+56(FP), R14
+	MOVQ    R14, R15
+	SHRQ    $0x01, R15
+	MOVQ    zeros+40(FP), BP
+	MOVBLZX (BP)(R15*1), R15
+	MOVL    R15, BP
+	SHRL    $0x04, BP
+	TESTQ   $0x00000001, R14
+	CMOVLNE BP, R15
+	ANDL    $0x0000000f, R15
+	IMULL   R15, R13
+	VMOVD   R13, X8
+	VPXORD  Z9, Z9, Z9
+	MOVL    (R10), R13
+	MOVQ    R11, R14
+	ADDQ    ng+56(FP), R14
+	ADDQ    ng+56(FP), R14
+	MOVQ    R14, R15
+	SHRQ    $0x01, R15
+	MOVQ    zeros+40(FP), BP
+	MOVBLZX (BP)(R15*1), R15
+	MOVL    R15, BP
+	SHRL    $0x04, BP
+	TESTQ   $0x00000001, R14
+	CMOVLNE BP, R15
+	ANDL    $0x0000000f, R15
+	IMULL   R15, R13
+	VMOVD   R13, X10
+	VPXORD  Z11, Z11, Z11
+	MOVL    (R10), R13
+	MOVQ    R11, R14
+	ADDQ    ng+56(FP), R14
+	ADDQ    ng+56(FP), R14
+	ADDQ    ng+56(FP), R14
+	MOVQ    R14, R15
+	SHRQ    $0x01, R15
+	MOVQ    zeros+40(FP), BP
+	MOVBLZX (BP)(R15*1), R15
+	MOVL    R15, BP
+	SHRL    $0x04, BP
+	TESTQ   $0x00000001, R14
+	CMOVLNE BP, R15
+	ANDL    $0x0000000f, R15
+	IMULL   R15, R13
+	VMOVD   R13, X12
+	MOVQ    R12, R13
+	ADDQ    gbytes+80(FP), R13
+
+mvQ4BF16AsymAVX512VNNI_r4_b:
+	VMOVDQU32  (R8), Z13
+	VMOVDQU32  64(R8), Z14
+	VMOVDQU32  128(R8), Z15
+	VMOVDQU32  192(R8), Z16
+	VMOVDQU32  (AX)(R12*1), Z17
+	VPANDD     Z0, Z17, Z18
+	VPSRLW     $0x04, Z17, Z17
+	VPANDD     Z0, Z17, Z17
+	VPDPBUSD   Z13, Z18, Z5
+	VPDPBUSD   Z14, Z17, Z5
+	VPDPBUSD   Z15, Z18, Z6
+	VPDPBUSD   Z16, Z17, Z6
+	VMOVDQU32  (DX)(R12*1), Z17
+	VPANDD     Z0, Z17, Z18
+	VPSRLW     $0x04, Z17, Z17
+	VPANDD     Z0, Z17, Z17
+	VPDPBUSD   Z13, Z18, Z7
+	VPDPBUSD   Z14, Z17, Z7
+	VPDPBUSD   Z15, Z18, Z8
+	VPDPBUSD   Z16, Z17, Z8
+	VMOVDQU32  (BX)(R12*1), Z17
+	VPANDD     Z0, Z17, Z18
+	VPSRLW     $0x04, Z17, Z17
+	VPANDD     Z0, Z17, Z17
+	VPDPBUSD   Z13, Z18, Z9
+	VPDPBUSD   Z14, Z17, Z9
+	VPDPBUSD   Z15, Z18, Z10
+	VPDPBUSD   Z16, Z17, Z10
+	VMOVDQU32  (SI)(R12*1), Z17
+	VPANDD     Z0, Z17, Z18
+	VPSRLW     $0x04, Z17, Z17
+	VPANDD     Z0, Z17, Z17
+	VPDPBUSD   Z13, Z18, Z11
+	VPDPBUSD   Z14, Z17, Z11
+	VPDPBUSD   Z15, Z18, Z12
+	VPDPBUSD   Z16, Z17, Z12
+	CMPQ       rows+88(FP), $0x00000009
+	JB         mvQ4BF16AsymAVX512VNNI_r4_pfdone
+	CMPQ       l1+96(FP), $0x00000000
+	JE         mvQ4BF16AsymAVX512VNNI_r4_pf2
+	PREFETCHT0 (DI)(R12*4)
+	PREFETCHT0 64(DI)(R12*4)
+	PREFETCHT0 128(DI)(R12*4)
+	PREFETCHT0 192(DI)(R12*4)
+	JMP        mvQ4BF16AsymAVX512VNNI_r4_pfdone
+
+mvQ4BF16AsymAVX512VNNI_r4_pf2:
+	PREFETCHT1 (DI)(R12*4)
+	PREFETCHT1 64(DI)(R12*4)
+	PREFETCHT1 128(DI)(R12*4)
+	PREFETCHT1 192(DI)(R12*4)
+
+mvQ4BF16AsymAVX512VNNI_r4_pfdone:
+	ADDQ          $0x00000040, R12
+	ADDQ          $0x00000100, R8
+	CMPQ          R12, R13
+	JB            mvQ4BF16AsymAVX512VNNI_r4_b
+	MOVQ          sstride+32(FP), R13
+	VPSLLD        $0x07, Z5, Z5
+	VPADDD        Z6, Z5, Z5
+	VCVTDQ2PS     Z5, Z5
+	VMULPS.BCST   4(R10), Z5, Z5
+	VPBROADCASTW  (R9), Z13
+	VPSLLD        $0x10, Z13, Z13
+	VFMADD231PS   Z5, Z13, Z1
+	VPSLLD        $0x07, Z7, Z7
+	VPADDD        Z8, Z7, Z7
+	VCVTDQ2PS     Z7, Z7
+	VMULPS.BCST   4(R10), Z7, Z7
+	VPBROADCASTW  (R9)(R13*1), Z13
+	VPSLLD        $0x10, Z13, Z13
+	VFMADD231PS   Z7, Z13, Z2
+	VPSLLD        $0x07, Z9, Z9
+	VPADDD        Z10, Z9, Z9
+	VCVTDQ2PS     Z9, Z9
+	VMULPS.BCST   4(R10), Z9, Z9
+	VPBROADCASTW  (R9)(R13*2), Z13
+	VPSLLD        $0x10, Z13, Z13
+	VFMADD231PS   Z9, Z13, Z3
+	VPSLLD        $0x07, Z11, Z11
+	VPADDD        Z12, Z11, Z11
+	VCVTDQ2PS     Z11, Z11
+	VMULPS.BCST   4(R10), Z11, Z11
+	LEAQ          (R9)(R13*2), R14
+	VPBROADCASTW  (R14)(R13*1), Z13
+	VPSLLD        $0x10, Z13, Z13
+	VFMADD231PS   Z11, Z13, Z4
+	ADDQ          $0x00000002, R9
+	ADDQ          $0x00000008, R10
+	INCQ          R11
+	CMPQ          R12, CX
+	JB            mvQ4BF16AsymAVX512VNNI_r4_g
+	MOVQ          out+0(FP), DX
+	VEXTRACTF64X4 $0x01, Z1, Y13
+	VADDPS        Y13, Y1, Y13
+	VEXTRACTF32X4 $0x01, Y13, X6
+	VADDPS        X6, X13, X6
+	VEXTRACTF64X4 $0x01, Z2, Y13
+	VADDPS        Y13, Y2, Y13
+	VEXTRACTF32X4 $0x01, Y13, X8
+	VADDPS        X8, X13, X8
+	VEXTRACTF64X4 $0x01, Z3, Y13
+	VADDPS        Y13, Y3, Y13
+	VEXTRACTF32X4 $0x01, Y13, X10
+	VADDPS        X10, X13, X10
+	VEXTRACTF64X4 $0x01, Z4, Y13
+	VADDPS        Y13, Y4, Y13
+	VEXTRACTF32X4 $0x01, Y13, X12
+	VADDPS        X12, X13, X12
+	VUNPCKLPS     X8, X6, X13
+	VUNPCKHPS     X8, X6, X6
+	VADDPS        X6, X13, X13
+	VUNPCKLPS     X12, X10, X6
+	VUNPCKHPS     X12, X10, X8
+	VADDPS        X8, X6, X6
+	VSHUFPS       $0x44, X6, X13, X8
+	VSHUFPS       $0xee, X6, X13, X6
+	VADDPS        X6, X8, X8
+	VMOVUPS       X8, (DX)
+	ADDQ          $0x00000010, out+0(FP)
+	MOVQ          sstride+32(FP), DX
+	SHLQ          $0x02, DX
+	LEAQ          (AX)(CX*4), AX
+	ADDQ          DX, scales+24(FP)
+	MOVQ          ng+56(FP), DX
+	SHLQ          $0x02, DX
+	ADDQ          DX, zidx+48(FP)
+	SUBQ          $0x00000004, rows+88(FP)
+	JMP           mvQ4BF16AsymAVX512VNNI_r4
+
+mvQ4BF16AsymAVX512VNNI_r1:
+	CMPQ   rows+88(FP), $0x00000001
+	JL     mvQ4BF16AsymAVX512VNNI_done
+	LEAQ   (AX)(CX*1), DX
+	LEAQ   (DX)(CX*1), DX
+	VPXORD Z19, Z19, Z19
+	MOVQ   x+64(FP), BX
+	MOVQ   scales+24(FP), SI
+	MOVQ   nxs+72(FP), DI
+	MOVQ   zidx+48(FP), R8
+	XORQ   R9, R9
+
+mvQ4BF16AsymAVX512VNNI_r1_g:
+	VPXORD  Z20, Z20, Z20
+	MOVL    (DI), R10
+	MOVQ    R8, R11
+	MOVQ    R11, R12
+	SHRQ    $0x01, R12
+	MOVQ    zeros+40(FP), R13
+	MOVBLZX (R13)(R12*1), R12
+	MOVL    R12, R13
+	SHRL    $0x04, R13
+	TESTQ   $0x00000001, R11
+	CMOVLNE R13, R12
+	ANDL    $0x0000000f, R12
+	IMULL   R12, R10
+	VMOVD   R10, X21
+	MOVQ    R9, R10
+	ADDQ    gbytes+80(FP), R10
+
+mvQ4BF16AsymAVX512VNNI_r1_b:
+	VMOVDQU32  (BX), Z1
+	VMOVDQU32  64(BX), Z2
+	VMOVDQU32  128(BX), Z3
+	VMOVDQU32  192(BX), Z4
+	VMOVDQU32  (AX)(R9*1), Z5
+	VPANDD     Z0, Z5, Z6
+	VPSRLW     $0x04, Z5, Z5
+	VPANDD     Z0, Z5, Z5
+	VPDPBUSD   Z1, Z6, Z20
+	VPDPBUSD   Z2, Z5, Z20
+	VPDPBUSD   Z3, Z6, Z21
+	VPDPBUSD   Z4, Z5, Z21
+	CMPQ       rows+88(FP), $0x00000003
+	JB         mvQ4BF16AsymAVX512VNNI_r1_pfdone
+	CMPQ       l1+96(FP), $0x00000000
+	JE         mvQ4BF16AsymAVX512VNNI_r1_pf2
+	PREFETCHT0 (DX)(R9*1)
+	JMP        mvQ4BF16AsymAVX512VNNI_r1_pfdone
+
+mvQ4BF16AsymAVX512VNNI_r1_pf2:
+	PREFETCHT1 (DX)(R9*1)
+
+mvQ4BF16AsymAVX512VNNI_r1_pfdone:
+	ADDQ          $0x00000040, R9
+	ADDQ          $0x00000100, BX
+	CMPQ          R9, R10
+	JB            mvQ4BF16AsymAVX512VNNI_r1_b
+	MOVQ          sstride+32(FP), R10
+	VPSLLD        $0x07, Z20, Z20
+	VPADDD        Z21, Z20, Z20
+	VCVTDQ2PS     Z20, Z20
+	VMULPS.BCST   4(DI), Z20, Z20
+	VPBROADCASTW  (SI), Z1
+	VPSLLD        $0x10, Z1, Z1
+	VFMADD231PS   Z20, Z1, Z19
+	ADDQ          $0x00000002, SI
+	ADDQ          $0x00000008, DI
+	INCQ          R8
+	CMPQ          R9, CX
+	JB            mvQ4BF16AsymAVX512VNNI_r1_g
+	MOVQ          out+0(FP), DX
+	VEXTRACTF64X4 $0x01, Z19, Y1
+	VADDPS        Y1, Y19, Y1
+	VEXTRACTF32X4 $0x01, Y1, X2
+	VADDPS        X2, X1, X2
+	VPERMILPS     $0x4e, X2, X1
+	VADDPS        X1, X2, X2
+	VPERMILPS     $0xb1, X2, X1
+	VADDPS        X1, X2, X2
+	VMOVSS        X2, (DX)
+	ADDQ          $0x00000004, out+0(FP)
+	MOVQ          sstride+32(FP), DX
+	ADDQ          CX, AX
+	ADDQ          DX, scales+24(FP)
+	MOVQ          ng+56(FP), DX
+	ADDQ          DX, zidx+48(FP)
+	SUBQ          $0x00000001, rows+88(FP)
+	JMP           mvQ4BF16AsymAVX512VNNI_r1
+
+mvQ4BF16AsymAVX512VNNI_done:
+	VZEROUPPER
+	RET
+
 // func mvQ4F16SymAVX512(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int, l1 int)
 // Requires: AVX, AVX2, AVX512F, AVX512VL, MMX+
 TEXT ·mvQ4F16SymAVX512(SB), NOSPLIT, $0-104
@@ -5099,6 +5911,252 @@ mvQ4F16SymAVX512BF16_r1_pfdone:
 	JMP           mvQ4F16SymAVX512BF16_r1
 
 mvQ4F16SymAVX512BF16_done:
+	VZEROUPPER
+	RET
+
+// func mvQ4F16SymAVX512VNNI(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int, l1 int)
+// Requires: AVX, AVX2, AVX512BW, AVX512F, AVX512VL, AVX512_VNNI, MMX+
+TEXT ·mvQ4F16SymAVX512VNNI(SB), NOSPLIT, $0-104
+	VPBROADCASTD mvLowNibbles<>+0(SB), Z0
+	MOVQ         w+8(FP), AX
+	MOVQ         stride+16(FP), CX
+
+mvQ4F16SymAVX512VNNI_r4:
+	CMPQ   rows+88(FP), $0x00000004
+	JL     mvQ4F16SymAVX512VNNI_r1
+	LEAQ   (AX)(CX*1), DX
+	LEAQ   (AX)(CX*2), BX
+	LEAQ   (DX)(CX*2), SI
+	LEAQ   (SI)(CX*1), DI
+	LEAQ   (DI)(CX*4), DI
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4
+	MOVQ   x+64(FP), R8
+	MOVQ   scales+24(FP), R9
+	MOVQ   nxs+72(FP), R10
+	XORQ   R11, R11
+
+mvQ4F16SymAVX512VNNI_r4_g:
+	VPXORD Z5, Z5, Z5
+	VMOVD  (R10), X6
+	VPXORD Z7, Z7, Z7
+	VMOVD  (R10), X8
+	VPXORD Z9, Z9, Z9
+	VMOVD  (R10), X10
+	VPXORD Z11, Z11, Z11
+	VMOVD  (R10), X12
+	MOVQ   R11, R12
+	ADDQ   gbytes+80(FP), R12
+
+mvQ4F16SymAVX512VNNI_r4_b:
+	VMOVDQU32  (R8), Z13
+	VMOVDQU32  64(R8), Z14
+	VMOVDQU32  128(R8), Z15
+	VMOVDQU32  192(R8), Z16
+	VMOVDQU32  (AX)(R11*1), Z17
+	VPANDD     Z0, Z17, Z18
+	VPSRLW     $0x04, Z17, Z17
+	VPANDD     Z0, Z17, Z17
+	VPDPBUSD   Z13, Z18, Z5
+	VPDPBUSD   Z14, Z17, Z5
+	VPDPBUSD   Z15, Z18, Z6
+	VPDPBUSD   Z16, Z17, Z6
+	VMOVDQU32  (DX)(R11*1), Z17
+	VPANDD     Z0, Z17, Z18
+	VPSRLW     $0x04, Z17, Z17
+	VPANDD     Z0, Z17, Z17
+	VPDPBUSD   Z13, Z18, Z7
+	VPDPBUSD   Z14, Z17, Z7
+	VPDPBUSD   Z15, Z18, Z8
+	VPDPBUSD   Z16, Z17, Z8
+	VMOVDQU32  (BX)(R11*1), Z17
+	VPANDD     Z0, Z17, Z18
+	VPSRLW     $0x04, Z17, Z17
+	VPANDD     Z0, Z17, Z17
+	VPDPBUSD   Z13, Z18, Z9
+	VPDPBUSD   Z14, Z17, Z9
+	VPDPBUSD   Z15, Z18, Z10
+	VPDPBUSD   Z16, Z17, Z10
+	VMOVDQU32  (SI)(R11*1), Z17
+	VPANDD     Z0, Z17, Z18
+	VPSRLW     $0x04, Z17, Z17
+	VPANDD     Z0, Z17, Z17
+	VPDPBUSD   Z13, Z18, Z11
+	VPDPBUSD   Z14, Z17, Z11
+	VPDPBUSD   Z15, Z18, Z12
+	VPDPBUSD   Z16, Z17, Z12
+	CMPQ       rows+88(FP), $0x00000009
+	JB         mvQ4F16SymAVX512VNNI_r4_pfdone
+	CMPQ       l1+96(FP), $0x00000000
+	JE         mvQ4F16SymAVX512VNNI_r4_pf2
+	PREFETCHT0 (DI)(R11*4)
+	PREFETCHT0 64(DI)(R11*4)
+	PREFETCHT0 128(DI)(R11*4)
+	PREFETCHT0 192(DI)(R11*4)
+	JMP        mvQ4F16SymAVX512VNNI_r4_pfdone
+
+mvQ4F16SymAVX512VNNI_r4_pf2:
+	PREFETCHT1 (DI)(R11*4)
+	PREFETCHT1 64(DI)(R11*4)
+	PREFETCHT1 128(DI)(R11*4)
+	PREFETCHT1 192(DI)(R11*4)
+
+mvQ4F16SymAVX512VNNI_r4_pfdone:
+	ADDQ          $0x00000040, R11
+	ADDQ          $0x00000100, R8
+	CMPQ          R11, R12
+	JB            mvQ4F16SymAVX512VNNI_r4_b
+	MOVQ          sstride+32(FP), R12
+	VPSLLD        $0x07, Z5, Z5
+	VPADDD        Z6, Z5, Z5
+	VCVTDQ2PS     Z5, Z5
+	VMULPS.BCST   4(R10), Z5, Z5
+	VPBROADCASTW  (R9), Y13
+	VCVTPH2PS     Y13, Z13
+	VFMADD231PS   Z5, Z13, Z1
+	VPSLLD        $0x07, Z7, Z7
+	VPADDD        Z8, Z7, Z7
+	VCVTDQ2PS     Z7, Z7
+	VMULPS.BCST   4(R10), Z7, Z7
+	VPBROADCASTW  (R9)(R12*1), Y13
+	VCVTPH2PS     Y13, Z13
+	VFMADD231PS   Z7, Z13, Z2
+	VPSLLD        $0x07, Z9, Z9
+	VPADDD        Z10, Z9, Z9
+	VCVTDQ2PS     Z9, Z9
+	VMULPS.BCST   4(R10), Z9, Z9
+	VPBROADCASTW  (R9)(R12*2), Y13
+	VCVTPH2PS     Y13, Z13
+	VFMADD231PS   Z9, Z13, Z3
+	VPSLLD        $0x07, Z11, Z11
+	VPADDD        Z12, Z11, Z11
+	VCVTDQ2PS     Z11, Z11
+	VMULPS.BCST   4(R10), Z11, Z11
+	LEAQ          (R9)(R12*2), R13
+	VPBROADCASTW  (R13)(R12*1), Y13
+	VCVTPH2PS     Y13, Z13
+	VFMADD231PS   Z11, Z13, Z4
+	ADDQ          $0x00000002, R9
+	ADDQ          $0x00000008, R10
+	CMPQ          R11, CX
+	JB            mvQ4F16SymAVX512VNNI_r4_g
+	MOVQ          out+0(FP), DX
+	VEXTRACTF64X4 $0x01, Z1, Y13
+	VADDPS        Y13, Y1, Y13
+	VEXTRACTF32X4 $0x01, Y13, X6
+	VADDPS        X6, X13, X6
+	VEXTRACTF64X4 $0x01, Z2, Y13
+	VADDPS        Y13, Y2, Y13
+	VEXTRACTF32X4 $0x01, Y13, X8
+	VADDPS        X8, X13, X8
+	VEXTRACTF64X4 $0x01, Z3, Y13
+	VADDPS        Y13, Y3, Y13
+	VEXTRACTF32X4 $0x01, Y13, X10
+	VADDPS        X10, X13, X10
+	VEXTRACTF64X4 $0x01, Z4, Y13
+	VADDPS        Y13, Y4, Y13
+	VEXTRACTF32X4 $0x01, Y13, X12
+	VADDPS        X12, X13, X12
+	VUNPCKLPS     X8, X6, X13
+	VUNPCKHPS     X8, X6, X6
+	VADDPS        X6, X13, X13
+	VUNPCKLPS     X12, X10, X6
+	VUNPCKHPS     X12, X10, X8
+	VADDPS        X8, X6, X6
+	VSHUFPS       $0x44, X6, X13, X8
+	VSHUFPS       $0xee, X6, X13, X6
+	VADDPS        X6, X8, X8
+	VMOVUPS       X8, (DX)
+	ADDQ          $0x00000010, out+0(FP)
+	MOVQ          sstride+32(FP), DX
+	SHLQ          $0x02, DX
+	LEAQ          (AX)(CX*4), AX
+	ADDQ          DX, scales+24(FP)
+	MOVQ          ng+56(FP), DX
+	SHLQ          $0x02, DX
+	ADDQ          DX, zidx+48(FP)
+	SUBQ          $0x00000004, rows+88(FP)
+	JMP           mvQ4F16SymAVX512VNNI_r4
+
+mvQ4F16SymAVX512VNNI_r1:
+	CMPQ   rows+88(FP), $0x00000001
+	JL     mvQ4F16SymAVX512VNNI_done
+	LEAQ   (AX)(CX*1), DX
+	LEAQ   (DX)(CX*1), DX
+	VPXORD Z19, Z19, Z19
+	MOVQ   x+64(FP), BX
+	MOVQ   scales+24(FP), SI
+	MOVQ   nxs+72(FP), DI
+	XORQ   R8, R8
+
+mvQ4F16SymAVX512VNNI_r1_g:
+	VPXORD Z20, Z20, Z20
+	VMOVD  (DI), X21
+	MOVQ   R8, R9
+	ADDQ   gbytes+80(FP), R9
+
+mvQ4F16SymAVX512VNNI_r1_b:
+	VMOVDQU32  (BX), Z1
+	VMOVDQU32  64(BX), Z2
+	VMOVDQU32  128(BX), Z3
+	VMOVDQU32  192(BX), Z4
+	VMOVDQU32  (AX)(R8*1), Z5
+	VPANDD     Z0, Z5, Z6
+	VPSRLW     $0x04, Z5, Z5
+	VPANDD     Z0, Z5, Z5
+	VPDPBUSD   Z1, Z6, Z20
+	VPDPBUSD   Z2, Z5, Z20
+	VPDPBUSD   Z3, Z6, Z21
+	VPDPBUSD   Z4, Z5, Z21
+	CMPQ       rows+88(FP), $0x00000003
+	JB         mvQ4F16SymAVX512VNNI_r1_pfdone
+	CMPQ       l1+96(FP), $0x00000000
+	JE         mvQ4F16SymAVX512VNNI_r1_pf2
+	PREFETCHT0 (DX)(R8*1)
+	JMP        mvQ4F16SymAVX512VNNI_r1_pfdone
+
+mvQ4F16SymAVX512VNNI_r1_pf2:
+	PREFETCHT1 (DX)(R8*1)
+
+mvQ4F16SymAVX512VNNI_r1_pfdone:
+	ADDQ          $0x00000040, R8
+	ADDQ          $0x00000100, BX
+	CMPQ          R8, R9
+	JB            mvQ4F16SymAVX512VNNI_r1_b
+	MOVQ          sstride+32(FP), R9
+	VPSLLD        $0x07, Z20, Z20
+	VPADDD        Z21, Z20, Z20
+	VCVTDQ2PS     Z20, Z20
+	VMULPS.BCST   4(DI), Z20, Z20
+	VPBROADCASTW  (SI), Y1
+	VCVTPH2PS     Y1, Z1
+	VFMADD231PS   Z20, Z1, Z19
+	ADDQ          $0x00000002, SI
+	ADDQ          $0x00000008, DI
+	CMPQ          R8, CX
+	JB            mvQ4F16SymAVX512VNNI_r1_g
+	MOVQ          out+0(FP), DX
+	VEXTRACTF64X4 $0x01, Z19, Y1
+	VADDPS        Y1, Y19, Y1
+	VEXTRACTF32X4 $0x01, Y1, X2
+	VADDPS        X2, X1, X2
+	VPERMILPS     $0x4e, X2, X1
+	VADDPS        X1, X2, X2
+	VPERMILPS     $0xb1, X2, X1
+	VADDPS        X1, X2, X2
+	VMOVSS        X2, (DX)
+	ADDQ          $0x00000004, out+0(FP)
+	MOVQ          sstride+32(FP), DX
+	ADDQ          CX, AX
+	ADDQ          DX, scales+24(FP)
+	MOVQ          ng+56(FP), DX
+	ADDQ          DX, zidx+48(FP)
+	SUBQ          $0x00000001, rows+88(FP)
+	JMP           mvQ4F16SymAVX512VNNI_r1
+
+mvQ4F16SymAVX512VNNI_done:
 	VZEROUPPER
 	RET
 
@@ -5981,6 +7039,322 @@ mvQ4F16AsymAVX512BF16_done:
 	VZEROUPPER
 	RET
 
+// func mvQ4F16AsymAVX512VNNI(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int, l1 int)
+// Requires: AVX, AVX2, AVX512BW, AVX512F, AVX512VL, AVX512_VNNI, CMOV, MMX+
+TEXT ·mvQ4F16AsymAVX512VNNI(SB), NOSPLIT, $8-104
+	VPBROADCASTD mvLowNibbles<>+0(SB), Z0
+	MOVQ         w+8(FP), AX
+	MOVQ         stride+16(FP), CX
+
+mvQ4F16AsymAVX512VNNI_r4:
+	CMPQ   rows+88(FP), $0x00000004
+	JL     mvQ4F16AsymAVX512VNNI_r1
+	LEAQ   (AX)(CX*1), DX
+	LEAQ   (AX)(CX*2), BX
+	LEAQ   (DX)(CX*2), SI
+	LEAQ   (SI)(CX*1), DI
+	LEAQ   (DI)(CX*4), DI
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4
+	MOVQ   x+64(FP), R8
+	MOVQ   scales+24(FP), R9
+	MOVQ   nxs+72(FP), R10
+	MOVQ   zidx+48(FP), R11
+	XORQ   R12, R12
+
+mvQ4F16AsymAVX512VNNI_r4_g:
+	VPXORD  Z5, Z5, Z5
+	MOVL    (R10), R13
+	MOVQ    R11, R14
+	MOVQ    R14, R15
+	SHRQ    $0x01, R15
+	MOVQ    zeros+40(FP), BP
+	MOVBLZX (BP)(R15*1), R15
+	MOVL    R15, BP
+	SHRL    $0x04, BP
+	TESTQ   $0x00000001, R14
+	CMOVLNE BP, R15
+	ANDL    $0x0000000f, R15
+	IMULL   R15, R13
+	VMOVD   R13, X6
+	VPXORD  Z7, Z7, Z7
+	MOVL    (R10), R13
+	MOVQ    R11, R14
+	ADDQ    ng+56(FP), R14
+	MOVQ    R14, R15
+	SHRQ    $0x01, R15
+	MOVQ    zeros+40(FP), BP
+	MOVBLZX (BP)(R15*1), R15
+	MOVL    R15, BP
+	SHRL    $0x04, BP
+	TESTQ   $0x00000001, R14
+	CMOVLNE BP, R15
+	ANDL    $0x0000000f, R15
+	IMULL   R15, R13
+	VMOVD   R13, X8
+	VPXORD  Z9, Z9, Z9
+	MOVL    (R10), R13
+	MOVQ    R11, R14
+	ADDQ    ng+56(FP), R14
+	ADDQ    ng+56(FP), R14
+	MOVQ    R14, R15
+	SHRQ    $0x01, R15
+	MOVQ    zeros+40(FP), BP
+	MOVBLZX (BP)(R15*1), R15
+	MOVL    R15, BP
+	SHRL    $0x04, BP
+	TESTQ   $0x00000001, R14
+	CMOVLNE BP, R15
+	ANDL    $0x0000000f, R15
+	IMULL   R15, R13
+	VMOVD   R13, X10
+	VPXORD  Z11, Z11, Z11
+	MOVL    (R10), R13
+	MOVQ    R11, R14
+	ADDQ    ng+56(FP), R14
+	ADDQ    ng+56(FP), R14
+	ADDQ    ng+56(FP), R14
+	MOVQ    R14, R15
+	SHRQ    $0x01, R15
+	MOVQ    zeros+40(FP), BP
+	MOVBLZX (BP)(R15*1), R15
+	MOVL    R15, BP
+	SHRL    $0x04, BP
+	TESTQ   $0x00000001, R14
+	CMOVLNE BP, R15
+	ANDL    $0x0000000f, R15
+	IMULL   R15, R13
+	VMOVD   R13, X12
+	MOVQ    R12, R13
+	ADDQ    gbytes+80(FP), R13
+
+mvQ4F16AsymAVX512VNNI_r4_b:
+	VMOVDQU32  (R8), Z13
+	VMOVDQU32  64(R8), Z14
+	VMOVDQU32  128(R8), Z15
+	VMOVDQU32  192(R8), Z16
+	VMOVDQU32  (AX)(R12*1), Z17
+	VPANDD     Z0, Z17, Z18
+	VPSRLW     $0x04, Z17, Z17
+	VPANDD     Z0, Z17, Z17
+	VPDPBUSD   Z13, Z18, Z5
+	VPDPBUSD   Z14, Z17, Z5
+	VPDPBUSD   Z15, Z18, Z6
+	VPDPBUSD   Z16, Z17, Z6
+	VMOVDQU32  (DX)(R12*1), Z17
+	VPANDD     Z0, Z17, Z18
+	VPSRLW     $0x04, Z17, Z17
+	VPANDD     Z0, Z17, Z17
+	VPDPBUSD   Z13, Z18, Z7
+	VPDPBUSD   Z14, Z17, Z7
+	VPDPBUSD   Z15, Z18, Z8
+	VPDPBUSD   Z16, Z17, Z8
+	VMOVDQU32  (BX)(R12*1), Z17
+	VPANDD     Z0, Z17, Z18
+	VPSRLW     $0x04, Z17, Z17
+	VPANDD     Z0, Z17, Z17
+	VPDPBUSD   Z13, Z18, Z9
+	VPDPBUSD   Z14, Z17, Z9
+	VPDPBUSD   Z15, Z18, Z10
+	VPDPBUSD   Z16, Z17, Z10
+	VMOVDQU32  (SI)(R12*1), Z17
+	VPANDD     Z0, Z17, Z18
+	VPSRLW     $0x04, Z17, Z17
+	VPANDD     Z0, Z17, Z17
+	VPDPBUSD   Z13, Z18, Z11
+	VPDPBUSD   Z14, Z17, Z11
+	VPDPBUSD   Z15, Z18, Z12
+	VPDPBUSD   Z16, Z17, Z12
+	CMPQ       rows+88(FP), $0x00000009
+	JB         mvQ4F16AsymAVX512VNNI_r4_pfdone
+	CMPQ       l1+96(FP), $0x00000000
+	JE         mvQ4F16AsymAVX512VNNI_r4_pf2
+	PREFETCHT0 (DI)(R12*4)
+	PREFETCHT0 64(DI)(R12*4)
+	PREFETCHT0 128(DI)(R12*4)
+	PREFETCHT0 192(DI)(R12*4)
+	JMP        mvQ4F16AsymAVX512VNNI_r4_pfdone
+
+mvQ4F16AsymAVX512VNNI_r4_pf2:
+	PREFETCHT1 (DI)(R12*4)
+	PREFETCHT1 64(DI)(R12*4)
+	PREFETCHT1 128(DI)(R12*4)
+	PREFETCHT1 192(DI)(R12*4)
+
+mvQ4F16AsymAVX512VNNI_r4_pfdone:
+	ADDQ          $0x00000040, R12
+	ADDQ          $0x00000100, R8
+	CMPQ          R12, R13
+	JB            mvQ4F16AsymAVX512VNNI_r4_b
+	MOVQ          sstride+32(FP), R13
+	VPSLLD        $0x07, Z5, Z5
+	VPADDD        Z6, Z5, Z5
+	VCVTDQ2PS     Z5, Z5
+	VMULPS.BCST   4(R10), Z5, Z5
+	VPBROADCASTW  (R9), Y13
+	VCVTPH2PS     Y13, Z13
+	VFMADD231PS   Z5, Z13, Z1
+	VPSLLD        $0x07, Z7, Z7
+	VPADDD        Z8, Z7, Z7
+	VCVTDQ2PS     Z7, Z7
+	VMULPS.BCST   4(R10), Z7, Z7
+	VPBROADCASTW  (R9)(R13*1), Y13
+	VCVTPH2PS     Y13, Z13
+	VFMADD231PS   Z7, Z13, Z2
+	VPSLLD        $0x07, Z9, Z9
+	VPADDD        Z10, Z9, Z9
+	VCVTDQ2PS     Z9, Z9
+	VMULPS.BCST   4(R10), Z9, Z9
+	VPBROADCASTW  (R9)(R13*2), Y13
+	VCVTPH2PS     Y13, Z13
+	VFMADD231PS   Z9, Z13, Z3
+	VPSLLD        $0x07, Z11, Z11
+	VPADDD        Z12, Z11, Z11
+	VCVTDQ2PS     Z11, Z11
+	VMULPS.BCST   4(R10), Z11, Z11
+	LEAQ          (R9)(R13*2), R14
+	VPBROADCASTW  (R14)(R13*1), Y13
+	VCVTPH2PS     Y13, Z13
+	VFMADD231PS   Z11, Z13, Z4
+	ADDQ          $0x00000002, R9
+	ADDQ          $0x00000008, R10
+	INCQ          R11
+	CMPQ          R12, CX
+	JB            mvQ4F16AsymAVX512VNNI_r4_g
+	MOVQ          out+0(FP), DX
+	VEXTRACTF64X4 $0x01, Z1, Y13
+	VADDPS        Y13, Y1, Y13
+	VEXTRACTF32X4 $0x01, Y13, X6
+	VADDPS        X6, X13, X6
+	VEXTRACTF64X4 $0x01, Z2, Y13
+	VADDPS        Y13, Y2, Y13
+	VEXTRACTF32X4 $0x01, Y13, X8
+	VADDPS        X8, X13, X8
+	VEXTRACTF64X4 $0x01, Z3, Y13
+	VADDPS        Y13, Y3, Y13
+	VEXTRACTF32X4 $0x01, Y13, X10
+	VADDPS        X10, X13, X10
+	VEXTRACTF64X4 $0x01, Z4, Y13
+	VADDPS        Y13, Y4, Y13
+	VEXTRACTF32X4 $0x01, Y13, X12
+	VADDPS        X12, X13, X12
+	VUNPCKLPS     X8, X6, X13
+	VUNPCKHPS     X8, X6, X6
+	VADDPS        X6, X13, X13
+	VUNPCKLPS     X12, X10, X6
+	VUNPCKHPS     X12, X10, X8
+	VADDPS        X8, X6, X6
+	VSHUFPS       $0x44, X6, X13, X8
+	VSHUFPS       $0xee, X6, X13, X6
+	VADDPS        X6, X8, X8
+	VMOVUPS       X8, (DX)
+	ADDQ          $0x00000010, out+0(FP)
+	MOVQ          sstride+32(FP), DX
+	SHLQ          $0x02, DX
+	LEAQ          (AX)(CX*4), AX
+	ADDQ          DX, scales+24(FP)
+	MOVQ          ng+56(FP), DX
+	SHLQ          $0x02, DX
+	ADDQ          DX, zidx+48(FP)
+	SUBQ          $0x00000004, rows+88(FP)
+	JMP           mvQ4F16AsymAVX512VNNI_r4
+
+mvQ4F16AsymAVX512VNNI_r1:
+	CMPQ   rows+88(FP), $0x00000001
+	JL     mvQ4F16AsymAVX512VNNI_done
+	LEAQ   (AX)(CX*1), DX
+	LEAQ   (DX)(CX*1), DX
+	VPXORD Z19, Z19, Z19
+	MOVQ   x+64(FP), BX
+	MOVQ   scales+24(FP), SI
+	MOVQ   nxs+72(FP), DI
+	MOVQ   zidx+48(FP), R8
+	XORQ   R9, R9
+
+mvQ4F16AsymAVX512VNNI_r1_g:
+	VPXORD  Z20, Z20, Z20
+	MOVL    (DI), R10
+	MOVQ    R8, R11
+	MOVQ    R11, R12
+	SHRQ    $0x01, R12
+	MOVQ    zeros+40(FP), R13
+	MOVBLZX (R13)(R12*1), R12
+	MOVL    R12, R13
+	SHRL    $0x04, R13
+	TESTQ   $0x00000001, R11
+	CMOVLNE R13, R12
+	ANDL    $0x0000000f, R12
+	IMULL   R12, R10
+	VMOVD   R10, X21
+	MOVQ    R9, R10
+	ADDQ    gbytes+80(FP), R10
+
+mvQ4F16AsymAVX512VNNI_r1_b:
+	VMOVDQU32  (BX), Z1
+	VMOVDQU32  64(BX), Z2
+	VMOVDQU32  128(BX), Z3
+	VMOVDQU32  192(BX), Z4
+	VMOVDQU32  (AX)(R9*1), Z5
+	VPANDD     Z0, Z5, Z6
+	VPSRLW     $0x04, Z5, Z5
+	VPANDD     Z0, Z5, Z5
+	VPDPBUSD   Z1, Z6, Z20
+	VPDPBUSD   Z2, Z5, Z20
+	VPDPBUSD   Z3, Z6, Z21
+	VPDPBUSD   Z4, Z5, Z21
+	CMPQ       rows+88(FP), $0x00000003
+	JB         mvQ4F16AsymAVX512VNNI_r1_pfdone
+	CMPQ       l1+96(FP), $0x00000000
+	JE         mvQ4F16AsymAVX512VNNI_r1_pf2
+	PREFETCHT0 (DX)(R9*1)
+	JMP        mvQ4F16AsymAVX512VNNI_r1_pfdone
+
+mvQ4F16AsymAVX512VNNI_r1_pf2:
+	PREFETCHT1 (DX)(R9*1)
+
+mvQ4F16AsymAVX512VNNI_r1_pfdone:
+	ADDQ          $0x00000040, R9
+	ADDQ          $0x00000100, BX
+	CMPQ          R9, R10
+	JB            mvQ4F16AsymAVX512VNNI_r1_b
+	MOVQ          sstride+32(FP), R10
+	VPSLLD        $0x07, Z20, Z20
+	VPADDD        Z21, Z20, Z20
+	VCVTDQ2PS     Z20, Z20
+	VMULPS.BCST   4(DI), Z20, Z20
+	VPBROADCASTW  (SI), Y1
+	VCVTPH2PS     Y1, Z1
+	VFMADD231PS   Z20, Z1, Z19
+	ADDQ          $0x00000002, SI
+	ADDQ          $0x00000008, DI
+	INCQ          R8
+	CMPQ          R9, CX
+	JB            mvQ4F16AsymAVX512VNNI_r1_g
+	MOVQ          out+0(FP), DX
+	VEXTRACTF64X4 $0x01, Z19, Y1
+	VADDPS        Y1, Y19, Y1
+	VEXTRACTF32X4 $0x01, Y1, X2
+	VADDPS        X2, X1, X2
+	VPERMILPS     $0x4e, X2, X1
+	VADDPS        X1, X2, X2
+	VPERMILPS     $0xb1, X2, X1
+	VADDPS        X1, X2, X2
+	VMOVSS        X2, (DX)
+	ADDQ          $0x00000004, out+0(FP)
+	MOVQ          sstride+32(FP), DX
+	ADDQ          CX, AX
+	ADDQ          DX, scales+24(FP)
+	MOVQ          ng+56(FP), DX
+	ADDQ          DX, zidx+48(FP)
+	SUBQ          $0x00000001, rows+88(FP)
+	JMP           mvQ4F16AsymAVX512VNNI_r1
+
+mvQ4F16AsymAVX512VNNI_done:
+	VZEROUPPER
+	RET
+
 // func mvQ4F32SymAVX512(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int, l1 int)
 // Requires: AVX, AVX512F, AVX512VL, MMX+
 TEXT ·mvQ4F32SymAVX512(SB), NOSPLIT, $0-104
@@ -6696,6 +8070,247 @@ mvQ4F32SymAVX512BF16_r1_pfdone:
 	JMP           mvQ4F32SymAVX512BF16_r1
 
 mvQ4F32SymAVX512BF16_done:
+	VZEROUPPER
+	RET
+
+// func mvQ4F32SymAVX512VNNI(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int, l1 int)
+// Requires: AVX, AVX512BW, AVX512F, AVX512VL, AVX512_VNNI, MMX+
+TEXT ·mvQ4F32SymAVX512VNNI(SB), NOSPLIT, $0-104
+	VPBROADCASTD mvLowNibbles<>+0(SB), Z0
+	MOVQ         w+8(FP), AX
+	MOVQ         stride+16(FP), CX
+
+mvQ4F32SymAVX512VNNI_r4:
+	CMPQ   rows+88(FP), $0x00000004
+	JL     mvQ4F32SymAVX512VNNI_r1
+	LEAQ   (AX)(CX*1), DX
+	LEAQ   (AX)(CX*2), BX
+	LEAQ   (DX)(CX*2), SI
+	LEAQ   (SI)(CX*1), DI
+	LEAQ   (DI)(CX*4), DI
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4
+	MOVQ   x+64(FP), R8
+	MOVQ   scales+24(FP), R9
+	MOVQ   nxs+72(FP), R10
+	XORQ   R11, R11
+
+mvQ4F32SymAVX512VNNI_r4_g:
+	VPXORD Z5, Z5, Z5
+	VMOVD  (R10), X6
+	VPXORD Z7, Z7, Z7
+	VMOVD  (R10), X8
+	VPXORD Z9, Z9, Z9
+	VMOVD  (R10), X10
+	VPXORD Z11, Z11, Z11
+	VMOVD  (R10), X12
+	MOVQ   R11, R12
+	ADDQ   gbytes+80(FP), R12
+
+mvQ4F32SymAVX512VNNI_r4_b:
+	VMOVDQU32  (R8), Z13
+	VMOVDQU32  64(R8), Z14
+	VMOVDQU32  128(R8), Z15
+	VMOVDQU32  192(R8), Z16
+	VMOVDQU32  (AX)(R11*1), Z17
+	VPANDD     Z0, Z17, Z18
+	VPSRLW     $0x04, Z17, Z17
+	VPANDD     Z0, Z17, Z17
+	VPDPBUSD   Z13, Z18, Z5
+	VPDPBUSD   Z14, Z17, Z5
+	VPDPBUSD   Z15, Z18, Z6
+	VPDPBUSD   Z16, Z17, Z6
+	VMOVDQU32  (DX)(R11*1), Z17
+	VPANDD     Z0, Z17, Z18
+	VPSRLW     $0x04, Z17, Z17
+	VPANDD     Z0, Z17, Z17
+	VPDPBUSD   Z13, Z18, Z7
+	VPDPBUSD   Z14, Z17, Z7
+	VPDPBUSD   Z15, Z18, Z8
+	VPDPBUSD   Z16, Z17, Z8
+	VMOVDQU32  (BX)(R11*1), Z17
+	VPANDD     Z0, Z17, Z18
+	VPSRLW     $0x04, Z17, Z17
+	VPANDD     Z0, Z17, Z17
+	VPDPBUSD   Z13, Z18, Z9
+	VPDPBUSD   Z14, Z17, Z9
+	VPDPBUSD   Z15, Z18, Z10
+	VPDPBUSD   Z16, Z17, Z10
+	VMOVDQU32  (SI)(R11*1), Z17
+	VPANDD     Z0, Z17, Z18
+	VPSRLW     $0x04, Z17, Z17
+	VPANDD     Z0, Z17, Z17
+	VPDPBUSD   Z13, Z18, Z11
+	VPDPBUSD   Z14, Z17, Z11
+	VPDPBUSD   Z15, Z18, Z12
+	VPDPBUSD   Z16, Z17, Z12
+	CMPQ       rows+88(FP), $0x00000009
+	JB         mvQ4F32SymAVX512VNNI_r4_pfdone
+	CMPQ       l1+96(FP), $0x00000000
+	JE         mvQ4F32SymAVX512VNNI_r4_pf2
+	PREFETCHT0 (DI)(R11*4)
+	PREFETCHT0 64(DI)(R11*4)
+	PREFETCHT0 128(DI)(R11*4)
+	PREFETCHT0 192(DI)(R11*4)
+	JMP        mvQ4F32SymAVX512VNNI_r4_pfdone
+
+mvQ4F32SymAVX512VNNI_r4_pf2:
+	PREFETCHT1 (DI)(R11*4)
+	PREFETCHT1 64(DI)(R11*4)
+	PREFETCHT1 128(DI)(R11*4)
+	PREFETCHT1 192(DI)(R11*4)
+
+mvQ4F32SymAVX512VNNI_r4_pfdone:
+	ADDQ          $0x00000040, R11
+	ADDQ          $0x00000100, R8
+	CMPQ          R11, R12
+	JB            mvQ4F32SymAVX512VNNI_r4_b
+	MOVQ          sstride+32(FP), R12
+	VPSLLD        $0x07, Z5, Z5
+	VPADDD        Z6, Z5, Z5
+	VCVTDQ2PS     Z5, Z5
+	VMULPS.BCST   4(R10), Z5, Z5
+	VBROADCASTSS  (R9), Z13
+	VFMADD231PS   Z5, Z13, Z1
+	VPSLLD        $0x07, Z7, Z7
+	VPADDD        Z8, Z7, Z7
+	VCVTDQ2PS     Z7, Z7
+	VMULPS.BCST   4(R10), Z7, Z7
+	VBROADCASTSS  (R9)(R12*1), Z13
+	VFMADD231PS   Z7, Z13, Z2
+	VPSLLD        $0x07, Z9, Z9
+	VPADDD        Z10, Z9, Z9
+	VCVTDQ2PS     Z9, Z9
+	VMULPS.BCST   4(R10), Z9, Z9
+	VBROADCASTSS  (R9)(R12*2), Z13
+	VFMADD231PS   Z9, Z13, Z3
+	VPSLLD        $0x07, Z11, Z11
+	VPADDD        Z12, Z11, Z11
+	VCVTDQ2PS     Z11, Z11
+	VMULPS.BCST   4(R10), Z11, Z11
+	LEAQ          (R9)(R12*2), R13
+	VBROADCASTSS  (R13)(R12*1), Z13
+	VFMADD231PS   Z11, Z13, Z4
+	ADDQ          $0x00000004, R9
+	ADDQ          $0x00000008, R10
+	CMPQ          R11, CX
+	JB            mvQ4F32SymAVX512VNNI_r4_g
+	MOVQ          out+0(FP), DX
+	VEXTRACTF64X4 $0x01, Z1, Y13
+	VADDPS        Y13, Y1, Y13
+	VEXTRACTF32X4 $0x01, Y13, X6
+	VADDPS        X6, X13, X6
+	VEXTRACTF64X4 $0x01, Z2, Y13
+	VADDPS        Y13, Y2, Y13
+	VEXTRACTF32X4 $0x01, Y13, X8
+	VADDPS        X8, X13, X8
+	VEXTRACTF64X4 $0x01, Z3, Y13
+	VADDPS        Y13, Y3, Y13
+	VEXTRACTF32X4 $0x01, Y13, X10
+	VADDPS        X10, X13, X10
+	VEXTRACTF64X4 $0x01, Z4, Y13
+	VADDPS        Y13, Y4, Y13
+	VEXTRACTF32X4 $0x01, Y13, X12
+	VADDPS        X12, X13, X12
+	VUNPCKLPS     X8, X6, X13
+	VUNPCKHPS     X8, X6, X6
+	VADDPS        X6, X13, X13
+	VUNPCKLPS     X12, X10, X6
+	VUNPCKHPS     X12, X10, X8
+	VADDPS        X8, X6, X6
+	VSHUFPS       $0x44, X6, X13, X8
+	VSHUFPS       $0xee, X6, X13, X6
+	VADDPS        X6, X8, X8
+	VMOVUPS       X8, (DX)
+	ADDQ          $0x00000010, out+0(FP)
+	MOVQ          sstride+32(FP), DX
+	SHLQ          $0x02, DX
+	LEAQ          (AX)(CX*4), AX
+	ADDQ          DX, scales+24(FP)
+	MOVQ          ng+56(FP), DX
+	SHLQ          $0x02, DX
+	ADDQ          DX, zidx+48(FP)
+	SUBQ          $0x00000004, rows+88(FP)
+	JMP           mvQ4F32SymAVX512VNNI_r4
+
+mvQ4F32SymAVX512VNNI_r1:
+	CMPQ   rows+88(FP), $0x00000001
+	JL     mvQ4F32SymAVX512VNNI_done
+	LEAQ   (AX)(CX*1), DX
+	LEAQ   (DX)(CX*1), DX
+	VPXORD Z19, Z19, Z19
+	MOVQ   x+64(FP), BX
+	MOVQ   scales+24(FP), SI
+	MOVQ   nxs+72(FP), DI
+	XORQ   R8, R8
+
+mvQ4F32SymAVX512VNNI_r1_g:
+	VPXORD Z20, Z20, Z20
+	VMOVD  (DI), X21
+	MOVQ   R8, R9
+	ADDQ   gbytes+80(FP), R9
+
+mvQ4F32SymAVX512VNNI_r1_b:
+	VMOVDQU32  (BX), Z1
+	VMOVDQU32  64(BX), Z2
+	VMOVDQU32  128(BX), Z3
+	VMOVDQU32  192(BX), Z4
+	VMOVDQU32  (AX)(R8*1), Z5
+	VPANDD     Z0, Z5, Z6
+	VPSRLW     $0x04, Z5, Z5
+	VPANDD     Z0, Z5, Z5
+	VPDPBUSD   Z1, Z6, Z20
+	VPDPBUSD   Z2, Z5, Z20
+	VPDPBUSD   Z3, Z6, Z21
+	VPDPBUSD   Z4, Z5, Z21
+	CMPQ       rows+88(FP), $0x00000003
+	JB         mvQ4F32SymAVX512VNNI_r1_pfdone
+	CMPQ       l1+96(FP), $0x00000000
+	JE         mvQ4F32SymAVX512VNNI_r1_pf2
+	PREFETCHT0 (DX)(R8*1)
+	JMP        mvQ4F32SymAVX512VNNI_r1_pfdone
+
+mvQ4F32SymAVX512VNNI_r1_pf2:
+	PREFETCHT1 (DX)(R8*1)
+
+mvQ4F32SymAVX512VNNI_r1_pfdone:
+	ADDQ          $0x00000040, R8
+	ADDQ          $0x00000100, BX
+	CMPQ          R8, R9
+	JB            mvQ4F32SymAVX512VNNI_r1_b
+	MOVQ          sstride+32(FP), R9
+	VPSLLD        $0x07, Z20, Z20
+	VPADDD        Z21, Z20, Z20
+	VCVTDQ2PS     Z20, Z20
+	VMULPS.BCST   4(DI), Z20, Z20
+	VBROADCASTSS  (SI), Z1
+	VFMADD231PS   Z20, Z1, Z19
+	ADDQ          $0x00000004, SI
+	ADDQ          $0x00000008, DI
+	CMPQ          R8, CX
+	JB            mvQ4F32SymAVX512VNNI_r1_g
+	MOVQ          out+0(FP), DX
+	VEXTRACTF64X4 $0x01, Z19, Y1
+	VADDPS        Y1, Y19, Y1
+	VEXTRACTF32X4 $0x01, Y1, X2
+	VADDPS        X2, X1, X2
+	VPERMILPS     $0x4e, X2, X1
+	VADDPS        X1, X2, X2
+	VPERMILPS     $0xb1, X2, X1
+	VADDPS        X1, X2, X2
+	VMOVSS        X2, (DX)
+	ADDQ          $0x00000004, out+0(FP)
+	MOVQ          sstride+32(FP), DX
+	ADDQ          CX, AX
+	ADDQ          DX, scales+24(FP)
+	MOVQ          ng+56(FP), DX
+	ADDQ          DX, zidx+48(FP)
+	SUBQ          $0x00000001, rows+88(FP)
+	JMP           mvQ4F32SymAVX512VNNI_r1
+
+mvQ4F32SymAVX512VNNI_done:
 	VZEROUPPER
 	RET
 
@@ -7565,5 +9180,316 @@ mvQ4F32AsymAVX512BF16_r1_pfdone:
 	JMP           mvQ4F32AsymAVX512BF16_r1
 
 mvQ4F32AsymAVX512BF16_done:
+	VZEROUPPER
+	RET
+
+// func mvQ4F32AsymAVX512VNNI(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int, l1 int)
+// Requires: AVX, AVX512BW, AVX512F, AVX512VL, AVX512_VNNI, CMOV, MMX+
+TEXT ·mvQ4F32AsymAVX512VNNI(SB), NOSPLIT, $8-104
+	VPBROADCASTD mvLowNibbles<>+0(SB), Z0
+	MOVQ         w+8(FP), AX
+	MOVQ         stride+16(FP), CX
+
+mvQ4F32AsymAVX512VNNI_r4:
+	CMPQ   rows+88(FP), $0x00000004
+	JL     mvQ4F32AsymAVX512VNNI_r1
+	LEAQ   (AX)(CX*1), DX
+	LEAQ   (AX)(CX*2), BX
+	LEAQ   (DX)(CX*2), SI
+	LEAQ   (SI)(CX*1), DI
+	LEAQ   (DI)(CX*4), DI
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4
+	MOVQ   x+64(FP), R8
+	MOVQ   scales+24(FP), R9
+	MOVQ   nxs+72(FP), R10
+	MOVQ   zidx+48(FP), R11
+	XORQ   R12, R12
+
+mvQ4F32AsymAVX512VNNI_r4_g:
+	VPXORD  Z5, Z5, Z5
+	MOVL    (R10), R13
+	MOVQ    R11, R14
+	MOVQ    R14, R15
+	SHRQ    $0x01, R15
+	MOVQ    zeros+40(FP), BP
+	MOVBLZX (BP)(R15*1), R15
+	MOVL    R15, BP
+	SHRL    $0x04, BP
+	TESTQ   $0x00000001, R14
+	CMOVLNE BP, R15
+	ANDL    $0x0000000f, R15
+	IMULL   R15, R13
+	VMOVD   R13, X6
+	VPXORD  Z7, Z7, Z7
+	MOVL    (R10), R13
+	MOVQ    R11, R14
+	ADDQ    ng+56(FP), R14
+	MOVQ    R14, R15
+	SHRQ    $0x01, R15
+	MOVQ    zeros+40(FP), BP
+	MOVBLZX (BP)(R15*1), R15
+	MOVL    R15, BP
+	SHRL    $0x04, BP
+	TESTQ   $0x00000001, R14
+	CMOVLNE BP, R15
+	ANDL    $0x0000000f, R15
+	IMULL   R15, R13
+	VMOVD   R13, X8
+	VPXORD  Z9, Z9, Z9
+	MOVL    (R10), R13
+	MOVQ    R11, R14
+	ADDQ    ng+56(FP), R14
+	ADDQ    ng+56(FP), R14
+	MOVQ    R14, R15
+	SHRQ    $0x01, R15
+	MOVQ    zeros+40(FP), BP
+	MOVBLZX (BP)(R15*1), R15
+	MOVL    R15, BP
+	SHRL    $0x04, BP
+	TESTQ   $0x00000001, R14
+	CMOVLNE BP, R15
+	ANDL    $0x0000000f, R15
+	IMULL   R15, R13
+	VMOVD   R13, X10
+	VPXORD  Z11, Z11, Z11
+	MOVL    (R10), R13
+	MOVQ    R11, R14
+	ADDQ    ng+56(FP), R14
+	ADDQ    ng+56(FP), R14
+	ADDQ    ng+56(FP), R14
+	MOVQ    R14, R15
+	SHRQ    $0x01, R15
+	MOVQ    zeros+40(FP), BP
+	MOVBLZX (BP)(R15*1), R15
+	MOVL    R15, BP
+	SHRL    $0x04, BP
+	TESTQ   $0x00000001, R14
+	CMOVLNE BP, R15
+	ANDL    $0x0000000f, R15
+	IMULL   R15, R13
+	VMOVD   R13, X12
+	MOVQ    R12, R13
+	ADDQ    gbytes+80(FP), R13
+
+mvQ4F32AsymAVX512VNNI_r4_b:
+	VMOVDQU32  (R8), Z13
+	VMOVDQU32  64(R8), Z14
+	VMOVDQU32  128(R8), Z15
+	VMOVDQU32  192(R8), Z16
+	VMOVDQU32  (AX)(R12*1), Z17
+	VPANDD     Z0, Z17, Z18
+	VPSRLW     $0x04, Z17, Z17
+	VPANDD     Z0, Z17, Z17
+	VPDPBUSD   Z13, Z18, Z5
+	VPDPBUSD   Z14, Z17, Z5
+	VPDPBUSD   Z15, Z18, Z6
+	VPDPBUSD   Z16, Z17, Z6
+	VMOVDQU32  (DX)(R12*1), Z17
+	VPANDD     Z0, Z17, Z18
+	VPSRLW     $0x04, Z17, Z17
+	VPANDD     Z0, Z17, Z17
+	VPDPBUSD   Z13, Z18, Z7
+	VPDPBUSD   Z14, Z17, Z7
+	VPDPBUSD   Z15, Z18, Z8
+	VPDPBUSD   Z16, Z17, Z8
+	VMOVDQU32  (BX)(R12*1), Z17
+	VPANDD     Z0, Z17, Z18
+	VPSRLW     $0x04, Z17, Z17
+	VPANDD     Z0, Z17, Z17
+	VPDPBUSD   Z13, Z18, Z9
+	VPDPBUSD   Z14, Z17, Z9
+	VPDPBUSD   Z15, Z18, Z10
+	VPDPBUSD   Z16, Z17, Z10
+	VMOVDQU32  (SI)(R12*1), Z17
+	VPANDD     Z0, Z17, Z18
+	VPSRLW     $0x04, Z17, Z17
+	VPANDD     Z0, Z17, Z17
+	VPDPBUSD   Z13, Z18, Z11
+	VPDPBUSD   Z14, Z17, Z11
+	VPDPBUSD   Z15, Z18, Z12
+	VPDPBUSD   Z16, Z17, Z12
+	CMPQ       rows+88(FP), $0x00000009
+	JB         mvQ4F32AsymAVX512VNNI_r4_pfdone
+	CMPQ       l1+96(FP), $0x00000000
+	JE         mvQ4F32AsymAVX512VNNI_r4_pf2
+	PREFETCHT0 (DI)(R12*4)
+	PREFETCHT0 64(DI)(R12*4)
+	PREFETCHT0 128(DI)(R12*4)
+	PREFETCHT0 192(DI)(R12*4)
+	JMP        mvQ4F32AsymAVX512VNNI_r4_pfdone
+
+mvQ4F32AsymAVX512VNNI_r4_pf2:
+	PREFETCHT1 (DI)(R12*4)
+	PREFETCHT1 64(DI)(R12*4)
+	PREFETCHT1 128(DI)(R12*4)
+	PREFETCHT1 192(DI)(R12*4)
+
+mvQ4F32AsymAVX512VNNI_r4_pfdone:
+	ADDQ          $0x00000040, R12
+	ADDQ          $0x00000100, R8
+	CMPQ          R12, R13
+	JB            mvQ4F32AsymAVX512VNNI_r4_b
+	MOVQ          sstride+32(FP), R13
+	VPSLLD        $0x07, Z5, Z5
+	VPADDD        Z6, Z5, Z5
+	VCVTDQ2PS     Z5, Z5
+	VMULPS.BCST   4(R10), Z5, Z5
+	VBROADCASTSS  (R9), Z13
+	VFMADD231PS   Z5, Z13, Z1
+	VPSLLD        $0x07, Z7, Z7
+	VPADDD        Z8, Z7, Z7
+	VCVTDQ2PS     Z7, Z7
+	VMULPS.BCST   4(R10), Z7, Z7
+	VBROADCASTSS  (R9)(R13*1), Z13
+	VFMADD231PS   Z7, Z13, Z2
+	VPSLLD        $0x07, Z9, Z9
+	VPADDD        Z10, Z9, Z9
+	VCVTDQ2PS     Z9, Z9
+	VMULPS.BCST   4(R10), Z9, Z9
+	VBROADCASTSS  (R9)(R13*2), Z13
+	VFMADD231PS   Z9, Z13, Z3
+	VPSLLD        $0x07, Z11, Z11
+	VPADDD        Z12, Z11, Z11
+	VCVTDQ2PS     Z11, Z11
+	VMULPS.BCST   4(R10), Z11, Z11
+	LEAQ          (R9)(R13*2), R14
+	VBROADCASTSS  (R14)(R13*1), Z13
+	VFMADD231PS   Z11, Z13, Z4
+	ADDQ          $0x00000004, R9
+	ADDQ          $0x00000008, R10
+	INCQ          R11
+	CMPQ          R12, CX
+	JB            mvQ4F32AsymAVX512VNNI_r4_g
+	MOVQ          out+0(FP), DX
+	VEXTRACTF64X4 $0x01, Z1, Y13
+	VADDPS        Y13, Y1, Y13
+	VEXTRACTF32X4 $0x01, Y13, X6
+	VADDPS        X6, X13, X6
+	VEXTRACTF64X4 $0x01, Z2, Y13
+	VADDPS        Y13, Y2, Y13
+	VEXTRACTF32X4 $0x01, Y13, X8
+	VADDPS        X8, X13, X8
+	VEXTRACTF64X4 $0x01, Z3, Y13
+	VADDPS        Y13, Y3, Y13
+	VEXTRACTF32X4 $0x01, Y13, X10
+	VADDPS        X10, X13, X10
+	VEXTRACTF64X4 $0x01, Z4, Y13
+	VADDPS        Y13, Y4, Y13
+	VEXTRACTF32X4 $0x01, Y13, X12
+	VADDPS        X12, X13, X12
+	VUNPCKLPS     X8, X6, X13
+	VUNPCKHPS     X8, X6, X6
+	VADDPS        X6, X13, X13
+	VUNPCKLPS     X12, X10, X6
+	VUNPCKHPS     X12, X10, X8
+	VADDPS        X8, X6, X6
+	VSHUFPS       $0x44, X6, X13, X8
+	VSHUFPS       $0xee, X6, X13, X6
+	VADDPS        X6, X8, X8
+	VMOVUPS       X8, (DX)
+	ADDQ          $0x00000010, out+0(FP)
+	MOVQ          sstride+32(FP), DX
+	SHLQ          $0x02, DX
+	LEAQ          (AX)(CX*4), AX
+	ADDQ          DX, scales+24(FP)
+	MOVQ          ng+56(FP), DX
+	SHLQ          $0x02, DX
+	ADDQ          DX, zidx+48(FP)
+	SUBQ          $0x00000004, rows+88(FP)
+	JMP           mvQ4F32AsymAVX512VNNI_r4
+
+mvQ4F32AsymAVX512VNNI_r1:
+	CMPQ   rows+88(FP), $0x00000001
+	JL     mvQ4F32AsymAVX512VNNI_done
+	LEAQ   (AX)(CX*1), DX
+	LEAQ   (DX)(CX*1), DX
+	VPXORD Z19, Z19, Z19
+	MOVQ   x+64(FP), BX
+	MOVQ   scales+24(FP), SI
+	MOVQ   nxs+72(FP), DI
+	MOVQ   zidx+48(FP), R8
+	XORQ   R9, R9
+
+mvQ4F32AsymAVX512VNNI_r1_g:
+	VPXORD  Z20, Z20, Z20
+	MOVL    (DI), R10
+	MOVQ    R8, R11
+	MOVQ    R11, R12
+	SHRQ    $0x01, R12
+	MOVQ    zeros+40(FP), R13
+	MOVBLZX (R13)(R12*1), R12
+	MOVL    R12, R13
+	SHRL    $0x04, R13
+	TESTQ   $0x00000001, R11
+	CMOVLNE R13, R12
+	ANDL    $0x0000000f, R12
+	IMULL   R12, R10
+	VMOVD   R10, X21
+	MOVQ    R9, R10
+	ADDQ    gbytes+80(FP), R10
+
+mvQ4F32AsymAVX512VNNI_r1_b:
+	VMOVDQU32  (BX), Z1
+	VMOVDQU32  64(BX), Z2
+	VMOVDQU32  128(BX), Z3
+	VMOVDQU32  192(BX), Z4
+	VMOVDQU32  (AX)(R9*1), Z5
+	VPANDD     Z0, Z5, Z6
+	VPSRLW     $0x04, Z5, Z5
+	VPANDD     Z0, Z5, Z5
+	VPDPBUSD   Z1, Z6, Z20
+	VPDPBUSD   Z2, Z5, Z20
+	VPDPBUSD   Z3, Z6, Z21
+	VPDPBUSD   Z4, Z5, Z21
+	CMPQ       rows+88(FP), $0x00000003
+	JB         mvQ4F32AsymAVX512VNNI_r1_pfdone
+	CMPQ       l1+96(FP), $0x00000000
+	JE         mvQ4F32AsymAVX512VNNI_r1_pf2
+	PREFETCHT0 (DX)(R9*1)
+	JMP        mvQ4F32AsymAVX512VNNI_r1_pfdone
+
+mvQ4F32AsymAVX512VNNI_r1_pf2:
+	PREFETCHT1 (DX)(R9*1)
+
+mvQ4F32AsymAVX512VNNI_r1_pfdone:
+	ADDQ          $0x00000040, R9
+	ADDQ          $0x00000100, BX
+	CMPQ          R9, R10
+	JB            mvQ4F32AsymAVX512VNNI_r1_b
+	MOVQ          sstride+32(FP), R10
+	VPSLLD        $0x07, Z20, Z20
+	VPADDD        Z21, Z20, Z20
+	VCVTDQ2PS     Z20, Z20
+	VMULPS.BCST   4(DI), Z20, Z20
+	VBROADCASTSS  (SI), Z1
+	VFMADD231PS   Z20, Z1, Z19
+	ADDQ          $0x00000004, SI
+	ADDQ          $0x00000008, DI
+	INCQ          R8
+	CMPQ          R9, CX
+	JB            mvQ4F32AsymAVX512VNNI_r1_g
+	MOVQ          out+0(FP), DX
+	VEXTRACTF64X4 $0x01, Z19, Y1
+	VADDPS        Y1, Y19, Y1
+	VEXTRACTF32X4 $0x01, Y1, X2
+	VADDPS        X2, X1, X2
+	VPERMILPS     $0x4e, X2, X1
+	VADDPS        X1, X2, X2
+	VPERMILPS     $0xb1, X2, X1
+	VADDPS        X1, X2, X2
+	VMOVSS        X2, (DX)
+	ADDQ          $0x00000004, out+0(FP)
+	MOVQ          sstride+32(FP), DX
+	ADDQ          CX, AX
+	ADDQ          DX, scales+24(FP)
+	MOVQ          ng+56(FP), DX
+	ADDQ          DX, zidx+48(FP)
+	SUBQ          $0x00000001, rows+88(FP)
+	JMP           mvQ4F32AsymAVX512VNNI_r1
+
+mvQ4F32AsymAVX512VNNI_done:
 	VZEROUPPER
 	RET

@@ -135,6 +135,9 @@ func BenchmarkMatVec(b *testing.B) {
 				// The AVX-512 level uses the AVX512_BF16 kernel where the CPU
 				// has one; this is the float32 kernel it replaces.
 				run("avx512f32", func(out []float32, w cpu.Mat) { cpu.MatVecQ4F32(p, out, w, x) })
+				if cpu.HasAVX512VNNI() {
+					run("avx512vnni", func(out []float32, w cpu.Mat) { cpu.MatVecQ4VNNI(p, out, w, x) })
+				}
 			}
 		}
 		p.Close()

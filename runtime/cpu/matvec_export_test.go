@@ -10,3 +10,12 @@ var MatVecISA = matVecISA
 func MatVecQ4F32(p *Pool, out []float32, w Mat, x []float32) {
 	matVecRun(AVX512, q4AVX512, p, out, w, x)
 }
+
+// MatVecQ4VNNI runs an int4 product with the AVX512_VNNI kernel (the CPU
+// must have it; benchmarks compare it with the level's default).
+func MatVecQ4VNNI(p *Pool, out []float32, w Mat, x []float32) {
+	matVecRun(AVX512, q4AVX512VNNI, p, out, w, x)
+}
+
+// HasAVX512VNNI reports whether MatVecQ4VNNI runs on this CPU.
+var HasAVX512VNNI = cpuHasAVX512VNNI

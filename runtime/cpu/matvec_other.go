@@ -16,8 +16,14 @@ func denseRows(level ISA, out []float32, w Mat, x []float32, lo, hi int) {
 
 func cpuHasAVX512BF16() bool { return false }
 
+func cpuHasAVX512VNNI() bool { return false }
+
 func q4PrepBF16(dst []uint16, nxs, x []float32, groups, bpg int, k float32) {
 	prepBF16Go(dst, nxs, x, groups, bpg, k)
+}
+
+func q4PrepVNNI(dst []int8, nxs, x []float32, G int, k int32) {
+	prepVNNIGo(dst, nxs, x, G, k)
 }
 
 func q4Rows(impl q4Impl, out []float32, w Mat, xq, nxs []float32, lo, hi int) {

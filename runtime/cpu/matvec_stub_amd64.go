@@ -9,6 +9,12 @@ package cpu
 //go:noescape
 func mvQ4PrepBF16(dst *uint16, nxs *float32, x *float32, groups int, bpg int, k float32)
 
+// mvQ4PrepVNNI is prepVNNIGo (the x layout of the AVX512_VNNI int4 kernels) in assembly,
+// for groups of bpg blocks of 128 inputs; k is the zero-point factor of nxs (8 symmetric, else 1).
+//
+//go:noescape
+func mvQ4PrepVNNI(dst *int8, nxs *float32, x *float32, groups int, bpg int, k int32)
+
 // mvDotAVX2 returns Σ a[i]·b[i] over i < n; n is a positive multiple of 8.
 //
 //go:noescape
@@ -158,6 +164,19 @@ func mvQ4BF16SymAVX512(out *float32, w *byte, stride int, scales *byte, sstride 
 //go:noescape
 func mvQ4BF16SymAVX512BF16(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int, l1 int)
 
+// mvQ4BF16SymAVX512VNNI is the W4A16 matrix-vector product out[r] = Σ_c (q[r,c] − z[r,g])·s[r,g]·x[c] for r < rows.
+// Row r of codes (formats/int4 layout) is at w + r·stride bytes and spans stride bytes;
+// its groups of gbytes bytes (a multiple of 16) have BF16 scales at scales + r·sstride;
+// symmetric (zero point 8; zeros and zidx unused).
+// l1 nonzero prefetches the following rows into L1 (else into L2 only).
+// Groups are a multiple of 128 inputs, at most 1024 (gbytes a multiple of 64). Needs AVX512_VNNI.
+// x is per 128 inputs 256 int8: h of the even inputs, h of the odd ones, l of the even, l of the odd,
+// with x ≈ d_g·(128h + l); nxs holds per group the int32 −k·Σ(128h + l) (k = 8 symmetric, else 1)
+// and the float32 d_g.
+//
+//go:noescape
+func mvQ4BF16SymAVX512VNNI(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int, l1 int)
+
 // mvQ4BF16AsymAVX512 is the W4A16 matrix-vector product out[r] = Σ_c (q[r,c] − z[r,g])·s[r,g]·x[c] for r < rows.
 // Row r of codes (formats/int4 layout) is at w + r·stride bytes and spans stride bytes;
 // its groups of gbytes bytes (a multiple of 16) have BF16 scales at scales + r·sstride;
@@ -184,6 +203,19 @@ func mvQ4BF16AsymAVX512(out *float32, w *byte, stride int, scales *byte, sstride
 //
 //go:noescape
 func mvQ4BF16AsymAVX512BF16(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int, l1 int)
+
+// mvQ4BF16AsymAVX512VNNI is the W4A16 matrix-vector product out[r] = Σ_c (q[r,c] − z[r,g])·s[r,g]·x[c] for r < rows.
+// Row r of codes (formats/int4 layout) is at w + r·stride bytes and spans stride bytes;
+// its groups of gbytes bytes (a multiple of 16) have BF16 scales at scales + r·sstride;
+// zero point of (row r, group g) at U4 element zidx + r·ng + g of zeros.
+// l1 nonzero prefetches the following rows into L1 (else into L2 only).
+// Groups are a multiple of 128 inputs, at most 1024 (gbytes a multiple of 64). Needs AVX512_VNNI.
+// x is per 128 inputs 256 int8: h of the even inputs, h of the odd ones, l of the even, l of the odd,
+// with x ≈ d_g·(128h + l); nxs holds per group the int32 −k·Σ(128h + l) (k = 8 symmetric, else 1)
+// and the float32 d_g.
+//
+//go:noescape
+func mvQ4BF16AsymAVX512VNNI(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int, l1 int)
 
 // mvQ4F16SymAVX512 is the W4A16 matrix-vector product out[r] = Σ_c (q[r,c] − z[r,g])·s[r,g]·x[c] for r < rows.
 // Row r of codes (formats/int4 layout) is at w + r·stride bytes and spans stride bytes;
@@ -212,6 +244,19 @@ func mvQ4F16SymAVX512(out *float32, w *byte, stride int, scales *byte, sstride i
 //go:noescape
 func mvQ4F16SymAVX512BF16(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int, l1 int)
 
+// mvQ4F16SymAVX512VNNI is the W4A16 matrix-vector product out[r] = Σ_c (q[r,c] − z[r,g])·s[r,g]·x[c] for r < rows.
+// Row r of codes (formats/int4 layout) is at w + r·stride bytes and spans stride bytes;
+// its groups of gbytes bytes (a multiple of 16) have F16 scales at scales + r·sstride;
+// symmetric (zero point 8; zeros and zidx unused).
+// l1 nonzero prefetches the following rows into L1 (else into L2 only).
+// Groups are a multiple of 128 inputs, at most 1024 (gbytes a multiple of 64). Needs AVX512_VNNI.
+// x is per 128 inputs 256 int8: h of the even inputs, h of the odd ones, l of the even, l of the odd,
+// with x ≈ d_g·(128h + l); nxs holds per group the int32 −k·Σ(128h + l) (k = 8 symmetric, else 1)
+// and the float32 d_g.
+//
+//go:noescape
+func mvQ4F16SymAVX512VNNI(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int, l1 int)
+
 // mvQ4F16AsymAVX512 is the W4A16 matrix-vector product out[r] = Σ_c (q[r,c] − z[r,g])·s[r,g]·x[c] for r < rows.
 // Row r of codes (formats/int4 layout) is at w + r·stride bytes and spans stride bytes;
 // its groups of gbytes bytes (a multiple of 16) have F16 scales at scales + r·sstride;
@@ -238,6 +283,19 @@ func mvQ4F16AsymAVX512(out *float32, w *byte, stride int, scales *byte, sstride 
 //
 //go:noescape
 func mvQ4F16AsymAVX512BF16(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int, l1 int)
+
+// mvQ4F16AsymAVX512VNNI is the W4A16 matrix-vector product out[r] = Σ_c (q[r,c] − z[r,g])·s[r,g]·x[c] for r < rows.
+// Row r of codes (formats/int4 layout) is at w + r·stride bytes and spans stride bytes;
+// its groups of gbytes bytes (a multiple of 16) have F16 scales at scales + r·sstride;
+// zero point of (row r, group g) at U4 element zidx + r·ng + g of zeros.
+// l1 nonzero prefetches the following rows into L1 (else into L2 only).
+// Groups are a multiple of 128 inputs, at most 1024 (gbytes a multiple of 64). Needs AVX512_VNNI.
+// x is per 128 inputs 256 int8: h of the even inputs, h of the odd ones, l of the even, l of the odd,
+// with x ≈ d_g·(128h + l); nxs holds per group the int32 −k·Σ(128h + l) (k = 8 symmetric, else 1)
+// and the float32 d_g.
+//
+//go:noescape
+func mvQ4F16AsymAVX512VNNI(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int, l1 int)
 
 // mvQ4F32SymAVX512 is the W4A16 matrix-vector product out[r] = Σ_c (q[r,c] − z[r,g])·s[r,g]·x[c] for r < rows.
 // Row r of codes (formats/int4 layout) is at w + r·stride bytes and spans stride bytes;
@@ -266,6 +324,19 @@ func mvQ4F32SymAVX512(out *float32, w *byte, stride int, scales *byte, sstride i
 //go:noescape
 func mvQ4F32SymAVX512BF16(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int, l1 int)
 
+// mvQ4F32SymAVX512VNNI is the W4A16 matrix-vector product out[r] = Σ_c (q[r,c] − z[r,g])·s[r,g]·x[c] for r < rows.
+// Row r of codes (formats/int4 layout) is at w + r·stride bytes and spans stride bytes;
+// its groups of gbytes bytes (a multiple of 16) have F32 scales at scales + r·sstride;
+// symmetric (zero point 8; zeros and zidx unused).
+// l1 nonzero prefetches the following rows into L1 (else into L2 only).
+// Groups are a multiple of 128 inputs, at most 1024 (gbytes a multiple of 64). Needs AVX512_VNNI.
+// x is per 128 inputs 256 int8: h of the even inputs, h of the odd ones, l of the even, l of the odd,
+// with x ≈ d_g·(128h + l); nxs holds per group the int32 −k·Σ(128h + l) (k = 8 symmetric, else 1)
+// and the float32 d_g.
+//
+//go:noescape
+func mvQ4F32SymAVX512VNNI(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int, l1 int)
+
 // mvQ4F32AsymAVX512 is the W4A16 matrix-vector product out[r] = Σ_c (q[r,c] − z[r,g])·s[r,g]·x[c] for r < rows.
 // Row r of codes (formats/int4 layout) is at w + r·stride bytes and spans stride bytes;
 // its groups of gbytes bytes (a multiple of 16) have F32 scales at scales + r·sstride;
@@ -292,3 +363,16 @@ func mvQ4F32AsymAVX512(out *float32, w *byte, stride int, scales *byte, sstride 
 //
 //go:noescape
 func mvQ4F32AsymAVX512BF16(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int, l1 int)
+
+// mvQ4F32AsymAVX512VNNI is the W4A16 matrix-vector product out[r] = Σ_c (q[r,c] − z[r,g])·s[r,g]·x[c] for r < rows.
+// Row r of codes (formats/int4 layout) is at w + r·stride bytes and spans stride bytes;
+// its groups of gbytes bytes (a multiple of 16) have F32 scales at scales + r·sstride;
+// zero point of (row r, group g) at U4 element zidx + r·ng + g of zeros.
+// l1 nonzero prefetches the following rows into L1 (else into L2 only).
+// Groups are a multiple of 128 inputs, at most 1024 (gbytes a multiple of 64). Needs AVX512_VNNI.
+// x is per 128 inputs 256 int8: h of the even inputs, h of the odd ones, l of the even, l of the odd,
+// with x ≈ d_g·(128h + l); nxs holds per group the int32 −k·Σ(128h + l) (k = 8 symmetric, else 1)
+// and the float32 d_g.
+//
+//go:noescape
+func mvQ4F32AsymAVX512VNNI(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int, l1 int)

@@ -133,6 +133,7 @@ func TestMatVecInt4MatchesReference(t *testing.T) {
 	cases := []struct{ rows, cols, g int }{
 		{1, 32, 32}, {3, 96, 32}, {5, 64, 64}, {7, 384, 128}, {9, 1152, 128},
 		{33, 192, 64}, {18, 160, 32}, {6, 172, 43}, {5, 48, 16}, {70, 1152, 128},
+		{5, 768, 256}, {3, 2048, 1024}, {2, 4096, 2048},
 	}
 	for _, threads := range []int{1, 2, 3} {
 		p := NewPool(threads)
@@ -146,6 +147,10 @@ func TestMatVecInt4MatchesReference(t *testing.T) {
 							t.Fatal(err)
 						}
 						x := randVec(r, c.cols)
+						if c.cols > c.g {
+							// A group of zeros: the VNNI split's d = 0.
+							clear(x[c.g : 2*c.g])
+						}
 						wd := w.Dequantize()
 						dr := make([]float32, c.rows)
 						m.DotRows(dr, x)
@@ -162,10 +167,18 @@ func TestMatVecInt4MatchesReference(t *testing.T) {
 									// x enters as bf16 hi + lo, within 2^-18|x|.
 									tol += math.Ldexp(mag, -18)
 								}
+								if impl == q4AVX512VNNI {
+									// x enters as d_g·(128h + l), within d_g/2 (and
+									// 0.001·d_g for the float32 x/d_g it rounds) of x.
+									// Its int32 sums are exact; converting them to
+									// float32 and scaling are in summationTol.
+									tol += vnniTol(w, i, x)
+								}
 								if d := math.Abs(float64(got[i]) - want); d > tol {
 									t.Fatalf("%s/%s %+v %s asym=%v threads %d: out[%d] = %g, want %g (diff %g > %g)", level, impl, c, sdt, asym, threads, i, got[i], want, d, tol)
 								}
-								if d := math.Abs(float64(dr[i]) - want); d > tol+math.Ldexp(mag, -18) {
+								// DotRows takes the level's default family: any of them.
+								if d := math.Abs(float64(dr[i]) - want); d > tol+math.Ldexp(mag, -18)+vnniTol(w, i, x) {
 									t.Fatalf("DotRows %+v %s asym=%v: out[%d] = %g, want %g", c, sdt, asym, i, dr[i], want)
 								}
 							}
@@ -190,8 +203,31 @@ func testQ4Impls(level ISA, w Mat) []q4Impl {
 		if cpuHasAVX512BF16() {
 			out = append(out, q4AVX512BF16)
 		}
+		if vnniSuits(level, w) {
+			out = append(out, q4AVX512VNNI)
+		}
 	}
 	return out
+}
+
+// vnniTol bounds the error row r of the AVX512_VNNI kernel takes from its
+// int8 split of x: Σ_g |s_g|·Σ_{c in g} |q_c − z_g|·0.501·d_g, with d_g =
+// max|x_g|/16256. The split is within d_g/2 of each input; this is about
+// 2^-15 of the group's largest |x|, against 2^-18 of each |x| for the
+// AVX512_BF16 kernel's hi + lo.
+func vnniTol(w int4.Weight, r int, x []float32) float64 {
+	sc := w.ScalesF32()
+	ng := w.Groups()
+	var tol float64
+	for g := 0; g < ng; g++ {
+		var m, sq float64
+		for c := g * w.GroupSize; c < (g+1)*w.GroupSize; c++ {
+			m = max(m, math.Abs(float64(x[c])))
+			sq += math.Abs(float64(int4.Nibble(w.QWeight, r*w.Cols+c)) - float64(w.Zero(r, g)))
+		}
+		tol += math.Abs(float64(sc[r*ng+g])) * sq * 0.501 * m / vnniLevels
+	}
+	return tol
 }
 
 // TestMatVecSplitInvariant checks that a row's result does not depend on
@@ -428,6 +464,57 @@ func TestMatVecAsmHygiene(t *testing.T) {
 			lines := strings.Split(strings.TrimSpace(part), "\n")
 			if last := strings.TrimSpace(lines[len(lines)-1]); last != "VZEROUPPER" {
 				t.Errorf("%s returns after %q, not VZEROUPPER", name, last)
+			}
+		}
+	}
+}
+
+// TestPrepVNNIMatchesGo checks the assembly layout of x for the
+// AVX512_VNNI int4 kernel against the Go version, bit for bit, on random
+// inputs with a wide range of magnitudes, exact ties of both roundings,
+// and an all-zero group.
+func TestPrepVNNIMatchesGo(t *testing.T) {
+	if !cpuHasAVX512VNNI() || DetectISA() != AVX512 {
+		t.Skip("CPU has no AVX512_VNNI")
+	}
+	r := rand.New(rand.NewPCG(7, 7))
+	for _, shape := range [][2]int{{1, 1}, {3, 1}, {2, 3}, {9, 1}, {2, 8}} {
+		groups, G := shape[0], 128*shape[1]
+		n := groups * G
+		x := randVec(r, n)
+		for i := range x {
+			// Group 0 (max 63.5, so d = 1/256 and u = 256x exactly) gets
+			// ties of l (u = j + 1/2) and of h (u = ±64, ±192); the others
+			// a wide range of magnitudes.
+			switch {
+			case i < G && i%4 == 1:
+				x[i] = (float32(int(x[i]*64)) + 0.5) / 256
+			case i < G && i%4 == 2:
+				x[i] = float32(64*(1+2*(i%3))-128*(i%2)) / 256
+			case i%5 == 3:
+				x[i] *= 1e-30
+			case i%5 == 4:
+				x[i] *= 1e20
+			}
+		}
+		x[7] = 63.5
+		if groups > 1 {
+			clear(x[G : 2*G])
+		}
+		for _, k := range []int32{8, 1} {
+			want, got := make([]int8, 2*n), make([]int8, 2*n)
+			wn, gn := make([]float32, 2*groups), make([]float32, 2*groups)
+			prepVNNIGo(want, wn, x, G, k)
+			q4PrepVNNI(got, gn, x, G, k)
+			for i := range want {
+				if got[i] != want[i] {
+					t.Fatalf("%v k=%d: byte %d = %d, want %d", shape, k, i, got[i], want[i])
+				}
+			}
+			for i := range wn {
+				if math.Float32bits(gn[i]) != math.Float32bits(wn[i]) {
+					t.Fatalf("%v k=%d: nxs[%d] = %#x, want %#x", shape, k, i, math.Float32bits(gn[i]), math.Float32bits(wn[i]))
+				}
 			}
 		}
 	}

@@ -54,6 +54,7 @@ func main() {
 		sixteen: ConstData("mvSixteen", U32(math.Float32bits(16))),
 	}
 	lowNibble := ConstData("mvLowNibble", U32(0xF))
+	lowNibbles := ConstData("mvLowNibbles", U32(0x0F0F_0F0F))
 	bf := bf16Consts{
 		mask16:  ConstData("mvBF16Code", U32(0x0078_0078)),
 		one16:   ConstData("mvBF16One", U32(0x3F80_3F80)),
@@ -62,6 +63,7 @@ func main() {
 	}
 
 	prepBF16()
+	prepVNNI()
 	for _, l := range []level{avx2, avx512} {
 		dot(l)
 		axpy(l)
@@ -73,6 +75,7 @@ func main() {
 				if l.wide {
 					q4AVX512(st, asym, consts)
 					q4AVX512BF16(st, asym, bf)
+					q4VNNI(st, asym, lowNibbles)
 				} else {
 					q4AVX2(st, asym, lowNibble)
 				}
