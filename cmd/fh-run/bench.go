@@ -70,11 +70,11 @@ func runBench(args []string, stdout io.Writer) error {
 		enc.SetIndent("", "  ")
 		return enc.Encode(res)
 	}
-	fmt.Fprintf(stdout, "%s: %d threads, memory read bandwidth %.1f GB/s\n", rf.model, res.Threads, res.BandwidthGBs)
+	fmt.Fprintf(stdout, "%s: %d threads, memory read bandwidth %.1f GB/s (mean of the probes around each head's decode)\n", rf.model, res.Threads, res.BandwidthGBs)
 	fmt.Fprintf(stdout, "prefill: %d tokens at %.1f tok/s\n", res.PromptTokens, res.PrefillTokS)
-	fmt.Fprintf(stdout, "%-10s %10s %12s %12s %14s %12s\n", "head", "decode", "head ms/tok", "body ms/tok", "bytes/token", "of bound")
+	fmt.Fprintf(stdout, "%-10s %10s %12s %12s %14s %10s %9s\n", "head", "decode", "head ms/tok", "body ms/tok", "bytes/token", "bandwidth", "of bound")
 	for _, h := range res.Heads {
-		fmt.Fprintf(stdout, "%-10s %6.1f t/s %12.3f %12.3f %14s %11.0f%%\n", h.Head, h.DecodeTokS, h.HeadMsPerTok, h.BodyMsPerTok, cli.HumanBytes(h.BytesPerToken), 100*h.BoundRatio)
+		fmt.Fprintf(stdout, "%-10s %6.1f t/s %12.3f %12.3f %14s %5.1f GB/s %8.0f%%\n", h.Head, h.DecodeTokS, h.HeadMsPerTok, h.BodyMsPerTok, cli.HumanBytes(h.BytesPerToken), h.BandwidthGBs, 100*h.BoundRatio)
 	}
 	if len(res.Heads) == 2 {
 		fmt.Fprintf(stdout, "FlashHead head time: %.3f of the dense head's\n", res.Heads[0].HeadMsPerTok/res.Heads[1].HeadMsPerTok)
