@@ -10,7 +10,7 @@ export CGO_ENABLED ?= 0
 
 CMDS := fh-convert fh-run fh-fixture fh-flashhead-build fh-quantize
 
-.PHONY: all build test vet demo bench fuzz conformance clean fixtures gemma3-1b
+.PHONY: all build test vet demo bench fuzz conformance clean fixtures gemma3-1b asm-check
 
 all: build
 
@@ -62,6 +62,13 @@ fuzz:
 		echo "fuzz $$pkg $$fn ($(FUZZTIME))"; \
 		$(GO) test -run='^$$' -fuzz="^$$fn$$" -fuzztime=$(FUZZTIME) -fuzzminimizetime=2s $$pkg; \
 	done
+
+# The committed assembly must be what its avo generators produce (CI).
+# Overwrites runtime/cpu/*_amd64.s and stubs with the generators' output.
+asm-check:
+	$(GO) generate ./runtime/cpu
+	@git diff --exit-code --stat -- runtime/cpu || { echo "asm-check: the committed assembly differs from go generate's output" >&2; exit 1; }
+	@echo "asm-check: go generate ./runtime/cpu reproduces the committed assembly"
 
 # Regenerate the committed small fixtures.
 fixtures:
