@@ -22,17 +22,8 @@ import (
 // runtime/sample sampler, so a seed gives the same choices as on the CPU
 // up to the logits' rounding differences.
 func Generate(r *Runner, tok *tokenizer.Tokenizer, fh *head.FlashHead, pool *cpu.Pool, prompt []int, opts generate.Options, emit func(string) error) (*generate.Result, error) {
-	if len(prompt) == 0 {
-		return nil, fmt.Errorf("empty prompt")
-	}
-	if err := opts.Sample.Validate(); err != nil {
+	if err := opts.Check(prompt, r.Limit); err != nil {
 		return nil, err
-	}
-	if opts.MaxTokens <= 0 {
-		return nil, fmt.Errorf("max tokens %d must be > 0", opts.MaxTokens)
-	}
-	if len(prompt) >= r.Limit {
-		return nil, fmt.Errorf("prompt of %d tokens does not fit the context limit of %d tokens", len(prompt), r.Limit)
 	}
 	if fh != nil && r.flash == nil {
 		return nil, fmt.Errorf("cuda: the FlashHead is not loaded on the device")

@@ -289,19 +289,7 @@ func (r *Runner) denseLogits(hidden DevPtr, n int) error {
 }
 
 // check validates a forward call's tokens against the context limit and
-// the vocabulary.
+// the vocabulary (as the CPU runner does).
 func (r *Runner) check(tokens []int) error {
-	c := &r.M.Config
-	if len(tokens) == 0 {
-		return fmt.Errorf("forward: no tokens")
-	}
-	if r.Pos+len(tokens) > r.Limit {
-		return fmt.Errorf("context limit exceeded: %d tokens already, %d more, limit %d (model maximum %d)", r.Pos, len(tokens), r.Limit, c.MaxPositionEmbeddings)
-	}
-	for _, id := range tokens {
-		if id < 0 || id >= c.VocabSize {
-			return fmt.Errorf("token id %d outside the vocabulary [0, %d)", id, c.VocabSize)
-		}
-	}
-	return nil
+	return model.CheckTokens(&r.M.Config, r.Pos, r.Limit, tokens)
 }

@@ -27,6 +27,25 @@ type Options struct {
 	IgnoreEOS bool
 }
 
+// Check validates opts for a generation from prompt in a sequence with a
+// context limit of limit tokens (the CPU session and the CUDA runner's
+// Generate both call it).
+func (opts Options) Check(prompt []int, limit int) error {
+	if len(prompt) == 0 {
+		return fmt.Errorf("empty prompt")
+	}
+	if err := opts.Sample.Validate(); err != nil {
+		return err
+	}
+	if opts.MaxTokens <= 0 {
+		return fmt.Errorf("max tokens %d must be > 0", opts.MaxTokens)
+	}
+	if len(prompt) >= limit {
+		return fmt.Errorf("prompt of %d tokens does not fit the context limit of %d tokens", len(prompt), limit)
+	}
+	return nil
+}
+
 // Result describes a finished generation.
 type Result struct {
 	PromptTokens int
@@ -79,18 +98,8 @@ func NewSession(r *model.Runner, tok *tokenizer.Tokenizer, ctx int, kv dtype.DTy
 // Generate continues from prompt (token ids, including any BOS) and calls
 // emit with each piece of text as soon as it is complete.
 func (s *Session) Generate(prompt []int, opts Options, emit func(string) error) (*Result, error) {
-	if len(prompt) == 0 {
-		return nil, fmt.Errorf("empty prompt")
-	}
-	if err := opts.Sample.Validate(); err != nil {
+	if err := opts.Check(prompt, s.State.Limit); err != nil {
 		return nil, err
-	}
-	if opts.MaxTokens <= 0 {
-		return nil, fmt.Errorf("max tokens %d must be > 0", opts.MaxTokens)
-	}
-	limit := s.State.Limit
-	if len(prompt) >= limit {
-		return nil, fmt.Errorf("prompt of %d tokens does not fit the context limit of %d tokens", len(prompt), limit)
 	}
 	// Reuse the cache when the prompt extends what was processed.
 	todo := prompt
@@ -123,7 +132,7 @@ func (s *Session) Generate(prompt []int, opts Options, emit func(string) error) 
 		if done {
 			break
 		}
-		if s.State.Pos+1 > limit {
+		if s.State.Pos+1 > s.State.Limit {
 			if err := out.End("context"); err != nil {
 				return nil, err
 			}

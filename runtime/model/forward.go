@@ -215,12 +215,18 @@ func (r *Runner) ForwardBatch(out []float32, seqs []Seq) error {
 
 // check validates tokens that are to continue st.
 func (r *Runner) check(st *State, tokens []int) error {
-	c := &r.M.Config
+	return CheckTokens(&r.M.Config, st.Pos, st.Limit, tokens)
+}
+
+// CheckTokens validates tokens that are to continue a sequence of pos
+// tokens with a context limit: at least one, within the limit, every id in
+// the vocabulary. The CPU and CUDA runners both call it.
+func CheckTokens(c *arch.Config, pos, limit int, tokens []int) error {
 	if len(tokens) == 0 {
 		return fmt.Errorf("forward: no tokens")
 	}
-	if st.Pos+len(tokens) > st.Limit {
-		return fmt.Errorf("context limit exceeded: %d tokens already, %d more, limit %d (model maximum %d)", st.Pos, len(tokens), st.Limit, c.MaxPositionEmbeddings)
+	if pos+len(tokens) > limit {
+		return fmt.Errorf("context limit exceeded: %d tokens already, %d more, limit %d (model maximum %d)", pos, len(tokens), limit, c.MaxPositionEmbeddings)
 	}
 	for _, id := range tokens {
 		if id < 0 || id >= c.VocabSize {
