@@ -8,6 +8,13 @@ import (
 	"sync"
 )
 
+// ParallelMACs is the size of a matrix product (multiply-adds) below which
+// callers keep it on the calling thread: waking a worker and waiting for
+// it costs several microseconds, more than half of such a product (a small
+// model's layers at any batch size; a large model's from one token on are
+// well above it).
+const ParallelMACs = 1 << 18
+
 // Pool runs loops over a range on a fixed set of goroutines: threads-1
 // workers plus the calling goroutine. Workers block on channels between
 // jobs (no spinning: the machines have 2 vCPUs shared with other work).

@@ -1,6 +1,7 @@
 package head
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"testing"
 
@@ -51,6 +52,35 @@ func TestSampleBatchEqualsSample(t *testing.T) {
 		}
 		if !sampledDiffers {
 			t.Errorf("stage1 %v: the sampled row always took the greedy token", st1)
+		}
+	}
+}
+
+// BenchmarkArgmaxBatch reports the greedy FlashHead's time per row at the
+// embedded default's shape (vocabulary 512, hidden 48, 32 clusters of 16,
+// 16 probed) and at a larger one (32768 x 256, 2048 clusters, 64 probed),
+// for one row and for 32 rows decoding together.
+func BenchmarkArgmaxBatch(b *testing.B) {
+	pool := cpu.NewPool(1)
+	defer pool.Close()
+	t := &testing.T{}
+	for _, c := range []struct {
+		name                  string
+		vocab, D, cap, probes int
+	}{{"tiny", 512, 48, 16, 16}, {"32k", 32768, 256, 16, 64}} {
+		h, _ := testHead(t, c.vocab, c.D, c.cap, []int{1}, c.probes, Stage1BF16)
+		r := rand.New(rand.NewPCG(1, 1))
+		for _, n := range []int{1, 32} {
+			hidden := make([]float32, 0, n*c.D)
+			for range n {
+				hidden = append(hidden, randHidden(r, c.D)...)
+			}
+			b.Run(fmt.Sprintf("%s/rows=%d", c.name, n), func(b *testing.B) {
+				for i := 0; i < b.N; i++ {
+					h.ArgmaxBatch(pool, hidden)
+				}
+				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/row")
+			})
 		}
 	}
 }

@@ -371,18 +371,11 @@ const (
 	stageMLPOut
 )
 
-// parallelMACs is the size of a matrix product (multiply-adds) below which
-// it runs on the calling thread: waking a worker and waiting for it costs
-// several microseconds, more than half of such a product (a small model's
-// layers at any batch size; a large model's from one token on are well
-// above it).
-const parallelMACs = 1 << 18
-
 // matMul is cpu.MatMul on the pool, or on the calling thread alone when
-// the product is small (parallelMACs).
+// the product is small (cpu.ParallelMACs).
 func (r *Runner) matMul(out []float32, w cpu.Mat, x []float32, T int) {
 	p := r.Pool
-	if T*w.Rows*w.Cols < parallelMACs {
+	if T*w.Rows*w.Cols < cpu.ParallelMACs {
 		if r.serial == nil {
 			r.serial = cpu.NewPool(1) // no goroutines: runs on the caller
 		}
@@ -530,7 +523,7 @@ func (r *Runner) attention(out, q, k, v []float32, segs []segment, layer, T int,
 	}
 	work *= 2 * c.NumHeads * c.HeadDim
 	parts := min(r.Pool.Threads(), jobs)
-	if work < parallelMACs { // as small products: cheaper than a wake-up
+	if work < cpu.ParallelMACs { // as small products: cheaper than a wake-up
 		parts = 1
 	}
 	// A job is a row's heads, all of them when there are enough rows to
