@@ -26,41 +26,17 @@ var bin string
 
 func TestMain(m *testing.M) { clitest.Main(m, "fh-convert", &bin) }
 
-type result struct {
-	code           int
-	stdout, stderr string
-}
+type result = clitest.Result
 
 func runConvert(t *testing.T, args ...string) result {
 	t.Helper()
-	return runShell(t, "", args...)
+	return clitest.Run(t, bin, args...)
 }
 
-// runShell runs fh-convert, optionally under a shell prefix such as a
-// ulimit, and returns its exit code and output.
+// runShell runs fh-convert under a shell prefix such as a ulimit.
 func runShell(t *testing.T, prefix string, args ...string) result {
 	t.Helper()
-	var cmd *exec.Cmd
-	bin := bin
-	if prefix == "" {
-		cmd = exec.Command(bin, args...)
-	} else {
-		quoted := make([]string, len(args))
-		for i, a := range args {
-			quoted[i] = "'" + a + "'"
-		}
-		cmd = exec.Command("bash", "-c", prefix+"; exec "+bin+" "+strings.Join(quoted, " "))
-	}
-	var so, se bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &so, &se
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	return result{code, so.String(), se.String()}
+	return clitest.RunShell(t, prefix, bin, args...)
 }
 
 // fixtureDir writes a fresh copy of a preset.
@@ -77,16 +53,16 @@ func fixtureDir(t *testing.T, preset string) string {
 // output directory holds nothing (no partial or temporary file).
 func expectFailure(t *testing.T, r result, outDir string, want ...string) {
 	t.Helper()
-	if r.code != 1 {
-		t.Errorf("exit code %d, want 1; stderr: %s", r.code, r.stderr)
+	if r.Code != 1 {
+		t.Errorf("exit code %d, want 1; stderr: %s", r.Code, r.Stderr)
 	}
 	for _, w := range want {
-		if !strings.Contains(r.stderr, w) {
-			t.Errorf("stderr %q does not mention %q", r.stderr, w)
+		if !strings.Contains(r.Stderr, w) {
+			t.Errorf("stderr %q does not mention %q", r.Stderr, w)
 		}
 	}
-	if strings.Contains(r.stderr, "panic") || strings.Contains(r.stderr, "goroutine") {
-		t.Errorf("panic: %s", r.stderr)
+	if strings.Contains(r.Stderr, "panic") || strings.Contains(r.Stderr, "goroutine") {
+		t.Errorf("panic: %s", r.Stderr)
 	}
 	entries, _ := os.ReadDir(outDir)
 	for _, e := range entries {
@@ -103,8 +79,8 @@ func TestConvertFixtures(t *testing.T) {
 			in := fixtureDir(t, p.Name)
 			out := filepath.Join(t.TempDir(), "m.fhm")
 			r := runConvert(t, "--in", in, "--out", out, "--json")
-			if r.code != 0 {
-				t.Fatalf("exit %d: %s", r.code, r.stderr)
+			if r.Code != 0 {
+				t.Fatalf("exit %d: %s", r.Code, r.Stderr)
 			}
 			var s struct {
 				Tensors int     `json:"tensors"`
@@ -112,8 +88,8 @@ func TestConvertFixtures(t *testing.T) {
 				Bytes   int64   `json:"bytes"`
 				Seconds float64 `json:"seconds"`
 			}
-			if err := json.Unmarshal([]byte(r.stdout), &s); err != nil {
-				t.Fatalf("--json output %q: %v", r.stdout, err)
+			if err := json.Unmarshal([]byte(r.Stdout), &s); err != nil {
+				t.Fatalf("--json output %q: %v", r.Stdout, err)
 			}
 			want, err := fixture.Config(p.Name)
 			if err != nil {
@@ -139,8 +115,8 @@ func TestConvertFixtures(t *testing.T) {
 			}
 			// Converting again gives the same bytes.
 			out2 := filepath.Join(t.TempDir(), "m.fhm")
-			if r := runConvert(t, "--in", in, "--out", out2, "-q"); r.code != 0 {
-				t.Fatal(r.stderr)
+			if r := runConvert(t, "--in", in, "--out", out2, "-q"); r.Code != 0 {
+				t.Fatal(r.Stderr)
 			}
 			a, _ := os.ReadFile(out)
 			b, _ := os.ReadFile(out2)
@@ -160,13 +136,13 @@ func TestUsageErrors(t *testing.T) {
 		{"--in", "x", "--out", "y", "extra"},
 	} {
 		r := runConvert(t, args...)
-		if r.code != 2 || !strings.Contains(r.stderr, "fh-convert:") {
-			t.Errorf("%v: exit %d (want 2), stderr %q", args, r.code, r.stderr)
+		if r.Code != 2 || !strings.Contains(r.Stderr, "fh-convert:") {
+			t.Errorf("%v: exit %d (want 2), stderr %q", args, r.Code, r.Stderr)
 		}
 	}
 	r := runConvert(t, "--help")
-	if r.code != 0 || !strings.Contains(r.stdout, "Examples:") || !strings.Contains(r.stdout, "gemma3_text") {
-		t.Errorf("--help: exit %d, %q", r.code, r.stdout)
+	if r.Code != 0 || !strings.Contains(r.Stdout, "Examples:") || !strings.Contains(r.Stdout, "gemma3_text") {
+		t.Errorf("--help: exit %d, %q", r.Code, r.Stdout)
 	}
 }
 
@@ -299,8 +275,8 @@ func TestAllowNonFinite(t *testing.T) {
 	in := fixtureDir(t, "llama-tiny")
 	poison(t, in, "model.norm.weight", float32(math.NaN()))
 	out := filepath.Join(t.TempDir(), "m.fhm")
-	if r := runConvert(t, "--in", in, "--out", out, "--allow-nonfinite"); r.code != 0 {
-		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	if r := runConvert(t, "--in", in, "--out", out, "--allow-nonfinite"); r.Code != 0 {
+		t.Fatalf("exit %d: %s", r.Code, r.Stderr)
 	}
 	f, err := fhm.Open(out)
 	if err != nil {
@@ -496,8 +472,8 @@ func TestKillDuringWrite(t *testing.T) {
 func TestConvertW4A16Checkpoint(t *testing.T) {
 	dir := t.TempDir()
 	dense := filepath.Join(dir, "dense.fhm")
-	if r := runConvert(t, "--in", fixtureDir(t, "llama-tiny"), "--out", dense); r.code != 0 {
-		t.Fatal(r.stderr)
+	if r := runConvert(t, "--in", fixtureDir(t, "llama-tiny"), "--out", dense); r.Code != 0 {
+		t.Fatal(r.Stderr)
 	}
 	q := filepath.Join(dir, "q.fhm")
 	if _, err := quantize.File(dense, q, quantize.Options{GroupSize: 32}); err != nil {
@@ -514,8 +490,8 @@ func TestConvertW4A16Checkpoint(t *testing.T) {
 	}
 	back := filepath.Join(dir, "back.fhm")
 	r := runConvert(t, "--in", export, "--out", back, "--json")
-	if r.code != 0 || !strings.Contains(r.stdout, "compressed-tensors") {
-		t.Fatalf("exit %d: %s %s", r.code, r.stdout, r.stderr)
+	if r.Code != 0 || !strings.Contains(r.Stdout, "compressed-tensors") {
+		t.Fatalf("exit %d: %s %s", r.Code, r.Stdout, r.Stderr)
 	}
 	bf, err := fhm.Open(back)
 	if err != nil {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -21,24 +20,11 @@ var bin string
 
 func TestMain(m *testing.M) { clitest.Main(m, "fh-flashhead-build", &bin) }
 
-type result struct {
-	code           int
-	stdout, stderr string
-}
+type result = clitest.Result
 
 func runBuild(t *testing.T, args ...string) result {
 	t.Helper()
-	cmd := exec.Command(bin, args...)
-	var so, se bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &so, &se
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	return result{code, so.String(), se.String()}
+	return clitest.Run(t, bin, args...)
 }
 
 // model converts a tiny fixture (vocab 512) to a .fhm file.
@@ -83,11 +69,11 @@ func TestBuildModel(t *testing.T) {
 			in := model(t, preset)
 			out := filepath.Join(t.TempDir(), "fh.fhm")
 			r := runBuild(t, "--in", in, "--out", out)
-			if r.code != 0 {
-				t.Fatalf("exit %d: %s", r.code, r.stderr)
+			if r.Code != 0 {
+				t.Fatalf("exit %d: %s", r.Code, r.Stderr)
 			}
-			if !strings.Contains(r.stdout, "32 clusters of 16 (0 padding slots), 16 probes, mean cosine") {
-				t.Errorf("summary %q", r.stdout)
+			if !strings.Contains(r.Stdout, "32 clusters of 16 (0 padding slots), 16 probes, mean cosine") {
+				t.Errorf("summary %q", r.Stdout)
 			}
 			src, f := open(t, in), open(t, out)
 			fh := f.Metadata.FlashHead
@@ -122,8 +108,8 @@ func TestBuildModel(t *testing.T) {
 
 			// Determinism: the same seed gives the same bytes; another differs.
 			out2 := filepath.Join(t.TempDir(), "fh.fhm")
-			if r := runBuild(t, "--in", in, "--out", out2, "--threads", "1"); r.code != 0 {
-				t.Fatal(r.stderr)
+			if r := runBuild(t, "--in", in, "--out", out2, "--threads", "1"); r.Code != 0 {
+				t.Fatal(r.Stderr)
 			}
 			a, _ := os.ReadFile(out)
 			b, _ := os.ReadFile(out2)
@@ -131,8 +117,8 @@ func TestBuildModel(t *testing.T) {
 				t.Error("same seed, different output bytes")
 			}
 			out3 := filepath.Join(t.TempDir(), "fh.fhm")
-			if r := runBuild(t, "--in", in, "--out", out3, "--seed", "5"); r.code != 0 {
-				t.Fatal(r.stderr)
+			if r := runBuild(t, "--in", in, "--out", out3, "--seed", "5"); r.Code != 0 {
+				t.Fatal(r.Stderr)
 			}
 			c, _ := os.ReadFile(out3)
 			if bytes.Equal(a, c) {
@@ -147,12 +133,12 @@ func TestJSONAndPadding(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "fh.fhm")
 	// 512 = 21*24 + 8: K 22, 16 padding slots.
 	r := runBuild(t, "--in", in, "--out", out, "--cluster-size", "24", "--probes", "1000", "--json")
-	if r.code != 0 {
-		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	if r.Code != 0 {
+		t.Fatalf("exit %d: %s", r.Code, r.Stderr)
 	}
 	var s summary
-	if err := json.Unmarshal([]byte(r.stdout), &s); err != nil {
-		t.Fatalf("--json output %q: %v", r.stdout, err)
+	if err := json.Unmarshal([]byte(r.Stdout), &s); err != nil {
+		t.Fatalf("--json output %q: %v", r.Stdout, err)
 	}
 	if s.Clusters != 22 || s.ClusterSize != 24 || s.PaddingSlots != 16 || s.Probes != 22 || s.Vocab != 512 || s.Output != out {
 		t.Errorf("summary %+v", s)
@@ -174,19 +160,19 @@ func TestForceAndExisting(t *testing.T) {
 	in := model(t, "llama-tiny")
 	dir := t.TempDir()
 	fh := filepath.Join(dir, "fh.fhm")
-	if r := runBuild(t, "--in", in, "--out", fh, "-q"); r.code != 0 {
-		t.Fatal(r.stderr)
+	if r := runBuild(t, "--in", in, "--out", fh, "-q"); r.Code != 0 {
+		t.Fatal(r.Stderr)
 	}
 	outDir := t.TempDir()
 	out := filepath.Join(outDir, "again.fhm")
 	r := runBuild(t, "--in", fh, "--out", out)
-	if r.code != 1 || !strings.Contains(r.stderr, "already holds a FlashHead") || !strings.Contains(r.stderr, "--force") {
-		t.Errorf("exit %d, stderr %q", r.code, r.stderr)
+	if r.Code != 1 || !strings.Contains(r.Stderr, "already holds a FlashHead") || !strings.Contains(r.Stderr, "--force") {
+		t.Errorf("exit %d, stderr %q", r.Code, r.Stderr)
 	}
 	noFiles(t, outDir)
 	r = runBuild(t, "--in", fh, "--out", out, "--force", "--cluster-size", "8")
-	if r.code != 0 {
-		t.Fatalf("--force: exit %d: %s", r.code, r.stderr)
+	if r.Code != 0 {
+		t.Fatalf("--force: exit %d: %s", r.Code, r.Stderr)
 	}
 	f := open(t, out)
 	if m := f.Metadata.FlashHead; m == nil || m.NumClusters != 64 || m.ClusterSize != 8 {
@@ -206,8 +192,8 @@ func TestEmbedlExportImport(t *testing.T) {
 	built := filepath.Join(dir, "built.fhm")
 	exp := filepath.Join(dir, "export")
 	r := runBuild(t, "--in", in, "--out", built, "--export-embedl", exp, "--seed", "3", "--probes", "7")
-	if r.code != 0 {
-		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	if r.Code != 0 {
+		t.Fatalf("exit %d: %s", r.Code, r.Stderr)
 	}
 	b, err := os.ReadFile(filepath.Join(exp, "flashhead_config_fields.json"))
 	if err != nil {
@@ -220,8 +206,8 @@ func TestEmbedlExportImport(t *testing.T) {
 	}
 	imported := filepath.Join(dir, "imported.fhm")
 	r = runBuild(t, "--in", in, "--out", imported, "--import-embedl", exp, "--json")
-	if r.code != 0 {
-		t.Fatalf("import: exit %d: %s", r.code, r.stderr)
+	if r.Code != 0 {
+		t.Fatalf("import: exit %d: %s", r.Code, r.Stderr)
 	}
 	fb, fi := open(t, built), open(t, imported)
 	for _, name := range []string{fhm.FlashHeadCentroids, fhm.FlashHeadVocabMap, fhm.FlashHeadWeights} {
@@ -237,8 +223,8 @@ func TestEmbedlExportImport(t *testing.T) {
 	}
 	// Export only (no --out).
 	exp2 := filepath.Join(dir, "export2")
-	if r := runBuild(t, "--in", in, "--export-embedl", exp2, "--seed", "3", "--probes", "7", "-q"); r.code != 0 {
-		t.Fatal(r.stderr)
+	if r := runBuild(t, "--in", in, "--export-embedl", exp2, "--seed", "3", "--probes", "7", "-q"); r.Code != 0 {
+		t.Fatal(r.Stderr)
 	}
 	for _, f := range []string{"flash_head_assets/clustering_cache.safetensors"} {
 		a, _ := os.ReadFile(filepath.Join(exp, f))
@@ -252,15 +238,15 @@ func TestEmbedlExportImport(t *testing.T) {
 	os.WriteFile(cache, []byte("not a safetensors file"), 0o644)
 	outDir := t.TempDir()
 	r = runBuild(t, "--in", in, "--out", filepath.Join(outDir, "x.fhm"), "--import-embedl", exp2)
-	if r.code != 1 || !strings.Contains(r.stderr, cache) {
-		t.Errorf("broken cache: exit %d, stderr %q", r.code, r.stderr)
+	if r.Code != 1 || !strings.Contains(r.Stderr, cache) {
+		t.Errorf("broken cache: exit %d, stderr %q", r.Code, r.Stderr)
 	}
 	noFiles(t, outDir)
 	// A cache for another model (vocab 512 vs 64 rows).
 	other := model(t, "llama-tiny") // hidden 32 vs gemma3-tiny's
 	r = runBuild(t, "--in", other, "--out", filepath.Join(outDir, "x.fhm"), "--import-embedl", exp)
-	if r.code != 1 || !strings.Contains(r.stderr, "clustering_c") {
-		t.Errorf("cache of another model: exit %d, stderr %q", r.code, r.stderr)
+	if r.Code != 1 || !strings.Contains(r.Stderr, "clustering_c") {
+		t.Errorf("cache of another model: exit %d, stderr %q", r.Code, r.Stderr)
 	}
 	noFiles(t, outDir)
 }
@@ -280,13 +266,13 @@ func TestUsageErrors(t *testing.T) {
 		{"--in", "x", "--out", "y", "--seed", "-1"},
 	} {
 		r := runBuild(t, args...)
-		if r.code != 2 || !strings.Contains(r.stderr, "fh-flashhead-build:") {
-			t.Errorf("%v: exit %d (want 2), stderr %q", args, r.code, r.stderr)
+		if r.Code != 2 || !strings.Contains(r.Stderr, "fh-flashhead-build:") {
+			t.Errorf("%v: exit %d (want 2), stderr %q", args, r.Code, r.Stderr)
 		}
 	}
 	r := runBuild(t, "--help")
-	if r.code != 0 || !strings.Contains(r.stdout, "Examples:") || !strings.Contains(r.stdout, "--export-embedl") {
-		t.Errorf("--help: exit %d, %q", r.code, r.stdout)
+	if r.Code != 0 || !strings.Contains(r.Stdout, "Examples:") || !strings.Contains(r.Stdout, "--export-embedl") {
+		t.Errorf("--help: exit %d, %q", r.Code, r.Stdout)
 	}
 }
 
@@ -294,28 +280,28 @@ func TestErrors(t *testing.T) {
 	outDir := t.TempDir()
 	out := filepath.Join(outDir, "x.fhm")
 	r := runBuild(t, "--in", filepath.Join(outDir, "missing.fhm"), "--out", out)
-	if r.code != 1 || !strings.Contains(r.stderr, "missing.fhm") {
-		t.Errorf("missing input: exit %d, %q", r.code, r.stderr)
+	if r.Code != 1 || !strings.Contains(r.Stderr, "missing.fhm") {
+		t.Errorf("missing input: exit %d, %q", r.Code, r.Stderr)
 	}
 	// Not a .fhm file.
 	bad := filepath.Join(t.TempDir(), "bad.fhm")
 	os.WriteFile(bad, []byte("hello"), 0o644)
 	r = runBuild(t, "--in", bad, "--out", out)
-	if r.code != 1 || !strings.Contains(r.stderr, "bad.fhm") {
-		t.Errorf("bad input: exit %d, %q", r.code, r.stderr)
+	if r.Code != 1 || !strings.Contains(r.Stderr, "bad.fhm") {
+		t.Errorf("bad input: exit %d, %q", r.Code, r.Stderr)
 	}
 	noFiles(t, outDir)
 	// Output in a directory that does not exist: exit 1, nothing written.
 	in := model(t, "llama-tiny")
 	r = runBuild(t, "--in", in, "--out", filepath.Join(outDir, "no", "such", "dir", "x.fhm"))
-	if r.code != 1 || !strings.Contains(r.stderr, "x.fhm") {
-		t.Errorf("unwritable output: exit %d, %q", r.code, r.stderr)
+	if r.Code != 1 || !strings.Contains(r.Stderr, "x.fhm") {
+		t.Errorf("unwritable output: exit %d, %q", r.Code, r.Stderr)
 	}
 	noFiles(t, outDir)
 	// --import-embedl of a directory without a cache.
 	r = runBuild(t, "--in", in, "--out", out, "--import-embedl", t.TempDir())
-	if r.code != 1 || !strings.Contains(r.stderr, "clustering_cache.safetensors") {
-		t.Errorf("no cache: exit %d, %q", r.code, r.stderr)
+	if r.Code != 1 || !strings.Contains(r.Stderr, "clustering_cache.safetensors") {
+		t.Errorf("no cache: exit %d, %q", r.Code, r.Stderr)
 	}
 	noFiles(t, outDir)
 }
