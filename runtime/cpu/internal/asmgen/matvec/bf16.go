@@ -96,15 +96,7 @@ func q4AVX512BF16(st scaleType, asym bool, k bf16Consts) {
 		for i := 0; i < R; i++ {
 			VPXORD(acc(i), acc(i), acc(i))
 		}
-		xp := Load(Param("x"), GP64())
-		sp := Load(Param("scales"), GP64())
-		nxp := Load(Param("nxs"), GP64())
-		var zi Register
-		if asym {
-			zi = Load(Param("zidx"), GP64())
-		}
-		wo := GP64()
-		XORQ(wo, wo)
+		xp, sp, nxp, zi, wo := q4Pointers(asym)
 
 		Label(tag + "_g")
 		for i := 0; i < R; i++ {

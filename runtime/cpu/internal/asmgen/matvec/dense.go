@@ -26,7 +26,7 @@ func (d denseType) fma(l level, m Mem, xv, acc VecVirtual) {
 		VFMADD231PS(m, xv, acc)
 		return
 	}
-	t := l.vec()
+	t := l.Vec()
 	if d == bf16 {
 		// bf16 is the top half of a float32: zero-extend, shift up.
 		VPMOVZXWD(m, t)
@@ -44,10 +44,10 @@ func (d denseType) fma(l level, m Mem, xv, acc VecVirtual) {
 // vectors per step) keep the loop well within the FMA latency. The leftover
 // rows go one at a time.
 func dense(l level, d denseType) {
-	name := "mvDense" + d.name + l.name
+	name := "mvDense" + d.name + l.Name
 	TEXT(name, NOSPLIT, "func(out *float32, w *byte, stride int, x *float32, n int, rows int)")
 	Pragma("noescape")
-	Doc(fmt.Sprintf("%s sets out[r] = Σ_{c<n} W[r,c]·x[c] for r < rows, W %s with rows stride bytes apart; n is a positive multiple of %d.", name, d.name, l.lanes))
+	Doc(fmt.Sprintf("%s sets out[r] = Σ_{c<n} W[r,c]·x[c] for r < rows, W %s with rows stride bytes apart; n is a positive multiple of %d.", name, d.name, l.Lanes))
 	out := Load(Param("out"), GP64())
 	w := Load(Param("w"), GP64())
 	stride := Load(Param("stride"), GP64())
@@ -58,7 +58,7 @@ func dense(l level, d denseType) {
 	} else {
 		SHLQ(U8(2), n)
 	}
-	wv := l.lanes * d.size // weight bytes per vector
+	wv := l.Lanes * d.size // weight bytes per vector
 	n2 := GP64()
 	MOVQ(n, n2)
 	ANDQ(I32(-2*wv), n2)
@@ -67,7 +67,7 @@ func dense(l level, d denseType) {
 	body := func(tag string, ptrs []Register) {
 		acc := make([][]VecVirtual, len(ptrs))
 		for k := range acc {
-			acc[k] = []VecVirtual{l.vec(), l.vec()}
+			acc[k] = []VecVirtual{l.Vec(), l.Vec()}
 			zero(l, acc[k][0])
 			zero(l, acc[k][1])
 		}
@@ -78,9 +78,9 @@ func dense(l level, d denseType) {
 		Label(tag + "_2")
 		CMPQ(i, n2)
 		JAE(LabelRef(tag + "_1"))
-		xa, xb := l.vec(), l.vec()
+		xa, xb := l.Vec(), l.Vec()
 		VMOVUPS(Mem{Base: x, Index: i, Scale: xs}, xa)
-		VMOVUPS(Mem{Base: x, Index: i, Scale: xs, Disp: l.vbytes()}, xb)
+		VMOVUPS(Mem{Base: x, Index: i, Scale: xs, Disp: l.VBytes()}, xb)
 		for k, p := range ptrs {
 			d.fma(l, Mem{Base: p, Index: i, Scale: 1}, xa, acc[k][0])
 			d.fma(l, Mem{Base: p, Index: i, Scale: 1, Disp: wv}, xb, acc[k][1])
@@ -95,7 +95,7 @@ func dense(l level, d denseType) {
 		Label(tag + "_1")
 		CMPQ(i, n)
 		JAE(LabelRef(tag + "_sum"))
-		xa = l.vec()
+		xa = l.Vec()
 		VMOVUPS(Mem{Base: x, Index: i, Scale: xs}, xa)
 		for k, p := range ptrs {
 			d.fma(l, Mem{Base: p, Index: i, Scale: 1}, xa, acc[k][0])

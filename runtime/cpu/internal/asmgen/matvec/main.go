@@ -14,6 +14,7 @@
 package main
 
 import (
+	"github.com/fhkit/fhkit/runtime/cpu/internal/asmgen/simd"
 	"math"
 
 	. "github.com/mmcloughlin/avo/build"
@@ -22,27 +23,9 @@ import (
 )
 
 // level is one instruction-set level the kernels are generated for.
-type level struct {
-	name  string // suffix of the kernel names
-	lanes int    // float32 lanes of a vector
-	wide  bool   // AVX-512 (zmm) rather than AVX2 (ymm)
-}
+type level = simd.Level
 
-// vec returns a new virtual vector register of the level's width.
-func (l level) vec() VecVirtual {
-	if l.wide {
-		return ZMM()
-	}
-	return YMM()
-}
-
-// vbytes is the size of one vector in bytes.
-func (l level) vbytes() int { return 4 * l.lanes }
-
-var (
-	avx2   = level{name: "AVX2", lanes: 8}
-	avx512 = level{name: "AVX512", lanes: 16, wide: true}
-)
+var avx2, avx512 = simd.AVX2, simd.AVX512
 
 func main() {
 	// Float constants are written as their bits: avo prints a whole F32 as
@@ -72,7 +55,7 @@ func main() {
 		}
 		for _, st := range []scaleType{scaleBF16, scaleF16, scaleF32} {
 			for _, asym := range []bool{false, true} {
-				if l.wide {
+				if l.Wide {
 					q4AVX512(st, asym, consts)
 					q4AVX512BF16(st, asym, bf)
 					q4VNNI(st, asym, lowNibbles)
@@ -107,13 +90,13 @@ func arg(name string) Mem {
 // place v in registers 16-31 (which VEX cannot address).
 func halve(l level, v vreg) VecVirtual {
 	var y vreg = v
-	if l.wide {
+	if l.Wide {
 		y = YMM()
 		VEXTRACTF64X4(U8(1), v, y)
 		VADDPS(y, v.AsY(), y)
 	}
 	x := XMM()
-	if l.wide {
+	if l.Wide {
 		VEXTRACTF32X4(U8(1), y, x)
 	} else {
 		VEXTRACTF128(U8(1), y, x)
@@ -169,7 +152,7 @@ func storeSums(l level, out Register, acc [][]VecVirtual) {
 // zero clears vectors (VPXORD on zmm: VXORPS zmm would need AVX512DQ).
 func zero(l level, vs ...vreg) {
 	for _, v := range vs {
-		if l.wide {
+		if l.Wide {
 			VPXORD(v, v, v)
 		} else {
 			VXORPS(v, v, v)

@@ -30,7 +30,7 @@ func (s scaleType) broadcast(l level, m Mem, dst vreg) {
 		VPSLLD(U8(16), dst, dst)
 	case scaleF16:
 		h := XMM()
-		if l.wide {
+		if l.Wide {
 			h = YMM()
 		}
 		VPBROADCASTW(m, h)
@@ -160,6 +160,21 @@ func nextPass(ptrs []Register, stride Register) Register {
 	return next
 }
 
+// q4Pointers loads the registers every int4 kernel walks a pass with: x,
+// the scales, nxs, the zero-point index (asymmetric only, else nil) and
+// the byte offset wo into the rows, zeroed.
+func q4Pointers(asym bool) (xp, sp, nxp, zi, wo Register) {
+	xp = Load(Param("x"), GP64())
+	sp = Load(Param("scales"), GP64())
+	nxp = Load(Param("nxs"), GP64())
+	if asym {
+		zi = Load(Param("zidx"), GP64())
+	}
+	wo = GP64()
+	XORQ(wo, wo)
+	return xp, sp, nxp, zi, wo
+}
+
 // q4Rows emits the row-pass loops shared by both levels: passes of four
 // rows, then single rows. pass emits one pass over R rows at w (row k at
 // w + k·stride) writing R results at out; the per-pass arguments (out,
@@ -231,7 +246,7 @@ func q4Rows(name string, pass func(tag string, ptrs []Register, stride, next Reg
 // int4 quantization error).
 func q4AVX512(st scaleType, asym bool, k q4Consts) {
 	l := avx512
-	name := "mvQ4" + st.name + symName(asym) + l.name
+	name := "mvQ4" + st.name + symName(asym) + l.Name
 	TEXT(name, NOSPLIT, q4Sig)
 	Pragma("noescape")
 	q4Doc(name, st, asym, "Groups are a multiple of 128 inputs (gbytes a multiple of 64).",
@@ -248,15 +263,7 @@ func q4AVX512(st scaleType, asym bool, k q4Consts) {
 			acc[i] = ZMM()
 			zero(l, acc[i])
 		}
-		xp := Load(Param("x"), GP64())
-		sp := Load(Param("scales"), GP64())
-		nxp := Load(Param("nxs"), GP64())
-		var zi Register
-		if asym {
-			zi = Load(Param("zidx"), GP64())
-		}
-		wo := GP64()
-		XORQ(wo, wo)
+		xp, sp, nxp, zi, wo := q4Pointers(asym)
 
 		Label(tag + "_g")
 		// One accumulator per row and group: its chain of 8 FMAs per block
@@ -349,7 +356,7 @@ func q4AVX512(st scaleType, asym bool, k q4Consts) {
 // odd-index ones.
 func q4AVX2(st scaleType, asym bool, lowNibble Mem) {
 	l := avx2
-	name := "mvQ4" + st.name + symName(asym) + l.name
+	name := "mvQ4" + st.name + symName(asym) + l.Name
 	TEXT(name, NOSPLIT, q4Sig)
 	Pragma("noescape")
 	q4Doc(name, st, asym, "x is the input rearranged per 16 elements: the 8 even-index then the 8 odd-index ones;",
@@ -364,15 +371,7 @@ func q4AVX2(st scaleType, asym bool, lowNibble Mem) {
 			acc[k] = YMM()
 			zero(l, acc[k])
 		}
-		xp := Load(Param("x"), GP64())
-		sp := Load(Param("scales"), GP64())
-		nxp := Load(Param("nxs"), GP64())
-		var zi Register
-		if asym {
-			zi = Load(Param("zidx"), GP64())
-		}
-		wo := GP64()
-		XORQ(wo, wo)
+		xp, sp, nxp, zi, wo := q4Pointers(asym)
 
 		Label(tag + "_g")
 		gacc := make([]VecVirtual, R)

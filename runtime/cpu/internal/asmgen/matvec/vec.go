@@ -12,21 +12,21 @@ import (
 // vector width: four accumulators hide the FMA latency on the attention
 // dot products (head_dim 64-256, in cache).
 func dot(l level) {
-	name := "mvDot" + l.name
+	name := "mvDot" + l.Name
 	TEXT(name, NOSPLIT, "func(a, b *float32, n int) float32")
 	Pragma("noescape")
-	Doc(fmt.Sprintf("%s returns Σ a[i]·b[i] over i < n; n is a positive multiple of %d.", name, l.lanes))
+	Doc(fmt.Sprintf("%s returns Σ a[i]·b[i] over i < n; n is a positive multiple of %d.", name, l.Lanes))
 	a := Load(Param("a"), GP64())
 	b := Load(Param("b"), GP64())
 	n := Load(Param("n"), GP64())
 	SHLQ(U8(2), n) // bytes
-	vb := l.vbytes()
+	vb := l.VBytes()
 	big := GP64()
 	MOVQ(n, big)
 	ANDQ(I32(-4*vb), big)
 	i := GP64()
 	XORQ(i, i)
-	acc := []VecVirtual{l.vec(), l.vec(), l.vec(), l.vec()}
+	acc := []VecVirtual{l.Vec(), l.Vec(), l.Vec(), l.Vec()}
 	for _, a := range acc {
 		zero(l, a)
 	}
@@ -35,7 +35,7 @@ func dot(l level) {
 	CMPQ(i, big)
 	JAE(LabelRef(name + "_1"))
 	for j := range acc {
-		t := l.vec()
+		t := l.Vec()
 		VMOVUPS(Mem{Base: a, Index: i, Scale: 1, Disp: j * vb}, t)
 		VFMADD231PS(Mem{Base: b, Index: i, Scale: 1, Disp: j * vb}, t, acc[j])
 	}
@@ -45,7 +45,7 @@ func dot(l level) {
 	Label(name + "_1")
 	CMPQ(i, n)
 	JAE(LabelRef(name + "_done"))
-	t := l.vec()
+	t := l.Vec()
 	VMOVUPS(Mem{Base: a, Index: i, Scale: 1}, t)
 	VFMADD231PS(Mem{Base: b, Index: i, Scale: 1}, t, acc[0])
 	ADDQ(U32(vb), i)
@@ -69,19 +69,19 @@ func dot(l level) {
 // axpy generates mvAxpy<level>(y, x, a, n): y[i] += a·x[i] for i < n, n a
 // multiple of the vector width.
 func axpy(l level) {
-	name := "mvAxpy" + l.name
+	name := "mvAxpy" + l.Name
 	TEXT(name, NOSPLIT, "func(y, x *float32, a float32, n int)")
 	Pragma("noescape")
-	Doc(fmt.Sprintf("%s adds a·x[i] to y[i] for i < n; n is a positive multiple of %d.", name, l.lanes))
+	Doc(fmt.Sprintf("%s adds a·x[i] to y[i] for i < n; n is a positive multiple of %d.", name, l.Lanes))
 	y := Load(Param("y"), GP64())
 	x := Load(Param("x"), GP64())
 	n := Load(Param("n"), GP64())
 	SHLQ(U8(2), n)
-	vb := l.vbytes()
+	vb := l.VBytes()
 	big := GP64()
 	MOVQ(n, big)
 	ANDQ(I32(-4*vb), big)
-	av := l.vec()
+	av := l.Vec()
 	VBROADCASTSS(arg("a"), av)
 	i := GP64()
 	XORQ(i, i)
@@ -89,7 +89,7 @@ func axpy(l level) {
 	Label(name + "_4")
 	CMPQ(i, big)
 	JAE(LabelRef(name + "_1"))
-	ts := []VecVirtual{l.vec(), l.vec(), l.vec(), l.vec()}
+	ts := []VecVirtual{l.Vec(), l.Vec(), l.Vec(), l.Vec()}
 	for j, t := range ts {
 		VMOVUPS(Mem{Base: y, Index: i, Scale: 1, Disp: j * vb}, t)
 		VFMADD231PS(Mem{Base: x, Index: i, Scale: 1, Disp: j * vb}, av, t)
@@ -103,7 +103,7 @@ func axpy(l level) {
 	Label(name + "_1")
 	CMPQ(i, n)
 	JAE(LabelRef(name + "_done"))
-	t := l.vec()
+	t := l.Vec()
 	VMOVUPS(Mem{Base: y, Index: i, Scale: 1}, t)
 	VFMADD231PS(Mem{Base: x, Index: i, Scale: 1}, av, t)
 	VMOVUPS(t, Mem{Base: y, Index: i, Scale: 1})

@@ -66,15 +66,7 @@ func q4VNNI(st scaleType, asym bool, lowNibbles Mem) {
 			acc[i] = ZMM()
 			zero(l, acc[i])
 		}
-		xp := Load(Param("x"), GP64())
-		sp := Load(Param("scales"), GP64())
-		nxp := Load(Param("nxs"), GP64())
-		var zi Register
-		if asym {
-			zi = Load(Param("zidx"), GP64())
-		}
-		wo := GP64()
-		XORQ(wo, wo)
+		xp, sp, nxp, zi, wo := q4Pointers(asym)
 
 		Label(tag + "_g")
 		ah, al := make([]VecVirtual, R), make([]VecVirtual, R)

@@ -25,6 +25,7 @@ package main
 
 import (
 	"fmt"
+	"github.com/fhkit/fhkit/runtime/cpu/internal/asmgen/simd"
 	"math"
 
 	. "github.com/mmcloughlin/avo/build"
@@ -33,25 +34,9 @@ import (
 )
 
 // level is one instruction-set level the kernels are generated for.
-type level struct {
-	name  string // suffix of the kernel names
-	lanes int    // float32 lanes of a vector
-	wide  bool   // AVX-512 (zmm) rather than AVX2 (ymm)
-}
+type level = simd.Level
 
-func (l level) vec() VecVirtual {
-	if l.wide {
-		return ZMM()
-	}
-	return YMM()
-}
-
-func (l level) vbytes() int { return 4 * l.lanes }
-
-var (
-	avx2   = level{name: "AVX2", lanes: 8}
-	avx512 = level{name: "AVX512", lanes: 16, wide: true}
-)
+var avx2, avx512 = simd.AVX2, simd.AVX512
 
 // consts are the addresses of the kernels' constants, each stored as 16
 // equal lanes (64 bytes) so that both levels can use them as full-vector
@@ -197,7 +182,7 @@ func newTail(l level, c *consts, nb Register) tail {
 	t := tail{l: l}
 	r := GP64()
 	MOVQ(nb, r)
-	ANDQ(U32(l.vbytes()-1), r)
+	ANDQ(U32(l.VBytes()-1), r)
 	SHRQ(U8(2), r) // lanes in the tail
 	// Lanes [0, r) of opsTailMask[16-r:] are on.
 	off := GP64()
@@ -206,7 +191,7 @@ func newTail(l level, c *consts, nb Register) tail {
 	base := GP64()
 	LEAQ(c.tailMask, base)
 	m := Mem{Base: base, Index: off, Scale: 4}
-	if l.wide {
+	if l.Wide {
 		v := ZMM()
 		VMOVDQU32(m, v)
 		t.k = K()
@@ -220,7 +205,7 @@ func newTail(l level, c *consts, nb Register) tail {
 
 // load reads the tail lanes of m into v (other lanes zero).
 func (t tail) load(m Mem, v VecVirtual) {
-	if t.l.wide {
+	if t.l.Wide {
 		VMOVUPS_Z(m, t.k, v)
 		return
 	}
@@ -230,7 +215,7 @@ func (t tail) load(m Mem, v VecVirtual) {
 // loadOr reads the tail lanes of m into v; the other lanes get fill's.
 func (t tail) loadOr(m Mem, fill Mem, v VecVirtual) {
 	VMOVUPS(fill, v)
-	if t.l.wide {
+	if t.l.Wide {
 		VMOVUPS(m, t.k, v)
 		return
 	}
@@ -241,7 +226,7 @@ func (t tail) loadOr(m Mem, fill Mem, v VecVirtual) {
 
 // store writes the tail lanes of v to m.
 func (t tail) store(v VecVirtual, m Mem) {
-	if t.l.wide {
+	if t.l.Wide {
 		VMOVUPS(v, t.k, m)
 		return
 	}
@@ -253,15 +238,15 @@ func (t tail) store(v VecVirtual, m Mem) {
 // below FLT_MIN to zero and saturates from e^88.376 to +Inf, the AVX-512
 // one rounds to subnormals and overflows exactly.
 func exp(l level, c *consts, x, dst VecVirtual) {
-	xc, n, r := l.vec(), l.vec(), l.vec()
+	xc, n, r := l.Vec(), l.Vec(), l.Vec()
 	lo, hi := c.lo, c.hi
-	if l.wide {
+	if l.Wide {
 		lo, hi = c.lo512, c.hi512
 	}
 	VMAXPS(lo, x, xc)
 	VMINPS(hi, xc, xc)
 	VMULPS(c.log2e, xc, n)
-	if l.wide {
+	if l.Wide {
 		VRNDSCALEPS(U8(0), n, n) // to nearest, ties to even
 	} else {
 		VROUNDPS(U8(0), n, n)
@@ -280,16 +265,16 @@ func expFinish(l level, c *consts, n, r, x, dst VecVirtual) {
 	for k := 6; k >= 0; k-- {
 		VFMADD213PS(c.poly[k], r, dst)
 	}
-	if l.wide {
+	if l.Wide {
 		VSCALEFPS(n, dst, dst) // dst·2^n with IEEE overflow and subnormals
 		return
 	}
-	ni := l.vec()
+	ni := l.Vec()
 	VCVTPS2DQ(n, ni)
 	VPSLLD(U8(23), ni, ni)
 	VPADDD(c.bias, ni, ni) // the bits of 2^n, n in [-126, 127]
 	VMULPS(ni, dst, dst)
-	m := l.vec()
+	m := l.Vec()
 	VCMPPS(U8(1), c.lo, x, m) // x < lo: e^x is subnormal, flush to 0
 	VANDNPS(dst, m, dst)
 	VCMPPS(U8(0x0E), c.hi, x, m) // x > hi: +Inf
@@ -298,7 +283,7 @@ func expFinish(l level, c *consts, n, r, x, dst VecVirtual) {
 
 // cvtpd2ps narrows a vector of doubles to floats (zmm to ymm, ymm to xmm).
 func cvtpd2ps(l level, src, dst Op) {
-	if l.wide {
+	if l.Wide {
 		VCVTPD2PS(src, dst)
 		return
 	}
@@ -313,15 +298,15 @@ func cvtpd2ps(l level, src, dst Op) {
 // (0.35u absolute) is left. It returns n, r and a rounded to float32 (for
 // the AVX2 flush and saturation tests), as vectors of the level.
 func geluExpArg(l level, c *consts, x VecVirtual) (n, r, af VecVirtual) {
-	n, r, af = l.vec(), l.vec(), l.vec()
+	n, r, af = l.Vec(), l.Vec(), l.Vec()
 	lo, hi := c.loD, c.hiD
-	if l.wide {
+	if l.Wide {
 		lo, hi = c.lo512D, c.hi512D
 	}
 	for h := 0; h < 2; h++ {
 		var half Register // h-th half of x, as float32
 		var d, t, s, a, nd VecVirtual
-		if l.wide {
+		if l.Wide {
 			half = x.AsY()
 			if h == 1 {
 				hy := YMM()
@@ -344,7 +329,7 @@ func geluExpArg(l level, c *consts, x VecVirtual) (n, r, af VecVirtual) {
 		VFMADD213PD(c.geluK1D, t, s) // k2·x² + k1
 		VMULPD(s, d, a)
 		var rf, nf, af32 VecVirtual // float32 halves
-		if l.wide {
+		if l.Wide {
 			rf, nf, af32 = YMM(), YMM(), YMM()
 		} else {
 			rf, nf, af32 = XMM(), XMM(), XMM()
@@ -353,7 +338,7 @@ func geluExpArg(l level, c *consts, x VecVirtual) (n, r, af VecVirtual) {
 		VMAXPD(lo, a, a)
 		VMINPD(hi, a, a)
 		VMULPD(c.log2eD, a, nd)
-		if l.wide {
+		if l.Wide {
 			VRNDSCALEPD(U8(0), nd, nd)
 		} else {
 			VROUNDPD(U8(0), nd, nd)
@@ -361,7 +346,7 @@ func geluExpArg(l level, c *consts, x VecVirtual) (n, r, af VecVirtual) {
 		VFNMADD231PD(c.ln2D, nd, a) // r = a - n·ln2
 		cvtpd2ps(l, a, rf)
 		cvtpd2ps(l, nd, nf)
-		if l.wide {
+		if l.Wide {
 			if h == 0 {
 				VMOVAPS(rf, r.AsY())
 				VMOVAPS(nf, n.AsY())
@@ -389,7 +374,7 @@ func geluExpArg(l level, c *consts, x VecVirtual) (n, r, af VecVirtual) {
 // expKernel generates opsExp<level>(dst, x, n): dst[i] = e^x[i] (for the
 // accuracy tests of the shared exponential).
 func expKernel(l level, c *consts) {
-	name := "opsExp" + l.name
+	name := "opsExp" + l.Name
 	TEXT(name, NOSPLIT, "func(dst, x *float32, n int)")
 	Pragma("noescape")
 	Doc(fmt.Sprintf("%s sets dst[i] = e^x[i] for i < n (n >= 1).", name))
@@ -398,7 +383,7 @@ func expKernel(l level, c *consts) {
 	nb := Load(Param("n"), GP64())
 	SHLQ(U8(2), nb)
 	loop(l, c, name+"_l", nb, nil, func(i Register, t *tail) {
-		v, e := l.vec(), l.vec()
+		v, e := l.Vec(), l.Vec()
 		ld(t, Mem{Base: x, Index: i, Scale: 1}, v)
 		exp(l, c, v, e)
 		st(t, e, Mem{Base: dst, Index: i, Scale: 1})
@@ -413,14 +398,14 @@ func expKernel(l level, c *consts) {
 func loop(l level, c *consts, id string, nb Register, t *tail, body func(i Register, t *tail)) {
 	full := GP64()
 	MOVQ(nb, full)
-	ANDQ(I32(-l.vbytes()), full)
+	ANDQ(I32(-l.VBytes()), full)
 	i := GP64()
 	XORQ(i, i)
 	Label(id)
 	CMPQ(i, full)
 	JAE(LabelRef(id + "_tail"))
 	body(i, nil)
-	ADDQ(U32(l.vbytes()), i)
+	ADDQ(U32(l.VBytes()), i)
 	JMP(LabelRef(id))
 	Label(id + "_tail")
 	CMPQ(i, nb)
@@ -453,13 +438,13 @@ func st(t *tail, v VecVirtual, m Mem) {
 // it. Only EVEX-encodable instructions on AVX-512 (v may be in X16-X31).
 func reduce(l level, v VecVirtual, op func(a, b, dst Op)) VecVirtual {
 	y := v
-	if l.wide {
+	if l.Wide {
 		y = YMM()
 		VEXTRACTF64X4(U8(1), v, y)
 		op(y, v.AsY(), y)
 	}
 	x := XMM()
-	if l.wide {
+	if l.Wide {
 		VEXTRACTF32X4(U8(1), y, x)
 	} else {
 		VEXTRACTF128(U8(1), y, x)
@@ -478,7 +463,7 @@ func vmaxps(a, b, dst Op) { VMAXPS(a, b, dst) }
 
 // broadcast returns a vector with lane 0 of x in every lane.
 func broadcast(l level, x VecVirtual) VecVirtual {
-	v := l.vec()
+	v := l.Vec()
 	VBROADCASTSS(x, v)
 	return v
 }
@@ -490,7 +475,7 @@ func broadcast(l level, x VecVirtual) VecVirtual {
 // latency-bound, overlap across the four; the result is the same as one
 // row at a time (sum4 adds the lanes in reduce's order).
 func softmax(l level, c *consts) {
-	name := "opsSoftmax" + l.name
+	name := "opsSoftmax" + l.Name
 	TEXT(name, NOSPLIT, "func(x *float32, n int, rows int)")
 	Pragma("noescape")
 	Doc(fmt.Sprintf("%s replaces each of rows consecutive rows x[r·n : (r+1)·n] with its softmax (n, rows >= 1).", name))
@@ -548,7 +533,7 @@ func rowMem(p, nb, nb3 Register, j int) Mem {
 func loopP(l level, id string, nb Register, t *tail, ptrs []Register, body func(t *tail)) {
 	full := GP64()
 	MOVQ(nb, full)
-	ANDQ(I32(-l.vbytes()), full)
+	ANDQ(I32(-l.VBytes()), full)
 	i := GP64()
 	XORQ(i, i)
 	Label(id)
@@ -556,9 +541,9 @@ func loopP(l level, id string, nb Register, t *tail, ptrs []Register, body func(
 	JAE(LabelRef(id + "_tail"))
 	body(nil)
 	for _, p := range ptrs {
-		ADDQ(U32(l.vbytes()), p)
+		ADDQ(U32(l.VBytes()), p)
 	}
-	ADDQ(U32(l.vbytes()), i)
+	ADDQ(U32(l.VBytes()), i)
 	JMP(LabelRef(id))
 	Label(id + "_tail")
 	CMPQ(i, nb)
@@ -592,7 +577,7 @@ func lane(l level, x VecVirtual, j int) VecVirtual {
 }
 
 func zeroVec(l level, v VecVirtual) {
-	if l.wide {
+	if l.Wide {
 		VPXORD(v, v, v)
 	} else {
 		VXORPS(v, v, v)
@@ -604,7 +589,7 @@ func softmaxRows(l level, c *consts, id string, R int, x, nb, nb3 Register, tl *
 	p := GP64()
 	mx := make([]VecVirtual, R)
 	for j := range mx {
-		mx[j] = l.vec()
+		mx[j] = l.Vec()
 		VMOVUPS(c.negInf, mx[j])
 	}
 	MOVQ(x, p)
@@ -615,7 +600,7 @@ func softmaxRows(l level, c *consts, id string, R int, x, nb, nb3 Register, tl *
 				VMAXPS(m, mx[j], mx[j])
 				continue
 			}
-			v := l.vec()
+			v := l.Vec()
 			t.loadOr(m, c.negInf, v)
 			VMAXPS(v, mx[j], mx[j])
 		}
@@ -623,13 +608,13 @@ func softmaxRows(l level, c *consts, id string, R int, x, nb, nb3 Register, tl *
 	maxes := reduceRows(l, mx, vmaxps)
 	sums := make([]VecVirtual, R)
 	for j := range R {
-		sums[j] = l.vec()
+		sums[j] = l.Vec()
 		zeroVec(l, sums[j])
 		mj := lane(l, maxes, j)
 		MOVQ(x, p)
 		loopP(l, fmt.Sprintf("%s_exp%d", id, j), nb, tl, []Register{p}, func(t *tail) {
 			m := rowMem(p, nb, nb3, j)
-			v, e := l.vec(), l.vec()
+			v, e := l.Vec(), l.Vec()
 			if t == nil {
 				VMOVUPS(m, v)
 			} else {
@@ -650,7 +635,7 @@ func softmaxRows(l level, c *consts, id string, R int, x, nb, nb3 Register, tl *
 		MOVQ(x, p)
 		loopP(l, fmt.Sprintf("%s_scale%d", id, j), nb, tl, []Register{p}, func(t *tail) {
 			m := rowMem(p, nb, nb3, j)
-			v := l.vec()
+			v := l.Vec()
 			ld(t, m, v)
 			VMULPS(sc, v, v)
 			st(t, v, m)
@@ -663,10 +648,10 @@ func softmaxRows(l level, c *consts, id string, R int, x, nb, nb3 Register, tl *
 // computed as x / (1 + e^-a): a = x for SiLU, 2·sqrt(2/pi)·(x + 0.044715x³)
 // for GELU-tanh (0.5·(1 + tanh(a/2)) = sigmoid(a)).
 func gated(l level, c *consts, gelu bool) {
-	name := "opsGatedSiLU" + l.name
+	name := "opsGatedSiLU" + l.Name
 	act := "SiLU"
 	if gelu {
-		name, act = "opsGatedGELU"+l.name, "GELU-tanh"
+		name, act = "opsGatedGELU"+l.Name, "GELU-tanh"
 	}
 	TEXT(name, NOSPLIT, "func(gate, up *float32, n int)")
 	Pragma("noescape")
@@ -676,14 +661,14 @@ func gated(l level, c *consts, gelu bool) {
 	nb := Load(Param("n"), GP64())
 	SHLQ(U8(2), nb)
 	loop(l, c, name+"_l", nb, nil, func(i Register, t *tail) {
-		x, e := l.vec(), l.vec()
+		x, e := l.Vec(), l.Vec()
 		ld(t, Mem{Base: g, Index: i, Scale: 1}, x)
 		if gelu {
 			n, r, af := geluExpArg(l, c, x)
 			expFinish(l, c, n, r, af, e)
 		} else {
-			a := l.vec()
-			if l.wide { // VXORPS on zmm needs AVX512DQ
+			a := l.Vec()
+			if l.Wide { // VXORPS on zmm needs AVX512DQ
 				VPXORD(c.signs, x, a) // a = -x
 			} else {
 				VXORPS(c.signs, x, a)
@@ -692,7 +677,7 @@ func gated(l level, c *consts, gelu bool) {
 		}
 		VADDPS(c.one, e, e)
 		VDIVPS(e, x, x)
-		up := l.vec()
+		up := l.Vec()
 		ld(t, Mem{Base: u, Index: i, Scale: 1}, up)
 		VMULPS(up, x, x)
 		st(t, x, Mem{Base: g, Index: i, Scale: 1})
@@ -707,7 +692,7 @@ func gated(l level, c *consts, gelu bool) {
 // squares in vector lanes, then across). Rows go four at a time, as in
 // softmax, with the same result as one at a time.
 func rmsNorm(l level, c *consts) {
-	name := "opsRMSNorm" + l.name
+	name := "opsRMSNorm" + l.Name
 	TEXT(name, NOSPLIT, "func(out, x, scale *float32, n int, rows int, eps float32)")
 	Pragma("noescape")
 	Doc(fmt.Sprintf("%s sets out[i] = x[i]·rsqrt(mean(x²) + eps)·scale[i%%n] for each of rows consecutive rows of n (n, rows >= 1).", name))
@@ -730,14 +715,14 @@ func rmsNorm(l level, c *consts) {
 		id := fmt.Sprintf("%s_r%d", name, R)
 		acc := make([]VecVirtual, R)
 		for j := range acc {
-			acc[j] = l.vec()
+			acc[j] = l.Vec()
 			zeroVec(l, acc[j])
 		}
 		p := GP64()
 		MOVQ(x, p)
 		loopP(l, id+"_ss", nb, &tl, []Register{p}, func(t *tail) {
 			for j := range R {
-				v := l.vec()
+				v := l.Vec()
 				ld(t, rowMem(p, nb, nb3, j), v) // zero past n
 				VFMADD231PS(v, v, acc[j])
 			}
@@ -758,10 +743,10 @@ func rmsNorm(l level, c *consts) {
 		MOVQ(out, q)
 		MOVQ(sc, w)
 		loopP(l, id+"_scale", nb, &tl, []Register{p, q, w}, func(t *tail) {
-			sv := l.vec()
+			sv := l.Vec()
 			ld(t, Mem{Base: w}, sv)
 			for j := range R {
-				v := l.vec()
+				v := l.Vec()
 				ld(t, rowMem(p, nb, nb3, j), v)
 				VMULPS(iv[j], v, v)
 				VMULPS(sv, v, v)
@@ -780,13 +765,13 @@ func rmsNorm(l level, c *consts) {
 // halve sums the halves of v down to an xmm of 4 partial sums.
 func halve(l level, v VecVirtual) VecVirtual {
 	y := v
-	if l.wide {
+	if l.Wide {
 		y = YMM()
 		VEXTRACTF64X4(U8(1), v, y)
 		VADDPS(y, v.AsY(), y)
 	}
 	x := XMM()
-	if l.wide {
+	if l.Wide {
 		VEXTRACTF32X4(U8(1), y, x)
 	} else {
 		VEXTRACTF128(U8(1), y, x)
@@ -798,13 +783,13 @@ func halve(l level, v VecVirtual) VecVirtual {
 // halveOp is halve with op (VADDPS or VMAXPS).
 func halveOp(l level, v VecVirtual, op func(a, b, dst Op)) VecVirtual {
 	y := v
-	if l.wide {
+	if l.Wide {
 		y = YMM()
 		VEXTRACTF64X4(U8(1), v, y)
 		op(y, v.AsY(), y)
 	}
 	x := XMM()
-	if l.wide {
+	if l.Wide {
 		VEXTRACTF32X4(U8(1), y, x)
 	} else {
 		VEXTRACTF128(U8(1), y, x)
@@ -851,10 +836,10 @@ func sum4(a, b, c, d VecVirtual) VecVirtual {
 // scores over n cached positions (rows stride floats apart) in one call,
 // four positions at a time. hd is a positive multiple of the lanes.
 func scores(l level) {
-	name := "opsScores" + l.name
+	name := "opsScores" + l.Name
 	TEXT(name, NOSPLIT, "func(s, k *float32, stride int, q *float32, hd int, n int, scale float32)")
 	Pragma("noescape")
-	Doc(fmt.Sprintf("%s sets s[i] = scale·Σ_{d<hd} q[d]·k[i·stride+d] for i < n (n >= 1; hd a positive multiple of %d).", name, l.lanes))
+	Doc(fmt.Sprintf("%s sets s[i] = scale·Σ_{d<hd} q[d]·k[i·stride+d] for i < n (n >= 1; hd a positive multiple of %d).", name, l.Lanes))
 	s := Load(Param("s"), GP64())
 	k := Load(Param("k"), GP64())
 	stride := Load(Param("stride"), GP64())
@@ -882,7 +867,7 @@ func scores(l level) {
 	Label(name + "_4")
 	CMPQ(o, r4)
 	JAE(LabelRef(name + "_1"))
-	acc := []VecVirtual{l.vec(), l.vec(), l.vec(), l.vec()}
+	acc := []VecVirtual{l.Vec(), l.Vec(), l.Vec(), l.Vec()}
 	rows := []Mem{
 		{Base: k},
 		{Base: k, Index: stride, Scale: 1},
@@ -890,13 +875,13 @@ func scores(l level) {
 		{Base: k, Index: s3, Scale: 1},
 	}
 	{
-		qv := l.vec()
+		qv := l.Vec()
 		VMOVUPS(Mem{Base: q}, qv)
 		for j := range acc {
 			VMULPS(rows[j], qv, acc[j])
 		}
 		d := GP64()
-		MOVQ(U32(l.vbytes()), d)
+		MOVQ(U32(l.VBytes()), d)
 		Label(name + "_4d")
 		CMPQ(d, hb)
 		JAE(LabelRef(name + "_4r"))
@@ -912,7 +897,7 @@ func scores(l level) {
 		for j := range acc {
 			VFMADD231PS(rd[j], qv, acc[j])
 		}
-		ADDQ(U32(l.vbytes()), d)
+		ADDQ(U32(l.VBytes()), d)
 		JMP(LabelRef(name + "_4d"))
 		Label(name + "_4r")
 	}
@@ -933,17 +918,17 @@ func scores(l level) {
 	CMPQ(o, end)
 	JAE(LabelRef(name + "_done"))
 	{
-		a, qv := l.vec(), l.vec()
+		a, qv := l.Vec(), l.Vec()
 		VMOVUPS(Mem{Base: q}, qv)
 		VMULPS(Mem{Base: k}, qv, a)
 		d := GP64()
-		MOVQ(U32(l.vbytes()), d)
+		MOVQ(U32(l.VBytes()), d)
 		Label(name + "_1d")
 		CMPQ(d, hb)
 		JAE(LabelRef(name + "_1r"))
 		VMOVUPS(Mem{Base: q, Index: d, Scale: 1}, qv)
 		VFMADD231PS(Mem{Base: k, Index: d, Scale: 1}, qv, a)
-		ADDQ(U32(l.vbytes()), d)
+		ADDQ(U32(l.VBytes()), d)
 		JMP(LabelRef(name + "_1d"))
 		Label(name + "_1r")
 		x := halve(l, a)
@@ -971,10 +956,10 @@ func scores(l level) {
 // Columns go in blocks of 4 vectors, then 2, then 1. hd is a positive
 // multiple of the lanes.
 func weightedSum(l level) {
-	name := "opsWeightedSum" + l.name
+	name := "opsWeightedSum" + l.Name
 	TEXT(name, NOSPLIT, "func(y, v *float32, stride int, w *float32, hd int, n int)")
 	Pragma("noescape")
-	Doc(fmt.Sprintf("%s adds Σ_{i<n} w[i]·v[i·stride+d] to y[d] for d < hd (n >= 1; hd a positive multiple of %d).", name, l.lanes))
+	Doc(fmt.Sprintf("%s adds Σ_{i<n} w[i]·v[i·stride+d] to y[d] for d < hd (n >= 1; hd a positive multiple of %d).", name, l.Lanes))
 	y := Load(Param("y"), GP64())
 	v := Load(Param("v"), GP64())
 	stride := Load(Param("stride"), GP64())
@@ -990,7 +975,7 @@ func weightedSum(l level) {
 	XORQ(col, col)
 	for _, B := range []int{4, 2, 1} {
 		lbl := fmt.Sprintf("%s_b%d", name, B)
-		bb := B * l.vbytes()
+		bb := B * l.VBytes()
 		rest := GP64()
 		Label(lbl)
 		MOVQ(hb, rest)
@@ -999,9 +984,9 @@ func weightedSum(l level) {
 		JB(LabelRef(lbl + "_next"))
 		even, odd := make([]VecVirtual, B), make([]VecVirtual, B)
 		for b := range B {
-			even[b], odd[b] = l.vec(), l.vec()
-			VMOVUPS(Mem{Base: y, Index: col, Scale: 1, Disp: b * l.vbytes()}, even[b])
-			if l.wide {
+			even[b], odd[b] = l.Vec(), l.Vec()
+			VMOVUPS(Mem{Base: y, Index: col, Scale: 1, Disp: b * l.VBytes()}, even[b])
+			if l.Wide {
 				VPXORD(odd[b], odd[b], odd[b])
 			} else {
 				VXORPS(odd[b], odd[b], odd[b])
@@ -1013,15 +998,15 @@ func weightedSum(l level) {
 		MOVQ(w, wi)
 		p := GP64()
 		MOVQ(pairs, p)
-		a0, a1 := l.vec(), l.vec()
+		a0, a1 := l.Vec(), l.Vec()
 		Label(lbl + "_p")
 		TESTQ(p, p)
 		JZ(LabelRef(lbl + "_odd"))
 		VBROADCASTSS(Mem{Base: wi}, a0)
 		VBROADCASTSS(Mem{Base: wi, Disp: 4}, a1)
 		for b := range B {
-			VFMADD231PS(Mem{Base: row, Disp: b * l.vbytes()}, a0, even[b])
-			VFMADD231PS(Mem{Base: row, Index: stride, Scale: 1, Disp: b * l.vbytes()}, a1, odd[b])
+			VFMADD231PS(Mem{Base: row, Disp: b * l.VBytes()}, a0, even[b])
+			VFMADD231PS(Mem{Base: row, Index: stride, Scale: 1, Disp: b * l.VBytes()}, a1, odd[b])
 		}
 		LEAQ(Mem{Base: row, Index: stride, Scale: 2}, row)
 		ADDQ(U8(8), wi)
@@ -1032,12 +1017,12 @@ func weightedSum(l level) {
 		JZ(LabelRef(lbl + "_store"))
 		VBROADCASTSS(Mem{Base: wi}, a0)
 		for b := range B {
-			VFMADD231PS(Mem{Base: row, Disp: b * l.vbytes()}, a0, even[b])
+			VFMADD231PS(Mem{Base: row, Disp: b * l.VBytes()}, a0, even[b])
 		}
 		Label(lbl + "_store")
 		for b := range B {
 			VADDPS(odd[b], even[b], even[b])
-			VMOVUPS(even[b], Mem{Base: y, Index: col, Scale: 1, Disp: b * l.vbytes()})
+			VMOVUPS(even[b], Mem{Base: y, Index: col, Scale: 1, Disp: b * l.VBytes()})
 		}
 		ADDQ(U32(bb), col)
 		if B == 4 {
@@ -1052,7 +1037,7 @@ func weightedSum(l level) {
 // add generates opsAdd<level>(y, x, n): y[i] += x[i] (the residual adds;
 // one rounding, as the Go loop).
 func add(l level, c *consts) {
-	name := "opsAdd" + l.name
+	name := "opsAdd" + l.Name
 	TEXT(name, NOSPLIT, "func(y, x *float32, n int)")
 	Pragma("noescape")
 	Doc(fmt.Sprintf("%s adds x[i] to y[i] for i < n (n >= 1).", name))
@@ -1061,7 +1046,7 @@ func add(l level, c *consts) {
 	nb := Load(Param("n"), GP64())
 	SHLQ(U8(2), nb)
 	loop(l, c, name+"_l", nb, nil, func(i Register, t *tail) {
-		a, b := l.vec(), l.vec()
+		a, b := l.Vec(), l.Vec()
 		ld(t, Mem{Base: y, Index: i, Scale: 1}, a)
 		ld(t, Mem{Base: x, Index: i, Scale: 1}, b)
 		VADDPS(b, a, a)
@@ -1076,7 +1061,7 @@ func add(l level, c *consts) {
 // rotate_half(x)·sin, with torch's roundings (two products, then the sum:
 // no FMA), so the result is the Go loop's bit for bit.
 func rope(l level, c *consts) {
-	name := "opsRoPE" + l.name
+	name := "opsRoPE" + l.Name
 	TEXT(name, NOSPLIT, "func(x, cos, sin *float32, half int, heads int)")
 	Pragma("noescape")
 	Doc(fmt.Sprintf("%s rotates heads consecutive heads of 2·half floats at x by the cos and sin tables (half each; half, heads >= 1).", name))
@@ -1093,12 +1078,12 @@ func rope(l level, c *consts) {
 	MOVQ(cs, q)
 	MOVQ(sn, r)
 	loopP(l, name+"_l", hb, &tl, []Register{p, q, r}, func(t *tail) {
-		a, b, cv, sv := l.vec(), l.vec(), l.vec(), l.vec()
+		a, b, cv, sv := l.Vec(), l.Vec(), l.Vec(), l.Vec()
 		ld(t, Mem{Base: p}, a)
 		ld(t, Mem{Base: p, Index: hb, Scale: 1}, b)
 		ld(t, Mem{Base: q}, cv)
 		ld(t, Mem{Base: r}, sv)
-		x1, x2, u := l.vec(), l.vec(), l.vec()
+		x1, x2, u := l.Vec(), l.Vec(), l.Vec()
 		VMULPS(cv, a, x1)
 		VMULPS(sv, b, u)
 		VSUBPS(u, x1, x1) // a·cos - b·sin
