@@ -124,7 +124,7 @@ func (r *Runner) body(T int, all, out bool) error {
 		}
 	}
 	for li := range r.layers {
-		if err := r.layer(&r.layers[li], T); err != nil {
+		if err := r.layer(li, T); err != nil {
 			return fmt.Errorf("layer %d: %w", li, err)
 		}
 	}
@@ -139,7 +139,8 @@ func (r *Runner) body(T int, all, out bool) error {
 }
 
 // layer runs one decoder layer over the T tokens in r.x.
-func (r *Runner) layer(l *devLayer, T int) error {
+func (r *Runner) layer(li int, T int) error {
+	l, kv := &r.layers[li], &r.cur.layers[li]
 	c := &r.M.Config
 	h, hd, inter := c.HiddenSize, c.HeadDim, c.IntermediateSize
 	half := hd / 2
@@ -190,11 +191,11 @@ func (r *Runner) layer(l *devLayer, T int) error {
 			return r.launch("fh_rope", Dim3{nkv, T, 1}, D1(normThreads(half)), r.k, cos, sin, nkv, half)
 		},
 		func() error {
-			return r.launch("fh_kv_store_"+dtName(r.kv), D1(T), D1(normThreads(kvd)), l.kc, l.vc, r.k, r.v, r.pos, kvd, l.ring)
+			return r.launch("fh_kv_store_"+dtName(r.kv), D1(T), D1(normThreads(kvd)), kv.kc, kv.vc, r.k, r.v, r.pos, kvd, kv.ring)
 		},
 		func() error {
-			return r.launch("fh_attention_"+dtName(r.kv), Dim3{nh, T, 1}, D1(128), r.att, r.q, l.kc, l.vc, r.pos,
-				nh, nkv, hd, window, l.ring, float32(c.AttentionScale), float32(c.AttnLogitSoftcap))
+			return r.launch("fh_attention_"+dtName(r.kv), Dim3{nh, T, 1}, D1(128), r.att, r.q, kv.kc, kv.vc, r.pos,
+				nh, nkv, hd, window, kv.ring, float32(c.AttentionScale), float32(c.AttnLogitSoftcap))
 		},
 		func() error { return r.matmul(r.o.At(0), l.o, r.att.At(0), T) },
 		func() error { return residual(r.o, l.postAttnNorm) },

@@ -29,23 +29,22 @@ type devLayer struct {
 	attnNorm, qNorm, kNorm, postAttnNorm, preFFNorm, postFFNorm Buffer
 	q, k, v, o, gate, up, down                                  devMat
 	sliding                                                     bool
-	// KV cache: rows of KV heads × head_dim in the cache dtype; ring > 0
-	// stores position p in row p mod ring.
-	kc, vc Buffer
-	ring   int
 }
 
 // Runner runs a model's forward pass on a CUDA device (or the emulator),
 // mirroring runtime/model.Runner step for step: weights are uploaded once
-// from the memory-mapped model, the KV cache of one sequence lives on the
-// device, and only token ids go up and hidden states or logits come down.
-// A Runner is not safe for concurrent use.
+// from the memory-mapped model, the KV cache of the current sequence lives
+// on the device, and only token ids go up and hidden states or logits come
+// down. The runner has a sequence of its own; a server keeps one Seq per
+// request and runs them in turn (Use). A Runner is not safe for concurrent
+// use.
 type Runner struct {
 	Dev *Device
 	M   *model.Model
 	// Pos is the number of tokens of the current sequence already
-	// processed; Limit is the context limit.
+	// processed; Limit is its context limit.
 	Pos, Limit int
+	own, cur   *Seq // the runner's own sequence; the current one
 	kv         dtype.DType
 	layers     []devLayer
 	embed      devMat
@@ -142,22 +141,12 @@ func NewRunner(dv *Device, m *model.Model, kv dtype.DType, ctx int) (r *Runner, 
 				return nil, err
 			}
 		}
-		// Sliding layers keep a ring of window + MaxChunk rows: a chunk's
-		// own writes then never overwrite a key one of its queries still
-		// needs (the CPU gathers the past before storing instead).
-		rows := limit
-		if l.Sliding && c.SlidingWindow+MaxChunk < limit {
-			d.ring = c.SlidingWindow + MaxChunk
-			rows = d.ring
-		}
-		if d.kc, err = r.alloc(rows * kvd * kv.Size()); err != nil {
-			return nil, err
-		}
-		if d.vc, err = r.alloc(rows * kvd * kv.Size()); err != nil {
-			return nil, err
-		}
 		r.layers = append(r.layers, d)
 	}
+	if r.own, err = r.newSeq(limit, r.alloc); err != nil {
+		return nil, err
+	}
+	r.cur = r.own
 	inv := [2][]float32{model.RopeInvFreq(hd, c.RopeTheta, c.RopeScaling), model.RopeInvFreq(hd, c.RopeLocalTheta, arch.RopeScaling{})}
 	for i := range inv {
 		if r.invFreq[i], err = r.vec(inv[i]); err != nil {
@@ -243,7 +232,8 @@ func (r *Runner) Close() error {
 	return errors.Join(errs...)
 }
 
-// Reset starts a new sequence (the cache memory is reused).
+// Reset starts a new sequence in the current one's place (the cache
+// memory is reused).
 func (r *Runner) Reset() { r.Pos = 0 }
 
 func dtName(dt dtype.DType) string {

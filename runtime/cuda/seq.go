@@ -1,0 +1,156 @@
+package cuda
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Seq is one sequence on a Runner: its KV cache in device memory, its
+// position and context limit. A server keeps a Seq per request and the
+// weights once (Runner.NewSeq, Runner.Use).
+type Seq struct {
+	// Pos is the number of tokens already processed; Limit is the context
+	// limit.
+	Pos, Limit int
+	layers     []seqLayer
+	bytes      int64
+	r          *Runner
+	owned      []Buffer // freed by Close (nil for the runner's own sequence)
+}
+
+// seqLayer is one layer's KV cache: rows of KV heads × head_dim in the
+// cache dtype; ring > 0 stores position p in row p mod ring.
+type seqLayer struct {
+	kc, vc Buffer
+	ring   int
+}
+
+// NewSeq allocates a sequence with context limit limit (the model's
+// maximum when limit <= 0). Close frees it.
+func (r *Runner) NewSeq(limit int) (*Seq, error) {
+	if most := r.M.Config.MaxPositionEmbeddings; limit <= 0 || limit > most {
+		limit = most
+	}
+	var owned []Buffer
+	s, err := r.newSeq(limit, func(n int) (Buffer, error) {
+		b, err := r.Dev.Alloc(max(n, 4))
+		if err != nil {
+			return Buffer{}, fmt.Errorf("cuda: the KV cache of a %d-token sequence does not fit on %s: %w", limit, r.Dev.Name, err)
+		}
+		owned = append(owned, b)
+		return b, nil
+	})
+	if err != nil {
+		for _, b := range owned {
+			r.Dev.Free(b)
+		}
+		return nil, err
+	}
+	s.owned = owned
+	return s, nil
+}
+
+// newSeq allocates a sequence's caches with alloc. Sliding layers keep a
+// ring of window + MaxChunk rows: a chunk's own writes then never
+// overwrite a key one of its queries still needs (the CPU gathers the past
+// before storing instead).
+func (r *Runner) newSeq(limit int, alloc func(int) (Buffer, error)) (*Seq, error) {
+	c := &r.M.Config
+	kvd := c.NumKVHeads * c.HeadDim
+	s := &Seq{Limit: limit, r: r}
+	for i := range r.M.Layers {
+		var l seqLayer
+		rows := limit
+		if r.M.Layers[i].Sliding && c.SlidingWindow+MaxChunk < limit {
+			l.ring = c.SlidingWindow + MaxChunk
+			rows = l.ring
+		}
+		var err error
+		if l.kc, err = alloc(rows * kvd * r.kv.Size()); err != nil {
+			return nil, err
+		}
+		if l.vc, err = alloc(rows * kvd * r.kv.Size()); err != nil {
+			return nil, err
+		}
+		s.layers = append(s.layers, l)
+		s.bytes += 2 * int64(rows*kvd*r.kv.Size())
+	}
+	return s, nil
+}
+
+// KVBytes is the device memory of the sequence's KV cache.
+func (s *Seq) KVBytes() int64 { return s.bytes }
+
+// Close frees the sequence's device memory. It must not be the runner's
+// current sequence.
+func (s *Seq) Close() error {
+	if s.r.cur == s {
+		return errors.New("cuda: closing the runner's current sequence")
+	}
+	var errs []error
+	for _, b := range s.owned {
+		errs = append(errs, s.r.Dev.Free(b))
+	}
+	s.owned = nil
+	return errors.Join(errs...)
+}
+
+// Use makes s the sequence the runner continues (nil: its own), keeping
+// the previous one's position in it. Captured decode graphs name the
+// previous sequence's caches, so they are dropped when the sequence
+// changes.
+func (r *Runner) Use(s *Seq) error {
+	if s == nil {
+		s = r.own
+	}
+	if s.r != r {
+		return errors.New("cuda: the sequence belongs to another runner")
+	}
+	if s == r.cur {
+		return nil
+	}
+	r.cur.Pos, r.cur.Limit = r.Pos, r.Limit
+	var errs []error
+	for k, g := range r.graphs {
+		errs = append(errs, r.Dev.DestroyGraph(g))
+		delete(r.graphs, k)
+	}
+	r.cur, r.Pos, r.Limit = s, s.Pos, s.Limit
+	return errors.Join(errs...)
+}
+
+// ForwardSeq runs tokens continuing s and returns the final-normed hidden
+// state of the last one; s's position advances.
+func (r *Runner) ForwardSeq(s *Seq, tokens []int) ([]float32, error) {
+	if err := r.Use(s); err != nil {
+		return nil, err
+	}
+	h, err := r.ForwardHidden(tokens, false)
+	s.Pos = r.Pos
+	return h, err
+}
+
+// Logits applies the dense head (and the final soft-cap) on the device to
+// rows of final hidden states (n × hidden) and writes n × vocab logits
+// into out.
+func (r *Runner) Logits(out, hidden []float32) error {
+	c := &r.M.Config
+	H, V := c.HiddenSize, c.VocabSize
+	n := len(hidden) / H
+	if len(out) < n*V {
+		return fmt.Errorf("cuda: logits: output holds %d values, %d rows need %d", len(out), n, n*V)
+	}
+	for start := 0; start < n; start += MaxChunk {
+		m := min(MaxChunk, n-start)
+		if err := r.Dev.UploadF32(r.hidden, 0, hidden[start*H:(start+m)*H]); err != nil {
+			return err
+		}
+		if err := r.denseLogits(r.hidden.At(0), m); err != nil {
+			return err
+		}
+		if err := r.Dev.DownloadF32(out[start*V:(start+m)*V], r.logits, 0); err != nil {
+			return err
+		}
+	}
+	return nil
+}

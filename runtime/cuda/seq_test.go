@@ -1,0 +1,166 @@
+package cuda
+
+import (
+	"math/rand/v2"
+	"testing"
+
+	"github.com/fhkit/fhkit/formats/dtype"
+	"github.com/fhkit/fhkit/runtime/cpu"
+	"github.com/fhkit/fhkit/runtime/model"
+	"github.com/fhkit/fhkit/runtime/sample"
+)
+
+// Three sequences run in turn on one runner (prefills of different lengths,
+// then decode steps interleaved, one of them past the sliding window) give
+// each sequence's logits as the CPU computes it alone; the runner's own
+// sequence, used in between, is not disturbed; greedy decoding through the
+// captured graph still matches after the sequence changed under it.
+func TestSeqsInterleaved(t *testing.T) {
+	dv := testDevice(t)
+	pool := cpu.NewPool(1)
+	defer pool.Close()
+	m := loadFixture(t, "gemma3-tiny", dtype.BF16)
+	H, V := m.Config.HiddenSize, m.Config.VocabSize
+	dr, err := NewRunner(dv, m, dtype.F32, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dr.Close()
+	cpuRun := model.NewRunner(m, pool)
+	r := rand.New(rand.NewPCG(3, 4))
+	prompts := [][]int{randTokens(r, 3, V), randTokens(r, 1, V), randTokens(r, m.Config.SlidingWindow+5, V)}
+	seqs := make([]*Seq, len(prompts))
+	states := make([]*model.State, len(prompts))
+	next := make([]int, len(prompts))
+	for i := range prompts {
+		if seqs[i], err = dr.NewSeq(0); err != nil {
+			t.Fatal(err)
+		}
+		defer seqs[i].Close()
+		if states[i], err = m.NewState(0, dtype.F32); err != nil {
+			t.Fatal(err)
+		}
+	}
+	own := randTokens(r, 4, V)
+	ownWant, err := cpuRun.Forward(mustState(t, m), own, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dr.Forward(own[:3], false); err != nil {
+		t.Fatal(err)
+	}
+	logits := make([]float32, V)
+	for step := 0; step < 6; step++ {
+		for i := range seqs {
+			tokens := []int{next[i]}
+			if step == 0 {
+				tokens = prompts[i]
+			}
+			hidden, err := dr.ForwardSeq(seqs[i], tokens)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(hidden) != H {
+				t.Fatalf("hidden state of %d values, want %d", len(hidden), H)
+			}
+			if err := dr.Logits(logits, hidden); err != nil {
+				t.Fatal(err)
+			}
+			want, err := cpuRun.Forward(states[i], tokens, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			compareLogits(t, "interleaved sequence", logits, want, V, logitTol(dtype.F32))
+			next[i] = 3 + (step*7+i)%(V-3)
+		}
+	}
+	if err := dr.Use(nil); err != nil {
+		t.Fatal(err)
+	}
+	got, err := dr.Forward(own[3:], false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	compareLogits(t, "own sequence after the others", got, ownWant, V, logitTol(dtype.F32))
+	if err := dr.Use(seqs[0]); err != nil {
+		t.Fatal(err)
+	}
+	if err := seqs[0].Close(); err == nil {
+		t.Error("closing the current sequence was accepted")
+	}
+	if err := dr.Use(nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Greedy steps through the captured graph follow the current sequence: a
+// graph captured on one sequence is not replayed on another.
+func TestSeqGraphs(t *testing.T) {
+	dv := testDevice(t)
+	pool := cpu.NewPool(1)
+	defer pool.Close()
+	m := loadFixture(t, "llama-tiny", dtype.F32)
+	V := m.Config.VocabSize
+	dr, err := NewRunner(dv, m, dtype.F32, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dr.Close()
+	a, err := dr.NewSeq(64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	r := rand.New(rand.NewPCG(5, 6))
+	pa, pb := randTokens(r, 5, V), randTokens(r, 9, V)
+	for _, c := range []struct {
+		seq    *Seq
+		prompt []int
+	}{{nil, pa}, {a, pb}, {nil, pa}} {
+		if err := dr.Use(c.seq); err != nil {
+			t.Fatal(err)
+		}
+		dr.Reset()
+		st := mustState(t, m)
+		cpuRun := model.NewRunner(m, pool)
+		id, err := dr.Greedy(c.prompt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		logits, err := cpuRun.Forward(st, c.prompt, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for step := 0; step < 4; step++ {
+			if want := sample.Argmax(logits); id != want {
+				t.Fatalf("step %d: device greedy %d, CPU %d", step, id, want)
+			}
+			if logits, err = cpuRun.Forward(st, []int{id}, false); err != nil {
+				t.Fatal(err)
+			}
+			if id, err = dr.Greedy([]int{id}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if a.Limit != 64 || a.KVBytes() <= 0 {
+		t.Errorf("sequence limit %d, KV bytes %d", a.Limit, a.KVBytes())
+	}
+}
+
+func randTokens(r *rand.Rand, n, V int) []int {
+	out := make([]int, n)
+	for i := range out {
+		out[i] = 3 + r.IntN(V-3)
+	}
+	return out
+}
+
+func mustState(t *testing.T, m *model.Model) *model.State {
+	t.Helper()
+	st, err := m.NewState(0, dtype.F32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
