@@ -15,9 +15,21 @@ import (
 	"github.com/fhkit/fhkit/runtime/verify"
 )
 
+// deviceUsage is the help of --device.
+const deviceUsage = "where the model runs: cpu, cuda (NVIDIA GPU through the CUDA driver; " + cuda.LibEnv + " selects another driver library, e.g. the emulator), or auto (CUDA when a device is present, else the CPU)"
+
 // registerDevice adds --device to a command that can run on a GPU.
 func registerDevice(fs *pflag.FlagSet) *string {
-	return fs.String("device", "cpu", "where the model runs: cpu, cuda (NVIDIA GPU through the CUDA driver; "+cuda.LibEnv+" selects another driver library, e.g. the emulator), or auto (CUDA when a device is present, else the CPU)")
+	return fs.String("device", "cpu", deviceUsage)
+}
+
+// checkDevice validates a --device value before anything is loaded.
+func checkDevice(device string) error {
+	switch device {
+	case "cpu", "cuda", "auto":
+		return nil
+	}
+	return cli.Usagef("--device %q: want cpu, cuda or auto", device)
 }
 
 // deviceMessages is where the device choice is reported: with the output
@@ -34,12 +46,8 @@ func deviceMessages(asJSON bool, stdout io.Writer) io.Writer {
 // l has one) uploaded. auto falls back to the CPU, saying why, when there
 // is no usable driver or device. The choice is reported on msg.
 func openDevice(device string, l *loaded, rf *runtimeFlags, msg io.Writer) (*cuda.Runner, error) {
-	switch device {
-	case "cpu":
-		return nil, nil
-	case "cuda", "auto":
-	default:
-		return nil, cli.Usagef("--device %q: want cpu, cuda or auto", device)
+	if err := checkDevice(device); err != nil || device == "cpu" {
+		return nil, err
 	}
 	r, err := openCUDA(l, rf)
 	if err != nil {

@@ -84,3 +84,56 @@ func TestDeviceCUDAEmulated(t *testing.T) {
 		t.Fatalf("bench --device cuda --json: %q (%v)", out, err)
 	}
 }
+
+// fh-run serve --device cuda on the emulated device: requests sent
+// together (each sequence with its own KV cache on the device, run in turn
+// within a step) get the greedy text of the same server on the CPU, with
+// the FlashHead and with the dense head.
+func TestServeCUDAEmulated(t *testing.T) {
+	lib, err := emu.Build(emu.DefaultDir(), cuda.KernelSources, emu.Options{})
+	if errors.Is(err, emu.ErrNoCompiler) {
+		t.Skip("needs g++ to build the CUDA emulator:", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(cuda.LibEnv, lib)
+	path := convertFixture(t, "gemma3-tiny")
+	fh := filepath.Join(t.TempDir(), "model-fh.fhm")
+	buildFlashHead(t, path, fh)
+	prompts := []string{"hello there", "once upon a time", "a"}
+	for _, head := range []string{"flashhead", "dense"} {
+		cpuURL, _ := startServe(t, "--model", fh, "--head", head, "--device", "cpu")
+		devURL, devLog := startServe(t, "--model", fh, "--head", head, "--device", "cuda", "--max-batch", "2")
+		if !strings.Contains(devLog.String(), "device cuda") {
+			t.Fatalf("serve log does not name the device: %s", devLog)
+		}
+		texts := make([]string, len(prompts))
+		errs := make(chan error, len(prompts))
+		for i, p := range prompts {
+			go func() {
+				status, r := postJSON(t, devURL+"/v1/completions", map[string]any{"prompt": p, "max_tokens": 12, "temperature": 0, "ignore_eos": true})
+				if status != 200 {
+					errs <- fmt.Errorf("%q: status %d %v", p, status, r)
+					return
+				}
+				texts[i] = r["choices"].([]any)[0].(map[string]any)["text"].(string)
+				errs <- nil
+			}()
+		}
+		for range prompts {
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
+		}
+		for i, p := range prompts {
+			status, r := postJSON(t, cpuURL+"/v1/completions", map[string]any{"prompt": p, "max_tokens": 12, "temperature": 0, "ignore_eos": true})
+			if status != 200 {
+				t.Fatalf("CPU server: %d %v", status, r)
+			}
+			if want := r["choices"].([]any)[0].(map[string]any)["text"].(string); texts[i] != want || want == "" {
+				t.Errorf("head %s prompt %q: device server %q, CPU server %q", head, p, texts[i], want)
+			}
+		}
+	}
+}

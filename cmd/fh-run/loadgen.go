@@ -45,7 +45,7 @@ func runLoadgen(args []string, stdout, stderr io.Writer) error {
 	fs := pflag.NewFlagSet("loadgen", pflag.ContinueOnError)
 	var rf runtimeFlags
 	rf.register(fs)
-	sf := serveFlags{device: "auto", quiet: true}
+	sf := serveFlags{device: "cpu", quiet: true}
 	fs.IntVar(&sf.maxBatch, "max-batch", serve.DefaultMaxBatch, "with --model: requests decoded together")
 	fs.IntVar(&sf.maxQueue, "max-queue", serve.DefaultMaxQueue, "with --model: requests waiting for a slot")
 	fs.DurationVar(&sf.streamInterval, "stream-interval", serve.DefaultStreamInterval, "with --model: as 'fh-run serve --stream-interval' (0: every token at once)")
@@ -99,7 +99,7 @@ func runLoadgen(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		defer l.Close()
-		srv, err := sf.newServer(&rf, l, nil)
+		srv, err := sf.newServer(&rf, l, serve.NewCPUBackend(l.run, l.kv), nil)
 		if err != nil {
 			return fmt.Errorf("%s: %w", rf.model, err)
 		}

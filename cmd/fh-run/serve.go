@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -44,8 +43,13 @@ same prompt and head (the FlashHead when the file has one, unless --head
 dense). OpenAI's defaults apply: temperature 1, top_p 1. Extensions with
 vLLM's names: top_k, min_p, repetition_penalty, ignore_eos.
 
---device: cpu, or auto (cpu until the CUDA backend is wired in); cuda is
-not available yet.
+With --device cuda the forward pass runs on the GPU: each request has its
+own KV cache in device memory and the weights are there once, but the
+device kernels take one sequence at a time, so within a step the
+sequences run one after the other rather than as one batched pass; the
+head (FlashHead or dense sampling) and the scheduler stay on the CPU.
+Nothing of this has run on a GPU yet: it is tested through the project's
+CPU emulator of the CUDA driver (runtime/cuda/README.md).
 
 Examples:
   fh-run serve --model model-fh.fhm --addr 127.0.0.1:8080
@@ -70,7 +74,7 @@ type serveFlags struct {
 
 func (s *serveFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&s.addr, "addr", "127.0.0.1:8080", "listen address (host:port; port 0 picks a free port)")
-	fs.StringVar(&s.device, "device", "auto", "compute device: cpu or auto (cpu until the CUDA backend exists); cuda is not available yet")
+	fs.StringVar(&s.device, "device", "cpu", deviceUsage)
 	fs.IntVar(&s.maxBatch, "max-batch", serve.DefaultMaxBatch, "requests decoded together in one batched step")
 	fs.IntVar(&s.maxQueue, "max-queue", serve.DefaultMaxQueue, "requests waiting for a slot before new ones get 429")
 	fs.StringVar(&s.modelName, "model-name", "", "model id in the API (default: the file name without .fhm)")
@@ -80,12 +84,8 @@ func (s *serveFlags) register(fs *pflag.FlagSet) {
 }
 
 func (s *serveFlags) check() error {
-	switch s.device {
-	case "cpu", "auto":
-	case "cuda":
-		return errors.New("--device cuda: the CUDA backend is not available yet; use --device cpu")
-	default:
-		return cli.Usagef("--device %q: want cpu, auto or cuda", s.device)
+	if err := checkDevice(s.device); err != nil {
+		return err
 	}
 	if s.maxBatch < 1 {
 		return cli.Usagef("--max-batch %d must be >= 1", s.maxBatch)
@@ -102,8 +102,8 @@ func (s *serveFlags) check() error {
 	return nil
 }
 
-// newServer builds a server over a loaded model.
-func (s *serveFlags) newServer(rf *runtimeFlags, l *loaded, logw io.Writer) (*serve.Server, error) {
+// newServer builds a server over a loaded model run by backend.
+func (s *serveFlags) newServer(rf *runtimeFlags, l *loaded, backend serve.Backend, logw io.Writer) (*serve.Server, error) {
 	name := s.modelName
 	if name == "" {
 		name = serve.DefaultModelName(rf.model)
@@ -115,7 +115,7 @@ func (s *serveFlags) newServer(rf *runtimeFlags, l *loaded, logw io.Writer) (*se
 	if interval == 0 {
 		interval = -1 // Config: every token at once
 	}
-	return serve.New(serve.Config{Runner: l.run, Tokenizer: l.tok, Flash: l.flash, KV: l.kv, Ctx: rf.ctx,
+	return serve.New(serve.Config{Backend: backend, Tokenizer: l.tok, Flash: l.flash, Ctx: rf.ctx,
 		MaxBatch: s.maxBatch, MaxQueue: s.maxQueue, StreamInterval: interval, ModelName: name, Log: logw})
 }
 
@@ -147,7 +147,16 @@ func serveUntil(ctx context.Context, args []string, stdout, stderr io.Writer, re
 		return err
 	}
 	defer l.Close()
-	srv, err := sf.newServer(&rf, l, stderr)
+	dr, err := openDevice(sf.device, l, &rf, stderr)
+	if err != nil {
+		return err
+	}
+	defer closeDevice(dr)
+	backend := serve.NewCPUBackend(l.run, l.kv)
+	if dr != nil {
+		backend = serve.NewCUDABackend(dr, l.pool)
+	}
+	srv, err := sf.newServer(&rf, l, backend, stderr)
 	if err != nil {
 		return fmt.Errorf("%s: %w", rf.model, err)
 	}
@@ -160,8 +169,8 @@ func serveUntil(ctx context.Context, args []string, stdout, stderr io.Writer, re
 	if l.flash != nil {
 		head = fmt.Sprintf("flashhead (%d clusters, %d probes)", l.flash.K, l.flash.Probes)
 	}
-	fmt.Fprintf(stderr, "serving %s as %q on http://%s (device cpu, %d threads, head %s, context %d, max batch %d, max queue %d)\n",
-		rf.model, srv.ModelName(), ln.Addr(), l.pool.Threads(), head, srv.ContextLimit(), sf.maxBatch, sf.maxQueue)
+	fmt.Fprintf(stderr, "serving %s as %q on http://%s (device %s, head %s, context %d, max batch %d, max queue %d)\n",
+		rf.model, srv.ModelName(), ln.Addr(), backend.Device(), head, srv.ContextLimit(), sf.maxBatch, sf.maxQueue)
 	if ready != nil {
 		ready(ln.Addr().String())
 	}

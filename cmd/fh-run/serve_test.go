@@ -18,6 +18,7 @@ import (
 
 	flashhead "github.com/fhkit/fhkit/flashhead-build"
 	"github.com/fhkit/fhkit/formats/fhm"
+	"github.com/fhkit/fhkit/runtime/cuda"
 )
 
 // lockedBuffer is a bytes.Buffer safe to write from the server's goroutines.
@@ -157,12 +158,13 @@ func buildFlashHead(t *testing.T, in, out string) {
 
 func TestServeFlagErrors(t *testing.T) {
 	path := convertFixture(t, "gemma3-tiny")
+	t.Setenv(cuda.LibEnv, filepath.Join(t.TempDir(), "libcuda.so.1")) // no driver
 	for _, c := range []struct {
 		args []string
 		code int
 		want string
 	}{
-		{[]string{"serve", "--model", path, "--device", "cuda"}, 1, "not available yet"},
+		{[]string{"serve", "--model", path, "--device", "cuda"}, 1, "CUDA driver library not found"},
 		{[]string{"serve", "--model", path, "--device", "tpu"}, 2, "--device"},
 		{[]string{"serve", "--model", path, "--max-batch", "0"}, 2, "--max-batch"},
 		{[]string{"serve", "--model", path, "--max-queue", "-1"}, 2, "--max-queue"},

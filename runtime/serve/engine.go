@@ -9,7 +9,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/fhkit/fhkit/formats/dtype"
 	"github.com/fhkit/fhkit/runtime/cpu"
 	"github.com/fhkit/fhkit/runtime/generate"
 	"github.com/fhkit/fhkit/runtime/head"
@@ -51,7 +50,7 @@ type job struct {
 	events bool
 
 	// Owned by the scheduler goroutine.
-	state   *model.State
+	state   Sequence
 	fed     int    // prompt tokens already in the cache
 	one     [1]int // the token to feed at the next step
 	stream  *generate.Stream
@@ -130,10 +129,9 @@ func (o *output) take(dst []byte) (text []byte, done bool, res result) {
 // through one batched forward pass, picks the next tokens with the head
 // for all of them at once, and admits queued requests into free slots.
 type engine struct {
-	run        *model.Runner
+	backend    Backend
 	tok        *tokenizer.Tokenizer
 	flash      *head.FlashHead
-	kv         dtype.DType
 	eos        map[int]bool
 	maxBatch   int
 	maxQueue   int
@@ -151,7 +149,8 @@ type engine struct {
 	exited chan struct{}
 
 	// Scheduler scratch, reused step after step.
-	seqs       []model.Seq
+	seqs       []Sequence
+	tokens     [][]int
 	seqJobs    []*job
 	admitted   []*job
 	hidden     []float32
@@ -159,7 +158,7 @@ type engine struct {
 	samplers   []*sample.Sampler
 	histories  [][]int
 	heads      headTask
-	spare      []*model.State // finished requests' states, for reuse
+	spare      []Sequence // finished requests' sequences, for reuse
 	spareBytes int64
 }
 
@@ -188,9 +187,10 @@ func (t *headTask) Run(lo, hi int) {
 // or two (fewer than the pool's threads) with the pool inside each row's
 // head, more spread over the threads a share of rows each.
 func (e *engine) flashBatch(samplers []*sample.Sampler, hidden []float32, histories [][]int) []int {
-	n, threads := len(samplers), e.run.Pool.Threads()
+	pool := e.backend.Pool()
+	n, threads := len(samplers), pool.Threads()
 	if n < 2*threads {
-		return e.flash.SampleBatch(e.run.Pool, samplers, hidden, histories)
+		return e.flash.SampleBatch(pool, samplers, hidden, histories)
 	}
 	t := &e.heads
 	for len(t.pools) < threads {
@@ -201,7 +201,7 @@ func (e *engine) flashBatch(samplers []*sample.Sampler, hidden []float32, histor
 	}
 	t.flash, t.samplers, t.hidden, t.histories, t.ids = e.flash, samplers, hidden, histories, t.ids[:n]
 	// Shares of ceil(n/threads) rows, the share index from the range start.
-	e.run.Pool.Run(n, (n+threads-1)/threads, t)
+	pool.Run(n, (n+threads-1)/threads, t)
 	ids := append([]int(nil), t.ids...)
 	t.samplers, t.hidden, t.histories = nil, nil, nil
 	return ids
@@ -209,8 +209,8 @@ func (e *engine) flashBatch(samplers []*sample.Sampler, hidden []float32, histor
 
 func newEngine(cfg *Config, m *metrics) *engine {
 	return &engine{
-		run: cfg.Runner, tok: cfg.Tokenizer, flash: cfg.Flash, kv: cfg.KV,
-		eos:      generate.EOSTokens(cfg.Runner.M, cfg.Tokenizer),
+		backend: cfg.Backend, tok: cfg.Tokenizer, flash: cfg.Flash,
+		eos:      generate.EOSTokens(cfg.Backend.Model(), cfg.Tokenizer),
 		maxBatch: cfg.MaxBatch, maxQueue: cfg.MaxQueue, interval: cfg.StreamInterval, metrics: m, beforeStep: cfg.beforeStep,
 		live: map[*job]struct{}{}, wake: make(chan struct{}, 1), exited: make(chan struct{}),
 	}
@@ -298,6 +298,7 @@ func (e *engine) loop() {
 		var exit bool
 		active, exit = e.admit(active)
 		if exit {
+			e.closeSpares()
 			return
 		}
 		if len(active) == 0 {
@@ -351,20 +352,29 @@ func (e *engine) admit(active []*job) ([]*job, bool) {
 	return active, exit
 }
 
-// state returns an empty decoding state with context limit limit: a
-// finished request's, when one is spare, or a new one.
-func (e *engine) state(limit int) (*model.State, error) {
+// state returns an empty sequence with context limit limit: a finished
+// request's, when one is spare, or a new one.
+func (e *engine) state(limit int) (Sequence, error) {
 	for len(e.spare) > 0 {
 		st := e.spare[len(e.spare)-1]
 		e.spare[len(e.spare)-1] = nil
 		e.spare = e.spare[:len(e.spare)-1]
 		e.spareBytes -= st.KVBytes()
-		if st.Limit == limit {
+		if st.Limit() == limit {
 			st.Reset()
 			return st, nil
 		}
+		st.Close()
 	}
-	return e.run.M.NewState(limit, e.kv)
+	return e.backend.NewSequence(limit)
+}
+
+// closeSpares frees the spare sequences.
+func (e *engine) closeSpares() {
+	for _, st := range e.spare {
+		st.Close()
+	}
+	e.spare, e.spareBytes = nil, 0
 }
 
 // finish ends a job: its state (KV cache) is dropped and its handler told.
@@ -380,6 +390,8 @@ func (e *engine) finish(j *job, reason string, err error) {
 		if b := j.state.KVBytes(); len(e.spare) < e.maxBatch && e.spareBytes+b <= maxSpareBytes {
 			e.spare = append(e.spare, j.state)
 			e.spareBytes += b
+		} else {
+			j.state.Close()
 		}
 	}
 	j.state, j.stream, j.context = nil, nil, nil
@@ -409,10 +421,10 @@ func (e *engine) step(active []*job) []*job {
 
 	// Decoding sequences first, one row each; then prompt chunks within
 	// the step's budget, oldest request first.
-	seqs, jobs := e.seqs[:0], e.seqJobs[:0]
+	seqs, tokens, jobs := e.seqs[:0], e.tokens[:0], e.seqJobs[:0]
 	for _, j := range active {
 		if j.fed == len(j.prompt) {
-			seqs = append(seqs, model.Seq{State: j.state, Tokens: j.one[:]})
+			seqs, tokens = append(seqs, j.state), append(tokens, j.one[:])
 			jobs = append(jobs, j)
 		}
 	}
@@ -420,25 +432,23 @@ func (e *engine) step(active []*job) []*job {
 	for _, j := range active {
 		if j.fed < len(j.prompt) && budget > 0 {
 			n := min(len(j.prompt)-j.fed, budget)
-			seqs = append(seqs, model.Seq{State: j.state, Tokens: j.prompt[j.fed : j.fed+n]})
+			seqs, tokens = append(seqs, j.state), append(tokens, j.prompt[j.fed:j.fed+n])
 			jobs = append(jobs, j)
 			budget -= n
 		}
 	}
-	e.seqs, e.seqJobs = seqs, jobs
-	H := e.run.M.Config.HiddenSize
+	e.seqs, e.tokens, e.seqJobs = seqs, tokens, jobs
+	H := e.backend.Model().Config.HiddenSize
 	if cap(e.hidden) < len(seqs)*H {
 		e.hidden = make([]float32, len(seqs)*H)
 	}
 	hidden := e.hidden[:len(seqs)*H]
-	if err := e.run.ForwardBatch(hidden, seqs); err != nil {
-		// Requests are validated against their context before they are
-		// queued, so this is a bug; fail the batch rather than the server.
-		for _, j := range active {
-			e.finish(j, "error", fmt.Errorf("forward pass: %w", err))
-		}
-		e.metrics.running.Store(0)
-		return active[:0]
+	err := e.backend.Forward(hidden, seqs, tokens)
+	// The scratch must not keep finished requests' sequences and tokens.
+	defer clear(tokens)
+	defer clear(seqs)
+	if err != nil {
+		return e.fail(active, fmt.Errorf("forward pass: %w", err))
 	}
 	e.metrics.steps.Add(1)
 	e.metrics.batchRows.observe(float64(len(seqs)))
@@ -448,7 +458,7 @@ func (e *engine) step(active []*job) []*job {
 	need := 0
 	for i, j := range jobs {
 		if j.fed < len(j.prompt) {
-			j.fed += len(seqs[i].Tokens)
+			j.fed += len(tokens[i])
 			if j.fed < len(j.prompt) {
 				continue
 			}
@@ -460,7 +470,10 @@ func (e *engine) step(active []*job) []*job {
 		need++
 	}
 	jobs = jobs[:need]
-	ids := e.pick(hidden[:need*H], jobs)
+	ids, err := e.pick(hidden[:need*H], jobs)
+	if err != nil {
+		return e.fail(active, fmt.Errorf("head: %w", err))
+	}
 
 	now := time.Now()
 	// Several requests share the steps: their text may wait for the
@@ -479,7 +492,7 @@ func (e *engine) step(active []*job) []*job {
 		switch {
 		case done:
 			e.finish(j, j.stream.StopReason, nil)
-		case j.state.Pos+1 > j.limit:
+		case j.state.Pos()+1 > j.limit:
 			j.stream.End("context")
 			e.finish(j, "context", nil)
 		default:
@@ -502,6 +515,18 @@ func (e *engine) step(active []*job) []*job {
 	return kept
 }
 
+// fail ends every active job with err and returns the empty batch. The CPU
+// backend fails only on a bug (requests are validated against their
+// context before they are queued), a device on its own errors (out of
+// memory, a lost device): the batch fails rather than the server.
+func (e *engine) fail(active []*job, err error) []*job {
+	for _, j := range active {
+		e.finish(j, "error", err)
+	}
+	e.metrics.running.Store(0)
+	return active[:0]
+}
+
 // deliver wakes j's handler for its new text: at once, or with coalesce
 // once the stream interval has passed since the last wake-up (the first
 // text goes at once). Whole (non-streamed) responses are only woken at the
@@ -520,10 +545,10 @@ func (e *engine) deliver(j *job, now time.Time, coalesce bool) {
 // pick chooses the next token of each row (n x hidden) with the head the
 // single-sequence path uses: the FlashHead (batched greedy and sampled
 // rows) or the dense head (one matrix product for all rows).
-func (e *engine) pick(hidden []float32, jobs []*job) []int {
+func (e *engine) pick(hidden []float32, jobs []*job) ([]int, error) {
 	n := len(jobs)
 	if n == 0 {
-		return nil
+		return nil, nil
 	}
 	samplers, histories := e.samplers[:0], e.histories[:0]
 	for _, j := range jobs {
@@ -536,17 +561,19 @@ func (e *engine) pick(hidden []float32, jobs []*job) []int {
 		clear(histories)
 	}()
 	if e.flash != nil {
-		return e.flashBatch(samplers, hidden, histories)
+		return e.flashBatch(samplers, hidden, histories), nil
 	}
-	V := e.run.M.Config.VocabSize
+	V := e.backend.Model().Config.VocabSize
 	if cap(e.logits) < n*V {
 		e.logits = make([]float32, n*V)
 	}
 	logits := e.logits[:n*V]
-	e.run.DenseLogitsInto(logits, hidden)
+	if err := e.backend.DenseLogits(logits, hidden); err != nil {
+		return nil, err
+	}
 	ids := make([]int, n)
 	for i := range ids {
 		ids[i] = samplers[i].Next(logits[i*V:(i+1)*V], histories[i])
 	}
-	return ids
+	return ids, nil
 }

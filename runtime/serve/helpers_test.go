@@ -118,7 +118,7 @@ type testServer struct {
 func startServer(t testing.TB, withFlash bool, edit func(*Config)) *testServer {
 	t.Helper()
 	l := loadModel(t, withFlash)
-	cfg := Config{Runner: l.run, Tokenizer: l.tok, Flash: l.flash, KV: dtype.F32, ModelName: "tiny"}
+	cfg := Config{Backend: NewCPUBackend(l.run, dtype.F32), Tokenizer: l.tok, Flash: l.flash, ModelName: "tiny"}
 	if edit != nil {
 		edit(&cfg)
 	}

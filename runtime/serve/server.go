@@ -22,10 +22,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/fhkit/fhkit/formats/dtype"
 	"github.com/fhkit/fhkit/runtime/generate"
 	"github.com/fhkit/fhkit/runtime/head"
-	"github.com/fhkit/fhkit/runtime/model"
 	"github.com/fhkit/fhkit/runtime/sample"
 	"github.com/fhkit/fhkit/runtime/tokenizer"
 )
@@ -42,15 +40,13 @@ const (
 
 // Config configures a Server.
 type Config struct {
-	// Runner runs the model; the server's scheduler goroutine becomes its
-	// only user.
-	Runner *model.Runner
+	// Backend runs the model (NewCPUBackend, NewCUDABackend); the
+	// server's scheduler goroutine becomes its only user.
+	Backend Backend
 	// Tokenizer encodes prompts, renders chat templates, decodes output.
 	Tokenizer *tokenizer.Tokenizer
 	// Flash picks tokens with the FlashHead; nil means the dense head.
 	Flash *head.FlashHead
-	// KV is the KV-cache precision (f32, bf16 or f16).
-	KV dtype.DType
 	// Ctx is each request's context limit in tokens (prompt and output);
 	// 0 or more than the model's maximum means the model's maximum.
 	Ctx int
@@ -92,8 +88,8 @@ type Server struct {
 
 // New checks cfg and starts the scheduler.
 func New(cfg Config) (*Server, error) {
-	if cfg.Runner == nil || cfg.Runner.M == nil || cfg.Runner.Pool == nil {
-		return nil, errors.New("serve: a runner with a model and a pool is required")
+	if cfg.Backend == nil {
+		return nil, errors.New("serve: a backend is required")
 	}
 	if cfg.Tokenizer == nil {
 		return nil, errors.New("serve: a tokenizer is required")
@@ -113,13 +109,18 @@ func New(cfg Config) (*Server, error) {
 	if cfg.ModelName == "" {
 		cfg.ModelName = "fhkit"
 	}
-	// A state reports its effective limit (the model's maximum caps --ctx)
-	// and checks the KV precision once, here rather than per request.
-	st, err := cfg.Runner.M.NewState(cfg.Ctx, cfg.KV)
+	// A sequence reports its effective limit (the model's maximum caps
+	// --ctx) and checks the KV precision once, here rather than per
+	// request.
+	st, err := cfg.Backend.NewSequence(cfg.Ctx)
 	if err != nil {
 		return nil, fmt.Errorf("serve: %w", err)
 	}
-	s := &Server{cfg: cfg, limit: st.Limit, metrics: newMetrics(), mux: http.NewServeMux(), created: time.Now().Unix()}
+	limit := st.Limit()
+	if err := st.Close(); err != nil {
+		return nil, fmt.Errorf("serve: %w", err)
+	}
+	s := &Server{cfg: cfg, limit: limit, metrics: newMetrics(), mux: http.NewServeMux(), created: time.Now().Unix()}
 	if cfg.Log != nil {
 		s.log = log.New(cfg.Log, "", log.LstdFlags|log.Lmicroseconds)
 	}
@@ -313,7 +314,7 @@ func newID(prefix string) string {
 // template (which writes its own BOS).
 func (s *Server) promptIDs(p *params) ([]int, *apiError) {
 	tok := s.cfg.Tokenizer
-	V := s.cfg.Runner.M.Config.VocabSize
+	V := s.cfg.Backend.Model().Config.VocabSize
 	switch {
 	case p.chat:
 		if tok.ChatTemplate() == nil {

@@ -490,7 +490,7 @@ func TestModelsHealthMetrics(t *testing.T) {
 func TestShutdown(t *testing.T) {
 	for _, deadline := range []time.Duration{10 * time.Second, 30 * time.Millisecond} {
 		l := loadModel(t, false)
-		s, err := New(Config{Runner: l.run, Tokenizer: l.tok, KV: dtype.F32, beforeStep: func() { time.Sleep(500 * time.Microsecond) }})
+		s, err := New(Config{Backend: NewCPUBackend(l.run, dtype.F32), Tokenizer: l.tok, beforeStep: func() { time.Sleep(500 * time.Microsecond) }})
 		if err != nil {
 			t.Fatal(err)
 		}
