@@ -44,12 +44,11 @@ dense). OpenAI's defaults apply: temperature 1, top_p 1. Extensions with
 vLLM's names: top_k, min_p, repetition_penalty, ignore_eos.
 
 With --device cuda the forward pass runs on the GPU: each request has its
-own KV cache in device memory and the weights are there once, but the
-device kernels take one sequence at a time, so within a step the
-sequences run one after the other rather than as one batched pass; the
-head (FlashHead or dense sampling) and the scheduler stay on the CPU.
-Nothing of this has run on a GPU yet: it is tested through the project's
-CPU emulator of the CUDA driver (runtime/cuda/README.md).
+own KV cache in device memory next to one copy of the weights, and a step
+is one batched pass over all running sequences there too; the head
+(FlashHead or dense sampling) and the scheduler stay on the CPU. Nothing of
+this has run on a GPU yet: it is tested through the project's CPU emulator
+of the CUDA driver (runtime/cuda/README.md).
 
 Examples:
   fh-run serve --model model-fh.fhm --addr 127.0.0.1:8080

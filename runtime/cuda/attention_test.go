@@ -107,11 +107,12 @@ func TestAttention(t *testing.T) {
 				scale := float32(1 / math.Sqrt(float64(c.hd)))
 				want, bound := refAttention(q, keys, vals, c.T, c.nh, c.nkv, c.hd, c.pos0, c.window, c.ring, scale, c.softcap)
 				dq, dk, dvv := devF32(t, dv, q), devBytes(t, dv, kb), devBytes(t, dv, vb)
-				dpos := devI32(t, dv, []int32{int32(c.pos0)})
+				dpos := devI32(t, dv, rowPositions(c.pos0, c.T))
+				dkcs, dvcs, drings := devRowPtrs(t, dv, dk, c.T), devRowPtrs(t, dv, dvv, c.T), devRowInts(t, dv, c.ring, c.T)
 				out := devF32(t, dv, make([]float32, len(q)))
 				name := "fh_attention_" + map[dtype.DType]string{dtype.BF16: "bf16", dtype.F16: "f16", dtype.F32: "f32"}[dt]
 				got := schedules(t, dv, func() []float32 {
-					launch(t, dv, name, Dim3{c.nh, c.T, 1}, D1(128), 0, out, dq, dk, dvv, dpos, c.nh, c.nkv, c.hd, c.window, c.ring, scale, c.softcap)
+					launch(t, dv, name, Dim3{c.nh, c.T, 1}, D1(128), 0, out, dq, dkcs, dvcs, dpos, drings, c.nh, c.nkv, c.hd, c.window, scale, c.softcap)
 					return download(t, dv, out, len(q))
 				})
 				checkClose(t, name, got, want, bound)

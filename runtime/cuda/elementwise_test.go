@@ -1,6 +1,7 @@
 package cuda
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -29,6 +30,38 @@ func exact(t *testing.T, what string, got, want []float32) {
 			t.Fatalf("%s: [%d] = %g, want %g (bit-identical expected)", what, i, got[i], want[i])
 		}
 	}
+}
+
+// rowPositions returns the positions pos0, pos0+1, ... of T rows of one
+// sequence (the per-row positions the kernels read).
+func rowPositions(pos0, T int) []int32 {
+	p := make([]int32, T)
+	for i := range p {
+		p[i] = int32(pos0 + i)
+	}
+	return p
+}
+
+// devRowPtrs uploads a per-row table of T rows holding b's device address
+// (64-bit) in every row, as the runner's pass inputs hold each row's cache
+// address.
+func devRowPtrs(t *testing.T, dv *Device, b Buffer, T int) Buffer {
+	t.Helper()
+	raw := make([]byte, 8*T)
+	for i := 0; i < T; i++ {
+		binary.LittleEndian.PutUint64(raw[8*i:], b.Ptr)
+	}
+	return devBytes(t, dv, raw)
+}
+
+// devRowInts uploads T copies of v (a per-row ring table).
+func devRowInts(t *testing.T, dv *Device, v, T int) Buffer {
+	t.Helper()
+	p := make([]int32, T)
+	for i := range p {
+		p[i] = int32(v)
+	}
+	return devI32(t, dv, p)
 }
 
 func devI32(t *testing.T, dv *Device, v []int32) Buffer {
@@ -91,7 +124,7 @@ func TestRoPE(t *testing.T) {
 					wantSin[tt*half+i] = float32(math.Sin(a))
 				}
 			}
-			dinv, dpos := devF32(t, dv, inv), devI32(t, dv, []int32{int32(s.pos0)})
+			dinv, dpos := devF32(t, dv, inv), devI32(t, dv, rowPositions(s.pos0, s.T))
 			dcos, dsin := devF32(t, dv, make([]float32, s.T*half)), devF32(t, dv, make([]float32, s.T*half))
 			gotCos := schedules(t, dv, func() []float32 {
 				launch(t, dv, "fh_rope_table", D1(s.T), D1(64), 0, dcos, dsin, dinv, dpos, half)
@@ -151,7 +184,8 @@ func TestKVStore(t *testing.T) {
 			}
 			dk, dvv := devBytes(t, dv, make([]byte, len(wantK))), devBytes(t, dv, make([]byte, len(wantV)))
 			name := "fh_kv_store_" + map[dtype.DType]string{dtype.BF16: "bf16", dtype.F16: "f16", dtype.F32: "f32"}[dt]
-			launch(t, dv, name, D1(T), D1(32), 0, dk, dvv, devF32(t, dv, k), devF32(t, dv, v), devI32(t, dv, []int32{pos0}), n, ring)
+			launch(t, dv, name, D1(T), D1(32), 0, devRowPtrs(t, dv, dk, T), devRowPtrs(t, dv, dvv, T), devF32(t, dv, k), devF32(t, dv, v),
+				devI32(t, dv, rowPositions(pos0, T)), devRowInts(t, dv, ring, T), n)
 			gotK, gotV := make([]byte, len(wantK)), make([]byte, len(wantV))
 			if err := dv.Download(gotK, dk, 0); err != nil {
 				t.Fatal(err)

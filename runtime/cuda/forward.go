@@ -1,6 +1,7 @@
 package cuda
 
 import (
+	"encoding/binary"
 	"fmt"
 )
 
@@ -85,18 +86,66 @@ func (r *Runner) chunk(tokens []int, all, out bool) error {
 	return nil
 }
 
-// upload writes the step's inputs, the token ids and the position of the
-// first one, to device memory (every kernel reads them from there, which
-// is what lets a captured graph serve every decode step).
+// upload writes the inputs of a pass of tokens continuing the current
+// sequence at r.Pos.
 func (r *Runner) upload(tokens []int) error {
-	ids := make([]int32, len(tokens))
+	rows := make([]passRow, len(tokens))
 	for i, t := range tokens {
-		ids[i] = int32(t)
+		rows[i] = passRow{seq: r.cur, token: t, pos: r.Pos + i}
 	}
-	if err := r.Dev.UploadI32(r.tokens, 0, ids); err != nil {
-		return err
+	return r.uploadRows(rows)
+}
+
+// passRow is one row of a pass: a token of a sequence at a position.
+type passRow struct {
+	seq        *Seq
+	token, pos int
+}
+
+// passInputs is the layout of a pass's inputs in r.in for T rows and L
+// layers (every kernel reads them from there, which is what lets a
+// captured graph serve every decode step, of any sequence):
+//
+//	tok  int32 [T]      token ids
+//	pos  int32 [T]      positions
+//	ring int32 [L][T]   the ring of each row's cache per layer (0: none)
+//	     (padding to 8 bytes)
+//	kc   uint64 [L][T]  the device address of each row's key cache per layer
+//	vc   uint64 [L][T]  and of its value cache
+type passInputs struct {
+	T, L                   int
+	tok, pos, ring, kc, vc int // byte offsets
+	size                   int
+}
+
+func newPassInputs(T, L int) passInputs {
+	p := passInputs{T: T, L: L, tok: 0, pos: 4 * T, ring: 8 * T}
+	p.kc = (p.ring + 4*L*T + 7) &^ 7
+	p.vc = p.kc + 8*L*T
+	p.size = p.vc + 8*L*T
+	return p
+}
+
+// uploadRows writes rows' inputs to r.in in one copy.
+func (r *Runner) uploadRows(rows []passRow) error {
+	p := newPassInputs(len(rows), len(r.layers))
+	if cap(r.inBytes) < p.size {
+		r.inBytes = make([]byte, p.size)
 	}
-	return r.Dev.UploadI32(r.pos, 0, []int32{int32(r.Pos)})
+	b := r.inBytes[:p.size]
+	clear(b)
+	le := binary.LittleEndian
+	for t, row := range rows {
+		le.PutUint32(b[p.tok+4*t:], uint32(row.token))
+		le.PutUint32(b[p.pos+4*t:], uint32(row.pos))
+		for li, kv := range row.seq.layers {
+			i := li*p.T + t
+			le.PutUint32(b[p.ring+4*i:], uint32(kv.ring))
+			le.PutUint64(b[p.kc+8*i:], kv.kc.Ptr)
+			le.PutUint64(b[p.vc+8*i:], kv.vc.Ptr)
+		}
+	}
+	return r.Dev.Upload(r.in, 0, b)
 }
 
 // body queues the launches of one chunk of T tokens (nothing but kernel
@@ -107,15 +156,16 @@ func (r *Runner) body(T int, all, out bool) error {
 	h, hd := c.HiddenSize, c.HeadDim
 	half := hd / 2
 	eps := float32(c.RMSNormEps)
+	in := newPassInputs(T, len(r.layers))
 	steps := []func() error{
 		func() error {
-			return r.launch("fh_embed_"+dtName(r.embed.dt), D1(T), D1(normThreads(h)), r.x, r.embed.data, r.tokens, h, m.EmbedScale)
+			return r.launch("fh_embed_"+dtName(r.embed.dt), D1(T), D1(normThreads(h)), r.x, r.embed.data, r.in.At(in.tok), h, m.EmbedScale)
 		},
 		func() error {
-			return r.launch("fh_rope_table", D1(T), D1(normThreads(half)), r.cosG, r.sinG, r.invFreq[0], r.pos, half)
+			return r.launch("fh_rope_table", D1(T), D1(normThreads(half)), r.cosG, r.sinG, r.invFreq[0], r.in.At(in.pos), half)
 		},
 		func() error {
-			return r.launch("fh_rope_table", D1(T), D1(normThreads(half)), r.cosL, r.sinL, r.invFreq[1], r.pos, half)
+			return r.launch("fh_rope_table", D1(T), D1(normThreads(half)), r.cosL, r.sinL, r.invFreq[1], r.in.At(in.pos), half)
 		},
 	}
 	for _, s := range steps {
@@ -140,7 +190,10 @@ func (r *Runner) body(T int, all, out bool) error {
 
 // layer runs one decoder layer over the T tokens in r.x.
 func (r *Runner) layer(li int, T int) error {
-	l, kv := &r.layers[li], &r.cur.layers[li]
+	l := &r.layers[li]
+	in := newPassInputs(T, len(r.layers))
+	pos, rings := r.in.At(in.pos), r.in.At(in.ring+4*li*T)
+	kcs, vcs := r.in.At(in.kc+8*li*T), r.in.At(in.vc+8*li*T)
 	c := &r.M.Config
 	h, hd, inter := c.HiddenSize, c.HeadDim, c.IntermediateSize
 	half := hd / 2
@@ -191,11 +244,11 @@ func (r *Runner) layer(li int, T int) error {
 			return r.launch("fh_rope", Dim3{nkv, T, 1}, D1(normThreads(half)), r.k, cos, sin, nkv, half)
 		},
 		func() error {
-			return r.launch("fh_kv_store_"+dtName(r.kv), D1(T), D1(normThreads(kvd)), kv.kc, kv.vc, r.k, r.v, r.pos, kvd, kv.ring)
+			return r.launch("fh_kv_store_"+dtName(r.kv), D1(T), D1(normThreads(kvd)), kcs, vcs, r.k, r.v, pos, rings, kvd)
 		},
 		func() error {
-			return r.launch("fh_attention_"+dtName(r.kv), Dim3{nh, T, 1}, D1(128), r.att, r.q, kv.kc, kv.vc, r.pos,
-				nh, nkv, hd, window, kv.ring, float32(c.AttentionScale), float32(c.AttnLogitSoftcap))
+			return r.launch("fh_attention_"+dtName(r.kv), Dim3{nh, T, 1}, D1(128), r.att, r.q, kcs, vcs, pos, rings,
+				nh, nkv, hd, window, float32(c.AttentionScale), float32(c.AttnLogitSoftcap))
 		},
 		func() error { return r.matmul(r.o.At(0), l.o, r.att.At(0), T) },
 		func() error { return residual(r.o, l.postAttnNorm) },

@@ -55,10 +55,13 @@ type Runner struct {
 	// Activations of one chunk (MaxChunk tokens).
 	x, xn, q, k, v, att, o, gate, up, down Buffer
 	cosG, sinG, cosL, sinL                 Buffer
-	hidden, logits                         Buffer
-	tokens, pos, ids                       Buffer
-	allocs                                 []Buffer
-	flash                                  *devFlash
+	hidden, logits, ids                    Buffer
+	// in holds a pass's inputs (passInputs), uploaded in one copy before
+	// its launches; inBytes is its host image.
+	in      Buffer
+	inBytes []byte
+	allocs  []Buffer
+	flash   *devFlash
 	// stream carries every kernel; the decode step is captured from it
 	// into graphs[head] on first use and replayed after (UseGraphs).
 	stream Stream
@@ -160,7 +163,7 @@ func NewRunner(dv *Device, m *model.Model, kv dtype.DType, ctx int) (r *Runner, 
 	}{{&r.x, T * h}, {&r.xn, T * h}, {&r.q, T * qd}, {&r.k, T * kvd}, {&r.v, T * kvd}, {&r.att, T * qd},
 		{&r.o, T * h}, {&r.gate, T * inter}, {&r.up, T * inter}, {&r.down, T * h},
 		{&r.cosG, T * hd / 2}, {&r.sinG, T * hd / 2}, {&r.cosL, T * hd / 2}, {&r.sinL, T * hd / 2},
-		{&r.hidden, T * h}, {&r.logits, T * c.VocabSize}, {&r.tokens, T}, {&r.pos, 1}, {&r.ids, T}} {
+		{&r.hidden, T * h}, {&r.logits, T * c.VocabSize}, {&r.ids, T}, {&r.in, newPassInputs(T, len(m.Layers)).size / 4}} {
 		if *b.dst, err = r.alloc(4 * b.n); err != nil {
 			return nil, err
 		}

@@ -3,11 +3,14 @@ package cuda
 import (
 	"errors"
 	"fmt"
+
+	"github.com/fhkit/fhkit/runtime/model"
 )
 
 // Seq is one sequence on a Runner: its KV cache in device memory, its
 // position and context limit. A server keeps a Seq per request and the
-// weights once (Runner.NewSeq, Runner.Use).
+// weights once, and runs them together (Runner.NewSeq, ForwardBatch); Use
+// makes one the sequence Forward, Greedy and Generate continue.
 type Seq struct {
 	// Pos is the number of tokens already processed; Limit is the context
 	// limit.
@@ -96,9 +99,9 @@ func (s *Seq) Close() error {
 }
 
 // Use makes s the sequence the runner continues (nil: its own), keeping
-// the previous one's position in it. Captured decode graphs name the
-// previous sequence's caches, so they are dropped when the sequence
-// changes.
+// the previous one's position in it. A captured decode graph serves every
+// sequence: the cache addresses are inputs of the step (passInputs), not
+// baked into its launches.
 func (r *Runner) Use(s *Seq) error {
 	if s == nil {
 		s = r.own
@@ -106,28 +109,81 @@ func (r *Runner) Use(s *Seq) error {
 	if s.r != r {
 		return errors.New("cuda: the sequence belongs to another runner")
 	}
-	if s == r.cur {
-		return nil
-	}
 	r.cur.Pos, r.cur.Limit = r.Pos, r.Limit
-	var errs []error
-	for k, g := range r.graphs {
-		errs = append(errs, r.Dev.DestroyGraph(g))
-		delete(r.graphs, k)
-	}
 	r.cur, r.Pos, r.Limit = s, s.Pos, s.Limit
-	return errors.Join(errs...)
+	return nil
 }
 
-// ForwardSeq runs tokens continuing s and returns the final-normed hidden
-// state of the last one; s's position advances.
-func (r *Runner) ForwardSeq(s *Seq, tokens []int) ([]float32, error) {
-	if err := r.Use(s); err != nil {
-		return nil, err
+// ForwardBatch runs several sequences in one pass per MaxChunk rows:
+// sequence seqs[i] continues with tokens[i] (a decode step of one token
+// next to a prompt chunk), every launch covers the rows of all of them,
+// and each row's attention reads its own sequence's cache. out receives
+// each sequence's final-normed hidden state of its last token (len(seqs) ×
+// hidden). On an error no sequence has advanced unless the device failed
+// mid-pass.
+func (r *Runner) ForwardBatch(out []float32, seqs []*Seq, tokens [][]int) error {
+	H := r.M.Config.HiddenSize
+	if len(out) < len(seqs)*H || len(tokens) != len(seqs) {
+		return fmt.Errorf("cuda: forward batch: %d sequences, %d token lists, output of %d values", len(seqs), len(tokens), len(out))
 	}
-	h, err := r.ForwardHidden(tokens, false)
-	s.Pos = r.Pos
-	return h, err
+	r.cur.Pos, r.cur.Limit = r.Pos, r.Limit // the current sequence may be one of seqs
+	for i, s := range seqs {
+		if s == nil || s.r != r {
+			return fmt.Errorf("cuda: forward batch: sequence %d is not this runner's", i)
+		}
+		if err := model.CheckTokens(&r.M.Config, s.Pos, s.Limit, tokens[i]); err != nil {
+			return fmt.Errorf("cuda: forward batch: sequence %d: %w", i, err)
+		}
+		for j := range i {
+			if seqs[j] == s {
+				return fmt.Errorf("cuda: forward batch: sequences %d and %d are the same", j, i)
+			}
+		}
+	}
+	var rows []passRow
+	var last []int // per row: the sequence whose last token it is, or -1
+	flush := func() error {
+		if len(rows) == 0 {
+			return nil
+		}
+		if err := r.uploadRows(rows); err != nil {
+			return err
+		}
+		if err := r.body(len(rows), true, true); err != nil {
+			return err
+		}
+		for t, i := range last {
+			if i >= 0 {
+				if err := r.Dev.DownloadF32(out[i*H:(i+1)*H], r.hidden, t*H); err != nil {
+					return err
+				}
+			}
+		}
+		for _, row := range rows {
+			row.seq.Pos = max(row.seq.Pos, row.pos+1)
+		}
+		rows, last = rows[:0], last[:0]
+		return nil
+	}
+	for i, s := range seqs {
+		pos0 := s.Pos // flush advances s.Pos when s spans two passes
+		for j, tok := range tokens[i] {
+			rows = append(rows, passRow{seq: s, token: tok, pos: pos0 + j})
+			end := -1
+			if j == len(tokens[i])-1 {
+				end = i
+			}
+			last = append(last, end)
+			if len(rows) == MaxChunk {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	err := flush()
+	r.Pos, r.Limit = r.cur.Pos, r.cur.Limit
+	return err
 }
 
 // Logits applies the dense head (and the final soft-cap) on the device to

@@ -1,6 +1,7 @@
 package cuda
 
 import (
+	"math"
 	"math/rand/v2"
 	"testing"
 
@@ -12,9 +13,8 @@ import (
 
 // Three sequences run in turn on one runner (prefills of different lengths,
 // then decode steps interleaved, one of them past the sliding window) give
-// each sequence's logits as the CPU computes it alone; the runner's own
-// sequence, used in between, is not disturbed; greedy decoding through the
-// captured graph still matches after the sequence changed under it.
+// each sequence's logits as the CPU computes it alone, and the runner's own
+// sequence, started before and continued after, is not disturbed.
 func TestSeqsInterleaved(t *testing.T) {
 	dv := testDevice(t)
 	pool := cpu.NewPool(1)
@@ -56,12 +56,9 @@ func TestSeqsInterleaved(t *testing.T) {
 			if step == 0 {
 				tokens = prompts[i]
 			}
-			hidden, err := dr.ForwardSeq(seqs[i], tokens)
-			if err != nil {
+			hidden := make([]float32, H)
+			if err := dr.ForwardBatch(hidden, []*Seq{seqs[i]}, [][]int{tokens}); err != nil {
 				t.Fatal(err)
-			}
-			if len(hidden) != H {
-				t.Fatalf("hidden state of %d values, want %d", len(hidden), H)
 			}
 			if err := dr.Logits(logits, hidden); err != nil {
 				t.Fatal(err)
@@ -163,4 +160,85 @@ func mustState(t *testing.T, m *model.Model) *model.State {
 		t.Fatal(err)
 	}
 	return st
+}
+
+// One batched pass over several sequences (prompts being prefilled next to
+// sequences decoding, at different positions, one past the sliding window,
+// one prompt longer than a pass so it spans two) gives each sequence's
+// hidden state as the CPU computes it alone, step after step, for an f32
+// and a bf16 cache.
+func TestForwardBatch(t *testing.T) {
+	dv := testDevice(t)
+	pool := cpu.NewPool(1)
+	defer pool.Close()
+	m := loadFixture(t, "gemma3-tiny", dtype.BF16)
+	H, V := m.Config.HiddenSize, m.Config.VocabSize
+	for _, kv := range []dtype.DType{dtype.F32, dtype.BF16} {
+		dr, err := NewRunner(dv, m, kv, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cpuRun := model.NewRunner(m, pool)
+		r := rand.New(rand.NewPCG(7, 8))
+		prompts := [][]int{randTokens(r, 5, V), randTokens(r, 1, V), randTokens(r, MaxChunk+9, V), randTokens(r, m.Config.SlidingWindow+3, V)}
+		seqs := make([]*Seq, len(prompts))
+		states := make([]*model.State, len(prompts))
+		for i := range prompts {
+			if seqs[i], err = dr.NewSeq(0); err != nil {
+				t.Fatal(err)
+			}
+			if states[i], err = m.NewState(0, kv); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Step 0 feeds the first two prompts only; step 1 the other two
+		// next to the first two's first decode step.
+		tokens := [][]int{prompts[0], prompts[1]}
+		active := []int{0, 1}
+		for step := 0; step < 5; step++ {
+			if step == 1 {
+				active = []int{0, 1, 2, 3}
+				tokens = append(tokens, prompts[2], prompts[3])
+			}
+			batch := make([]*Seq, len(active))
+			for j, i := range active {
+				batch[j] = seqs[i]
+			}
+			out := make([]float32, len(active)*H)
+			if err := dr.ForwardBatch(out, batch, tokens); err != nil {
+				t.Fatal(err)
+			}
+			for j, i := range active {
+				want, err := cpuRun.ForwardHidden(states[i], tokens[j], false)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var worst float64
+				for d := range want {
+					worst = max(worst, math.Abs(float64(out[j*H+d])-float64(want[d])))
+				}
+				// Hidden states are final-normed (|h| ~ 1): the logit bound
+				// of logitTol over a dot product of H of them.
+				if worst > logitTol(kv) {
+					t.Fatalf("kv %s step %d sequence %d: max |Δhidden| %.3g against the CPU (bound %g)", kv, step, i, worst, logitTol(kv))
+				}
+				if seqs[i].Pos != states[i].Pos {
+					t.Fatalf("kv %s step %d sequence %d: position %d, CPU %d", kv, step, i, seqs[i].Pos, states[i].Pos)
+				}
+			}
+			for j := range tokens {
+				tokens[j] = []int{3 + (step*11+j)%(V-3)}
+			}
+		}
+		if err := dr.ForwardBatch(make([]float32, 2*H), []*Seq{seqs[0], seqs[0]}, [][]int{{5}, {6}}); err == nil {
+			t.Error("one sequence twice in a batch was accepted")
+		}
+		if err := dr.ForwardBatch(make([]float32, H), []*Seq{seqs[1]}, [][]int{{V}}); err == nil {
+			t.Error("a token outside the vocabulary was accepted")
+		}
+		for _, s := range seqs {
+			s.Close()
+		}
+		dr.Close()
+	}
 }

@@ -101,11 +101,10 @@ func (b *cpuBackend) DenseLogits(out, hidden []float32) error {
 	return nil
 }
 
-// NewCUDABackend runs the model on a CUDA device through r, one sequence
-// after the other within a step (each request has its own KV cache on the
-// device, the weights are there once; the device kernels take one
-// sequence per launch, so steps are not batched across sequences there).
-// pool runs the FlashHead on the CPU.
+// NewCUDABackend runs the model on a CUDA device through r: each request
+// has its own KV cache in device memory next to one copy of the weights,
+// and a step is one batched pass over all sequences' rows
+// (cuda.Runner.ForwardBatch). pool runs the FlashHead on the CPU.
 func NewCUDABackend(r *cuda.Runner, pool *cpu.Pool) Backend {
 	return &cudaBackend{r: r, pool: pool}
 }
@@ -113,6 +112,7 @@ func NewCUDABackend(r *cuda.Runner, pool *cpu.Pool) Backend {
 type cudaBackend struct {
 	r    *cuda.Runner
 	pool *cpu.Pool
+	seqs []*cuda.Seq // Forward's scratch
 }
 
 type cudaSequence struct{ s *cuda.Seq }
@@ -136,20 +136,18 @@ func (b *cudaBackend) NewSequence(limit int) (Sequence, error) {
 }
 
 func (b *cudaBackend) Forward(out []float32, seqs []Sequence, tokens [][]int) error {
-	H := b.r.M.Config.HiddenSize
+	cs := b.seqs[:0]
 	for i, s := range seqs {
-		cs, ok := s.(cudaSequence)
+		c, ok := s.(cudaSequence)
 		if !ok {
 			return fmt.Errorf("forward: sequence %d is not a CUDA sequence", i)
 		}
-		h, err := b.r.ForwardSeq(cs.s, tokens[i])
-		if err != nil {
-			return fmt.Errorf("forward: sequence %d: %w", i, err)
-		}
-		copy(out[i*H:(i+1)*H], h)
+		cs = append(cs, c.s)
 	}
-	// Leave no request's sequence current, so any of them can be closed.
-	return b.r.Use(nil)
+	err := b.r.ForwardBatch(out, cs, tokens)
+	clear(cs) // the scratch must not keep finished requests' sequences
+	b.seqs = cs[:0]
+	return err
 }
 
 func (b *cudaBackend) DenseLogits(out, hidden []float32) error {

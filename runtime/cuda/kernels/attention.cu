@@ -34,22 +34,27 @@ struct KVt<KV_F16> {
 	static __device__ __forceinline__ float load(const T* p) { return f16_to_f32(*p); }
 };
 
-// out, q: [T, nh, hd]; kc, vc: [rows, nkv, hd]. pos[0] is the position of
-// query 0. window > 0 limits a query at p to keys > p − window; ring > 0
-// stores position p in row p mod ring. softcap > 0 applies
-// softcap · tanh(s / softcap) to the scaled scores.
+// out, q: [T, nh, hd]. Query t belongs to a sequence whose cache of this
+// layer is kcs[t], vcs[t] ([rows, nkv, hd] each), at position pos[t]; the
+// rows of a chunk may come from different sequences. window > 0 limits a
+// query at p to keys > p − window; rings[t] > 0 stores position p in row
+// p mod rings[t]. softcap > 0 applies softcap · tanh(s / softcap) to the
+// scaled scores.
 template <int K>
 __device__ __forceinline__ void attention(float* __restrict__ out, const float* __restrict__ q,
-                                          const typename KVt<K>::T* __restrict__ kc,
-                                          const typename KVt<K>::T* __restrict__ vc, const int* __restrict__ pos,
-                                          int nh, int nkv, int hd, int window, int ring, float scale, float softcap) {
+                                          const typename KVt<K>::T* const* __restrict__ kcs,
+                                          const typename KVt<K>::T* const* __restrict__ vcs,
+                                          const int* __restrict__ pos, const int* __restrict__ rings, int nh, int nkv,
+                                          int hd, int window, float scale, float softcap) {
 	__shared__ float s_acc[FH_ATT_WARPS][FH_MAX_HEAD_DIM];
 	__shared__ float s_m[FH_ATT_WARPS], s_l[FH_ATT_WARPS];
 	const int h = blockIdx.x, t = blockIdx.y;
 	const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
 	const int g = h / (nh / nkv);
 	const int kvd = nkv * hd;
-	const int qpos = pos[0] + t;
+	const int qpos = pos[t], ring = rings[t];
+	const typename KVt<K>::T* kc = kcs[t];
+	const typename KVt<K>::T* vc = vcs[t];
 	const int first = window > 0 ? max(0, qpos - window + 1) : 0;
 	const float* qh = q + (size_t(t) * nh + h) * hd;
 	float qv[FH_MAX_HEAD_DIM / 32], acc[FH_MAX_HEAD_DIM / 32];
@@ -113,12 +118,12 @@ __device__ __forceinline__ void attention(float* __restrict__ out, const float* 
 }
 
 // fh_attention_<cache type>: grid (nh, T), block FH_ATT_WARPS·32 = 128.
-#define FH_ATTENTION(name, K)                                                                                        \
-	FH_KERNEL __launch_bounds__(FH_ATT_WARPS * 32)                                                                   \
-	    name(float* out, const float* q, const typename KVt<K>::T* kc, const typename KVt<K>::T* vc, const int* pos, \
-	         int nh, int nkv, int hd, int window, int ring, float scale, float softcap) {                          \
-		attention<K>(out, q, kc, vc, pos, nh, nkv, hd, window, ring, scale, softcap);                                \
-	}                                                                                                                \
+#define FH_ATTENTION(name, K)                                                                                       \
+	FH_KERNEL __launch_bounds__(FH_ATT_WARPS * 32)                                                                  \
+	    name(float* out, const float* q, const typename KVt<K>::T* const* kcs, const typename KVt<K>::T* const* vcs, \
+	         const int* pos, const int* rings, int nh, int nkv, int hd, int window, float scale, float softcap) {    \
+		attention<K>(out, q, kcs, vcs, pos, rings, nh, nkv, hd, window, scale, softcap);                            \
+	}                                                                                                               \
 	FH_REGISTER(name)
 
 FH_ATTENTION(fh_attention_f32, KV_F32)

@@ -27,12 +27,12 @@ FH_EMBED(fh_embed_bf16, fh_bf16, bf16_to_f32)
 FH_EMBED(fh_embed_f16, fh_f16, f16_to_f32)
 FH_EMBED(fh_embed_f32, float, ident)
 
-// fh_rope_table: cos/sin [T, half] for positions pos[0] + t, with the
+// fh_rope_table: cos/sin [T, half] for row t at position pos[t], with the
 // angle formed in float32 (inv_freq · position) and cos/sin in double,
 // rounded to float, as runtime/model does. Grid T, any block size.
 FH_KERNEL fh_rope_table(float* __restrict__ cosv, float* __restrict__ sinv, const float* __restrict__ inv_freq,
                         const int* __restrict__ pos, int half) {
-	float p = float(pos[0] + int(blockIdx.x));
+	float p = float(pos[blockIdx.x]);
 	for (int i = threadIdx.x; i < half; i += blockDim.x) {
 		float a = __fmul_rn(inv_freq[i], p);
 		cosv[blockIdx.x * half + i] = float(cos(double(a)));
@@ -57,19 +57,22 @@ FH_KERNEL fh_rope(float* __restrict__ x, const float* __restrict__ cosv, const f
 }
 FH_REGISTER(fh_rope)
 
-// fh_kv_store_<type> writes the keys and values of T tokens at positions
-// pos[0].. into a layer's cache: row (p mod ring) when ring > 0 (sliding
-// layers), row p otherwise. Grid T, any block size; n = KV heads · dim.
-#define FH_KV_STORE(name, T, CONV)                                                                                    \
-	FH_KERNEL name(T* __restrict__ kc, T* __restrict__ vc, const float* __restrict__ k, const float* __restrict__ v, \
-	               const int* __restrict__ pos, int n, int ring) {                                                  \
-		int p = pos[0] + int(blockIdx.x);                                                                           \
-		size_t row = size_t(ring > 0 ? p % ring : p);                                                               \
-		for (int i = threadIdx.x; i < n; i += blockDim.x) {                                                         \
-			kc[row * n + i] = CONV(k[size_t(blockIdx.x) * n + i]);                                                  \
-			vc[row * n + i] = CONV(v[size_t(blockIdx.x) * n + i]);                                                  \
-		}                                                                                                           \
-	}                                                                                                               \
+// fh_kv_store_<type> writes the keys and values of T rows into their
+// sequences' caches of a layer: row t, at position pos[t], into kcs[t] and
+// vcs[t] at row (p mod rings[t]) when rings[t] > 0 (sliding layers), row p
+// otherwise. Grid T, any block size; n = KV heads · dim.
+#define FH_KV_STORE(name, T, CONV)                                                                              \
+	FH_KERNEL name(T* const* __restrict__ kcs, T* const* __restrict__ vcs, const float* __restrict__ k,        \
+	               const float* __restrict__ v, const int* __restrict__ pos, const int* __restrict__ rings, int n) { \
+		int t = int(blockIdx.x), p = pos[t], ring = rings[t];                                                    \
+		size_t row = size_t(ring > 0 ? p % ring : p);                                                            \
+		T* kc = kcs[t];                                                                                          \
+		T* vc = vcs[t];                                                                                          \
+		for (int i = threadIdx.x; i < n; i += blockDim.x) {                                                      \
+			kc[row * n + i] = CONV(k[size_t(t) * n + i]);                                                        \
+			vc[row * n + i] = CONV(v[size_t(t) * n + i]);                                                        \
+		}                                                                                                        \
+	}                                                                                                            \
 	FH_REGISTER(name)
 
 FH_KV_STORE(fh_kv_store_f32, float, ident)
