@@ -2,6 +2,7 @@ package cpu
 
 import (
 	"fmt"
+	"sync"
 
 	"github.com/fhkit/fhkit/formats/dtype"
 	"github.com/fhkit/fhkit/formats/int4"
@@ -17,6 +18,11 @@ type Int4 struct {
 	ScaleDType dtype.DType
 	// Zeros is U4 [Rows, Cols/GroupSize]; nil means symmetric (z = 8).
 	Zeros []byte
+
+	// rowsInLanes is the weight repacked for the rows-in-lanes AVX512_VNNI
+	// kernel, built on first use (vnni16.go).
+	rowsInLanes     *vnni16
+	rowsInLanesOnce sync.Once
 }
 
 // NewInt4Mat returns a Mat over a packed int4 weight after checking the

@@ -162,15 +162,16 @@ func mvSupported(level ISA, w Mat) bool {
 type q4Impl int
 
 const (
-	q4Go         q4Impl = iota // no kernel: plain Go
-	q4AVX2                     // 16 inputs per step: any group multiple of 32
-	q4AVX512                   // float32 FMA, 128 inputs per step
-	q4AVX512BF16               // VDPBF16PS, 128 inputs per step
-	q4AVX512VNNI               // VPDPBUSD on x quantized to two int8 levels, 128 inputs per step
+	q4Go           q4Impl = iota // no kernel: plain Go
+	q4AVX2                       // 16 inputs per step: any group multiple of 32
+	q4AVX512                     // float32 FMA, 128 inputs per step
+	q4AVX512BF16                 // VDPBF16PS, 128 inputs per step
+	q4AVX512VNNI                 // VPDPBUSD on x quantized to two int8 levels, 128 inputs per step
+	q4AVX512VNNI16               // the same with rows in lanes, 16 rows per pass (vnni16.go)
 )
 
 func (k q4Impl) String() string {
-	return [...]string{"go", "avx2", "avx512", "avx512bf16", "avx512vnni"}[k]
+	return [...]string{"go", "avx2", "avx512", "avx512bf16", "avx512vnni", "avx512vnni16"}[k]
 }
 
 // q4ImplFor returns the int4 kernel family for w at the level: the 128-input
@@ -179,13 +180,17 @@ func (k q4Impl) String() string {
 // AVX512_VNNI and AVX512_BF16 (part of the AVX-512 level where the CPU has
 // them). VNNI comes first: about 1.5× the bf16 kernel's speed in cache and
 // 1.2× from DRAM on the gemma-3-1b shapes (BenchmarkMatVec), for x rounded
-// to 2^-15 of its group's largest |x| instead of 2^-18 of each |x|.
+// to 2^-15 of its group's largest |x| instead of 2^-18 of each |x|; its
+// rows-in-lanes variant, for whole blocks of 16 rows, does the per-group
+// work once per 16 rows (a repacked copy of the weight, vnni16.go).
 func q4ImplFor(level ISA, w Mat) q4Impl {
 	switch {
 	case mvLanes(level) == 0:
 		return q4Go
 	case level == AVX2 || w.Q4.GroupSize%128 != 0:
 		return q4AVX2
+	case vnni16Suits(level, w):
+		return q4AVX512VNNI16
 	case vnniSuits(level, w):
 		return q4AVX512VNNI
 	case cpuHasAVX512BF16():
@@ -219,7 +224,7 @@ func (s *mvScratch) prepareQ4X(impl q4Impl, w Mat, x []float32) (xq, nxs []float
 // then one vector of lane sums per group.
 func q4PrepLen(impl q4Impl, w Mat) int {
 	ng := w.Cols / w.Q4.GroupSize
-	if impl == q4AVX512VNNI {
+	if impl == q4AVX512VNNI || impl == q4AVX512VNNI16 {
 		return w.Cols/2 + 2*ng // two int8 per input, two words per group
 	}
 	if impl == q4AVX2 {
@@ -253,7 +258,7 @@ func prepareQ4Into(buf []float32, impl q4Impl, w Mat, x []float32) (xq, nxs []fl
 	ng := cols / G
 	sym := w.Q4.Zeros == nil
 	x = x[:cols]
-	if impl == q4AVX512VNNI {
+	if impl == q4AVX512VNNI || impl == q4AVX512VNNI16 {
 		k := int32(1)
 		if sym {
 			k = 8

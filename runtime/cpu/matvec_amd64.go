@@ -168,6 +168,10 @@ func q4Rows(impl q4Impl, out []float32, w Mat, xq, nxs []float32, lo, hi int) {
 	if hi <= lo {
 		return
 	}
+	if impl == q4AVX512VNNI16 {
+		vnni16Call(out, w, xq, nxs, lo, hi)
+		return
+	}
 	q := w.Q4
 	cols := w.Cols
 	ng := cols / q.GroupSize
@@ -247,4 +251,23 @@ func axpyISA(level ISA, y []float32, a float32, x []float32) {
 	for i := v; i < n; i++ {
 		y[i] += a * x[i]
 	}
+}
+
+// vnni16Call runs the rows-in-lanes VNNI kernel on rows [lo, hi), both
+// multiples of 16 (matVec's chunks are multiples of mvGrain).
+func vnni16Call(out []float32, w Mat, xq, nxs []float32, lo, hi int) {
+	r := w.rowsInLanes()
+	G := w.Q4.GroupSize
+	ng := w.Cols / G
+	b0, nb := lo/vnni16Rows, (hi-lo)/vnni16Rows
+	codes := r.codes[b0*vnni16Rows*w.Cols/2 : (b0+nb)*vnni16Rows*w.Cols/2]
+	scales := r.scales[b0*vnni16Rows*ng : (b0+nb)*vnni16Rows*ng]
+	xs, nx := xq[:w.Cols/2], nxs[:2*ng]
+	o := out[lo:hi]
+	if r.zeros != nil {
+		zeros := r.zeros[b0*vnni16Rows*ng : (b0+nb)*vnni16Rows*ng]
+		mvQ4AsymAVX512VNNI16(&o[0], &codes[0], &scales[0], &zeros[0], ng, G/128, &xs[0], &nx[0], nb)
+		return
+	}
+	mvQ4SymAVX512VNNI16(&o[0], &codes[0], &scales[0], nil, ng, G/128, &xs[0], &nx[0], nb)
 }

@@ -137,6 +137,7 @@ func BenchmarkMatVec(b *testing.B) {
 				run("avx512f32", func(out []float32, w cpu.Mat) { cpu.MatVecQ4F32(p, out, w, x) })
 				if cpu.HasAVX512VNNI() {
 					run("avx512vnni", func(out []float32, w cpu.Mat) { cpu.MatVecQ4VNNI(p, out, w, x) })
+					run("avx512vnni16", func(out []float32, w cpu.Mat) { cpu.MatVecQ4VNNI16(p, out, w, x) })
 				}
 			}
 		}

@@ -19,3 +19,9 @@ func MatVecQ4VNNI(p *Pool, out []float32, w Mat, x []float32) {
 
 // HasAVX512VNNI reports whether MatVecQ4VNNI runs on this CPU.
 var HasAVX512VNNI = cpuHasAVX512VNNI
+
+// MatVecQ4VNNI16 runs an int4 product with the rows-in-lanes AVX512_VNNI
+// kernel (rows a multiple of 16; the CPU must have AVX512_VNNI).
+func MatVecQ4VNNI16(p *Pool, out []float32, w Mat, x []float32) {
+	matVecRun(AVX512, q4AVX512VNNI16, p, out, w, x)
+}

@@ -126,7 +126,8 @@ func q4Ref(w int4.Weight, wd []float32, r int, x []float32) (want, mag float64) 
 // TestMatVecInt4MatchesReference checks every level's int4 kernels (three
 // scale dtypes, symmetric and asymmetric) against the float64 product of
 // the dequantized weight, on odd row counts, odd group counts (rows whose
-// zero points start mid-byte), the three fast group sizes, and sizes that
+// zero points start mid-byte), the three fast group sizes, whole blocks of
+// 16 rows (the rows-in-lanes kernel and its repacked copy), and sizes that
 // must fall back to Go (group 43, 16).
 func TestMatVecInt4MatchesReference(t *testing.T) {
 	r := rand.New(rand.NewPCG(8, 9))
@@ -134,6 +135,8 @@ func TestMatVecInt4MatchesReference(t *testing.T) {
 		{1, 32, 32}, {3, 96, 32}, {5, 64, 64}, {7, 384, 128}, {9, 1152, 128},
 		{33, 192, 64}, {18, 160, 32}, {6, 172, 43}, {5, 48, 16}, {70, 1152, 128},
 		{5, 768, 256}, {3, 2048, 1024}, {2, 4096, 2048},
+		// Whole blocks of 16 rows: the rows-in-lanes VNNI kernel.
+		{16, 1152, 128}, {48, 384, 128}, {32, 768, 256}, {16, 2048, 1024},
 	}
 	for _, threads := range []int{1, 2, 3} {
 		p := NewPool(threads)
@@ -167,7 +170,7 @@ func TestMatVecInt4MatchesReference(t *testing.T) {
 									// x enters as bf16 hi + lo, within 2^-18|x|.
 									tol += math.Ldexp(mag, -18)
 								}
-								if impl == q4AVX512VNNI {
+								if impl == q4AVX512VNNI || impl == q4AVX512VNNI16 {
 									// x enters as d_g·(128h + l), within d_g/2 (and
 									// 0.001·d_g for the float32 x/d_g it rounds) of x.
 									// Its int32 sums are exact; converting them to
@@ -205,6 +208,9 @@ func testQ4Impls(level ISA, w Mat) []q4Impl {
 		}
 		if vnniSuits(level, w) {
 			out = append(out, q4AVX512VNNI)
+		}
+		if vnni16Suits(level, w) {
+			out = append(out, q4AVX512VNNI16)
 		}
 	}
 	return out

@@ -52,6 +52,14 @@ func Load(path string) (*Model, error) {
 		f.Close()
 		return nil, err
 	}
+	// Repacked copies the decode kernels want are built now, not during
+	// the first token.
+	for i := range m.Layers {
+		l := &m.Layers[i]
+		for _, w := range []cpu.Mat{l.Q, l.K, l.V, l.O, l.Gate, l.Up, l.Down} {
+			w.PrepareMatVec()
+		}
+	}
 	return m, nil
 }
 

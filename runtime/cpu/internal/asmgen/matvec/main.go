@@ -47,6 +47,9 @@ func main() {
 
 	prepBF16()
 	prepVNNI()
+	for _, asym := range []bool{false, true} {
+		q4VNNI16(asym, lowNibbles)
+	}
 	for _, l := range []level{avx2, avx512} {
 		dot(l)
 		axpy(l)

@@ -1,0 +1,96 @@
+package cpu
+
+import (
+	"github.com/fhkit/fhkit/formats/dtype"
+	"github.com/fhkit/fhkit/formats/int4"
+)
+
+// vnni16 is an int4 weight repacked for the rows-in-lanes AVX512_VNNI
+// kernel (q4VNNI16 in internal/asmgen/matvec): blocks of 16 rows, each
+// lane of a vector one row, so a group's sums of 16 rows end in one vector
+// and the per-group float work is done once per 16 rows. The codes are the
+// stored bytes, reordered:
+//
+//	codes  [Rows/16][Cols/128][16 chunks m][16 rows i][4 bytes]
+//	       = stored bytes [64B + 4m, 64B + 4m + 4) of row 16b + i
+//	         (block b, 128-input block B; byte k holds inputs 2k, 2k+1)
+//	scales float32 [Rows/16][groups][16]  s[16b + i, g]
+//	zeros  int32   [Rows/16][groups][16]  z[16b + i, g] (nil: symmetric)
+//
+// It is a second copy of the weight in memory, as large as the codes plus 4
+// bytes per row and group for the scales (and zeros): the stored layout
+// stays for prefill's matrix-matrix kernels and the CUDA upload. The
+// kernels test it against MatMulRef like every int4 family.
+type vnni16 struct {
+	codes  []byte
+	scales []float32
+	zeros  []int32
+}
+
+// vnni16Rows is the row block of the rows-in-lanes kernel.
+const vnni16Rows = 16
+
+// vnni16Suits reports whether the rows-in-lanes kernel takes w at the
+// level on this CPU: the row-wise VNNI kernel's groups, whole blocks of
+// 16 rows.
+func vnni16Suits(level ISA, w Mat) bool {
+	return vnniSuits(level, w) && w.Rows%vnni16Rows == 0
+}
+
+// PrepareMatVec builds what the matrix-vector kernel chosen for m on this
+// CPU needs besides m's own data (the rows-in-lanes VNNI kernel's repacked
+// copy), so the first product does not pay for it. Products build it on
+// first use otherwise.
+func (m Mat) PrepareMatVec() {
+	if m.DType == dtype.U4 && mvSupported(isa, m) && q4ImplFor(isa, m) == q4AVX512VNNI16 {
+		m.rowsInLanes()
+	}
+}
+
+// rowsInLanes returns w repacked for the rows-in-lanes kernel, building it
+// on first use.
+func (m Mat) rowsInLanes() *vnni16 {
+	q := m.Q4
+	q.rowsInLanesOnce.Do(func() { q.rowsInLanes = repackVNNI16(m) })
+	return q.rowsInLanes
+}
+
+// repackVNNI16 builds the layout of vnni16 from w (Rows a multiple of 16,
+// Cols of 128).
+func repackVNNI16(w Mat) *vnni16 {
+	q := w.Q4
+	rows, cols := w.Rows, w.Cols
+	ng := cols / q.GroupSize
+	stride := cols / 2
+	nb := cols / 128
+	r := &vnni16{codes: make([]byte, rows*stride), scales: make([]float32, rows*ng)}
+	for b := 0; b < rows/vnni16Rows; b++ {
+		for B := 0; B < nb; B++ {
+			dst := r.codes[(b*nb+B)*1024:]
+			for m := 0; m < 16; m++ {
+				for i := 0; i < vnni16Rows; i++ {
+					src := w.Data[(16*b+i)*stride+64*B+4*m:]
+					copy(dst[64*m+4*i:64*m+4*i+4], src[:4])
+				}
+			}
+		}
+	}
+	s := make([]float32, ng)
+	for row := 0; row < rows; row++ {
+		w.rowScales(s, row)
+		b, i := row/vnni16Rows, row%vnni16Rows
+		for g, v := range s {
+			r.scales[(b*ng+g)*vnni16Rows+i] = v
+		}
+	}
+	if q.Zeros != nil {
+		r.zeros = make([]int32, rows*ng)
+		for row := 0; row < rows; row++ {
+			b, i := row/vnni16Rows, row%vnni16Rows
+			for g := 0; g < ng; g++ {
+				r.zeros[(b*ng+g)*vnni16Rows+i] = int32(int4.Nibble(q.Zeros, row*ng+g))
+			}
+		}
+	}
+	return r
+}
