@@ -261,13 +261,25 @@ func vnni16Call(out []float32, w Mat, xq, nxs []float32, lo, hi int) {
 	ng := w.Cols / G
 	b0, nb := lo/vnni16Rows, (hi-lo)/vnni16Rows
 	codes := r.codes[b0*vnni16Rows*w.Cols/2 : (b0+nb)*vnni16Rows*w.Cols/2]
-	scales := r.scales[b0*vnni16Rows*ng : (b0+nb)*vnni16Rows*ng]
+	ssz := 4
+	if r.scaleBF16 {
+		ssz = 2
+	}
+	scales := r.scales[b0*vnni16Rows*ng*ssz : (b0+nb)*vnni16Rows*ng*ssz]
 	xs, nx := xq[:w.Cols/2], nxs[:2*ng]
 	o := out[lo:hi]
+	var zeros *int32
 	if r.zeros != nil {
-		zeros := r.zeros[b0*vnni16Rows*ng : (b0+nb)*vnni16Rows*ng]
-		mvQ4AsymAVX512VNNI16(&o[0], &codes[0], &scales[0], &zeros[0], ng, G/128, &xs[0], &nx[0], nb)
-		return
+		zeros = &r.zeros[b0*vnni16Rows*ng : (b0+nb)*vnni16Rows*ng][0]
 	}
-	mvQ4SymAVX512VNNI16(&o[0], &codes[0], &scales[0], nil, ng, G/128, &xs[0], &nx[0], nb)
+	switch {
+	case r.scaleBF16 && zeros == nil:
+		mvQ4BF16SymAVX512VNNI16(&o[0], &codes[0], &scales[0], nil, ng, G/128, &xs[0], &nx[0], nb)
+	case r.scaleBF16:
+		mvQ4BF16AsymAVX512VNNI16(&o[0], &codes[0], &scales[0], zeros, ng, G/128, &xs[0], &nx[0], nb)
+	case zeros == nil:
+		mvQ4F32SymAVX512VNNI16(&o[0], &codes[0], &scales[0], nil, ng, G/128, &xs[0], &nx[0], nb)
+	default:
+		mvQ4F32AsymAVX512VNNI16(&o[0], &codes[0], &scales[0], zeros, ng, G/128, &xs[0], &nx[0], nb)
+	}
 }

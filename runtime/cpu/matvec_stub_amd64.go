@@ -15,21 +15,37 @@ func mvQ4PrepBF16(dst *uint16, nxs *float32, x *float32, groups int, bpg int, k 
 //go:noescape
 func mvQ4PrepVNNI(dst *int8, nxs *float32, x *float32, groups int, bpg int, k int32)
 
-// mvQ4SymAVX512VNNI16 sets out[16b + i] for block b < blocks and lane i < 16 to the product of the
+// mvQ4BF16SymAVX512VNNI16 sets out[16b + i] for block b < blocks and lane i < 16 to the product of the
 // block's row i (codes, scales, zeros: the repacked layout of repackVNNI16) with x
 // (mvQ4PrepVNNI's layout; nxs two words per group) over ng groups of bpg·128 inputs.
 // Needs AVX512_VNNI.
 //
 //go:noescape
-func mvQ4SymAVX512VNNI16(out *float32, codes *byte, scales *float32, zeros *int32, ng int, bpg int, x *float32, nxs *float32, blocks int)
+func mvQ4BF16SymAVX512VNNI16(out *float32, codes *byte, scales *byte, zeros *int32, ng int, bpg int, x *float32, nxs *float32, blocks int)
 
-// mvQ4AsymAVX512VNNI16 sets out[16b + i] for block b < blocks and lane i < 16 to the product of the
+// mvQ4BF16AsymAVX512VNNI16 sets out[16b + i] for block b < blocks and lane i < 16 to the product of the
 // block's row i (codes, scales, zeros: the repacked layout of repackVNNI16) with x
 // (mvQ4PrepVNNI's layout; nxs two words per group) over ng groups of bpg·128 inputs.
 // Needs AVX512_VNNI.
 //
 //go:noescape
-func mvQ4AsymAVX512VNNI16(out *float32, codes *byte, scales *float32, zeros *int32, ng int, bpg int, x *float32, nxs *float32, blocks int)
+func mvQ4BF16AsymAVX512VNNI16(out *float32, codes *byte, scales *byte, zeros *int32, ng int, bpg int, x *float32, nxs *float32, blocks int)
+
+// mvQ4F32SymAVX512VNNI16 sets out[16b + i] for block b < blocks and lane i < 16 to the product of the
+// block's row i (codes, scales, zeros: the repacked layout of repackVNNI16) with x
+// (mvQ4PrepVNNI's layout; nxs two words per group) over ng groups of bpg·128 inputs.
+// Needs AVX512_VNNI.
+//
+//go:noescape
+func mvQ4F32SymAVX512VNNI16(out *float32, codes *byte, scales *byte, zeros *int32, ng int, bpg int, x *float32, nxs *float32, blocks int)
+
+// mvQ4F32AsymAVX512VNNI16 sets out[16b + i] for block b < blocks and lane i < 16 to the product of the
+// block's row i (codes, scales, zeros: the repacked layout of repackVNNI16) with x
+// (mvQ4PrepVNNI's layout; nxs two words per group) over ng groups of bpg·128 inputs.
+// Needs AVX512_VNNI.
+//
+//go:noescape
+func mvQ4F32AsymAVX512VNNI16(out *float32, codes *byte, scales *byte, zeros *int32, ng int, bpg int, x *float32, nxs *float32, blocks int)
 
 // mvDotAVX2 returns Σ a[i]·b[i] over i < n; n is a positive multiple of 8.
 //

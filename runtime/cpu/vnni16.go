@@ -1,6 +1,9 @@
 package cpu
 
 import (
+	"encoding/binary"
+	"math"
+
 	"github.com/fhkit/fhkit/formats/dtype"
 	"github.com/fhkit/fhkit/formats/int4"
 )
@@ -14,7 +17,8 @@ import (
 //	codes  [Rows/16][Cols/128][16 chunks m][16 rows i][4 bytes]
 //	       = stored bytes [64B + 4m, 64B + 4m + 4) of row 16b + i
 //	         (block b, 128-input block B; byte k holds inputs 2k, 2k+1)
-//	scales float32 [Rows/16][groups][16]  s[16b + i, g]
+//	scales [Rows/16][groups][16]          s[16b + i, g], bf16 when the
+//	                                      model stores bf16, else float32
 //	zeros  int32   [Rows/16][groups][16]  z[16b + i, g] (nil: symmetric)
 //
 // It is a second copy of the weight in memory, as large as the codes plus 4
@@ -23,8 +27,11 @@ import (
 // kernels test it against MatMulRef like every int4 family.
 type vnni16 struct {
 	codes  []byte
-	scales []float32
+	scales []byte // bf16 or float32 (scaleBF16), little-endian
 	zeros  []int32
+	// scaleBF16: the scales are the model's bf16 bits (the kernel widens
+	// them); other scale dtypes are widened to float32 here, exactly.
+	scaleBF16 bool
 }
 
 // vnni16Rows is the row block of the rows-in-lanes kernel.
@@ -63,7 +70,7 @@ func repackVNNI16(w Mat) *vnni16 {
 	ng := cols / q.GroupSize
 	stride := cols / 2
 	nb := cols / 128
-	r := &vnni16{codes: make([]byte, rows*stride), scales: make([]float32, rows*ng)}
+	r := &vnni16{codes: make([]byte, rows*stride), scaleBF16: q.ScaleDType == dtype.BF16}
 	for b := 0; b < rows/vnni16Rows; b++ {
 		for B := 0; B < nb; B++ {
 			dst := r.codes[(b*nb+B)*1024:]
@@ -75,12 +82,24 @@ func repackVNNI16(w Mat) *vnni16 {
 			}
 		}
 	}
+	ssz := 4
+	if r.scaleBF16 {
+		ssz = 2
+	}
+	r.scales = make([]byte, rows*ng*ssz)
 	s := make([]float32, ng)
 	for row := 0; row < rows; row++ {
-		w.rowScales(s, row)
 		b, i := row/vnni16Rows, row%vnni16Rows
+		if r.scaleBF16 {
+			src := q.Scales[row*ng*2:]
+			for g := 0; g < ng; g++ {
+				copy(r.scales[((b*ng+g)*vnni16Rows+i)*2:][:2], src[2*g:2*g+2])
+			}
+			continue
+		}
+		w.rowScales(s, row)
 		for g, v := range s {
-			r.scales[(b*ng+g)*vnni16Rows+i] = v
+			binary.LittleEndian.PutUint32(r.scales[((b*ng+g)*vnni16Rows+i)*4:], math.Float32bits(v))
 		}
 	}
 	if q.Zeros != nil {

@@ -47,8 +47,10 @@ func main() {
 
 	prepBF16()
 	prepVNNI()
-	for _, asym := range []bool{false, true} {
-		q4VNNI16(asym, lowNibbles)
+	for _, bf16 := range []bool{true, false} {
+		for _, asym := range []bool{false, true} {
+			q4VNNI16(bf16, asym, lowNibbles)
+		}
 	}
 	for _, l := range []level{avx2, avx512} {
 		dot(l)

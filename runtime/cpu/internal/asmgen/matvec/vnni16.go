@@ -40,13 +40,18 @@ func vpdpbusdBcst(m Mem, u, d Register) {
 // Per group: t = 128·Σq·h + Σq·l + c, c the zero-point term: nxs's int32
 // −8·Σ(128h + l) when symmetric, z_r·(−Σ(128h + l)) per lane otherwise (z
 // from zeros, int32 [block][group][16]); out += float(t)·(s_r·d_g), s from
-// scales (float32 [block][group][16]) and d_g nxs's float32. The int32
+// scales ([block][group][16], bf16 as the model stores them, else float32)
+// and d_g nxs's float32. The int32
 // ranges are those of the row-wise kernel (groups up to 1024). Eight
 // accumulators (two levels × chunk m mod 4) keep each VPDPBUSD chain at 8
 // per 128 inputs, within the unit's throughput.
-func q4VNNI16(asym bool, lowNibbles Mem) {
-	name := "mvQ4" + symName(asym) + "AVX512VNNI16"
-	TEXT(name, NOSPLIT, "func(out *float32, codes *byte, scales *float32, zeros *int32, ng int, bpg int, x *float32, nxs *float32, blocks int)")
+func q4VNNI16(bf16 bool, asym bool, lowNibbles Mem) {
+	st := "F32"
+	if bf16 {
+		st = "BF16"
+	}
+	name := "mvQ4" + st + symName(asym) + "AVX512VNNI16"
+	TEXT(name, NOSPLIT, "func(out *float32, codes *byte, scales *byte, zeros *int32, ng int, bpg int, x *float32, nxs *float32, blocks int)")
 	Pragma("noescape")
 	Doc(name+" sets out[16b + i] for block b < blocks and lane i < 16 to the product of the",
 		"block's row i (codes, scales, zeros: the repacked layout of repackVNNI16) with x",
@@ -116,10 +121,16 @@ func q4VNNI16(asym bool, lowNibbles Mem) {
 	}
 	VCVTDQ2PS(ah[0], ah[0])
 	sd := ZMM()
-	VMOVUPS(Mem{Base: scales}, sd)
+	if bf16 {
+		VPMOVZXWD(Mem{Base: scales}, sd)
+		VPSLLD(U8(16), sd, sd) // bf16 bits are float32's upper half
+		ADDQ(U32(32), scales)
+	} else {
+		VMOVUPS(Mem{Base: scales}, sd)
+		ADDQ(U32(64), scales)
+	}
 	VMULPS_BCST(Mem{Base: nxp, Disp: 4}, sd, sd)
 	VFMADD231PS(ah[0], sd, facc)
-	ADDQ(U32(64), scales)
 	ADDQ(U32(8), nxp)
 	DECQ(g)
 	JNZ(LabelRef(name + "_group"))
