@@ -17,6 +17,8 @@ func gemm(p *Pool, out []float32, w Mat, x []float32, T int) {
 	switch {
 	case ks == nil:
 		MatMulRef(p, out, w, x, T)
+	case w.DType == dtype.U4 && vnni16Suits(isa, w):
+		vnni16MatMul(p, out, w, x, T)
 	case ks.smallSupports(w, T):
 		ks.matMulSmall(p, out, w, x, T)
 	case ks.supports(w):

@@ -520,3 +520,56 @@ func BenchmarkGemmSmallVsPacked(b *testing.B) {
 		}
 	}
 }
+
+// The rows-in-lanes VNNI kernels for several inputs (vnni16MatMul: every
+// input count from one to a few chunks of four, bf16, f16 and f32 scales,
+// symmetric and asymmetric, groups of 128 to 1024) against the float64
+// product, with the tolerance of the matrix-vector VNNI kernel per input
+// (its inputs are quantized the same way), and against that kernel itself.
+func TestGemmVNNI16MatchesReference(t *testing.T) {
+	if !vnni16Suits(AVX512, Mat{Rows: 16, Cols: 128, DType: dtype.U4, Q4: &Int4{GroupSize: 128}}) {
+		t.Skip("needs AVX512_VNNI")
+	}
+	r := rand.New(rand.NewPCG(16, 16))
+	for _, threads := range []int{1, 2} {
+		pool := NewPool(threads)
+		for _, s := range []struct{ rows, cols, g int }{{16, 128, 128}, {48, 1152, 128}, {144, 384, 128}, {32, 768, 256}, {16, 2048, 1024}} {
+			for _, sdt := range []dtype.DType{dtype.BF16, dtype.F16, dtype.F32} {
+				for _, asym := range []bool{false, true} {
+					w := randInt4(r, s.rows, s.cols, s.g, sdt, asym)
+					m, err := NewInt4Mat(w)
+					if err != nil {
+						t.Fatal(err)
+					}
+					wd := w.Dequantize()
+					for _, T := range []int{2, 3, 4, 5, 8, 11} {
+						x := randInputs(r, T*s.cols)
+						got := make([]float32, T*s.rows)
+						for i := range got {
+							got[i] = float32(math.NaN()) // every output must be written
+						}
+						vnni16MatMul(pool, got, m, x, T)
+						one := make([]float32, s.rows)
+						for tt := 0; tt < T; tt++ {
+							xt := x[tt*s.cols : (tt+1)*s.cols]
+							matVecRun(AVX512, q4AVX512VNNI16, pool, one, m, xt)
+							for i := 0; i < s.rows; i++ {
+								want, mag := q4Ref(w, wd, i, xt)
+								tol := summationTol(s.cols/8+s.cols/s.g+8, mag) + vnniTol(w, i, xt)
+								g := got[tt*s.rows+i]
+								if d := math.Abs(float64(g) - want); !(d <= tol) {
+									t.Fatalf("%+v %s asym=%v T=%d threads %d: out[%d, %d] = %g, want %g (diff %g > %g)", s, sdt, asym, T, threads, tt, i, g, want, d, tol)
+								}
+								// The same integer sums and float steps as one input alone.
+								if g != one[i] {
+									t.Fatalf("%+v %s asym=%v T=%d: out[%d, %d] = %g, the matrix-vector kernel %g", s, sdt, asym, T, tt, i, g, one[i])
+								}
+							}
+						}
+					}
+				}
+			}
+		}
+		pool.Close()
+	}
+}

@@ -3,6 +3,7 @@ package cpu
 import (
 	"encoding/binary"
 	"math"
+	"sync"
 
 	"github.com/fhkit/fhkit/formats/dtype"
 	"github.com/fhkit/fhkit/formats/int4"
@@ -36,6 +37,10 @@ type vnni16 struct {
 
 // vnni16Rows is the row block of the rows-in-lanes kernel.
 const vnni16Rows = 16
+
+// vnni16MaxT is the most inputs one call of the multi-input rows-in-lanes
+// kernels takes.
+const vnni16MaxT = 4
 
 // vnni16Suits reports whether the rows-in-lanes kernel takes w at the
 // level on this CPU: the row-wise VNNI kernel's groups, whole blocks of
@@ -112,4 +117,63 @@ func repackVNNI16(w Mat) *vnni16 {
 		}
 	}
 	return r
+}
+
+// vnni16TileRows is the rows a thread claims at a time in vnni16MatMul:
+// 128 rows of a 1152-wide weight are 72 KiB of codes, which stay in L2
+// while every input runs over them.
+const vnni16TileRows = 128
+
+// vnni16MatMul is MatMul for T > 1 inputs with the rows-in-lanes
+// AVX512_VNNI kernels (w must suit them: vnni16Suits): each input is laid
+// out as for the matrix-vector kernel, and threads claim tiles of rows,
+// running up to four inputs per kernel call over a tile, so the tile's
+// codes come from memory once and from cache for the other inputs. The
+// inputs are quantized to two int8 levels per group as in decode (within
+// 2^-15 of a group's largest |x|, see prepVNNIGo), so prefill and decode
+// compute the same sums.
+func vnni16MatMul(p *Pool, out []float32, w Mat, x []float32, T int) {
+	w.rowsInLanes()
+	region := q4PrepLen(q4AVX512VNNI16, w)
+	s := gemmScratches.Get().(*gemmScratch)
+	s.x = grow(s.x, T*region)
+	for t := 0; t < T; t++ {
+		prepareQ4Into(s.x[t*region:(t+1)*region], q4AVX512VNNI16, w, x[t*w.Cols:(t+1)*w.Cols])
+	}
+	task := vnni16Tasks.Get().(*vnni16Task)
+	*task = vnni16Task{w: w, out: out, prep: s.x, region: region, T: T}
+	task.claim.n = int64((w.Rows + vnni16TileRows - 1) / vnni16TileRows)
+	p.Run(min(p.Threads(), int(task.claim.n)), 1, task)
+	*task = vnni16Task{}
+	vnni16Tasks.Put(task)
+	gemmScratches.Put(s)
+}
+
+// vnni16Tasks recycles vnni16Task values (see gemmTasks).
+var vnni16Tasks = sync.Pool{New: func() any { return new(vnni16Task) }}
+
+// vnni16Task is one vnni16MatMul; each Run computes the tiles it claims.
+type vnni16Task struct {
+	w      Mat
+	out    []float32
+	prep   []float32 // T inputs laid out, region floats each
+	region int
+	T      int
+	claim  gemmClaim
+}
+
+// Run implements Task.
+func (t *vnni16Task) Run(_, _ int) {
+	for {
+		i, ok := t.claim.take()
+		if !ok {
+			return
+		}
+		lo := i * vnni16TileRows
+		hi := min(lo+vnni16TileRows, t.w.Rows)
+		for t0 := 0; t0 < t.T; t0 += vnni16MaxT {
+			n := min(vnni16MaxT, t.T-t0)
+			vnni16CallT(t.out[t0*t.w.Rows:], t.w, t.prep[t0*t.region:], t.region, n, lo, hi)
+		}
+	}
 }

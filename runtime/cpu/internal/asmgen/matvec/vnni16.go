@@ -1,6 +1,8 @@
 package main
 
 import (
+	"fmt"
+
 	. "github.com/mmcloughlin/avo/build"
 	"github.com/mmcloughlin/avo/ir"
 	. "github.com/mmcloughlin/avo/operand"
@@ -145,3 +147,137 @@ func q4VNNI16(bf16 bool, asym bool, lowNibbles Mem) {
 
 // vnni16Ahead is how far ahead (bytes) the rows-in-lanes kernel prefetches.
 const vnni16Ahead = 8192
+
+// vnni16MaxT is the most inputs one call of the multi-input rows-in-lanes
+// kernels takes (their accumulators: two levels and a float32 sum per
+// input, plus the shared codes, fill the 32 vector registers at four).
+const vnni16MaxT = 4
+
+// q4VNNI16T generates mvQ4<scales><sym>AVX512VNNI16T<T>: q4VNNI16 for T
+// inputs at once (matrix-matrix: prefill and batched decode). Each code
+// chunk is loaded and split into nibbles once and multiplied with every
+// input's x, so the weights are read once per T inputs. Input t's x and
+// nxs (the layout of mvQ4PrepVNNI) are at x + t·prep and nxs + t·prep
+// bytes; its outputs at out + t·outStride bytes.
+func q4VNNI16T(T int, bf16 bool, asym bool, lowNibbles Mem) {
+	st := "F32"
+	if bf16 {
+		st = "BF16"
+	}
+	name := fmt.Sprintf("mvQ4%s%sAVX512VNNI16T%d", st, symName(asym), T)
+	TEXT(name, NOSPLIT, "func(out *float32, outStride int, codes *byte, scales *byte, zeros *int32, ng int, bpg int, x *float32, nxs *float32, prep int, blocks int)")
+	Pragma("noescape")
+	Doc(fmt.Sprintf("%s is the rows-in-lanes int4 product of %d inputs at once (see", name, T),
+		"mvQ4BF16SymAVX512VNNI16): input t's x and nxs at x + t·prep and nxs + t·prep bytes, its",
+		"outputs at out + t·outStride bytes. Needs AVX512_VNNI.")
+	codes := Load(Param("codes"), GP64())
+	scales := Load(Param("scales"), GP64())
+	var zeros Register
+	if asym {
+		zeros = Load(Param("zeros"), GP64())
+	}
+	out := Load(Param("out"), GP64())
+	mask := ZMM()
+	VPBROADCASTD(lowNibbles, mask)
+	ps := Load(Param("prep"), GP64())
+	ps3 := GP64()
+	LEAQ(Mem{Base: ps, Index: ps, Scale: 2}, ps3)
+	// at returns input t's copy of m (m based on input 0's pointer).
+	at := func(m Mem, t int) Mem {
+		switch t {
+		case 1:
+			m.Index, m.Scale = ps, 1
+		case 2:
+			m.Index, m.Scale = ps, 2
+		case 3:
+			m.Index, m.Scale = ps3, 1
+		}
+		return m
+	}
+
+	Label(name + "_block")
+	facc := make([]VecVirtual, T)
+	for t := range facc {
+		facc[t] = ZMM()
+		VPXORD(facc[t], facc[t], facc[t])
+	}
+	xp := Load(Param("x"), GP64())
+	nxp := Load(Param("nxs"), GP64())
+	g := Load(Param("ng"), GP64())
+
+	Label(name + "_group")
+	ah, al := make([]VecVirtual, T), make([]VecVirtual, T)
+	for t := range ah {
+		ah[t], al[t] = ZMM(), ZMM()
+		VPXORD(ah[t], ah[t], ah[t])
+		VPXORD(al[t], al[t], al[t])
+	}
+	b := Load(Param("bpg"), GP64())
+	Label(name + "_b")
+	for m := 0; m < 16; m++ {
+		c, lo := ZMM(), ZMM()
+		VMOVDQU32(Mem{Base: codes, Disp: 64 * m}, c)
+		VPANDD(mask, c, lo)
+		VPSRLW(U8(4), c, c)
+		VPANDD(mask, c, c)
+		for t := 0; t < T; t++ {
+			vpdpbusdBcst(at(Mem{Base: xp, Disp: 4 * m}, t), lo, ah[t])
+			vpdpbusdBcst(at(Mem{Base: xp, Disp: 64 + 4*m}, t), c, ah[t])
+			vpdpbusdBcst(at(Mem{Base: xp, Disp: 128 + 4*m}, t), lo, al[t])
+			vpdpbusdBcst(at(Mem{Base: xp, Disp: 192 + 4*m}, t), c, al[t])
+		}
+	}
+	ADDQ(U32(1024), codes)
+	ADDQ(U32(256), xp)
+	DECQ(b)
+	JNZ(LabelRef(name + "_b"))
+
+	sd := ZMM()
+	if bf16 {
+		VPMOVZXWD(Mem{Base: scales}, sd)
+		VPSLLD(U8(16), sd, sd)
+		ADDQ(U32(32), scales)
+	} else {
+		VMOVUPS(Mem{Base: scales}, sd)
+		ADDQ(U32(64), scales)
+	}
+	var z VecVirtual
+	if asym {
+		z = ZMM()
+		VMOVDQU32(Mem{Base: zeros}, z)
+		ADDQ(U32(64), zeros)
+	}
+	for t := 0; t < T; t++ {
+		VPSLLD(U8(7), ah[t], ah[t])
+		VPADDD(al[t], ah[t], ah[t])
+		if asym {
+			zc := ZMM()
+			VPMULLD_BCST(at(Mem{Base: nxp}, t), z, zc)
+			VPADDD(zc, ah[t], ah[t])
+		} else {
+			VPADDD_BCST(at(Mem{Base: nxp}, t), ah[t], ah[t])
+		}
+		VCVTDQ2PS(ah[t], ah[t])
+		s := ZMM()
+		VMULPS_BCST(at(Mem{Base: nxp, Disp: 4}, t), sd, s)
+		VFMADD231PS(ah[t], s, facc[t])
+	}
+	ADDQ(U32(8), nxp)
+	DECQ(g)
+	JNZ(LabelRef(name + "_group"))
+
+	os := Load(Param("outStride"), GP64())
+	o := GP64()
+	MOVQ(out, o)
+	for t := 0; t < T; t++ {
+		VMOVUPS(facc[t], Mem{Base: o})
+		ADDQ(os, o)
+	}
+	ADDQ(U32(64), out)
+	bl := Load(Param("blocks"), GP64())
+	DECQ(bl)
+	Store(bl, Param("blocks"))
+	JNZ(LabelRef(name + "_block"))
+	VZEROUPPER()
+	RET()
+}
