@@ -169,7 +169,7 @@ func q4Rows(impl q4Impl, out []float32, w Mat, xq, nxs []float32, lo, hi int) {
 		return
 	}
 	if impl == q4AVX512VNNI16 {
-		vnni16Call(out, w, xq, nxs, lo, hi)
+		vnni16CallT(out, w, xq, nxs, 0, 1, lo, hi)
 		return
 	}
 	q := w.Q4
@@ -253,9 +253,10 @@ func axpyISA(level ISA, y []float32, a float32, x []float32) {
 	}
 }
 
-// vnni16Call runs the rows-in-lanes VNNI kernel on rows [lo, hi), both
-// multiples of 16 (matVec's chunks are multiples of mvGrain).
-func vnni16Call(out []float32, w Mat, xq, nxs []float32, lo, hi int) {
+// vnni16CallT runs the rows-in-lanes VNNI kernel for n (1-4) inputs on
+// rows [lo, hi) (multiples of 16): input t laid out at xq[t·region:] and
+// nxs[t·region:] (prepareQ4Into), its outputs at out[t·Rows + row].
+func vnni16CallT(out []float32, w Mat, xq, nxs []float32, region, n, lo, hi int) {
 	r := w.rowsInLanes()
 	G := w.Q4.GroupSize
 	ng := w.Cols / G
@@ -266,61 +267,52 @@ func vnni16Call(out []float32, w Mat, xq, nxs []float32, lo, hi int) {
 		ssz = 2
 	}
 	scales := r.scales[b0*vnni16Rows*ng*ssz : (b0+nb)*vnni16Rows*ng*ssz]
-	xs, nx := xq[:w.Cols/2], nxs[:2*ng]
-	o := out[lo:hi]
 	var zeros *int32
 	if r.zeros != nil {
 		zeros = &r.zeros[b0*vnni16Rows*ng : (b0+nb)*vnni16Rows*ng][0]
 	}
+	// The last output written and the last input words read.
+	_ = out[(n-1)*w.Rows+hi-1]
+	_ = xq[(n-1)*region+w.Cols/2-1]
+	_ = nxs[(n-1)*region+2*ng-1]
+	// Direct calls, as denseCall: the kernels' noescape then holds for the
+	// callers' buffers.
+	o, c, sp, x, nx, ps := &out[lo], &codes[0], &scales[0], &xq[0], &nxs[0], 4*region
+	os, bpg := 4*w.Rows, G/128
 	switch {
-	case r.scaleBF16 && zeros == nil:
-		mvQ4BF16SymAVX512VNNI16(&o[0], &codes[0], &scales[0], nil, ng, G/128, &xs[0], &nx[0], nb)
-	case r.scaleBF16:
-		mvQ4BF16AsymAVX512VNNI16(&o[0], &codes[0], &scales[0], zeros, ng, G/128, &xs[0], &nx[0], nb)
-	case zeros == nil:
-		mvQ4F32SymAVX512VNNI16(&o[0], &codes[0], &scales[0], nil, ng, G/128, &xs[0], &nx[0], nb)
+	case r.scaleBF16 && zeros == nil && n == 1:
+		mvQ4BF16SymAVX512VNNI16T1(o, os, c, sp, zeros, ng, bpg, x, nx, ps, nb)
+	case r.scaleBF16 && zeros == nil && n == 2:
+		mvQ4BF16SymAVX512VNNI16T2(o, os, c, sp, zeros, ng, bpg, x, nx, ps, nb)
+	case r.scaleBF16 && zeros == nil && n == 3:
+		mvQ4BF16SymAVX512VNNI16T3(o, os, c, sp, zeros, ng, bpg, x, nx, ps, nb)
+	case r.scaleBF16 && zeros == nil && n == 4:
+		mvQ4BF16SymAVX512VNNI16T4(o, os, c, sp, zeros, ng, bpg, x, nx, ps, nb)
+	case r.scaleBF16 && zeros != nil && n == 1:
+		mvQ4BF16AsymAVX512VNNI16T1(o, os, c, sp, zeros, ng, bpg, x, nx, ps, nb)
+	case r.scaleBF16 && zeros != nil && n == 2:
+		mvQ4BF16AsymAVX512VNNI16T2(o, os, c, sp, zeros, ng, bpg, x, nx, ps, nb)
+	case r.scaleBF16 && zeros != nil && n == 3:
+		mvQ4BF16AsymAVX512VNNI16T3(o, os, c, sp, zeros, ng, bpg, x, nx, ps, nb)
+	case r.scaleBF16 && zeros != nil && n == 4:
+		mvQ4BF16AsymAVX512VNNI16T4(o, os, c, sp, zeros, ng, bpg, x, nx, ps, nb)
+	case !r.scaleBF16 && zeros == nil && n == 1:
+		mvQ4F32SymAVX512VNNI16T1(o, os, c, sp, zeros, ng, bpg, x, nx, ps, nb)
+	case !r.scaleBF16 && zeros == nil && n == 2:
+		mvQ4F32SymAVX512VNNI16T2(o, os, c, sp, zeros, ng, bpg, x, nx, ps, nb)
+	case !r.scaleBF16 && zeros == nil && n == 3:
+		mvQ4F32SymAVX512VNNI16T3(o, os, c, sp, zeros, ng, bpg, x, nx, ps, nb)
+	case !r.scaleBF16 && zeros == nil && n == 4:
+		mvQ4F32SymAVX512VNNI16T4(o, os, c, sp, zeros, ng, bpg, x, nx, ps, nb)
+	case !r.scaleBF16 && zeros != nil && n == 1:
+		mvQ4F32AsymAVX512VNNI16T1(o, os, c, sp, zeros, ng, bpg, x, nx, ps, nb)
+	case !r.scaleBF16 && zeros != nil && n == 2:
+		mvQ4F32AsymAVX512VNNI16T2(o, os, c, sp, zeros, ng, bpg, x, nx, ps, nb)
+	case !r.scaleBF16 && zeros != nil && n == 3:
+		mvQ4F32AsymAVX512VNNI16T3(o, os, c, sp, zeros, ng, bpg, x, nx, ps, nb)
+	case !r.scaleBF16 && zeros != nil && n == 4:
+		mvQ4F32AsymAVX512VNNI16T4(o, os, c, sp, zeros, ng, bpg, x, nx, ps, nb)
 	default:
-		mvQ4F32AsymAVX512VNNI16(&o[0], &codes[0], &scales[0], zeros, ng, G/128, &xs[0], &nx[0], nb)
+		panic("cpu: vnni16CallT takes 1 to 4 inputs")
 	}
-}
-
-// vnni16CallT runs the multi-input rows-in-lanes VNNI kernel for n (1-4)
-// inputs on rows [lo, hi) (multiples of 16): input t laid out at
-// prep[t·region:] (prepareQ4Into), its outputs at out[t·Rows + row].
-func vnni16CallT(out []float32, w Mat, prep []float32, region, n, lo, hi int) {
-	r := w.rowsInLanes()
-	G := w.Q4.GroupSize
-	ng := w.Cols / G
-	b0, nb := lo/vnni16Rows, (hi-lo)/vnni16Rows
-	codes := r.codes[b0*vnni16Rows*w.Cols/2 : (b0+nb)*vnni16Rows*w.Cols/2]
-	ssz := 4
-	if r.scaleBF16 {
-		ssz = 2
-	}
-	scales := r.scales[b0*vnni16Rows*ng*ssz : (b0+nb)*vnni16Rows*ng*ssz]
-	var zeros *int32
-	if r.zeros != nil {
-		zeros = &r.zeros[b0*vnni16Rows*ng : (b0+nb)*vnni16Rows*ng][0]
-	}
-	_ = out[(n-1)*w.Rows+hi-1]             // the last output written
-	_ = prep[(n-1)*region+w.Cols/2+2*ng-1] // the last input word read
-	o, x, nx := &out[lo], &prep[0], &prep[w.Cols/2]
-	k := 0 // the row of vnni16Kernels
-	if !r.scaleBF16 {
-		k = 2
-	}
-	if zeros != nil {
-		k++
-	}
-	vnni16Kernels[k][n-1](o, 4*w.Rows, &codes[0], &scales[0], zeros, ng, G/128, x, nx, 4*region, nb)
-}
-
-// vnni16Kernels[scales and zero points][inputs−1] are the multi-input
-// rows-in-lanes kernels: bf16 symmetric, bf16 asymmetric, float32
-// symmetric, float32 asymmetric.
-var vnni16Kernels = [4][vnni16MaxT]func(out *float32, outStride int, codes *byte, scales *byte, zeros *int32, ng int, bpg int, x *float32, nxs *float32, prep int, blocks int){
-	{mvQ4BF16SymAVX512VNNI16T1, mvQ4BF16SymAVX512VNNI16T2, mvQ4BF16SymAVX512VNNI16T3, mvQ4BF16SymAVX512VNNI16T4},
-	{mvQ4BF16AsymAVX512VNNI16T1, mvQ4BF16AsymAVX512VNNI16T2, mvQ4BF16AsymAVX512VNNI16T3, mvQ4BF16AsymAVX512VNNI16T4},
-	{mvQ4F32SymAVX512VNNI16T1, mvQ4F32SymAVX512VNNI16T2, mvQ4F32SymAVX512VNNI16T3, mvQ4F32SymAVX512VNNI16T4},
-	{mvQ4F32AsymAVX512VNNI16T1, mvQ4F32AsymAVX512VNNI16T2, mvQ4F32AsymAVX512VNNI16T3, mvQ4F32AsymAVX512VNNI16T4},
 }

@@ -34,6 +34,6 @@ func dotISA(_ ISA, a, b []float32) float32 { return dotGeneric(a, b) }
 
 func axpyISA(_ ISA, y []float32, a float32, x []float32) { axpyGeneric(y, a, x) }
 
-func vnni16CallT(out []float32, w Mat, prep []float32, region, n, lo, hi int) {
+func vnni16CallT(out []float32, w Mat, xq, nxs []float32, region, n, lo, hi int) {
 	panic("cpu: no int4 kernels on this architecture (vnni16Suits is false)")
 }

@@ -15,146 +15,130 @@ func mvQ4PrepBF16(dst *uint16, nxs *float32, x *float32, groups int, bpg int, k 
 //go:noescape
 func mvQ4PrepVNNI(dst *int8, nxs *float32, x *float32, groups int, bpg int, k int32)
 
-// mvQ4BF16SymAVX512VNNI16 sets out[16b + i] for block b < blocks and lane i < 16 to the product of the
-// block's row i (codes, scales, zeros: the repacked layout of repackVNNI16) with x
-// (mvQ4PrepVNNI's layout; nxs two words per group) over ng groups of bpg·128 inputs.
-// Needs AVX512_VNNI.
-//
-//go:noescape
-func mvQ4BF16SymAVX512VNNI16(out *float32, codes *byte, scales *byte, zeros *int32, ng int, bpg int, x *float32, nxs *float32, blocks int)
-
-// mvQ4BF16SymAVX512VNNI16T1 is the rows-in-lanes int4 product of 1 inputs at once (see
-// mvQ4BF16SymAVX512VNNI16): input t's x and nxs at x + t·prep and nxs + t·prep bytes, its
-// outputs at out + t·outStride bytes. Needs AVX512_VNNI.
+// mvQ4BF16SymAVX512VNNI16T1 sets out[t·outStride/4 + 16b + i] for input t < 1, block b < blocks and
+// lane i < 16 to the product of the block's row i (codes, scales, zeros: the repacked layout
+// of repackVNNI16) with input t (mvQ4PrepVNNI's layout at x + t·prep, two words per group at
+// nxs + t·prep bytes) over ng groups of bpg·128 inputs. Needs AVX512_VNNI.
 //
 //go:noescape
 func mvQ4BF16SymAVX512VNNI16T1(out *float32, outStride int, codes *byte, scales *byte, zeros *int32, ng int, bpg int, x *float32, nxs *float32, prep int, blocks int)
 
-// mvQ4BF16SymAVX512VNNI16T2 is the rows-in-lanes int4 product of 2 inputs at once (see
-// mvQ4BF16SymAVX512VNNI16): input t's x and nxs at x + t·prep and nxs + t·prep bytes, its
-// outputs at out + t·outStride bytes. Needs AVX512_VNNI.
+// mvQ4BF16SymAVX512VNNI16T2 sets out[t·outStride/4 + 16b + i] for input t < 2, block b < blocks and
+// lane i < 16 to the product of the block's row i (codes, scales, zeros: the repacked layout
+// of repackVNNI16) with input t (mvQ4PrepVNNI's layout at x + t·prep, two words per group at
+// nxs + t·prep bytes) over ng groups of bpg·128 inputs. Needs AVX512_VNNI.
 //
 //go:noescape
 func mvQ4BF16SymAVX512VNNI16T2(out *float32, outStride int, codes *byte, scales *byte, zeros *int32, ng int, bpg int, x *float32, nxs *float32, prep int, blocks int)
 
-// mvQ4BF16SymAVX512VNNI16T3 is the rows-in-lanes int4 product of 3 inputs at once (see
-// mvQ4BF16SymAVX512VNNI16): input t's x and nxs at x + t·prep and nxs + t·prep bytes, its
-// outputs at out + t·outStride bytes. Needs AVX512_VNNI.
+// mvQ4BF16SymAVX512VNNI16T3 sets out[t·outStride/4 + 16b + i] for input t < 3, block b < blocks and
+// lane i < 16 to the product of the block's row i (codes, scales, zeros: the repacked layout
+// of repackVNNI16) with input t (mvQ4PrepVNNI's layout at x + t·prep, two words per group at
+// nxs + t·prep bytes) over ng groups of bpg·128 inputs. Needs AVX512_VNNI.
 //
 //go:noescape
 func mvQ4BF16SymAVX512VNNI16T3(out *float32, outStride int, codes *byte, scales *byte, zeros *int32, ng int, bpg int, x *float32, nxs *float32, prep int, blocks int)
 
-// mvQ4BF16SymAVX512VNNI16T4 is the rows-in-lanes int4 product of 4 inputs at once (see
-// mvQ4BF16SymAVX512VNNI16): input t's x and nxs at x + t·prep and nxs + t·prep bytes, its
-// outputs at out + t·outStride bytes. Needs AVX512_VNNI.
+// mvQ4BF16SymAVX512VNNI16T4 sets out[t·outStride/4 + 16b + i] for input t < 4, block b < blocks and
+// lane i < 16 to the product of the block's row i (codes, scales, zeros: the repacked layout
+// of repackVNNI16) with input t (mvQ4PrepVNNI's layout at x + t·prep, two words per group at
+// nxs + t·prep bytes) over ng groups of bpg·128 inputs. Needs AVX512_VNNI.
 //
 //go:noescape
 func mvQ4BF16SymAVX512VNNI16T4(out *float32, outStride int, codes *byte, scales *byte, zeros *int32, ng int, bpg int, x *float32, nxs *float32, prep int, blocks int)
 
-// mvQ4BF16AsymAVX512VNNI16 sets out[16b + i] for block b < blocks and lane i < 16 to the product of the
-// block's row i (codes, scales, zeros: the repacked layout of repackVNNI16) with x
-// (mvQ4PrepVNNI's layout; nxs two words per group) over ng groups of bpg·128 inputs.
-// Needs AVX512_VNNI.
-//
-//go:noescape
-func mvQ4BF16AsymAVX512VNNI16(out *float32, codes *byte, scales *byte, zeros *int32, ng int, bpg int, x *float32, nxs *float32, blocks int)
-
-// mvQ4BF16AsymAVX512VNNI16T1 is the rows-in-lanes int4 product of 1 inputs at once (see
-// mvQ4BF16SymAVX512VNNI16): input t's x and nxs at x + t·prep and nxs + t·prep bytes, its
-// outputs at out + t·outStride bytes. Needs AVX512_VNNI.
+// mvQ4BF16AsymAVX512VNNI16T1 sets out[t·outStride/4 + 16b + i] for input t < 1, block b < blocks and
+// lane i < 16 to the product of the block's row i (codes, scales, zeros: the repacked layout
+// of repackVNNI16) with input t (mvQ4PrepVNNI's layout at x + t·prep, two words per group at
+// nxs + t·prep bytes) over ng groups of bpg·128 inputs. Needs AVX512_VNNI.
 //
 //go:noescape
 func mvQ4BF16AsymAVX512VNNI16T1(out *float32, outStride int, codes *byte, scales *byte, zeros *int32, ng int, bpg int, x *float32, nxs *float32, prep int, blocks int)
 
-// mvQ4BF16AsymAVX512VNNI16T2 is the rows-in-lanes int4 product of 2 inputs at once (see
-// mvQ4BF16SymAVX512VNNI16): input t's x and nxs at x + t·prep and nxs + t·prep bytes, its
-// outputs at out + t·outStride bytes. Needs AVX512_VNNI.
+// mvQ4BF16AsymAVX512VNNI16T2 sets out[t·outStride/4 + 16b + i] for input t < 2, block b < blocks and
+// lane i < 16 to the product of the block's row i (codes, scales, zeros: the repacked layout
+// of repackVNNI16) with input t (mvQ4PrepVNNI's layout at x + t·prep, two words per group at
+// nxs + t·prep bytes) over ng groups of bpg·128 inputs. Needs AVX512_VNNI.
 //
 //go:noescape
 func mvQ4BF16AsymAVX512VNNI16T2(out *float32, outStride int, codes *byte, scales *byte, zeros *int32, ng int, bpg int, x *float32, nxs *float32, prep int, blocks int)
 
-// mvQ4BF16AsymAVX512VNNI16T3 is the rows-in-lanes int4 product of 3 inputs at once (see
-// mvQ4BF16SymAVX512VNNI16): input t's x and nxs at x + t·prep and nxs + t·prep bytes, its
-// outputs at out + t·outStride bytes. Needs AVX512_VNNI.
+// mvQ4BF16AsymAVX512VNNI16T3 sets out[t·outStride/4 + 16b + i] for input t < 3, block b < blocks and
+// lane i < 16 to the product of the block's row i (codes, scales, zeros: the repacked layout
+// of repackVNNI16) with input t (mvQ4PrepVNNI's layout at x + t·prep, two words per group at
+// nxs + t·prep bytes) over ng groups of bpg·128 inputs. Needs AVX512_VNNI.
 //
 //go:noescape
 func mvQ4BF16AsymAVX512VNNI16T3(out *float32, outStride int, codes *byte, scales *byte, zeros *int32, ng int, bpg int, x *float32, nxs *float32, prep int, blocks int)
 
-// mvQ4BF16AsymAVX512VNNI16T4 is the rows-in-lanes int4 product of 4 inputs at once (see
-// mvQ4BF16SymAVX512VNNI16): input t's x and nxs at x + t·prep and nxs + t·prep bytes, its
-// outputs at out + t·outStride bytes. Needs AVX512_VNNI.
+// mvQ4BF16AsymAVX512VNNI16T4 sets out[t·outStride/4 + 16b + i] for input t < 4, block b < blocks and
+// lane i < 16 to the product of the block's row i (codes, scales, zeros: the repacked layout
+// of repackVNNI16) with input t (mvQ4PrepVNNI's layout at x + t·prep, two words per group at
+// nxs + t·prep bytes) over ng groups of bpg·128 inputs. Needs AVX512_VNNI.
 //
 //go:noescape
 func mvQ4BF16AsymAVX512VNNI16T4(out *float32, outStride int, codes *byte, scales *byte, zeros *int32, ng int, bpg int, x *float32, nxs *float32, prep int, blocks int)
 
-// mvQ4F32SymAVX512VNNI16 sets out[16b + i] for block b < blocks and lane i < 16 to the product of the
-// block's row i (codes, scales, zeros: the repacked layout of repackVNNI16) with x
-// (mvQ4PrepVNNI's layout; nxs two words per group) over ng groups of bpg·128 inputs.
-// Needs AVX512_VNNI.
-//
-//go:noescape
-func mvQ4F32SymAVX512VNNI16(out *float32, codes *byte, scales *byte, zeros *int32, ng int, bpg int, x *float32, nxs *float32, blocks int)
-
-// mvQ4F32SymAVX512VNNI16T1 is the rows-in-lanes int4 product of 1 inputs at once (see
-// mvQ4BF16SymAVX512VNNI16): input t's x and nxs at x + t·prep and nxs + t·prep bytes, its
-// outputs at out + t·outStride bytes. Needs AVX512_VNNI.
+// mvQ4F32SymAVX512VNNI16T1 sets out[t·outStride/4 + 16b + i] for input t < 1, block b < blocks and
+// lane i < 16 to the product of the block's row i (codes, scales, zeros: the repacked layout
+// of repackVNNI16) with input t (mvQ4PrepVNNI's layout at x + t·prep, two words per group at
+// nxs + t·prep bytes) over ng groups of bpg·128 inputs. Needs AVX512_VNNI.
 //
 //go:noescape
 func mvQ4F32SymAVX512VNNI16T1(out *float32, outStride int, codes *byte, scales *byte, zeros *int32, ng int, bpg int, x *float32, nxs *float32, prep int, blocks int)
 
-// mvQ4F32SymAVX512VNNI16T2 is the rows-in-lanes int4 product of 2 inputs at once (see
-// mvQ4BF16SymAVX512VNNI16): input t's x and nxs at x + t·prep and nxs + t·prep bytes, its
-// outputs at out + t·outStride bytes. Needs AVX512_VNNI.
+// mvQ4F32SymAVX512VNNI16T2 sets out[t·outStride/4 + 16b + i] for input t < 2, block b < blocks and
+// lane i < 16 to the product of the block's row i (codes, scales, zeros: the repacked layout
+// of repackVNNI16) with input t (mvQ4PrepVNNI's layout at x + t·prep, two words per group at
+// nxs + t·prep bytes) over ng groups of bpg·128 inputs. Needs AVX512_VNNI.
 //
 //go:noescape
 func mvQ4F32SymAVX512VNNI16T2(out *float32, outStride int, codes *byte, scales *byte, zeros *int32, ng int, bpg int, x *float32, nxs *float32, prep int, blocks int)
 
-// mvQ4F32SymAVX512VNNI16T3 is the rows-in-lanes int4 product of 3 inputs at once (see
-// mvQ4BF16SymAVX512VNNI16): input t's x and nxs at x + t·prep and nxs + t·prep bytes, its
-// outputs at out + t·outStride bytes. Needs AVX512_VNNI.
+// mvQ4F32SymAVX512VNNI16T3 sets out[t·outStride/4 + 16b + i] for input t < 3, block b < blocks and
+// lane i < 16 to the product of the block's row i (codes, scales, zeros: the repacked layout
+// of repackVNNI16) with input t (mvQ4PrepVNNI's layout at x + t·prep, two words per group at
+// nxs + t·prep bytes) over ng groups of bpg·128 inputs. Needs AVX512_VNNI.
 //
 //go:noescape
 func mvQ4F32SymAVX512VNNI16T3(out *float32, outStride int, codes *byte, scales *byte, zeros *int32, ng int, bpg int, x *float32, nxs *float32, prep int, blocks int)
 
-// mvQ4F32SymAVX512VNNI16T4 is the rows-in-lanes int4 product of 4 inputs at once (see
-// mvQ4BF16SymAVX512VNNI16): input t's x and nxs at x + t·prep and nxs + t·prep bytes, its
-// outputs at out + t·outStride bytes. Needs AVX512_VNNI.
+// mvQ4F32SymAVX512VNNI16T4 sets out[t·outStride/4 + 16b + i] for input t < 4, block b < blocks and
+// lane i < 16 to the product of the block's row i (codes, scales, zeros: the repacked layout
+// of repackVNNI16) with input t (mvQ4PrepVNNI's layout at x + t·prep, two words per group at
+// nxs + t·prep bytes) over ng groups of bpg·128 inputs. Needs AVX512_VNNI.
 //
 //go:noescape
 func mvQ4F32SymAVX512VNNI16T4(out *float32, outStride int, codes *byte, scales *byte, zeros *int32, ng int, bpg int, x *float32, nxs *float32, prep int, blocks int)
 
-// mvQ4F32AsymAVX512VNNI16 sets out[16b + i] for block b < blocks and lane i < 16 to the product of the
-// block's row i (codes, scales, zeros: the repacked layout of repackVNNI16) with x
-// (mvQ4PrepVNNI's layout; nxs two words per group) over ng groups of bpg·128 inputs.
-// Needs AVX512_VNNI.
-//
-//go:noescape
-func mvQ4F32AsymAVX512VNNI16(out *float32, codes *byte, scales *byte, zeros *int32, ng int, bpg int, x *float32, nxs *float32, blocks int)
-
-// mvQ4F32AsymAVX512VNNI16T1 is the rows-in-lanes int4 product of 1 inputs at once (see
-// mvQ4BF16SymAVX512VNNI16): input t's x and nxs at x + t·prep and nxs + t·prep bytes, its
-// outputs at out + t·outStride bytes. Needs AVX512_VNNI.
+// mvQ4F32AsymAVX512VNNI16T1 sets out[t·outStride/4 + 16b + i] for input t < 1, block b < blocks and
+// lane i < 16 to the product of the block's row i (codes, scales, zeros: the repacked layout
+// of repackVNNI16) with input t (mvQ4PrepVNNI's layout at x + t·prep, two words per group at
+// nxs + t·prep bytes) over ng groups of bpg·128 inputs. Needs AVX512_VNNI.
 //
 //go:noescape
 func mvQ4F32AsymAVX512VNNI16T1(out *float32, outStride int, codes *byte, scales *byte, zeros *int32, ng int, bpg int, x *float32, nxs *float32, prep int, blocks int)
 
-// mvQ4F32AsymAVX512VNNI16T2 is the rows-in-lanes int4 product of 2 inputs at once (see
-// mvQ4BF16SymAVX512VNNI16): input t's x and nxs at x + t·prep and nxs + t·prep bytes, its
-// outputs at out + t·outStride bytes. Needs AVX512_VNNI.
+// mvQ4F32AsymAVX512VNNI16T2 sets out[t·outStride/4 + 16b + i] for input t < 2, block b < blocks and
+// lane i < 16 to the product of the block's row i (codes, scales, zeros: the repacked layout
+// of repackVNNI16) with input t (mvQ4PrepVNNI's layout at x + t·prep, two words per group at
+// nxs + t·prep bytes) over ng groups of bpg·128 inputs. Needs AVX512_VNNI.
 //
 //go:noescape
 func mvQ4F32AsymAVX512VNNI16T2(out *float32, outStride int, codes *byte, scales *byte, zeros *int32, ng int, bpg int, x *float32, nxs *float32, prep int, blocks int)
 
-// mvQ4F32AsymAVX512VNNI16T3 is the rows-in-lanes int4 product of 3 inputs at once (see
-// mvQ4BF16SymAVX512VNNI16): input t's x and nxs at x + t·prep and nxs + t·prep bytes, its
-// outputs at out + t·outStride bytes. Needs AVX512_VNNI.
+// mvQ4F32AsymAVX512VNNI16T3 sets out[t·outStride/4 + 16b + i] for input t < 3, block b < blocks and
+// lane i < 16 to the product of the block's row i (codes, scales, zeros: the repacked layout
+// of repackVNNI16) with input t (mvQ4PrepVNNI's layout at x + t·prep, two words per group at
+// nxs + t·prep bytes) over ng groups of bpg·128 inputs. Needs AVX512_VNNI.
 //
 //go:noescape
 func mvQ4F32AsymAVX512VNNI16T3(out *float32, outStride int, codes *byte, scales *byte, zeros *int32, ng int, bpg int, x *float32, nxs *float32, prep int, blocks int)
 
-// mvQ4F32AsymAVX512VNNI16T4 is the rows-in-lanes int4 product of 4 inputs at once (see
-// mvQ4BF16SymAVX512VNNI16): input t's x and nxs at x + t·prep and nxs + t·prep bytes, its
-// outputs at out + t·outStride bytes. Needs AVX512_VNNI.
+// mvQ4F32AsymAVX512VNNI16T4 sets out[t·outStride/4 + 16b + i] for input t < 4, block b < blocks and
+// lane i < 16 to the product of the block's row i (codes, scales, zeros: the repacked layout
+// of repackVNNI16) with input t (mvQ4PrepVNNI's layout at x + t·prep, two words per group at
+// nxs + t·prep bytes) over ng groups of bpg·128 inputs. Needs AVX512_VNNI.
 //
 //go:noescape
 func mvQ4F32AsymAVX512VNNI16T4(out *float32, outStride int, codes *byte, scales *byte, zeros *int32, ng int, bpg int, x *float32, nxs *float32, prep int, blocks int)

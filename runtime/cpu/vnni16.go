@@ -173,7 +173,8 @@ func (t *vnni16Task) Run(_, _ int) {
 		hi := min(lo+vnni16TileRows, t.w.Rows)
 		for t0 := 0; t0 < t.T; t0 += vnni16MaxT {
 			n := min(vnni16MaxT, t.T-t0)
-			vnni16CallT(t.out[t0*t.w.Rows:], t.w, t.prep[t0*t.region:], t.region, n, lo, hi)
+			in := t.prep[t0*t.region:]
+			vnni16CallT(t.out[t0*t.w.Rows:], t.w, in, in[t.w.Cols/2:], t.region, n, lo, hi)
 		}
 	}
 }

@@ -22,8 +22,14 @@ func vpdpbusdBcst(m Mem, u, d Register) {
 	})
 }
 
-// q4VNNI16 generates mvQ4{Sym,Asym}AVX512VNNI16: the int4 product of
-// AVX512_VNNI with rows in lanes. The weight is repacked (Go: repackVNNI16)
+// vnni16MaxT is the most inputs one call of the multi-input rows-in-lanes
+// kernels takes (their accumulators: two levels and a float32 sum per
+// input, plus the shared codes, fill the 32 vector registers at four).
+const vnni16MaxT = 4
+
+// q4VNNI16T generates mvQ4<scales><sym>AVX512VNNI16T<T>: the int4 product
+// of AVX512_VNNI with rows in lanes, for T inputs at once (T = 1: decode;
+// more: prefill and batched decode). The weight is repacked (Go: repackVNNI16)
 // in blocks of 16 rows: per block, group and 128 inputs, 16 chunks of 64
 // bytes, chunk m holding in lane i the 4 code bytes [4m, 4m+4) of the
 // block's row i within those 128 inputs (the stored bytes, unchanged: byte
@@ -44,121 +50,14 @@ func vpdpbusdBcst(m Mem, u, d Register) {
 // from zeros, int32 [block][group][16]); out += float(t)·(s_r·d_g), s from
 // scales ([block][group][16], bf16 as the model stores them, else float32)
 // and d_g nxs's float32. The int32
-// ranges are those of the row-wise kernel (groups up to 1024). Eight
-// accumulators (two levels × chunk m mod 4) keep each VPDPBUSD chain at 8
-// per 128 inputs, within the unit's throughput.
-func q4VNNI16(bf16 bool, asym bool, lowNibbles Mem) {
-	st := "F32"
-	if bf16 {
-		st = "BF16"
-	}
-	name := "mvQ4" + st + symName(asym) + "AVX512VNNI16"
-	TEXT(name, NOSPLIT, "func(out *float32, codes *byte, scales *byte, zeros *int32, ng int, bpg int, x *float32, nxs *float32, blocks int)")
-	Pragma("noescape")
-	Doc(name+" sets out[16b + i] for block b < blocks and lane i < 16 to the product of the",
-		"block's row i (codes, scales, zeros: the repacked layout of repackVNNI16) with x",
-		"(mvQ4PrepVNNI's layout; nxs two words per group) over ng groups of bpg·128 inputs.",
-		"Needs AVX512_VNNI.")
-	out := Load(Param("out"), GP64())
-	codes := Load(Param("codes"), GP64())
-	scales := Load(Param("scales"), GP64())
-	var zeros Register
-	if asym {
-		zeros = Load(Param("zeros"), GP64())
-	}
-	blocks := Load(Param("blocks"), GP64())
-	mask := ZMM()
-	VPBROADCASTD(lowNibbles, mask)
-
-	Label(name + "_block")
-	facc := ZMM()
-	VPXORD(facc, facc, facc)
-	xp := Load(Param("x"), GP64())
-	nxp := Load(Param("nxs"), GP64())
-	g := Load(Param("ng"), GP64())
-
-	Label(name + "_group")
-	ah, al := make([]VecVirtual, 4), make([]VecVirtual, 4)
-	for i := range ah {
-		ah[i], al[i] = ZMM(), ZMM()
-		VPXORD(ah[i], ah[i], ah[i])
-		VPXORD(al[i], al[i], al[i])
-	}
-	b := Load(Param("bpg"), GP64())
-	Label(name + "_b")
-	for m := 0; m < 16; m++ {
-		c, lo := ZMM(), ZMM()
-		VMOVDQU32(Mem{Base: codes, Disp: 64 * m}, c)
-		VPANDD(mask, c, lo)
-		VPSRLW(U8(4), c, c)
-		VPANDD(mask, c, c)
-		p := m % 4
-		vpdpbusdBcst(Mem{Base: xp, Disp: 4 * m}, lo, ah[p])
-		vpdpbusdBcst(Mem{Base: xp, Disp: 64 + 4*m}, c, ah[p])
-		vpdpbusdBcst(Mem{Base: xp, Disp: 128 + 4*m}, lo, al[p])
-		vpdpbusdBcst(Mem{Base: xp, Disp: 192 + 4*m}, c, al[p])
-	}
-	ADDQ(U32(1024), codes)
-	ADDQ(U32(256), xp)
-	DECQ(b)
-	JNZ(LabelRef(name + "_b"))
-
-	// t = 128·h + l + the zero-point term, then out += t·s·d.
-	VPADDD(ah[1], ah[0], ah[0])
-	VPADDD(ah[3], ah[2], ah[2])
-	VPADDD(ah[2], ah[0], ah[0])
-	VPADDD(al[1], al[0], al[0])
-	VPADDD(al[3], al[2], al[2])
-	VPADDD(al[2], al[0], al[0])
-	VPSLLD(U8(7), ah[0], ah[0])
-	VPADDD(al[0], ah[0], ah[0])
-	if asym {
-		z := ZMM()
-		VMOVDQU32(Mem{Base: zeros}, z)
-		VPMULLD_BCST(Mem{Base: nxp}, z, z)
-		VPADDD(z, ah[0], ah[0])
-		ADDQ(U32(64), zeros)
-	} else {
-		VPADDD_BCST(Mem{Base: nxp}, ah[0], ah[0])
-	}
-	VCVTDQ2PS(ah[0], ah[0])
-	sd := ZMM()
-	if bf16 {
-		VPMOVZXWD(Mem{Base: scales}, sd)
-		VPSLLD(U8(16), sd, sd) // bf16 bits are float32's upper half
-		ADDQ(U32(32), scales)
-	} else {
-		VMOVUPS(Mem{Base: scales}, sd)
-		ADDQ(U32(64), scales)
-	}
-	VMULPS_BCST(Mem{Base: nxp, Disp: 4}, sd, sd)
-	VFMADD231PS(ah[0], sd, facc)
-	ADDQ(U32(8), nxp)
-	DECQ(g)
-	JNZ(LabelRef(name + "_group"))
-
-	VMOVUPS(facc, Mem{Base: out})
-	ADDQ(U32(64), out)
-	DECQ(blocks)
-	JNZ(LabelRef(name + "_block"))
-	VZEROUPPER()
-	RET()
-}
-
-// vnni16Ahead is how far ahead (bytes) the rows-in-lanes kernel prefetches.
-const vnni16Ahead = 8192
-
-// vnni16MaxT is the most inputs one call of the multi-input rows-in-lanes
-// kernels takes (their accumulators: two levels and a float32 sum per
-// input, plus the shared codes, fill the 32 vector registers at four).
-const vnni16MaxT = 4
-
-// q4VNNI16T generates mvQ4<scales><sym>AVX512VNNI16T<T>: q4VNNI16 for T
-// inputs at once (matrix-matrix: prefill and batched decode). Each code
-// chunk is loaded and split into nibbles once and multiplied with every
-// input's x, so the weights are read once per T inputs. Input t's x and
-// nxs (the layout of mvQ4PrepVNNI) are at x + t·prep and nxs + t·prep
-// bytes; its outputs at out + t·outStride bytes.
+// ranges are those of the row-wise kernel (groups up to 1024).
+//
+// Each code chunk is loaded and split into nibbles once and multiplied
+// with every input's x, so the weights are read once per T inputs. Input
+// t's x and nxs are at x + t·prep and nxs + t·prep bytes, its outputs at
+// out + t·outStride bytes. One input gets eight accumulators (two levels ×
+// chunk m mod 4), which keeps each VPDPBUSD chain at 8 per 128 inputs,
+// within the unit's throughput; with more inputs their own two suffice.
 func q4VNNI16T(T int, bf16 bool, asym bool, lowNibbles Mem) {
 	st := "F32"
 	if bf16 {
@@ -167,9 +66,10 @@ func q4VNNI16T(T int, bf16 bool, asym bool, lowNibbles Mem) {
 	name := fmt.Sprintf("mvQ4%s%sAVX512VNNI16T%d", st, symName(asym), T)
 	TEXT(name, NOSPLIT, "func(out *float32, outStride int, codes *byte, scales *byte, zeros *int32, ng int, bpg int, x *float32, nxs *float32, prep int, blocks int)")
 	Pragma("noescape")
-	Doc(fmt.Sprintf("%s is the rows-in-lanes int4 product of %d inputs at once (see", name, T),
-		"mvQ4BF16SymAVX512VNNI16): input t's x and nxs at x + t·prep and nxs + t·prep bytes, its",
-		"outputs at out + t·outStride bytes. Needs AVX512_VNNI.")
+	Doc(fmt.Sprintf("%s sets out[t·outStride/4 + 16b + i] for input t < %d, block b < blocks and", name, T),
+		"lane i < 16 to the product of the block's row i (codes, scales, zeros: the repacked layout",
+		"of repackVNNI16) with input t (mvQ4PrepVNNI's layout at x + t·prep, two words per group at",
+		"nxs + t·prep bytes) over ng groups of bpg·128 inputs. Needs AVX512_VNNI.")
 	codes := Load(Param("codes"), GP64())
 	scales := Load(Param("scales"), GP64())
 	var zeros Register
@@ -206,11 +106,18 @@ func q4VNNI16T(T int, bf16 bool, asym bool, lowNibbles Mem) {
 	g := Load(Param("ng"), GP64())
 
 	Label(name + "_group")
-	ah, al := make([]VecVirtual, T), make([]VecVirtual, T)
+	split := 1
+	if T == 1 {
+		split = 4
+	}
+	ah, al := make([][]VecVirtual, T), make([][]VecVirtual, T)
 	for t := range ah {
-		ah[t], al[t] = ZMM(), ZMM()
-		VPXORD(ah[t], ah[t], ah[t])
-		VPXORD(al[t], al[t], al[t])
+		for range split {
+			h, l := ZMM(), ZMM()
+			VPXORD(h, h, h)
+			VPXORD(l, l, l)
+			ah[t], al[t] = append(ah[t], h), append(al[t], l)
+		}
 	}
 	b := Load(Param("bpg"), GP64())
 	Label(name + "_b")
@@ -221,10 +128,11 @@ func q4VNNI16T(T int, bf16 bool, asym bool, lowNibbles Mem) {
 		VPSRLW(U8(4), c, c)
 		VPANDD(mask, c, c)
 		for t := 0; t < T; t++ {
-			vpdpbusdBcst(at(Mem{Base: xp, Disp: 4 * m}, t), lo, ah[t])
-			vpdpbusdBcst(at(Mem{Base: xp, Disp: 64 + 4*m}, t), c, ah[t])
-			vpdpbusdBcst(at(Mem{Base: xp, Disp: 128 + 4*m}, t), lo, al[t])
-			vpdpbusdBcst(at(Mem{Base: xp, Disp: 192 + 4*m}, t), c, al[t])
+			h, l := ah[t][m%split], al[t][m%split]
+			vpdpbusdBcst(at(Mem{Base: xp, Disp: 4 * m}, t), lo, h)
+			vpdpbusdBcst(at(Mem{Base: xp, Disp: 64 + 4*m}, t), c, h)
+			vpdpbusdBcst(at(Mem{Base: xp, Disp: 128 + 4*m}, t), lo, l)
+			vpdpbusdBcst(at(Mem{Base: xp, Disp: 192 + 4*m}, t), c, l)
 		}
 	}
 	ADDQ(U32(1024), codes)
@@ -248,19 +156,28 @@ func q4VNNI16T(T int, bf16 bool, asym bool, lowNibbles Mem) {
 		ADDQ(U32(64), zeros)
 	}
 	for t := 0; t < T; t++ {
-		VPSLLD(U8(7), ah[t], ah[t])
-		VPADDD(al[t], ah[t], ah[t])
+		h, l := ah[t][0], al[t][0]
+		if split == 4 {
+			VPADDD(ah[t][1], h, h)
+			VPADDD(ah[t][3], ah[t][2], ah[t][2])
+			VPADDD(ah[t][2], h, h)
+			VPADDD(al[t][1], l, l)
+			VPADDD(al[t][3], al[t][2], al[t][2])
+			VPADDD(al[t][2], l, l)
+		}
+		VPSLLD(U8(7), h, h)
+		VPADDD(l, h, h)
 		if asym {
 			zc := ZMM()
 			VPMULLD_BCST(at(Mem{Base: nxp}, t), z, zc)
-			VPADDD(zc, ah[t], ah[t])
+			VPADDD(zc, h, h)
 		} else {
-			VPADDD_BCST(at(Mem{Base: nxp}, t), ah[t], ah[t])
+			VPADDD_BCST(at(Mem{Base: nxp}, t), h, h)
 		}
-		VCVTDQ2PS(ah[t], ah[t])
+		VCVTDQ2PS(h, h)
 		s := ZMM()
 		VMULPS_BCST(at(Mem{Base: nxp, Disp: 4}, t), sd, s)
-		VFMADD231PS(ah[t], s, facc[t])
+		VFMADD231PS(h, s, facc[t])
 	}
 	ADDQ(U32(8), nxp)
 	DECQ(g)
