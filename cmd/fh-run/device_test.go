@@ -30,14 +30,7 @@ func TestDeviceFlagErrors(t *testing.T) {
 
 // TestDeviceCUDAEmulated runs verify and bench on the emulated device.
 func TestDeviceCUDAEmulated(t *testing.T) {
-	lib, err := emu.Build(emu.DefaultDir(), cuda.KernelSources, emu.Options{})
-	if errors.Is(err, emu.ErrNoCompiler) {
-		t.Skip("needs g++ to build the CUDA emulator:", err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv(cuda.LibEnv, lib)
+	useEmulator(t)
 	path := convertFixture(t, "gemma3-tiny")
 	code, out, errOut := runArgs("verify", "--model", path, "--device", "cuda", "--min-top1", "1", "--sequences", "2", "--json")
 	if code != 0 {
@@ -90,14 +83,7 @@ func TestDeviceCUDAEmulated(t *testing.T) {
 // within a step) get the greedy text of the same server on the CPU, with
 // the FlashHead and with the dense head.
 func TestServeCUDAEmulated(t *testing.T) {
-	lib, err := emu.Build(emu.DefaultDir(), cuda.KernelSources, emu.Options{})
-	if errors.Is(err, emu.ErrNoCompiler) {
-		t.Skip("needs g++ to build the CUDA emulator:", err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv(cuda.LibEnv, lib)
+	useEmulator(t)
 	path := convertFixture(t, "gemma3-tiny")
 	fh := filepath.Join(t.TempDir(), "model-fh.fhm")
 	buildFlashHead(t, path, fh)
@@ -136,4 +122,18 @@ func TestServeCUDAEmulated(t *testing.T) {
 			}
 		}
 	}
+}
+
+// useEmulator builds the CUDA driver emulator and points the commands at it
+// for the rest of the test (skipping without a C++ compiler).
+func useEmulator(t *testing.T) {
+	t.Helper()
+	lib, err := emu.Build(emu.DefaultDir(), cuda.KernelSources, emu.Options{})
+	if errors.Is(err, emu.ErrNoCompiler) {
+		t.Skip("needs g++ to build the CUDA emulator:", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(cuda.LibEnv, lib)
 }
