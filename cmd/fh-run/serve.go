@@ -53,6 +53,7 @@ of the CUDA driver (runtime/cuda/README.md).
 Examples:
   fh-run serve --model model-fh.fhm --addr 127.0.0.1:8080
   fh-run serve --model gemma.fhm --max-batch 16 --max-queue 64 --ctx 4096 --kv bf16
+  fh-run serve --model gemma-fh-w4.fhm --device cuda --max-batch 64
   curl -s 127.0.0.1:8080/v1/chat/completions -H 'Content-Type: application/json' \
     -d '{"model":"model-fh","messages":[{"role":"user","content":"Hello"}],"max_tokens":32}'
 
