@@ -268,3 +268,27 @@ func parseAndCheck(t *testing.T, b []byte) {
 	}
 	file.Verify()
 }
+
+// Released tensor bytes read back unchanged (the pages come back from the
+// file), and slices outside the file or after Close are ignored.
+func TestRelease(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "m.fhm")
+	ts := randTensors(2)
+	writeFile(t, p, ts)
+	f, err := Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, x := range ts {
+		got, _ := f.Tensor(x.name)
+		f.Release(got.Data)
+		f.Release(got.Data[len(got.Data)/2:])
+		if !bytes.Equal(got.Data, x.data) {
+			t.Errorf("tensor %s differs after Release", x.name)
+		}
+	}
+	f.Release(make([]byte, 10)) // not in the file
+	f.Release(nil)
+	f.Close()
+	f.Release(make([]byte, 10))
+}

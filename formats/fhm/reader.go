@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"sort"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/fhkit/fhkit/formats/dtype"
 	"github.com/fhkit/fhkit/formats/mmapfile"
@@ -306,6 +307,22 @@ func (f *File) PrettyMetadata() []byte {
 		return f.MetadataJSON
 	}
 	return b.Bytes()
+}
+
+// Release tells the kernel that b, a tensor's bytes (or part of them) in
+// this file, will not be read for a while, so its pages can leave the
+// process's resident set; reading b later brings them back from the page
+// cache or the disk. A b outside the file is ignored.
+func (f *File) Release(b []byte) {
+	if len(b) == 0 || f.mm == nil || len(f.mm.Data) == 0 {
+		return
+	}
+	base := uintptr(unsafe.Pointer(&f.mm.Data[0]))
+	p := uintptr(unsafe.Pointer(&b[0]))
+	if p < base || p+uintptr(len(b)) > base+uintptr(len(f.mm.Data)) {
+		return
+	}
+	f.mm.DontNeed(int(p-base), len(b))
 }
 
 // Close unmaps the file; tensor data must not be used afterwards.

@@ -49,14 +49,18 @@ func vnni16Suits(level ISA, w Mat) bool {
 	return vnniSuits(level, w) && w.Rows%vnni16Rows == 0
 }
 
-// PrepareMatVec builds what the matrix-vector kernel chosen for m on this
-// CPU needs besides m's own data (the rows-in-lanes VNNI kernel's repacked
-// copy), so the first product does not pay for it. Products build it on
-// first use otherwise.
-func (m Mat) PrepareMatVec() {
+// PrepareMatVec builds what the kernels chosen for m on this CPU need
+// besides m's own data (the rows-in-lanes VNNI kernels' repacked copy), so
+// the first product does not pay for it (products build it on first use
+// otherwise). It reports whether m.Data is then no longer read by the CPU
+// kernels: the repacked copy serves matrix-vector and matrix-matrix
+// products alike.
+func (m Mat) PrepareMatVec() (dataUnused bool) {
 	if m.DType == dtype.U4 && mvSupported(isa, m) && q4ImplFor(isa, m) == q4AVX512VNNI16 {
 		m.rowsInLanes()
+		return true
 	}
+	return false
 }
 
 // rowsInLanes returns w repacked for the rows-in-lanes kernel, building it

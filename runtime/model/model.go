@@ -52,12 +52,15 @@ func Load(path string) (*Model, error) {
 		f.Close()
 		return nil, err
 	}
-	// Repacked copies the decode kernels want are built now, not during
-	// the first token.
+	// Repacked copies the kernels want are built now, not during the first
+	// token; the stored codes they replace leave the resident set (the
+	// CUDA upload, which reads them, brings them back).
 	for i := range m.Layers {
 		l := &m.Layers[i]
 		for _, w := range []cpu.Mat{l.Q, l.K, l.V, l.O, l.Gate, l.Up, l.Down} {
-			w.PrepareMatVec()
+			if w.PrepareMatVec() {
+				f.Release(w.Data)
+			}
 		}
 	}
 	return m, nil
