@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -98,12 +100,24 @@ func TestServeCUDAEmulated(t *testing.T) {
 		errs := make(chan error, len(prompts))
 		for i, p := range prompts {
 			go func() {
-				status, r := postJSON(t, devURL+"/v1/completions", map[string]any{"prompt": p, "max_tokens": 12, "temperature": 0, "ignore_eos": true})
-				if status != 200 {
-					errs <- fmt.Errorf("%q: status %d %v", p, status, r)
+				// No t.Fatal off the test goroutine: errors go back on errs.
+				raw, _ := json.Marshal(map[string]any{"prompt": p, "max_tokens": 12, "temperature": 0, "ignore_eos": true})
+				resp, err := http.Post(devURL+"/v1/completions", "application/json", bytes.NewReader(raw))
+				if err != nil {
+					errs <- err
 					return
 				}
-				texts[i] = r["choices"].([]any)[0].(map[string]any)["text"].(string)
+				defer resp.Body.Close()
+				var r struct {
+					Choices []struct {
+						Text string `json:"text"`
+					} `json:"choices"`
+				}
+				if err := json.NewDecoder(resp.Body).Decode(&r); err != nil || resp.StatusCode != 200 || len(r.Choices) != 1 {
+					errs <- fmt.Errorf("%q: status %d, %v", p, resp.StatusCode, err)
+					return
+				}
+				texts[i] = r.Choices[0].Text
 				errs <- nil
 			}()
 		}
