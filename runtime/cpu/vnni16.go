@@ -10,7 +10,7 @@ import (
 )
 
 // vnni16 is an int4 weight repacked for the rows-in-lanes AVX512_VNNI
-// kernel (q4VNNI16 in internal/asmgen/matvec): blocks of 16 rows, each
+// kernels (q4VNNI16T in internal/asmgen/matvec): blocks of 16 rows, each
 // lane of a vector one row, so a group's sums of 16 rows end in one vector
 // and the per-group float work is done once per 16 rows. The codes are the
 // stored bytes, reordered:
@@ -22,10 +22,11 @@ import (
 //	                                      model stores bf16, else float32
 //	zeros  int32   [Rows/16][groups][16]  z[16b + i, g] (nil: symmetric)
 //
-// It is a second copy of the weight in memory, as large as the codes plus 4
-// bytes per row and group for the scales (and zeros): the stored layout
-// stays for prefill's matrix-matrix kernels and the CUDA upload. The
-// kernels test it against MatMulRef like every int4 family.
+// It is a copy of the weight, as large as the codes plus the scales (and
+// zeros); it serves matrix-vector and matrix-matrix products alike, so the
+// stored codes are then read only by the CUDA upload (model.Load releases
+// their pages). The kernels are tested against MatMulRef like every int4
+// family.
 type vnni16 struct {
 	codes  []byte
 	scales []byte // bf16 or float32 (scaleBF16), little-endian
