@@ -29,8 +29,8 @@ const vnni16MaxT = 4
 
 // q4VNNI16T generates mvQ4<scales><sym>AVX512VNNI16T<T>: the int4 product
 // of AVX512_VNNI with rows in lanes, for T inputs at once (T = 1: decode;
-// more: prefill and batched decode). The weight is repacked (Go: repackVNNI16)
-// in blocks of 16 rows: per block, group and 128 inputs, 16 chunks of 64
+// more: prefill and batched decode). The weight is repacked (Go:
+// repackVNNI16) in blocks of 16 rows: per block, group and 128 inputs, 16 chunks of 64
 // bytes, chunk m holding in lane i the 4 code bytes [4m, 4m+4) of the
 // block's row i within those 128 inputs (the stored bytes, unchanged: byte
 // b holds the codes of inputs 2b, low nibble, and 2b+1). x is the layout of
@@ -49,8 +49,8 @@ const vnni16MaxT = 4
 // −8·Σ(128h + l) when symmetric, z_r·(−Σ(128h + l)) per lane otherwise (z
 // from zeros, int32 [block][group][16]); out += float(t)·(s_r·d_g), s from
 // scales ([block][group][16], bf16 as the model stores them, else float32)
-// and d_g nxs's float32. The int32
-// ranges are those of the row-wise kernel (groups up to 1024).
+// and d_g nxs's float32. The int32 ranges are those of the row-wise
+// kernel (groups up to 1024).
 //
 // Each code chunk is loaded and split into nibbles once and multiplied
 // with every input's x, so the weights are read once per T inputs. Input
