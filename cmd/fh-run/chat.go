@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/fhkit/fhkit/internal/cli"
+	"github.com/fhkit/fhkit/runtime/cuda"
 	"github.com/fhkit/fhkit/runtime/generate"
 	"github.com/fhkit/fhkit/runtime/tokenizer"
 )
@@ -18,13 +19,15 @@ const chatHelp = `Usage: fh-run chat --model F [flags]
 
 An interactive multi-turn chat with the model's chat template: type a
 message and press Enter; the reply streams back. The KV cache is kept between
-turns, so earlier turns are not recomputed. Commands: /reset starts over,
-/exit (or end of input) quits.
+turns, so earlier turns are not recomputed (on the CPU or, with --device
+cuda, on the GPU). Commands: /reset starts over, /exit (or end of input)
+quits.
 
 Examples:
   fh-run chat --model gemma.fhm
   fh-run chat --model gemma.fhm --system "Answer in one sentence." --temperature 0.7 --seed 3
   printf 'Hello\nTell me more\n' | fh-run chat --model gemma.fhm
+  fh-run chat --model gemma-fh.fhm --device cuda
 
 Flags:
 `
@@ -37,6 +40,7 @@ func runChat(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	sf.register(fs)
 	system := fs.String("system", "", "system message")
 	maxTokens := fs.Int("max-tokens", 512, "maximum tokens per reply")
+	device := registerDevice(fs)
 	if err := parse(fs, args, chatHelp, stdout); err != nil {
 		return err
 	}
@@ -58,11 +62,26 @@ func runChat(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if l.tok.ChatTemplate() == nil {
 		return fmt.Errorf("%s: the model has no chat template; use fh-run generate", rf.model)
 	}
-	sess, err := generate.NewSession(l.run, l.tok, rf.ctx, l.kv)
+	if err := checkDevice(*device); err != nil {
+		return err
+	}
+	dr, err := openDevice(*device, l, &rf, stderr)
 	if err != nil {
 		return err
 	}
-	sess.Flash = l.flash
+	defer closeDevice(dr)
+	// A turn: the CPU session or the device's, each keeping its cache.
+	var turn func(ids []int, opts generate.Options, emit func(string) error) (*generate.Result, error)
+	if dr != nil {
+		turn = (&cuda.Session{Runner: dr, Tokenizer: l.tok, Flash: l.flash, Pool: l.pool}).Generate
+	} else {
+		sess, err := generate.NewSession(l.run, l.tok, rf.ctx, l.kv)
+		if err != nil {
+			return err
+		}
+		sess.Flash = l.flash
+		turn = sess.Generate
+	}
 	var history []tokenizer.Message
 	if *system != "" {
 		history = append(history, tokenizer.Message{Role: "system", Content: *system})
@@ -95,7 +114,7 @@ func runChat(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 			return err
 		}
 		ids := l.tok.Encode(text, false)
-		res, err := sess.Generate(ids, generate.Options{MaxTokens: *maxTokens, Sample: sp}, func(s string) error {
+		res, err := turn(ids, generate.Options{MaxTokens: *maxTokens, Sample: sp}, func(s string) error {
 			_, err := io.WriteString(stdout, s)
 			return err
 		})

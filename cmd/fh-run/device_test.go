@@ -151,3 +151,27 @@ func useEmulator(t *testing.T) {
 	}
 	t.Setenv(cuda.LibEnv, lib)
 }
+
+// fh-run chat --device cuda on the emulated device: a three-turn greedy
+// conversation (the device sequence's cache reused between turns, then a
+// /reset) prints the CPU chat's replies.
+func TestChatCUDAEmulated(t *testing.T) {
+	useEmulator(t)
+	path := convertFixture(t, "gemma3-tiny")
+	in := "hello\ntell me more\n/reset\nhow are you\n"
+	replies := map[string]string{}
+	for _, device := range []string{"cpu", "cuda"} {
+		var so, se strings.Builder
+		args := []string{"--model", path, "--max-tokens", "8", "--temperature", "0", "--device", device}
+		if err := runChat(args, strings.NewReader(in), &so, &se); err != nil {
+			t.Fatalf("chat --device %s: %v (%s)", device, err, se.String())
+		}
+		if strings.Count(se.String(), "tok/s") != 3 {
+			t.Fatalf("chat --device %s: stderr %q", device, se.String())
+		}
+		replies[device] = so.String()
+	}
+	if replies["cuda"] != replies["cpu"] || replies["cpu"] == "" {
+		t.Errorf("device chat %q, CPU chat %q", replies["cuda"], replies["cpu"])
+	}
+}

@@ -12,16 +12,37 @@ import (
 	"github.com/fhkit/fhkit/runtime/tokenizer"
 )
 
-// Generate is runtime/generate's decode loop with the model on the device,
-// for one prompt in a fresh sequence: the same end-of-sequence tokens, stop
-// strings, limits and streamed text (generate.Stream). Greedy decoding
-// (temperature 0, no repetition penalty) runs entirely on the device, one
-// captured graph per token, with the FlashHead when fh is loaded in r.
-// Sampling downloads each step's dense logits (or, with a FlashHead, its
-// hidden state, sampled by fh on the CPU with pool) and draws with the
-// runtime/sample sampler, so a seed gives the same choices as on the CPU
-// up to the logits' rounding differences.
+// Session is runtime/generate's Session with the model on the device: the
+// runner's current sequence, whose KV cache successive Generate calls
+// reuse when the prompt extends everything processed so far (a chat).
+// Greedy decoding (temperature 0, no repetition penalty) runs entirely on
+// the device, one captured graph per token, with the FlashHead when one is
+// loaded in the runner. Sampling downloads each step's dense logits (or,
+// with a FlashHead, its hidden state, sampled by the FlashHead on the CPU
+// with Pool) and draws with the runtime/sample sampler, so a seed gives the
+// same choices as on the CPU up to the logits' rounding differences.
+type Session struct {
+	Runner    *Runner
+	Tokenizer *tokenizer.Tokenizer
+	// Flash is the CPU FlashHead sampled rows go through (nil: the dense
+	// head); it must be the one loaded in the runner.
+	Flash   *head.FlashHead
+	Pool    *cpu.Pool
+	history []int // tokens whose keys and values are in the sequence
+}
+
+// Generate runs one prompt in a fresh sequence of r (Session.Generate
+// without a history).
 func Generate(r *Runner, tok *tokenizer.Tokenizer, fh *head.FlashHead, pool *cpu.Pool, prompt []int, opts generate.Options, emit func(string) error) (*generate.Result, error) {
+	s := &Session{Runner: r, Tokenizer: tok, Flash: fh, Pool: pool}
+	return s.Generate(prompt, opts, emit)
+}
+
+// Generate continues from prompt (token ids, including any BOS) with the
+// same end-of-sequence tokens, stop strings, limits and streamed text as
+// runtime/generate (generate.Stream).
+func (s *Session) Generate(prompt []int, opts generate.Options, emit func(string) error) (*generate.Result, error) {
+	r, fh := s.Runner, s.Flash
 	if err := opts.Check(prompt, r.Limit); err != nil {
 		return nil, err
 	}
@@ -41,7 +62,7 @@ func Generate(r *Runner, tok *tokenizer.Tokenizer, fh *head.FlashHead, pool *cpu
 			if err != nil {
 				return 0, err
 			}
-			return fh.Sample(pool, sampler, hidden, context), nil
+			return fh.Sample(s.Pool, sampler, hidden, context), nil
 		}
 		logits, err := r.Forward(tokens, false)
 		if err != nil {
@@ -49,15 +70,25 @@ func Generate(r *Runner, tok *tokenizer.Tokenizer, fh *head.FlashHead, pool *cpu
 		}
 		return sampler.Next(logits, context), nil
 	}
-	r.Reset()
+	// Reuse the cache when the prompt extends what was processed (and the
+	// runner still holds that sequence where it was left).
+	todo := prompt
+	if len(s.history) > 0 && len(prompt) > len(s.history) && slices.Equal(prompt[:len(s.history)], s.history) && r.Pos == len(s.history) {
+		todo = prompt[len(s.history):]
+	} else {
+		r.Reset()
+		s.history = s.history[:0]
+	}
 	res := &generate.Result{PromptTokens: len(prompt)}
 	start := time.Now()
-	id, err := step(prompt)
+	id, err := step(todo)
 	if err != nil {
+		s.history = s.history[:0]
 		return nil, err
 	}
+	s.history = append(s.history, todo...)
 	res.PrefillSeconds = time.Since(start).Seconds()
-	out := generate.NewStream(tok, generate.EOSTokens(r.M, tok), opts, emit)
+	out := generate.NewStream(s.Tokenizer, generate.EOSTokens(r.M, s.Tokenizer), opts, emit)
 	start = time.Now()
 	for {
 		context = append(context, id)
@@ -75,8 +106,10 @@ func Generate(r *Runner, tok *tokenizer.Tokenizer, fh *head.FlashHead, pool *cpu
 			break
 		}
 		if id, err = step([]int{id}); err != nil {
+			s.history = s.history[:0]
 			return nil, err
 		}
+		s.history = append(s.history, context[len(context)-1])
 	}
 	res.Tokens, res.StopReason = out.Tokens, out.StopReason
 	res.DecodeSeconds = time.Since(start).Seconds()
