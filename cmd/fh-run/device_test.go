@@ -136,6 +136,11 @@ func TestServeCUDAEmulated(t *testing.T) {
 			}
 		}
 	}
+	// The load generator's in-process server on the device.
+	code, out, errOut := runArgs("loadgen", "--model", fh, "--device", "cuda", "--clients", "3", "--requests", "1", "--max-tokens", "4", "--baseline=false")
+	if code != 0 || !strings.Contains(out, "3 ok, 0 errors") || !strings.Contains(errOut, "device: CUDA") {
+		t.Fatalf("loadgen --device cuda: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
 }
 
 // useEmulator builds the CUDA driver emulator and points the commands at it

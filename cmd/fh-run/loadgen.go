@@ -49,6 +49,7 @@ func runLoadgen(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&sf.maxBatch, "max-batch", serve.DefaultMaxBatch, "with --model: requests decoded together")
 	fs.IntVar(&sf.maxQueue, "max-queue", serve.DefaultMaxQueue, "with --model: requests waiting for a slot")
 	fs.DurationVar(&sf.streamInterval, "stream-interval", serve.DefaultStreamInterval, "with --model: as 'fh-run serve --stream-interval' (0: every token at once)")
+	fs.StringVar(&sf.device, "device", "cpu", "with --model: "+deviceUsage)
 	target := fs.String("url", "", "base URL of a running server (loopback only)")
 	clients := fs.Int("clients", 32, "concurrent clients")
 	requests := fs.Int("requests", 4, "requests per client, sent one after the other")
@@ -99,7 +100,12 @@ func runLoadgen(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		defer l.Close()
-		srv, err := sf.newServer(&rf, l, serve.NewCPUBackend(l.run, l.kv), nil)
+		backend, closeBackend, err := sf.backend(&rf, l, stderr)
+		if err != nil {
+			return err
+		}
+		defer closeBackend()
+		srv, err := sf.newServer(&rf, l, backend, nil)
 		if err != nil {
 			return fmt.Errorf("%s: %w", rf.model, err)
 		}

@@ -252,3 +252,13 @@ func TestChatFromStdin(t *testing.T) {
 		t.Errorf("chat stderr %q", se.String())
 	}
 }
+
+// Every subcommand's --help prints its usage once, on stdout, exit 0.
+func TestHelpOnce(t *testing.T) {
+	for _, cmd := range []string{"generate", "chat", "serve", "loadgen", "verify", "bench", "tokenize", "inspect"} {
+		code, out, errOut := runArgs(cmd, "--help")
+		if code != 0 || strings.Count(out, "Usage: fh-run "+cmd) != 1 || errOut != "" {
+			t.Errorf("%s --help: exit %d, %d usages on stdout, stderr %q", cmd, code, strings.Count(out, "Usage: fh-run "+cmd), errOut)
+		}
+	}
+}

@@ -102,6 +102,19 @@ func (s *serveFlags) check() error {
 	return nil
 }
 
+// backend resolves --device for a loaded model: the CPU, or a CUDA device
+// (reported on msg); close frees the device.
+func (s *serveFlags) backend(rf *runtimeFlags, l *loaded, msg io.Writer) (b serve.Backend, close func(), err error) {
+	dr, err := openDevice(s.device, l, rf, msg)
+	if err != nil {
+		return nil, nil, err
+	}
+	if dr == nil {
+		return serve.NewCPUBackend(l.run, l.kv), func() {}, nil
+	}
+	return serve.NewCUDABackend(dr, l.pool), func() { closeDevice(dr) }, nil
+}
+
 // newServer builds a server over a loaded model run by backend.
 func (s *serveFlags) newServer(rf *runtimeFlags, l *loaded, backend serve.Backend, logw io.Writer) (*serve.Server, error) {
 	name := s.modelName
@@ -147,15 +160,11 @@ func serveUntil(ctx context.Context, args []string, stdout, stderr io.Writer, re
 		return err
 	}
 	defer l.Close()
-	dr, err := openDevice(sf.device, l, &rf, stderr)
+	backend, closeBackend, err := sf.backend(&rf, l, stderr)
 	if err != nil {
 		return err
 	}
-	defer closeDevice(dr)
-	backend := serve.NewCPUBackend(l.run, l.kv)
-	if dr != nil {
-		backend = serve.NewCUDABackend(dr, l.pool)
-	}
+	defer closeBackend()
 	srv, err := sf.newServer(&rf, l, backend, stderr)
 	if err != nil {
 		return fmt.Errorf("%s: %w", rf.model, err)

@@ -56,6 +56,11 @@ func Report(name string, err error, w io.Writer) int {
 // ParseFlags parses args with fs, turning parse errors into usage errors.
 func ParseFlags(fs *pflag.FlagSet, args []string) error {
 	fs.SetOutput(io.Discard)
+	// pflag calls Usage itself on --help; the caller prints it on ErrHelp,
+	// so it is silenced here (else the help would come out twice).
+	usage := fs.Usage
+	fs.Usage = func() {}
+	defer func() { fs.Usage = usage }()
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			return err
