@@ -100,15 +100,11 @@ func runLoadgen(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		defer l.Close()
-		backend, closeBackend, err := sf.backend(&rf, l, stderr)
+		srv, _, closeBackend, err := sf.newServer(&rf, l, stderr, nil)
 		if err != nil {
 			return err
 		}
 		defer closeBackend()
-		srv, err := sf.newServer(&rf, l, backend, nil)
-		if err != nil {
-			return fmt.Errorf("%s: %w", rf.model, err)
-		}
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			srv.Close()

@@ -102,21 +102,18 @@ func (s *serveFlags) check() error {
 	return nil
 }
 
-// backend resolves --device for a loaded model: the CPU, or a CUDA device
-// (reported on msg); close frees the device.
-func (s *serveFlags) backend(rf *runtimeFlags, l *loaded, msg io.Writer) (b serve.Backend, close func(), err error) {
+// newServer builds a server over a loaded model on the --device backend
+// (the device choice reported on msg, requests logged on logw); closeBackend
+// frees the device once the server is closed.
+func (s *serveFlags) newServer(rf *runtimeFlags, l *loaded, msg, logw io.Writer) (srv *serve.Server, b serve.Backend, closeBackend func(), err error) {
 	dr, err := openDevice(s.device, l, rf, msg)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	if dr == nil {
-		return serve.NewCPUBackend(l.run, l.kv), func() {}, nil
+	b, closeBackend = serve.NewCPUBackend(l.run, l.kv), func() {}
+	if dr != nil {
+		b, closeBackend = serve.NewCUDABackend(dr, l.pool), func() { closeDevice(dr) }
 	}
-	return serve.NewCUDABackend(dr, l.pool), func() { closeDevice(dr) }, nil
-}
-
-// newServer builds a server over a loaded model run by backend.
-func (s *serveFlags) newServer(rf *runtimeFlags, l *loaded, backend serve.Backend, logw io.Writer) (*serve.Server, error) {
 	name := s.modelName
 	if name == "" {
 		name = serve.DefaultModelName(rf.model)
@@ -128,8 +125,13 @@ func (s *serveFlags) newServer(rf *runtimeFlags, l *loaded, backend serve.Backen
 	if interval == 0 {
 		interval = -1 // Config: every token at once
 	}
-	return serve.New(serve.Config{Backend: backend, Tokenizer: l.tok, Flash: l.flash, Ctx: rf.ctx,
+	srv, err = serve.New(serve.Config{Backend: b, Tokenizer: l.tok, Flash: l.flash, Ctx: rf.ctx,
 		MaxBatch: s.maxBatch, MaxQueue: s.maxQueue, StreamInterval: interval, ModelName: name, Log: logw})
+	if err != nil {
+		closeBackend()
+		return nil, nil, nil, fmt.Errorf("%s: %w", rf.model, err)
+	}
+	return srv, b, closeBackend, nil
 }
 
 func runServe(args []string, stdout, stderr io.Writer) error {
@@ -160,15 +162,11 @@ func serveUntil(ctx context.Context, args []string, stdout, stderr io.Writer, re
 		return err
 	}
 	defer l.Close()
-	backend, closeBackend, err := sf.backend(&rf, l, stderr)
+	srv, backend, closeBackend, err := sf.newServer(&rf, l, stderr, stderr)
 	if err != nil {
 		return err
 	}
 	defer closeBackend()
-	srv, err := sf.newServer(&rf, l, backend, stderr)
-	if err != nil {
-		return fmt.Errorf("%s: %w", rf.model, err)
-	}
 	ln, err := net.Listen("tcp", sf.addr)
 	if err != nil {
 		srv.Close()
