@@ -61,34 +61,103 @@ func matVecRun(level ISA, impl q4Impl, p *Pool, out []float32, w Mat, x []float3
 		MatMulRef(p, out, w, x, 1)
 		return
 	}
+	outs, ws := [1][]float32{out}, [1]Mat{w}
+	matVecsRun(level, impl, p, outs[:], ws[:], x)
+}
+
+// MatVecs computes outs[i] = ws[i]·x for up to mvMaxParts matrices that
+// take the same input (a layer's q, k and v projections, or its gate and
+// up): one parallel dispatch for all of them, threads claiming row chunks
+// across the matrices, and for int4 weights one layout of x. Matrices whose
+// kernels want different things of x (dtype, width, int4 family, group
+// size or zero points) run one at a time.
+func MatVecs(p *Pool, outs [][]float32, ws []Mat, x []float32) {
+	for i, w := range ws {
+		if w.Observe != nil {
+			w.Observe(x[:w.Cols], 1)
+		}
+		_ = outs[i][:w.Rows]
+	}
+	if !matVecsShare(isa, ws) {
+		for i, w := range ws {
+			matVec(p, outs[i], w, x)
+		}
+		return
+	}
+	impl := q4Go
+	if ws[0].DType == dtype.U4 {
+		impl = q4ImplFor(isa, ws[0])
+	}
+	matVecsRun(isa, impl, p, outs, ws, x)
+}
+
+// matVecsShare reports whether one dispatch and one layout of x serve all
+// of ws at the level.
+func matVecsShare(level ISA, ws []Mat) bool {
+	if len(ws) == 0 || len(ws) > mvMaxParts {
+		return false
+	}
+	w0 := ws[0]
+	for _, w := range ws {
+		if !mvSupported(level, w) || w.DType != w0.DType || w.Cols != w0.Cols {
+			return false
+		}
+		if w.DType == dtype.U4 && (q4ImplFor(level, w) != q4ImplFor(level, w0) ||
+			w.Q4.GroupSize != w0.Q4.GroupSize || (w.Q4.Zeros == nil) != (w0.Q4.Zeros == nil)) {
+			return false
+		}
+	}
+	return w0.DType != dtype.U4 || q4ImplFor(level, w0) != q4Go
+}
+
+// mvMaxParts bounds the matrices of one MatVecs dispatch.
+const mvMaxParts = 4
+
+// matVecsRun runs the products of ws (matVecsShare holds) as one job.
+func matVecsRun(level ISA, impl q4Impl, p *Pool, outs [][]float32, ws []Mat, x []float32) {
 	s := &p.mv
 	// Products on one pool run one at a time (the pool's workers serve one
 	// loop at a time anyway); the lock makes concurrent callers safe.
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	j := &s.job
-	j.level, j.out, j.w, j.x, j.xq, j.nxs = level, out, w, x, nil, nil
+	j.level, j.x, j.xq, j.nxs, j.n = level, x, nil, nil, len(ws)
 	j.next.Store(0)
-	if w.DType == dtype.U4 {
+	if ws[0].DType == dtype.U4 {
 		j.q4 = impl
-		j.xq, j.nxs = s.prepareQ4X(impl, w, x)
+		j.xq, j.nxs = s.prepareQ4X(impl, ws[0], x)
 	}
-	if len(w.Data) < mvSerialBytes || p.Threads() == 1 {
-		j.rows(0, w.Rows)
+	bytes := 0
+	for i, w := range ws {
+		j.parts[i] = mvPart{out: outs[i], w: w}
+		bytes += len(w.Data)
+	}
+	if bytes < mvSerialBytes || p.Threads() == 1 {
+		for i := range ws {
+			j.rows(&j.parts[i], 0, ws[i].Rows)
+		}
 	} else {
 		// Threads claim chunks of rows as they go rather than one fixed
 		// share each: the vCPUs are shared with other work, and a thread
 		// that loses its core for a while must not hold the product up.
 		// Chunks are a multiple of mvGrain rows and at least mvChunkBytes,
 		// so the per-chunk cost (an atomic add, cold prefetch streams) stays
-		// small, and there are about mvChunksPerThread per thread.
-		rowBytes := max(1, len(w.Data)/w.Rows)
-		c := max(mvGrain, mvChunkBytes/rowBytes, w.Rows/(mvChunksPerThread*p.Threads()))
-		j.chunk = (c + mvGrain - 1) / mvGrain * mvGrain
+		// small, and there are about mvChunksPerThread per thread in each
+		// matrix.
+		j.chunks = 0
+		for i := range ws {
+			part, w := &j.parts[i], ws[i]
+			rowBytes := max(1, len(w.Data)/w.Rows)
+			c := max(mvGrain, mvChunkBytes/rowBytes, w.Rows/(mvChunksPerThread*p.Threads()))
+			part.chunk = (c + mvGrain - 1) / mvGrain * mvGrain
+			part.first = j.chunks
+			j.chunks += (w.Rows + part.chunk - 1) / part.chunk
+		}
 		p.Run(p.Threads(), 1, j) // a pointer Task: no allocation
 	}
 	// Do not pin the weights or x after the call.
-	j.out, j.w, j.x, j.xq, j.nxs = nil, Mat{}, nil, nil, nil
+	j.x, j.xq, j.nxs = nil, nil, nil
+	clear(j.parts[:])
 }
 
 // Chunking of the rows between threads (see matVecISA).
@@ -105,38 +174,52 @@ type mvScratch struct {
 	job mvJob
 }
 
-// mvJob is one product. It is the pool's Task: each thread's Run claims
-// chunks of rows until none is left.
+// mvJob is one dispatch of products sharing x. It is the pool's Task:
+// each thread's Run claims chunks of rows until none is left.
 type mvJob struct {
 	level   ISA
 	q4      q4Impl // int4 only: the kernel family
-	out     []float32
-	w       Mat
 	x       []float32
-	xq, nxs []float32    // int4 only: x rearranged, and the lane sums
-	chunk   int          // rows per claim
+	xq, nxs []float32 // int4 only: x rearranged, and the lane sums
+	parts   [mvMaxParts]mvPart
+	n       int          // parts in use
+	chunks  int          // chunks of all parts
 	next    atomic.Int64 // the next chunk to claim
+}
+
+// mvPart is one matrix of an mvJob.
+type mvPart struct {
+	out   []float32
+	w     Mat
+	chunk int // rows per claim
+	first int // the job's index of its first chunk
 }
 
 // Run computes chunks of rows until all are claimed (the range, one part
 // per thread, is not used).
 func (j *mvJob) Run(_, _ int) {
 	for {
-		lo := int(j.next.Add(1)-1) * j.chunk
-		if lo >= j.w.Rows {
+		c := int(j.next.Add(1) - 1)
+		if c >= j.chunks {
 			return
 		}
-		j.rows(lo, min(lo+j.chunk, j.w.Rows))
+		i := j.n - 1
+		for j.parts[i].first > c {
+			i--
+		}
+		part := &j.parts[i]
+		lo := (c - part.first) * part.chunk
+		j.rows(part, lo, min(lo+part.chunk, part.w.Rows))
 	}
 }
 
-// rows computes out[lo:hi].
-func (j *mvJob) rows(lo, hi int) {
-	if j.w.DType == dtype.U4 {
-		q4Rows(j.q4, j.out, j.w, j.xq, j.nxs, lo, hi)
+// rows computes part's out[lo:hi].
+func (j *mvJob) rows(part *mvPart, lo, hi int) {
+	if part.w.DType == dtype.U4 {
+		q4Rows(j.q4, part.out, part.w, j.xq, j.nxs, lo, hi)
 		return
 	}
-	denseRows(j.level, j.out, j.w, j.x, lo, hi)
+	denseRows(j.level, part.out, part.w, j.x, lo, hi)
 }
 
 // mvSupported reports whether the level has kernels for w: dense F32, BF16

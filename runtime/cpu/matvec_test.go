@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -523,5 +524,53 @@ func TestPrepVNNIMatchesGo(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// MatVecs gives each matrix's MatVec result bit for bit: matrices sharing
+// one dispatch (dense of one dtype, int4 of one family and group size;
+// chunks of several matrices claimed by both threads) and mixes that go
+// one at a time; a warm call allocates nothing.
+func TestMatVecs(t *testing.T) {
+	r := rand.New(rand.NewPCG(30, 31))
+	q4 := func(rows, cols, g int, asym bool) Mat {
+		m, err := NewInt4Mat(randInt4(r, rows, cols, g, dtype.BF16, asym))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	cases := []struct {
+		name string
+		ws   []Mat
+	}{
+		{"bf16 qkv", []Mat{randFloatMat(r, 1024, 1152, dtype.BF16), randFloatMat(r, 256, 1152, dtype.BF16), randFloatMat(r, 256, 1152, dtype.BF16)}},
+		{"int4 qkv", []Mat{q4(1024, 1152, 128, false), q4(256, 1152, 128, false), q4(256, 1152, 128, false)}},
+		{"int4 gate up odd rows", []Mat{q4(700, 384, 128, true), q4(93, 384, 128, true)}},
+		{"mixed zero points", []Mat{q4(64, 256, 128, false), q4(64, 256, 128, true)}},
+		{"mixed dtypes", []Mat{randFloatMat(r, 40, 96, dtype.F32), q4(48, 96, 32, false), randFloatMat(r, 33, 96, dtype.F16)}},
+		{"small", []Mat{randFloatMat(r, 5, 64, dtype.BF16), randFloatMat(r, 7, 64, dtype.BF16)}},
+	}
+	for _, threads := range []int{1, 2} {
+		p := NewPool(threads)
+		for _, c := range cases {
+			x := randVec(r, c.ws[0].Cols)
+			outs := make([][]float32, len(c.ws))
+			for i, w := range c.ws {
+				outs[i] = make([]float32, w.Rows)
+			}
+			MatVecs(p, outs, c.ws, x)
+			for i, w := range c.ws {
+				want := make([]float32, w.Rows)
+				matVec(p, want, w, x)
+				if !slices.Equal(outs[i], want) {
+					t.Fatalf("%s threads %d: matrix %d differs from its MatVec", c.name, threads, i)
+				}
+			}
+			if n := testing.AllocsPerRun(10, func() { MatVecs(p, outs, c.ws, x) }); n != 0 && CurrentISA() != Generic {
+				t.Errorf("%s threads %d: %.1f allocations per call", c.name, threads, n)
+			}
+		}
+		p.Close()
 	}
 }

@@ -314,9 +314,7 @@ func (r *Runner) forwardChunk(segs []segment, all []float32) {
 		// Attention block.
 		task.run(stageAttnNorm, T)
 		xn := b.xn[:T*h]
-		r.matMul(b.q[:T*qd], l.Q, xn, T)
-		r.matMul(b.k[:T*kvd], l.K, xn, T)
-		r.matMul(b.v[:T*kvd], l.V, xn, T)
+		r.matMul3(xn, T, b.q[:T*qd], l.Q, b.k[:T*kvd], l.K, b.v[:T*kvd], l.V)
 		task.run(stageQKV, T)
 		r.attention(b.att[:T*qd], b.q[:T*qd], b.k[:T*kvd], b.v[:T*kvd], segs, li, T, l.Sliding)
 		r.matMul(b.o[:T*h], l.O, b.att[:T*qd], T)
@@ -324,8 +322,7 @@ func (r *Runner) forwardChunk(segs []segment, all []float32) {
 
 		// MLP block.
 		gate, up := b.gate[:T*c.IntermediateSize], b.up[:T*c.IntermediateSize]
-		r.matMul(gate, l.Gate, xn, T)
-		r.matMul(up, l.Up, xn, T)
+		r.matMul2(xn, T, gate, l.Gate, up, l.Up)
 		task.run(stageActivation, T)
 		r.matMul(b.down[:T*h], l.Down, gate, T)
 		task.run(stageMLPOut, T)
@@ -374,14 +371,43 @@ const (
 // matMul is cpu.MatMul on the pool, or on the calling thread alone when
 // the product is small (cpu.ParallelMACs).
 func (r *Runner) matMul(out []float32, w cpu.Mat, x []float32, T int) {
-	p := r.Pool
-	if T*w.Rows*w.Cols < cpu.ParallelMACs {
-		if r.serial == nil {
-			r.serial = cpu.NewPool(1) // no goroutines: runs on the caller
-		}
-		p = r.serial
+	cpu.MatMul(r.poolFor(T*w.Rows*w.Cols), out, w, x, T)
+}
+
+// poolFor returns the pool for products of macs multiply-adds: the
+// Runner's, or its one-thread pool below cpu.ParallelMACs.
+func (r *Runner) poolFor(macs int) *cpu.Pool {
+	if macs >= cpu.ParallelMACs {
+		return r.Pool
 	}
-	cpu.MatMul(p, out, w, x, T)
+	if r.serial == nil {
+		r.serial = cpu.NewPool(1) // no goroutines: runs on the caller
+	}
+	return r.serial
+}
+
+// matMul3 is matMul of three weights over the same input x (q, k and v):
+// one token's products go out as one dispatch (cpu.MatVecs).
+func (r *Runner) matMul3(x []float32, T int, o1 []float32, w1 cpu.Mat, o2 []float32, w2 cpu.Mat, o3 []float32, w3 cpu.Mat) {
+	if T != 1 {
+		r.matMul(o1, w1, x, T)
+		r.matMul(o2, w2, x, T)
+		r.matMul(o3, w3, x, T)
+		return
+	}
+	outs, ws := [3][]float32{o1, o2, o3}, [3]cpu.Mat{w1, w2, w3}
+	cpu.MatVecs(r.poolFor(w1.Rows*w1.Cols+w2.Rows*w2.Cols+w3.Rows*w3.Cols), outs[:], ws[:], x)
+}
+
+// matMul2 is matMul3 for two weights (gate and up).
+func (r *Runner) matMul2(x []float32, T int, o1 []float32, w1 cpu.Mat, o2 []float32, w2 cpu.Mat) {
+	if T != 1 {
+		r.matMul(o1, w1, x, T)
+		r.matMul(o2, w2, x, T)
+		return
+	}
+	outs, ws := [2][]float32{o1, o2}, [2]cpu.Mat{w1, w2}
+	cpu.MatVecs(r.poolFor(w1.Rows*w1.Cols+w2.Rows*w2.Cols), outs[:], ws[:], x)
 }
 
 // parallelWork is the number of elements (or multiply-adds) below which
