@@ -17,25 +17,45 @@ func mvLanes(level ISA) int {
 	return 0
 }
 
-// denseCall runs the dense matrix-vector kernel of the level for dt. The
-// calls are direct, not through a func value, so the compiler sees the
-// kernels' noescape and callers' buffers can stay on their stacks.
+// denseCall runs the dense matrix-vector kernel of the level for dt: rows
+// one at a time (one sequential stream of weights) while x fits in L1 with
+// room to spare (n ≤ denseRows1Cols), else four at a time so each x vector
+// loaded serves four rows (see dense in the generator). The calls are
+// direct, not through a func value, so the compiler sees the kernels'
+// noescape and callers' buffers can stay on their stacks.
 func denseCall(level ISA, dt dtype.DType, out *float32, w *byte, stride int, x *float32, n int, rows int) {
+	one := n <= denseRows1Cols
 	switch {
+	case level == AVX512 && dt == dtype.F32 && one:
+		mvDenseF32AVX512Rows1(out, w, stride, x, n, rows)
 	case level == AVX512 && dt == dtype.F32:
 		mvDenseF32AVX512(out, w, stride, x, n, rows)
+	case level == AVX512 && dt == dtype.BF16 && one:
+		mvDenseBF16AVX512Rows1(out, w, stride, x, n, rows)
 	case level == AVX512 && dt == dtype.BF16:
 		mvDenseBF16AVX512(out, w, stride, x, n, rows)
+	case level == AVX512 && one:
+		mvDenseF16AVX512Rows1(out, w, stride, x, n, rows)
 	case level == AVX512:
 		mvDenseF16AVX512(out, w, stride, x, n, rows)
+	case dt == dtype.F32 && one:
+		mvDenseF32AVX2Rows1(out, w, stride, x, n, rows)
 	case dt == dtype.F32:
 		mvDenseF32AVX2(out, w, stride, x, n, rows)
+	case dt == dtype.BF16 && one:
+		mvDenseBF16AVX2Rows1(out, w, stride, x, n, rows)
 	case dt == dtype.BF16:
 		mvDenseBF16AVX2(out, w, stride, x, n, rows)
+	case one:
+		mvDenseF16AVX2Rows1(out, w, stride, x, n, rows)
 	default:
 		mvDenseF16AVX2(out, w, stride, x, n, rows)
 	}
 }
+
+// denseRows1Cols is the widest x (in inputs: 8 KiB of float32) the dense
+// kernels read once per row rather than once per four rows.
+const denseRows1Cols = 2048
 
 // denseRows sets out[r] = W[r,:]·x for lo <= r < hi with the level's
 // kernel (mvSupported(level, w) must hold); the kernel covers the columns

@@ -5441,6 +5441,67 @@ mvDenseF32AVX2_done:
 	VZEROUPPER
 	RET
 
+// func mvDenseF32AVX2Rows1(out *float32, w *byte, stride int, x *float32, n int, rows int)
+// Requires: AVX, FMA3, MMX+
+TEXT ·mvDenseF32AVX2Rows1(SB), NOSPLIT, $0-48
+	MOVQ out+0(FP), AX
+	MOVQ w+8(FP), CX
+	MOVQ stride+16(FP), DX
+	MOVQ x+24(FP), BX
+	MOVQ n+32(FP), SI
+	SHLQ $0x02, SI
+	MOVQ SI, DI
+	ANDQ $-64, DI
+	MOVQ rows+40(FP), R8
+
+mvDenseF32AVX2Rows1_rows1:
+	TESTQ  R8, R8
+	JZ     mvDenseF32AVX2Rows1_done
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	LEAQ   (CX)(DX*1), R9
+	LEAQ   (R9)(DX*1), R9
+	XORQ   R10, R10
+
+mvDenseF32AVX2Rows1_r1_2:
+	CMPQ        R10, DI
+	JAE         mvDenseF32AVX2Rows1_r1_1
+	VMOVUPS     (BX)(R10*1), Y2
+	VMOVUPS     32(BX)(R10*1), Y3
+	VFMADD231PS (CX)(R10*1), Y2, Y0
+	VFMADD231PS 32(CX)(R10*1), Y3, Y1
+	CMPQ        R8, $0x00000003
+	JB          mvDenseF32AVX2Rows1_r1_nopf
+	PREFETCHT1  (R9)(R10*1)
+
+mvDenseF32AVX2Rows1_r1_nopf:
+	ADDQ $0x00000040, R10
+	JMP  mvDenseF32AVX2Rows1_r1_2
+
+mvDenseF32AVX2Rows1_r1_1:
+	CMPQ        R10, SI
+	JAE         mvDenseF32AVX2Rows1_r1_sum
+	VMOVUPS     (BX)(R10*1), Y2
+	VFMADD231PS (CX)(R10*1), Y2, Y0
+
+mvDenseF32AVX2Rows1_r1_sum:
+	VADDPS       Y1, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X1, X0, X1
+	VPERMILPS    $0x4e, X1, X0
+	VADDPS       X0, X1, X1
+	VPERMILPS    $0xb1, X1, X0
+	VADDPS       X0, X1, X1
+	VMOVSS       X1, (AX)
+	ADDQ         $0x00000004, AX
+	ADDQ         DX, CX
+	DECQ         R8
+	JMP          mvDenseF32AVX2Rows1_rows1
+
+mvDenseF32AVX2Rows1_done:
+	VZEROUPPER
+	RET
+
 // func mvDenseBF16AVX2(out *float32, w *byte, stride int, x *float32, n int, rows int)
 // Requires: AVX, AVX2, FMA3, MMX+
 TEXT ·mvDenseBF16AVX2(SB), NOSPLIT, $0-48
@@ -5609,6 +5670,73 @@ mvDenseBF16AVX2_done:
 	VZEROUPPER
 	RET
 
+// func mvDenseBF16AVX2Rows1(out *float32, w *byte, stride int, x *float32, n int, rows int)
+// Requires: AVX, AVX2, FMA3, MMX+
+TEXT ·mvDenseBF16AVX2Rows1(SB), NOSPLIT, $0-48
+	MOVQ out+0(FP), AX
+	MOVQ w+8(FP), CX
+	MOVQ stride+16(FP), DX
+	MOVQ x+24(FP), BX
+	MOVQ n+32(FP), SI
+	SHLQ $0x01, SI
+	MOVQ SI, DI
+	ANDQ $-32, DI
+	MOVQ rows+40(FP), R8
+
+mvDenseBF16AVX2Rows1_rows1:
+	TESTQ  R8, R8
+	JZ     mvDenseBF16AVX2Rows1_done
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	LEAQ   (CX)(DX*1), R9
+	LEAQ   (R9)(DX*1), R9
+	XORQ   R10, R10
+
+mvDenseBF16AVX2Rows1_r1_2:
+	CMPQ        R10, DI
+	JAE         mvDenseBF16AVX2Rows1_r1_1
+	VMOVUPS     (BX)(R10*2), Y2
+	VMOVUPS     32(BX)(R10*2), Y3
+	VPMOVZXWD   (CX)(R10*1), Y4
+	VPSLLD      $0x10, Y4, Y4
+	VFMADD231PS Y2, Y4, Y0
+	VPMOVZXWD   16(CX)(R10*1), Y2
+	VPSLLD      $0x10, Y2, Y2
+	VFMADD231PS Y3, Y2, Y1
+	CMPQ        R8, $0x00000003
+	JB          mvDenseBF16AVX2Rows1_r1_nopf
+	PREFETCHT1  (R9)(R10*1)
+
+mvDenseBF16AVX2Rows1_r1_nopf:
+	ADDQ $0x00000020, R10
+	JMP  mvDenseBF16AVX2Rows1_r1_2
+
+mvDenseBF16AVX2Rows1_r1_1:
+	CMPQ        R10, SI
+	JAE         mvDenseBF16AVX2Rows1_r1_sum
+	VMOVUPS     (BX)(R10*2), Y2
+	VPMOVZXWD   (CX)(R10*1), Y3
+	VPSLLD      $0x10, Y3, Y3
+	VFMADD231PS Y2, Y3, Y0
+
+mvDenseBF16AVX2Rows1_r1_sum:
+	VADDPS       Y1, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X1, X0, X1
+	VPERMILPS    $0x4e, X1, X0
+	VADDPS       X0, X1, X1
+	VPERMILPS    $0xb1, X1, X0
+	VADDPS       X0, X1, X1
+	VMOVSS       X1, (AX)
+	ADDQ         $0x00000004, AX
+	ADDQ         DX, CX
+	DECQ         R8
+	JMP          mvDenseBF16AVX2Rows1_rows1
+
+mvDenseBF16AVX2Rows1_done:
+	VZEROUPPER
+	RET
+
 // func mvDenseF16AVX2(out *float32, w *byte, stride int, x *float32, n int, rows int)
 // Requires: AVX, F16C, FMA3, MMX+
 TEXT ·mvDenseF16AVX2(SB), NOSPLIT, $0-48
@@ -5759,6 +5887,70 @@ mvDenseF16AVX2_r1_sum:
 	JMP          mvDenseF16AVX2_rows1
 
 mvDenseF16AVX2_done:
+	VZEROUPPER
+	RET
+
+// func mvDenseF16AVX2Rows1(out *float32, w *byte, stride int, x *float32, n int, rows int)
+// Requires: AVX, F16C, FMA3, MMX+
+TEXT ·mvDenseF16AVX2Rows1(SB), NOSPLIT, $0-48
+	MOVQ out+0(FP), AX
+	MOVQ w+8(FP), CX
+	MOVQ stride+16(FP), DX
+	MOVQ x+24(FP), BX
+	MOVQ n+32(FP), SI
+	SHLQ $0x01, SI
+	MOVQ SI, DI
+	ANDQ $-32, DI
+	MOVQ rows+40(FP), R8
+
+mvDenseF16AVX2Rows1_rows1:
+	TESTQ  R8, R8
+	JZ     mvDenseF16AVX2Rows1_done
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	LEAQ   (CX)(DX*1), R9
+	LEAQ   (R9)(DX*1), R9
+	XORQ   R10, R10
+
+mvDenseF16AVX2Rows1_r1_2:
+	CMPQ        R10, DI
+	JAE         mvDenseF16AVX2Rows1_r1_1
+	VMOVUPS     (BX)(R10*2), Y2
+	VMOVUPS     32(BX)(R10*2), Y3
+	VCVTPH2PS   (CX)(R10*1), Y4
+	VFMADD231PS Y2, Y4, Y0
+	VCVTPH2PS   16(CX)(R10*1), Y2
+	VFMADD231PS Y3, Y2, Y1
+	CMPQ        R8, $0x00000003
+	JB          mvDenseF16AVX2Rows1_r1_nopf
+	PREFETCHT1  (R9)(R10*1)
+
+mvDenseF16AVX2Rows1_r1_nopf:
+	ADDQ $0x00000020, R10
+	JMP  mvDenseF16AVX2Rows1_r1_2
+
+mvDenseF16AVX2Rows1_r1_1:
+	CMPQ        R10, SI
+	JAE         mvDenseF16AVX2Rows1_r1_sum
+	VMOVUPS     (BX)(R10*2), Y2
+	VCVTPH2PS   (CX)(R10*1), Y3
+	VFMADD231PS Y2, Y3, Y0
+
+mvDenseF16AVX2Rows1_r1_sum:
+	VADDPS       Y1, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X1, X0, X1
+	VPERMILPS    $0x4e, X1, X0
+	VADDPS       X0, X1, X1
+	VPERMILPS    $0xb1, X1, X0
+	VADDPS       X0, X1, X1
+	VMOVSS       X1, (AX)
+	ADDQ         $0x00000004, AX
+	ADDQ         DX, CX
+	DECQ         R8
+	JMP          mvDenseF16AVX2Rows1_rows1
+
+mvDenseF16AVX2Rows1_done:
 	VZEROUPPER
 	RET
 
@@ -7404,6 +7596,70 @@ mvDenseF32AVX512_done:
 	VZEROUPPER
 	RET
 
+// func mvDenseF32AVX512Rows1(out *float32, w *byte, stride int, x *float32, n int, rows int)
+// Requires: AVX, AVX512F, AVX512VL, MMX+
+TEXT ·mvDenseF32AVX512Rows1(SB), NOSPLIT, $0-48
+	MOVQ out+0(FP), AX
+	MOVQ w+8(FP), CX
+	MOVQ stride+16(FP), DX
+	MOVQ x+24(FP), BX
+	MOVQ n+32(FP), SI
+	SHLQ $0x02, SI
+	MOVQ SI, DI
+	ANDQ $-128, DI
+	MOVQ rows+40(FP), R8
+
+mvDenseF32AVX512Rows1_rows1:
+	TESTQ  R8, R8
+	JZ     mvDenseF32AVX512Rows1_done
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	LEAQ   (CX)(DX*1), R9
+	LEAQ   (R9)(DX*1), R9
+	XORQ   R10, R10
+
+mvDenseF32AVX512Rows1_r1_2:
+	CMPQ        R10, DI
+	JAE         mvDenseF32AVX512Rows1_r1_1
+	VMOVUPS     (BX)(R10*1), Z2
+	VMOVUPS     64(BX)(R10*1), Z3
+	VFMADD231PS (CX)(R10*1), Z2, Z0
+	VFMADD231PS 64(CX)(R10*1), Z3, Z1
+	CMPQ        R8, $0x00000003
+	JB          mvDenseF32AVX512Rows1_r1_nopf
+	PREFETCHT1  (R9)(R10*1)
+	PREFETCHT1  64(R9)(R10*1)
+
+mvDenseF32AVX512Rows1_r1_nopf:
+	ADDQ $0x00000080, R10
+	JMP  mvDenseF32AVX512Rows1_r1_2
+
+mvDenseF32AVX512Rows1_r1_1:
+	CMPQ        R10, SI
+	JAE         mvDenseF32AVX512Rows1_r1_sum
+	VMOVUPS     (BX)(R10*1), Z2
+	VFMADD231PS (CX)(R10*1), Z2, Z0
+
+mvDenseF32AVX512Rows1_r1_sum:
+	VADDPS        Z1, Z0, Z0
+	VEXTRACTF64X4 $0x01, Z0, Y2
+	VADDPS        Y2, Y0, Y2
+	VEXTRACTF32X4 $0x01, Y2, X3
+	VADDPS        X3, X2, X3
+	VPERMILPS     $0x4e, X3, X2
+	VADDPS        X2, X3, X3
+	VPERMILPS     $0xb1, X3, X2
+	VADDPS        X2, X3, X3
+	VMOVSS        X3, (AX)
+	ADDQ          $0x00000004, AX
+	ADDQ          DX, CX
+	DECQ          R8
+	JMP           mvDenseF32AVX512Rows1_rows1
+
+mvDenseF32AVX512Rows1_done:
+	VZEROUPPER
+	RET
+
 // func mvDenseBF16AVX512(out *float32, w *byte, stride int, x *float32, n int, rows int)
 // Requires: AVX, AVX512F, AVX512VL, MMX+
 TEXT ·mvDenseBF16AVX512(SB), NOSPLIT, $0-48
@@ -7584,6 +7840,75 @@ mvDenseBF16AVX512_done:
 	VZEROUPPER
 	RET
 
+// func mvDenseBF16AVX512Rows1(out *float32, w *byte, stride int, x *float32, n int, rows int)
+// Requires: AVX, AVX512F, AVX512VL, MMX+
+TEXT ·mvDenseBF16AVX512Rows1(SB), NOSPLIT, $0-48
+	MOVQ out+0(FP), AX
+	MOVQ w+8(FP), CX
+	MOVQ stride+16(FP), DX
+	MOVQ x+24(FP), BX
+	MOVQ n+32(FP), SI
+	SHLQ $0x01, SI
+	MOVQ SI, DI
+	ANDQ $-64, DI
+	MOVQ rows+40(FP), R8
+
+mvDenseBF16AVX512Rows1_rows1:
+	TESTQ  R8, R8
+	JZ     mvDenseBF16AVX512Rows1_done
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	LEAQ   (CX)(DX*1), R9
+	LEAQ   (R9)(DX*1), R9
+	XORQ   R10, R10
+
+mvDenseBF16AVX512Rows1_r1_2:
+	CMPQ        R10, DI
+	JAE         mvDenseBF16AVX512Rows1_r1_1
+	VMOVUPS     (BX)(R10*2), Z2
+	VMOVUPS     64(BX)(R10*2), Z3
+	VPMOVZXWD   (CX)(R10*1), Z4
+	VPSLLD      $0x10, Z4, Z4
+	VFMADD231PS Z2, Z4, Z0
+	VPMOVZXWD   32(CX)(R10*1), Z2
+	VPSLLD      $0x10, Z2, Z2
+	VFMADD231PS Z3, Z2, Z1
+	CMPQ        R8, $0x00000003
+	JB          mvDenseBF16AVX512Rows1_r1_nopf
+	PREFETCHT1  (R9)(R10*1)
+
+mvDenseBF16AVX512Rows1_r1_nopf:
+	ADDQ $0x00000040, R10
+	JMP  mvDenseBF16AVX512Rows1_r1_2
+
+mvDenseBF16AVX512Rows1_r1_1:
+	CMPQ        R10, SI
+	JAE         mvDenseBF16AVX512Rows1_r1_sum
+	VMOVUPS     (BX)(R10*2), Z2
+	VPMOVZXWD   (CX)(R10*1), Z3
+	VPSLLD      $0x10, Z3, Z3
+	VFMADD231PS Z2, Z3, Z0
+
+mvDenseBF16AVX512Rows1_r1_sum:
+	VADDPS        Z1, Z0, Z0
+	VEXTRACTF64X4 $0x01, Z0, Y2
+	VADDPS        Y2, Y0, Y2
+	VEXTRACTF32X4 $0x01, Y2, X3
+	VADDPS        X3, X2, X3
+	VPERMILPS     $0x4e, X3, X2
+	VADDPS        X2, X3, X3
+	VPERMILPS     $0xb1, X3, X2
+	VADDPS        X2, X3, X3
+	VMOVSS        X3, (AX)
+	ADDQ          $0x00000004, AX
+	ADDQ          DX, CX
+	DECQ          R8
+	JMP           mvDenseBF16AVX512Rows1_rows1
+
+mvDenseBF16AVX512Rows1_done:
+	VZEROUPPER
+	RET
+
 // func mvDenseF16AVX512(out *float32, w *byte, stride int, x *float32, n int, rows int)
 // Requires: AVX, AVX512F, AVX512VL, MMX+
 TEXT ·mvDenseF16AVX512(SB), NOSPLIT, $0-48
@@ -7746,6 +8071,72 @@ mvDenseF16AVX512_r1_sum:
 	JMP           mvDenseF16AVX512_rows1
 
 mvDenseF16AVX512_done:
+	VZEROUPPER
+	RET
+
+// func mvDenseF16AVX512Rows1(out *float32, w *byte, stride int, x *float32, n int, rows int)
+// Requires: AVX, AVX512F, AVX512VL, MMX+
+TEXT ·mvDenseF16AVX512Rows1(SB), NOSPLIT, $0-48
+	MOVQ out+0(FP), AX
+	MOVQ w+8(FP), CX
+	MOVQ stride+16(FP), DX
+	MOVQ x+24(FP), BX
+	MOVQ n+32(FP), SI
+	SHLQ $0x01, SI
+	MOVQ SI, DI
+	ANDQ $-64, DI
+	MOVQ rows+40(FP), R8
+
+mvDenseF16AVX512Rows1_rows1:
+	TESTQ  R8, R8
+	JZ     mvDenseF16AVX512Rows1_done
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	LEAQ   (CX)(DX*1), R9
+	LEAQ   (R9)(DX*1), R9
+	XORQ   R10, R10
+
+mvDenseF16AVX512Rows1_r1_2:
+	CMPQ        R10, DI
+	JAE         mvDenseF16AVX512Rows1_r1_1
+	VMOVUPS     (BX)(R10*2), Z2
+	VMOVUPS     64(BX)(R10*2), Z3
+	VCVTPH2PS   (CX)(R10*1), Z4
+	VFMADD231PS Z2, Z4, Z0
+	VCVTPH2PS   32(CX)(R10*1), Z2
+	VFMADD231PS Z3, Z2, Z1
+	CMPQ        R8, $0x00000003
+	JB          mvDenseF16AVX512Rows1_r1_nopf
+	PREFETCHT1  (R9)(R10*1)
+
+mvDenseF16AVX512Rows1_r1_nopf:
+	ADDQ $0x00000040, R10
+	JMP  mvDenseF16AVX512Rows1_r1_2
+
+mvDenseF16AVX512Rows1_r1_1:
+	CMPQ        R10, SI
+	JAE         mvDenseF16AVX512Rows1_r1_sum
+	VMOVUPS     (BX)(R10*2), Z2
+	VCVTPH2PS   (CX)(R10*1), Z3
+	VFMADD231PS Z2, Z3, Z0
+
+mvDenseF16AVX512Rows1_r1_sum:
+	VADDPS        Z1, Z0, Z0
+	VEXTRACTF64X4 $0x01, Z0, Y2
+	VADDPS        Y2, Y0, Y2
+	VEXTRACTF32X4 $0x01, Y2, X3
+	VADDPS        X3, X2, X3
+	VPERMILPS     $0x4e, X3, X2
+	VADDPS        X2, X3, X3
+	VPERMILPS     $0xb1, X3, X2
+	VADDPS        X2, X3, X3
+	VMOVSS        X3, (AX)
+	ADDQ          $0x00000004, AX
+	ADDQ          DX, CX
+	DECQ          R8
+	JMP           mvDenseF16AVX512Rows1_rows1
+
+mvDenseF16AVX512Rows1_done:
 	VZEROUPPER
 	RET
 

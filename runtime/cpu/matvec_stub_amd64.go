@@ -158,15 +158,30 @@ func mvAxpyAVX2(y *float32, x *float32, a float32, n int)
 //go:noescape
 func mvDenseF32AVX2(out *float32, w *byte, stride int, x *float32, n int, rows int)
 
+// mvDenseF32AVX2Rows1 sets out[r] = Σ_{c<n} W[r,c]·x[c] for r < rows, W F32 with rows stride bytes apart; n is a positive multiple of 8.
+//
+//go:noescape
+func mvDenseF32AVX2Rows1(out *float32, w *byte, stride int, x *float32, n int, rows int)
+
 // mvDenseBF16AVX2 sets out[r] = Σ_{c<n} W[r,c]·x[c] for r < rows, W BF16 with rows stride bytes apart; n is a positive multiple of 8.
 //
 //go:noescape
 func mvDenseBF16AVX2(out *float32, w *byte, stride int, x *float32, n int, rows int)
 
+// mvDenseBF16AVX2Rows1 sets out[r] = Σ_{c<n} W[r,c]·x[c] for r < rows, W BF16 with rows stride bytes apart; n is a positive multiple of 8.
+//
+//go:noescape
+func mvDenseBF16AVX2Rows1(out *float32, w *byte, stride int, x *float32, n int, rows int)
+
 // mvDenseF16AVX2 sets out[r] = Σ_{c<n} W[r,c]·x[c] for r < rows, W F16 with rows stride bytes apart; n is a positive multiple of 8.
 //
 //go:noescape
 func mvDenseF16AVX2(out *float32, w *byte, stride int, x *float32, n int, rows int)
+
+// mvDenseF16AVX2Rows1 sets out[r] = Σ_{c<n} W[r,c]·x[c] for r < rows, W F16 with rows stride bytes apart; n is a positive multiple of 8.
+//
+//go:noescape
+func mvDenseF16AVX2Rows1(out *float32, w *byte, stride int, x *float32, n int, rows int)
 
 // mvQ4BF16SymAVX2 is the W4A16 matrix-vector product out[r] = Σ_c (q[r,c] − z[r,g])·s[r,g]·x[c] for r < rows.
 // Row r of codes (formats/int4 layout) is at w + r·stride bytes and spans stride bytes;
@@ -255,15 +270,30 @@ func mvAxpyAVX512(y *float32, x *float32, a float32, n int)
 //go:noescape
 func mvDenseF32AVX512(out *float32, w *byte, stride int, x *float32, n int, rows int)
 
+// mvDenseF32AVX512Rows1 sets out[r] = Σ_{c<n} W[r,c]·x[c] for r < rows, W F32 with rows stride bytes apart; n is a positive multiple of 16.
+//
+//go:noescape
+func mvDenseF32AVX512Rows1(out *float32, w *byte, stride int, x *float32, n int, rows int)
+
 // mvDenseBF16AVX512 sets out[r] = Σ_{c<n} W[r,c]·x[c] for r < rows, W BF16 with rows stride bytes apart; n is a positive multiple of 16.
 //
 //go:noescape
 func mvDenseBF16AVX512(out *float32, w *byte, stride int, x *float32, n int, rows int)
 
+// mvDenseBF16AVX512Rows1 sets out[r] = Σ_{c<n} W[r,c]·x[c] for r < rows, W BF16 with rows stride bytes apart; n is a positive multiple of 16.
+//
+//go:noescape
+func mvDenseBF16AVX512Rows1(out *float32, w *byte, stride int, x *float32, n int, rows int)
+
 // mvDenseF16AVX512 sets out[r] = Σ_{c<n} W[r,c]·x[c] for r < rows, W F16 with rows stride bytes apart; n is a positive multiple of 16.
 //
 //go:noescape
 func mvDenseF16AVX512(out *float32, w *byte, stride int, x *float32, n int, rows int)
+
+// mvDenseF16AVX512Rows1 sets out[r] = Σ_{c<n} W[r,c]·x[c] for r < rows, W F16 with rows stride bytes apart; n is a positive multiple of 16.
+//
+//go:noescape
+func mvDenseF16AVX512Rows1(out *float32, w *byte, stride int, x *float32, n int, rows int)
 
 // mvQ4BF16SymAVX512 is the W4A16 matrix-vector product out[r] = Σ_c (q[r,c] − z[r,g])·s[r,g]·x[c] for r < rows.
 // Row r of codes (formats/int4 layout) is at w + r·stride bytes and spans stride bytes;

@@ -53,13 +53,16 @@ func denseShapes() [][2]int {
 	return [][2]int{
 		{1, 8}, {1, 16}, {3, 16}, {4, 32}, {5, 24}, {7, 40}, {9, 100},
 		{17, 33}, {33, 257}, {64, 1152}, {6, 7}, {130, 520},
+		// Wider than denseRows1Cols: the four-rows-per-pass kernels.
+		{9, 2100}, {6, 3000}, {4, 4096},
 	}
 }
 
 // TestMatVecDenseMatchesReference checks every level's dense kernels (F32,
-// BF16, F16) against a float64 product of the same (widened) weights, on
-// rows that are not a multiple of the four rows per pass and columns with
-// and without a tail, with 1-3 threads.
+// BF16, F16; one row per pass up to denseRows1Cols inputs, four beyond)
+// against a float64 product of the same (widened) weights, on rows that
+// are not a multiple of the four rows per pass and columns with and without
+// a tail, with 1-3 threads.
 func TestMatVecDenseMatchesReference(t *testing.T) {
 	r := rand.New(rand.NewPCG(7, 7))
 	for _, threads := range []int{1, 2, 3} {

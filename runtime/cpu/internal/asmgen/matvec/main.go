@@ -58,7 +58,8 @@ func main() {
 		dot(l)
 		axpy(l)
 		for _, dt := range []denseType{f32, bf16, f16} {
-			dense(l, dt)
+			dense(l, dt, false)
+			dense(l, dt, true)
 		}
 		for _, st := range []scaleType{scaleBF16, scaleF16, scaleF32} {
 			for _, asym := range []bool{false, true} {
