@@ -2,6 +2,7 @@ package head
 
 import (
 	"math"
+	"slices"
 
 	"github.com/fhkit/fhkit/runtime/cpu"
 	"github.com/fhkit/fhkit/runtime/sample"
@@ -72,15 +73,14 @@ func (h *FlashHead) drawScored(p *cpu.Pool, s *sample.Sampler, hidden, scores []
 		scores[k] = float32(float64(scores[k])/T - math.Log(-math.Log(u)))
 	}
 	ids, logits := h.Candidates(p, hidden, TopClusters(scores, h.Probes))
-	// The candidate-space history for the repetition penalty.
-	pos := make(map[int]int, len(ids))
-	for i, id := range ids {
-		pos[id] = i
-	}
+	// The candidate-space history, which only the repetition penalty reads:
+	// each history token's index among the (sorted) candidates.
 	var hist []int
-	for _, id := range history {
-		if i, ok := pos[id]; ok {
-			hist = append(hist, i)
+	if rp := s.Params().RepetitionPenalty; rp != 0 && rp != 1 {
+		for _, id := range history {
+			if i, ok := slices.BinarySearch(ids, id); ok {
+				hist = append(hist, i)
+			}
 		}
 	}
 	return ids[s.Next(logits, hist)]

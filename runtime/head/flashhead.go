@@ -285,17 +285,17 @@ func (h *FlashHead) Candidates(p *cpu.Pool, hidden []float32, clusters []int) (i
 		logit float32
 	}
 	cands := make([]cand, 0, len(rows)+len(h.Special))
-	inSet := map[int]bool{}
 	for i, k := range clusters {
 		for s := 0; s < h.Cap; s++ {
 			if id := h.vmap[k*h.Cap+s]; id >= 0 {
 				cands = append(cands, cand{int(id), rows[i*h.Cap+s]})
-				inSet[int(id)] = true
 			}
 		}
 	}
+	probed := len(cands)
 	for _, id := range h.Special {
-		if !inSet[id] {
+		// A few special tokens: a scan of the candidates beats a set.
+		if !slices.ContainsFunc(cands[:probed], func(c cand) bool { return c.id == id }) {
 			one := []float32{0}
 			row := cpu.Mat{Rows: 1, Cols: h.D, DType: h.head.DType, Data: h.head.Data[id*h.D*h.head.DType.Size() : (id+1)*h.D*h.head.DType.Size()]}
 			row.DotRows(one, hidden)

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"sort"
 )
 
 // Params are the sampling settings. The zero value is greedy decoding.
@@ -49,9 +48,10 @@ func (p Params) Validate() error {
 
 // Sampler draws tokens with fixed parameters and its own generator.
 type Sampler struct {
-	p    Params
-	rng  *rand.Rand
-	cand []candidate
+	p      Params
+	rng    *rand.Rand
+	cand   []candidate
+	sorted []candidate // draw's best-first prefix
 }
 
 type candidate struct {
@@ -116,46 +116,125 @@ func (s *Sampler) draw(logits []float32) int {
 	for id, l := range logits {
 		c = append(c, candidate{id: id, logit: l})
 	}
-	sort.Slice(c, func(i, j int) bool {
-		if c[i].logit != c[j].logit {
-			return c[i].logit > c[j].logit
-		}
-		return c[i].id < c[j].id
-	})
+	s.cand = c[:0] // reused by the next draw
+	// The candidates are walked best first (logit descending, id ascending
+	// on ties), but only as far as the filters and the draw go: a heap
+	// yields them in that order, so a draw over a 262k vocabulary costs a
+	// heap construction and a few hundred pops, not a full sort.
+	var h byRank
 	if p.TopK > 0 && p.TopK < len(c) {
-		c = c[:p.TopK]
+		// The k best: a heap of k with the worst at the root.
+		h = byRank(c[:p.TopK])
+		heapify(h, worse)
+		for _, x := range c[p.TopK:] {
+			if better(x, h[0]) {
+				h[0] = x
+				down(h, 0, worse)
+			}
+		}
+		c = h
 	}
-	softmax(c, p.Temperature)
+	h = byRank(c)
+	heapify(h, better)
+	// Probabilities over every candidate left, from the max and the sum of
+	// exp over all of them.
+	mx := float64(h[0].logit) / p.Temperature
+	var sum float64
+	for _, x := range c {
+		sum += math.Exp(float64(x.logit)/p.Temperature - mx)
+	}
+	prob := func(x candidate) float64 { return math.Exp(float64(x.logit)/p.Temperature-mx) / sum }
+	// sorted is the best-first prefix popped so far, in s.sorted.
+	sorted := s.sorted[:0]
+	pop := func() bool {
+		if len(h) == 0 {
+			return false
+		}
+		x := h[0]
+		x.prob = prob(x)
+		sorted = append(sorted, x)
+		last := len(h) - 1
+		h[0] = h[last]
+		h = h[:last]
+		down(h, 0, better)
+		return true
+	}
+	keep := -1 // the kept prefix, once a filter has fixed it
 	if p.TopP > 0 && p.TopP < 1 {
-		cum, keep := 0.0, len(c)
-		for i := range c {
-			cum += c[i].prob
+		cum := 0.0
+		for pop() {
+			cum += sorted[len(sorted)-1].prob
 			if cum >= p.TopP {
-				keep = i + 1
 				break
 			}
 		}
-		c = c[:keep]
-		renormalize(c)
+		keep = len(sorted)
+		renormalize(sorted)
 	}
 	if p.MinP > 0 {
-		limit := p.MinP * c[0].prob
-		keep := 1
-		for keep < len(c) && c[keep].prob >= limit {
-			keep++
+		if len(sorted) == 0 {
+			pop()
 		}
-		c = c[:keep]
-		renormalize(c)
+		limit := p.MinP * sorted[0].prob
+		n := 1
+		for {
+			if n == len(sorted) && (keep >= 0 || !pop()) {
+				break
+			}
+			if sorted[n].prob < limit {
+				break
+			}
+			n++
+		}
+		sorted, keep = sorted[:n], n
+		renormalize(sorted)
 	}
-	s.cand = c
 	u := s.rng.Float64()
-	for _, x := range c {
-		u -= x.prob
-		if u < 0 {
-			return x.id
+	defer func() { s.sorted = sorted[:0] }()
+	for i := 0; ; i++ {
+		if i == len(sorted) && (keep >= 0 || !pop()) {
+			// Rounding left u above the last probability: the last one.
+			return sorted[len(sorted)-1].id
+		}
+		if u -= sorted[i].prob; u < 0 {
+			return sorted[i].id
 		}
 	}
-	return c[len(c)-1].id
+}
+
+// byRank is a heap of candidates (heapify, down).
+type byRank []candidate
+
+// better orders candidates best first: logit descending, id ascending.
+func better(a, b candidate) bool { return a.logit > b.logit || (a.logit == b.logit && a.id < b.id) }
+
+// worse is better reversed (a heap with the worst at the root).
+func worse(a, b candidate) bool { return better(b, a) }
+
+// heapify makes h a heap whose root is first under before.
+func heapify(h byRank, before func(a, b candidate) bool) {
+	for i := len(h)/2 - 1; i >= 0; i-- {
+		down(h, i, before)
+	}
+}
+
+// down restores the heap order below i.
+func down(h byRank, i int, before func(a, b candidate) bool) {
+	for {
+		l := 2*i + 1
+		if l >= len(h) {
+			return
+		}
+		m := l
+		if r := l + 1; r < len(h) && before(h[r], h[l]) {
+			m = r
+		}
+		if !before(h[m], h[i]) {
+			return
+		}
+		h[i], h[m] = h[m], h[i]
+		i = m
+	}
 }
 
 func softmax(c []candidate, temperature float64) {

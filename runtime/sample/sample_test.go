@@ -1,7 +1,10 @@
 package sample
 
 import (
+	"fmt"
 	"math"
+	"math/rand/v2"
+	"slices"
 	"testing"
 )
 
@@ -114,6 +117,124 @@ func TestValidate(t *testing.T) {
 	for _, p := range []Params{{Temperature: -1}, {TopP: 1.5}, {TopK: -2}, {MinP: 2}, {RepetitionPenalty: -1}} {
 		if p.Validate() == nil {
 			t.Errorf("%+v accepted", p)
+		}
+	}
+}
+
+// BenchmarkNext times one temperature-1 draw over a whole vocabulary of
+// random logits (the dense head's sampling path), and with top-k 40.
+func BenchmarkNext(b *testing.B) {
+	for _, V := range []int{512, 32768, 262144} {
+		logits := make([]float32, V)
+		r := rand.New(rand.NewPCG(uint64(V), 1))
+		for i := range logits {
+			logits[i] = float32(r.NormFloat64() * 3)
+		}
+		for _, p := range []Params{{Temperature: 1, Seed: 1}, {Temperature: 1, TopK: 40, Seed: 1}} {
+			s := New(p)
+			b.Run(fmt.Sprintf("V=%d/topk=%d", V, p.TopK), func(b *testing.B) {
+				for i := 0; i < b.N; i++ {
+					s.Next(logits, nil)
+				}
+			})
+		}
+	}
+}
+
+// byLogitThenID orders candidates logit descending, id ascending.
+func byLogitThenID(a, b candidate) int {
+	switch {
+	case a.logit > b.logit:
+		return -1
+	case a.logit < b.logit:
+		return 1
+	}
+	return a.id - b.id
+}
+
+// referenceDraw is the draw spelled out with a full sort of the
+// candidates (logit descending, id ascending), the probabilities over the
+// candidates left after top-k with their sum taken in id order, then top-p,
+// min-p and the walk: what draw computes lazily.
+func referenceDraw(p Params, logits []float32, u float64) int {
+	c := make([]candidate, len(logits))
+	for id, l := range logits {
+		c[id] = candidate{id: id, logit: l}
+	}
+	if p.TopK > 0 && p.TopK < len(c) {
+		sorted := slices.Clone(c)
+		slices.SortFunc(sorted, byLogitThenID)
+		keep := sorted[:p.TopK]
+		slices.SortFunc(keep, func(a, b candidate) int { return a.id - b.id }) // id order for the sum
+		c = keep
+	}
+	mx := math.Inf(-1)
+	for _, x := range c {
+		mx = max(mx, float64(x.logit)/p.Temperature)
+	}
+	var sum float64
+	for _, x := range c {
+		sum += math.Exp(float64(x.logit)/p.Temperature - mx)
+	}
+	for i := range c {
+		c[i].prob = math.Exp(float64(c[i].logit)/p.Temperature-mx) / sum
+	}
+	slices.SortFunc(c, byLogitThenID)
+	if p.TopP > 0 && p.TopP < 1 {
+		cum, keep := 0.0, len(c)
+		for i := range c {
+			cum += c[i].prob
+			if cum >= p.TopP {
+				keep = i + 1
+				break
+			}
+		}
+		c = c[:keep]
+		renormalize(c)
+	}
+	if p.MinP > 0 {
+		limit, keep := p.MinP*c[0].prob, 1
+		for keep < len(c) && c[keep].prob >= limit {
+			keep++
+		}
+		c = c[:keep]
+		renormalize(c)
+	}
+	for _, x := range c {
+		if u -= x.prob; u < 0 {
+			return x.id
+		}
+	}
+	return c[len(c)-1].id
+}
+
+// draw gives referenceDraw's token for every combination of temperature,
+// top-k, top-p and min-p on random logits with many ties, draw after draw.
+func TestDrawMatchesFullSort(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 3))
+	for trial := 0; trial < 300; trial++ {
+		V := 1 + r.IntN(3000)
+		logits := make([]float32, V)
+		for i := range logits {
+			logits[i] = float32(r.IntN(40)) / 4 // ties
+			if trial%2 == 0 {
+				logits[i] = float32(r.NormFloat64() * 3)
+			}
+		}
+		p := Params{
+			Temperature: []float64{0.5, 1, 1.7}[r.IntN(3)],
+			TopK:        []int{0, 1, 5, 50, V + 3}[r.IntN(5)],
+			TopP:        []float64{0, 0.3, 0.9, 1}[r.IntN(4)],
+			MinP:        []float64{0, 0.05, 0.3}[r.IntN(3)],
+			Seed:        uint64(trial),
+		}
+		s, ref := New(p), New(p)
+		for d := 0; d < 5; d++ {
+			got := s.Next(slices.Clone(logits), nil)
+			want := referenceDraw(p, logits, ref.rng.Float64())
+			if got != want {
+				t.Fatalf("trial %d %+v V=%d draw %d: %d, full sort %d", trial, p, V, d, got, want)
+			}
 		}
 	}
 }
