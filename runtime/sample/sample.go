@@ -125,17 +125,17 @@ func (s *Sampler) draw(logits []float32) int {
 	if p.TopK > 0 && p.TopK < len(c) {
 		// The k best: a heap of k with the worst at the root.
 		h = byRank(c[:p.TopK])
-		heapify(h, worse)
+		heapify(h, true)
 		for _, x := range c[p.TopK:] {
 			if better(x, h[0]) {
 				h[0] = x
-				down(h, 0, worse)
+				down(h, 0, true)
 			}
 		}
 		c = h
 	}
 	h = byRank(c)
-	heapify(h, better)
+	heapify(h, false)
 	// Probabilities over every candidate left, from the max and the sum of
 	// exp over all of them.
 	mx := float64(h[0].logit) / p.Temperature
@@ -156,7 +156,7 @@ func (s *Sampler) draw(logits []float32) int {
 		last := len(h) - 1
 		h[0] = h[last]
 		h = h[:last]
-		down(h, 0, better)
+		down(h, 0, false)
 		return true
 	}
 	keep := -1 // the kept prefix, once a filter has fixed it
@@ -208,28 +208,35 @@ type byRank []candidate
 // better orders candidates best first: logit descending, id ascending.
 func better(a, b candidate) bool { return a.logit > b.logit || (a.logit == b.logit && a.id < b.id) }
 
-// worse is better reversed (a heap with the worst at the root).
-func worse(a, b candidate) bool { return better(b, a) }
+// before orders heap entries: better first, or with worst the worst
+// first (the top-k heap keeps its worst at the root). A flag rather than a
+// func value, so the comparison inlines.
+func before(a, b candidate, worst bool) bool {
+	if worst {
+		return better(b, a)
+	}
+	return better(a, b)
+}
 
-// heapify makes h a heap whose root is first under before.
-func heapify(h byRank, before func(a, b candidate) bool) {
+// heapify makes h a heap under before.
+func heapify(h byRank, worst bool) {
 	for i := len(h)/2 - 1; i >= 0; i-- {
-		down(h, i, before)
+		down(h, i, worst)
 	}
 }
 
 // down restores the heap order below i.
-func down(h byRank, i int, before func(a, b candidate) bool) {
+func down(h byRank, i int, worst bool) {
 	for {
 		l := 2*i + 1
 		if l >= len(h) {
 			return
 		}
 		m := l
-		if r := l + 1; r < len(h) && before(h[r], h[l]) {
+		if r := l + 1; r < len(h) && before(h[r], h[l], worst) {
 			m = r
 		}
-		if !before(h[m], h[i]) {
+		if !before(h[m], h[i], worst) {
 			return
 		}
 		h[i], h[m] = h[m], h[i]
