@@ -89,10 +89,11 @@ func (r *Runner) chunk(tokens []int, all, out bool) error {
 // upload writes the inputs of a pass of tokens continuing the current
 // sequence at r.Pos.
 func (r *Runner) upload(tokens []int) error {
-	rows := make([]passRow, len(tokens))
+	rows := r.rows[:0]
 	for i, t := range tokens {
-		rows[i] = passRow{seq: r.cur, token: t, pos: r.Pos + i}
+		rows = append(rows, passRow{seq: r.cur, token: t, pos: r.Pos + i})
 	}
+	r.rows = rows[:0]
 	return r.uploadRows(rows)
 }
 

@@ -60,6 +60,11 @@ type Runner struct {
 	// its launches; inBytes is its host image.
 	in      Buffer
 	inBytes []byte
+	// Host scratch of a pass, reused call after call: its rows, the
+	// sequence whose last token each row is (−1: none), its hidden states.
+	rows    []passRow
+	ends    []int
+	hostOut []float32
 	allocs  []Buffer
 	flash   *devFlash
 	// stream carries every kernel; the decode step is captured from it

@@ -140,8 +140,7 @@ func (r *Runner) ForwardBatch(out []float32, seqs []*Seq, tokens [][]int) error 
 			}
 		}
 	}
-	var rows []passRow
-	var last []int // per row: the sequence whose last token it is, or -1
+	rows, ends := r.rows[:0], r.ends[:0]
 	flush := func() error {
 		if len(rows) == 0 {
 			return nil
@@ -152,17 +151,23 @@ func (r *Runner) ForwardBatch(out []float32, seqs []*Seq, tokens [][]int) error 
 		if err := r.body(len(rows), true, true); err != nil {
 			return err
 		}
-		for t, i := range last {
+		// One copy of the pass's hidden states, then each sequence's row.
+		if cap(r.hostOut) < len(rows)*H {
+			r.hostOut = make([]float32, len(rows)*H)
+		}
+		hidden := r.hostOut[:len(rows)*H]
+		if err := r.Dev.DownloadF32(hidden, r.hidden, 0); err != nil {
+			return err
+		}
+		for t, i := range ends {
 			if i >= 0 {
-				if err := r.Dev.DownloadF32(out[i*H:(i+1)*H], r.hidden, t*H); err != nil {
-					return err
-				}
+				copy(out[i*H:(i+1)*H], hidden[t*H:(t+1)*H])
 			}
 		}
 		for _, row := range rows {
 			row.seq.Pos = max(row.seq.Pos, row.pos+1)
 		}
-		rows, last = rows[:0], last[:0]
+		rows, ends = rows[:0], ends[:0]
 		return nil
 	}
 	for i, s := range seqs {
@@ -173,7 +178,7 @@ func (r *Runner) ForwardBatch(out []float32, seqs []*Seq, tokens [][]int) error 
 			if j == len(tokens[i])-1 {
 				end = i
 			}
-			last = append(last, end)
+			ends = append(ends, end)
 			if len(rows) == MaxChunk {
 				if err := flush(); err != nil {
 					return err
@@ -182,6 +187,8 @@ func (r *Runner) ForwardBatch(out []float32, seqs []*Seq, tokens [][]int) error 
 		}
 	}
 	err := flush()
+	clear(rows[:cap(rows)]) // the scratch must not keep the sequences
+	r.rows, r.ends = rows[:0], ends[:0]
 	r.Pos, r.Limit = r.cur.Pos, r.cur.Limit
 	return err
 }

@@ -314,7 +314,8 @@ func (r *Runner) forwardChunk(segs []segment, all []float32) {
 		// Attention block.
 		task.run(stageAttnNorm, T)
 		xn := b.xn[:T*h]
-		r.matMul3(xn, T, b.q[:T*qd], l.Q, b.k[:T*kvd], l.K, b.v[:T*kvd], l.V)
+		qkv, qkvW := [3][]float32{b.q[:T*qd], b.k[:T*kvd], b.v[:T*kvd]}, [3]cpu.Mat{l.Q, l.K, l.V}
+		r.matMuls(xn, T, qkv[:], qkvW[:])
 		task.run(stageQKV, T)
 		r.attention(b.att[:T*qd], b.q[:T*qd], b.k[:T*kvd], b.v[:T*kvd], segs, li, T, l.Sliding)
 		r.matMul(b.o[:T*h], l.O, b.att[:T*qd], T)
@@ -322,7 +323,8 @@ func (r *Runner) forwardChunk(segs []segment, all []float32) {
 
 		// MLP block.
 		gate, up := b.gate[:T*c.IntermediateSize], b.up[:T*c.IntermediateSize]
-		r.matMul2(xn, T, gate, l.Gate, up, l.Up)
+		gu, guW := [2][]float32{gate, up}, [2]cpu.Mat{l.Gate, l.Up}
+		r.matMuls(xn, T, gu[:], guW[:])
 		task.run(stageActivation, T)
 		r.matMul(b.down[:T*h], l.Down, gate, T)
 		task.run(stageMLPOut, T)
@@ -386,28 +388,21 @@ func (r *Runner) poolFor(macs int) *cpu.Pool {
 	return r.serial
 }
 
-// matMul3 is matMul of three weights over the same input x (q, k and v):
-// one token's products go out as one dispatch (cpu.MatVecs).
-func (r *Runner) matMul3(x []float32, T int, o1 []float32, w1 cpu.Mat, o2 []float32, w2 cpu.Mat, o3 []float32, w3 cpu.Mat) {
+// matMuls is matMul of several weights over the same input x (q, k and
+// v; gate and up): one token's products go out as one dispatch
+// (cpu.MatVecs).
+func (r *Runner) matMuls(x []float32, T int, outs [][]float32, ws []cpu.Mat) {
 	if T != 1 {
-		r.matMul(o1, w1, x, T)
-		r.matMul(o2, w2, x, T)
-		r.matMul(o3, w3, x, T)
+		for i, w := range ws {
+			r.matMul(outs[i], w, x, T)
+		}
 		return
 	}
-	outs, ws := [3][]float32{o1, o2, o3}, [3]cpu.Mat{w1, w2, w3}
-	cpu.MatVecs(r.poolFor(w1.Rows*w1.Cols+w2.Rows*w2.Cols+w3.Rows*w3.Cols), outs[:], ws[:], x)
-}
-
-// matMul2 is matMul3 for two weights (gate and up).
-func (r *Runner) matMul2(x []float32, T int, o1 []float32, w1 cpu.Mat, o2 []float32, w2 cpu.Mat) {
-	if T != 1 {
-		r.matMul(o1, w1, x, T)
-		r.matMul(o2, w2, x, T)
-		return
+	macs := 0
+	for _, w := range ws {
+		macs += w.Rows * w.Cols
 	}
-	outs, ws := [2][]float32{o1, o2}, [2]cpu.Mat{w1, w2}
-	cpu.MatVecs(r.poolFor(w1.Rows*w1.Cols+w2.Rows*w2.Cols), outs[:], ws[:], x)
+	cpu.MatVecs(r.poolFor(macs), outs, ws, x)
 }
 
 // parallelWork is the number of elements (or multiply-adds) below which
