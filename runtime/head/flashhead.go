@@ -417,7 +417,7 @@ func (h *FlashHead) ArgmaxBatch(p *cpu.Pool, hidden []float32) []int {
 	for i := 0; i < n; i++ {
 		topClustersInto(probed[i*P:(i+1)*P], scores[i*h.K:(i+1)*h.K], P)
 	}
-	if n > 1 && 2*P >= h.K {
+	if 2*P >= h.K {
 		// Most rows probe most blocks (a small vocabulary): one product of
 		// every row with all of w_perm costs less than a product per block.
 		C := h.K * h.Cap
