@@ -3504,3 +3504,8 @@ opsRoPEAVX512_l_done:
 	JNZ  opsRoPEAVX512_head
 	VZEROUPPER
 	RET
+
+// func spinPause()
+TEXT ·spinPause(SB), NOSPLIT, $0
+	PAUSE
+	RET

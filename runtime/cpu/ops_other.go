@@ -34,3 +34,6 @@ func expISA(_ ISA, dst, x []float32) {
 func ropeISA(_ ISA, x, cos, sin []float32) { ropeGeneric(x, cos, sin) }
 
 func addISA(_ ISA, y, x []float32) { addGeneric(y, x) }
+
+// spinPause is the pool's spin-wait hint; plain Go has none to give.
+func spinPause() {}

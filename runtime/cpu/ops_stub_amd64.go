@@ -91,3 +91,6 @@ func opsAddAVX512(y *float32, x *float32, n int)
 //
 //go:noescape
 func opsRoPEAVX512(x *float32, cos *float32, sin *float32, half int, heads int)
+
+// spinPause executes one PAUSE (the pool's spin-wait hint).
+func spinPause()

@@ -5,7 +5,8 @@ package cpu
 
 import (
 	"runtime"
-	"sync"
+	"sync/atomic"
+	"time"
 )
 
 // ParallelMACs is the size of a matrix product (multiply-adds) below which
@@ -15,15 +16,45 @@ import (
 // well above it).
 const ParallelMACs = 1 << 18
 
+// workerPoll is how long a worker polls for its next job after finishing
+// one before it blocks. A decode step posts a job every few tens of
+// microseconds, so its worker never blocks within a step; an idle pool
+// blocks within a fraction of a millisecond.
+//
+// Polling is what makes the second core useful at all on these VMs: a
+// blocked worker's vCPU halts, and waking it took 40–100 µs (measured:
+// two halves of 40 µs of work took 81 µs in parallel, the same as on one
+// thread; with polling, 41 µs), longer than most of a decode step's
+// products.
+const workerPoll = 300 * time.Microsecond
+
 // Pool runs loops over a range on a fixed set of goroutines: threads-1
-// workers plus the calling goroutine. Workers block on channels between
-// jobs (no spinning: the machines have 2 vCPUs shared with other work).
+// workers plus the calling goroutine. Any goroutine may call Run, also
+// from inside a running Task: a loop that starts while the workers are
+// busy with another runs on its caller alone.
 type Pool struct {
 	threads int
-	jobs    []chan job
-	wg      sync.WaitGroup
-	mv      mvScratch // matVec's reusable buffers (matvec.go)
+	workers []*worker
+	busy    atomic.Bool  // a loop has the workers
+	pending atomic.Int64 // jobs posted and not finished
+	mv      mvScratch    // matVec's reusable buffers (matvec.go)
 }
+
+// worker is one pool goroutine's mailbox: the caller writes job, then
+// increments posted; the worker runs it and decrements the pool's pending.
+// state says whether the worker has stopped polling and waits on wake.
+type worker struct {
+	posted atomic.Uint64
+	state  atomic.Int32
+	wake   chan struct{}
+	job    job
+	_      [64]byte // keep two workers' hot words off one cache line
+}
+
+const (
+	workerPolling int32 = iota
+	workerBlocked
+)
 
 type job struct {
 	t      Task
@@ -51,18 +82,66 @@ func NewPool(threads int) *Pool {
 	if threads <= 0 {
 		threads = runtime.GOMAXPROCS(0)
 	}
-	p := &Pool{threads: threads, jobs: make([]chan job, threads-1)}
-	for i := range p.jobs {
-		ch := make(chan job, 1)
-		p.jobs[i] = ch
-		go func() {
-			for j := range ch {
-				j.t.Run(j.lo, j.hi)
-				p.wg.Done()
-			}
-		}()
+	p := &Pool{threads: threads}
+	for range threads - 1 {
+		w := &worker{wake: make(chan struct{}, 1)}
+		p.workers = append(p.workers, w)
+		go p.work(w)
 	}
 	return p
+}
+
+// work is a worker goroutine: it runs posted jobs until it gets an empty
+// one (Close).
+func (p *Pool) work(w *worker) {
+	var seen uint64
+	for {
+		if !w.poll(seen) {
+			<-w.wake
+		}
+		seen++
+		j := w.job
+		if j.t == nil {
+			return
+		}
+		j.t.Run(j.lo, j.hi)
+		w.job = job{} // do not pin the task between jobs
+		p.pending.Add(-1)
+	}
+}
+
+// poll waits up to workerPoll for a job after the seen-th. It returns
+// false when the worker must block on wake: it has announced that it
+// blocks, and a post after that sends on wake (post and poll race on
+// state with compare-and-swap, so exactly one of them wins: either poll
+// sees the job, or post sends the wake-up).
+func (w *worker) poll(seen uint64) bool {
+	start := time.Now()
+	for i := 1; ; i++ {
+		if w.posted.Load() != seen {
+			return true
+		}
+		spinPause()
+		if i%32 == 0 {
+			if time.Since(start) > workerPoll {
+				break
+			}
+			// Let other goroutines of the process (a server's
+			// connections) have this P while nothing is posted.
+			runtime.Gosched()
+		}
+	}
+	w.state.Store(workerBlocked)
+	return w.posted.Load() != seen && w.state.CompareAndSwap(workerBlocked, workerPolling)
+}
+
+// post hands j to the worker.
+func (w *worker) post(j job) {
+	w.job = j
+	w.posted.Add(1)
+	if w.state.Load() == workerBlocked && w.state.CompareAndSwap(workerBlocked, workerPolling) {
+		w.wake <- struct{}{}
+	}
 }
 
 // Threads returns the number of goroutines a loop runs on.
@@ -83,30 +162,38 @@ func (p *Pool) Run(n, grain int, t Task) {
 	}
 	chunks := (n + grain - 1) / grain
 	parts := min(p.threads, chunks)
-	if parts <= 1 {
+	if parts <= 1 || !p.busy.CompareAndSwap(false, true) {
 		if n > 0 {
 			t.Run(0, n)
 		}
 		return
 	}
+	defer p.busy.Store(false)
 	per := (chunks + parts - 1) / parts * grain
-	p.wg.Add(parts - 1)
 	for i := 1; i < parts; i++ {
 		lo := i * per
 		hi := min(n, lo+per)
 		if lo >= hi {
-			p.wg.Done()
 			continue
 		}
-		p.jobs[i-1] <- job{t, lo, hi}
+		p.pending.Add(1)
+		p.workers[i-1].post(job{t, lo, hi})
 	}
 	t.Run(0, min(n, per))
-	p.wg.Wait()
+	// The workers' parts take about as long as ours: wait for them
+	// polling (blocking would halt this vCPU too, and waking it costs
+	// what polling saved).
+	for i := 1; p.pending.Load() != 0; i++ {
+		spinPause()
+		if i%256 == 0 {
+			runtime.Gosched()
+		}
+	}
 }
 
 // Close stops the workers. The pool must not be used afterwards.
 func (p *Pool) Close() {
-	for _, ch := range p.jobs {
-		close(ch)
+	for _, w := range p.workers {
+		w.post(job{})
 	}
 }

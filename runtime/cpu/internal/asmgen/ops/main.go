@@ -154,7 +154,18 @@ func main() {
 		add(l, &c)
 		rope(l, &c)
 	}
+	spinPause()
 	Generate()
+}
+
+// spinPause generates the spin-wait hint the worker pool polls with: PAUSE
+// tells the core a thread is spinning, so it yields the pipeline to the
+// sibling hyperthread and leaves the loop without a memory-order flush.
+func spinPause() {
+	TEXT("spinPause", NOSPLIT, "func()")
+	Doc("spinPause executes one PAUSE (the pool's spin-wait hint).")
+	PAUSE()
+	RET()
 }
 
 // arg returns the stack slot of the named argument.

@@ -1,0 +1,155 @@
+package cpu
+
+import (
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// countTask counts how often each index of [0, n) is visited.
+type countTask struct{ hits []atomic.Int32 }
+
+func (c *countTask) Run(lo, hi int) {
+	for i := lo; i < hi; i++ {
+		c.hits[i].Add(1)
+	}
+}
+
+// TestPoolRunCoversOnce checks that Run visits every index exactly once
+// for sizes around the grain and thread counts, with the workers both
+// polling (back-to-back runs) and blocked (a pause longer than workerPoll
+// before the run).
+func TestPoolRunCoversOnce(t *testing.T) {
+	for _, threads := range []int{1, 2, 3, 5} {
+		p := NewPool(threads)
+		for _, blocked := range []bool{false, true} {
+			for _, n := range []int{0, 1, 2, 7, 64, 65, 1000} {
+				for _, grain := range []int{0, 1, 3, 64} {
+					if blocked {
+						time.Sleep(2 * workerPoll)
+					}
+					c := &countTask{hits: make([]atomic.Int32, n)}
+					p.Run(n, grain, c)
+					for i := range c.hits {
+						if got := c.hits[i].Load(); got != 1 {
+							t.Fatalf("threads %d n %d grain %d blocked %v: index %d visited %d times", threads, n, grain, blocked, i, got)
+						}
+					}
+				}
+			}
+		}
+		p.Close()
+	}
+}
+
+// TestPoolRunsInParallel checks that a worker runs its part while the
+// caller runs its own: the caller's part waits until the worker's has
+// started, which would never happen if the pool ran the parts in turn.
+func TestPoolRunsInParallel(t *testing.T) {
+	p := NewPool(2)
+	defer p.Close()
+	for round := 0; round < 50; round++ {
+		if round%10 == 9 {
+			time.Sleep(2 * workerPoll) // the worker blocks; the post wakes it
+		}
+		var started atomic.Bool
+		p.For(2, 1, func(lo, hi int) {
+			if lo == 1 {
+				started.Store(true)
+				return
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			for !started.Load() {
+				if time.Now().After(deadline) {
+					t.Error("the worker's part did not start while the caller's ran")
+					return
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkPoolRun measures the cost of one Run handing half of a small
+// task to a worker: "serial" runs both halves on the caller, "pool" splits
+// them; the difference is the hand-off's cost (or, above a few
+// microseconds of work, its gain).
+func BenchmarkPoolRun(b *testing.B) {
+	p := NewPool(2)
+	defer p.Close()
+	for _, iters := range []int{0, 1000, 25000} {
+		task := &chainTask{iters: iters}
+		b.Run("serial/"+strconv.Itoa(iters), func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				task.Run(0, 2)
+			}
+		})
+		b.Run("pool/"+strconv.Itoa(iters), func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				p.Run(2, 1, task)
+			}
+		})
+	}
+}
+
+// chainTask spends iters dependent multiply-adds per index.
+type chainTask struct {
+	iters int
+	sink  [2]float64
+}
+
+func (c *chainTask) Run(lo, hi int) {
+	for i := lo; i < hi; i++ {
+		x := 1.0
+		for k := 0; k < c.iters; k++ {
+			x = x*1.0000001 + 1e-9
+		}
+		c.sink[i&1] = x
+	}
+}
+
+// nestedTask runs an inner loop on the same pool from each part of an
+// outer one (on the caller and on the worker).
+type nestedTask struct {
+	p     *Pool
+	inner []*countTask
+}
+
+func (n *nestedTask) Run(lo, hi int) {
+	for i := lo; i < hi; i++ {
+		n.p.Run(len(n.inner[i].hits), 1, n.inner[i])
+	}
+}
+
+// TestPoolNestedAndConcurrent checks that loops started from inside a
+// running Task and from several goroutines at once all complete and cover
+// their ranges once (a loop that finds the workers busy runs on its
+// caller).
+func TestPoolNestedAndConcurrent(t *testing.T) {
+	p := NewPool(2)
+	defer p.Close()
+	var wg sync.WaitGroup
+	for g := 0; g < 4; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for round := 0; round < 200; round++ {
+				nt := &nestedTask{p: p}
+				for range 4 {
+					nt.inner = append(nt.inner, &countTask{hits: make([]atomic.Int32, 50)})
+				}
+				p.Run(len(nt.inner), 1, nt)
+				for k, c := range nt.inner {
+					for i := range c.hits {
+						if got := c.hits[i].Load(); got != 1 {
+							t.Errorf("inner loop %d: index %d visited %d times", k, i, got)
+							return
+						}
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
