@@ -5442,7 +5442,7 @@ mvDenseF32AVX2_done:
 	RET
 
 // func mvDenseF32AVX2Rows1(out *float32, w *byte, stride int, x *float32, n int, rows int)
-// Requires: AVX, FMA3, MMX+
+// Requires: AVX, FMA3
 TEXT ·mvDenseF32AVX2Rows1(SB), NOSPLIT, $0-48
 	MOVQ out+0(FP), AX
 	MOVQ w+8(FP), CX
@@ -5459,30 +5459,23 @@ mvDenseF32AVX2Rows1_rows1:
 	JZ     mvDenseF32AVX2Rows1_done
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
-	LEAQ   (CX)(DX*1), R9
-	LEAQ   (R9)(DX*1), R9
-	XORQ   R10, R10
+	XORQ   R9, R9
 
 mvDenseF32AVX2Rows1_r1_2:
-	CMPQ        R10, DI
+	CMPQ        R9, DI
 	JAE         mvDenseF32AVX2Rows1_r1_1
-	VMOVUPS     (BX)(R10*1), Y2
-	VMOVUPS     32(BX)(R10*1), Y3
-	VFMADD231PS (CX)(R10*1), Y2, Y0
-	VFMADD231PS 32(CX)(R10*1), Y3, Y1
-	CMPQ        R8, $0x00000003
-	JB          mvDenseF32AVX2Rows1_r1_nopf
-	PREFETCHT1  (R9)(R10*1)
-
-mvDenseF32AVX2Rows1_r1_nopf:
-	ADDQ $0x00000040, R10
-	JMP  mvDenseF32AVX2Rows1_r1_2
+	VMOVUPS     (BX)(R9*1), Y2
+	VMOVUPS     32(BX)(R9*1), Y3
+	VFMADD231PS (CX)(R9*1), Y2, Y0
+	VFMADD231PS 32(CX)(R9*1), Y3, Y1
+	ADDQ        $0x00000040, R9
+	JMP         mvDenseF32AVX2Rows1_r1_2
 
 mvDenseF32AVX2Rows1_r1_1:
-	CMPQ        R10, SI
+	CMPQ        R9, SI
 	JAE         mvDenseF32AVX2Rows1_r1_sum
-	VMOVUPS     (BX)(R10*1), Y2
-	VFMADD231PS (CX)(R10*1), Y2, Y0
+	VMOVUPS     (BX)(R9*1), Y2
+	VFMADD231PS (CX)(R9*1), Y2, Y0
 
 mvDenseF32AVX2Rows1_r1_sum:
 	VADDPS       Y1, Y0, Y0
@@ -5671,7 +5664,7 @@ mvDenseBF16AVX2_done:
 	RET
 
 // func mvDenseBF16AVX2Rows1(out *float32, w *byte, stride int, x *float32, n int, rows int)
-// Requires: AVX, AVX2, FMA3, MMX+
+// Requires: AVX, AVX2, FMA3
 TEXT ·mvDenseBF16AVX2Rows1(SB), NOSPLIT, $0-48
 	MOVQ out+0(FP), AX
 	MOVQ w+8(FP), CX
@@ -5688,34 +5681,27 @@ mvDenseBF16AVX2Rows1_rows1:
 	JZ     mvDenseBF16AVX2Rows1_done
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
-	LEAQ   (CX)(DX*1), R9
-	LEAQ   (R9)(DX*1), R9
-	XORQ   R10, R10
+	XORQ   R9, R9
 
 mvDenseBF16AVX2Rows1_r1_2:
-	CMPQ        R10, DI
+	CMPQ        R9, DI
 	JAE         mvDenseBF16AVX2Rows1_r1_1
-	VMOVUPS     (BX)(R10*2), Y2
-	VMOVUPS     32(BX)(R10*2), Y3
-	VPMOVZXWD   (CX)(R10*1), Y4
+	VMOVUPS     (BX)(R9*2), Y2
+	VMOVUPS     32(BX)(R9*2), Y3
+	VPMOVZXWD   (CX)(R9*1), Y4
 	VPSLLD      $0x10, Y4, Y4
 	VFMADD231PS Y2, Y4, Y0
-	VPMOVZXWD   16(CX)(R10*1), Y2
+	VPMOVZXWD   16(CX)(R9*1), Y2
 	VPSLLD      $0x10, Y2, Y2
 	VFMADD231PS Y3, Y2, Y1
-	CMPQ        R8, $0x00000003
-	JB          mvDenseBF16AVX2Rows1_r1_nopf
-	PREFETCHT1  (R9)(R10*1)
-
-mvDenseBF16AVX2Rows1_r1_nopf:
-	ADDQ $0x00000020, R10
-	JMP  mvDenseBF16AVX2Rows1_r1_2
+	ADDQ        $0x00000020, R9
+	JMP         mvDenseBF16AVX2Rows1_r1_2
 
 mvDenseBF16AVX2Rows1_r1_1:
-	CMPQ        R10, SI
+	CMPQ        R9, SI
 	JAE         mvDenseBF16AVX2Rows1_r1_sum
-	VMOVUPS     (BX)(R10*2), Y2
-	VPMOVZXWD   (CX)(R10*1), Y3
+	VMOVUPS     (BX)(R9*2), Y2
+	VPMOVZXWD   (CX)(R9*1), Y3
 	VPSLLD      $0x10, Y3, Y3
 	VFMADD231PS Y2, Y3, Y0
 
@@ -5891,7 +5877,7 @@ mvDenseF16AVX2_done:
 	RET
 
 // func mvDenseF16AVX2Rows1(out *float32, w *byte, stride int, x *float32, n int, rows int)
-// Requires: AVX, F16C, FMA3, MMX+
+// Requires: AVX, F16C, FMA3
 TEXT ·mvDenseF16AVX2Rows1(SB), NOSPLIT, $0-48
 	MOVQ out+0(FP), AX
 	MOVQ w+8(FP), CX
@@ -5908,32 +5894,25 @@ mvDenseF16AVX2Rows1_rows1:
 	JZ     mvDenseF16AVX2Rows1_done
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
-	LEAQ   (CX)(DX*1), R9
-	LEAQ   (R9)(DX*1), R9
-	XORQ   R10, R10
+	XORQ   R9, R9
 
 mvDenseF16AVX2Rows1_r1_2:
-	CMPQ        R10, DI
+	CMPQ        R9, DI
 	JAE         mvDenseF16AVX2Rows1_r1_1
-	VMOVUPS     (BX)(R10*2), Y2
-	VMOVUPS     32(BX)(R10*2), Y3
-	VCVTPH2PS   (CX)(R10*1), Y4
+	VMOVUPS     (BX)(R9*2), Y2
+	VMOVUPS     32(BX)(R9*2), Y3
+	VCVTPH2PS   (CX)(R9*1), Y4
 	VFMADD231PS Y2, Y4, Y0
-	VCVTPH2PS   16(CX)(R10*1), Y2
+	VCVTPH2PS   16(CX)(R9*1), Y2
 	VFMADD231PS Y3, Y2, Y1
-	CMPQ        R8, $0x00000003
-	JB          mvDenseF16AVX2Rows1_r1_nopf
-	PREFETCHT1  (R9)(R10*1)
-
-mvDenseF16AVX2Rows1_r1_nopf:
-	ADDQ $0x00000020, R10
-	JMP  mvDenseF16AVX2Rows1_r1_2
+	ADDQ        $0x00000020, R9
+	JMP         mvDenseF16AVX2Rows1_r1_2
 
 mvDenseF16AVX2Rows1_r1_1:
-	CMPQ        R10, SI
+	CMPQ        R9, SI
 	JAE         mvDenseF16AVX2Rows1_r1_sum
-	VMOVUPS     (BX)(R10*2), Y2
-	VCVTPH2PS   (CX)(R10*1), Y3
+	VMOVUPS     (BX)(R9*2), Y2
+	VCVTPH2PS   (CX)(R9*1), Y3
 	VFMADD231PS Y2, Y3, Y0
 
 mvDenseF16AVX2Rows1_r1_sum:
@@ -7597,7 +7576,7 @@ mvDenseF32AVX512_done:
 	RET
 
 // func mvDenseF32AVX512Rows1(out *float32, w *byte, stride int, x *float32, n int, rows int)
-// Requires: AVX, AVX512F, AVX512VL, MMX+
+// Requires: AVX, AVX512F, AVX512VL
 TEXT ·mvDenseF32AVX512Rows1(SB), NOSPLIT, $0-48
 	MOVQ out+0(FP), AX
 	MOVQ w+8(FP), CX
@@ -7614,31 +7593,23 @@ mvDenseF32AVX512Rows1_rows1:
 	JZ     mvDenseF32AVX512Rows1_done
 	VPXORD Z0, Z0, Z0
 	VPXORD Z1, Z1, Z1
-	LEAQ   (CX)(DX*1), R9
-	LEAQ   (R9)(DX*1), R9
-	XORQ   R10, R10
+	XORQ   R9, R9
 
 mvDenseF32AVX512Rows1_r1_2:
-	CMPQ        R10, DI
+	CMPQ        R9, DI
 	JAE         mvDenseF32AVX512Rows1_r1_1
-	VMOVUPS     (BX)(R10*1), Z2
-	VMOVUPS     64(BX)(R10*1), Z3
-	VFMADD231PS (CX)(R10*1), Z2, Z0
-	VFMADD231PS 64(CX)(R10*1), Z3, Z1
-	CMPQ        R8, $0x00000003
-	JB          mvDenseF32AVX512Rows1_r1_nopf
-	PREFETCHT1  (R9)(R10*1)
-	PREFETCHT1  64(R9)(R10*1)
-
-mvDenseF32AVX512Rows1_r1_nopf:
-	ADDQ $0x00000080, R10
-	JMP  mvDenseF32AVX512Rows1_r1_2
+	VMOVUPS     (BX)(R9*1), Z2
+	VMOVUPS     64(BX)(R9*1), Z3
+	VFMADD231PS (CX)(R9*1), Z2, Z0
+	VFMADD231PS 64(CX)(R9*1), Z3, Z1
+	ADDQ        $0x00000080, R9
+	JMP         mvDenseF32AVX512Rows1_r1_2
 
 mvDenseF32AVX512Rows1_r1_1:
-	CMPQ        R10, SI
+	CMPQ        R9, SI
 	JAE         mvDenseF32AVX512Rows1_r1_sum
-	VMOVUPS     (BX)(R10*1), Z2
-	VFMADD231PS (CX)(R10*1), Z2, Z0
+	VMOVUPS     (BX)(R9*1), Z2
+	VFMADD231PS (CX)(R9*1), Z2, Z0
 
 mvDenseF32AVX512Rows1_r1_sum:
 	VADDPS        Z1, Z0, Z0
@@ -7841,7 +7812,7 @@ mvDenseBF16AVX512_done:
 	RET
 
 // func mvDenseBF16AVX512Rows1(out *float32, w *byte, stride int, x *float32, n int, rows int)
-// Requires: AVX, AVX512F, AVX512VL, MMX+
+// Requires: AVX, AVX512F, AVX512VL
 TEXT ·mvDenseBF16AVX512Rows1(SB), NOSPLIT, $0-48
 	MOVQ out+0(FP), AX
 	MOVQ w+8(FP), CX
@@ -7858,34 +7829,27 @@ mvDenseBF16AVX512Rows1_rows1:
 	JZ     mvDenseBF16AVX512Rows1_done
 	VPXORD Z0, Z0, Z0
 	VPXORD Z1, Z1, Z1
-	LEAQ   (CX)(DX*1), R9
-	LEAQ   (R9)(DX*1), R9
-	XORQ   R10, R10
+	XORQ   R9, R9
 
 mvDenseBF16AVX512Rows1_r1_2:
-	CMPQ        R10, DI
+	CMPQ        R9, DI
 	JAE         mvDenseBF16AVX512Rows1_r1_1
-	VMOVUPS     (BX)(R10*2), Z2
-	VMOVUPS     64(BX)(R10*2), Z3
-	VPMOVZXWD   (CX)(R10*1), Z4
+	VMOVUPS     (BX)(R9*2), Z2
+	VMOVUPS     64(BX)(R9*2), Z3
+	VPMOVZXWD   (CX)(R9*1), Z4
 	VPSLLD      $0x10, Z4, Z4
 	VFMADD231PS Z2, Z4, Z0
-	VPMOVZXWD   32(CX)(R10*1), Z2
+	VPMOVZXWD   32(CX)(R9*1), Z2
 	VPSLLD      $0x10, Z2, Z2
 	VFMADD231PS Z3, Z2, Z1
-	CMPQ        R8, $0x00000003
-	JB          mvDenseBF16AVX512Rows1_r1_nopf
-	PREFETCHT1  (R9)(R10*1)
-
-mvDenseBF16AVX512Rows1_r1_nopf:
-	ADDQ $0x00000040, R10
-	JMP  mvDenseBF16AVX512Rows1_r1_2
+	ADDQ        $0x00000040, R9
+	JMP         mvDenseBF16AVX512Rows1_r1_2
 
 mvDenseBF16AVX512Rows1_r1_1:
-	CMPQ        R10, SI
+	CMPQ        R9, SI
 	JAE         mvDenseBF16AVX512Rows1_r1_sum
-	VMOVUPS     (BX)(R10*2), Z2
-	VPMOVZXWD   (CX)(R10*1), Z3
+	VMOVUPS     (BX)(R9*2), Z2
+	VPMOVZXWD   (CX)(R9*1), Z3
 	VPSLLD      $0x10, Z3, Z3
 	VFMADD231PS Z2, Z3, Z0
 
@@ -8075,7 +8039,7 @@ mvDenseF16AVX512_done:
 	RET
 
 // func mvDenseF16AVX512Rows1(out *float32, w *byte, stride int, x *float32, n int, rows int)
-// Requires: AVX, AVX512F, AVX512VL, MMX+
+// Requires: AVX, AVX512F, AVX512VL
 TEXT ·mvDenseF16AVX512Rows1(SB), NOSPLIT, $0-48
 	MOVQ out+0(FP), AX
 	MOVQ w+8(FP), CX
@@ -8092,32 +8056,25 @@ mvDenseF16AVX512Rows1_rows1:
 	JZ     mvDenseF16AVX512Rows1_done
 	VPXORD Z0, Z0, Z0
 	VPXORD Z1, Z1, Z1
-	LEAQ   (CX)(DX*1), R9
-	LEAQ   (R9)(DX*1), R9
-	XORQ   R10, R10
+	XORQ   R9, R9
 
 mvDenseF16AVX512Rows1_r1_2:
-	CMPQ        R10, DI
+	CMPQ        R9, DI
 	JAE         mvDenseF16AVX512Rows1_r1_1
-	VMOVUPS     (BX)(R10*2), Z2
-	VMOVUPS     64(BX)(R10*2), Z3
-	VCVTPH2PS   (CX)(R10*1), Z4
+	VMOVUPS     (BX)(R9*2), Z2
+	VMOVUPS     64(BX)(R9*2), Z3
+	VCVTPH2PS   (CX)(R9*1), Z4
 	VFMADD231PS Z2, Z4, Z0
-	VCVTPH2PS   32(CX)(R10*1), Z2
+	VCVTPH2PS   32(CX)(R9*1), Z2
 	VFMADD231PS Z3, Z2, Z1
-	CMPQ        R8, $0x00000003
-	JB          mvDenseF16AVX512Rows1_r1_nopf
-	PREFETCHT1  (R9)(R10*1)
-
-mvDenseF16AVX512Rows1_r1_nopf:
-	ADDQ $0x00000040, R10
-	JMP  mvDenseF16AVX512Rows1_r1_2
+	ADDQ        $0x00000040, R9
+	JMP         mvDenseF16AVX512Rows1_r1_2
 
 mvDenseF16AVX512Rows1_r1_1:
-	CMPQ        R10, SI
+	CMPQ        R9, SI
 	JAE         mvDenseF16AVX512Rows1_r1_sum
-	VMOVUPS     (BX)(R10*2), Z2
-	VCVTPH2PS   (CX)(R10*1), Z3
+	VMOVUPS     (BX)(R9*2), Z2
+	VCVTPH2PS   (CX)(R9*1), Z3
 	VFMADD231PS Z2, Z3, Z0
 
 mvDenseF16AVX512Rows1_r1_sum:
