@@ -37,7 +37,7 @@ import (
 // the rows come in blocks of 16).
 
 // mvSerialBytes is the weight size under which a product runs on the caller
-// alone: below it, waking a worker (~1 µs here) costs more than it saves.
+// alone: below it, handing chunks to a worker costs more than it saves.
 const mvSerialBytes = 64 << 10
 
 // mvGrain is the row granularity of the parallel split: a multiple of the

@@ -10,11 +10,13 @@ import (
 )
 
 // ParallelMACs is the size of a matrix product (multiply-adds) below which
-// callers keep it on the calling thread: waking a worker and waiting for
-// it costs several microseconds, more than half of such a product (a small
-// model's layers at any batch size; a large model's from one token on are
-// well above it).
-const ParallelMACs = 1 << 18
+// callers keep it on the calling thread: handing half of a product to a
+// polling worker and waiting for it costs a few hundred nanoseconds
+// (BenchmarkPoolRun), more than half of a product this small saves. A
+// small model's batched layers are above it (the embedded default's at 32
+// rows: BenchmarkDecodeBatch on gemma3-tiny, 32 rows, 211k -> 259-274k
+// tokens/s with the bound lowered from 2^18), its one-token layers below.
+const ParallelMACs = 1 << 14
 
 // workerPoll is how long a worker polls for its next job after finishing
 // one before it blocks. A decode step posts a job every few tens of

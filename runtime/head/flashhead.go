@@ -434,7 +434,7 @@ func (h *FlashHead) ArgmaxBatch(p *cpu.Pool, hidden []float32) []int {
 	}
 	b.group(n, P, h.K)
 	// One part per thread, or one on the caller when the products are too
-	// small to be worth a wake-up.
+	// small to be worth a hand-off (cpu.ParallelMACs).
 	parts := min(p.Threads(), h.K)
 	if n*P*h.Cap*h.D < cpu.ParallelMACs {
 		parts = 1

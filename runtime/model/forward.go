@@ -406,9 +406,10 @@ func (r *Runner) matMuls(x []float32, T int, outs [][]float32, ws []cpu.Mat) {
 }
 
 // parallelWork is the number of elements (or multiply-adds) below which
-// per-row work stays on the calling thread: waking a worker and waiting for
-// it costs microseconds, more than the rows of a small model take.
-const parallelWork = 4096
+// per-row work stays on the calling thread: handing rows to a worker costs
+// a few hundred nanoseconds (cpu.ParallelMACs), more than fewer elements
+// take.
+const parallelWork = 1024
 
 // rowTask runs one stage over rows [lo, hi) of the current chunk; it is a
 // cpu.Task kept in the Runner so that a step allocates nothing.
@@ -544,7 +545,7 @@ func (r *Runner) attention(out, q, k, v []float32, segs []segment, layer, T int,
 	}
 	work *= 2 * c.NumHeads * c.HeadDim
 	parts := min(r.Pool.Threads(), jobs)
-	if work < cpu.ParallelMACs { // as small products: cheaper than a wake-up
+	if work < cpu.ParallelMACs { // as small products: cheaper than a hand-off
 		parts = 1
 	}
 	// A job is a row's heads, all of them when there are enough rows to
