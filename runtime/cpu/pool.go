@@ -38,30 +38,61 @@ type Pool struct {
 	threads int
 	workers []*worker
 	busy    atomic.Bool  // a loop has the workers
-	pending atomic.Int64 // jobs posted and not finished
-	mv      mvScratch    // matVec's reusable buffers (matvec.go)
+	gen     uint64       // the last loop's generation (owned by busy's holder)
+	loop    loop         // the loop in progress
+	pending atomic.Int64 // posts taken or not yet revoked
+	closed  atomic.Bool
+	mv      mvScratch // matVec's reusable buffers (matvec.go)
 }
 
-// worker is one pool goroutine's mailbox: the caller writes job, then
-// increments posted; the worker runs it and decrements the pool's pending.
-// state says whether the worker has stopped polling and waits on wake.
+// loop is one Run: its parts are claimed one at a time by whoever is free,
+// the caller included, so a worker that is late (its vCPU busy with other
+// goroutines of the process, a server's connections) leaves its part to
+// the caller instead of making it wait.
+type loop struct {
+	t        Task
+	n, per   int
+	parts    int64
+	nextPart atomic.Int64
+}
+
+// claim runs parts of the loop until none is left.
+func (l *loop) claim() {
+	for {
+		i := l.nextPart.Add(1) - 1
+		if i >= l.parts {
+			return
+		}
+		lo := int(i) * l.per
+		if lo < l.n {
+			l.t.Run(lo, min(l.n, lo+l.per))
+		}
+	}
+}
+
+// A worker's post is one word: the loop's generation << 2 | its status.
+// The caller posts (postPosted); the worker takes it (postTaken) or the
+// caller, done with every part before the worker came, revokes it
+// (postRevoked); both use compare-and-swap, so exactly one of them wins.
+const (
+	postPosted uint64 = 1 + iota
+	postTaken
+	postRevoked
+)
+
+// worker is one pool goroutine's mailbox. sleep says whether it has
+// stopped polling and waits on wake.
 type worker struct {
-	posted atomic.Uint64
-	state  atomic.Int32
-	wake   chan struct{}
-	job    job
-	_      [64]byte // keep two workers' hot words off one cache line
+	post  atomic.Uint64
+	sleep atomic.Int32
+	wake  chan struct{}
+	_     [64]byte // keep two workers' hot words off one cache line
 }
 
 const (
 	workerPolling int32 = iota
 	workerBlocked
 )
-
-type job struct {
-	t      Task
-	lo, hi int
-}
 
 // Task is a loop body that Pool.Run calls on sub-ranges of [0, n).
 //
@@ -93,35 +124,34 @@ func NewPool(threads int) *Pool {
 	return p
 }
 
-// work is a worker goroutine: it runs posted jobs until it gets an empty
-// one (Close).
+// work is a worker goroutine: it takes each new post it sees, claims
+// parts of the pool's loop, and exits when it takes a post after Close.
 func (p *Pool) work(w *worker) {
-	var seen uint64
+	var last uint64 // generation of the last post seen
 	for {
-		if !w.poll(seen) {
-			<-w.wake
+		post := w.next(last)
+		last = post >> 2
+		if post&3 != postPosted || !w.post.CompareAndSwap(post, post&^3|postTaken) {
+			continue // revoked
 		}
-		seen++
-		j := w.job
-		if j.t == nil {
+		if p.closed.Load() {
 			return
 		}
-		j.t.Run(j.lo, j.hi)
-		w.job = job{} // do not pin the task between jobs
+		p.loop.claim()
 		p.pending.Add(-1)
 	}
 }
 
-// poll waits up to workerPoll for a job after the seen-th. It returns
-// false when the worker must block on wake: it has announced that it
-// blocks, and a post after that sends on wake (post and poll race on
-// state with compare-and-swap, so exactly one of them wins: either poll
-// sees the job, or post sends the wake-up).
-func (w *worker) poll(seen uint64) bool {
+// next waits for a post of a generation after last: it polls for up to
+// workerPoll, then blocks on wake. Blocking is announced in sleep first; a
+// poster that then finds sleep blocked and swaps it back sends the
+// wake-up, and the worker that finds a post after announcing takes the
+// same swap, so exactly one of them wins and no wake-up is left unread.
+func (w *worker) next(last uint64) uint64 {
 	start := time.Now()
 	for i := 1; ; i++ {
-		if w.posted.Load() != seen {
-			return true
+		if post := w.post.Load(); post>>2 != last {
+			return post
 		}
 		spinPause()
 		if i%32 == 0 {
@@ -133,15 +163,18 @@ func (w *worker) poll(seen uint64) bool {
 			runtime.Gosched()
 		}
 	}
-	w.state.Store(workerBlocked)
-	return w.posted.Load() != seen && w.state.CompareAndSwap(workerBlocked, workerPolling)
+	w.sleep.Store(workerBlocked)
+	if post := w.post.Load(); post>>2 != last && w.sleep.CompareAndSwap(workerBlocked, workerPolling) {
+		return post
+	}
+	<-w.wake
+	return w.post.Load()
 }
 
-// post hands j to the worker.
-func (w *worker) post(j job) {
-	w.job = j
-	w.posted.Add(1)
-	if w.state.Load() == workerBlocked && w.state.CompareAndSwap(workerBlocked, workerPolling) {
+// send posts generation gen to the worker.
+func (w *worker) send(gen uint64) {
+	w.post.Store(gen<<2 | postPosted)
+	if w.sleep.Load() == workerBlocked && w.sleep.CompareAndSwap(workerBlocked, workerPolling) {
 		w.wake <- struct{}{}
 	}
 }
@@ -172,18 +205,23 @@ func (p *Pool) Run(n, grain int, t Task) {
 	}
 	defer p.busy.Store(false)
 	per := (chunks + parts - 1) / parts * grain
-	for i := 1; i < parts; i++ {
-		lo := i * per
-		hi := min(n, lo+per)
-		if lo >= hi {
-			continue
-		}
-		p.pending.Add(1)
-		p.workers[i-1].post(job{t, lo, hi})
+	l := &p.loop
+	l.t, l.n, l.per, l.parts = t, n, per, int64(parts)
+	l.nextPart.Store(0)
+	p.gen++
+	helpers := p.workers[:parts-1]
+	p.pending.Store(int64(len(helpers)))
+	for _, w := range helpers {
+		w.send(p.gen)
 	}
-	t.Run(0, min(n, per))
-	// The workers' parts take about as long as ours: wait for them
-	// polling (blocking would halt this vCPU too, and waking it costs
+	l.claim()
+	for _, w := range helpers {
+		if w.post.CompareAndSwap(p.gen<<2|postPosted, p.gen<<2|postRevoked) {
+			p.pending.Add(-1)
+		}
+	}
+	// The workers that took their post are finishing a part: wait for
+	// them polling (blocking would halt this vCPU too, and waking it costs
 	// what polling saved).
 	for i := 1; p.pending.Load() != 0; i++ {
 		spinPause()
@@ -191,11 +229,14 @@ func (p *Pool) Run(n, grain int, t Task) {
 			runtime.Gosched()
 		}
 	}
+	l.t = nil // do not pin the task
 }
 
 // Close stops the workers. The pool must not be used afterwards.
 func (p *Pool) Close() {
+	p.closed.Store(true)
+	p.gen++
 	for _, w := range p.workers {
-		w.post(job{})
+		w.send(p.gen)
 	}
 }

@@ -1,6 +1,7 @@
 package cpu
 
 import (
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -152,4 +153,30 @@ func TestPoolNestedAndConcurrent(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+}
+
+// TestPoolLateWorker checks that a loop does not wait for a worker that
+// has not started: with one P, the worker cannot run while the caller
+// does, so the caller runs every part itself and revokes the worker's post
+// (a post taken late would then find no part left).
+func TestPoolLateWorker(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	p := NewPool(2)
+	defer p.Close()
+	revoked := 0
+	for round := 0; round < 100; round++ {
+		c := &countTask{hits: make([]atomic.Int32, 64)}
+		p.Run(len(c.hits), 1, c)
+		for i := range c.hits {
+			if got := c.hits[i].Load(); got != 1 {
+				t.Fatalf("round %d: index %d visited %d times", round, i, got)
+			}
+		}
+		if p.workers[0].post.Load()&3 == postRevoked {
+			revoked++
+		}
+	}
+	if revoked == 0 {
+		t.Error("no post was revoked although the worker could not run during the loops")
+	}
 }
