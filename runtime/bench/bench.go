@@ -59,7 +59,7 @@ func Run(r *model.Runner, fh *head.FlashHead, opts Options) (*Result, error) {
 	// (other tenants of the host), so each head's bound uses the probe run
 	// right before and right after its decode loop (their mean), and the
 	// reported bandwidth is the mean over the heads.
-	pr := newProbe(512 << 20)
+	pr := NewProbe(512 << 20)
 	rng := rand.New(rand.NewPCG(opts.Seed, 3))
 	prompt := make([]int, opts.PromptTokens)
 	for i := range prompt {
@@ -100,7 +100,7 @@ func Run(r *model.Runner, fh *head.FlashHead, opts Options) (*Result, error) {
 		if res.PrefillTokS == 0 {
 			res.PrefillTokS = float64(len(prompt)) / time.Since(start).Seconds()
 		}
-		bwBefore := pr.measure(r.Pool, 3)
+		bwBefore := pr.Measure(r.Pool, 3)
 		var headTime, bodyTime time.Duration
 		for i := 0; i < opts.GenTokens; i++ {
 			t0 := time.Now()
@@ -120,7 +120,7 @@ func Run(r *model.Runner, fh *head.FlashHead, opts Options) (*Result, error) {
 			}
 			bodyTime += time.Since(t1)
 		}
-		bw := (bwBefore + pr.measure(r.Pool, 3)) / 2
+		bw := (bwBefore + pr.Measure(r.Pool, 3)) / 2
 		res.BandwidthGBs += bw / float64(len(heads))
 		n := float64(opts.GenTokens)
 		hr := HeadResult{BandwidthGBs: bw, Head: "dense", HeadMsPerTok: ms(headTime) / n, BodyMsPerTok: ms(bodyTime) / max(n-1, 1)}
@@ -170,34 +170,31 @@ func FlashHeadBytes(h *head.FlashHead) int64 {
 	return h.Stage1Bytes() + int64(h.Probes*h.Cap*h.D)*int64(h.WeightDType().Size())
 }
 
-// Bandwidth measures memory read bandwidth in GB/s, as STREAM reports it
-// (best of five passes over a buffer of size bytes).
-func Bandwidth(p *cpu.Pool, size int) float64 {
-	return newProbe(size).measure(p, 5)
-}
-
-// probe is a read-bandwidth probe over a buffer far larger than the caches.
-type probe struct {
+// Probe is a read-bandwidth probe over a buffer far larger than the
+// caches.
+type Probe struct {
 	buf  []float32
 	sink []float32
 }
 
 const probeGrain = 1 << 16
 
-func newProbe(size int) *probe {
+// NewProbe allocates and fills a probe's buffer of size bytes.
+func NewProbe(size int) *Probe {
 	buf := make([]float32, size/4)
 	for i := range buf {
 		buf[i] = float32(i&1023) * 0x1p-10
 	}
-	return &probe{buf: buf, sink: make([]float32, len(buf)/probeGrain+1)}
+	return &Probe{buf: buf, sink: make([]float32, len(buf)/probeGrain+1)}
 }
 
-// measure returns the best of passes reads of the buffer, in GB/s. The
-// pool's threads stream their halves through the SIMD dot-product kernel:
-// each element is loaded once from memory (its second operand is the same
-// cache line) and one FMA per element is far below what a core can do, so
-// the probe reads as fast as the decode kernels can, not slower.
-func (pr *probe) measure(p *cpu.Pool, passes int) float64 {
+// Measure returns the best of passes reads of the buffer, in GB/s (STREAM
+// reports the best of its passes). The pool's threads stream parts of the
+// buffer through the SIMD dot-product kernel: each element is loaded once
+// from memory (its second operand is the same cache line) and one FMA per
+// element is far below what a core can do, so the probe reads as fast as
+// the decode kernels can, not slower.
+func (pr *Probe) Measure(p *cpu.Pool, passes int) float64 {
 	best := 0.0
 	for pass := 0; pass < passes; pass++ {
 		start := time.Now()

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"testing"
+	"time"
 
 	"github.com/fhkit/fhkit/formats/dtype"
 	"github.com/fhkit/fhkit/formats/int4"
@@ -87,7 +88,7 @@ func benchMats(kind string, rows, cols int) ([]cpu.Mat, int64) {
 // BenchmarkMatVec measures the decode products at gemma-3-1b shapes for
 // each kernel level the CPU runs, with 1 and 2 threads: MB/s is weight
 // bytes read (int4 codes + bf16 scales), GFLOP/s counts 2 per weight.
-// Compare with the probe sub-benchmarks (bench.Bandwidth, the bound
+// Compare with the probe sub-benchmarks (bench.Probe, the bound
 // fh-run bench divides by) in the same run.
 func BenchmarkMatVec(b *testing.B) {
 	type job struct {
@@ -102,12 +103,13 @@ func BenchmarkMatVec(b *testing.B) {
 	}
 	jobs = append(jobs, job{"bf16", mvShape{"head_262144x1152", 262144, 1152}},
 		job{"f32", mvShape{"read_65536x1024", 65536, 1024}})
+	probe := bench.NewProbe(512 << 20)
 	for _, threads := range []int{1, 2} {
 		p := cpu.NewPool(threads)
 		b.Run(fmt.Sprintf("probe/t%d", threads), func(b *testing.B) {
 			var gbs float64
 			for i := 0; i < b.N; i++ {
-				gbs = bench.Bandwidth(p, 512<<20)
+				gbs = probe.Measure(p, 5)
 			}
 			b.ReportMetric(gbs, "GB/s")
 		})
@@ -165,6 +167,54 @@ func BenchmarkDot(b *testing.B) {
 				cpu.Axpy(a, 1e-9, c)
 			}
 			b.ReportMetric(2*float64(n)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+		})
+	}
+}
+
+// BenchmarkMatVecVsProbe alternates one pass of the bandwidth probe with
+// one pass over out-of-cache copies of a decode product, on 2 threads,
+// and reports the product's read rate over the probe's (ratio) along with
+// both rates. The build VMs' memory changes speed from moment to moment
+// (see README, CPU speed), so a product and the probe measured minutes
+// apart do not compare; measured pass by pass they do. Run with
+// -benchtime 40x or more to see both of the VMs' modes.
+func BenchmarkMatVecVsProbe(b *testing.B) {
+	p := cpu.NewPool(2)
+	defer p.Close()
+	probe := bench.NewProbe(256 << 20)
+	for _, c := range []struct {
+		kind string
+		s    mvShape
+	}{
+		{"q4g128", mvShape{"gate_up_6912x1152", 6912, 1152}},
+		{"bf16", mvShape{"head_262144x1152", 262144, 1152}},
+	} {
+		mats, one := benchMats(c.kind, c.s.rows, c.s.cols)
+		for _, m := range mats {
+			m.PrepareMatVec()
+		}
+		x := make([]float32, c.s.cols)
+		for i := range x {
+			x[i] = float32(i%7) - 3
+		}
+		out := make([]float32, c.s.rows)
+		b.Run(c.kind+"/"+c.s.name, func(b *testing.B) {
+			var ratio, probeGBs, productGBs float64
+			for i := 0; i < b.N; i++ {
+				bw := probe.Measure(p, 1)
+				start := time.Now()
+				for _, m := range mats {
+					cpu.MatVec(p, out, m, x)
+				}
+				gbs := float64(one) * float64(len(mats)) / time.Since(start).Seconds() / 1e9
+				ratio += gbs / bw
+				probeGBs += bw
+				productGBs += gbs
+			}
+			n := float64(b.N)
+			b.ReportMetric(ratio/n, "ratio")
+			b.ReportMetric(probeGBs/n, "probe_GB/s")
+			b.ReportMetric(productGBs/n, "product_GB/s")
 		})
 	}
 }
