@@ -31,8 +31,10 @@ type HeadResult struct {
 	BodyMsPerTok  float64 `json:"body_ms_per_token"`
 	BytesPerToken int64   `json:"bytes_per_token"`
 	// BandwidthGBs is the read bandwidth measured around this head's
-	// decode loop.
-	BandwidthGBs float64 `json:"bandwidth_gbs"`
+	// decode loop: the mean of the probe right before and right after it.
+	BandwidthGBs       float64 `json:"bandwidth_gbs"`
+	BandwidthBeforeGBs float64 `json:"bandwidth_before_gbs"`
+	BandwidthAfterGBs  float64 `json:"bandwidth_after_gbs"`
 	// BoundRatio is decode tok/s over (bandwidth / bytes per token).
 	BoundRatio float64 `json:"bound_ratio"`
 }
@@ -120,10 +122,11 @@ func Run(r *model.Runner, fh *head.FlashHead, opts Options) (*Result, error) {
 			}
 			bodyTime += time.Since(t1)
 		}
-		bw := (bwBefore + pr.Measure(r.Pool, 3)) / 2
+		bwAfter := pr.Measure(r.Pool, 3)
+		bw := (bwBefore + bwAfter) / 2
 		res.BandwidthGBs += bw / float64(len(heads))
 		n := float64(opts.GenTokens)
-		hr := HeadResult{BandwidthGBs: bw, Head: "dense", HeadMsPerTok: ms(headTime) / n, BodyMsPerTok: ms(bodyTime) / max(n-1, 1)}
+		hr := HeadResult{BandwidthGBs: bw, BandwidthBeforeGBs: bwBefore, BandwidthAfterGBs: bwAfter, Head: "dense", HeadMsPerTok: ms(headTime) / n, BodyMsPerTok: ms(bodyTime) / max(n-1, 1)}
 		hr.DecodeTokS = 1000 / (hr.HeadMsPerTok + hr.BodyMsPerTok)
 		hr.BytesPerToken = BodyBytes(m) + DenseHeadBytes(m)
 		if h != nil {
@@ -204,4 +207,12 @@ func (pr *Probe) Measure(p *cpu.Pool, passes int) float64 {
 		best = max(best, float64(4*len(pr.buf))/time.Since(start).Seconds()/1e9)
 	}
 	return best
+}
+
+// Unsteady reports whether the probes around the head's decode loop
+// differ by more than a fifth: the machine's bandwidth changed during the
+// loop, and its bound ratio is then only a rough figure.
+func (h HeadResult) Unsteady() bool {
+	lo, hi := min(h.BandwidthBeforeGBs, h.BandwidthAfterGBs), max(h.BandwidthBeforeGBs, h.BandwidthAfterGBs)
+	return hi > 1.2*lo
 }

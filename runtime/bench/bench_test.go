@@ -38,6 +38,10 @@ func TestRunAccounting(t *testing.T) {
 	if res.BandwidthGBs <= 0 || res.PrefillTokS <= 0 || res.DecodeTokS <= 0 || len(res.Heads) != 1 {
 		t.Errorf("result %+v", res)
 	}
+	h := res.Heads[0]
+	if mean := (h.BandwidthBeforeGBs + h.BandwidthAfterGBs) / 2; h.BandwidthBeforeGBs <= 0 || h.BandwidthAfterGBs <= 0 || h.BandwidthGBs != mean {
+		t.Errorf("head bandwidth %g, want the mean %g of before %g and after %g", h.BandwidthGBs, mean, h.BandwidthBeforeGBs, h.BandwidthAfterGBs)
+	}
 	bound := res.BandwidthGBs * 1e9 / float64(res.BytesPerToken)
 	if d := res.BoundRatio - res.DecodeTokS/bound; d > 1e-9 || d < -1e-9 {
 		t.Errorf("bound ratio %g, want %g", res.BoundRatio, res.DecodeTokS/bound)
@@ -48,5 +52,17 @@ func TestMatBytesCountsScales(t *testing.T) {
 	w := cpu.Mat{Rows: 4, Cols: 32, Data: make([]byte, 64), Q4: &cpu.Int4{GroupSize: 16, Scales: make([]byte, 16), Zeros: make([]byte, 4)}}
 	if got := MatBytes(w); got != 84 {
 		t.Errorf("MatBytes = %d, want 84 (codes + scales + zeros)", got)
+	}
+}
+
+func TestUnsteady(t *testing.T) {
+	for _, c := range []struct {
+		before, after float64
+		want          bool
+	}{{30, 35, false}, {35, 30, false}, {30, 37, true}, {60, 33, true}} {
+		h := HeadResult{BandwidthBeforeGBs: c.before, BandwidthAfterGBs: c.after}
+		if got := h.Unsteady(); got != c.want {
+			t.Errorf("before %g after %g: Unsteady %v, want %v", c.before, c.after, got, c.want)
+		}
 	}
 }
