@@ -188,6 +188,7 @@ func BenchmarkMatVecVsProbe(b *testing.B) {
 	}{
 		{"q4g128", mvShape{"gate_up_6912x1152", 6912, 1152}},
 		{"bf16", mvShape{"head_262144x1152", 262144, 1152}},
+		{"bf16", mvShape{"down_1152x6912", 1152, 6912}},
 	} {
 		mats, one := benchMats(c.kind, c.s.rows, c.s.cols)
 		for _, m := range mats {
