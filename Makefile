@@ -26,6 +26,8 @@ vet:
 test: vet
 	$(GO) build ./...
 	$(GO) test -count=1 ./...
+	# The worker pool's hand-offs under the race detector.
+	$(GO) test -race -count=1 -run Pool ./runtime/cpu
 
 # The main job end to end on the embedded default (the tiny Gemma-3 fixture,
 # random weights): generate the checkpoint, convert it (bf16, and f32 as the
