@@ -14,7 +14,7 @@ import (
 // polling worker and waiting for it costs a few hundred nanoseconds
 // (BenchmarkPoolRun), more than half of a product this small saves. A
 // small model's batched layers are above it (the embedded default's at 32
-// rows: BenchmarkDecodeBatch on gemma3-tiny, 32 rows, 211k -> 259-274k
+// rows: BenchmarkDecodeBatch on gemma3-tiny, 32 rows, 211k -> 243-274k
 // tokens/s with the bound lowered from 2^18), its one-token layers below.
 const ParallelMACs = 1 << 14
 
