@@ -26,11 +26,14 @@ vet:
 test: vet
 	$(GO) build ./...
 	$(GO) test -count=1 ./...
-	@# The worker pool's hand-offs under the race detector (which needs cgo).
+	@# The worker pool's hand-offs and the batches split over threads under
+	@# the race detector (which needs cgo).
 	@if command -v cc >/dev/null 2>&1; then \
 		echo "CGO_ENABLED=1 $(GO) test -race -count=1 -run Pool ./runtime/cpu"; \
-		CGO_ENABLED=1 $(GO) test -race -count=1 -run Pool ./runtime/cpu; \
-	else echo "make test: no C compiler, so the worker pool's race-detector run is skipped"; fi
+		CGO_ENABLED=1 $(GO) test -race -count=1 -run Pool ./runtime/cpu && \
+		echo "CGO_ENABLED=1 $(GO) test -race -count=1 -run 'BatchEqualsAlone|BatchLargerThanChunk' ./runtime/model" && \
+		CGO_ENABLED=1 $(GO) test -race -count=1 -run 'BatchEqualsAlone|BatchLargerThanChunk' ./runtime/model; \
+	else echo "make test: no C compiler, so the race-detector runs of the worker pool and split batches are skipped"; fi
 
 # The main job end to end on the embedded default (the tiny Gemma-3 fixture,
 # random weights): generate the checkpoint, convert it (bf16, and f32 as the

@@ -128,10 +128,10 @@ func Run(r *model.Runner, fh *head.FlashHead, opts Options) (*Result, error) {
 		n := float64(opts.GenTokens)
 		hr := HeadResult{BandwidthGBs: bw, BandwidthBeforeGBs: bwBefore, BandwidthAfterGBs: bwAfter, Head: "dense", HeadMsPerTok: ms(headTime) / n, BodyMsPerTok: ms(bodyTime) / max(n-1, 1)}
 		hr.DecodeTokS = 1000 / (hr.HeadMsPerTok + hr.BodyMsPerTok)
-		hr.BytesPerToken = BodyBytes(m) + DenseHeadBytes(m)
+		hr.BytesPerToken = m.BodyBytes() + DenseHeadBytes(m)
 		if h != nil {
 			hr.Head = "flashhead"
-			hr.BytesPerToken = BodyBytes(m) + FlashHeadBytes(h)
+			hr.BytesPerToken = m.BodyBytes() + FlashHeadBytes(h)
 		}
 		hr.BoundRatio = hr.DecodeTokS / (bw * 1e9 / float64(hr.BytesPerToken))
 		res.Heads = append(res.Heads, hr)
@@ -142,30 +142,8 @@ func Run(r *model.Runner, fh *head.FlashHead, opts Options) (*Result, error) {
 
 func ms(d time.Duration) float64 { return float64(d) / 1e6 }
 
-// BodyBytes is what the layers read per decoded token: every layer weight,
-// with the scales and zero points of int4 weights (the embedding row and
-// the KV cache are negligible at short contexts).
-func BodyBytes(m *model.Model) int64 {
-	var n int64
-	for _, l := range m.Layers {
-		for _, w := range []cpu.Mat{l.Q, l.K, l.V, l.O, l.Gate, l.Up, l.Down} {
-			n += MatBytes(w)
-		}
-	}
-	return n
-}
-
-// MatBytes is the storage one product with w reads.
-func MatBytes(w cpu.Mat) int64 {
-	n := int64(len(w.Data))
-	if w.Q4 != nil {
-		n += int64(len(w.Q4.Scales) + len(w.Q4.Zeros))
-	}
-	return n
-}
-
 // DenseHeadBytes is the dense head's weight bytes.
-func DenseHeadBytes(m *model.Model) int64 { return MatBytes(m.Head) }
+func DenseHeadBytes(m *model.Model) int64 { return m.Head.Bytes() }
 
 // FlashHeadBytes is what the FlashHead reads per token: the stage-1
 // centroids and P blocks of cap rows.

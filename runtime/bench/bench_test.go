@@ -48,13 +48,6 @@ func TestRunAccounting(t *testing.T) {
 	}
 }
 
-func TestMatBytesCountsScales(t *testing.T) {
-	w := cpu.Mat{Rows: 4, Cols: 32, Data: make([]byte, 64), Q4: &cpu.Int4{GroupSize: 16, Scales: make([]byte, 16), Zeros: make([]byte, 4)}}
-	if got := MatBytes(w); got != 84 {
-		t.Errorf("MatBytes = %d, want 84 (codes + scales + zeros)", got)
-	}
-}
-
 func TestUnsteady(t *testing.T) {
 	for _, c := range []struct {
 		before, after float64

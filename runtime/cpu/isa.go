@@ -48,6 +48,15 @@ func DetectISA() ISA {
 	return Generic
 }
 
+// L2Bytes is the L2 cache of one core as the CPU reports it, 256 KiB (the
+// least of any x86 core with AVX2) when it does not.
+func L2Bytes() int {
+	if n := cpuid.CPU.Cache.L2; n > 0 {
+		return n
+	}
+	return 256 << 10
+}
+
 // isa is the level the kernels dispatch on, fixed at start-up: the best
 // the CPU runs, lowered by FHKIT_ISA=generic|avx2 (to compare kernels or
 // work around a suspected kernel bug). It is never written afterwards.

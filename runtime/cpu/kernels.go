@@ -24,6 +24,16 @@ type Mat struct {
 	Observe func(x []float32, T int)
 }
 
+// Bytes is the storage one product with m reads: the elements, and an
+// int4 weight's scales and zero points.
+func (m Mat) Bytes() int64 {
+	n := int64(len(m.Data))
+	if m.Q4 != nil {
+		n += int64(len(m.Q4.Scales) + len(m.Q4.Zeros))
+	}
+	return n
+}
+
 // NewMat checks that data holds rows x cols elements of dt.
 func NewMat(rows, cols int, dt dtype.DType, data []byte) (Mat, error) {
 	if dt != dtype.F32 && dt != dtype.F16 && dt != dtype.BF16 {

@@ -127,3 +127,14 @@ func TestOps(t *testing.T) {
 		}
 	}
 }
+
+func TestMatBytesCountsScales(t *testing.T) {
+	w := Mat{Rows: 4, Cols: 32, DType: dtype.U4, Data: make([]byte, 64), Q4: &Int4{GroupSize: 16, Scales: make([]byte, 16), Zeros: make([]byte, 4)}}
+	if got := w.Bytes(); got != 84 {
+		t.Errorf("Bytes = %d, want 84 (codes + scales + zeros)", got)
+	}
+	d := Mat{Rows: 3, Cols: 5, DType: dtype.BF16, Data: make([]byte, 30)}
+	if got := d.Bytes(); got != 30 {
+		t.Errorf("Bytes = %d, want 30", got)
+	}
+}

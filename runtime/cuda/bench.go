@@ -65,9 +65,9 @@ func Bench(r *Runner, fh *head.FlashHead, promptTokens, genTokens int, seed uint
 	}
 	var vs []variant
 	if flash != nil && fh != nil {
-		vs = append(vs, variant{"flashhead", flash, bench.BodyBytes(m) + bench.FlashHeadBytes(fh)})
+		vs = append(vs, variant{"flashhead", flash, m.BodyBytes() + bench.FlashHeadBytes(fh)})
 	}
-	vs = append(vs, variant{"dense", nil, bench.BodyBytes(m) + bench.DenseHeadBytes(m)})
+	vs = append(vs, variant{"dense", nil, m.BodyBytes() + bench.DenseHeadBytes(m)})
 	for i, v := range vs {
 		r.flash = v.flash
 		r.Reset()

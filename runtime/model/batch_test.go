@@ -1,12 +1,14 @@
 package model
 
 import (
-	"github.com/fhkit/fhkit/internal/race"
+	"fmt"
+	"math"
 	"math/rand/v2"
 	"strings"
 	"testing"
 
 	"github.com/fhkit/fhkit/formats/dtype"
+	"github.com/fhkit/fhkit/internal/race"
 	"github.com/fhkit/fhkit/runtime/cpu"
 )
 
@@ -32,13 +34,28 @@ func kvTol(kv dtype.DType) float64 {
 
 // A batched step over several states (at different positions, with
 // different KV precisions, one of them still prefilling) must equal each
-// state stepped alone, for every architecture.
+// state stepped alone, for every architecture, with the batch's products
+// shared by all rows and with the batch split into per-thread parts.
 func TestBatchEqualsAlone(t *testing.T) {
 	pool := cpu.NewPool(2)
 	defer pool.Close()
-	for _, preset := range []string{"gemma3-tiny", "llama-tiny", "qwen3-tiny"} {
+	for _, split := range []bool{false, true} {
+		for _, preset := range []string{"gemma3-tiny", "llama-tiny", "qwen3-tiny"} {
+			t.Run(fmt.Sprintf("%s/split=%v", preset, split), func(t *testing.T) {
+				testBatchEqualsAlone(t, pool, preset, split)
+			})
+		}
+	}
+}
+
+func testBatchEqualsAlone(t *testing.T, pool *cpu.Pool, preset string, split bool) {
+	{
 		m := loadFixture(t, preset, dtype.BF16)
 		r := NewRunner(m, pool)
+		r.splitBudget = 0
+		if split {
+			r.splitBudget = math.MaxInt64
+		}
 		H, V := m.Config.HiddenSize, m.Config.VocabSize
 		rng := rand.New(rand.NewPCG(11, 12))
 		kvs := []dtype.DType{dtype.F32, dtype.BF16, dtype.F16, dtype.F32, dtype.BF16}
@@ -69,6 +86,9 @@ func TestBatchEqualsAlone(t *testing.T) {
 			if err := r.ForwardBatch(out, seqs); err != nil {
 				t.Fatal(err)
 			}
+			if ran := len(r.split.subs) > 0; ran != split {
+				t.Fatalf("split step: %v, want %v", ran, split)
+			}
 			got := r.DenseLogits(out)
 			for i, s := range seqs {
 				h, err := r.ForwardHidden(alone[i], s.Tokens, false)
@@ -85,6 +105,99 @@ func TestBatchEqualsAlone(t *testing.T) {
 			}
 		}
 	}
+}
+
+// splitBounds cuts a batch into parts of consecutive sequences that cover
+// it once, none empty, each part's rows within one sequence of an equal
+// share.
+func TestSplitBounds(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	for range 2000 {
+		parts := 2 + rng.IntN(3)
+		seqs := make([]Seq, parts+rng.IntN(20))
+		rows, largest := 0, 0
+		for i := range seqs {
+			n := 1
+			if rng.IntN(4) == 0 {
+				n += rng.IntN(40)
+			}
+			seqs[i].Tokens = make([]int, n)
+			rows += n
+			largest = max(largest, n)
+		}
+		b := splitBounds(nil, seqs, parts)
+		if len(b) != parts+1 || b[0] != 0 || b[parts] != len(seqs) {
+			t.Fatalf("%d sequences in %d parts: bounds %v", len(seqs), parts, b)
+		}
+		for k := range parts {
+			if b[k] >= b[k+1] {
+				t.Fatalf("%d sequences in %d parts: part %d empty in %v", len(seqs), parts, k, b)
+			}
+			got := 0
+			for _, s := range seqs[b[k]:b[k+1]] {
+				got += len(s.Tokens)
+			}
+			// A part closes at the first sequence that reaches its share,
+			// so it exceeds the share by less than that sequence, and
+			// falls short only where the parts after it need a sequence.
+			if share := (rows + parts - 1) / parts; got >= share+largest {
+				t.Fatalf("part %d of %v holds %d rows, share %d, largest sequence %d", k, b, got, share, largest)
+			}
+		}
+	}
+}
+
+// A batch is split only when there are threads and sequences to split it
+// over, the layer weights fit the budget, no sequence dominates the rows,
+// and no weight observes its inputs.
+func TestSplitParts(t *testing.T) {
+	m := loadFixture(t, "llama-tiny", dtype.F32)
+	pool := cpu.NewPool(2)
+	defer pool.Close()
+	r := NewRunner(m, pool)
+	r.splitBudget = m.BodyBytes()
+	seqs := func(lens ...int) []Seq {
+		s := make([]Seq, len(lens))
+		for i, n := range lens {
+			s[i].Tokens = make([]int, n)
+		}
+		return s
+	}
+	for _, c := range []struct {
+		seqs []Seq
+		want int
+	}{
+		{seqs(1), 1},
+		{seqs(1, 1), 2},
+		{seqs(1, 1, 1, 1, 1), 2},
+		{seqs(5, 1, 1), 2},
+		{seqs(7, 1, 1), 1}, // 7 of 9 rows: more than 1.5 shares
+	} {
+		if got := r.splitParts(c.seqs); got != c.want {
+			t.Errorf("sequences of %v tokens: %d parts, want %d", lens(c.seqs), got, c.want)
+		}
+	}
+	if got := NewRunner(m, cpu.NewPool(1)).splitParts(seqs(1, 1)); got != 1 {
+		t.Errorf("one thread: %d parts, want 1", got)
+	}
+	r.splitBudget = m.BodyBytes() - 1
+	if got := r.splitParts(seqs(1, 1)); got != 1 {
+		t.Errorf("weights over the budget: %d parts, want 1", got)
+	}
+	r.splitBudget = m.BodyBytes()
+	m.Layers[1].Down.Observe = func([]float32, int) {}
+	defer func() { m.Layers[1].Down.Observe = nil }()
+	if got := r.splitParts(seqs(1, 1)); got != 1 {
+		t.Errorf("an observed weight: %d parts, want 1", got)
+	}
+}
+
+func lens(seqs []Seq) []int {
+	n := make([]int, len(seqs))
+	for i, s := range seqs {
+		n[i] = len(s.Tokens)
+	}
+	return n
 }
 
 // More rows than MaxChunk are split into consecutive passes, a sequence

@@ -27,6 +27,24 @@ type Layer struct {
 	Sliding        bool
 }
 
+// weights returns the layer's linear weights.
+func (l *Layer) weights() [7]cpu.Mat {
+	return [7]cpu.Mat{l.Q, l.K, l.V, l.O, l.Gate, l.Up, l.Down}
+}
+
+// BodyBytes is what the layers read per decoded token: every linear
+// weight with its int4 scales and zero points (the embedding row, norms
+// and KV cache are small at short contexts).
+func (m *Model) BodyBytes() int64 {
+	var n int64
+	for i := range m.Layers {
+		for _, w := range m.Layers[i].weights() {
+			n += w.Bytes()
+		}
+	}
+	return n
+}
+
 // Model is a loaded model. Weights alias the memory-mapped file.
 type Model struct {
 	Config arch.Config

@@ -17,7 +17,7 @@ func BenchmarkLoad(b *testing.B) {
 			var tps float64
 			for i := 0; i < b.N; i++ {
 				rep, err := Load(context.Background(), LoadConfig{URL: ts.url, Clients: clients, Requests: 4, MaxTokens: 64,
-					Prompt: "Tell me a story", Stream: true, IgnoreEOS: true, Timeout: time.Minute})
+					Prompt: "Tell me a story about a lighthouse keeper.", Stream: true, IgnoreEOS: true, Timeout: time.Minute})
 				if err != nil || rep.Errors > 0 {
 					b.Fatalf("%v %+v", err, rep)
 				}

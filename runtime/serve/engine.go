@@ -451,7 +451,11 @@ func (e *engine) step(active []*job) []*job {
 		return e.fail(active, fmt.Errorf("forward pass: %w", err))
 	}
 	e.metrics.steps.Add(1)
-	e.metrics.batchRows.observe(float64(len(seqs)))
+	rows := 0
+	for _, t := range tokens {
+		rows += len(t)
+	}
+	e.metrics.batchRows.observe(float64(rows))
 
 	// Rows whose sequence is ready for its next token: every decoding
 	// sequence, and prompts whose last chunk was in this step.

@@ -181,6 +181,12 @@ func TestConcurrentRequestsMatchAlone(t *testing.T) {
 	if ts.metrics.batchRows.n == 0 || ts.metrics.steps.Load() >= uint64(2*len(prompts)*48) {
 		t.Errorf("%d steps for %d tokens: nothing was batched", ts.metrics.steps.Load(), 2*len(prompts)*48)
 	}
+	// The rows of all steps are every prompt token and every generated
+	// token but each request's last (which ends it unread).
+	m := ts.metrics
+	if rows, want := m.batchRows.sum, float64(m.promptTokens.Load()+m.genTokens.Load())-float64(2*len(prompts)); rows != want {
+		t.Errorf("fhkit_batch_rows sums to %g rows, want %g", rows, want)
+	}
 }
 
 // A seeded sampled request is reproducible, and stop strings cut the text.
