@@ -73,8 +73,15 @@ func Run(r *model.Runner, fh *head.FlashHead, opts Options) (*Result, error) {
 	}
 	// An untimed pass first: the first touch of each page of the mapped
 	// model file faults it in, which would be charged to whichever head
-	// runs first.
+	// runs first. The FlashHead's tokens each probe their own blocks, so
+	// all of them are touched (a server running for a while has them all
+	// mapped); the dense head writes one reused buffer, as the server's
+	// does.
+	logits := make([]float32, m.Config.VocabSize)
 	for _, h := range heads {
+		if h != nil {
+			h.Touch()
+		}
 		st, err := m.NewState(0, opts.KV)
 		if err != nil {
 			return nil, err
@@ -86,7 +93,7 @@ func Run(r *model.Runner, fh *head.FlashHead, opts Options) (*Result, error) {
 		if h != nil {
 			h.Argmax(r.Pool, hidden)
 		} else {
-			sample.Argmax(r.DenseLogits(hidden))
+			r.DenseLogitsInto(logits, hidden)
 		}
 	}
 	for _, h := range heads {
@@ -110,7 +117,8 @@ func Run(r *model.Runner, fh *head.FlashHead, opts Options) (*Result, error) {
 			if h != nil {
 				id = h.Argmax(r.Pool, hidden)
 			} else {
-				id = sample.Argmax(r.DenseLogits(hidden))
+				r.DenseLogitsInto(logits, hidden)
+				id = sample.Argmax(logits)
 			}
 			t1 := time.Now()
 			headTime += t1.Sub(t0)

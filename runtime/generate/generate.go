@@ -83,6 +83,10 @@ type Session struct {
 	Flash   *head.FlashHead
 	history []int // tokens whose keys and values are in State
 	eos     map[int]bool
+	// logits is the dense head's output, reused token after token (a
+	// vocabulary of 262k is a megabyte: allocated per token, its fresh
+	// pages cost as much as sampling from it).
+	logits []float32
 }
 
 // NewSession prepares a sequence with a KV cache of kv precision and a
@@ -154,7 +158,11 @@ func (s *Session) next(sampler *sample.Sampler, hidden []float32, context []int)
 	if s.Flash != nil {
 		return s.Flash.Sample(s.Runner.Pool, sampler, hidden, context)
 	}
-	return sampler.Next(s.Runner.DenseLogits(hidden), context)
+	if n := s.Runner.M.Config.VocabSize; len(s.logits) != n {
+		s.logits = make([]float32, n)
+	}
+	s.Runner.DenseLogitsInto(s.logits, hidden)
+	return sampler.Next(s.logits, context)
 }
 
 // stopFilter passes text through, holding back any tail that could be the

@@ -169,6 +169,20 @@ func (h *FlashHead) Stage1Bytes() int64 {
 	return int64(len(h.norm.Data))
 }
 
+// Touch reads one byte of every page of the permuted head rows and returns
+// their sum (which means nothing): the rows are mapped from the model
+// file, and each token probes blocks at random, so the first tokens of a
+// process fault pages in that a long-running one has long mapped. A
+// benchmark touches them first to time the steady state.
+func (h *FlashHead) Touch() byte {
+	var sum byte
+	d := h.wperm.Data
+	for i := 0; i < len(d); i += 4096 {
+		sum += d[i]
+	}
+	return sum
+}
+
 // WeightDType is the dtype of the permuted head rows stage 2 reads.
 func (h *FlashHead) WeightDType() dtype.DType { return h.wperm.DType }
 
