@@ -19,6 +19,8 @@ func gemm(p *Pool, out []float32, w Mat, x []float32, T int) {
 		MatMulRef(p, out, w, x, T)
 	case w.DType == dtype.U4 && vnni16Suits(isa, w):
 		vnni16MatMul(p, out, w, x, T)
+	case ks.panelsFor(w) != nil:
+		ks.matMul(p, out, w, x, T)
 	case ks.smallSupports(w, T):
 		ks.matMulSmall(p, out, w, x, T)
 	case ks.supports(w):
@@ -118,11 +120,59 @@ func lcm(a, b int) int {
 	return a / x * b
 }
 
+// panelCache is a float weight's packed panels, built once.
+type panelCache struct {
+	once sync.Once
+	ks   *gemmKernels // the kernels whose panel layout data has
+	data []float32    // panel i at [i·Cols·panel, (i+1)·Cols·panel)
+}
+
+// gemmPanelBytes bounds the float32 panels kept for a weight. A small
+// model's layers are products of a few dozen columns with a few dozen
+// rows (the embedded default: 48 and 64), where widening the panels on
+// every call costs as much as the products, and the small-T kernels
+// spend more on the horizontal sums of their short rows than on the
+// FMAs: with kept panels the packed kernels are the faster at every T ≥ 2
+// there (go test -bench GemmSmallVsPacked ./runtime/cpu, AVX-512, bf16
+// 48 -> 64 and 48 -> 512: 71-111 GFLOP/s against the small kernels'
+// 40-50; 64 -> 48, half a panel idle: 55-77 against 45-58). Bounded so
+// that they stay in cache beside the model; a large model's weights do
+// not take this path.
+const gemmPanelBytes = 256 << 10
+
+// panelsFor returns w's kept panels for these kernels, building them on
+// first use, or nil when w does not keep any (int4, made without NewMat,
+// larger than gemmPanelBytes, or more columns than one k block).
+func (ks *gemmKernels) panelsFor(w Mat) []float32 {
+	c := w.panels
+	if c == nil || w.DType == dtype.U4 || w.Cols > gemmMaxKC {
+		return nil
+	}
+	n := (w.Rows + ks.panel - 1) / ks.panel * ks.panel * w.Cols
+	if 4*n > gemmPanelBytes {
+		return nil
+	}
+	c.once.Do(func() {
+		c.ks, c.data = ks, make([]float32, n)
+		t := gemmTask{ks: ks, w: w, kc: w.Cols}
+		var s gemmScratch
+		size := w.Cols * ks.panel
+		for r0 := 0; r0 < w.Rows; r0 += ks.panel {
+			s.w = c.data[r0*w.Cols : r0*w.Cols+size]
+			t.pack(&s, r0, min(ks.panel, w.Rows-r0), 0, w.Cols)
+		}
+	})
+	if c.ks != ks { // built for another level's kernels (tests)
+		return nil
+	}
+	return c.data
+}
+
 // matMul is MatMul with these kernels: the pool's threads take row panels
 // one at a time, so each reads disjoint weights.
 func (ks *gemmKernels) matMul(p *Pool, out []float32, w Mat, x []float32, T int) {
 	t := gemmTasks.Get().(*gemmTask)
-	*t = gemmTask{ks: ks, w: w, out: out, x: x, T: T, kc: ks.kBlock(w)}
+	*t = gemmTask{ks: ks, w: w, out: out, x: x, T: T, kc: ks.kBlock(w), panels: ks.panelsFor(w)}
 	panels := (w.Rows + ks.panel - 1) / ks.panel
 	t.claim.n = int64(panels)
 	p.Run(min(p.Threads(), panels), 1, t)
@@ -157,13 +207,15 @@ var (
 
 // gemmTask is one MatMul; each Run computes the row panels it claims.
 type gemmTask struct {
-	ks    *gemmKernels
-	w     Mat
-	out   []float32
-	x     []float32
-	T     int
-	kc    int
-	claim gemmClaim
+	ks  *gemmKernels
+	w   Mat
+	out []float32
+	x   []float32
+	T   int
+	kc  int
+	// panels are w's kept panels (panelsFor), or nil: pack each.
+	panels []float32
+	claim  gemmClaim
 }
 
 // gemmScratch is one thread's working memory.
@@ -208,14 +260,19 @@ func (t *gemmTask) Run(_, _ int) {
 		}
 		for k0 := 0; k0 < K; k0 += t.kc {
 			k1 := min(K, k0+t.kc)
-			t.pack(s, r0, n, k0, k1)
+			panel := s.w
+			if t.panels != nil { // one k block
+				panel = t.panels[r0*K:]
+			} else {
+				t.pack(s, r0, n, k0, k1)
+			}
 			acc := 0
 			if k0 > 0 {
 				acc = 1
 			}
 			for i, t0 := 0, 0; i < tiles; i++ {
 				nr := (T - t0 + tiles - i - 1) / (tiles - i)
-				ks.kernel[nr-1](&s.w[0], &t.x[t0*K+k0], K*4, k1-k0, &dst[t0*dstStride], dstStride*4, acc)
+				ks.kernel[nr-1](&panel[0], &t.x[t0*K+k0], K*4, k1-k0, &dst[t0*dstStride], dstStride*4, acc)
 				t0 += nr
 			}
 		}

@@ -451,7 +451,7 @@ func BenchmarkGemmVsMatVec(b *testing.B) {
 	for _, s := range []struct {
 		dt      string
 		in, out int
-	}{{"q4", 1152, 6912}, {"q4", 6912, 1152}, {"bf16", 1152, 6912}, {"bf16", 6912, 1152}} {
+	}{{"q4", 1152, 6912}, {"q4", 6912, 1152}, {"bf16", 1152, 6912}, {"bf16", 6912, 1152}, {"bf16", 48, 64}, {"bf16", 64, 48}, {"bf16", 48, 512}} {
 		m := randFloatMat(r, s.out, s.in, dtype.BF16)
 		if s.dt == "q4" {
 			var err error
@@ -490,7 +490,7 @@ func BenchmarkGemmSmallVsPacked(b *testing.B) {
 	for _, s := range []struct {
 		dt      string
 		in, out int
-	}{{"q4", 1152, 6912}, {"q4", 6912, 1152}, {"bf16", 1152, 6912}, {"bf16", 6912, 1152}} {
+	}{{"q4", 1152, 6912}, {"q4", 6912, 1152}, {"bf16", 1152, 6912}, {"bf16", 6912, 1152}, {"bf16", 48, 64}, {"bf16", 64, 48}, {"bf16", 48, 512}} {
 		m := randFloatMat(r, s.out, s.in, dtype.BF16)
 		if s.dt == "q4" {
 			var err error
@@ -498,7 +498,7 @@ func BenchmarkGemmSmallVsPacked(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
-		for _, T := range []int{4, 8, 12, 16, 24, 32, 64, 128} {
+		for _, T := range []int{2, 4, 8, 12, 16, 24, 32, 64, 128} {
 			x := randInputs(r, T*s.in)
 			out := make([]float32, T*s.out)
 			for _, lvl := range []ISA{AVX2, AVX512} {
@@ -513,9 +513,15 @@ func BenchmarkGemmSmallVsPacked(b *testing.B) {
 					}
 					b.ReportMetric(2*float64(s.in*s.out*T)/(b.Elapsed().Seconds()/float64(b.N))/1e9, "GFLOP/s")
 				})
+				// Small float weights keep their panels (panelsFor), per
+				// level: a copy with its own cache for this level.
+				mp := m
+				if mp.panels != nil {
+					mp.panels = new(panelCache)
+				}
 				b.Run(fmt.Sprintf("%s/%dx%d/T%d/%s/packed", s.dt, s.in, s.out, T, lvl), func(b *testing.B) {
 					for b.Loop() {
-						ks.matMul(pool, out, m, x, T)
+						ks.matMul(pool, out, mp, x, T)
 					}
 					b.ReportMetric(2*float64(s.in*s.out*T)/(b.Elapsed().Seconds()/float64(b.N))/1e9, "GFLOP/s")
 				})
@@ -575,5 +581,48 @@ func TestGemmVNNI16MatchesReference(t *testing.T) {
 			}
 		}
 		pool.Close()
+	}
+}
+
+// A small float weight keeps its panels: the products read them instead of
+// packing per call and give the same bits; large weights, int4 weights and
+// weights made without NewMat keep none.
+func TestGemmKeptPanels(t *testing.T) {
+	pool := NewPool(2)
+	defer pool.Close()
+	r := rand.New(rand.NewPCG(8, 3))
+	for name, ks := range gemmLevels(t) {
+		for _, dt := range []dtype.DType{dtype.BF16, dtype.F16, dtype.F32} {
+			for _, s := range []struct{ rows, cols int }{{64, 48}, {48, 64}, {33, 40}, {512, 48}, {7, 8}} {
+				w := randFloatMat(r, s.rows, s.cols, dt)
+				if ks.panelsFor(w) == nil {
+					t.Fatalf("%s %s [%d, %d]: no kept panels", name, dt, s.rows, s.cols)
+				}
+				fresh := w
+				fresh.panels = nil
+				for _, T := range []int{2, 5, 16, 32} {
+					x := randInputs(r, T*s.cols)
+					got, want := make([]float32, T*s.rows), make([]float32, T*s.rows)
+					ks.matMul(pool, got, w, x, T)
+					ks.matMul(pool, want, fresh, x, T)
+					for i := range got {
+						if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+							t.Fatalf("%s %s [%d, %d] T=%d: output %d is %g with kept panels, %g packed per call", name, dt, s.rows, s.cols, T, i, got[i], want[i])
+						}
+					}
+					checkGemm(t, fmt.Sprintf("%s %s [%d, %d] T=%d kept panels", name, dt, s.rows, s.cols, T), w, denseF64(w), x, T, got)
+				}
+			}
+		}
+		big := randFloatMat(r, 1024, 128, dtype.BF16) // 512 KiB of float32 panels
+		q4, err := NewInt4Mat(randInt4(r, 64, 64, 32, dtype.BF16, false))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for what, w := range map[string]Mat{"1024x128": big, "int4": q4, "literal": {Rows: 8, Cols: 8, DType: dtype.F32, Data: make([]byte, 256)}} {
+			if ks.panelsFor(w) != nil {
+				t.Errorf("%s: %s keeps panels", name, what)
+			}
+		}
 	}
 }

@@ -22,6 +22,9 @@ type Mat struct {
 	// Observe, when set, is called by MatMul with its T input rows before
 	// the product (calibration hook of fh-quantize's GPTQ; nil otherwise).
 	Observe func(x []float32, T int)
+	// panels holds a small float weight's panels for the matrix-matrix
+	// kernels, widened once (gemmPanels); NewMat sets it.
+	panels *panelCache
 }
 
 // Bytes is the storage one product with m reads: the elements, and an
@@ -42,7 +45,7 @@ func NewMat(rows, cols int, dt dtype.DType, data []byte) (Mat, error) {
 	if int64(len(data)) != int64(rows)*int64(cols)*int64(dt.Size()) {
 		return Mat{}, fmt.Errorf("weight [%d, %d] %s needs %d bytes, has %d", rows, cols, dt, rows*cols*dt.Size(), len(data))
 	}
-	return Mat{Rows: rows, Cols: cols, DType: dt, Data: data}, nil
+	return Mat{Rows: rows, Cols: cols, DType: dt, Data: data, panels: new(panelCache)}, nil
 }
 
 // RowF32 widens row r into dst (len Cols).
