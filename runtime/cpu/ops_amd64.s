@@ -3142,42 +3142,122 @@ opsRMSNormAVX512_gdone:
 // func opsScoresAVX512(s *float32, k *float32, stride int, q *float32, hd int, n int, scale float32)
 // Requires: AVX, AVX2, AVX512F, AVX512VL
 TEXT ·opsScoresAVX512(SB), NOSPLIT, $0-52
-	MOVQ   s+0(FP), AX
-	MOVQ   k+8(FP), CX
-	MOVQ   stride+16(FP), DX
-	SHLQ   $0x02, DX
-	MOVQ   q+24(FP), BX
-	MOVQ   hd+32(FP), SI
-	SHLQ   $0x02, SI
-	MOVQ   n+40(FP), DI
-	VMOVSS scale+48(FP), X0
-	MOVQ   DI, R8
-	ANDQ   $-4, R8
-	SHLQ   $0x02, R8
-	SHLQ   $0x02, DI
-	XORQ   R9, R9
-	LEAQ   (DX)(DX*2), R10
+	MOVQ         s+0(FP), AX
+	MOVQ         k+8(FP), CX
+	MOVQ         stride+16(FP), DX
+	SHLQ         $0x02, DX
+	MOVQ         q+24(FP), BX
+	MOVQ         hd+32(FP), SI
+	SHLQ         $0x02, SI
+	MOVQ         n+40(FP), DI
+	VMOVSS       scale+48(FP), X0
+	MOVQ         DI, R8
+	ANDQ         $-4, R8
+	SHLQ         $0x02, R8
+	MOVQ         DI, R9
+	SHLQ         $0x02, R9
+	XORQ         R10, R10
+	LEAQ         (DX)(DX*2), R11
+	CMPQ         SI, $0x40
+	JNE          opsScoresAVX512_4
+	ANDQ         $-16, DI
+	SHLQ         $0x02, DI
+	VMOVUPS      (BX), Z1
+	VBROADCASTSS X0, Z2
+
+opsScoresAVX512_16:
+	CMPQ       R10, DI
+	JAE        opsScoresAVX512_4
+	VMULPS     (CX), Z1, Z3
+	VMULPS     (CX)(DX*1), Z1, Z4
+	VMULPS     (CX)(DX*2), Z1, Z5
+	VMULPS     (CX)(R11*1), Z1, Z6
+	LEAQ       (CX)(DX*4), CX
+	VMULPS     (CX), Z1, Z7
+	VMULPS     (CX)(DX*1), Z1, Z8
+	VMULPS     (CX)(DX*2), Z1, Z9
+	VMULPS     (CX)(R11*1), Z1, Z10
+	LEAQ       (CX)(DX*4), CX
+	VMULPS     (CX), Z1, Z11
+	VMULPS     (CX)(DX*1), Z1, Z12
+	VMULPS     (CX)(DX*2), Z1, Z13
+	VMULPS     (CX)(R11*1), Z1, Z14
+	LEAQ       (CX)(DX*4), CX
+	VMULPS     (CX), Z1, Z15
+	VMULPS     (CX)(DX*1), Z1, Z16
+	VMULPS     (CX)(DX*2), Z1, Z17
+	VMULPS     (CX)(R11*1), Z1, Z18
+	LEAQ       (CX)(DX*4), CX
+	VSHUFF32X4 $0x44, Z7, Z3, Z19
+	VSHUFF32X4 $0xee, Z7, Z3, Z3
+	VADDPS     Z3, Z19, Z3
+	VSHUFF32X4 $0x44, Z15, Z11, Z7
+	VSHUFF32X4 $0xee, Z15, Z11, Z11
+	VADDPS     Z11, Z7, Z7
+	VSHUFF32X4 $0x44, Z8, Z4, Z11
+	VSHUFF32X4 $0xee, Z8, Z4, Z4
+	VADDPS     Z4, Z11, Z4
+	VSHUFF32X4 $0x44, Z16, Z12, Z8
+	VSHUFF32X4 $0xee, Z16, Z12, Z11
+	VADDPS     Z11, Z8, Z8
+	VSHUFF32X4 $0x44, Z9, Z5, Z11
+	VSHUFF32X4 $0xee, Z9, Z5, Z5
+	VADDPS     Z5, Z11, Z5
+	VSHUFF32X4 $0x44, Z17, Z13, Z9
+	VSHUFF32X4 $0xee, Z17, Z13, Z11
+	VADDPS     Z11, Z9, Z9
+	VSHUFF32X4 $0x44, Z10, Z6, Z11
+	VSHUFF32X4 $0xee, Z10, Z6, Z6
+	VADDPS     Z6, Z11, Z6
+	VSHUFF32X4 $0x44, Z18, Z14, Z10
+	VSHUFF32X4 $0xee, Z18, Z14, Z11
+	VADDPS     Z11, Z10, Z10
+	VSHUFF32X4 $0x88, Z7, Z3, Z11
+	VSHUFF32X4 $0xdd, Z7, Z3, Z3
+	VADDPS     Z3, Z11, Z3
+	VSHUFF32X4 $0x88, Z8, Z4, Z7
+	VSHUFF32X4 $0xdd, Z8, Z4, Z4
+	VADDPS     Z4, Z7, Z4
+	VSHUFF32X4 $0x88, Z9, Z5, Z7
+	VSHUFF32X4 $0xdd, Z9, Z5, Z5
+	VADDPS     Z5, Z7, Z5
+	VSHUFF32X4 $0x88, Z10, Z6, Z7
+	VSHUFF32X4 $0xdd, Z10, Z6, Z6
+	VADDPS     Z6, Z7, Z6
+	VSHUFPS    $0x44, Z4, Z3, Z7
+	VSHUFPS    $0xee, Z4, Z3, Z3
+	VADDPS     Z3, Z7, Z3
+	VSHUFPS    $0x44, Z6, Z5, Z4
+	VSHUFPS    $0xee, Z6, Z5, Z5
+	VADDPS     Z5, Z4, Z4
+	VSHUFPS    $0x88, Z4, Z3, Z5
+	VSHUFPS    $0xdd, Z4, Z3, Z3
+	VADDPS     Z3, Z5, Z3
+	VMULPS     Z2, Z3, Z3
+	VMOVUPS    Z3, (AX)(R10*1)
+	ADDQ       $0x40, R10
+	JMP        opsScoresAVX512_16
 
 opsScoresAVX512_4:
-	CMPQ    R9, R8
+	CMPQ    R10, R8
 	JAE     opsScoresAVX512_1
 	VMOVUPS (BX), Z5
 	VMULPS  (CX), Z5, Z1
 	VMULPS  (CX)(DX*1), Z5, Z2
 	VMULPS  (CX)(DX*2), Z5, Z3
-	VMULPS  (CX)(R10*1), Z5, Z4
-	MOVQ    $0x00000040, R11
+	VMULPS  (CX)(R11*1), Z5, Z4
+	MOVQ    $0x00000040, DI
 
 opsScoresAVX512_4d:
-	CMPQ        R11, SI
+	CMPQ        DI, SI
 	JAE         opsScoresAVX512_4r
-	VMOVUPS     (BX)(R11*1), Z5
-	LEAQ        (CX)(R11*1), R12
+	VMOVUPS     (BX)(DI*1), Z5
+	LEAQ        (CX)(DI*1), R12
 	VFMADD231PS (R12), Z5, Z1
 	VFMADD231PS (R12)(DX*1), Z5, Z2
 	VFMADD231PS (R12)(DX*2), Z5, Z3
-	VFMADD231PS (R12)(R10*1), Z5, Z4
-	ADDQ        $0x00000040, R11
+	VFMADD231PS (R12)(R11*1), Z5, Z4
+	ADDQ        $0x00000040, DI
 	JMP         opsScoresAVX512_4d
 
 opsScoresAVX512_4r:
@@ -3208,24 +3288,24 @@ opsScoresAVX512_4r:
 	VADDPS        X1, X2, X2
 	VBROADCASTSS  X0, X1
 	VMULPS        X1, X2, X2
-	VMOVUPS       X2, (AX)(R9*1)
+	VMOVUPS       X2, (AX)(R10*1)
 	LEAQ          (CX)(DX*4), CX
-	ADDQ          $0x10, R9
+	ADDQ          $0x10, R10
 	JMP           opsScoresAVX512_4
 
 opsScoresAVX512_1:
-	CMPQ    R9, DI
+	CMPQ    R10, R9
 	JAE     opsScoresAVX512_done
 	VMOVUPS (BX), Z2
 	VMULPS  (CX), Z2, Z1
-	MOVQ    $0x00000040, R8
+	MOVQ    $0x00000040, DI
 
 opsScoresAVX512_1d:
-	CMPQ        R8, SI
+	CMPQ        DI, SI
 	JAE         opsScoresAVX512_1r
-	VMOVUPS     (BX)(R8*1), Z2
-	VFMADD231PS (CX)(R8*1), Z2, Z1
-	ADDQ        $0x00000040, R8
+	VMOVUPS     (BX)(DI*1), Z2
+	VFMADD231PS (CX)(DI*1), Z2, Z1
+	ADDQ        $0x00000040, DI
 	JMP         opsScoresAVX512_1d
 
 opsScoresAVX512_1r:
@@ -3238,9 +3318,9 @@ opsScoresAVX512_1r:
 	VPERMILPS     $0xb1, X1, X2
 	VADDPS        X2, X1, X1
 	VMULSS        X0, X1, X1
-	VMOVSS        X1, (AX)(R9*1)
+	VMOVSS        X1, (AX)(R10*1)
 	ADDQ          DX, CX
-	ADDQ          $0x04, R9
+	ADDQ          $0x04, R10
 	JMP           opsScoresAVX512_1
 
 opsScoresAVX512_done:

@@ -289,7 +289,7 @@ func TestScaledDotsWeightedSum(t *testing.T) {
 	rng := rand.New(rand.NewPCG(9, 10))
 	for _, level := range opsLevels() {
 		for _, hd := range []int{16, 8, 32, 48, 64, 128, 256, 5, 24} {
-			for _, n := range []int{1, 2, 3, 4, 5, 7, 8, 9, 31, 64, 65} {
+			for _, n := range []int{1, 2, 3, 4, 5, 7, 8, 9, 16, 17, 31, 47, 64, 65} {
 				stride := hd * (1 + rng.IntN(3))
 				rows := make([]float32, (n-1)*stride+hd)
 				for i := range rows {

@@ -875,6 +875,10 @@ func scores(l level) {
 	s3 := GP64()
 	LEAQ(Mem{Base: stride, Index: stride, Scale: 2}, s3)
 
+	if l.Wide {
+		scores16(name, s, k, stride, s3, q, hb, n, o, sc)
+	}
+
 	Label(name + "_4")
 	CMPQ(o, r4)
 	JAE(LabelRef(name + "_1"))
@@ -958,6 +962,73 @@ func scores(l level) {
 	Label(name + "_done")
 	VZEROUPPER()
 	RET()
+}
+
+// scores16 is opsScoresAVX512's path for hd = 16, one vector per row (a
+// small model's heads): sixteen positions per pass, whose sums a
+// transposing tree of shuffles folds into one vector, where four at a time
+// spend three times the multiplies on folding each row alone. Position p
+// of a pass goes into tree slot 4·(p mod 4) + p/4: the tree leaves the sum
+// of slot 4m + L in lane 4L + m, so the lanes come out in position order.
+// It leaves o at the first position it did not score (n mod 16 remain).
+func scores16(name string, s, k, stride, s3, q, hb, n, o Register, sc VecVirtual) {
+	CMPQ(hb, U8(64))
+	JNE(LabelRef(name + "_4"))
+	r16 := GP64()
+	MOVQ(n, r16)
+	ANDQ(I32(-16), r16)
+	SHLQ(U8(2), r16) // bytes of s covered sixteen at a time
+	qv, bs := ZMM(), ZMM()
+	VMOVUPS(Mem{Base: q}, qv)
+	VBROADCASTSS(sc, bs)
+	Label(name + "_16")
+	CMPQ(o, r16)
+	JAE(LabelRef(name + "_4"))
+	a := make([]VecVirtual, 16)
+	for p := 0; p < 16; p++ {
+		rows := []Mem{{Base: k}, {Base: k, Index: stride, Scale: 1}, {Base: k, Index: stride, Scale: 2}, {Base: k, Index: s3, Scale: 1}}
+		slot := 4*(p%4) + p/4
+		a[slot] = ZMM()
+		VMULPS(rows[p%4], qv, a[slot])
+		if p%4 == 3 {
+			LEAQ(Mem{Base: k, Index: stride, Scale: 4}, k)
+		}
+	}
+	// 16 vectors -> 8: slots 2i and 2i+1 in the low and high halves.
+	b := make([]VecVirtual, 8)
+	for i := range b {
+		lo, hi := ZMM(), ZMM()
+		VSHUFF32X4(U8(0x44), a[2*i+1], a[2*i], lo)
+		VSHUFF32X4(U8(0xEE), a[2*i+1], a[2*i], hi)
+		b[i] = ZMM()
+		VADDPS(hi, lo, b[i])
+	}
+	// 8 -> 4: slot 4j + L in 128-bit lane L of d[j].
+	d := make([]VecVirtual, 4)
+	for j := range d {
+		e, f := ZMM(), ZMM()
+		VSHUFF32X4(U8(0x88), b[2*j+1], b[2*j], e)
+		VSHUFF32X4(U8(0xDD), b[2*j+1], b[2*j], f)
+		d[j] = ZMM()
+		VADDPS(f, e, d[j])
+	}
+	// 4 -> 2 -> 1 within the 128-bit lanes.
+	g := make([]VecVirtual, 2)
+	for i := range g {
+		e, f := ZMM(), ZMM()
+		VSHUFPS(U8(0x44), d[2*i+1], d[2*i], e)
+		VSHUFPS(U8(0xEE), d[2*i+1], d[2*i], f)
+		g[i] = ZMM()
+		VADDPS(f, e, g[i])
+	}
+	e, f, r := ZMM(), ZMM(), ZMM()
+	VSHUFPS(U8(0x88), g[1], g[0], e)
+	VSHUFPS(U8(0xDD), g[1], g[0], f)
+	VADDPS(f, e, r)
+	VMULPS(bs, r, r)
+	VMOVUPS(r, Mem{Base: s, Index: o, Scale: 1})
+	ADDQ(U8(64), o)
+	JMP(LabelRef(name + "_16"))
 }
 
 // weightedSum generates opsWeightedSum<level>(y, v, stride, w, hd, n):
