@@ -1854,10 +1854,9 @@ opsWeightedSumAVX2_b4_next:
 	VXORPS  Y3, Y3, Y3
 	LEAQ    (CX)(R9*1), R10
 	MOVQ    BX, R11
-	MOVQ    R8, R12
 
 opsWeightedSumAVX2_b2_p:
-	TESTQ        R12, R12
+	TESTQ        R8, R8
 	JZ           opsWeightedSumAVX2_b2_odd
 	VBROADCASTSS (R11), Y4
 	VBROADCASTSS 4(R11), Y5
@@ -1867,7 +1866,7 @@ opsWeightedSumAVX2_b2_p:
 	VFMADD231PS  32(R10)(DX*1), Y5, Y3
 	LEAQ         (R10)(DX*2), R10
 	ADDQ         $0x08, R11
-	DECQ         R12
+	DECQ         R8
 	JMP          opsWeightedSumAVX2_b2_p
 
 opsWeightedSumAVX2_b2_odd:
@@ -1890,29 +1889,47 @@ opsWeightedSumAVX2_b2_next:
 	JB      opsWeightedSumAVX2_b1_next
 	VMOVUPS (AX)(R9*1), Y0
 	VXORPS  Y1, Y1, Y1
+	VXORPS  Y2, Y2, Y2
+	VXORPS  Y3, Y3, Y3
 	LEAQ    (CX)(R9*1), CX
-	MOVQ    R8, SI
+	LEAQ    (DX)(DX*2), SI
+	MOVQ    DI, R8
+	SHRQ    $0x02, R8
 
-opsWeightedSumAVX2_b1_p:
+opsWeightedSumAVX2_b1_q:
+	TESTQ        R8, R8
+	JZ           opsWeightedSumAVX2_b1_r
+	VBROADCASTSS (BX), Y4
+	VFMADD231PS  (CX), Y4, Y0
+	VBROADCASTSS 4(BX), Y4
+	VFMADD231PS  (CX)(DX*1), Y4, Y1
+	VBROADCASTSS 8(BX), Y4
+	VFMADD231PS  (CX)(DX*2), Y4, Y2
+	VBROADCASTSS 12(BX), Y4
+	VFMADD231PS  (CX)(SI*1), Y4, Y3
+	LEAQ         (CX)(DX*4), CX
+	ADDQ         $0x10, BX
+	DECQ         R8
+	JMP          opsWeightedSumAVX2_b1_q
+
+opsWeightedSumAVX2_b1_r:
+	MOVQ DI, SI
+	ANDQ $0x03, SI
+
+opsWeightedSumAVX2_b1_r1:
 	TESTQ        SI, SI
-	JZ           opsWeightedSumAVX2_b1_odd
-	VBROADCASTSS (BX), Y2
-	VBROADCASTSS 4(BX), Y3
-	VFMADD231PS  (CX), Y2, Y0
-	VFMADD231PS  (CX)(DX*1), Y3, Y1
-	LEAQ         (CX)(DX*2), CX
-	ADDQ         $0x08, BX
-	DECQ         SI
-	JMP          opsWeightedSumAVX2_b1_p
-
-opsWeightedSumAVX2_b1_odd:
-	TESTQ        $0x00000001, DI
 	JZ           opsWeightedSumAVX2_b1_store
-	VBROADCASTSS (BX), Y2
-	VFMADD231PS  (CX), Y2, Y0
+	VBROADCASTSS (BX), Y4
+	VFMADD231PS  (CX), Y4, Y0
+	ADDQ         DX, CX
+	ADDQ         $0x04, BX
+	DECQ         SI
+	JMP          opsWeightedSumAVX2_b1_r1
 
 opsWeightedSumAVX2_b1_store:
 	VADDPS  Y1, Y0, Y0
+	VADDPS  Y3, Y2, Y2
+	VADDPS  Y2, Y0, Y0
 	VMOVUPS Y0, (AX)(R9*1)
 	ADDQ    $0x00000020, R9
 
@@ -3409,10 +3426,9 @@ opsWeightedSumAVX512_b4_next:
 	VPXORD  Z11, Z11, Z11
 	LEAQ    (CX)(R9*1), R10
 	MOVQ    BX, R11
-	MOVQ    R8, R12
 
 opsWeightedSumAVX512_b2_p:
-	TESTQ        R12, R12
+	TESTQ        R8, R8
 	JZ           opsWeightedSumAVX512_b2_odd
 	VBROADCASTSS (R11), Z2
 	VBROADCASTSS 4(R11), Z3
@@ -3422,7 +3438,7 @@ opsWeightedSumAVX512_b2_p:
 	VFMADD231PS  64(R10)(DX*1), Z3, Z11
 	LEAQ         (R10)(DX*2), R10
 	ADDQ         $0x08, R11
-	DECQ         R12
+	DECQ         R8
 	JMP          opsWeightedSumAVX512_b2_p
 
 opsWeightedSumAVX512_b2_odd:
@@ -3445,29 +3461,47 @@ opsWeightedSumAVX512_b2_next:
 	JB      opsWeightedSumAVX512_b1_next
 	VMOVUPS (AX)(R9*1), Z0
 	VPXORD  Z12, Z12, Z12
+	VPXORD  Z13, Z13, Z13
+	VPXORD  Z14, Z14, Z14
 	LEAQ    (CX)(R9*1), CX
-	MOVQ    R8, SI
+	LEAQ    (DX)(DX*2), SI
+	MOVQ    DI, R8
+	SHRQ    $0x02, R8
 
-opsWeightedSumAVX512_b1_p:
-	TESTQ        SI, SI
-	JZ           opsWeightedSumAVX512_b1_odd
+opsWeightedSumAVX512_b1_q:
+	TESTQ        R8, R8
+	JZ           opsWeightedSumAVX512_b1_r
 	VBROADCASTSS (BX), Z1
-	VBROADCASTSS 4(BX), Z2
 	VFMADD231PS  (CX), Z1, Z0
-	VFMADD231PS  (CX)(DX*1), Z2, Z12
-	LEAQ         (CX)(DX*2), CX
-	ADDQ         $0x08, BX
-	DECQ         SI
-	JMP          opsWeightedSumAVX512_b1_p
+	VBROADCASTSS 4(BX), Z1
+	VFMADD231PS  (CX)(DX*1), Z1, Z12
+	VBROADCASTSS 8(BX), Z1
+	VFMADD231PS  (CX)(DX*2), Z1, Z13
+	VBROADCASTSS 12(BX), Z1
+	VFMADD231PS  (CX)(SI*1), Z1, Z14
+	LEAQ         (CX)(DX*4), CX
+	ADDQ         $0x10, BX
+	DECQ         R8
+	JMP          opsWeightedSumAVX512_b1_q
 
-opsWeightedSumAVX512_b1_odd:
-	TESTQ        $0x00000001, DI
+opsWeightedSumAVX512_b1_r:
+	MOVQ DI, SI
+	ANDQ $0x03, SI
+
+opsWeightedSumAVX512_b1_r1:
+	TESTQ        SI, SI
 	JZ           opsWeightedSumAVX512_b1_store
 	VBROADCASTSS (BX), Z1
 	VFMADD231PS  (CX), Z1, Z0
+	ADDQ         DX, CX
+	ADDQ         $0x04, BX
+	DECQ         SI
+	JMP          opsWeightedSumAVX512_b1_r1
 
 opsWeightedSumAVX512_b1_store:
 	VADDPS  Z12, Z0, Z0
+	VADDPS  Z14, Z13, Z13
+	VADDPS  Z13, Z0, Z0
 	VMOVUPS Z0, (AX)(R9*1)
 	ADDQ    $0x00000040, R9
 

@@ -964,6 +964,56 @@ func scores(l level) {
 	RET()
 }
 
+// weightedSumColumn is weightedSum's block of one vector of columns (the
+// last block, and all of a head of one vector, a small model's): four
+// accumulators over positions four at a time, since two would leave the
+// loop waiting on FMA latency (two positions per latency where one vector
+// of columns is all the work).
+func weightedSumColumn(l level, lbl string, y, v, col, stride, w, n Register) {
+	acc := []VecVirtual{l.Vec(), l.Vec(), l.Vec(), l.Vec()}
+	VMOVUPS(Mem{Base: y, Index: col, Scale: 1}, acc[0])
+	for _, a := range acc[1:] {
+		zeroVec(l, a)
+	}
+	row, wi, s3, q := GP64(), GP64(), GP64(), GP64()
+	LEAQ(Mem{Base: v, Index: col, Scale: 1}, row)
+	MOVQ(w, wi)
+	LEAQ(Mem{Base: stride, Index: stride, Scale: 2}, s3)
+	MOVQ(n, q)
+	SHRQ(U8(2), q)
+	ws := []VecVirtual{l.Vec(), l.Vec(), l.Vec(), l.Vec()}
+	rows := []Mem{{Base: row}, {Base: row, Index: stride, Scale: 1}, {Base: row, Index: stride, Scale: 2}, {Base: row, Index: s3, Scale: 1}}
+	Label(lbl + "_q")
+	TESTQ(q, q)
+	JZ(LabelRef(lbl + "_r"))
+	for j := range 4 {
+		VBROADCASTSS(Mem{Base: wi, Disp: 4 * j}, ws[j])
+		VFMADD231PS(rows[j], ws[j], acc[j])
+	}
+	LEAQ(Mem{Base: row, Index: stride, Scale: 4}, row)
+	ADDQ(U8(16), wi)
+	DECQ(q)
+	JMP(LabelRef(lbl + "_q"))
+	Label(lbl + "_r")
+	r := GP64()
+	MOVQ(n, r)
+	ANDQ(U8(3), r)
+	Label(lbl + "_r1")
+	TESTQ(r, r)
+	JZ(LabelRef(lbl + "_store"))
+	VBROADCASTSS(Mem{Base: wi}, ws[0])
+	VFMADD231PS(Mem{Base: row}, ws[0], acc[0])
+	ADDQ(stride, row)
+	ADDQ(U8(4), wi)
+	DECQ(r)
+	JMP(LabelRef(lbl + "_r1"))
+	Label(lbl + "_store")
+	VADDPS(acc[1], acc[0], acc[0])
+	VADDPS(acc[3], acc[2], acc[2])
+	VADDPS(acc[2], acc[0], acc[0])
+	VMOVUPS(acc[0], Mem{Base: y, Index: col, Scale: 1})
+}
+
 // scores16 is opsScoresAVX512's path for hd = 16, one vector per row (a
 // small model's heads): sixteen positions per pass, whose sums a
 // transposing tree of shuffles folds into one vector, where four at a time
@@ -1064,6 +1114,12 @@ func weightedSum(l level) {
 		SUBQ(col, rest)
 		CMPQ(rest, U32(bb))
 		JB(LabelRef(lbl + "_next"))
+		if B == 1 {
+			weightedSumColumn(l, lbl, y, v, col, stride, w, n)
+			ADDQ(U32(bb), col)
+			Label(lbl + "_next")
+			continue
+		}
 		even, odd := make([]VecVirtual, B), make([]VecVirtual, B)
 		for b := range B {
 			even[b], odd[b] = l.Vec(), l.Vec()
