@@ -187,6 +187,8 @@ func BenchmarkMatVecVsProbe(b *testing.B) {
 		s    mvShape
 	}{
 		{"q4g128", mvShape{"gate_up_6912x1152", 6912, 1152}},
+		{"q4g128", mvShape{"down_1152x6912", 1152, 6912}},
+		{"q4g128", mvShape{"q_1024x1152", 1024, 1152}},
 		{"bf16", mvShape{"head_262144x1152", 262144, 1152}},
 		{"bf16", mvShape{"down_1152x6912", 1152, 6912}},
 	} {
