@@ -200,6 +200,39 @@ func lens(seqs []Seq) []int {
 	return n
 }
 
+// Once its sub-Runners and their buffers exist, a split decode step
+// allocates nothing.
+func TestSplitBatchDoesNotAllocate(t *testing.T) {
+	if race.Enabled {
+		t.Skip("-race makes sync.Pool drop items at random: allocation counts mean nothing")
+	}
+	pool := cpu.NewPool(2)
+	defer pool.Close()
+	m := loadFixture(t, "gemma3-tiny", dtype.BF16)
+	r := NewRunner(m, pool)
+	r.splitBudget = math.MaxInt64
+	var seqs []Seq
+	for range 6 {
+		st, _ := m.NewState(0, dtype.F32)
+		seqs = append(seqs, Seq{State: st, Tokens: []int{7}})
+	}
+	out := make([]float32, len(seqs)*m.Config.HiddenSize)
+	step := func() {
+		if err := r.ForwardBatch(out, seqs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 40 { // the caches grow in steps; past them, nothing grows
+		step()
+	}
+	if len(r.split.subs) != 2 {
+		t.Fatalf("%d parts, want 2", len(r.split.subs))
+	}
+	if n := testing.AllocsPerRun(20, step); n != 0 {
+		t.Errorf("a split step allocates %g times", n)
+	}
+}
+
 // More rows than MaxChunk are split into consecutive passes, a sequence
 // continuing from one pass into the next.
 func TestBatchLargerThanChunk(t *testing.T) {

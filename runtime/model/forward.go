@@ -230,9 +230,9 @@ func (r *Runner) ForwardBatch(out []float32, seqs []Seq) error {
 // splitParts returns how many parts ForwardBatch splits seqs into (1: no
 // split). A batch's linear layers share one product per layer so that
 // the weights are read once per step; when the layer weights fit in a
-// core's L2 cache there is nothing to share, and the step's thirty-odd
-// hand-offs between threads (one per product, norm, attention) cost more
-// than they save: on the embedded default the step split in two runs
+// core's L2 cache there is nothing to share, and the step's hand-offs
+// between threads (a dozen per layer: products, norms, attention) cost
+// more than they save: on the embedded default the step split in two runs
 // 1.3x the rows/s of the shared one at 32 rows and 1.75x at 8 (go test
 // -bench DecodeBatch ./runtime/model, back to back: 269k -> 356k and
 // 181k -> 320k rows/s).
