@@ -127,7 +127,6 @@ func matVecsRun(level ISA, impl q4Impl, p *Pool, outs [][]float32, ws []Mat, x [
 	defer s.mu.Unlock()
 	j := &s.job
 	j.level, j.x, j.xq, j.nxs, j.n = level, x, nil, nil, len(ws)
-	j.next.Store(0)
 	if ws[0].DType == dtype.U4 {
 		j.q4 = impl
 		j.xq, j.nxs = s.prepareQ4X(impl, ws[0], x)
@@ -142,13 +141,14 @@ func matVecsRun(level ISA, impl q4Impl, p *Pool, outs [][]float32, ws []Mat, x [
 			j.rows(&j.parts[i], 0, ws[i].Rows)
 		}
 	} else {
-		// Threads claim chunks of rows as they go rather than one fixed
-		// share each: the vCPUs are shared with other work, and a thread
-		// that loses its core for a while must not hold the product up.
-		// Chunks are a multiple of mvGrain rows and at least mvChunkBytes,
-		// so the per-chunk cost (an atomic add, cold prefetch streams) stays
-		// small, and there are about mvChunksPerThread per thread in each
-		// matrix.
+		// Each thread has a home share of the chunks, consecutive so
+		// that its weights are one stream, and takes them front first;
+		// a thread done with its home takes chunks from the back of the
+		// others' (mvHome). The vCPUs are shared with other work, and a
+		// thread that loses its core for a while must not hold the
+		// product up. Chunks are a multiple of mvGrain rows and at least
+		// mvChunkBytes, and there are about mvChunksPerThread per thread
+		// in each matrix.
 		j.chunks = 0
 		for i := range ws {
 			part, w := &j.parts[i], ws[i]
@@ -158,10 +158,18 @@ func matVecsRun(level ISA, impl q4Impl, p *Pool, outs [][]float32, ws []Mat, x [
 			part.first = j.chunks
 			j.chunks += (w.Rows + part.chunk - 1) / part.chunk
 		}
-		p.Run(p.Threads(), 1, j) // a pointer Task: no allocation
+		T := p.Threads()
+		if len(s.homes) < T {
+			s.homes = make([]mvHome, T)
+		}
+		j.homes = s.homes[:T]
+		for t := range j.homes {
+			j.homes[t].set(t*j.chunks/T, (t+1)*j.chunks/T)
+		}
+		p.Run(T, 1, j) // a pointer Task: no allocation
 	}
 	// Do not pin the weights or x after the call.
-	j.x, j.xq, j.nxs = nil, nil, nil
+	j.x, j.xq, j.nxs, j.homes = nil, nil, nil, nil
 	clear(j.parts[:])
 }
 
@@ -174,9 +182,10 @@ const (
 // mvScratch is a Pool's reusable state for matVec: the rearranged input of
 // int4 products and the job the workers read, guarded by mu.
 type mvScratch struct {
-	mu  sync.Mutex
-	buf []float32
-	job mvJob
+	mu    sync.Mutex
+	buf   []float32
+	job   mvJob
+	homes []mvHome // one per thread
 }
 
 // mvJob is one dispatch of products sharing x. It is the pool's Task:
@@ -187,9 +196,38 @@ type mvJob struct {
 	x       []float32
 	xq, nxs []float32 // int4 only: x rearranged, and the lane sums
 	parts   [mvMaxParts]mvPart
-	n       int          // parts in use
-	chunks  int          // chunks of all parts
-	next    atomic.Int64 // the next chunk to claim
+	n       int      // parts in use
+	chunks  int      // chunks of all parts
+	homes   []mvHome // each thread's share of the chunks
+}
+
+// mvHome is the chunks [front, back) of one thread's share not yet taken,
+// in one word (back << 32 | front) so that the owner taking the front and
+// another thread taking the back never take the same chunk.
+type mvHome struct {
+	r atomic.Uint64
+	_ [56]byte // keep two threads' words off one cache line
+}
+
+func (h *mvHome) set(front, back int) { h.r.Store(uint64(back)<<32 | uint64(front)) }
+
+// take returns the chunk at the front (or at the back) of the share, and
+// false when it is empty.
+func (h *mvHome) take(back bool) (int, bool) {
+	for {
+		old := h.r.Load()
+		f, b := uint32(old), uint32(old>>32)
+		if f >= b {
+			return 0, false
+		}
+		next, c := uint64(b)<<32|uint64(f+1), f
+		if back {
+			next, c = uint64(b-1)<<32|uint64(f), b-1
+		}
+		if h.r.CompareAndSwap(old, next) {
+			return int(c), true
+		}
+	}
 }
 
 // mvPart is one matrix of an mvJob.
@@ -200,22 +238,32 @@ type mvPart struct {
 	first int // the job's index of its first chunk
 }
 
-// Run computes chunks of rows until all are claimed (the range, one part
-// per thread, is not used).
-func (j *mvJob) Run(_, _ int) {
-	for {
-		c := int(j.next.Add(1) - 1)
-		if c >= j.chunks {
-			return
+// Run computes the chunks of home share lo (Pool.Run gives each thread one
+// part) front first, then takes chunks from the back of the other shares
+// until none is left.
+func (j *mvJob) Run(lo, _ int) {
+	T := len(j.homes)
+	for k := range T {
+		h := &j.homes[(lo+k)%T]
+		for {
+			c, ok := h.take(k > 0)
+			if !ok {
+				break
+			}
+			j.chunk(c)
 		}
-		i := j.n - 1
-		for j.parts[i].first > c {
-			i--
-		}
-		part := &j.parts[i]
-		lo := (c - part.first) * part.chunk
-		j.rows(part, lo, min(lo+part.chunk, part.w.Rows))
 	}
+}
+
+// chunk computes the rows of chunk c.
+func (j *mvJob) chunk(c int) {
+	i := j.n - 1
+	for j.parts[i].first > c {
+		i--
+	}
+	part := &j.parts[i]
+	lo := (c - part.first) * part.chunk
+	j.rows(part, lo, min(lo+part.chunk, part.w.Rows))
 }
 
 // rows computes part's out[lo:hi].

@@ -180,3 +180,38 @@ func TestPoolLateWorker(t *testing.T) {
 		t.Error("no post was revoked although the worker could not run during the loops")
 	}
 }
+
+// A thread's home share of a matrix-vector product's chunks is taken from
+// the front by its owner and from the back by the others: every chunk goes
+// to exactly one of them, however they race.
+func TestMVHomeTakesEachChunkOnce(t *testing.T) {
+	for _, n := range []int{0, 1, 2, 7, 1000} {
+		var h mvHome
+		h.set(5, 5+n)
+		seen := make([]atomic.Int32, 5+n)
+		var wg sync.WaitGroup
+		for g := range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					c, ok := h.take(g > 0) // goroutine 0 is the owner
+					if !ok {
+						return
+					}
+					seen[c].Add(1)
+				}
+			}()
+		}
+		wg.Wait()
+		for c := range seen {
+			want := int32(0)
+			if c >= 5 {
+				want = 1
+			}
+			if got := seen[c].Load(); got != want {
+				t.Fatalf("share [5, %d): chunk %d taken %d times", 5+n, c, got)
+			}
+		}
+	}
+}
