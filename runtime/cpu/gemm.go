@@ -5,7 +5,6 @@ package cpu
 import (
 	"math"
 	"sync"
-	"sync/atomic"
 
 	"github.com/fhkit/fhkit/formats/dtype"
 	"github.com/fhkit/fhkit/formats/int4"
@@ -172,28 +171,13 @@ func (ks *gemmKernels) panelsFor(w Mat) []float32 {
 // one at a time, so each reads disjoint weights.
 func (ks *gemmKernels) matMul(p *Pool, out []float32, w Mat, x []float32, T int) {
 	t := gemmTasks.Get().(*gemmTask)
-	*t = gemmTask{ks: ks, w: w, out: out, x: x, T: T, kc: ks.kBlock(w), panels: ks.panelsFor(w)}
+	*t = gemmTask{ks: ks, w: w, out: out, x: x, T: T, kc: ks.kBlock(w), panels: ks.panelsFor(w), shares: t.shares}
 	panels := (w.Rows + ks.panel - 1) / ks.panel
-	t.claim.n = int64(panels)
-	p.Run(min(p.Threads(), panels), 1, t)
-	*t = gemmTask{} // a pooled task must not keep the model's buffers alive
+	parts := min(p.Threads(), panels)
+	t.shares.reset(panels, parts)
+	p.Run(parts, 1, t)
+	*t = gemmTask{shares: t.shares} // a pooled task must not keep the model's buffers alive
 	gemmTasks.Put(t)
-}
-
-// gemmClaim hands the work items [0, n) of one call to its threads one at
-// a time. A static split waits for the slower half, and on a shared
-// machine one core is often slowed by another process; claiming lets the
-// other thread take over its work (one atomic add per item of tens of
-// microseconds).
-type gemmClaim struct {
-	next atomic.Int64
-	n    int64
-}
-
-// take returns the next unclaimed item, or false when all are taken.
-func (c *gemmClaim) take() (int, bool) {
-	i := c.next.Add(1) - 1
-	return int(i), i < c.n
 }
 
 // gemmTasks and gemmScratches recycle the per-call task and the
@@ -215,7 +199,7 @@ type gemmTask struct {
 	kc  int
 	// panels are w's kept panels (panelsFor), or nil: pack each.
 	panels []float32
-	claim  gemmClaim
+	shares shares // the panels, one home share per thread
 }
 
 // gemmScratch is one thread's working memory.
@@ -234,9 +218,9 @@ func grow(b []float32, n int) []float32 {
 	return b[:n]
 }
 
-// Run computes the panels it claims until none are left; Pool.Run starts
-// one per thread, and the range is unused.
-func (t *gemmTask) Run(_, _ int) {
+// Run computes panels, its home share's first (shares), until none is
+// left.
+func (t *gemmTask) Run(lo, _ int) {
 	s := gemmScratches.Get().(*gemmScratch)
 	defer gemmScratches.Put(s)
 	ks, rows, K, T := t.ks, t.w.Rows, t.w.Cols, t.T
@@ -246,8 +230,9 @@ func (t *gemmTask) Run(_, _ int) {
 	// a tile of one or two inputs has too few accumulators to hide the FMA
 	// latency.
 	tiles := (T + maxNR - 1) / maxNR
+	k := 0
 	for {
-		pi, ok := t.claim.take()
+		pi, ok := t.shares.next(lo, &k)
 		if !ok {
 			return
 		}
@@ -453,7 +438,7 @@ func dtypeIndex(dt dtype.DType) int {
 func (ks *gemmKernels) matMulSmall(p *Pool, out []float32, w Mat, x []float32, T int) {
 	K := w.Cols
 	t := gemmSmallTasks.Get().(*gemmSmallTask)
-	*t = gemmSmallTask{ks: ks, w: w, out: out, x: x, T: T}
+	*t = gemmSmallTask{ks: ks, w: w, out: out, x: x, T: T, shares: t.shares}
 	var s *gemmScratch
 	if w.DType == dtype.U4 {
 		t.di = dtypeIndex(w.Q4.ScaleDType)
@@ -474,9 +459,10 @@ func (ks *gemmKernels) matMulSmall(p *Pool, out []float32, w Mat, x []float32, T
 		t.di = dtypeIndex(w.DType)
 	}
 	blocks := (w.Rows + gemmSmallRows - 1) / gemmSmallRows
-	t.claim.n = int64(blocks)
-	p.Run(min(p.Threads(), blocks), 1, t)
-	*t = gemmSmallTask{}
+	parts := min(p.Threads(), blocks)
+	t.shares.reset(blocks, parts)
+	p.Run(parts, 1, t)
+	*t = gemmSmallTask{shares: t.shares}
 	gemmSmallTasks.Put(t)
 	if s != nil {
 		gemmScratches.Put(s)
@@ -489,13 +475,13 @@ var gemmSmallTasks = sync.Pool{New: func() any { return new(gemmSmallTask) }}
 // gemmSmallTask is one matMulSmall; each Run computes the blocks of
 // gemmSmallRows rows it claims.
 type gemmSmallTask struct {
-	ks    *gemmKernels
-	di    int // index of the weight's (int4: the scales') dtype in the kernel tables
-	w     Mat
-	out   []float32
-	x     []float32
-	T     int
-	claim gemmClaim
+	ks     *gemmKernels
+	di     int // index of the weight's (int4: the scales') dtype in the kernel tables
+	w      Mat
+	out    []float32
+	x      []float32
+	T      int
+	shares shares // the row blocks, one home share per thread
 }
 
 // gemmSmallRows is how many rows a small-T task multiplies with one chunk
@@ -505,13 +491,14 @@ const gemmSmallRows = 64
 
 // Run computes the row blocks it claims until none are left (see
 // gemmTask.Run).
-func (t *gemmSmallTask) Run(_, _ int) {
+func (t *gemmSmallTask) Run(lo, _ int) {
 	w, T := t.w, t.T
 	K := w.Cols
 	maxT := len(t.ks.small) + 1
 	chunks := (T + maxT - 1) / maxT
+	k := 0
 	for {
-		b, ok := t.claim.take()
+		b, ok := t.shares.next(lo, &k)
 		if !ok {
 			return
 		}

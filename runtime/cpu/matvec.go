@@ -3,7 +3,6 @@ package cpu
 import (
 	"math"
 	"sync"
-	"sync/atomic"
 	"unsafe"
 
 	"github.com/fhkit/fhkit/formats/dtype"
@@ -141,12 +140,9 @@ func matVecsRun(level ISA, impl q4Impl, p *Pool, outs [][]float32, ws []Mat, x [
 			j.rows(&j.parts[i], 0, ws[i].Rows)
 		}
 	} else {
-		// Each thread has a home share of the chunks, consecutive so
-		// that its weights are one stream, and takes them front first;
-		// a thread done with its home takes chunks from the back of the
-		// others' (mvHome). The vCPUs are shared with other work, and a
-		// thread that loses its core for a while must not hold the
-		// product up. Chunks are a multiple of mvGrain rows and at least
+		// Threads take chunks of rows from home shares (shares): one
+		// stream of weights each, and no waiting for a late thread.
+		// Chunks are a multiple of mvGrain rows and at least
 		// mvChunkBytes, and there are about mvChunksPerThread per thread
 		// in each matrix.
 		j.chunks = 0
@@ -158,18 +154,11 @@ func matVecsRun(level ISA, impl q4Impl, p *Pool, outs [][]float32, ws []Mat, x [
 			part.first = j.chunks
 			j.chunks += (w.Rows + part.chunk - 1) / part.chunk
 		}
-		T := p.Threads()
-		if len(s.homes) < T {
-			s.homes = make([]mvHome, T)
-		}
-		j.homes = s.homes[:T]
-		for t := range j.homes {
-			j.homes[t].set(t*j.chunks/T, (t+1)*j.chunks/T)
-		}
-		p.Run(T, 1, j) // a pointer Task: no allocation
+		j.shares.reset(j.chunks, p.Threads())
+		p.Run(p.Threads(), 1, j) // a pointer Task: no allocation
 	}
 	// Do not pin the weights or x after the call.
-	j.x, j.xq, j.nxs, j.homes = nil, nil, nil, nil
+	j.x, j.xq, j.nxs = nil, nil, nil
 	clear(j.parts[:])
 }
 
@@ -182,10 +171,9 @@ const (
 // mvScratch is a Pool's reusable state for matVec: the rearranged input of
 // int4 products and the job the workers read, guarded by mu.
 type mvScratch struct {
-	mu    sync.Mutex
-	buf   []float32
-	job   mvJob
-	homes []mvHome // one per thread
+	mu  sync.Mutex
+	buf []float32
+	job mvJob
 }
 
 // mvJob is one dispatch of products sharing x. It is the pool's Task:
@@ -196,38 +184,9 @@ type mvJob struct {
 	x       []float32
 	xq, nxs []float32 // int4 only: x rearranged, and the lane sums
 	parts   [mvMaxParts]mvPart
-	n       int      // parts in use
-	chunks  int      // chunks of all parts
-	homes   []mvHome // each thread's share of the chunks
-}
-
-// mvHome is the chunks [front, back) of one thread's share not yet taken,
-// in one word (back << 32 | front) so that the owner taking the front and
-// another thread taking the back never take the same chunk.
-type mvHome struct {
-	r atomic.Uint64
-	_ [56]byte // keep two threads' words off one cache line
-}
-
-func (h *mvHome) set(front, back int) { h.r.Store(uint64(back)<<32 | uint64(front)) }
-
-// take returns the chunk at the front (or at the back) of the share, and
-// false when it is empty.
-func (h *mvHome) take(back bool) (int, bool) {
-	for {
-		old := h.r.Load()
-		f, b := uint32(old), uint32(old>>32)
-		if f >= b {
-			return 0, false
-		}
-		next, c := uint64(b)<<32|uint64(f+1), f
-		if back {
-			next, c = uint64(b-1)<<32|uint64(f), b-1
-		}
-		if h.r.CompareAndSwap(old, next) {
-			return int(c), true
-		}
-	}
+	n       int    // parts in use
+	chunks  int    // chunks of all parts
+	shares  shares // the chunks' home shares, one per thread
 }
 
 // mvPart is one matrix of an mvJob.
@@ -238,20 +197,12 @@ type mvPart struct {
 	first int // the job's index of its first chunk
 }
 
-// Run computes the chunks of home share lo (Pool.Run gives each thread one
-// part) front first, then takes chunks from the back of the other shares
-// until none is left.
+// Run computes chunks, its home share's first (shares), until none is
+// left.
 func (j *mvJob) Run(lo, _ int) {
-	T := len(j.homes)
-	for k := range T {
-		h := &j.homes[(lo+k)%T]
-		for {
-			c, ok := h.take(k > 0)
-			if !ok {
-				break
-			}
-			j.chunk(c)
-		}
+	k := 0
+	for c, ok := j.shares.next(lo, &k); ok; c, ok = j.shares.next(lo, &k) {
+		j.chunk(c)
 	}
 }
 

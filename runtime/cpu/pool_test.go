@@ -181,12 +181,13 @@ func TestPoolLateWorker(t *testing.T) {
 	}
 }
 
-// A thread's home share of a matrix-vector product's chunks is taken from
-// the front by its owner and from the back by the others: every chunk goes
-// to exactly one of them, however they race.
-func TestMVHomeTakesEachChunkOnce(t *testing.T) {
+// A thread's home share of a loop's items is taken from the front by its
+// owner and from the back by the others: every item goes to exactly one of
+// them, however they race; and next walks a thread through its own share,
+// then the others', until every item of the loop is taken.
+func TestSharesTakeEachItemOnce(t *testing.T) {
 	for _, n := range []int{0, 1, 2, 7, 1000} {
-		var h mvHome
+		var h share
 		h.set(5, 5+n)
 		seen := make([]atomic.Int32, 5+n)
 		var wg sync.WaitGroup
@@ -211,6 +212,38 @@ func TestMVHomeTakesEachChunkOnce(t *testing.T) {
 			}
 			if got := seen[c].Load(); got != want {
 				t.Fatalf("share [5, %d): chunk %d taken %d times", 5+n, c, got)
+			}
+		}
+	}
+}
+
+func TestSharesNextCoversLoop(t *testing.T) {
+	for _, c := range []struct{ n, parts int }{{0, 1}, {1, 2}, {7, 2}, {100, 3}, {5, 5}} {
+		var s shares
+		s.reset(c.n, c.parts)
+		seen := make([]atomic.Int32, c.n)
+		var wg sync.WaitGroup
+		for me := range c.parts {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				k, prev := 0, -1
+				for i, ok := s.next(me, &k); ok; i, ok = s.next(me, &k) {
+					// A thread's own share comes first, in order.
+					if k == 0 && i != prev+1 && prev >= 0 {
+						t.Errorf("n=%d parts=%d: thread %d took %d after %d in its own share", c.n, c.parts, me, i, prev)
+					}
+					if k == 0 {
+						prev = i
+					}
+					seen[i].Add(1)
+				}
+			}()
+		}
+		wg.Wait()
+		for i := range seen {
+			if got := seen[i].Load(); got != 1 {
+				t.Fatalf("n=%d parts=%d: item %d taken %d times", c.n, c.parts, i, got)
 			}
 		}
 	}

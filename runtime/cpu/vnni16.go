@@ -146,10 +146,12 @@ func vnni16MatMul(p *Pool, out []float32, w Mat, x []float32, T int) {
 		prepareQ4Into(s.x[t*region:(t+1)*region], q4AVX512VNNI16, w, x[t*w.Cols:(t+1)*w.Cols])
 	}
 	task := vnni16Tasks.Get().(*vnni16Task)
-	*task = vnni16Task{w: w, out: out, prep: s.x, region: region, T: T}
-	task.claim.n = int64((w.Rows + vnni16TileRows - 1) / vnni16TileRows)
-	p.Run(min(p.Threads(), int(task.claim.n)), 1, task)
-	*task = vnni16Task{}
+	*task = vnni16Task{w: w, out: out, prep: s.x, region: region, T: T, shares: task.shares}
+	tiles := (w.Rows + vnni16TileRows - 1) / vnni16TileRows
+	parts := min(p.Threads(), tiles)
+	task.shares.reset(tiles, parts)
+	p.Run(parts, 1, task)
+	*task = vnni16Task{shares: task.shares}
 	vnni16Tasks.Put(task)
 	gemmScratches.Put(s)
 }
@@ -157,20 +159,22 @@ func vnni16MatMul(p *Pool, out []float32, w Mat, x []float32, T int) {
 // vnni16Tasks recycles vnni16Task values (see gemmTasks).
 var vnni16Tasks = sync.Pool{New: func() any { return new(vnni16Task) }}
 
-// vnni16Task is one vnni16MatMul; each Run computes the tiles it claims.
+// vnni16Task is one vnni16MatMul; each Run computes tiles, its home
+// share's first (shares), until none is left.
 type vnni16Task struct {
 	w      Mat
 	out    []float32
 	prep   []float32 // T inputs laid out, region floats each
 	region int
 	T      int
-	claim  gemmClaim
+	shares shares // the tiles, one home share per thread
 }
 
 // Run implements Task.
-func (t *vnni16Task) Run(_, _ int) {
+func (t *vnni16Task) Run(me, _ int) {
+	k := 0
 	for {
-		i, ok := t.claim.take()
+		i, ok := t.shares.next(me, &k)
 		if !ok {
 			return
 		}
