@@ -468,12 +468,15 @@ const (
 	stageAttnNorm
 	// stageQKV: per-head q/k norms, RoPE on q and k, k and v rounded to
 	// the row's cache precision (so keys used within the chunk equal those
-	// later read from the cache).
+	// later read from the cache); a segment of one token (a decode step)
+	// stores them in its cache now, so that its attention reads every
+	// position from there (the slot it takes in a sliding layer's ring
+	// held the position just out of its window).
 	stageQKV
-	// stageAttnOut: the row's keys and values into its cache (after every
-	// row's attention: a sliding layer's ring slot may still be read by an
-	// earlier row), Gemma's post-attention norm, the residual, and the
-	// pre-MLP norm into xn.
+	// stageAttnOut: the keys and values of longer segments' rows into
+	// their caches (after every row's attention: a sliding layer's ring
+	// slot may still be read by an earlier row), Gemma's post-attention
+	// norm, the residual, and the pre-MLP norm into xn.
 	stageAttnOut
 	// stageActivation: act(gate) * up into gate.
 	stageActivation
@@ -591,9 +594,12 @@ func (t *rowTask) Run(lo, hi int) {
 			cpu.RoPEHeads(b.q[row*qd:(row+1)*qd], cos, sin)
 			k, v := b.k[row*kvd:(row+1)*kvd], b.v[row*kvd:(row+1)*kvd]
 			cpu.RoPEHeads(k, cos, sin)
-			dt := t.segs[b.rowSeg[row]].st.kvDT
-			roundTrip(k, dt)
-			roundTrip(v, dt)
+			seg := &t.segs[b.rowSeg[row]]
+			roundTrip(k, seg.st.kvDT)
+			roundTrip(v, seg.st.kvDT)
+			if len(seg.tokens) == 1 {
+				seg.st.layers[t.layer].store(b.rowPos[row], k, v)
+			}
 		}
 	case stageAttnOut:
 		for row := lo; row < hi; row++ {
@@ -602,7 +608,7 @@ func (t *rowTask) Run(lo, hi int) {
 			// A ring keeps a sliding layer's last W positions: a row that a
 			// later row of the segment will overwrite is not stored, so
 			// rows on different threads never write the same slot.
-			if cache.ring == 0 || pos >= s.pos0+len(s.tokens)-cache.ring {
+			if len(s.tokens) > 1 && (cache.ring == 0 || pos >= s.pos0+len(s.tokens)-cache.ring) {
 				cache.store(pos, b.k[row*kvd:(row+1)*kvd], b.v[row*kvd:(row+1)*kvd])
 			}
 		}
@@ -716,8 +722,12 @@ func (r *Runner) attendPart(part int) {
 		if a.sliding {
 			first = max(0, qpos-c.SlidingWindow+1)
 		}
-		// Positions before split are in the cache; the rest are this chunk's.
+		// Positions before split are in the cache; the rest are this chunk's
+		// (none for a decode step, whose row stageQKV stored).
 		split := max(first, s.pos0)
+		if len(s.tokens) == 1 {
+			split = qpos + 1
+		}
 		n := qpos - first + 1
 		cache := s.st.layers[a.layer]
 		// This chunk's keys and values: rows kvd apart from split's.
@@ -729,7 +739,9 @@ func (r *Runner) attendPart(part int) {
 			qh := a.q[t*qd+hh*hd : t*qd+(hh+1)*hd]
 			sc := scores[i*ns : i*ns+n]
 			cache.scores(sc[:split-first], qh, first, g*hd, scale)
-			cpu.ScaledDots(sc[split-first:], a.k[own+g*hd:], kvd, qh, scale)
+			if split <= qpos {
+				cpu.ScaledDots(sc[split-first:], a.k[own+g*hd:], kvd, qh, scale)
+			}
 			if softcap > 0 {
 				cpu.Softcap(sc, softcap)
 			}
@@ -746,7 +758,9 @@ func (r *Runner) attendPart(part int) {
 			oh := a.out[t*qd+hh*hd : t*qd+(hh+1)*hd]
 			clear(oh)
 			cache.accumulate(oh, w[:split-first], first, g*hd)
-			cpu.WeightedSum(oh, w[split-first:], a.v[own+g*hd:], kvd)
+			if split <= qpos {
+				cpu.WeightedSum(oh, w[split-first:], a.v[own+g*hd:], kvd)
+			}
 		}
 	}
 }
