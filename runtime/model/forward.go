@@ -3,7 +3,6 @@ package model
 import (
 	"fmt"
 	"math"
-	"sync/atomic"
 
 	"github.com/fhkit/fhkit/formats/arch"
 	"github.com/fhkit/fhkit/runtime/cpu"
@@ -271,7 +270,6 @@ func (r *Runner) splitParts(seqs []Seq) int {
 // two threads). It is kept in the Runner, so a split step allocates
 // nothing once the sub-Runners exist.
 type splitTask struct {
-	next   atomic.Int64 // the next part to claim
 	subs   []*Runner
 	bounds []int
 	out    []float32
@@ -286,8 +284,7 @@ func (t *splitTask) start(r *Runner, out []float32, seqs []Seq, parts int) {
 	}
 	t.bounds = splitBounds(t.bounds[:0], seqs, parts)
 	t.out, t.seqs = out, seqs
-	t.next.Store(0)
-	r.Pool.Run(min(parts, r.Pool.Threads()), 1, t)
+	r.Pool.Run(parts, 1, t) // parts <= threads: one each, claimed by whoever is free
 	t.out, t.seqs = nil, nil
 }
 
@@ -312,13 +309,12 @@ func splitBounds(dst []int, seqs []Seq, parts int) []int {
 	return append(dst, len(seqs))
 }
 
-// Run implements cpu.Task: it runs the parts it claims until none is
-// left, so a thread that comes late (its core busy with the server's
-// connections) leaves its parts to the others.
-func (t *splitTask) Run(_, _ int) {
+// Run implements cpu.Task: parts [lo, hi). Pool.Run hands a part to
+// whichever thread is free, so a late thread (its core busy with the
+// server's connections) leaves its part to the caller.
+func (t *splitTask) Run(lo, hi int) {
 	H := t.subs[0].M.Config.HiddenSize
-	parts := int64(len(t.bounds) - 1)
-	for i := t.next.Add(1) - 1; i < parts; i = t.next.Add(1) - 1 {
+	for i := lo; i < hi; i++ {
 		a, b := t.bounds[i], t.bounds[i+1]
 		t.subs[i].run(t.out[a*H:b*H], t.seqs[a:b])
 	}

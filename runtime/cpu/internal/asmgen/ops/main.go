@@ -1044,41 +1044,31 @@ func scores16(name string, s, k, stride, s3, q, hb, n, o Register, sc VecVirtual
 			LEAQ(Mem{Base: k, Index: stride, Scale: 4}, k)
 		}
 	}
-	// 16 vectors -> 8: slots 2i and 2i+1 in the low and high halves.
-	b := make([]VecVirtual, 8)
-	for i := range b {
-		lo, hi := ZMM(), ZMM()
-		VSHUFF32X4(U8(0x44), a[2*i+1], a[2*i], lo)
-		VSHUFF32X4(U8(0xEE), a[2*i+1], a[2*i], hi)
-		b[i] = ZMM()
-		VADDPS(hi, lo, b[i])
-	}
-	// 8 -> 4: slot 4j + L in 128-bit lane L of d[j].
-	d := make([]VecVirtual, 4)
-	for j := range d {
-		e, f := ZMM(), ZMM()
-		VSHUFF32X4(U8(0x88), b[2*j+1], b[2*j], e)
-		VSHUFF32X4(U8(0xDD), b[2*j+1], b[2*j], f)
-		d[j] = ZMM()
-		VADDPS(f, e, d[j])
-	}
-	// 4 -> 2 -> 1 within the 128-bit lanes.
-	g := make([]VecVirtual, 2)
-	for i := range g {
-		e, f := ZMM(), ZMM()
-		VSHUFPS(U8(0x44), d[2*i+1], d[2*i], e)
-		VSHUFPS(U8(0xEE), d[2*i+1], d[2*i], f)
-		g[i] = ZMM()
-		VADDPS(f, e, g[i])
-	}
-	e, f, r := ZMM(), ZMM(), ZMM()
-	VSHUFPS(U8(0x88), g[1], g[0], e)
-	VSHUFPS(U8(0xDD), g[1], g[0], f)
-	VADDPS(f, e, r)
-	VMULPS(bs, r, r)
-	VMOVUPS(r, Mem{Base: s, Index: o, Scale: 1})
+	// 16 vectors -> 8: slots 2i and 2i+1 in the low and high halves; -> 4:
+	// slot 4j + L in 128-bit lane L of the j-th; -> 2 -> 1 within the
+	// 128-bit lanes.
+	r := foldPairs(VSHUFF32X4, 0x44, 0xEE, a)
+	r = foldPairs(VSHUFF32X4, 0x88, 0xDD, r)
+	r = foldPairs(VSHUFPS, 0x44, 0xEE, r)
+	r = foldPairs(VSHUFPS, 0x88, 0xDD, r)
+	VMULPS(bs, r[0], r[0])
+	VMOVUPS(r[0], Mem{Base: s, Index: o, Scale: 1})
 	ADDQ(U8(64), o)
 	JMP(LabelRef(name + "_16"))
+}
+
+// foldPairs halves v, one level of scores16's transposing tree: pair i
+// (v[2i], v[2i+1]) becomes shuf(lo) + shuf(hi) of the two.
+func foldPairs(shuf func(...Op), lo, hi uint8, v []VecVirtual) []VecVirtual {
+	out := make([]VecVirtual, len(v)/2)
+	for i := range out {
+		e, f := ZMM(), ZMM()
+		shuf(U8(lo), v[2*i+1], v[2*i], e)
+		shuf(U8(hi), v[2*i+1], v[2*i], f)
+		out[i] = ZMM()
+		VADDPS(f, e, out[i])
+	}
+	return out
 }
 
 // weightedSum generates opsWeightedSum<level>(y, v, stride, w, hd, n):
