@@ -533,7 +533,8 @@ func BenchmarkGemmSmallVsPacked(b *testing.B) {
 
 // The rows-in-lanes VNNI kernels for several inputs (vnni16MatMul: every
 // input count from one to a few chunks of four, bf16, f16 and f32 scales,
-// symmetric and asymmetric, groups of 128 to 1024) against the float64
+// symmetric and asymmetric, groups of 128 to 1024, narrow weights and wide
+// ones in column tiles) against the float64
 // product, with the tolerance of the matrix-vector VNNI kernel per input
 // (its inputs are quantized the same way), and against that kernel itself.
 func TestGemmVNNI16MatchesReference(t *testing.T) {
@@ -543,7 +544,7 @@ func TestGemmVNNI16MatchesReference(t *testing.T) {
 	r := rand.New(rand.NewPCG(16, 16))
 	for _, threads := range []int{1, 2} {
 		pool := NewPool(threads)
-		for _, s := range []struct{ rows, cols, g int }{{16, 128, 128}, {48, 1152, 128}, {144, 384, 128}, {32, 768, 256}, {16, 2048, 1024}} {
+		for _, s := range []struct{ rows, cols, g int }{{16, 128, 128}, {48, 1152, 128}, {144, 384, 128}, {32, 768, 256}, {16, 2048, 1024}, {176, 4608, 128}, {32, 2432, 128}, {16, 6144, 1024}} {
 			for _, sdt := range []dtype.DType{dtype.BF16, dtype.F16, dtype.F32} {
 				for _, asym := range []bool{false, true} {
 					w := randInt4(r, s.rows, s.cols, s.g, sdt, asym)

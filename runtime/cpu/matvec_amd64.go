@@ -275,62 +275,81 @@ func axpyISA(level ISA, y []float32, a float32, x []float32) {
 
 // vnni16CallT runs the rows-in-lanes VNNI kernel for n (1-4) inputs on
 // rows [lo, hi) (multiples of 16): input t laid out at xq[t·region:] and
-// nxs[t·region:] (prepareQ4Into), its outputs at out[t·Rows + row].
+// nxs[t·region:] (prepareQ4Into), its outputs at out[t·Rows + row]. The
+// kernel adds each column tile's sums to the outputs (vnni16), so they
+// are cleared first.
 func vnni16CallT(out []float32, w Mat, xq, nxs []float32, region, n, lo, hi int) {
 	r := w.rowsInLanes()
 	G := w.Q4.GroupSize
 	ng := w.Cols / G
-	b0, nb := lo/vnni16Rows, (hi-lo)/vnni16Rows
-	codes := r.codes[b0*vnni16Rows*w.Cols/2 : (b0+nb)*vnni16Rows*w.Cols/2]
 	ssz := 4
 	if r.scaleBF16 {
 		ssz = 2
-	}
-	scales := r.scales[b0*vnni16Rows*ng*ssz : (b0+nb)*vnni16Rows*ng*ssz]
-	var zeros *int32
-	if r.zeros != nil {
-		zeros = &r.zeros[b0*vnni16Rows*ng : (b0+nb)*vnni16Rows*ng][0]
 	}
 	// The last output written and the last input words read.
 	_ = out[(n-1)*w.Rows+hi-1]
 	_ = xq[(n-1)*region+w.Cols/2-1]
 	_ = nxs[(n-1)*region+2*ng-1]
+	for t := 0; t < n; t++ {
+		clear(out[t*w.Rows+lo : t*w.Rows+hi])
+	}
+	gbytes := 16 * G / 2
+	for b0 := lo / vnni16Rows; b0 < hi/vnni16Rows; {
+		b1 := min(hi/vnni16Rows, (b0/vnni16Super+1)*vnni16Super) // within b0's superblock
+		for g0 := 0; g0 < ng; g0 += r.tileGroups {
+			u := r.unit(b0, g0)
+			tg := min(r.tileGroups, ng-g0)
+			// The kernel reads (b1-b0)·tg block-groups from unit u.
+			codes := r.codes[u*gbytes : (u+(b1-b0)*tg)*gbytes]
+			scales := r.scales[16*u*ssz : 16*(u+(b1-b0)*tg)*ssz]
+			var zeros *int32
+			if r.zeros != nil {
+				zeros = &r.zeros[16*u : 16*(u+(b1-b0)*tg)][0]
+			}
+			vnni16Call(&out[16*b0], 4*w.Rows, &codes[0], &scales[0], zeros, tg, G/128,
+				&xq[g0*G/2], &nxs[2*g0], 4*region, b1-b0, r.scaleBF16, n)
+		}
+		b0 = b1
+	}
+}
+
+// vnni16Call calls the rows-in-lanes kernel for n inputs (its arguments
+// checked by vnni16CallT).
+func vnni16Call(o *float32, os int, c, sp *byte, zeros *int32, ng, bpg int, x, nx *float32, ps, nb int, scaleBF16 bool, n int) {
 	// Direct calls, as denseCall: the kernels' noescape then holds for the
 	// callers' buffers.
-	o, c, sp, x, nx, ps := &out[lo], &codes[0], &scales[0], &xq[0], &nxs[0], 4*region
-	os, bpg := 4*w.Rows, G/128
 	switch {
-	case r.scaleBF16 && zeros == nil && n == 1:
+	case scaleBF16 && zeros == nil && n == 1:
 		mvQ4BF16SymAVX512VNNI16T1(o, os, c, sp, zeros, ng, bpg, x, nx, ps, nb)
-	case r.scaleBF16 && zeros == nil && n == 2:
+	case scaleBF16 && zeros == nil && n == 2:
 		mvQ4BF16SymAVX512VNNI16T2(o, os, c, sp, zeros, ng, bpg, x, nx, ps, nb)
-	case r.scaleBF16 && zeros == nil && n == 3:
+	case scaleBF16 && zeros == nil && n == 3:
 		mvQ4BF16SymAVX512VNNI16T3(o, os, c, sp, zeros, ng, bpg, x, nx, ps, nb)
-	case r.scaleBF16 && zeros == nil && n == 4:
+	case scaleBF16 && zeros == nil && n == 4:
 		mvQ4BF16SymAVX512VNNI16T4(o, os, c, sp, zeros, ng, bpg, x, nx, ps, nb)
-	case r.scaleBF16 && zeros != nil && n == 1:
+	case scaleBF16 && zeros != nil && n == 1:
 		mvQ4BF16AsymAVX512VNNI16T1(o, os, c, sp, zeros, ng, bpg, x, nx, ps, nb)
-	case r.scaleBF16 && zeros != nil && n == 2:
+	case scaleBF16 && zeros != nil && n == 2:
 		mvQ4BF16AsymAVX512VNNI16T2(o, os, c, sp, zeros, ng, bpg, x, nx, ps, nb)
-	case r.scaleBF16 && zeros != nil && n == 3:
+	case scaleBF16 && zeros != nil && n == 3:
 		mvQ4BF16AsymAVX512VNNI16T3(o, os, c, sp, zeros, ng, bpg, x, nx, ps, nb)
-	case r.scaleBF16 && zeros != nil && n == 4:
+	case scaleBF16 && zeros != nil && n == 4:
 		mvQ4BF16AsymAVX512VNNI16T4(o, os, c, sp, zeros, ng, bpg, x, nx, ps, nb)
-	case !r.scaleBF16 && zeros == nil && n == 1:
+	case !scaleBF16 && zeros == nil && n == 1:
 		mvQ4F32SymAVX512VNNI16T1(o, os, c, sp, zeros, ng, bpg, x, nx, ps, nb)
-	case !r.scaleBF16 && zeros == nil && n == 2:
+	case !scaleBF16 && zeros == nil && n == 2:
 		mvQ4F32SymAVX512VNNI16T2(o, os, c, sp, zeros, ng, bpg, x, nx, ps, nb)
-	case !r.scaleBF16 && zeros == nil && n == 3:
+	case !scaleBF16 && zeros == nil && n == 3:
 		mvQ4F32SymAVX512VNNI16T3(o, os, c, sp, zeros, ng, bpg, x, nx, ps, nb)
-	case !r.scaleBF16 && zeros == nil && n == 4:
+	case !scaleBF16 && zeros == nil && n == 4:
 		mvQ4F32SymAVX512VNNI16T4(o, os, c, sp, zeros, ng, bpg, x, nx, ps, nb)
-	case !r.scaleBF16 && zeros != nil && n == 1:
+	case !scaleBF16 && zeros != nil && n == 1:
 		mvQ4F32AsymAVX512VNNI16T1(o, os, c, sp, zeros, ng, bpg, x, nx, ps, nb)
-	case !r.scaleBF16 && zeros != nil && n == 2:
+	case !scaleBF16 && zeros != nil && n == 2:
 		mvQ4F32AsymAVX512VNNI16T2(o, os, c, sp, zeros, ng, bpg, x, nx, ps, nb)
-	case !r.scaleBF16 && zeros != nil && n == 3:
+	case !scaleBF16 && zeros != nil && n == 3:
 		mvQ4F32AsymAVX512VNNI16T3(o, os, c, sp, zeros, ng, bpg, x, nx, ps, nb)
-	case !r.scaleBF16 && zeros != nil && n == 4:
+	case !scaleBF16 && zeros != nil && n == 4:
 		mvQ4F32AsymAVX512VNNI16T4(o, os, c, sp, zeros, ng, bpg, x, nx, ps, nb)
 	default:
 		panic("cpu: vnni16CallT takes 1 to 4 inputs")

@@ -655,6 +655,7 @@ mvQ4BF16SymAVX512VNNI16T1_b:
 	JNZ           mvQ4BF16SymAVX512VNNI16T1_group
 	MOVQ          outStride+8(FP), BX
 	MOVQ          DX, SI
+	VADDPS        (SI), Z1, Z1
 	VMOVUPS       Z1, (SI)
 	ADDQ          BX, SI
 	ADDQ          $0x00000040, DX
@@ -906,8 +907,10 @@ mvQ4BF16SymAVX512VNNI16T2_b:
 	JNZ           mvQ4BF16SymAVX512VNNI16T2_group
 	MOVQ          outStride+8(FP), SI
 	MOVQ          DX, DI
+	VADDPS        (DI), Z1, Z1
 	VMOVUPS       Z1, (DI)
 	ADDQ          SI, DI
+	VADDPS        (DI), Z2, Z2
 	VMOVUPS       Z2, (DI)
 	ADDQ          SI, DI
 	ADDQ          $0x00000040, DX
@@ -1232,10 +1235,13 @@ mvQ4BF16SymAVX512VNNI16T3_b:
 	JNZ           mvQ4BF16SymAVX512VNNI16T3_group
 	MOVQ          outStride+8(FP), SI
 	MOVQ          DX, DI
+	VADDPS        (DI), Z1, Z1
 	VMOVUPS       Z1, (DI)
 	ADDQ          SI, DI
+	VADDPS        (DI), Z2, Z2
 	VMOVUPS       Z2, (DI)
 	ADDQ          SI, DI
+	VADDPS        (DI), Z3, Z3
 	VMOVUPS       Z3, (DI)
 	ADDQ          SI, DI
 	ADDQ          $0x00000040, DX
@@ -1633,12 +1639,16 @@ mvQ4BF16SymAVX512VNNI16T4_b:
 	JNZ           mvQ4BF16SymAVX512VNNI16T4_group
 	MOVQ          outStride+8(FP), DI
 	MOVQ          DX, R8
+	VADDPS        (R8), Z1, Z1
 	VMOVUPS       Z1, (R8)
 	ADDQ          DI, R8
+	VADDPS        (R8), Z2, Z2
 	VMOVUPS       Z2, (R8)
 	ADDQ          DI, R8
+	VADDPS        (R8), Z3, Z3
 	VMOVUPS       Z3, (R8)
 	ADDQ          DI, R8
+	VADDPS        (R8), Z4, Z4
 	VMOVUPS       Z4, (R8)
 	ADDQ          DI, R8
 	ADDQ          $0x00000040, DX
@@ -1833,6 +1843,7 @@ mvQ4BF16AsymAVX512VNNI16T1_b:
 	JNZ           mvQ4BF16AsymAVX512VNNI16T1_group
 	MOVQ          outStride+8(FP), SI
 	MOVQ          BX, DI
+	VADDPS        (DI), Z1, Z1
 	VMOVUPS       Z1, (DI)
 	ADDQ          SI, DI
 	ADDQ          $0x00000040, BX
@@ -2089,8 +2100,10 @@ mvQ4BF16AsymAVX512VNNI16T2_b:
 	JNZ           mvQ4BF16AsymAVX512VNNI16T2_group
 	MOVQ          outStride+8(FP), DI
 	MOVQ          BX, R8
+	VADDPS        (R8), Z1, Z1
 	VMOVUPS       Z1, (R8)
 	ADDQ          DI, R8
+	VADDPS        (R8), Z2, Z2
 	VMOVUPS       Z2, (R8)
 	ADDQ          DI, R8
 	ADDQ          $0x00000040, BX
@@ -2421,10 +2434,13 @@ mvQ4BF16AsymAVX512VNNI16T3_b:
 	JNZ           mvQ4BF16AsymAVX512VNNI16T3_group
 	MOVQ          outStride+8(FP), DI
 	MOVQ          BX, R8
+	VADDPS        (R8), Z1, Z1
 	VMOVUPS       Z1, (R8)
 	ADDQ          DI, R8
+	VADDPS        (R8), Z2, Z2
 	VMOVUPS       Z2, (R8)
 	ADDQ          DI, R8
+	VADDPS        (R8), Z3, Z3
 	VMOVUPS       Z3, (R8)
 	ADDQ          DI, R8
 	ADDQ          $0x00000040, BX
@@ -2829,12 +2845,16 @@ mvQ4BF16AsymAVX512VNNI16T4_b:
 	JNZ           mvQ4BF16AsymAVX512VNNI16T4_group
 	MOVQ          outStride+8(FP), R8
 	MOVQ          BX, R9
+	VADDPS        (R9), Z1, Z1
 	VMOVUPS       Z1, (R9)
 	ADDQ          R8, R9
+	VADDPS        (R9), Z2, Z2
 	VMOVUPS       Z2, (R9)
 	ADDQ          R8, R9
+	VADDPS        (R9), Z3, Z3
 	VMOVUPS       Z3, (R9)
 	ADDQ          R8, R9
+	VADDPS        (R9), Z4, Z4
 	VMOVUPS       Z4, (R9)
 	ADDQ          R8, R9
 	ADDQ          $0x00000040, BX
@@ -3024,6 +3044,7 @@ mvQ4F32SymAVX512VNNI16T1_b:
 	JNZ           mvQ4F32SymAVX512VNNI16T1_group
 	MOVQ          outStride+8(FP), BX
 	MOVQ          DX, SI
+	VADDPS        (SI), Z1, Z1
 	VMOVUPS       Z1, (SI)
 	ADDQ          BX, SI
 	ADDQ          $0x00000040, DX
@@ -3274,8 +3295,10 @@ mvQ4F32SymAVX512VNNI16T2_b:
 	JNZ           mvQ4F32SymAVX512VNNI16T2_group
 	MOVQ          outStride+8(FP), SI
 	MOVQ          DX, DI
+	VADDPS        (DI), Z1, Z1
 	VMOVUPS       Z1, (DI)
 	ADDQ          SI, DI
+	VADDPS        (DI), Z2, Z2
 	VMOVUPS       Z2, (DI)
 	ADDQ          SI, DI
 	ADDQ          $0x00000040, DX
@@ -3599,10 +3622,13 @@ mvQ4F32SymAVX512VNNI16T3_b:
 	JNZ           mvQ4F32SymAVX512VNNI16T3_group
 	MOVQ          outStride+8(FP), SI
 	MOVQ          DX, DI
+	VADDPS        (DI), Z1, Z1
 	VMOVUPS       Z1, (DI)
 	ADDQ          SI, DI
+	VADDPS        (DI), Z2, Z2
 	VMOVUPS       Z2, (DI)
 	ADDQ          SI, DI
+	VADDPS        (DI), Z3, Z3
 	VMOVUPS       Z3, (DI)
 	ADDQ          SI, DI
 	ADDQ          $0x00000040, DX
@@ -3999,12 +4025,16 @@ mvQ4F32SymAVX512VNNI16T4_b:
 	JNZ           mvQ4F32SymAVX512VNNI16T4_group
 	MOVQ          outStride+8(FP), DI
 	MOVQ          DX, R8
+	VADDPS        (R8), Z1, Z1
 	VMOVUPS       Z1, (R8)
 	ADDQ          DI, R8
+	VADDPS        (R8), Z2, Z2
 	VMOVUPS       Z2, (R8)
 	ADDQ          DI, R8
+	VADDPS        (R8), Z3, Z3
 	VMOVUPS       Z3, (R8)
 	ADDQ          DI, R8
+	VADDPS        (R8), Z4, Z4
 	VMOVUPS       Z4, (R8)
 	ADDQ          DI, R8
 	ADDQ          $0x00000040, DX
@@ -4198,6 +4228,7 @@ mvQ4F32AsymAVX512VNNI16T1_b:
 	JNZ           mvQ4F32AsymAVX512VNNI16T1_group
 	MOVQ          outStride+8(FP), SI
 	MOVQ          BX, DI
+	VADDPS        (DI), Z1, Z1
 	VMOVUPS       Z1, (DI)
 	ADDQ          SI, DI
 	ADDQ          $0x00000040, BX
@@ -4453,8 +4484,10 @@ mvQ4F32AsymAVX512VNNI16T2_b:
 	JNZ           mvQ4F32AsymAVX512VNNI16T2_group
 	MOVQ          outStride+8(FP), DI
 	MOVQ          BX, R8
+	VADDPS        (R8), Z1, Z1
 	VMOVUPS       Z1, (R8)
 	ADDQ          DI, R8
+	VADDPS        (R8), Z2, Z2
 	VMOVUPS       Z2, (R8)
 	ADDQ          DI, R8
 	ADDQ          $0x00000040, BX
@@ -4784,10 +4817,13 @@ mvQ4F32AsymAVX512VNNI16T3_b:
 	JNZ           mvQ4F32AsymAVX512VNNI16T3_group
 	MOVQ          outStride+8(FP), DI
 	MOVQ          BX, R8
+	VADDPS        (R8), Z1, Z1
 	VMOVUPS       Z1, (R8)
 	ADDQ          DI, R8
+	VADDPS        (R8), Z2, Z2
 	VMOVUPS       Z2, (R8)
 	ADDQ          DI, R8
+	VADDPS        (R8), Z3, Z3
 	VMOVUPS       Z3, (R8)
 	ADDQ          DI, R8
 	ADDQ          $0x00000040, BX
@@ -5191,12 +5227,16 @@ mvQ4F32AsymAVX512VNNI16T4_b:
 	JNZ           mvQ4F32AsymAVX512VNNI16T4_group
 	MOVQ          outStride+8(FP), R8
 	MOVQ          BX, R9
+	VADDPS        (R9), Z1, Z1
 	VMOVUPS       Z1, (R9)
 	ADDQ          R8, R9
+	VADDPS        (R9), Z2, Z2
 	VMOVUPS       Z2, (R9)
 	ADDQ          R8, R9
+	VADDPS        (R9), Z3, Z3
 	VMOVUPS       Z3, (R9)
 	ADDQ          R8, R9
+	VADDPS        (R9), Z4, Z4
 	VMOVUPS       Z4, (R9)
 	ADDQ          R8, R9
 	ADDQ          $0x00000040, BX

@@ -15,7 +15,7 @@ func mvQ4PrepBF16(dst *uint16, nxs *float32, x *float32, groups int, bpg int, k 
 //go:noescape
 func mvQ4PrepVNNI(dst *int8, nxs *float32, x *float32, groups int, bpg int, k int32)
 
-// mvQ4BF16SymAVX512VNNI16T1 sets out[t·outStride/4 + 16b + i] for input t < 1, block b < blocks and
+// mvQ4BF16SymAVX512VNNI16T1 adds to out[t·outStride/4 + 16b + i] for input t < 1, block b < blocks and
 // lane i < 16 to the product of the block's row i (codes, scales, zeros: the repacked layout
 // of repackVNNI16) with input t (mvQ4PrepVNNI's layout at x + t·prep, two words per group at
 // nxs + t·prep bytes) over ng groups of bpg·128 inputs. Needs AVX512_VNNI.
@@ -23,7 +23,7 @@ func mvQ4PrepVNNI(dst *int8, nxs *float32, x *float32, groups int, bpg int, k in
 //go:noescape
 func mvQ4BF16SymAVX512VNNI16T1(out *float32, outStride int, codes *byte, scales *byte, zeros *int32, ng int, bpg int, x *float32, nxs *float32, prep int, blocks int)
 
-// mvQ4BF16SymAVX512VNNI16T2 sets out[t·outStride/4 + 16b + i] for input t < 2, block b < blocks and
+// mvQ4BF16SymAVX512VNNI16T2 adds to out[t·outStride/4 + 16b + i] for input t < 2, block b < blocks and
 // lane i < 16 to the product of the block's row i (codes, scales, zeros: the repacked layout
 // of repackVNNI16) with input t (mvQ4PrepVNNI's layout at x + t·prep, two words per group at
 // nxs + t·prep bytes) over ng groups of bpg·128 inputs. Needs AVX512_VNNI.
@@ -31,7 +31,7 @@ func mvQ4BF16SymAVX512VNNI16T1(out *float32, outStride int, codes *byte, scales 
 //go:noescape
 func mvQ4BF16SymAVX512VNNI16T2(out *float32, outStride int, codes *byte, scales *byte, zeros *int32, ng int, bpg int, x *float32, nxs *float32, prep int, blocks int)
 
-// mvQ4BF16SymAVX512VNNI16T3 sets out[t·outStride/4 + 16b + i] for input t < 3, block b < blocks and
+// mvQ4BF16SymAVX512VNNI16T3 adds to out[t·outStride/4 + 16b + i] for input t < 3, block b < blocks and
 // lane i < 16 to the product of the block's row i (codes, scales, zeros: the repacked layout
 // of repackVNNI16) with input t (mvQ4PrepVNNI's layout at x + t·prep, two words per group at
 // nxs + t·prep bytes) over ng groups of bpg·128 inputs. Needs AVX512_VNNI.
@@ -39,7 +39,7 @@ func mvQ4BF16SymAVX512VNNI16T2(out *float32, outStride int, codes *byte, scales 
 //go:noescape
 func mvQ4BF16SymAVX512VNNI16T3(out *float32, outStride int, codes *byte, scales *byte, zeros *int32, ng int, bpg int, x *float32, nxs *float32, prep int, blocks int)
 
-// mvQ4BF16SymAVX512VNNI16T4 sets out[t·outStride/4 + 16b + i] for input t < 4, block b < blocks and
+// mvQ4BF16SymAVX512VNNI16T4 adds to out[t·outStride/4 + 16b + i] for input t < 4, block b < blocks and
 // lane i < 16 to the product of the block's row i (codes, scales, zeros: the repacked layout
 // of repackVNNI16) with input t (mvQ4PrepVNNI's layout at x + t·prep, two words per group at
 // nxs + t·prep bytes) over ng groups of bpg·128 inputs. Needs AVX512_VNNI.
@@ -47,7 +47,7 @@ func mvQ4BF16SymAVX512VNNI16T3(out *float32, outStride int, codes *byte, scales 
 //go:noescape
 func mvQ4BF16SymAVX512VNNI16T4(out *float32, outStride int, codes *byte, scales *byte, zeros *int32, ng int, bpg int, x *float32, nxs *float32, prep int, blocks int)
 
-// mvQ4BF16AsymAVX512VNNI16T1 sets out[t·outStride/4 + 16b + i] for input t < 1, block b < blocks and
+// mvQ4BF16AsymAVX512VNNI16T1 adds to out[t·outStride/4 + 16b + i] for input t < 1, block b < blocks and
 // lane i < 16 to the product of the block's row i (codes, scales, zeros: the repacked layout
 // of repackVNNI16) with input t (mvQ4PrepVNNI's layout at x + t·prep, two words per group at
 // nxs + t·prep bytes) over ng groups of bpg·128 inputs. Needs AVX512_VNNI.
@@ -55,7 +55,7 @@ func mvQ4BF16SymAVX512VNNI16T4(out *float32, outStride int, codes *byte, scales 
 //go:noescape
 func mvQ4BF16AsymAVX512VNNI16T1(out *float32, outStride int, codes *byte, scales *byte, zeros *int32, ng int, bpg int, x *float32, nxs *float32, prep int, blocks int)
 
-// mvQ4BF16AsymAVX512VNNI16T2 sets out[t·outStride/4 + 16b + i] for input t < 2, block b < blocks and
+// mvQ4BF16AsymAVX512VNNI16T2 adds to out[t·outStride/4 + 16b + i] for input t < 2, block b < blocks and
 // lane i < 16 to the product of the block's row i (codes, scales, zeros: the repacked layout
 // of repackVNNI16) with input t (mvQ4PrepVNNI's layout at x + t·prep, two words per group at
 // nxs + t·prep bytes) over ng groups of bpg·128 inputs. Needs AVX512_VNNI.
@@ -63,7 +63,7 @@ func mvQ4BF16AsymAVX512VNNI16T1(out *float32, outStride int, codes *byte, scales
 //go:noescape
 func mvQ4BF16AsymAVX512VNNI16T2(out *float32, outStride int, codes *byte, scales *byte, zeros *int32, ng int, bpg int, x *float32, nxs *float32, prep int, blocks int)
 
-// mvQ4BF16AsymAVX512VNNI16T3 sets out[t·outStride/4 + 16b + i] for input t < 3, block b < blocks and
+// mvQ4BF16AsymAVX512VNNI16T3 adds to out[t·outStride/4 + 16b + i] for input t < 3, block b < blocks and
 // lane i < 16 to the product of the block's row i (codes, scales, zeros: the repacked layout
 // of repackVNNI16) with input t (mvQ4PrepVNNI's layout at x + t·prep, two words per group at
 // nxs + t·prep bytes) over ng groups of bpg·128 inputs. Needs AVX512_VNNI.
@@ -71,7 +71,7 @@ func mvQ4BF16AsymAVX512VNNI16T2(out *float32, outStride int, codes *byte, scales
 //go:noescape
 func mvQ4BF16AsymAVX512VNNI16T3(out *float32, outStride int, codes *byte, scales *byte, zeros *int32, ng int, bpg int, x *float32, nxs *float32, prep int, blocks int)
 
-// mvQ4BF16AsymAVX512VNNI16T4 sets out[t·outStride/4 + 16b + i] for input t < 4, block b < blocks and
+// mvQ4BF16AsymAVX512VNNI16T4 adds to out[t·outStride/4 + 16b + i] for input t < 4, block b < blocks and
 // lane i < 16 to the product of the block's row i (codes, scales, zeros: the repacked layout
 // of repackVNNI16) with input t (mvQ4PrepVNNI's layout at x + t·prep, two words per group at
 // nxs + t·prep bytes) over ng groups of bpg·128 inputs. Needs AVX512_VNNI.
@@ -79,7 +79,7 @@ func mvQ4BF16AsymAVX512VNNI16T3(out *float32, outStride int, codes *byte, scales
 //go:noescape
 func mvQ4BF16AsymAVX512VNNI16T4(out *float32, outStride int, codes *byte, scales *byte, zeros *int32, ng int, bpg int, x *float32, nxs *float32, prep int, blocks int)
 
-// mvQ4F32SymAVX512VNNI16T1 sets out[t·outStride/4 + 16b + i] for input t < 1, block b < blocks and
+// mvQ4F32SymAVX512VNNI16T1 adds to out[t·outStride/4 + 16b + i] for input t < 1, block b < blocks and
 // lane i < 16 to the product of the block's row i (codes, scales, zeros: the repacked layout
 // of repackVNNI16) with input t (mvQ4PrepVNNI's layout at x + t·prep, two words per group at
 // nxs + t·prep bytes) over ng groups of bpg·128 inputs. Needs AVX512_VNNI.
@@ -87,7 +87,7 @@ func mvQ4BF16AsymAVX512VNNI16T4(out *float32, outStride int, codes *byte, scales
 //go:noescape
 func mvQ4F32SymAVX512VNNI16T1(out *float32, outStride int, codes *byte, scales *byte, zeros *int32, ng int, bpg int, x *float32, nxs *float32, prep int, blocks int)
 
-// mvQ4F32SymAVX512VNNI16T2 sets out[t·outStride/4 + 16b + i] for input t < 2, block b < blocks and
+// mvQ4F32SymAVX512VNNI16T2 adds to out[t·outStride/4 + 16b + i] for input t < 2, block b < blocks and
 // lane i < 16 to the product of the block's row i (codes, scales, zeros: the repacked layout
 // of repackVNNI16) with input t (mvQ4PrepVNNI's layout at x + t·prep, two words per group at
 // nxs + t·prep bytes) over ng groups of bpg·128 inputs. Needs AVX512_VNNI.
@@ -95,7 +95,7 @@ func mvQ4F32SymAVX512VNNI16T1(out *float32, outStride int, codes *byte, scales *
 //go:noescape
 func mvQ4F32SymAVX512VNNI16T2(out *float32, outStride int, codes *byte, scales *byte, zeros *int32, ng int, bpg int, x *float32, nxs *float32, prep int, blocks int)
 
-// mvQ4F32SymAVX512VNNI16T3 sets out[t·outStride/4 + 16b + i] for input t < 3, block b < blocks and
+// mvQ4F32SymAVX512VNNI16T3 adds to out[t·outStride/4 + 16b + i] for input t < 3, block b < blocks and
 // lane i < 16 to the product of the block's row i (codes, scales, zeros: the repacked layout
 // of repackVNNI16) with input t (mvQ4PrepVNNI's layout at x + t·prep, two words per group at
 // nxs + t·prep bytes) over ng groups of bpg·128 inputs. Needs AVX512_VNNI.
@@ -103,7 +103,7 @@ func mvQ4F32SymAVX512VNNI16T2(out *float32, outStride int, codes *byte, scales *
 //go:noescape
 func mvQ4F32SymAVX512VNNI16T3(out *float32, outStride int, codes *byte, scales *byte, zeros *int32, ng int, bpg int, x *float32, nxs *float32, prep int, blocks int)
 
-// mvQ4F32SymAVX512VNNI16T4 sets out[t·outStride/4 + 16b + i] for input t < 4, block b < blocks and
+// mvQ4F32SymAVX512VNNI16T4 adds to out[t·outStride/4 + 16b + i] for input t < 4, block b < blocks and
 // lane i < 16 to the product of the block's row i (codes, scales, zeros: the repacked layout
 // of repackVNNI16) with input t (mvQ4PrepVNNI's layout at x + t·prep, two words per group at
 // nxs + t·prep bytes) over ng groups of bpg·128 inputs. Needs AVX512_VNNI.
@@ -111,7 +111,7 @@ func mvQ4F32SymAVX512VNNI16T3(out *float32, outStride int, codes *byte, scales *
 //go:noescape
 func mvQ4F32SymAVX512VNNI16T4(out *float32, outStride int, codes *byte, scales *byte, zeros *int32, ng int, bpg int, x *float32, nxs *float32, prep int, blocks int)
 
-// mvQ4F32AsymAVX512VNNI16T1 sets out[t·outStride/4 + 16b + i] for input t < 1, block b < blocks and
+// mvQ4F32AsymAVX512VNNI16T1 adds to out[t·outStride/4 + 16b + i] for input t < 1, block b < blocks and
 // lane i < 16 to the product of the block's row i (codes, scales, zeros: the repacked layout
 // of repackVNNI16) with input t (mvQ4PrepVNNI's layout at x + t·prep, two words per group at
 // nxs + t·prep bytes) over ng groups of bpg·128 inputs. Needs AVX512_VNNI.
@@ -119,7 +119,7 @@ func mvQ4F32SymAVX512VNNI16T4(out *float32, outStride int, codes *byte, scales *
 //go:noescape
 func mvQ4F32AsymAVX512VNNI16T1(out *float32, outStride int, codes *byte, scales *byte, zeros *int32, ng int, bpg int, x *float32, nxs *float32, prep int, blocks int)
 
-// mvQ4F32AsymAVX512VNNI16T2 sets out[t·outStride/4 + 16b + i] for input t < 2, block b < blocks and
+// mvQ4F32AsymAVX512VNNI16T2 adds to out[t·outStride/4 + 16b + i] for input t < 2, block b < blocks and
 // lane i < 16 to the product of the block's row i (codes, scales, zeros: the repacked layout
 // of repackVNNI16) with input t (mvQ4PrepVNNI's layout at x + t·prep, two words per group at
 // nxs + t·prep bytes) over ng groups of bpg·128 inputs. Needs AVX512_VNNI.
@@ -127,7 +127,7 @@ func mvQ4F32AsymAVX512VNNI16T1(out *float32, outStride int, codes *byte, scales 
 //go:noescape
 func mvQ4F32AsymAVX512VNNI16T2(out *float32, outStride int, codes *byte, scales *byte, zeros *int32, ng int, bpg int, x *float32, nxs *float32, prep int, blocks int)
 
-// mvQ4F32AsymAVX512VNNI16T3 sets out[t·outStride/4 + 16b + i] for input t < 3, block b < blocks and
+// mvQ4F32AsymAVX512VNNI16T3 adds to out[t·outStride/4 + 16b + i] for input t < 3, block b < blocks and
 // lane i < 16 to the product of the block's row i (codes, scales, zeros: the repacked layout
 // of repackVNNI16) with input t (mvQ4PrepVNNI's layout at x + t·prep, two words per group at
 // nxs + t·prep bytes) over ng groups of bpg·128 inputs. Needs AVX512_VNNI.
@@ -135,7 +135,7 @@ func mvQ4F32AsymAVX512VNNI16T2(out *float32, outStride int, codes *byte, scales 
 //go:noescape
 func mvQ4F32AsymAVX512VNNI16T3(out *float32, outStride int, codes *byte, scales *byte, zeros *int32, ng int, bpg int, x *float32, nxs *float32, prep int, blocks int)
 
-// mvQ4F32AsymAVX512VNNI16T4 sets out[t·outStride/4 + 16b + i] for input t < 4, block b < blocks and
+// mvQ4F32AsymAVX512VNNI16T4 adds to out[t·outStride/4 + 16b + i] for input t < 4, block b < blocks and
 // lane i < 16 to the product of the block's row i (codes, scales, zeros: the repacked layout
 // of repackVNNI16) with input t (mvQ4PrepVNNI's layout at x + t·prep, two words per group at
 // nxs + t·prep bytes) over ng groups of bpg·128 inputs. Needs AVX512_VNNI.

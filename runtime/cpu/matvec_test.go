@@ -132,8 +132,8 @@ func q4Ref(w int4.Weight, wd []float32, r int, x []float32) (want, mag float64) 
 // scale dtypes, symmetric and asymmetric) against the float64 product of
 // the dequantized weight, on odd row counts, odd group counts (rows whose
 // zero points start mid-byte), the three fast group sizes, whole blocks of
-// 16 rows (the rows-in-lanes kernel and its repacked copy), and sizes that
-// must fall back to Go (group 43, 16).
+// 16 rows (the rows-in-lanes kernel and its repacked copy, in column tiles
+// when wide), and sizes that must fall back to Go (group 43, 16).
 func TestMatVecInt4MatchesReference(t *testing.T) {
 	r := rand.New(rand.NewPCG(8, 9))
 	cases := []struct{ rows, cols, g int }{
@@ -142,6 +142,10 @@ func TestMatVecInt4MatchesReference(t *testing.T) {
 		{5, 768, 256}, {3, 2048, 1024}, {2, 4096, 2048},
 		// Whole blocks of 16 rows: the rows-in-lanes VNNI kernel.
 		{16, 1152, 128}, {48, 384, 128}, {32, 768, 256}, {16, 2048, 1024},
+		// Wide ones, cut into column tiles (vnni16TileGroups): 3 equal
+		// tiles over a superblock and a partial one, 2 unequal tiles, 3
+		// tiles of two 1024-input groups.
+		{176, 4608, 128}, {32, 2432, 128}, {16, 6144, 1024},
 	}
 	for _, threads := range []int{1, 2, 3} {
 		p := NewPool(threads)

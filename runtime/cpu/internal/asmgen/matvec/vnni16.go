@@ -66,7 +66,7 @@ func q4VNNI16T(T int, bf16 bool, asym bool, lowNibbles Mem) {
 	name := fmt.Sprintf("mvQ4%s%sAVX512VNNI16T%d", st, symName(asym), T)
 	TEXT(name, NOSPLIT, "func(out *float32, outStride int, codes *byte, scales *byte, zeros *int32, ng int, bpg int, x *float32, nxs *float32, prep int, blocks int)")
 	Pragma("noescape")
-	Doc(fmt.Sprintf("%s sets out[t·outStride/4 + 16b + i] for input t < %d, block b < blocks and", name, T),
+	Doc(fmt.Sprintf("%s adds to out[t·outStride/4 + 16b + i] for input t < %d, block b < blocks and", name, T),
 		"lane i < 16 to the product of the block's row i (codes, scales, zeros: the repacked layout",
 		"of repackVNNI16) with input t (mvQ4PrepVNNI's layout at x + t·prep, two words per group at",
 		"nxs + t·prep bytes) over ng groups of bpg·128 inputs. Needs AVX512_VNNI.")
@@ -187,6 +187,7 @@ func q4VNNI16T(T int, bf16 bool, asym bool, lowNibbles Mem) {
 	o := GP64()
 	MOVQ(out, o)
 	for t := 0; t < T; t++ {
+		VADDPS(Mem{Base: o}, facc[t], facc[t])
 		VMOVUPS(facc[t], Mem{Base: o})
 		ADDQ(os, o)
 	}
