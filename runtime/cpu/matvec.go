@@ -149,12 +149,8 @@ func matVecsRun(level ISA, impl q4Impl, p *Pool, outs [][]float32, ws []Mat, x [
 		for i := range ws {
 			part, w := &j.parts[i], ws[i]
 			rowBytes := max(1, len(w.Data)/w.Rows)
-			grain := mvGrain
-			if impl == q4AVX512VNNI16 {
-				grain = vnni16Super * vnni16Rows // a kernel call per superblock and column tile
-			}
-			c := max(grain, mvChunkBytes/rowBytes, w.Rows/(mvChunksPerThread*p.Threads()))
-			part.chunk = (c + grain - 1) / grain * grain
+			c := max(mvGrain, mvChunkBytes/rowBytes, w.Rows/(mvChunksPerThread*p.Threads()))
+			part.chunk = (c + mvGrain - 1) / mvGrain * mvGrain
 			part.first = j.chunks
 			j.chunks += (w.Rows + part.chunk - 1) / part.chunk
 		}

@@ -194,7 +194,7 @@ func BenchmarkMatVecVsProbe(b *testing.B) {
 	} {
 		mats, one := benchMats(c.kind, c.s.rows, c.s.cols)
 		for _, m := range mats {
-			m.PrepareMatVec()
+			m.PrepareMatVec(nil)
 		}
 		x := make([]float32, c.s.cols)
 		for i := range x {

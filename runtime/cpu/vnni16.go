@@ -4,9 +4,11 @@ import (
 	"encoding/binary"
 	"math"
 	"sync"
+	"unsafe"
 
 	"github.com/fhkit/fhkit/formats/dtype"
 	"github.com/fhkit/fhkit/formats/int4"
+	"github.com/fhkit/fhkit/runtime/hugemem"
 )
 
 // vnni16 is an int4 weight repacked for the rows-in-lanes AVX512_VNNI
@@ -48,6 +50,8 @@ type vnni16 struct {
 	codes  []byte
 	scales []byte // bf16 or float32 (scaleBF16), little-endian
 	zeros  []int32
+	// mem holds the memory of codes, scales and zeros (nil: the heap).
+	mem *hugemem.Arena
 	// scaleBF16: the scales are the model's bf16 bits (the kernel widens
 	// them); other scale dtypes are widened to float32 here, exactly.
 	scaleBF16 bool
@@ -105,14 +109,16 @@ func vnni16Suits(level ISA, w Mat) bool {
 }
 
 // PrepareMatVec builds what the kernels chosen for m on this CPU need
-// besides m's own data (the rows-in-lanes VNNI kernels' repacked copy), so
-// the first product does not pay for it (products build it on first use
-// otherwise). It reports whether m.Data is then no longer read by the CPU
-// kernels: the repacked copy serves matrix-vector and matrix-matrix
+// besides m's own data (the rows-in-lanes VNNI kernels' repacked copy), in
+// memory from a (huge pages: hugemem; nil: the Go heap), so the first
+// product does not pay for it (products build it on first use otherwise,
+// in the heap). It reports whether m.Data is then no longer read by the
+// CPU kernels: the repacked copy serves matrix-vector and matrix-matrix
 // products alike.
-func (m Mat) PrepareMatVec() (dataUnused bool) {
+func (m Mat) PrepareMatVec(a *hugemem.Arena) (dataUnused bool) {
 	if m.DType == dtype.U4 && mvSupported(isa, m) && q4ImplFor(isa, m) == q4AVX512VNNI16 {
-		m.rowsInLanes()
+		q := m.Q4
+		q.rowsInLanesOnce.Do(func() { q.rowsInLanes = repackVNNI16(m, a) })
 		return true
 	}
 	return false
@@ -122,27 +128,27 @@ func (m Mat) PrepareMatVec() (dataUnused bool) {
 // on first use.
 func (m Mat) rowsInLanes() *vnni16 {
 	q := m.Q4
-	q.rowsInLanesOnce.Do(func() { q.rowsInLanes = repackVNNI16(m) })
+	q.rowsInLanesOnce.Do(func() { q.rowsInLanes = repackVNNI16(m, nil) })
 	return q.rowsInLanes
 }
 
 // repackVNNI16 builds the layout of vnni16 from w (Rows a multiple of 16,
-// Cols of 128).
-func repackVNNI16(w Mat) *vnni16 {
+// Cols of 128) in memory from a.
+func repackVNNI16(w Mat, a *hugemem.Arena) *vnni16 {
 	q := w.Q4
 	rows, cols, G := w.Rows, w.Cols, q.GroupSize
 	ng := cols / G
 	stride := cols / 2
 	gbytes := 16 * G / 2 // codes of a block-group
-	r := &vnni16{codes: make([]byte, rows*stride), scaleBF16: q.ScaleDType == dtype.BF16,
+	r := &vnni16{codes: a.Bytes(rows * stride), mem: a, scaleBF16: q.ScaleDType == dtype.BF16,
 		blocks: rows / vnni16Rows, groups: ng, tileGroups: vnni16TileGroups(ng, G)}
 	ssz := 4
 	if r.scaleBF16 {
 		ssz = 2
 	}
-	r.scales = make([]byte, rows*ng*ssz)
+	r.scales = a.Bytes(rows * ng * ssz)
 	if q.Zeros != nil {
-		r.zeros = make([]int32, rows*ng)
+		r.zeros = unsafe.Slice((*int32)(unsafe.Pointer(&a.Bytes(4 * rows * ng)[0])), rows*ng)
 	}
 	s := make([]float32, ng)
 	for b := 0; b < r.blocks; b++ {

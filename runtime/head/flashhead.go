@@ -11,10 +11,12 @@ import (
 	"math"
 	"slices"
 	"sync"
+	"unsafe"
 
 	"github.com/fhkit/fhkit/formats/dtype"
 	"github.com/fhkit/fhkit/formats/fhm"
 	"github.com/fhkit/fhkit/runtime/cpu"
+	"github.com/fhkit/fhkit/runtime/hugemem"
 	"github.com/fhkit/fhkit/runtime/sample"
 )
 
@@ -57,6 +59,8 @@ type FlashHead struct {
 	head    cpu.Mat   // the dense head rows, for special tokens
 	softcap float32
 	scratch sync.Pool // of *scratch
+	// mem holds w_perm's copy and the stage-1 centroids (huge pages).
+	mem *hugemem.Arena
 }
 
 // Load reads the FlashHead of a .fhm file. head is the model's dense head
@@ -85,11 +89,19 @@ func Load(f *fhm.File, dense cpu.Mat, probes int, stage1 Stage1, softcap float64
 	if !ok || !slices.Equal(wp.Info.Shape, []int64{int64(K * cp), int64(D)}) {
 		return nil, bad("tensor %s missing or not [%d %d]", fhm.FlashHeadWeights, K*cp, D)
 	}
-	wperm, err := cpu.NewMat(K*cp, D, wp.Info.DType, wp.Data)
+	// Stage 2 reads P blocks at random, each a few 4 KiB pages of the
+	// mapped file (a TLB miss each): a copy in huge pages, made once here,
+	// reads them faster (hugemem), and the file's pages leave the resident
+	// set.
+	mem := hugemem.New()
+	rows := mem.Bytes(len(wp.Data))
+	copy(rows, wp.Data)
+	f.Release(wp.Data)
+	wperm, err := cpu.NewMat(K*cp, D, wp.Info.DType, rows)
 	if err != nil {
 		return nil, bad("%s: %v", fhm.FlashHeadWeights, err)
 	}
-	h := &FlashHead{K: K, Cap: cp, D: D, Vocab: V, stage1: stage1, wperm: wperm, head: dense, softcap: float32(softcap)}
+	h := &FlashHead{K: K, Cap: cp, D: D, Vocab: V, stage1: stage1, wperm: wperm, head: dense, softcap: float32(softcap), mem: mem}
 	h.vmap = make([]int32, K*cp)
 	seen := make([]bool, V)
 	for i := range h.vmap {
@@ -130,8 +142,8 @@ func Load(f *fhm.File, dense cpu.Mat, probes int, stage1 Stage1, softcap float64
 // buildStage1 normalises each centroid and stores it in bf16 and int8.
 func (h *FlashHead) buildStage1() {
 	K, D := h.K, h.D
-	bf := make([]byte, K*D*2)
-	h.q8 = make([]int8, K*D)
+	bf := h.mem.Bytes(K * D * 2)
+	h.q8 = unsafe.Slice((*int8)(unsafe.Pointer(unsafe.SliceData(h.mem.Bytes(K*D)))), K*D)
 	h.q8scale = make([]float32, K)
 	row := make([]float32, D)
 	c := make([]float32, D)
@@ -167,20 +179,6 @@ func (h *FlashHead) Stage1Bytes() int64 {
 		return int64(len(h.q8)) + 4*int64(h.K)
 	}
 	return int64(len(h.norm.Data))
-}
-
-// Touch reads one byte of every page of the permuted head rows and returns
-// their sum (which means nothing): the rows are mapped from the model
-// file, and each token probes blocks at random, so the first tokens of a
-// process fault pages in that a long-running one has long mapped. A
-// benchmark touches them first to time the steady state.
-func (h *FlashHead) Touch() byte {
-	var sum byte
-	d := h.wperm.Data
-	for i := 0; i < len(d); i += 4096 {
-		sum += d[i]
-	}
-	return sum
 }
 
 // WeightDType is the dtype of the permuted head rows stage 2 reads.
