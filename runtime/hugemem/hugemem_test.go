@@ -5,8 +5,8 @@ import (
 	"os"
 	"runtime"
 	"strings"
-	"time"
 	"testing"
+	"time"
 	"unsafe"
 )
 
