@@ -149,8 +149,12 @@ func matVecsRun(level ISA, impl q4Impl, p *Pool, outs [][]float32, ws []Mat, x [
 		for i := range ws {
 			part, w := &j.parts[i], ws[i]
 			rowBytes := max(1, len(w.Data)/w.Rows)
-			c := max(mvGrain, mvChunkBytes/rowBytes, w.Rows/(mvChunksPerThread*p.Threads()))
-			part.chunk = (c + mvGrain - 1) / mvGrain * mvGrain
+			grain := mvGrain
+			if impl == q4AVX512VNNI16 && w.rowsInLanes().tiled() {
+				grain = vnni16Super * vnni16Rows // whole superblocks: one stream of codes per chunk
+			}
+			c := max(grain, mvChunkBytes/rowBytes, w.Rows/(mvChunksPerThread*p.Threads()))
+			part.chunk = (c + grain - 1) / grain * grain
 			part.first = j.chunks
 			j.chunks += (w.Rows + part.chunk - 1) / part.chunk
 		}

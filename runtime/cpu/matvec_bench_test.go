@@ -3,6 +3,7 @@ package cpu_test
 import (
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"testing"
 	"time"
 
@@ -10,6 +11,7 @@ import (
 	"github.com/fhkit/fhkit/formats/int4"
 	"github.com/fhkit/fhkit/runtime/bench"
 	"github.com/fhkit/fhkit/runtime/cpu"
+	"github.com/fhkit/fhkit/runtime/hugemem"
 )
 
 // mvShape is one gemma-3-1b decode product.
@@ -32,8 +34,10 @@ var gemma1bShapes = []mvShape{
 const outOfCache = 256 << 20
 
 // benchMats returns enough distinct copies of a random weight of the given
-// kind to exceed outOfCache together, and the bytes one product reads.
-func benchMats(kind string, rows, cols int) ([]cpu.Mat, int64) {
+// kind to exceed outOfCache together, and the bytes one product reads. As
+// model.Load does, it puts the weights the kernels read in huge pages
+// from mem, which the caller keeps alive while it uses them.
+func benchMats(mem *hugemem.Arena, kind string, rows, cols int) ([]cpu.Mat, int64) {
 	r := rand.New(rand.NewPCG(uint64(rows), uint64(cols)))
 	var one int64
 	if kind == "q4g128" {
@@ -64,13 +68,14 @@ func benchMats(kind string, rows, cols int) ([]cpu.Mat, int64) {
 			if err != nil {
 				panic(err)
 			}
+			m.PrepareMatVec(mem)
 			mats[i] = m
 		default:
 			dt := dtype.BF16
 			if kind == "f32" {
 				dt = dtype.F32
 			}
-			data := make([]byte, rows*cols*dt.Size())
+			data := mem.Bytes(rows * cols * dt.Size())
 			for j := 0; j+1 < len(data); j += 2 {
 				// Random bf16 halves with a sane exponent (never NaN).
 				data[j], data[j+1] = byte(r.Uint32()), 0x3c+byte(r.IntN(2))
@@ -114,7 +119,8 @@ func BenchmarkMatVec(b *testing.B) {
 			b.ReportMetric(gbs, "GB/s")
 		})
 		for _, j := range jobs {
-			mats, bytes := benchMats(j.kind, j.s.rows, j.s.cols)
+			mem := hugemem.New()
+			mats, bytes := benchMats(mem, j.kind, j.s.rows, j.s.cols)
 			x := make([]float32, j.s.cols)
 			for i := range x {
 				x[i] = float32(i%7) - 3
@@ -142,6 +148,7 @@ func BenchmarkMatVec(b *testing.B) {
 					run("avx512vnni16", func(out []float32, w cpu.Mat) { cpu.MatVecQ4VNNI16(p, out, w, x) })
 				}
 			}
+			runtime.KeepAlive(mem)
 		}
 		p.Close()
 	}
@@ -192,10 +199,8 @@ func BenchmarkMatVecVsProbe(b *testing.B) {
 		{"bf16", mvShape{"head_262144x1152", 262144, 1152}},
 		{"bf16", mvShape{"down_1152x6912", 1152, 6912}},
 	} {
-		mats, one := benchMats(c.kind, c.s.rows, c.s.cols)
-		for _, m := range mats {
-			m.PrepareMatVec(nil)
-		}
+		mem := hugemem.New()
+		mats, one := benchMats(mem, c.kind, c.s.rows, c.s.cols)
 		x := make([]float32, c.s.cols)
 		for i := range x {
 			x[i] = float32(i%7) - 3
@@ -219,5 +224,6 @@ func BenchmarkMatVecVsProbe(b *testing.B) {
 			b.ReportMetric(probeGBs/n, "probe_GB/s")
 			b.ReportMetric(productGBs/n, "product_GB/s")
 		})
+		runtime.KeepAlive(mem)
 	}
 }

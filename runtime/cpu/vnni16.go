@@ -68,9 +68,16 @@ type vnni16 struct {
 const vnni16TileBytes = 4 << 10
 
 // vnni16Super is the blocks of a superblock: a tile's codes of one
-// superblock (8 blocks of 16 rows) are one kernel call, 9 KiB per block
-// for a 1152-wide tile.
-const vnni16Super = 8
+// superblock (4 blocks of 16 rows) are one kernel call, 14 KiB per block
+// for the 1792-wide tiles of a 6912-wide weight. Threads take tiled
+// weights in whole superblocks (matVecsRun): otherwise a chunk's first
+// and last calls read small pieces of each tile (the down product of
+// gemma-3-1b, 144-row chunks over superblocks of 8 blocks, read 0.79 of
+// the probe in the machines' fast memory mode where gate/up read 0.91).
+const vnni16Super = 4
+
+// tiled reports whether the weight is cut into column tiles.
+func (r *vnni16) tiled() bool { return r.tileGroups < r.groups }
 
 // unit returns the index of block b's group g in the layout.
 func (r *vnni16) unit(b, g int) int {
