@@ -141,20 +141,17 @@ func matVecsRun(level ISA, impl q4Impl, p *Pool, outs [][]float32, ws []Mat, x [
 		}
 	} else {
 		// Threads take chunks of rows from home shares (shares): one
-		// stream of weights each, and no waiting for a late thread.
-		// Chunks are a multiple of mvGrain rows and at least
-		// mvChunkBytes, and there are about mvChunksPerThread per thread
-		// in each matrix.
+		// stream of weights each, and no waiting for a late thread. A
+		// chunk is a few rows (mvGrain, or a tiled int4 weight's
+		// superblock), and a thread claims half of what is left of a
+		// share at a time (nextRange).
 		j.chunks = 0
 		for i := range ws {
 			part, w := &j.parts[i], ws[i]
-			rowBytes := max(1, len(w.Data)/w.Rows)
-			grain := mvGrain
+			part.chunk = mvGrain
 			if impl == q4AVX512VNNI16 && w.rowsInLanes().tiled() {
-				grain = vnni16Super * vnni16Rows // whole superblocks: one stream of codes per chunk
+				part.chunk = vnni16Super * vnni16Rows // whole superblocks: one stream of codes per call
 			}
-			c := max(grain, mvChunkBytes/rowBytes, w.Rows/(mvChunksPerThread*p.Threads()))
-			part.chunk = (c + grain - 1) / grain * grain
 			part.first = j.chunks
 			j.chunks += (w.Rows + part.chunk - 1) / part.chunk
 		}
@@ -165,12 +162,6 @@ func matVecsRun(level ISA, impl q4Impl, p *Pool, outs [][]float32, ws []Mat, x [
 	j.x, j.xq, j.nxs = nil, nil, nil
 	clear(j.parts[:])
 }
-
-// Chunking of the rows between threads (see matVecISA).
-const (
-	mvChunkBytes      = 64 << 10
-	mvChunksPerThread = 4
-)
 
 // mvScratch is a Pool's reusable state for matVec: the rearranged input of
 // int4 products and the job the workers read, guarded by mu.
@@ -201,24 +192,33 @@ type mvPart struct {
 	first int // the job's index of its first chunk
 }
 
-// Run computes chunks, its home share's first (shares), until none is
-// left.
-func (j *mvJob) Run(lo, _ int) {
+// Run computes ranges of chunks, its home share's first (shares), until
+// none is left.
+func (j *mvJob) Run(me, _ int) {
 	k := 0
-	for c, ok := j.shares.next(lo, &k); ok; c, ok = j.shares.next(lo, &k) {
-		j.chunk(c)
+	for lo, hi, ok := j.shares.nextRange(me, &k); ok; lo, hi, ok = j.shares.nextRange(me, &k) {
+		j.chunkRange(lo, hi)
 	}
 }
 
-// chunk computes the rows of chunk c.
-func (j *mvJob) chunk(c int) {
-	i := j.n - 1
-	for j.parts[i].first > c {
-		i--
+// chunkRange computes the rows of chunks [lo, hi), one call per part they
+// cover.
+func (j *mvJob) chunkRange(lo, hi int) {
+	for lo < hi {
+		i := j.n - 1
+		for j.parts[i].first > lo {
+			i--
+		}
+		part := &j.parts[i]
+		end := hi
+		if i+1 < j.n {
+			end = min(hi, j.parts[i+1].first)
+		}
+		r0 := (lo - part.first) * part.chunk
+		r1 := min((end-part.first)*part.chunk, part.w.Rows)
+		j.rows(part, r0, r1)
+		lo = end
 	}
-	part := &j.parts[i]
-	lo := (c - part.first) * part.chunk
-	j.rows(part, lo, min(lo+part.chunk, part.w.Rows))
 }
 
 // rows computes part's out[lo:hi].

@@ -197,7 +197,9 @@ func BenchmarkMatVecVsProbe(b *testing.B) {
 		{"q4g128", mvShape{"down_1152x6912", 1152, 6912}},
 		{"q4g128", mvShape{"q_1024x1152", 1024, 1152}},
 		{"bf16", mvShape{"head_262144x1152", 262144, 1152}},
+		{"bf16", mvShape{"gate_up_6912x1152", 6912, 1152}},
 		{"bf16", mvShape{"down_1152x6912", 1152, 6912}},
+		{"bf16", mvShape{"q_1024x1152", 1024, 1152}},
 	} {
 		mem := hugemem.New()
 		mats, one := benchMats(mem, c.kind, c.s.rows, c.s.cols)

@@ -248,3 +248,49 @@ func TestSharesNextCoversLoop(t *testing.T) {
 		}
 	}
 }
+
+// nextRange hands out every item exactly once, in non-empty ranges of
+// half of what was left (rounded up); a thread's own share comes first,
+// front to back.
+func TestSharesNextRangeCoversLoop(t *testing.T) {
+	for _, c := range []struct{ n, parts int }{{0, 1}, {100, 1}, {1, 2}, {7, 2}, {100, 3}, {5, 5}, {1000, 2}} {
+		var s shares
+		s.reset(c.n, c.parts)
+		seen := make([]atomic.Int32, c.n)
+		var wg sync.WaitGroup
+		for me := range c.parts {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				k, next := 0, me*c.n/c.parts
+				home := (me+1)*c.n/c.parts - next
+				for lo, hi, ok := s.nextRange(me, &k); ok; lo, hi, ok = s.nextRange(me, &k) {
+					if hi <= lo {
+						t.Errorf("n=%d parts=%d: empty range [%d, %d)", c.n, c.parts, lo, hi)
+						return
+					}
+					if k == 0 {
+						if lo != next {
+							t.Errorf("n=%d parts=%d: thread %d took [%d, %d) after item %d of its own share", c.n, c.parts, me, lo, hi, next-1)
+						}
+						// Others may have taken items from the back: home
+						// bounds what is left, and equals it alone.
+						if want := (home + 1) / 2; hi-lo > want || (c.parts == 1 && hi-lo != want) {
+							t.Errorf("n=%d parts=%d: thread %d took %d items of at most %d left, want %d", c.n, c.parts, me, hi-lo, home, want)
+						}
+						next, home = hi, home-(hi-lo)
+					}
+					for i := lo; i < hi; i++ {
+						seen[i].Add(1)
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		for i := range seen {
+			if got := seen[i].Load(); got != 1 {
+				t.Fatalf("n=%d parts=%d: item %d taken %d times", c.n, c.parts, i, got)
+			}
+		}
+	}
+}

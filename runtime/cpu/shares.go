@@ -53,7 +53,42 @@ func (s *shares) next(me int, k *int) (int, bool) {
 	return 0, false
 }
 
+// nextRange is next for loops whose items are small (a matrix-vector
+// product's blocks of rows): it returns items [lo, hi), half of what is
+// left of the share it takes them from (at least one), so that a thread
+// makes few claims while its share is large and a thread done early finds
+// small pieces left at the end instead of waiting for a whole chunk.
+func (s *shares) nextRange(me int, k *int) (lo, hi int, ok bool) {
+	T := len(s.homes)
+	for ; *k < T; *k++ {
+		if lo, hi, ok := s.homes[(me+*k)%T].takeHalf(*k > 0); ok {
+			return lo, hi, true
+		}
+	}
+	return 0, 0, false
+}
+
 func (h *share) set(front, back int) { h.r.Store(uint64(back)<<32 | uint64(front)) }
+
+// takeHalf returns half of the items left in the share (rounded up) from
+// its front (or its back), and false when it is empty.
+func (h *share) takeHalf(back bool) (lo, hi int, ok bool) {
+	for {
+		old := h.r.Load()
+		f, b := uint32(old), uint32(old>>32)
+		if f >= b {
+			return 0, 0, false
+		}
+		n := (b - f + 1) / 2
+		next, lo, hi := uint64(b)<<32|uint64(f+n), f, f+n
+		if back {
+			next, lo, hi = uint64(b-n)<<32|uint64(f), b-n, b
+		}
+		if h.r.CompareAndSwap(old, next) {
+			return int(lo), int(hi), true
+		}
+	}
+}
 
 // take returns the item at the front (or at the back) of the share, and
 // false when it is empty.
