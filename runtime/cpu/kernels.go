@@ -25,6 +25,10 @@ type Mat struct {
 	// panels holds a small float weight's panels for the matrix-matrix
 	// kernels, widened once (gemmPanels); NewMat sets it.
 	panels *panelCache
+	// tiles holds a wide float weight's copy in column tiles for the
+	// matrix-vector kernels (densetiles.go); NewMat sets it,
+	// PrepareMatVec fills it.
+	tiles *tileHolder
 }
 
 // Bytes is the storage one product with m reads: the elements, and an
@@ -45,7 +49,7 @@ func NewMat(rows, cols int, dt dtype.DType, data []byte) (Mat, error) {
 	if int64(len(data)) != int64(rows)*int64(cols)*int64(dt.Size()) {
 		return Mat{}, fmt.Errorf("weight [%d, %d] %s needs %d bytes, has %d", rows, cols, dt, rows*cols*dt.Size(), len(data))
 	}
-	return Mat{Rows: rows, Cols: cols, DType: dt, Data: data, panels: new(panelCache)}, nil
+	return Mat{Rows: rows, Cols: cols, DType: dt, Data: data, panels: new(panelCache), tiles: new(tileHolder)}, nil
 }
 
 // RowF32 widens row r into dst (len Cols).

@@ -149,8 +149,11 @@ func matVecsRun(level ISA, impl q4Impl, p *Pool, outs [][]float32, ws []Mat, x [
 		for i := range ws {
 			part, w := &j.parts[i], ws[i]
 			part.chunk = mvGrain
-			if impl == q4AVX512VNNI16 && w.rowsInLanes().tiled() {
+			switch {
+			case impl == q4AVX512VNNI16 && w.rowsInLanes().tiled():
 				part.chunk = vnni16Super * vnni16Rows // whole superblocks: one stream of codes per call
+			case w.DType != dtype.U4 && w.denseTiles() != nil:
+				part.chunk = denseTileRows // whole row blocks: one stream
 			}
 			part.first = j.chunks
 			j.chunks += (w.Rows + part.chunk - 1) / part.chunk
@@ -225,6 +228,10 @@ func (j *mvJob) chunkRange(lo, hi int) {
 func (j *mvJob) rows(part *mvPart, lo, hi int) {
 	if part.w.DType == dtype.U4 {
 		q4Rows(j.q4, part.out, part.w, j.xq, j.nxs, lo, hi)
+		return
+	}
+	if t := part.w.denseTiles(); t != nil {
+		tiledRows(j.level, part.out, part.w, t, j.x, lo, hi)
 		return
 	}
 	denseRows(j.level, part.out, part.w, j.x, lo, hi)

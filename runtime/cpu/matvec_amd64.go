@@ -53,10 +53,6 @@ func denseCall(level ISA, dt dtype.DType, out *float32, w *byte, stride int, x *
 	}
 }
 
-// denseRows1Cols is the widest x (in inputs: 8 KiB of float32) the dense
-// kernels read once per row rather than once per four rows.
-const denseRows1Cols = 2048
-
 // denseRows sets out[r] = W[r,:]·x for lo <= r < hi with the level's
 // kernel (mvSupported(level, w) must hold); the kernel covers the columns
 // up to a multiple of the vector width, Go the rest.
@@ -76,6 +72,33 @@ func denseRows(level ISA, out []float32, w Mat, x []float32, lo, hi int) {
 		for r := range o {
 			o[r] += denseTail(w.DType, data[r*stride:(r+1)*stride], xs, n)
 		}
+	}
+}
+
+// tiledRows is denseRows from w's tiled copy t (denseTiles): per block
+// of rows, the one-row kernel over each tile, the tiles' sums added up.
+func tiledRows(level ISA, out []float32, w Mat, t *denseTiles, x []float32, lo, hi int) {
+	esz := w.DType.Size()
+	x = x[:w.Cols]
+	var part [denseTileRows]float32
+	for r0 := lo; r0 < hi; {
+		r1 := min(hi, (r0/denseTileRows+1)*denseTileRows)
+		o := out[r0:r1]
+		for c0 := 0; c0 < w.Cols; c0 += t.tileCols {
+			n := min(t.tileCols, w.Cols-c0)
+			data := t.data[t.offset(w, r0, c0)*esz:][:(r1-r0)*n*esz]
+			dst := o
+			if c0 > 0 {
+				dst = part[:r1-r0]
+			}
+			denseCall(level, w.DType, &dst[0], &data[0], n*esz, &x[c0], n, r1-r0)
+			if c0 > 0 {
+				for i, v := range dst {
+					o[i] += v
+				}
+			}
+		}
+		r0 = r1
 	}
 }
 

@@ -84,6 +84,7 @@ func benchMats(mem *hugemem.Arena, kind string, rows, cols int) ([]cpu.Mat, int6
 			if err != nil {
 				panic(err)
 			}
+			m.PrepareMatVec(mem)
 			mats[i] = m
 		}
 	}

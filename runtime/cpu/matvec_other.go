@@ -14,6 +14,10 @@ func denseRows(level ISA, out []float32, w Mat, x []float32, lo, hi int) {
 	sub.dotRowsGeneric(out[lo:hi], x)
 }
 
+func tiledRows(level ISA, out []float32, w Mat, t *denseTiles, x []float32, lo, hi int) {
+	panic("cpu: no dense kernels on this architecture (mvSupported is false)")
+}
+
 func cpuHasAVX512BF16() bool { return false }
 
 func cpuHasAVX512VNNI() bool { return false }

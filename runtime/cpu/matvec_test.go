@@ -14,6 +14,7 @@ import (
 
 	"github.com/fhkit/fhkit/formats/dtype"
 	"github.com/fhkit/fhkit/formats/int4"
+	"github.com/fhkit/fhkit/runtime/hugemem"
 )
 
 // u32 is the float32 unit roundoff (2^-24): one rounding of a float32
@@ -54,13 +55,17 @@ func denseShapes() [][2]int {
 	return [][2]int{
 		{1, 8}, {1, 16}, {3, 16}, {4, 32}, {5, 24}, {7, 40}, {9, 100},
 		{17, 33}, {33, 257}, {64, 1152}, {6, 7}, {130, 520},
-		// Wider than denseRows1Cols: the four-rows-per-pass kernels.
-		{9, 2100}, {6, 3000}, {4, 4096},
+		// Wider than denseRows1Cols: the four-rows-per-pass kernels, or
+		// column tiles once prepared (denseTilesSuit: whole vectors):
+		// 2 equal tiles, 3 tiles with a narrower last one over three row
+		// blocks (the last partial), the gemma-3-1b down shape.
+		{9, 2100}, {6, 3000}, {4, 4096}, {130, 4160}, {70, 6912},
 	}
 }
 
 // TestMatVecDenseMatchesReference checks every level's dense kernels (F32,
-// BF16, F16; one row per pass up to denseRows1Cols inputs, four beyond)
+// BF16, F16; one row per pass up to denseRows1Cols inputs, four beyond,
+// and a wide weight's copy in column tiles)
 // against a float64 product of the same (widened) weights, on rows that
 // are not a multiple of the four rows per pass and columns with and without
 // a tail, with 1-3 threads.
@@ -85,6 +90,14 @@ func TestMatVecDenseMatchesReference(t *testing.T) {
 					matVecISA(level, p, got, m, x)
 					dr := make([]float32, rows)
 					m.DotRows(dr, x)
+					// The same weight in column tiles, where wide enough.
+					tiled := make([]float32, rows)
+					mt, _ := NewMat(rows, cols, dt, data)
+					mt.PrepareMatVec(hugemem.New())
+					if (mt.denseTiles() != nil) != (denseTilesSuit(dt, cols) && mvSupported(isa, m)) {
+						t.Fatalf("%s [%d,%d]: tiled copy %v", dt, rows, cols, mt.denseTiles() != nil)
+					}
+					matVecISA(level, p, tiled, mt, x)
 					row := make([]float32, cols)
 					for i := 0; i < rows; i++ {
 						m.RowF32(row, i)
@@ -101,6 +114,9 @@ func TestMatVecDenseMatchesReference(t *testing.T) {
 						}
 						if d := math.Abs(float64(dr[i]) - want); d > tol {
 							t.Fatalf("DotRows %s [%d,%d]: out[%d] = %g, want %g", dt, rows, cols, i, dr[i], want)
+						}
+						if d := math.Abs(float64(tiled[i]) - want); d > tol {
+							t.Fatalf("tiled %s %s [%d,%d] threads %d: out[%d] = %g, want %g (diff %g > %g)", level, dt, rows, cols, threads, i, tiled[i], want, d, tol)
 						}
 					}
 				}

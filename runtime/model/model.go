@@ -76,10 +76,11 @@ func Load(path string) (*Model, error) {
 	// Decode reads every weight of the body and the head in full every
 	// token: they go to huge pages now (hugemem; a decode step's body
 	// took 9.8 ms from 4 KiB pages against 8.3 from huge pages), int4
-	// ones as the copy the kernels repack them into (PrepareMatVec), float
-	// ones as they are, and the file's pages leave the resident set (the
-	// CUDA upload reads the float copies, and brings the stored int4 codes
-	// back). A tied head is the embedding: one copy serves both.
+	// ones as the copy the kernels repack them into and wide float ones in
+	// the column tiles of the matrix-vector kernels (PrepareMatVec), other
+	// float ones as they are, and the file's pages leave the resident set
+	// (the CUDA upload and prefill read what they need back). A tied head
+	// is the embedding: one copy serves both.
 	m.mem = hugemem.New()
 	tied := len(m.Head.Data) > 0 && len(m.Embed.Data) > 0 && &m.Head.Data[0] == &m.Embed.Data[0]
 	for i := range m.Layers {
@@ -97,11 +98,14 @@ func Load(path string) (*Model, error) {
 
 // inHugePages moves *w to m.mem (Load).
 func (m *Model) inHugePages(w *cpu.Mat) {
-	if w.DType == dtype.U4 {
-		if w.PrepareMatVec(m.mem) {
-			m.File.Release(w.Data)
-		}
+	if w.PrepareMatVec(m.mem) {
+		// The kernels' own copy serves decode (a wide float weight's
+		// Data still serves prefill, from the page cache).
+		m.File.Release(w.Data)
 		return
+	}
+	if w.DType == dtype.U4 {
+		return // no kernel copy on this CPU: the file's pages serve
 	}
 	data := m.mem.Bytes(len(w.Data))
 	copy(data, w.Data)
