@@ -292,3 +292,42 @@ func TestRelease(t *testing.T) {
 	f.Close()
 	f.Release(make([]byte, 10))
 }
+
+// CopyOut reads a tensor's bytes (or part of them) from the file into dst
+// exactly as the mapping holds them, copies slices from elsewhere as they
+// are, and fails naming the file when it can no longer be read.
+func TestCopyOut(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "m.fhm")
+	ts := randTensors(3)
+	writeFile(t, p, ts)
+	f, err := Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, x := range ts {
+		got, _ := f.Tensor(x.name)
+		for _, part := range [][]byte{got.Data, got.Data[len(got.Data)/3:]} {
+			dst := make([]byte, len(part))
+			if err := f.CopyOut(dst, part); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(dst, part) {
+				t.Errorf("tensor %s: CopyOut differs from the mapping", x.name)
+			}
+		}
+	}
+	other := []byte{1, 2, 3}
+	dst := make([]byte, 3)
+	if err := f.CopyOut(dst, other); err != nil || !bytes.Equal(dst, other) {
+		t.Errorf("CopyOut of a slice outside the file: %v %v", dst, err)
+	}
+	got, _ := f.Tensor(ts[0].name)
+	if err := os.Remove(p); err != nil {
+		t.Fatal(err)
+	}
+	err = f.CopyOut(make([]byte, len(got.Data)), got.Data)
+	if err == nil || !strings.Contains(err.Error(), "m.fhm") {
+		t.Errorf("CopyOut after the file was removed: %v, want an error naming it", err)
+	}
+}

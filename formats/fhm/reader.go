@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"os"
 	"sort"
 	"unicode/utf8"
 	"unsafe"
@@ -314,15 +315,45 @@ func (f *File) PrettyMetadata() []byte {
 // process's resident set; reading b later brings them back from the page
 // cache or the disk. A b outside the file is ignored.
 func (f *File) Release(b []byte) {
+	if off, ok := f.offsetOf(b); ok {
+		f.mm.DontNeed(off, len(b))
+	}
+}
+
+// CopyOut copies b, tensor data of f, into dst (as long) with read calls
+// on the file rather than through the mapping: a copy made at load then
+// costs no page fault per 4 KiB of the source (a 2 GB model's copy took
+// ~4 s through the mapping on the build VMs). Other slices are copied as
+// they are.
+func (f *File) CopyOut(dst, b []byte) error {
+	off, ok := f.offsetOf(b)
+	if !ok {
+		copy(dst, b)
+		return nil
+	}
+	file, err := os.Open(f.Path)
+	if err != nil {
+		return err
+	}
+	defer file.Close()
+	if _, err := file.ReadAt(dst[:len(b)], int64(off)); err != nil {
+		return fmt.Errorf("%s: %w", f.Path, err)
+	}
+	return nil
+}
+
+// offsetOf returns the offset of b in f's mapping, and false when b is not
+// in it.
+func (f *File) offsetOf(b []byte) (int, bool) {
 	if len(b) == 0 || f.mm == nil || len(f.mm.Data) == 0 {
-		return
+		return 0, false
 	}
 	base := uintptr(unsafe.Pointer(&f.mm.Data[0]))
 	p := uintptr(unsafe.Pointer(&b[0]))
 	if p < base || p+uintptr(len(b)) > base+uintptr(len(f.mm.Data)) {
-		return
+		return 0, false
 	}
-	f.mm.DontNeed(int(p-base), len(b))
+	return int(p - base), true
 }
 
 // Close unmaps the file; tensor data must not be used afterwards.

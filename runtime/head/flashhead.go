@@ -95,7 +95,9 @@ func Load(f *fhm.File, dense cpu.Mat, probes int, stage1 Stage1, softcap float64
 	// set.
 	mem := hugemem.New()
 	rows := mem.Bytes(len(wp.Data))
-	copy(rows, wp.Data)
+	if err := f.CopyOut(rows, wp.Data); err != nil {
+		return nil, bad("%s: %v", fhm.FlashHeadWeights, err)
+	}
 	f.Release(wp.Data)
 	wperm, err := cpu.NewMat(K*cp, D, wp.Info.DType, rows)
 	if err != nil {
