@@ -18,10 +18,11 @@ Measures, in one run: prefill tokens/s, decode tokens/s with the FlashHead
 time per token, the bytes read per decoded token, and this machine's memory
 read bandwidth (a probe built into the tool), with the ratio of decode speed
 to the bandwidth bound (bandwidth / bytes per token). Random token ids.
-The probe runs right before and right after each head's decode loop and the
-bound uses their mean; when they differ by more than a fifth, the machine's
-bandwidth moved during the loop and a note says to run again (--json:
-bandwidth_before_gbs and bandwidth_after_gbs of each head).
+The probe runs before each head's decode loop, after every 16 of its tokens
+and after it; each window of tokens is bounded by the mean of the probes
+around it (the machine's bandwidth can change within a second). When two
+consecutive probes differ by more than a fifth, the bandwidth moved within
+a window and a note says to run again (--json: probes_gbs of each head).
 
 Examples:
   fh-run bench --model gemma-fh.fhm
@@ -74,15 +75,15 @@ func runBench(args []string, stdout io.Writer) error {
 		enc.SetIndent("", "  ")
 		return enc.Encode(res)
 	}
-	fmt.Fprintf(stdout, "%s: %d threads, memory read bandwidth %.1f GB/s (mean of the probes around each head's decode)\n", rf.model, res.Threads, res.BandwidthGBs)
+	fmt.Fprintf(stdout, "%s: %d threads, memory read bandwidth %.1f GB/s (probed before, every %d tokens of and after each head's decode)\n", rf.model, res.Threads, res.BandwidthGBs, bench.ProbeWindow)
 	fmt.Fprintf(stdout, "prefill: %d tokens at %.1f tok/s\n", res.PromptTokens, res.PrefillTokS)
 	fmt.Fprintf(stdout, "%-10s %10s %12s %12s %14s %10s %9s\n", "head", "decode", "head ms/tok", "body ms/tok", "bytes/token", "bandwidth", "of bound")
 	for _, h := range res.Heads {
 		fmt.Fprintf(stdout, "%-10s %6.1f t/s %12.3f %12.3f %14s %5.1f GB/s %8.0f%%\n", h.Head, h.DecodeTokS, h.HeadMsPerTok, h.BodyMsPerTok, cli.HumanBytes(h.BytesPerToken), h.BandwidthGBs, 100*h.BoundRatio)
 	}
 	for _, h := range res.Heads {
-		if h.Unsteady() {
-			fmt.Fprintf(stdout, "note: the bandwidth moved from %.1f to %.1f GB/s during the %s decode loop; its ratio is rough, run again\n", h.BandwidthBeforeGBs, h.BandwidthAfterGBs, h.Head)
+		if moved, a, b := h.Unsteady(); moved {
+			fmt.Fprintf(stdout, "note: the bandwidth moved from %.1f to %.1f GB/s within the %s decode loop; its ratio is rough, run again\n", a, b, h.Head)
 		}
 	}
 	if len(res.Heads) == 2 {

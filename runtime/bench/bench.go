@@ -32,11 +32,14 @@ type HeadResult struct {
 	HeadMsPerTok  float64 `json:"head_ms_per_token"`
 	BodyMsPerTok  float64 `json:"body_ms_per_token"`
 	BytesPerToken int64   `json:"bytes_per_token"`
-	// BandwidthGBs is the read bandwidth measured around this head's
-	// decode loop: the mean of the probe right before and right after it.
-	BandwidthGBs       float64 `json:"bandwidth_gbs"`
-	BandwidthBeforeGBs float64 `json:"bandwidth_before_gbs"`
-	BandwidthAfterGBs  float64 `json:"bandwidth_after_gbs"`
+	// BandwidthGBs is the read bandwidth that bounds this head's decode
+	// loop: the loop runs in windows of ProbeWindow tokens with a probe
+	// before, between and after them (ProbesGBs), each window bounded by
+	// the mean of its two probes (loopBandwidth).
+	BandwidthGBs       float64   `json:"bandwidth_gbs"`
+	BandwidthBeforeGBs float64   `json:"bandwidth_before_gbs"` // the first probe
+	BandwidthAfterGBs  float64   `json:"bandwidth_after_gbs"`  // the last probe
+	ProbesGBs          []float64 `json:"probes_gbs"`
 	// BoundRatio is decode tok/s over (bandwidth / bytes per token).
 	BoundRatio float64 `json:"bound_ratio"`
 }
@@ -59,9 +62,9 @@ type Result struct {
 func Run(r *model.Runner, fh *head.FlashHead, opts Options) (*Result, error) {
 	m := r.M
 	res := &Result{Threads: r.Pool.Threads(), PromptTokens: opts.PromptTokens, GenTokens: opts.GenTokens}
-	// This machine's bandwidth drifts by tens of percent within a minute
-	// (other tenants of the host), so each head's bound uses the probe run
-	// right before and right after its decode loop (their mean), and the
+	// This machine's bandwidth drifts by tens of percent within seconds
+	// (other tenants of the host), so each head's bound uses probes run
+	// before, within and after its decode loop (loopBandwidth), and the
 	// reported bandwidth is the mean over the heads.
 	pr := NewProbe(512 << 20)
 	rng := rand.New(rand.NewPCG(opts.Seed, 3))
@@ -107,9 +110,14 @@ func Run(r *model.Runner, fh *head.FlashHead, opts Options) (*Result, error) {
 		if res.PrefillTokS == 0 {
 			res.PrefillTokS = float64(len(prompt)) / time.Since(start).Seconds()
 		}
-		bwBefore := pr.Measure(r.Pool, 3)
+		probes := []float64{pr.Measure(r.Pool, 3)}
+		var windows []int // tokens between consecutive probes
 		var headTime, bodyTime time.Duration
 		for i := 0; i < opts.GenTokens; i++ {
+			if i > 0 && i%ProbeWindow == 0 {
+				probes = append(probes, pr.Measure(r.Pool, 3))
+				windows = append(windows, ProbeWindow)
+			}
 			t0 := time.Now()
 			var id int
 			if h != nil {
@@ -128,11 +136,13 @@ func Run(r *model.Runner, fh *head.FlashHead, opts Options) (*Result, error) {
 			}
 			bodyTime += time.Since(t1)
 		}
-		bwAfter := pr.Measure(r.Pool, 3)
-		bw := (bwBefore + bwAfter) / 2
+		probes = append(probes, pr.Measure(r.Pool, 3))
+		windows = append(windows, opts.GenTokens-len(windows)*ProbeWindow)
+		bw := loopBandwidth(probes, windows)
 		res.BandwidthGBs += bw / float64(len(heads))
 		n := float64(opts.GenTokens)
-		hr := HeadResult{BandwidthGBs: bw, BandwidthBeforeGBs: bwBefore, BandwidthAfterGBs: bwAfter, Head: "dense", HeadMsPerTok: ms(headTime) / n, BodyMsPerTok: ms(bodyTime) / max(n-1, 1)}
+		hr := HeadResult{BandwidthGBs: bw, BandwidthBeforeGBs: probes[0], BandwidthAfterGBs: probes[len(probes)-1], ProbesGBs: probes,
+			Head: "dense", HeadMsPerTok: ms(headTime) / n, BodyMsPerTok: ms(bodyTime) / max(n-1, 1)}
 		hr.DecodeTokS = 1000 / (hr.HeadMsPerTok + hr.BodyMsPerTok)
 		hr.BytesPerToken = m.BodyBytes() + DenseHeadBytes(m)
 		if h != nil {
@@ -147,6 +157,26 @@ func Run(r *model.Runner, fh *head.FlashHead, opts Options) (*Result, error) {
 }
 
 func ms(d time.Duration) float64 { return float64(d) / 1e6 }
+
+// ProbeWindow is the decoded tokens between two probes. The machine's
+// memory can change speed within a loop of 64 tokens (a second or less):
+// with probes only before and after it, a loop that ran half in each
+// mode was held to a bound that neither half had.
+const ProbeWindow = 16
+
+// loopBandwidth returns the bandwidth that bounds a decode loop run in
+// windows of windows[i] tokens with probes[i] and probes[i+1] read
+// before and after window i: window i is bounded by the mean of its two
+// probes, and the loop by the sum of the windows' bounds, which is what
+// one bandwidth, the windows' harmonic mean weighted by tokens, gives.
+func loopBandwidth(probes []float64, windows []int) float64 {
+	var tokens, time float64
+	for i, n := range windows {
+		tokens += float64(n)
+		time += float64(n) / ((probes[i] + probes[i+1]) / 2)
+	}
+	return tokens / time
+}
 
 // DenseHeadBytes is the dense head's weight bytes.
 func DenseHeadBytes(m *model.Model) int64 { return m.Head.Bytes() }
@@ -199,10 +229,16 @@ func (pr *Probe) Measure(p *cpu.Pool, passes int) float64 {
 	return best
 }
 
-// Unsteady reports whether the probes around the head's decode loop
-// differ by more than a fifth: the machine's bandwidth changed during the
-// loop, and its bound ratio is then only a rough figure.
-func (h HeadResult) Unsteady() bool {
-	lo, hi := min(h.BandwidthBeforeGBs, h.BandwidthAfterGBs), max(h.BandwidthBeforeGBs, h.BandwidthAfterGBs)
-	return hi > 1.2*lo
+// Unsteady reports whether two consecutive probes of the head's decode
+// loop differ by more than a fifth: the machine's bandwidth changed within
+// a window of the loop, and its bound ratio is then only a rough figure.
+// It returns the two probes.
+func (h HeadResult) Unsteady() (bool, float64, float64) {
+	for i := 1; i < len(h.ProbesGBs); i++ {
+		a, b := h.ProbesGBs[i-1], h.ProbesGBs[i]
+		if max(a, b) > 1.2*min(a, b) {
+			return true, a, b
+		}
+	}
+	return false, 0, 0
 }

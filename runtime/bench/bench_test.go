@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"math"
 	"path/filepath"
 	"testing"
 
@@ -39,8 +40,9 @@ func TestRunAccounting(t *testing.T) {
 		t.Errorf("result %+v", res)
 	}
 	h := res.Heads[0]
-	if mean := (h.BandwidthBeforeGBs + h.BandwidthAfterGBs) / 2; h.BandwidthBeforeGBs <= 0 || h.BandwidthAfterGBs <= 0 || h.BandwidthGBs != mean {
-		t.Errorf("head bandwidth %g, want the mean %g of before %g and after %g", h.BandwidthGBs, mean, h.BandwidthBeforeGBs, h.BandwidthAfterGBs)
+	// Four tokens: one window, bounded by the mean of its two probes.
+	if mean := (h.BandwidthBeforeGBs + h.BandwidthAfterGBs) / 2; len(h.ProbesGBs) != 2 || h.BandwidthBeforeGBs <= 0 || h.BandwidthAfterGBs <= 0 || math.Abs(h.BandwidthGBs-mean) > 1e-12*mean {
+		t.Errorf("head bandwidth %g, want the mean %g of before %g and after %g (probes %v)", h.BandwidthGBs, mean, h.BandwidthBeforeGBs, h.BandwidthAfterGBs, h.ProbesGBs)
 	}
 	bound := res.BandwidthGBs * 1e9 / float64(res.BytesPerToken)
 	if d := res.BoundRatio - res.DecodeTokS/bound; d > 1e-9 || d < -1e-9 {
@@ -50,12 +52,42 @@ func TestRunAccounting(t *testing.T) {
 
 func TestUnsteady(t *testing.T) {
 	for _, c := range []struct {
-		before, after float64
-		want          bool
-	}{{30, 35, false}, {35, 30, false}, {30, 37, true}, {60, 33, true}} {
-		h := HeadResult{BandwidthBeforeGBs: c.before, BandwidthAfterGBs: c.after}
-		if got := h.Unsteady(); got != c.want {
-			t.Errorf("before %g after %g: Unsteady %v, want %v", c.before, c.after, got, c.want)
+		probes []float64
+		want   bool
+		a, b   float64
+	}{
+		{[]float64{30, 35}, false, 0, 0},
+		{[]float64{35, 30}, false, 0, 0},
+		{[]float64{30, 37}, true, 30, 37},
+		{[]float64{60, 33}, true, 60, 33},
+		// Each step within a fifth, the loop's ends not: steady.
+		{[]float64{30, 35, 40}, false, 0, 0},
+		{[]float64{35, 36, 60, 61}, true, 36, 60},
+	} {
+		h := HeadResult{ProbesGBs: c.probes}
+		if got, a, b := h.Unsteady(); got != c.want || a != c.a || b != c.b {
+			t.Errorf("probes %v: Unsteady %v %g %g, want %v %g %g", c.probes, got, a, b, c.want, c.a, c.b)
+		}
+	}
+}
+
+// A loop's bound adds up its windows' bounds: equal probes give their
+// value, a window twice as fast as another of as many tokens halves its
+// share of the bound's time, and the tokens weight the windows.
+func TestLoopBandwidth(t *testing.T) {
+	for _, c := range []struct {
+		probes  []float64
+		windows []int
+		want    float64
+	}{
+		{[]float64{40, 40}, []int{4}, 40},
+		{[]float64{30, 50}, []int{4}, 40},
+		{[]float64{30, 30, 60, 60}, []int{16, 0, 16}, 40}, // 32 tokens in 16/30 + 16/60 = 0.8
+		{[]float64{30, 30, 60, 60}, []int{16, 0, 48}, 48}, // 64 tokens in 16/30 + 48/60 = 4/3
+		{[]float64{36, 36, 36, 36, 36}, []int{16, 16, 16, 16}, 36},
+	} {
+		if got := loopBandwidth(c.probes, c.windows); math.Abs(got-c.want) > 1e-9 {
+			t.Errorf("probes %v windows %v: %g, want %g", c.probes, c.windows, got, c.want)
 		}
 	}
 }
