@@ -200,7 +200,7 @@ const probeGrain = 1 << 16
 // NewProbe allocates and fills a probe's buffer of size bytes. The buffer
 // is in huge pages, as the weights repacked at load are (hugemem): from
 // 4 KiB pages of the Go heap the probe read 45 GB/s where it read 62 from
-// huge pages, a bound that decode from huge pages passed.
+// huge pages, less than decode from huge pages reads: no bound at all.
 func NewProbe(size int) *Probe {
 	mem := hugemem.New()
 	raw := mem.Bytes(size &^ 3)

@@ -6,6 +6,7 @@ import (
 	"unsafe"
 
 	"github.com/fhkit/fhkit/formats/dtype"
+	"github.com/fhkit/fhkit/runtime/hugemem"
 )
 
 //go:generate go run ./internal/asmgen/matvec -out matvec_amd64.s -stubs matvec_stub_amd64.go
@@ -42,6 +43,31 @@ const mvSerialBytes = 64 << 10
 // mvGrain is the row granularity of the parallel split: a multiple of the
 // four rows per pass.
 const mvGrain = 16
+
+// PrepareMatVec builds what the kernels chosen for m on this CPU need
+// besides m's own data, in memory from a (huge pages: hugemem; nil: the Go
+// heap): an int4 weight's copy repacked for the rows-in-lanes VNNI kernels
+// (which products otherwise build on first use, in the heap), a wide
+// float weight's copy in column tiles (densetiles.go; only made here). It
+// reports whether the matrix-vector kernels then no longer read m.Data
+// (the int4 copy serves matrix-matrix products too; a tiled weight's Data
+// still serves them).
+func (m Mat) PrepareMatVec(a *hugemem.Arena) (dataUnused bool) {
+	switch {
+	case m.DType == dtype.U4 && mvSupported(isa, m) && q4ImplFor(isa, m) == q4AVX512VNNI16:
+		q := m.Q4
+		q.rowsInLanesOnce.Do(func() { q.rowsInLanes = repackVNNI16(m, a) })
+		return true
+	case m.tiles != nil && denseTilesSuit(m.DType, m.Cols) && mvSupported(isa, m):
+		m.tiles.mu.Lock()
+		defer m.tiles.mu.Unlock()
+		if m.tiles.tiles.Load() == nil {
+			m.tiles.tiles.Store(buildDenseTiles(m, a))
+		}
+		return true
+	}
+	return false
+}
 
 // matVec is MatMul for one input vector (decode): out[r] = W[r,:] · x.
 func matVec(p *Pool, out []float32, w Mat, x []float32) {
