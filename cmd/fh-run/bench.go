@@ -75,7 +75,7 @@ func runBench(args []string, stdout io.Writer) error {
 		enc.SetIndent("", "  ")
 		return enc.Encode(res)
 	}
-	fmt.Fprintf(stdout, "%s: %d threads, memory read bandwidth %.1f GB/s (probed before, every %d tokens of and after each head's decode)\n", rf.model, res.Threads, res.BandwidthGBs, bench.ProbeWindow)
+	fmt.Fprintf(stdout, "%s: %d threads, memory read bandwidth %.1f GB/s (probed before each head's decode loop, after every %d of its tokens and after it)\n", rf.model, res.Threads, res.BandwidthGBs, bench.ProbeWindow)
 	fmt.Fprintf(stdout, "prefill: %d tokens at %.1f tok/s\n", res.PromptTokens, res.PrefillTokS)
 	fmt.Fprintf(stdout, "%-10s %10s %12s %12s %14s %10s %9s\n", "head", "decode", "head ms/tok", "body ms/tok", "bytes/token", "bandwidth", "of bound")
 	for _, h := range res.Heads {

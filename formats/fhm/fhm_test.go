@@ -70,16 +70,24 @@ func writeFile(t testing.TB, path string, ts []tensorData) {
 	}
 }
 
-func TestRoundTrip(t *testing.T) {
-	dir := t.TempDir()
-	p := filepath.Join(dir, "m.fhm")
-	ts := randTensors(1)
+// openRandom writes the random tensors of seed to m.fhm in a new
+// directory and opens it (closed when the test ends).
+func openRandom(t *testing.T, seed uint64) (string, []tensorData, *File) {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "m.fhm")
+	ts := randTensors(seed)
 	writeFile(t, p, ts)
 	f, err := Open(p)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	t.Cleanup(func() { f.Close() })
+	return p, ts, f
+}
+
+func TestRoundTrip(t *testing.T) {
+	p, ts, f := openRandom(t, 1)
+	dir := filepath.Dir(p)
 	if err := f.Verify(); err != nil {
 		t.Fatal(err)
 	}
@@ -272,13 +280,7 @@ func parseAndCheck(t *testing.T, b []byte) {
 // Released tensor bytes read back unchanged (the pages come back from the
 // file), and slices outside the file or after Close are ignored.
 func TestRelease(t *testing.T) {
-	p := filepath.Join(t.TempDir(), "m.fhm")
-	ts := randTensors(2)
-	writeFile(t, p, ts)
-	f, err := Open(p)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, ts, f := openRandom(t, 2)
 	for _, x := range ts {
 		got, _ := f.Tensor(x.name)
 		f.Release(got.Data)
@@ -297,14 +299,7 @@ func TestRelease(t *testing.T) {
 // exactly as the mapping holds them, copies slices from elsewhere as they
 // are, and fails naming the file when it can no longer be read.
 func TestCopyOut(t *testing.T) {
-	p := filepath.Join(t.TempDir(), "m.fhm")
-	ts := randTensors(3)
-	writeFile(t, p, ts)
-	f, err := Open(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
+	p, ts, f := openRandom(t, 3)
 	for _, x := range ts {
 		got, _ := f.Tensor(x.name)
 		for _, part := range [][]byte{got.Data, got.Data[len(got.Data)/3:]} {
@@ -326,7 +321,7 @@ func TestCopyOut(t *testing.T) {
 	if err := os.Remove(p); err != nil {
 		t.Fatal(err)
 	}
-	err = f.CopyOut(make([]byte, len(got.Data)), got.Data)
+	err := f.CopyOut(make([]byte, len(got.Data)), got.Data)
 	if err == nil || !strings.Contains(err.Error(), "m.fhm") {
 		t.Errorf("CopyOut after the file was removed: %v, want an error naming it", err)
 	}

@@ -37,11 +37,11 @@ const denseRows1Cols = 2048
 // KiB per tile.
 const denseTileRows = 64
 
-// tileHolder is a Mat's tiled copy, made by PrepareMatVec (nil until
-// then); NewMat sets it, so the copies of a Mat share it.
+// tileHolder is a Mat's tiled copy, made once by PrepareMatVec (nil
+// until then); NewMat sets it, so the copies of a Mat share it.
 type tileHolder struct {
-	mu    sync.Mutex // serializes PrepareMatVec
-	tiles atomic.Pointer[denseTiles]
+	once  sync.Once
+	tiles atomic.Pointer[denseTiles] // read by products without the once
 }
 
 // denseTiles returns m's tiled copy, nil when there is none.

@@ -59,11 +59,7 @@ func (m Mat) PrepareMatVec(a *hugemem.Arena) (dataUnused bool) {
 		q.rowsInLanesOnce.Do(func() { q.rowsInLanes = repackVNNI16(m, a) })
 		return true
 	case m.tiles != nil && denseTilesSuit(m.DType, m.Cols) && mvSupported(isa, m):
-		m.tiles.mu.Lock()
-		defer m.tiles.mu.Unlock()
-		if m.tiles.tiles.Load() == nil {
-			m.tiles.tiles.Store(buildDenseTiles(m, a))
-		}
+		m.tiles.once.Do(func() { m.tiles.tiles.Store(buildDenseTiles(m, a)) })
 		return true
 	}
 	return false
@@ -178,7 +174,7 @@ func matVecsRun(level ISA, impl q4Impl, p *Pool, outs [][]float32, ws []Mat, x [
 			switch {
 			case impl == q4AVX512VNNI16 && w.rowsInLanes().tiled():
 				part.chunk = vnni16Super * vnni16Rows // whole superblocks: one stream of codes per call
-			case w.DType != dtype.U4 && w.denseTiles() != nil:
+			case w.denseTiles() != nil:
 				part.chunk = denseTileRows // whole row blocks: one stream
 			}
 			part.first = j.chunks

@@ -217,35 +217,45 @@ func TestSharesTakeEachItemOnce(t *testing.T) {
 	}
 }
 
+// takeShares runs take on parts goroutines over shares of n items, each
+// with its home and a mark for the items it takes, and fails unless every
+// item was taken exactly once.
+func takeShares(t *testing.T, n, parts int, take func(s *shares, me int, mark func(i int))) {
+	t.Helper()
+	var s shares
+	s.reset(n, parts)
+	seen := make([]atomic.Int32, n)
+	var wg sync.WaitGroup
+	for me := range parts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			take(&s, me, func(i int) { seen[i].Add(1) })
+		}()
+	}
+	wg.Wait()
+	for i := range seen {
+		if got := seen[i].Load(); got != 1 {
+			t.Fatalf("n=%d parts=%d: item %d taken %d times", n, parts, i, got)
+		}
+	}
+}
+
 func TestSharesNextCoversLoop(t *testing.T) {
 	for _, c := range []struct{ n, parts int }{{0, 1}, {1, 2}, {7, 2}, {100, 3}, {5, 5}} {
-		var s shares
-		s.reset(c.n, c.parts)
-		seen := make([]atomic.Int32, c.n)
-		var wg sync.WaitGroup
-		for me := range c.parts {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				k, prev := 0, -1
-				for i, ok := s.next(me, &k); ok; i, ok = s.next(me, &k) {
-					// A thread's own share comes first, in order.
-					if k == 0 && i != prev+1 && prev >= 0 {
-						t.Errorf("n=%d parts=%d: thread %d took %d after %d in its own share", c.n, c.parts, me, i, prev)
-					}
-					if k == 0 {
-						prev = i
-					}
-					seen[i].Add(1)
+		takeShares(t, c.n, c.parts, func(s *shares, me int, mark func(int)) {
+			k, prev := 0, -1
+			for i, ok := s.next(me, &k); ok; i, ok = s.next(me, &k) {
+				// A thread's own share comes first, in order.
+				if k == 0 && i != prev+1 && prev >= 0 {
+					t.Errorf("n=%d parts=%d: thread %d took %d after %d in its own share", c.n, c.parts, me, i, prev)
 				}
-			}()
-		}
-		wg.Wait()
-		for i := range seen {
-			if got := seen[i].Load(); got != 1 {
-				t.Fatalf("n=%d parts=%d: item %d taken %d times", c.n, c.parts, i, got)
+				if k == 0 {
+					prev = i
+				}
+				mark(i)
 			}
-		}
+		})
 	}
 }
 
@@ -254,43 +264,29 @@ func TestSharesNextCoversLoop(t *testing.T) {
 // front to back.
 func TestSharesNextRangeCoversLoop(t *testing.T) {
 	for _, c := range []struct{ n, parts int }{{0, 1}, {100, 1}, {1, 2}, {7, 2}, {100, 3}, {5, 5}, {1000, 2}} {
-		var s shares
-		s.reset(c.n, c.parts)
-		seen := make([]atomic.Int32, c.n)
-		var wg sync.WaitGroup
-		for me := range c.parts {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				k, next := 0, me*c.n/c.parts
-				home := (me+1)*c.n/c.parts - next
-				for lo, hi, ok := s.nextRange(me, &k); ok; lo, hi, ok = s.nextRange(me, &k) {
-					if hi <= lo {
-						t.Errorf("n=%d parts=%d: empty range [%d, %d)", c.n, c.parts, lo, hi)
-						return
-					}
-					if k == 0 {
-						if lo != next {
-							t.Errorf("n=%d parts=%d: thread %d took [%d, %d) after item %d of its own share", c.n, c.parts, me, lo, hi, next-1)
-						}
-						// Others may have taken items from the back: home
-						// bounds what is left, and equals it alone.
-						if want := (home + 1) / 2; hi-lo > want || (c.parts == 1 && hi-lo != want) {
-							t.Errorf("n=%d parts=%d: thread %d took %d items of at most %d left, want %d", c.n, c.parts, me, hi-lo, home, want)
-						}
-						next, home = hi, home-(hi-lo)
-					}
-					for i := lo; i < hi; i++ {
-						seen[i].Add(1)
-					}
+		takeShares(t, c.n, c.parts, func(s *shares, me int, mark func(int)) {
+			k, next := 0, me*c.n/c.parts
+			home := (me+1)*c.n/c.parts - next
+			for lo, hi, ok := s.nextRange(me, &k); ok; lo, hi, ok = s.nextRange(me, &k) {
+				if hi <= lo {
+					t.Errorf("n=%d parts=%d: empty range [%d, %d)", c.n, c.parts, lo, hi)
+					return
 				}
-			}()
-		}
-		wg.Wait()
-		for i := range seen {
-			if got := seen[i].Load(); got != 1 {
-				t.Fatalf("n=%d parts=%d: item %d taken %d times", c.n, c.parts, i, got)
+				if k == 0 {
+					if lo != next {
+						t.Errorf("n=%d parts=%d: thread %d took [%d, %d) after item %d of its own share", c.n, c.parts, me, lo, hi, next-1)
+					}
+					// Others may have taken items from the back: home
+					// bounds what is left, and equals it alone.
+					if want := (home + 1) / 2; hi-lo > want || (c.parts == 1 && hi-lo != want) {
+						t.Errorf("n=%d parts=%d: thread %d took %d items of at most %d left, want %d", c.n, c.parts, me, hi-lo, home, want)
+					}
+					next, home = hi, home-(hi-lo)
+				}
+				for i := lo; i < hi; i++ {
+					mark(i)
+				}
 			}
-		}
+		})
 	}
 }
