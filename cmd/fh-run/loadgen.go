@@ -26,7 +26,9 @@ token, the inter-token latency and the request latency. With --baseline
 (the default) one client first sends --baseline-requests requests alone
 (default: as many as the concurrent run sends in all, so both runs last
 long enough to measure), and the report ends with the ratio of the two
-throughputs: what continuous batching buys.
+throughputs: what continuous batching buys. Each run's clients open their
+connections before the clock starts (a GET /health each) and send all
+their requests on them, so a run times requests, not TCP handshakes.
 
 --model starts the server in this process on 127.0.0.1 (with the runtime
 flags below, as 'fh-run serve'); --url targets a running one. Only loopback

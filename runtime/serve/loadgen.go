@@ -114,6 +114,31 @@ func (c *LoadConfig) check() error {
 	return nil
 }
 
+// connect opens the clients' connections before a run is timed: n
+// requests to url at once, each read to its end, leave n idle connections
+// in the client's transport for the run's first requests. The run then
+// times requests, not TCP handshakes, for many clients as for one (whose
+// one connection serves all its requests). Any response will do, so a
+// server without that URL is connected all the same.
+func connect(ctx context.Context, client *http.Client, url string, n int) {
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+			if err != nil {
+				return
+			}
+			resp, err := client.Do(req)
+			if err != nil {
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		})
+	}
+	wg.Wait()
+}
+
 // sample is one request's measurements.
 type loadSample struct {
 	err              string
@@ -149,6 +174,8 @@ func Load(ctx context.Context, cfg LoadConfig) (*LoadReport, error) {
 		body["ignore_eos"] = true
 	}
 	payload, _ := json.Marshal(body)
+
+	connect(ctx, client, strings.TrimSuffix(cfg.URL, "/")+"/health", cfg.Clients)
 
 	samples := make([]loadSample, cfg.Clients*cfg.Requests)
 	var wg sync.WaitGroup
@@ -243,6 +270,7 @@ func oneRequest(ctx context.Context, client *http.Client, endpoint string, paylo
 		if err := json.NewDecoder(resp.Body).Decode(&u); err != nil || u.Usage == nil {
 			return loadSample{err: "bad response body"}
 		}
+		io.Copy(io.Discard, resp.Body) // to its end, so the connection is reused
 	} else {
 		sc := bufio.NewScanner(resp.Body)
 		// Events are small: a 4 KiB start (grown up to 1 MiB for a long
@@ -308,6 +336,12 @@ func oneRequest(ctx context.Context, client *http.Client, endpoint string, paylo
 		}
 		if !done || u.Usage == nil {
 			return loadSample{err: "stream without usage or [DONE]"}
+		}
+		// Read the body to its end (the chunked encoding's last chunk
+		// follows [DONE]): a body closed before its end closes the
+		// connection, and the client's next request would open a new one.
+		if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+			return loadSample{err: "stream cut"}
 		}
 		if s.firstText.IsZero() { // no visible text (e.g. only special tokens)
 			s.firstText, s.final, s.ttft = time.Now(), time.Now(), time.Since(start)

@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"regexp"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -625,4 +627,44 @@ func TestOpenAIClientShapes(t *testing.T) {
 	json.NewDecoder(resp.Body).Decode(&e)
 	resp.Body.Close()
 	has("error", e["error"], "message", "type", "param", "code")
+}
+
+// The load generator times requests, not connection set-up: each client
+// connects before the run and then sends every request on that one
+// connection (a stream read only to [DONE] used to leave the connection
+// unusable, and every request opened a new one).
+func TestLoadReusesConnections(t *testing.T) {
+	l := loadModel(t, true)
+	s, err := New(Config{Backend: NewCPUBackend(l.run, dtype.F32), Tokenizer: l.tok, Flash: l.flash, ModelName: "tiny"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conns atomic.Int64
+	// The chunked encoding's last chunk comes after a pause (it is written
+	// once the handler returns, often in a packet of its own).
+	hs := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.Handler().ServeHTTP(w, r)
+		if f, ok := w.(http.Flusher); ok && r.Method == http.MethodPost {
+			f.Flush()
+			time.Sleep(5 * time.Millisecond)
+		}
+	}))
+	hs.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	hs.Start()
+	t.Cleanup(func() { s.Close(); hs.Close() })
+	for _, stream := range []bool{true, false} {
+		conns.Store(0)
+		rep, err := Load(context.Background(), LoadConfig{URL: hs.URL, Clients: 3, Requests: 4, MaxTokens: 5,
+			Prompt: "Once upon a time", Stream: stream, IgnoreEOS: true, Timeout: time.Minute})
+		if err != nil || rep.OK != 12 {
+			t.Fatalf("stream=%t: %v %+v", stream, err, rep)
+		}
+		if n := conns.Load(); n != 3 {
+			t.Errorf("stream=%t: 3 clients opened %d connections for 12 requests", stream, n)
+		}
+	}
 }
