@@ -48,6 +48,7 @@ func runLoadgen(args []string, stdout, stderr io.Writer) error {
 	var rf runtimeFlags
 	rf.register(fs)
 	sf := serveFlags{device: "cpu", quiet: true}
+	fs.BoolVar(&sf.prefixCache, "prefix-cache", true, "with --model: "+prefixCacheUsage)
 	fs.IntVar(&sf.maxBatch, "max-batch", serve.DefaultMaxBatch, "with --model: requests decoded together")
 	fs.IntVar(&sf.maxQueue, "max-queue", serve.DefaultMaxQueue, "with --model: requests waiting for a slot")
 	fs.DurationVar(&sf.streamInterval, "stream-interval", serve.DefaultStreamInterval, "with --model: as 'fh-run serve --stream-interval' (0: every token at once)")

@@ -34,9 +34,12 @@ stream's new text waits up to --stream-interval to go out with the next
 steps' (one event instead of several: each costs a write on the server and
 a read on the client, as much CPU as decoding a token of a small model); a
 request decoding alone gets every token at once. A client that disconnects
-cancels its request and frees its slot. SIGTERM or SIGINT stops accepting
-requests and lets the running ones finish for --shutdown-timeout, then
-cancels them.
+cancels its request and frees its slot. A finished request's KV cache
+serves the next request whose prompt starts with the same tokens (a chat
+template, a system prompt): only the rest of the prompt is computed
+(--prefix-cache=false turns this off; CPU only). SIGTERM or SIGINT stops
+accepting requests and lets the running ones finish for
+--shutdown-timeout, then cancels them.
 
 Greedy output (temperature 0) is the text 'fh-run generate' prints for the
 same prompt and head (the FlashHead when the file has one, unless --head
@@ -69,6 +72,7 @@ type serveFlags struct {
 	modelName       string
 	shutdownTimeout time.Duration
 	streamInterval  time.Duration
+	prefixCache     bool
 	quiet           bool
 }
 
@@ -80,8 +84,11 @@ func (s *serveFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&s.modelName, "model-name", "", "model id in the API (default: the file name without .fhm)")
 	fs.DurationVar(&s.shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM, how long running requests may take to finish before they are cancelled")
 	fs.DurationVar(&s.streamInterval, "stream-interval", serve.DefaultStreamInterval, "while several requests decode together, how long a stream's new text may wait to go out with the next (0: every token at once)")
+	fs.BoolVar(&s.prefixCache, "prefix-cache", true, prefixCacheUsage)
 	fs.BoolVar(&s.quiet, "quiet", false, "no per-request log lines on standard error")
 }
+
+const prefixCacheUsage = "reuse finished requests' KV caches for the prompt tokens they share with a new one (--prefix-cache=false: compute every prompt whole)"
 
 func (s *serveFlags) check() error {
 	if err := checkDevice(s.device); err != nil {
@@ -126,7 +133,7 @@ func (s *serveFlags) newServer(rf *runtimeFlags, l *loaded, msg, logw io.Writer)
 		interval = -1 // Config: every token at once
 	}
 	srv, err = serve.New(serve.Config{Backend: b, Tokenizer: l.tok, Flash: l.flash, Ctx: rf.ctx,
-		MaxBatch: s.maxBatch, MaxQueue: s.maxQueue, StreamInterval: interval, ModelName: name, Log: logw})
+		MaxBatch: s.maxBatch, MaxQueue: s.maxQueue, StreamInterval: interval, NoPrefixCache: !s.prefixCache, ModelName: name, Log: logw})
 	if err != nil {
 		closeBackend()
 		return nil, nil, nil, fmt.Errorf("%s: %w", rf.model, err)

@@ -385,7 +385,7 @@ func TestRingAfterLongChunk(t *testing.T) {
 	defer pool.Close()
 	m := loadFixture(t, "gemma3-tiny", dtype.BF16)
 	r := NewRunner(m, pool)
-	tokens := randomTokens(rand.New(rand.NewPCG(8, 8)), 5*m.Config.SlidingWindow+3, m.Config.VocabSize)
+	tokens := randomTokens(rand.New(rand.NewPCG(8, 8)), 2*(m.Config.SlidingWindow+MaxChunk)+3, m.Config.VocabSize)
 	for round := 0; round < 20; round++ {
 		a, _ := m.NewState(0, dtype.F32)
 		b, _ := m.NewState(0, dtype.F32)
@@ -404,6 +404,66 @@ func TestRingAfterLongChunk(t *testing.T) {
 			if d := maxDiff(c.k, b.layers[li].k); d > 1e-4 {
 				t.Fatalf("round %d layer %d: ring keys differ by %g from token-by-token decoding", round, li, d)
 			}
+		}
+	}
+}
+
+// A state rewound to a shared prefix continues as a fresh state fed the
+// whole sequence; Rewind refuses when a sliding layer's ring no longer
+// holds the window before the rewound position (gemma3-tiny: window 8, a
+// ring of 8 + MaxChunk).
+func TestRewind(t *testing.T) {
+	pool := cpu.NewPool(2)
+	defer pool.Close()
+	for _, preset := range []string{"gemma3-tiny", "llama-tiny"} {
+		m := loadFixture(t, preset, dtype.BF16)
+		r := NewRunner(m, pool)
+		V := m.Config.VocabSize
+		ring := 0
+		for _, l := range m.Layers {
+			if l.Sliding {
+				ring = m.Config.SlidingWindow + MaxChunk
+			}
+		}
+		R := m.Config.SlidingWindow + MaxChunk
+		rng := rand.New(rand.NewPCG(3, 4))
+		for _, c := range []struct{ fed, keep int }{{6, 3}, {8, 0}, {7, 7}, {20, 12}, {R + 10, 20}, {R + 10, 15}, {R + 10, R + 10}} {
+			st, _ := m.NewState(0, dtype.F32)
+			first := randomTokens(rng, c.fed, V)
+			if _, err := r.ForwardHidden(st, first, false); err != nil {
+				t.Fatal(err)
+			}
+			// Without a ring that has wrapped, every rewind works; past
+			// that, a rewind that is accepted must still be exact below.
+			mustWork := ring == 0 || c.fed <= ring || c.keep == c.fed
+			ok := st.Rewind(c.keep)
+			if mustWork && !ok {
+				t.Fatalf("%s: %d tokens could not be rewound to %d", preset, c.fed, c.keep)
+			}
+			if !ok {
+				if st.Pos != c.fed {
+					t.Fatalf("%s: a refused rewind moved the state to %d", preset, st.Pos)
+				}
+				continue
+			}
+			next := append(append([]int(nil), first[:c.keep]...), randomTokens(rng, 5, V)...)
+			h, err := r.ForwardHidden(st, next[c.keep:], false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fresh, _ := m.NewState(0, dtype.F32)
+			hw, err := r.ForwardHidden(fresh, next, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := maxDiff(r.DenseLogits(h), r.DenseLogits(hw)); d > kvTol(dtype.F32) || st.Pos != fresh.Pos {
+				t.Fatalf("%s: %d tokens rewound to %d: logits differ from a fresh state's by %g (positions %d, %d)", preset, c.fed, c.keep, d, st.Pos, fresh.Pos)
+			}
+		}
+		st, _ := m.NewState(0, dtype.F32)
+		r.ForwardHidden(st, randomTokens(rng, 4, V), false)
+		if st.Rewind(5) || st.Rewind(-1) || st.Pos != 4 {
+			t.Fatalf("%s: rewound past its tokens or before the start", preset)
 		}
 	}
 }

@@ -601,7 +601,7 @@ func (t *rowTask) Run(lo, hi int) {
 		for row := lo; row < hi; row++ {
 			s := &t.segs[b.rowSeg[row]]
 			cache, pos := s.st.layers[t.layer], b.rowPos[row]
-			// A ring keeps a sliding layer's last W positions: a row that a
+			// A ring keeps a sliding layer's last positions: a row that a
 			// later row of the segment will overwrite is not stored, so
 			// rows on different threads never write the same slot.
 			if len(s.tokens) > 1 && (cache.ring == 0 || pos >= s.pos0+len(s.tokens)-cache.ring) {

@@ -10,12 +10,15 @@ import (
 
 // layerCache stores one layer's keys and values (post-norm, post-RoPE) for
 // past positions, one row of kvDim = KV heads x head_dim per position.
-// Sliding-window layers keep a ring of W rows (position p in slot p mod W),
-// so their memory does not grow with the context; global layers grow on
+// Sliding-window layers keep a ring of W + MaxChunk rows (position p in
+// slot p mod that), so their memory does not grow with the context; the
+// MaxChunk rows beyond the window let a sequence be rewound by up to that
+// many tokens past a shared prefix (State.Rewind). Global layers grow on
 // demand up to the context limit.
 type layerCache struct {
 	kvDim    int
-	ring     int // W for sliding layers, 0 for global layers
+	ring     int // W + MaxChunk for sliding layers, 0 for global layers
+	window   int // W for sliding layers
 	dt       dtype.DType
 	k, v     []float32 // F32 storage
 	k16, v16 []uint16  // BF16 / F16 storage
@@ -23,7 +26,11 @@ type layerCache struct {
 }
 
 func newLayerCache(kvDim, window int, dt dtype.DType) *layerCache {
-	return &layerCache{kvDim: kvDim, ring: window, dt: dt}
+	c := &layerCache{kvDim: kvDim, window: window, dt: dt}
+	if window > 0 {
+		c.ring = window + MaxChunk
+	}
+	return c
 }
 
 // slot returns the row holding position pos.
@@ -222,6 +229,26 @@ func (m *Model) NewState(ctx int, kvDT dtype.DType) (*State, error) {
 
 // Reset forgets all tokens (the cache memory is kept for reuse).
 func (s *State) Reset() { s.Pos = 0 }
+
+// Rewind keeps the first pos tokens and forgets the rest, so that a new
+// sequence sharing those tokens continues from them (a server's prefix
+// cache). It reports false, changing nothing, when the cache no longer
+// holds what the next tokens attend to: a sliding layer's ring has
+// overwritten positions within the window before pos.
+func (s *State) Rewind(pos int) bool {
+	if pos < 0 || pos > s.Pos {
+		return false
+	}
+	for _, c := range s.layers {
+		// The ring holds positions [Pos-ring, Pos); a token at pos or later
+		// attends to none before pos-window.
+		if c.ring > 0 && s.Pos-c.ring > max(0, pos-c.window) {
+			return false
+		}
+	}
+	s.Pos = pos
+	return true
+}
 
 // KVBytes returns the memory held by the KV cache.
 func (s *State) KVBytes() int64 {

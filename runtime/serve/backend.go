@@ -44,6 +44,9 @@ type Sequence interface {
 	KVBytes() int64
 	// Reset empties the sequence, keeping its memory for a new request.
 	Reset()
+	// Rewind keeps the first pos tokens for a new request that starts
+	// with them; false (nothing changed) when the cache cannot.
+	Rewind(pos int) bool
 	// Close frees the sequence's memory.
 	Close() error
 }
@@ -63,11 +66,12 @@ type cpuBackend struct {
 
 type cpuSequence struct{ st *model.State }
 
-func (s cpuSequence) Pos() int       { return s.st.Pos }
-func (s cpuSequence) Limit() int     { return s.st.Limit }
-func (s cpuSequence) KVBytes() int64 { return s.st.KVBytes() }
-func (s cpuSequence) Reset()         { s.st.Reset() }
-func (s cpuSequence) Close() error   { return nil } // the garbage collector frees it
+func (s cpuSequence) Pos() int            { return s.st.Pos }
+func (s cpuSequence) Limit() int          { return s.st.Limit }
+func (s cpuSequence) KVBytes() int64      { return s.st.KVBytes() }
+func (s cpuSequence) Rewind(pos int) bool { return s.st.Rewind(pos) }
+func (s cpuSequence) Reset()              { s.st.Reset() }
+func (s cpuSequence) Close() error        { return nil } // the garbage collector frees it
 
 func (b *cpuBackend) Model() *model.Model { return b.run.M }
 func (b *cpuBackend) Pool() *cpu.Pool     { return b.run.Pool }
@@ -121,7 +125,10 @@ func (s cudaSequence) Pos() int       { return s.s.Pos }
 func (s cudaSequence) Limit() int     { return s.s.Limit }
 func (s cudaSequence) KVBytes() int64 { return s.s.KVBytes() }
 func (s cudaSequence) Reset()         { s.s.Pos = 0 }
-func (s cudaSequence) Close() error   { return s.s.Close() }
+
+// Rewind is not implemented on the device: its prompts are computed whole.
+func (s cudaSequence) Rewind(int) bool { return false }
+func (s cudaSequence) Close() error    { return s.s.Close() }
 
 func (b *cudaBackend) Model() *model.Model { return b.r.M }
 func (b *cudaBackend) Pool() *cpu.Pool     { return b.pool }

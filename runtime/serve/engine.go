@@ -158,8 +158,16 @@ type engine struct {
 	samplers   []*sample.Sampler
 	histories  [][]int
 	heads      headTask
-	spare      []Sequence // finished requests' sequences, for reuse
+	spare      []spareSeq // finished requests' sequences, for reuse
 	spareBytes int64
+	prefixes   bool // Config.NoPrefixCache is not set
+}
+
+// spareSeq is a finished request's sequence kept for reuse, with the
+// tokens in its cache.
+type spareSeq struct {
+	st     Sequence
+	tokens []int
 }
 
 // headTask runs the FlashHead on a share of a step's rows per thread of the
@@ -212,7 +220,8 @@ func newEngine(cfg *Config, m *metrics) *engine {
 		backend: cfg.Backend, tok: cfg.Tokenizer, flash: cfg.Flash,
 		eos:      generate.EOSTokens(cfg.Backend.Model(), cfg.Tokenizer),
 		maxBatch: cfg.MaxBatch, maxQueue: cfg.MaxQueue, interval: cfg.StreamInterval, metrics: m, beforeStep: cfg.beforeStep,
-		live: map[*job]struct{}{}, wake: make(chan struct{}, 1), exited: make(chan struct{}),
+		prefixes: !cfg.NoPrefixCache,
+		live:     map[*job]struct{}{}, wake: make(chan struct{}, 1), exited: make(chan struct{}),
 	}
 }
 
@@ -334,13 +343,14 @@ func (e *engine) admit(active []*job) ([]*job, bool) {
 	e.mu.Unlock()
 
 	for _, j := range admitted {
-		st, err := e.state(j.limit)
+		st, cached, err := e.state(j.limit, j.prompt)
 		if err != nil {
 			e.finish(j, "error", err)
 			continue
 		}
-		j.state = st
+		j.state, j.fed = st, cached
 		e.metrics.promptTokens.Add(uint64(len(j.prompt)))
+		e.metrics.cachedTokens.Add(uint64(cached))
 		j.context = append(make([]int, 0, len(j.prompt)+16), j.prompt...)
 		j.stream = generate.NewStream(e.tok, e.eos, j.opts, func(s string) error {
 			j.out.push(s)
@@ -352,27 +362,58 @@ func (e *engine) admit(active []*job) ([]*job, bool) {
 	return active, exit
 }
 
-// state returns an empty sequence with context limit limit: a finished
-// request's, when one is spare, or a new one.
-func (e *engine) state(limit int) (Sequence, error) {
-	for len(e.spare) > 0 {
-		st := e.spare[len(e.spare)-1]
-		e.spare[len(e.spare)-1] = nil
-		e.spare = e.spare[:len(e.spare)-1]
-		e.spareBytes -= st.KVBytes()
-		if st.Limit() == limit {
-			st.Reset()
-			return st, nil
+// state returns a sequence with context limit limit for prompt, and how
+// many of the prompt's tokens its cache already holds: of the finished
+// requests' sequences, the one whose tokens share the longest start with
+// the prompt (all but its last token, whose forward pass gives the first
+// output), rewound to that start; else a new one.
+func (e *engine) state(limit int, prompt []int) (Sequence, int, error) {
+	best, shared := -1, 0
+	for i := len(e.spare) - 1; i >= 0; i-- { // ties: the latest, warmest in cache
+		sp := &e.spare[i]
+		if sp.st.Limit() != limit {
+			continue
 		}
-		st.Close()
+		n := 0
+		if e.prefixes {
+			n = commonPrefix(sp.tokens, prompt[:len(prompt)-1])
+		}
+		if best < 0 || n > shared {
+			best, shared = i, n
+		}
 	}
-	return e.backend.NewSequence(limit)
+	if best < 0 {
+		st, err := e.backend.NewSequence(limit)
+		return st, 0, err
+	}
+	st := e.spare[best].st
+	last := len(e.spare) - 1
+	e.spare[best] = e.spare[last]
+	e.spare[last] = spareSeq{}
+	e.spare = e.spare[:last]
+	e.spareBytes -= st.KVBytes()
+	if shared > 0 && st.Rewind(shared) {
+		return st, shared, nil
+	}
+	st.Reset()
+	return st, 0, nil
+}
+
+// commonPrefix returns how many tokens a and b start with in common.
+func commonPrefix(a, b []int) int {
+	n := min(len(a), len(b))
+	for i := range n {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return n
 }
 
 // closeSpares frees the spare sequences.
 func (e *engine) closeSpares() {
-	for _, st := range e.spare {
-		st.Close()
+	for _, sp := range e.spare {
+		sp.st.Close()
 	}
 	e.spare, e.spareBytes = nil, 0
 }
@@ -386,9 +427,12 @@ func (e *engine) finish(j *job, reason string, err error) {
 	// The state's KV cache serves a later request (its memory is already
 	// grown and in cache; a new one is zeroed, grown and copied again),
 	// within a memory budget: for small caches that cost is per token.
+	// Its tokens (the prompt and the output but the last token, which
+	// was never fed) may start a later request's prompt. A failed pass
+	// may have left the cache half written: it is not kept.
 	if j.state != nil {
-		if b := j.state.KVBytes(); len(e.spare) < e.maxBatch && e.spareBytes+b <= maxSpareBytes {
-			e.spare = append(e.spare, j.state)
+		if b := j.state.KVBytes(); reason != "error" && len(e.spare) < e.maxBatch && e.spareBytes+b <= maxSpareBytes {
+			e.spare = append(e.spare, spareSeq{st: j.state, tokens: j.context[:min(len(j.context), j.state.Pos())]})
 			e.spareBytes += b
 		} else {
 			j.state.Close()

@@ -17,6 +17,7 @@ type metrics struct {
 	requests map[requestKey]uint64
 
 	promptTokens atomic.Uint64
+	cachedTokens atomic.Uint64 // prompt tokens found in a reused KV cache
 	genTokens    atomic.Uint64
 	steps        atomic.Uint64
 	queueDepth   atomic.Int64
@@ -121,6 +122,7 @@ func (m *metrics) write(w io.Writer) {
 		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s gauge\n%s %d\n", name, help, name, name, v)
 	}
 	counter("fhkit_prompt_tokens_total", "Prompt tokens processed.", m.promptTokens.Load())
+	counter("fhkit_prompt_tokens_cached_total", "Prompt tokens taken from a finished request's KV cache instead of computed.", m.cachedTokens.Load())
 	counter("fhkit_generation_tokens_total", "Tokens generated.", m.genTokens.Load())
 	counter("fhkit_decode_steps_total", "Batched forward passes run by the scheduler.", m.steps.Load())
 	gauge("fhkit_queue_depth", "Requests waiting for a batch slot.", m.queueDepth.Load())

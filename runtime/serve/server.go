@@ -64,6 +64,12 @@ type Config struct {
 	// and the end are written at once. 0 means DefaultStreamInterval; a
 	// negative value writes every token's text at once.
 	StreamInterval time.Duration
+	// NoPrefixCache turns off the reuse of finished requests' KV caches:
+	// by default a new request takes the spare cache that shares the
+	// longest start with its prompt and computes only the rest (chat
+	// templates and system prompts repeat). Only the CPU backend can
+	// rewind a cache; on CUDA every prompt is computed whole.
+	NoPrefixCache bool
 	// ModelName is the model's id in the API (empty: "fhkit").
 	ModelName string
 	// Log receives one line per request (nil: no log).

@@ -183,11 +183,17 @@ func TestConcurrentRequestsMatchAlone(t *testing.T) {
 	if ts.metrics.batchRows.n == 0 || ts.metrics.steps.Load() >= uint64(2*len(prompts)*48) {
 		t.Errorf("%d steps for %d tokens: nothing was batched", ts.metrics.steps.Load(), 2*len(prompts)*48)
 	}
-	// The rows of all steps are every prompt token and every generated
-	// token but each request's last (which ends it unread).
+	// The rows of all steps are every prompt token not found in a reused
+	// cache and every generated token but each request's last (which ends
+	// it unread). The second round's prompts are the first round's: they
+	// find their starts in the first round's caches (each request takes
+	// the longest match left when it arrives, so not always its own).
 	m := ts.metrics
-	if rows, want := m.batchRows.sum, float64(m.promptTokens.Load()+m.genTokens.Load())-float64(2*len(prompts)); rows != want {
+	if rows, want := m.batchRows.sum, float64(m.promptTokens.Load()-m.cachedTokens.Load()+m.genTokens.Load())-float64(2*len(prompts)); rows != want {
 		t.Errorf("fhkit_batch_rows sums to %g rows, want %g", rows, want)
+	}
+	if cached := m.cachedTokens.Load(); cached < uint64(len(prompts)) {
+		t.Errorf("%d prompt tokens came from reused caches, want at least %d", cached, len(prompts))
 	}
 }
 
@@ -666,5 +672,46 @@ func TestLoadReusesConnections(t *testing.T) {
 		if n := conns.Load(); n != 3 {
 			t.Errorf("stream=%t: 3 clients opened %d connections for 12 requests", stream, n)
 		}
+	}
+}
+
+// A request whose prompt starts like a finished request's tokens computes
+// only the rest: the same prompt again is served from the first one's
+// cache (all but its last token) and gives the same greedy text as alone.
+// A cache cannot serve it once the sliding layers' rings have moved past
+// the shared start (gemma3-tiny: window 8, ring 8 + MaxChunk), nor with
+// NoPrefixCache.
+func TestPrefixCache(t *testing.T) {
+	for _, c := range []struct {
+		name      string
+		off       bool
+		maxTokens int
+		cached    bool
+	}{{"reused", false, 24, true}, {"ring moved on", false, model.MaxChunk + 20, false}, {"off", true, 24, false}} {
+		t.Run(c.name, func(t *testing.T) {
+			ts := startServer(t, true, func(cfg *Config) { cfg.NoPrefixCache = c.off })
+			prompt := "Once upon a time there was"
+			ids := ts.l.tok.Encode(prompt, true)
+			want := reference(t, ts.l, ids, c.maxTokens).Text
+			for round := range 2 {
+				before := ts.metrics.cachedTokens.Load()
+				body := fmt.Sprintf(`{"prompt": %q, "max_tokens": %d, "temperature": 0, "ignore_eos": true}`, prompt, c.maxTokens)
+				code, _, b := post(t, ts.url+"/v1/completions", body)
+				var r completionResponse
+				if err := json.Unmarshal(b, &r); err != nil || code != 200 || len(r.Choices) != 1 {
+					t.Fatalf("round %d: %d %s", round, code, b)
+				}
+				if r.Choices[0].Text != want {
+					t.Errorf("round %d: %q, alone %q", round, r.Choices[0].Text, want)
+				}
+				wantCached := 0
+				if round == 1 && c.cached {
+					wantCached = len(ids) - 1
+				}
+				if got := int(ts.metrics.cachedTokens.Load() - before); got != wantCached {
+					t.Errorf("round %d: %d prompt tokens from a reused cache, want %d", round, got, wantCached)
+				}
+			}
+		})
 	}
 }
