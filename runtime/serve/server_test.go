@@ -664,13 +664,16 @@ func TestLoadReusesConnections(t *testing.T) {
 	t.Cleanup(func() { s.Close(); hs.Close() })
 	for _, stream := range []bool{true, false} {
 		conns.Store(0)
-		rep, err := Load(context.Background(), LoadConfig{URL: hs.URL, Clients: 3, Requests: 4, MaxTokens: 5,
+		rep, err := Load(context.Background(), LoadConfig{URL: hs.URL, Clients: 3, Requests: 6, MaxTokens: 5,
 			Prompt: "Once upon a time", Stream: stream, IgnoreEOS: true, Timeout: time.Minute})
-		if err != nil || rep.OK != 12 {
+		if err != nil || rep.OK != 18 {
 			t.Fatalf("stream=%t: %v %+v", stream, err, rep)
 		}
-		if n := conns.Load(); n != 3 {
-			t.Errorf("stream=%t: 3 clients opened %d connections for 12 requests", stream, n)
+		// One per client, and now and then one more: Go's transport dials
+		// when a request starts before the connection its last response
+		// came on is back in its pool (and keeps whichever comes first).
+		if n := conns.Load(); n < 3 || n > 6 {
+			t.Errorf("stream=%t: 3 clients opened %d connections for 18 requests", stream, n)
 		}
 	}
 }
