@@ -1,6 +1,7 @@
 package cpu
 
 import (
+	"fmt"
 	"math"
 	"sync"
 	"unsafe"
@@ -544,5 +545,33 @@ func prepVNNIGo(dst []int8, nxs, x []float32, G int, k int32) {
 		}
 		nxs[2*g] = math.Float32frombits(uint32(-k * sum))
 		nxs[2*g+1] = d
+	}
+}
+
+// MatVecInt8 sets out[r] = Σ_c float32(w[r·cols+c])·x[c] for each of the
+// len(out) rows of the row-major int8 matrix w: the raw sums of a matrix
+// quantized per row, whose scales the caller applies (the FlashHead's int8
+// centroids). Rows are shared out over p's threads.
+func MatVecInt8(p *Pool, out []float32, w []int8, cols int, x []float32) {
+	rows := len(out)
+	if cols <= 0 || len(w) < rows*cols || len(x) < cols {
+		panic(fmt.Sprintf("cpu: MatVecInt8: %d rows of %d int8 weights from %d values and %d inputs", rows, cols, len(w), len(x)))
+	}
+	matVecInt8ISA(isa, p, out, w, cols, x)
+}
+
+func matVecInt8ISA(level ISA, p *Pool, out []float32, w []int8, cols int, x []float32) {
+	p.For(len(out), max(16, ParallelMACs/cols), func(lo, hi int) { int8Rows(level, out, w, cols, x, lo, hi) })
+}
+
+// int8RowsGo is MatVecInt8 in plain Go on rows [lo, hi), each row's sum
+// in column order: the reference of the kernels.
+func int8RowsGo(out []float32, w []int8, cols int, x []float32, lo, hi int) {
+	for r := lo; r < hi; r++ {
+		var s float32
+		for i, v := range w[r*cols : (r+1)*cols] {
+			s += float32(v) * x[i]
+		}
+		out[r] = s
 	}
 }

@@ -1,6 +1,8 @@
 package cpu
 
 import (
+	"unsafe"
+
 	"github.com/fhkit/fhkit/formats/dtype"
 	"github.com/klauspost/cpuid/v2"
 )
@@ -376,5 +378,36 @@ func vnni16Call(o *float32, os int, c, sp *byte, zeros *int32, ng, bpg int, x, n
 		mvQ4F32AsymAVX512VNNI16T4(o, os, c, sp, zeros, ng, bpg, x, nx, ps, nb)
 	default:
 		panic("cpu: vnni16CallT takes 1 to 4 inputs")
+	}
+}
+
+// int8Rows is MatVecInt8 on rows [lo, hi) with the level's dense int8
+// kernel (one row at a time while x fits in L1, as denseCall) on the
+// columns up to a multiple of the vector width, Go on the rest.
+func int8Rows(level ISA, out []float32, w []int8, cols int, x []float32, lo, hi int) {
+	lanes := mvLanes(level)
+	n := cols &^ (lanes - 1)
+	if lanes == 0 || n == 0 || hi <= lo {
+		int8RowsGo(out, w, cols, x, lo, hi)
+		return
+	}
+	o, data := out[lo:hi], w[lo*cols:hi*cols]
+	wp, xp := (*byte)(unsafe.Pointer(&data[0])), &x[:cols][0]
+	switch one := n <= denseRows1Cols; {
+	case level == AVX512 && one:
+		mvDenseI8AVX512Rows1(&o[0], wp, cols, xp, n, hi-lo)
+	case level == AVX512:
+		mvDenseI8AVX512(&o[0], wp, cols, xp, n, hi-lo)
+	case one:
+		mvDenseI8AVX2Rows1(&o[0], wp, cols, xp, n, hi-lo)
+	default:
+		mvDenseI8AVX2(&o[0], wp, cols, xp, n, hi-lo)
+	}
+	for r := range o {
+		var s float32
+		for i, v := range data[r*cols+n : (r+1)*cols] {
+			s += float32(v) * x[n+i]
+		}
+		o[r] += s
 	}
 }

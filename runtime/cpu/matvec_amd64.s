@@ -5973,6 +5973,231 @@ mvDenseF16AVX2Rows1_done:
 	VZEROUPPER
 	RET
 
+// func mvDenseI8AVX2(out *float32, w *byte, stride int, x *float32, n int, rows int)
+// Requires: AVX, AVX2, FMA3, MMX+
+TEXT ·mvDenseI8AVX2(SB), NOSPLIT, $0-48
+	MOVQ out+0(FP), AX
+	MOVQ w+8(FP), CX
+	MOVQ stride+16(FP), DX
+	MOVQ x+24(FP), BX
+	MOVQ n+32(FP), SI
+	MOVQ SI, DI
+	ANDQ $-16, DI
+	MOVQ rows+40(FP), R8
+
+mvDenseI8AVX2_pass4:
+	CMPQ   R8, $0x04
+	JL     mvDenseI8AVX2_rows1
+	LEAQ   (CX)(DX*1), R9
+	LEAQ   (CX)(DX*2), R10
+	LEAQ   (R9)(DX*2), R11
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	LEAQ   (R11)(DX*1), R12
+	LEAQ   (R12)(DX*4), R12
+	XORQ   R13, R13
+
+mvDenseI8AVX2_r4_2:
+	CMPQ        R13, DI
+	JAE         mvDenseI8AVX2_r4_1
+	VMOVUPS     (BX)(R13*4), Y8
+	VMOVUPS     32(BX)(R13*4), Y9
+	VPMOVSXBD   (CX)(R13*1), Y10
+	VCVTDQ2PS   Y10, Y10
+	VFMADD231PS Y8, Y10, Y0
+	VPMOVSXBD   8(CX)(R13*1), Y10
+	VCVTDQ2PS   Y10, Y10
+	VFMADD231PS Y9, Y10, Y1
+	VPMOVSXBD   (R9)(R13*1), Y10
+	VCVTDQ2PS   Y10, Y10
+	VFMADD231PS Y8, Y10, Y2
+	VPMOVSXBD   8(R9)(R13*1), Y10
+	VCVTDQ2PS   Y10, Y10
+	VFMADD231PS Y9, Y10, Y3
+	VPMOVSXBD   (R10)(R13*1), Y10
+	VCVTDQ2PS   Y10, Y10
+	VFMADD231PS Y8, Y10, Y4
+	VPMOVSXBD   8(R10)(R13*1), Y10
+	VCVTDQ2PS   Y10, Y10
+	VFMADD231PS Y9, Y10, Y5
+	VPMOVSXBD   (R11)(R13*1), Y10
+	VCVTDQ2PS   Y10, Y10
+	VFMADD231PS Y8, Y10, Y6
+	VPMOVSXBD   8(R11)(R13*1), Y8
+	VCVTDQ2PS   Y8, Y8
+	VFMADD231PS Y9, Y8, Y7
+	CMPQ        R8, $0x00000009
+	JB          mvDenseI8AVX2_r4_nopf
+	PREFETCHT1  (R12)(R13*4)
+
+mvDenseI8AVX2_r4_nopf:
+	ADDQ $0x00000010, R13
+	JMP  mvDenseI8AVX2_r4_2
+
+mvDenseI8AVX2_r4_1:
+	CMPQ        R13, SI
+	JAE         mvDenseI8AVX2_r4_sum
+	VMOVUPS     (BX)(R13*4), Y8
+	VPMOVSXBD   (CX)(R13*1), Y9
+	VCVTDQ2PS   Y9, Y9
+	VFMADD231PS Y8, Y9, Y0
+	VPMOVSXBD   (R9)(R13*1), Y9
+	VCVTDQ2PS   Y9, Y9
+	VFMADD231PS Y8, Y9, Y2
+	VPMOVSXBD   (R10)(R13*1), Y9
+	VCVTDQ2PS   Y9, Y9
+	VFMADD231PS Y8, Y9, Y4
+	VPMOVSXBD   (R11)(R13*1), Y9
+	VCVTDQ2PS   Y9, Y9
+	VFMADD231PS Y8, Y9, Y6
+
+mvDenseI8AVX2_r4_sum:
+	VADDPS       Y1, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X1, X0, X1
+	VADDPS       Y3, Y2, Y2
+	VEXTRACTF128 $0x01, Y2, X0
+	VADDPS       X0, X2, X0
+	VADDPS       Y5, Y4, Y4
+	VEXTRACTF128 $0x01, Y4, X2
+	VADDPS       X2, X4, X2
+	VADDPS       Y7, Y6, Y6
+	VEXTRACTF128 $0x01, Y6, X3
+	VADDPS       X3, X6, X3
+	VUNPCKLPS    X0, X1, X4
+	VUNPCKHPS    X0, X1, X0
+	VADDPS       X0, X4, X4
+	VUNPCKLPS    X3, X2, X0
+	VUNPCKHPS    X3, X2, X1
+	VADDPS       X1, X0, X0
+	VSHUFPS      $0x44, X0, X4, X1
+	VSHUFPS      $0xee, X0, X4, X0
+	VADDPS       X0, X1, X1
+	VMOVUPS      X1, (AX)
+	ADDQ         $0x00000010, AX
+	LEAQ         (CX)(DX*4), CX
+	SUBQ         $0x00000004, R8
+	JMP          mvDenseI8AVX2_pass4
+
+mvDenseI8AVX2_rows1:
+	TESTQ  R8, R8
+	JZ     mvDenseI8AVX2_done
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	LEAQ   (CX)(DX*1), R9
+	LEAQ   (R9)(DX*1), R9
+	XORQ   R10, R10
+
+mvDenseI8AVX2_r1_2:
+	CMPQ        R10, DI
+	JAE         mvDenseI8AVX2_r1_1
+	VMOVUPS     (BX)(R10*4), Y2
+	VMOVUPS     32(BX)(R10*4), Y3
+	VPMOVSXBD   (CX)(R10*1), Y4
+	VCVTDQ2PS   Y4, Y4
+	VFMADD231PS Y2, Y4, Y0
+	VPMOVSXBD   8(CX)(R10*1), Y2
+	VCVTDQ2PS   Y2, Y2
+	VFMADD231PS Y3, Y2, Y1
+	CMPQ        R8, $0x00000003
+	JB          mvDenseI8AVX2_r1_nopf
+	PREFETCHT1  (R9)(R10*1)
+
+mvDenseI8AVX2_r1_nopf:
+	ADDQ $0x00000010, R10
+	JMP  mvDenseI8AVX2_r1_2
+
+mvDenseI8AVX2_r1_1:
+	CMPQ        R10, SI
+	JAE         mvDenseI8AVX2_r1_sum
+	VMOVUPS     (BX)(R10*4), Y2
+	VPMOVSXBD   (CX)(R10*1), Y3
+	VCVTDQ2PS   Y3, Y3
+	VFMADD231PS Y2, Y3, Y0
+
+mvDenseI8AVX2_r1_sum:
+	VADDPS       Y1, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X1, X0, X1
+	VPERMILPS    $0x4e, X1, X0
+	VADDPS       X0, X1, X1
+	VPERMILPS    $0xb1, X1, X0
+	VADDPS       X0, X1, X1
+	VMOVSS       X1, (AX)
+	ADDQ         $0x00000004, AX
+	ADDQ         DX, CX
+	DECQ         R8
+	JMP          mvDenseI8AVX2_rows1
+
+mvDenseI8AVX2_done:
+	VZEROUPPER
+	RET
+
+// func mvDenseI8AVX2Rows1(out *float32, w *byte, stride int, x *float32, n int, rows int)
+// Requires: AVX, AVX2, FMA3
+TEXT ·mvDenseI8AVX2Rows1(SB), NOSPLIT, $0-48
+	MOVQ out+0(FP), AX
+	MOVQ w+8(FP), CX
+	MOVQ stride+16(FP), DX
+	MOVQ x+24(FP), BX
+	MOVQ n+32(FP), SI
+	MOVQ SI, DI
+	ANDQ $-16, DI
+	MOVQ rows+40(FP), R8
+
+mvDenseI8AVX2Rows1_rows1:
+	TESTQ  R8, R8
+	JZ     mvDenseI8AVX2Rows1_done
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	XORQ   R9, R9
+
+mvDenseI8AVX2Rows1_r1_2:
+	CMPQ        R9, DI
+	JAE         mvDenseI8AVX2Rows1_r1_1
+	VMOVUPS     (BX)(R9*4), Y2
+	VMOVUPS     32(BX)(R9*4), Y3
+	VPMOVSXBD   (CX)(R9*1), Y4
+	VCVTDQ2PS   Y4, Y4
+	VFMADD231PS Y2, Y4, Y0
+	VPMOVSXBD   8(CX)(R9*1), Y2
+	VCVTDQ2PS   Y2, Y2
+	VFMADD231PS Y3, Y2, Y1
+	ADDQ        $0x00000010, R9
+	JMP         mvDenseI8AVX2Rows1_r1_2
+
+mvDenseI8AVX2Rows1_r1_1:
+	CMPQ        R9, SI
+	JAE         mvDenseI8AVX2Rows1_r1_sum
+	VMOVUPS     (BX)(R9*4), Y2
+	VPMOVSXBD   (CX)(R9*1), Y3
+	VCVTDQ2PS   Y3, Y3
+	VFMADD231PS Y2, Y3, Y0
+
+mvDenseI8AVX2Rows1_r1_sum:
+	VADDPS       Y1, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X1, X0, X1
+	VPERMILPS    $0x4e, X1, X0
+	VADDPS       X0, X1, X1
+	VPERMILPS    $0xb1, X1, X0
+	VADDPS       X0, X1, X1
+	VMOVSS       X1, (AX)
+	ADDQ         $0x00000004, AX
+	ADDQ         DX, CX
+	DECQ         R8
+	JMP          mvDenseI8AVX2Rows1_rows1
+
+mvDenseI8AVX2Rows1_done:
+	VZEROUPPER
+	RET
+
 // func mvQ4BF16SymAVX2(out *float32, w *byte, stride int, scales *byte, sstride int, zeros *byte, zidx int, ng int, x *float32, nxs *float32, gbytes int, rows int, l1 int)
 // Requires: AVX, AVX2, FMA3, MMX+
 TEXT ·mvQ4BF16SymAVX2(SB), NOSPLIT, $0-104
@@ -8134,6 +8359,244 @@ mvDenseF16AVX512Rows1_r1_sum:
 	JMP           mvDenseF16AVX512Rows1_rows1
 
 mvDenseF16AVX512Rows1_done:
+	VZEROUPPER
+	RET
+
+// func mvDenseI8AVX512(out *float32, w *byte, stride int, x *float32, n int, rows int)
+// Requires: AVX, AVX512F, AVX512VL, MMX+
+TEXT ·mvDenseI8AVX512(SB), NOSPLIT, $0-48
+	MOVQ out+0(FP), AX
+	MOVQ w+8(FP), CX
+	MOVQ stride+16(FP), DX
+	MOVQ x+24(FP), BX
+	MOVQ n+32(FP), SI
+	MOVQ SI, DI
+	ANDQ $-32, DI
+	MOVQ rows+40(FP), R8
+
+mvDenseI8AVX512_pass4:
+	CMPQ   R8, $0x04
+	JL     mvDenseI8AVX512_rows1
+	LEAQ   (CX)(DX*1), R9
+	LEAQ   (CX)(DX*2), R10
+	LEAQ   (R9)(DX*2), R11
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4
+	VPXORD Z5, Z5, Z5
+	VPXORD Z6, Z6, Z6
+	VPXORD Z7, Z7, Z7
+	LEAQ   (R11)(DX*1), R12
+	LEAQ   (R12)(DX*4), R12
+	XORQ   R13, R13
+
+mvDenseI8AVX512_r4_2:
+	CMPQ        R13, DI
+	JAE         mvDenseI8AVX512_r4_1
+	VMOVUPS     (BX)(R13*4), Z8
+	VMOVUPS     64(BX)(R13*4), Z9
+	VPMOVSXBD   (CX)(R13*1), Z10
+	VCVTDQ2PS   Z10, Z10
+	VFMADD231PS Z8, Z10, Z0
+	VPMOVSXBD   16(CX)(R13*1), Z10
+	VCVTDQ2PS   Z10, Z10
+	VFMADD231PS Z9, Z10, Z1
+	VPMOVSXBD   (R9)(R13*1), Z10
+	VCVTDQ2PS   Z10, Z10
+	VFMADD231PS Z8, Z10, Z2
+	VPMOVSXBD   16(R9)(R13*1), Z10
+	VCVTDQ2PS   Z10, Z10
+	VFMADD231PS Z9, Z10, Z3
+	VPMOVSXBD   (R10)(R13*1), Z10
+	VCVTDQ2PS   Z10, Z10
+	VFMADD231PS Z8, Z10, Z4
+	VPMOVSXBD   16(R10)(R13*1), Z10
+	VCVTDQ2PS   Z10, Z10
+	VFMADD231PS Z9, Z10, Z5
+	VPMOVSXBD   (R11)(R13*1), Z10
+	VCVTDQ2PS   Z10, Z10
+	VFMADD231PS Z8, Z10, Z6
+	VPMOVSXBD   16(R11)(R13*1), Z8
+	VCVTDQ2PS   Z8, Z8
+	VFMADD231PS Z9, Z8, Z7
+	CMPQ        R8, $0x00000009
+	JB          mvDenseI8AVX512_r4_nopf
+	PREFETCHT1  (R12)(R13*4)
+	PREFETCHT1  64(R12)(R13*4)
+
+mvDenseI8AVX512_r4_nopf:
+	ADDQ $0x00000020, R13
+	JMP  mvDenseI8AVX512_r4_2
+
+mvDenseI8AVX512_r4_1:
+	CMPQ        R13, SI
+	JAE         mvDenseI8AVX512_r4_sum
+	VMOVUPS     (BX)(R13*4), Z8
+	VPMOVSXBD   (CX)(R13*1), Z9
+	VCVTDQ2PS   Z9, Z9
+	VFMADD231PS Z8, Z9, Z0
+	VPMOVSXBD   (R9)(R13*1), Z9
+	VCVTDQ2PS   Z9, Z9
+	VFMADD231PS Z8, Z9, Z2
+	VPMOVSXBD   (R10)(R13*1), Z9
+	VCVTDQ2PS   Z9, Z9
+	VFMADD231PS Z8, Z9, Z4
+	VPMOVSXBD   (R11)(R13*1), Z9
+	VCVTDQ2PS   Z9, Z9
+	VFMADD231PS Z8, Z9, Z6
+
+mvDenseI8AVX512_r4_sum:
+	VADDPS        Z1, Z0, Z0
+	VEXTRACTF64X4 $0x01, Z0, Y8
+	VADDPS        Y8, Y0, Y8
+	VEXTRACTF32X4 $0x01, Y8, X9
+	VADDPS        X9, X8, X9
+	VADDPS        Z3, Z2, Z2
+	VEXTRACTF64X4 $0x01, Z2, Y8
+	VADDPS        Y8, Y2, Y8
+	VEXTRACTF32X4 $0x01, Y8, X10
+	VADDPS        X10, X8, X10
+	VADDPS        Z5, Z4, Z4
+	VEXTRACTF64X4 $0x01, Z4, Y8
+	VADDPS        Y8, Y4, Y8
+	VEXTRACTF32X4 $0x01, Y8, X13
+	VADDPS        X13, X8, X13
+	VADDPS        Z7, Z6, Z6
+	VEXTRACTF64X4 $0x01, Z6, Y8
+	VADDPS        Y8, Y6, Y8
+	VEXTRACTF32X4 $0x01, Y8, X14
+	VADDPS        X14, X8, X14
+	VUNPCKLPS     X10, X9, X8
+	VUNPCKHPS     X10, X9, X9
+	VADDPS        X9, X8, X8
+	VUNPCKLPS     X14, X13, X9
+	VUNPCKHPS     X14, X13, X10
+	VADDPS        X10, X9, X9
+	VSHUFPS       $0x44, X9, X8, X10
+	VSHUFPS       $0xee, X9, X8, X8
+	VADDPS        X8, X10, X10
+	VMOVUPS       X10, (AX)
+	ADDQ          $0x00000010, AX
+	LEAQ          (CX)(DX*4), CX
+	SUBQ          $0x00000004, R8
+	JMP           mvDenseI8AVX512_pass4
+
+mvDenseI8AVX512_rows1:
+	TESTQ  R8, R8
+	JZ     mvDenseI8AVX512_done
+	VPXORD Z11, Z11, Z11
+	VPXORD Z12, Z12, Z12
+	LEAQ   (CX)(DX*1), R9
+	LEAQ   (R9)(DX*1), R9
+	XORQ   R10, R10
+
+mvDenseI8AVX512_r1_2:
+	CMPQ        R10, DI
+	JAE         mvDenseI8AVX512_r1_1
+	VMOVUPS     (BX)(R10*4), Z0
+	VMOVUPS     64(BX)(R10*4), Z1
+	VPMOVSXBD   (CX)(R10*1), Z2
+	VCVTDQ2PS   Z2, Z2
+	VFMADD231PS Z0, Z2, Z11
+	VPMOVSXBD   16(CX)(R10*1), Z0
+	VCVTDQ2PS   Z0, Z0
+	VFMADD231PS Z1, Z0, Z12
+	CMPQ        R8, $0x00000003
+	JB          mvDenseI8AVX512_r1_nopf
+	PREFETCHT1  (R9)(R10*1)
+
+mvDenseI8AVX512_r1_nopf:
+	ADDQ $0x00000020, R10
+	JMP  mvDenseI8AVX512_r1_2
+
+mvDenseI8AVX512_r1_1:
+	CMPQ        R10, SI
+	JAE         mvDenseI8AVX512_r1_sum
+	VMOVUPS     (BX)(R10*4), Z0
+	VPMOVSXBD   (CX)(R10*1), Z1
+	VCVTDQ2PS   Z1, Z1
+	VFMADD231PS Z0, Z1, Z11
+
+mvDenseI8AVX512_r1_sum:
+	VADDPS        Z12, Z11, Z11
+	VEXTRACTF64X4 $0x01, Z11, Y0
+	VADDPS        Y0, Y11, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X1
+	VPERMILPS     $0x4e, X1, X0
+	VADDPS        X0, X1, X1
+	VPERMILPS     $0xb1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSS        X1, (AX)
+	ADDQ          $0x00000004, AX
+	ADDQ          DX, CX
+	DECQ          R8
+	JMP           mvDenseI8AVX512_rows1
+
+mvDenseI8AVX512_done:
+	VZEROUPPER
+	RET
+
+// func mvDenseI8AVX512Rows1(out *float32, w *byte, stride int, x *float32, n int, rows int)
+// Requires: AVX, AVX512F, AVX512VL
+TEXT ·mvDenseI8AVX512Rows1(SB), NOSPLIT, $0-48
+	MOVQ out+0(FP), AX
+	MOVQ w+8(FP), CX
+	MOVQ stride+16(FP), DX
+	MOVQ x+24(FP), BX
+	MOVQ n+32(FP), SI
+	MOVQ SI, DI
+	ANDQ $-32, DI
+	MOVQ rows+40(FP), R8
+
+mvDenseI8AVX512Rows1_rows1:
+	TESTQ  R8, R8
+	JZ     mvDenseI8AVX512Rows1_done
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	XORQ   R9, R9
+
+mvDenseI8AVX512Rows1_r1_2:
+	CMPQ        R9, DI
+	JAE         mvDenseI8AVX512Rows1_r1_1
+	VMOVUPS     (BX)(R9*4), Z2
+	VMOVUPS     64(BX)(R9*4), Z3
+	VPMOVSXBD   (CX)(R9*1), Z4
+	VCVTDQ2PS   Z4, Z4
+	VFMADD231PS Z2, Z4, Z0
+	VPMOVSXBD   16(CX)(R9*1), Z2
+	VCVTDQ2PS   Z2, Z2
+	VFMADD231PS Z3, Z2, Z1
+	ADDQ        $0x00000020, R9
+	JMP         mvDenseI8AVX512Rows1_r1_2
+
+mvDenseI8AVX512Rows1_r1_1:
+	CMPQ        R9, SI
+	JAE         mvDenseI8AVX512Rows1_r1_sum
+	VMOVUPS     (BX)(R9*4), Z2
+	VPMOVSXBD   (CX)(R9*1), Z3
+	VCVTDQ2PS   Z3, Z3
+	VFMADD231PS Z2, Z3, Z0
+
+mvDenseI8AVX512Rows1_r1_sum:
+	VADDPS        Z1, Z0, Z0
+	VEXTRACTF64X4 $0x01, Z0, Y2
+	VADDPS        Y2, Y0, Y2
+	VEXTRACTF32X4 $0x01, Y2, X3
+	VADDPS        X3, X2, X3
+	VPERMILPS     $0x4e, X3, X2
+	VADDPS        X2, X3, X3
+	VPERMILPS     $0xb1, X3, X2
+	VADDPS        X2, X3, X3
+	VMOVSS        X3, (AX)
+	ADDQ          $0x00000004, AX
+	ADDQ          DX, CX
+	DECQ          R8
+	JMP           mvDenseI8AVX512Rows1_rows1
+
+mvDenseI8AVX512Rows1_done:
 	VZEROUPPER
 	RET
 

@@ -41,3 +41,7 @@ func axpyISA(_ ISA, y []float32, a float32, x []float32) { axpyGeneric(y, a, x) 
 func vnni16CallT(out []float32, w Mat, xq, nxs []float32, region, n, lo, hi int) {
 	panic("cpu: no int4 kernels on this architecture (vnni16Suits is false)")
 }
+
+func int8Rows(_ ISA, out []float32, w []int8, cols int, x []float32, lo, hi int) {
+	int8RowsGo(out, w, cols, x, lo, hi)
+}

@@ -183,6 +183,16 @@ func mvDenseF16AVX2(out *float32, w *byte, stride int, x *float32, n int, rows i
 //go:noescape
 func mvDenseF16AVX2Rows1(out *float32, w *byte, stride int, x *float32, n int, rows int)
 
+// mvDenseI8AVX2 sets out[r] = Σ_{c<n} W[r,c]·x[c] for r < rows, W I8 with rows stride bytes apart; n is a positive multiple of 8.
+//
+//go:noescape
+func mvDenseI8AVX2(out *float32, w *byte, stride int, x *float32, n int, rows int)
+
+// mvDenseI8AVX2Rows1 sets out[r] = Σ_{c<n} W[r,c]·x[c] for r < rows, W I8 with rows stride bytes apart; n is a positive multiple of 8.
+//
+//go:noescape
+func mvDenseI8AVX2Rows1(out *float32, w *byte, stride int, x *float32, n int, rows int)
+
 // mvQ4BF16SymAVX2 is the W4A16 matrix-vector product out[r] = Σ_c (q[r,c] − z[r,g])·s[r,g]·x[c] for r < rows.
 // Row r of codes (formats/int4 layout) is at w + r·stride bytes and spans stride bytes;
 // its groups of gbytes bytes (a multiple of 16) have BF16 scales at scales + r·sstride;
@@ -294,6 +304,16 @@ func mvDenseF16AVX512(out *float32, w *byte, stride int, x *float32, n int, rows
 //
 //go:noescape
 func mvDenseF16AVX512Rows1(out *float32, w *byte, stride int, x *float32, n int, rows int)
+
+// mvDenseI8AVX512 sets out[r] = Σ_{c<n} W[r,c]·x[c] for r < rows, W I8 with rows stride bytes apart; n is a positive multiple of 16.
+//
+//go:noescape
+func mvDenseI8AVX512(out *float32, w *byte, stride int, x *float32, n int, rows int)
+
+// mvDenseI8AVX512Rows1 sets out[r] = Σ_{c<n} W[r,c]·x[c] for r < rows, W I8 with rows stride bytes apart; n is a positive multiple of 16.
+//
+//go:noescape
+func mvDenseI8AVX512Rows1(out *float32, w *byte, stride int, x *float32, n int, rows int)
 
 // mvQ4BF16SymAVX512 is the W4A16 matrix-vector product out[r] = Σ_c (q[r,c] − z[r,g])·s[r,g]·x[c] for r < rows.
 // Row r of codes (formats/int4 layout) is at w + r·stride bytes and spans stride bytes;

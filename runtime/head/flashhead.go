@@ -192,17 +192,10 @@ func (h *FlashHead) ClusterScores(p *cpu.Pool, out, hidden []float32) {
 		cpu.MatVec(p, out, h.norm, hidden)
 		return
 	}
-	D := h.D
-	p.For(h.K, 64, func(lo, hi int) {
-		for k := lo; k < hi; k++ {
-			q := h.q8[k*D : (k+1)*D]
-			var s float32
-			for i, v := range q {
-				s += float32(v) * hidden[i]
-			}
-			out[k] = s * h.q8scale[k]
-		}
-	})
+	cpu.MatVecInt8(p, out[:h.K], h.q8, h.D, hidden)
+	for k, sc := range h.q8scale {
+		out[k] *= sc
+	}
 }
 
 // TopClusters returns the indices of the P best-scoring clusters, in

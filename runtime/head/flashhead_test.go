@@ -321,3 +321,30 @@ func TestArgmaxAllocs(t *testing.T) {
 		pool.Close()
 	}
 }
+
+// Stage 1 scores from the int8 centroids (the dense int8 kernel, then each
+// centroid's scale) equal the float64 sums of the same int8 values, for a
+// width with a kernel tail (D 40) and one of whole vectors (D 64).
+func TestInt8ClusterScores(t *testing.T) {
+	pool := cpu.NewPool(2)
+	defer pool.Close()
+	for _, D := range []int{40, 64} {
+		h, _ := testHead(t, 3000, D, 16, nil, 8, Stage1Int8)
+		r := rand.New(rand.NewPCG(2, uint64(D)))
+		x := randHidden(r, D)
+		got := make([]float32, h.K)
+		h.ClusterScores(pool, got, x)
+		for k := range h.K {
+			var want, mag float64
+			for i, v := range h.q8[k*D : (k+1)*D] {
+				want += float64(v) * float64(x[i])
+				mag += math.Abs(float64(v) * float64(x[i]))
+			}
+			want *= float64(h.q8scale[k])
+			mag *= math.Abs(float64(h.q8scale[k]))
+			if d := math.Abs(float64(got[k]) - want); d > 1e-5*mag+1e-6 {
+				t.Fatalf("D %d cluster %d: score %g, want %g", D, k, got[k], want)
+			}
+		}
+	}
+}

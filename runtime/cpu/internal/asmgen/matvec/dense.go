@@ -18,6 +18,9 @@ var (
 	f32  = denseType{"F32", 4}
 	bf16 = denseType{"BF16", 2}
 	f16  = denseType{"F16", 2}
+	// i8 is a signed byte (the FlashHead's int8 centroids, whose per-row
+	// scale the caller applies to the sums).
+	i8 = denseType{"I8", 1}
 )
 
 // fma adds one vector of weights at m (widened to float32) times xv into acc.
@@ -27,11 +30,16 @@ func (d denseType) fma(l level, m Mem, xv, acc VecVirtual) {
 		return
 	}
 	t := l.Vec()
-	if d == bf16 {
+	switch d {
+	case bf16:
 		// bf16 is the top half of a float32: zero-extend, shift up.
 		VPMOVZXWD(m, t)
 		VPSLLD(U8(16), t, t)
-	} else {
+	case i8:
+		// Sign-extend to int32, convert exactly (|v| <= 128).
+		VPMOVSXBD(m, t)
+		VCVTDQ2PS(t, t)
+	default:
 		VCVTPH2PS(m, t)
 	}
 	VFMADD231PS(xv, t, acc)
@@ -66,9 +74,10 @@ func dense(l level, d denseType, rows1 bool) {
 	stride := Load(Param("stride"), GP64())
 	x := Load(Param("x"), GP64())
 	n := Load(Param("n"), GP64())
-	if d.size == 2 {
+	switch d.size { // n in bytes
+	case 2:
 		SHLQ(U8(1), n)
-	} else {
+	case 4:
 		SHLQ(U8(2), n)
 	}
 	wv := l.Lanes * d.size // weight bytes per vector

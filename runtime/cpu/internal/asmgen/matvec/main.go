@@ -57,7 +57,7 @@ func main() {
 	for _, l := range []level{avx2, avx512} {
 		dot(l)
 		axpy(l)
-		for _, dt := range []denseType{f32, bf16, f16} {
+		for _, dt := range []denseType{f32, bf16, f16, i8} {
 			dense(l, dt, false)
 			dense(l, dt, true)
 		}
