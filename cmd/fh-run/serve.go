@@ -37,7 +37,7 @@ request decoding alone gets every token at once. A client that disconnects
 cancels its request and frees its slot. A finished request's KV cache
 serves the next request whose prompt starts with the same tokens (a chat
 template, a system prompt): only the rest of the prompt is computed
-(--prefix-cache=false turns this off; CPU only). SIGTERM or SIGINT stops
+(--prefix-cache=false turns this off). SIGTERM or SIGINT stops
 accepting requests and lets the running ones finish for
 --shutdown-timeout, then cancels them.
 

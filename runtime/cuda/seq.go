@@ -81,6 +81,29 @@ func (r *Runner) newSeq(limit int, alloc func(int) (Buffer, error)) (*Seq, error
 	return s, nil
 }
 
+// Rewind keeps the first pos tokens and forgets the rest, so that a new
+// sequence sharing them continues from there (a server's prefix cache),
+// as model.State.Rewind: false, changing nothing, when a sliding layer's
+// ring has overwritten positions within the window before pos.
+func (s *Seq) Rewind(pos int) bool {
+	if pos < 0 || pos > s.Pos {
+		return false
+	}
+	W := s.r.M.Config.SlidingWindow
+	for _, l := range s.layers {
+		// The ring holds positions [Pos-ring, Pos); a token at pos or later
+		// attends to none before pos-W.
+		if l.ring > 0 && s.Pos-l.ring > max(0, pos-W) {
+			return false
+		}
+	}
+	s.Pos = pos
+	if s.r.cur == s {
+		s.r.Pos = pos
+	}
+	return true
+}
+
 // KVBytes is the device memory of the sequence's KV cache.
 func (s *Seq) KVBytes() int64 { return s.bytes }
 

@@ -242,3 +242,59 @@ func TestForwardBatch(t *testing.T) {
 		dr.Close()
 	}
 }
+
+// A sequence rewound to a shared prefix continues as a fresh one fed the
+// whole sequence (against the CPU's state, the same way rewound); Rewind
+// refuses once a sliding layer's ring (window + MaxChunk rows) has moved
+// past what the next tokens attend to.
+func TestSeqRewind(t *testing.T) {
+	dv := testDevice(t)
+	pool := cpu.NewPool(1)
+	defer pool.Close()
+	m := loadFixture(t, "gemma3-tiny", dtype.F32)
+	H, V, W := m.Config.HiddenSize, m.Config.VocabSize, m.Config.SlidingWindow
+	dr, err := NewRunner(dv, m, dtype.F32, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dr.Close()
+	cpuRun := model.NewRunner(m, pool)
+	R := W + MaxChunk
+	r := rand.New(rand.NewPCG(9, 10))
+	for _, c := range []struct {
+		fed, keep int
+		ok        bool
+	}{{6, 3, true}, {20, 12, true}, {R + 10, 20, true}, {R + 10, 15, false}, {R + 10, R + 10, true}} {
+		s, err := dr.NewSeq(0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		first := randTokens(r, c.fed, V)
+		for lo := 0; lo < len(first); lo += MaxChunk {
+			if err := dr.ForwardBatch(make([]float32, H), []*Seq{s}, [][]int{first[lo:min(lo+MaxChunk, len(first))]}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if ok := s.Rewind(c.keep); ok != c.ok || (!ok && s.Pos != c.fed) {
+			t.Fatalf("%d tokens rewound to %d: %v (position %d), want %v", c.fed, c.keep, ok, s.Pos, c.ok)
+		}
+		if c.ok {
+			next := append(append([]int(nil), first[:c.keep]...), randTokens(r, 4, V)...)
+			out := make([]float32, H)
+			if err := dr.ForwardBatch(out, []*Seq{s}, [][]int{next[c.keep:]}); err != nil {
+				t.Fatal(err)
+			}
+			st, _ := m.NewState(0, dtype.F32)
+			want, err := cpuRun.ForwardHidden(st, next, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for d := range want {
+				if diff := math.Abs(float64(out[d]) - float64(want[d])); diff > logitTol(dtype.F32) {
+					t.Fatalf("%d tokens rewound to %d: hidden differs from a fresh sequence's by %.3g", c.fed, c.keep, diff)
+				}
+			}
+		}
+		s.Close()
+	}
+}

@@ -121,14 +121,12 @@ type cudaBackend struct {
 
 type cudaSequence struct{ s *cuda.Seq }
 
-func (s cudaSequence) Pos() int       { return s.s.Pos }
-func (s cudaSequence) Limit() int     { return s.s.Limit }
-func (s cudaSequence) KVBytes() int64 { return s.s.KVBytes() }
-func (s cudaSequence) Reset()         { s.s.Pos = 0 }
-
-// Rewind is not implemented on the device: its prompts are computed whole.
-func (s cudaSequence) Rewind(int) bool { return false }
-func (s cudaSequence) Close() error    { return s.s.Close() }
+func (s cudaSequence) Pos() int            { return s.s.Pos }
+func (s cudaSequence) Limit() int          { return s.s.Limit }
+func (s cudaSequence) KVBytes() int64      { return s.s.KVBytes() }
+func (s cudaSequence) Reset()              { s.s.Pos = 0 }
+func (s cudaSequence) Rewind(pos int) bool { return s.s.Rewind(pos) }
+func (s cudaSequence) Close() error        { return s.s.Close() }
 
 func (b *cudaBackend) Model() *model.Model { return b.r.M }
 func (b *cudaBackend) Pool() *cpu.Pool     { return b.pool }

@@ -67,8 +67,7 @@ type Config struct {
 	// NoPrefixCache turns off the reuse of finished requests' KV caches:
 	// by default a new request takes the spare cache that shares the
 	// longest start with its prompt and computes only the rest (chat
-	// templates and system prompts repeat). Only the CPU backend can
-	// rewind a cache; on CUDA every prompt is computed whole.
+	// templates and system prompts repeat).
 	NoPrefixCache bool
 	// ModelName is the model's id in the API (empty: "fhkit").
 	ModelName string
