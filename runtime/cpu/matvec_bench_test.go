@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/fhkit/fhkit/formats/dtype"
 	"github.com/fhkit/fhkit/formats/int4"
@@ -153,6 +154,44 @@ func BenchmarkMatVec(b *testing.B) {
 		}
 		p.Close()
 	}
+}
+
+// BenchmarkMatVecInt8 measures the int8 matrix-vector kernels
+// (cpu.MatVecInt8) on the FlashHead's stage-1 centroids of gemma-3-1b
+// (16384 x 1152), out of cache, at each level with 1 and 2 threads:
+// GB/s of weight bytes and GFLOP/s (2 per weight).
+func BenchmarkMatVecInt8(b *testing.B) {
+	const rows, cols = 16384, 1152
+	r := rand.New(rand.NewPCG(1, 2))
+	mem := hugemem.New()
+	mats := make([][]int8, outOfCache/(rows*cols))
+	for i := range mats {
+		bb := mem.Bytes(rows * cols)
+		mats[i] = unsafe.Slice((*int8)(unsafe.Pointer(&bb[0])), rows*cols)
+		for j := range mats[i] {
+			mats[i][j] = int8(r.IntN(256) - 128)
+		}
+	}
+	x := make([]float32, cols)
+	for i := range x {
+		x[i] = float32(i%7) - 3
+	}
+	out := make([]float32, rows)
+	for _, threads := range []int{1, 2} {
+		p := cpu.NewPool(threads)
+		for level := cpu.Generic; level <= cpu.DetectISA(); level++ {
+			b.Run(fmt.Sprintf("%s/centroids_%dx%d/t%d", level, rows, cols, threads), func(b *testing.B) {
+				b.SetBytes(rows * cols)
+				for i := 0; i < b.N; i++ {
+					cpu.MatVecInt8ISA(level, p, out, mats[i%len(mats)], cols, x)
+				}
+				b.ReportMetric(2*float64(rows*cols)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+				b.ReportMetric(float64(rows*cols)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GB/s")
+			})
+		}
+		p.Close()
+	}
+	runtime.KeepAlive(mem)
 }
 
 // BenchmarkDot measures Dot and Axpy at attention head sizes (in cache).

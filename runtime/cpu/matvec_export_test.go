@@ -25,3 +25,6 @@ var HasAVX512VNNI = cpuHasAVX512VNNI
 func MatVecQ4VNNI16(p *Pool, out []float32, w Mat, x []float32) {
 	matVecRun(AVX512, q4AVX512VNNI16, p, out, w, x)
 }
+
+// MatVecInt8ISA exposes matVecInt8ISA to the external benchmarks.
+var MatVecInt8ISA = matVecInt8ISA
