@@ -192,9 +192,10 @@ func matVecsRun(level ISA, impl q4Impl, p *Pool, outs [][]float32, ws []Mat, x [
 // mvScratch is a Pool's reusable state for matVec: the rearranged input of
 // int4 products and the job the workers read, guarded by mu.
 type mvScratch struct {
-	mu  sync.Mutex
-	buf []float32
-	job mvJob
+	mu   sync.Mutex
+	buf  []float32
+	job  mvJob
+	int8 int8Task // MatVecInt8's
 }
 
 // mvJob is one dispatch of products sharing x. It is the pool's Task:
@@ -561,17 +562,39 @@ func MatVecInt8(p *Pool, out []float32, w []int8, cols int, x []float32) {
 }
 
 func matVecInt8ISA(level ISA, p *Pool, out []float32, w []int8, cols int, x []float32) {
-	p.For(len(out), max(16, ParallelMACs/cols), func(lo, hi int) { int8Rows(level, out, w, cols, x, lo, hi) })
+	s := &p.mv
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t := &s.int8
+	*t = int8Task{level: level, out: out, w: w, cols: cols, x: x}
+	p.Run(len(out), max(16, ParallelMACs/cols), t) // a pointer Task: no allocation
+	*t = int8Task{}                                // do not pin the weights or x
 }
+
+// int8Task is MatVecInt8's loop body, kept in the pool's scratch.
+type int8Task struct {
+	level ISA
+	out   []float32
+	w     []int8
+	cols  int
+	x     []float32
+}
+
+func (t *int8Task) Run(lo, hi int) { int8Rows(t.level, t.out, t.w, t.cols, t.x, lo, hi) }
 
 // int8RowsGo is MatVecInt8 in plain Go on rows [lo, hi), each row's sum
 // in column order: the reference of the kernels.
 func int8RowsGo(out []float32, w []int8, cols int, x []float32, lo, hi int) {
 	for r := lo; r < hi; r++ {
-		var s float32
-		for i, v := range w[r*cols : (r+1)*cols] {
-			s += float32(v) * x[i]
-		}
-		out[r] = s
+		out[r] = dotInt8(w[r*cols:(r+1)*cols], x)
 	}
+}
+
+// dotInt8 is Σ_i float32(w[i])·x[i] in index order.
+func dotInt8(w []int8, x []float32) float32 {
+	var s float32
+	for i, v := range w {
+		s += float32(v) * x[i]
+	}
+	return s
 }

@@ -404,10 +404,6 @@ func int8Rows(level ISA, out []float32, w []int8, cols int, x []float32, lo, hi 
 		mvDenseI8AVX2(&o[0], wp, cols, xp, n, hi-lo)
 	}
 	for r := range o {
-		var s float32
-		for i, v := range data[r*cols+n : (r+1)*cols] {
-			s += float32(v) * x[n+i]
-		}
-		o[r] += s
+		o[r] += dotInt8(data[r*cols+n:(r+1)*cols], x[n:cols])
 	}
 }

@@ -401,6 +401,14 @@ func TestMatVecNoAllocs(t *testing.T) {
 			t.Errorf("%s matVec: %v allocations per call", m.DType, n)
 		}
 	}
+	// The FlashHead's int8 stage 1 runs for every token too.
+	w8 := make([]int8, 512*1152)
+	for i := range w8 {
+		w8[i] = int8(r.IntN(256) - 128)
+	}
+	if n := testing.AllocsPerRun(20, func() { MatVecInt8(p, out, w8, 1152, x) }); n != 0 {
+		t.Errorf("MatVecInt8: %v allocations per call", n)
+	}
 }
 
 // TestDotRowsNoAllocs checks that DotRows allocates nothing, with its

@@ -89,11 +89,8 @@ func (s *Seq) Rewind(pos int) bool {
 	if pos < 0 || pos > s.Pos {
 		return false
 	}
-	W := s.r.M.Config.SlidingWindow
 	for _, l := range s.layers {
-		// The ring holds positions [Pos-ring, Pos); a token at pos or later
-		// attends to none before pos-W.
-		if l.ring > 0 && s.Pos-l.ring > max(0, pos-W) {
+		if !model.RingRewinds(l.ring, s.r.M.Config.SlidingWindow, s.Pos, pos) {
 			return false
 		}
 	}

@@ -18,7 +18,6 @@ import (
 type layerCache struct {
 	kvDim    int
 	ring     int // W + MaxChunk for sliding layers, 0 for global layers
-	window   int // W for sliding layers
 	dt       dtype.DType
 	k, v     []float32 // F32 storage
 	k16, v16 []uint16  // BF16 / F16 storage
@@ -26,7 +25,7 @@ type layerCache struct {
 }
 
 func newLayerCache(kvDim, window int, dt dtype.DType) *layerCache {
-	c := &layerCache{kvDim: kvDim, window: window, dt: dt}
+	c := &layerCache{kvDim: kvDim, dt: dt}
 	if window > 0 {
 		c.ring = window + MaxChunk
 	}
@@ -240,14 +239,21 @@ func (s *State) Rewind(pos int) bool {
 		return false
 	}
 	for _, c := range s.layers {
-		// The ring holds positions [Pos-ring, Pos); a token at pos or later
-		// attends to none before pos-window.
-		if c.ring > 0 && s.Pos-c.ring > max(0, pos-c.window) {
+		if !RingRewinds(c.ring, c.ring-MaxChunk, s.Pos, pos) {
 			return false
 		}
 	}
 	s.Pos = pos
 	return true
+}
+
+// RingRewinds reports whether a layer cache holding positions [0, from)
+// can continue from position to <= from: always for a full cache (ring
+// 0); for a sliding layer's ring of ring rows (positions [from-ring,
+// from)) and window W, while it still holds the positions a token at to or
+// later attends to (none before to-W). The CPU and CUDA caches share it.
+func RingRewinds(ring, W, from, to int) bool {
+	return ring == 0 || from-ring <= max(0, to-W)
 }
 
 // KVBytes returns the memory held by the KV cache.
