@@ -111,10 +111,15 @@ func ropeISA(level ISA, x, cos, sin []float32) {
 	if heads == 0 {
 		return
 	}
-	switch level {
-	case AVX512:
+	switch {
+	// A half of 8 (head_dim 16) fills no 16-lane vector: the AVX-512
+	// kernel would take its masked tail for all of it, three times slower
+	// than the AVX2 kernel's whole 8-lane vectors (BenchmarkOps/RoPE4x16).
+	case level == AVX512 && half%16 != 0 && half%8 == 0:
+		opsRoPEAVX2(&x[0], &cos[0], &sin[0], half, heads)
+	case level == AVX512:
 		opsRoPEAVX512(&x[0], &cos[0], &sin[0], half, heads)
-	case AVX2:
+	case level == AVX2:
 		opsRoPEAVX2(&x[0], &cos[0], &sin[0], half, heads)
 	default:
 		ropeGeneric(x, cos, sin)

@@ -607,4 +607,15 @@ func BenchmarkOps(b *testing.B) {
 			weightedSumISA(level, q, sc, keys, 32)
 		}
 	})
+	// A query row: 4 heads of 16 (half 8).
+	cos, sin := make([]float32, 8), make([]float32, 8)
+	for i := range cos {
+		s, c := math.Sincos(float64(i) + 0.5)
+		cos[i], sin[i] = float32(c), float32(s)
+	}
+	benchLevels(b, "RoPE4x16", func(b *testing.B, level ISA) {
+		for range b.N {
+			ropeISA(level, gate, cos, sin)
+		}
+	})
 }

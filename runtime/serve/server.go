@@ -586,6 +586,13 @@ func (a *responder) stream() {
 		}
 		return true
 	}
+	// The last events are only buffered: net/http writes them with the
+	// chunked body's terminator when the handler returns, one write for
+	// the server and one read for the client where a flush would make two.
+	last := func() {
+		a.w.Write(events)
+		events = events[:0]
+	}
 	if a.p.chat {
 		empty := ""
 		if !send(chatChunk{ID: a.id, Object: chunkObject, Created: a.created, Model: a.s.cfg.ModelName, Choices: []chatChunkChoice{{Delta: chatDelta{Role: "assistant", Content: &empty}}}}) {
@@ -613,7 +620,7 @@ func (a *responder) stream() {
 		if res.reason == "cancelled" || res.reason == "error" {
 			appendEvent(map[string]*apiError{"error": failure(res)})
 			events = append(events, "data: [DONE]\n\n"...)
-			flush()
+			last()
 			return
 		}
 		fin := finishReason(res.reason)
@@ -627,7 +634,7 @@ func (a *responder) stream() {
 			}
 		}
 		events = append(events, "data: [DONE]\n\n"...)
-		flush()
+		last()
 		return
 	}
 }

@@ -678,6 +678,71 @@ func TestLoadReusesConnections(t *testing.T) {
 	}
 }
 
+// writeLog is a listener whose connections record each Write.
+type writeLog struct {
+	net.Listener
+	mu     sync.Mutex
+	writes [][]byte
+}
+
+func (l *writeLog) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	return &loggedConn{Conn: c, log: l}, err
+}
+
+type loggedConn struct {
+	net.Conn
+	log *writeLog
+}
+
+func (c *loggedConn) Write(b []byte) (int, error) {
+	c.log.mu.Lock()
+	c.log.writes = append(c.log.writes, append([]byte(nil), b...))
+	c.log.mu.Unlock()
+	return c.Conn.Write(b)
+}
+
+// A stream's last events go out in one write with the chunked body's
+// terminator (a flush of their own made one more write on the server and
+// one more read on the client, per request).
+func TestStreamEndsInOneWrite(t *testing.T) {
+	l := loadModel(t, true)
+	s, err := New(Config{Backend: NewCPUBackend(l.run, dtype.F32), Tokenizer: l.tok, Flash: l.flash, ModelName: "tiny"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewUnstartedServer(s.Handler())
+	wl := &writeLog{Listener: hs.Listener}
+	hs.Listener = wl
+	hs.Start()
+	t.Cleanup(func() { s.Close(); hs.Close() })
+	for _, chat := range []bool{false, true} {
+		path, body := "/v1/completions", `{"prompt": "Once upon a time", "max_tokens": 12, "stream": true, "ignore_eos": true, "stream_options": {"include_usage": true}}`
+		if chat {
+			path, body = "/v1/chat/completions", `{"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 12, "stream": true, "ignore_eos": true}`
+		}
+		wl.mu.Lock()
+		wl.writes = nil
+		wl.mu.Unlock()
+		code, _, b := post(t, hs.URL+path, body)
+		if code != 200 || !strings.HasSuffix(string(b), "data: [DONE]\n\n") {
+			t.Fatalf("%s: status %d, body %q", path, code, b)
+		}
+		wl.mu.Lock()
+		writes := wl.writes
+		wl.mu.Unlock()
+		if len(writes) == 0 {
+			t.Fatalf("%s: no writes logged", path)
+		}
+		lastWrite := string(writes[len(writes)-1])
+		// (Chunked, the write ends with the terminator; a stream that
+		// ended before its first flush has a Content-Length instead.)
+		if !strings.Contains(lastWrite, "data: [DONE]") {
+			t.Errorf("%s: the last events and the terminator came in separate writes; last write %q", path, lastWrite)
+		}
+	}
+}
+
 // A request whose prompt starts like a finished request's tokens computes
 // only the rest: the same prompt again is served from the first one's
 // cache (all but its last token) and gives the same greedy text as alone.
