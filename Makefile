@@ -26,11 +26,12 @@ vet:
 test: vet
 	$(GO) build ./...
 	$(GO) test -count=1 ./...
-	@# The worker pool's hand-offs and the batches split over threads under
+	@# The worker pool's hand-offs, the gated MLP's blocks (GatedMatVecs) and
+	@# the batches split over threads under
 	@# the race detector (which needs cgo).
 	@if command -v cc >/dev/null 2>&1; then \
-		echo "CGO_ENABLED=1 $(GO) test -race -count=1 -run 'Pool|Shares' ./runtime/cpu"; \
-		CGO_ENABLED=1 $(GO) test -race -count=1 -run 'Pool|Shares' ./runtime/cpu && \
+		echo "CGO_ENABLED=1 $(GO) test -race -count=1 -run 'Pool|Shares|Gated' ./runtime/cpu"; \
+		CGO_ENABLED=1 $(GO) test -race -count=1 -run 'Pool|Shares|Gated' ./runtime/cpu && \
 		echo "CGO_ENABLED=1 $(GO) test -race -count=1 -run 'BatchEqualsAlone|BatchLargerThanChunk' ./runtime/model" && \
 		CGO_ENABLED=1 $(GO) test -race -count=1 -run 'BatchEqualsAlone|BatchLargerThanChunk' ./runtime/model; \
 	else echo "make test: no C compiler, so the race-detector runs of the worker pool and split batches are skipped"; fi

@@ -89,7 +89,7 @@ func matVecRun(level ISA, impl q4Impl, p *Pool, out []float32, w Mat, x []float3
 		return
 	}
 	outs, ws := [1][]float32{out}, [1]Mat{w}
-	matVecsRun(level, impl, p, outs[:], ws[:], x)
+	matVecsRun(level, impl, p, outs[:], ws[:], x, nil)
 }
 
 // MatVecs computes outs[i] = ws[i]·x for up to mvMaxParts matrices that
@@ -99,23 +99,32 @@ func matVecRun(level ISA, impl q4Impl, p *Pool, out []float32, w Mat, x []float3
 // kernels want different things of x (dtype, width, int4 family, group
 // size or zero points) run one at a time.
 func MatVecs(p *Pool, outs [][]float32, ws []Mat, x []float32) {
+	matVecsISA(isa, p, outs, ws, x)
+}
+
+// matVecsISA is MatVecs with the kernels of the given level.
+func matVecsISA(level ISA, p *Pool, outs [][]float32, ws []Mat, x []float32) {
 	for i, w := range ws {
 		if w.Observe != nil {
 			w.Observe(x[:w.Cols], 1)
 		}
 		_ = outs[i][:w.Rows]
 	}
-	if !matVecsShare(isa, ws) {
+	if !matVecsShare(level, ws) {
 		for i, w := range ws {
-			matVec(p, outs[i], w, x)
+			matVecISA(level, p, outs[i], w, x)
 		}
 		return
 	}
-	impl := q4Go
-	if ws[0].DType == dtype.U4 {
-		impl = q4ImplFor(isa, ws[0])
+	matVecsRun(level, q4ImplOf(level, ws[0]), p, outs, ws, x, nil)
+}
+
+// q4ImplOf is q4ImplFor for an int4 weight, q4Go for the others.
+func q4ImplOf(level ISA, w Mat) q4Impl {
+	if w.DType != dtype.U4 {
+		return q4Go
 	}
-	matVecsRun(isa, impl, p, outs, ws, x)
+	return q4ImplFor(level, w)
 }
 
 // matVecsShare reports whether one dispatch and one layout of x serve all
@@ -140,62 +149,89 @@ func matVecsShare(level ISA, ws []Mat) bool {
 // mvMaxParts bounds the matrices of one MatVecs dispatch.
 const mvMaxParts = 4
 
-// matVecsRun runs the products of ws (matVecsShare holds) as one job.
-func matVecsRun(level ISA, impl q4Impl, p *Pool, outs [][]float32, ws []Mat, x []float32) {
-	s := &p.mv
+// matVecsRun runs the products of ws (matVecsShare holds) as one job; with
+// g, the gate and up products of GatedMatVecs (gated.go), g's blocks
+// finished as they complete.
+func matVecsRun(level ISA, impl q4Impl, p *Pool, outs [][]float32, ws []Mat, x []float32, g *gatedSpec) {
 	// Products on one pool run one at a time (the pool's workers serve one
 	// loop at a time anyway); the lock makes concurrent callers safe.
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	p.mv.mu.Lock()
+	defer p.mv.mu.Unlock()
+	matVecsRunLocked(level, impl, p, outs, ws, x, g)
+}
+
+// matVecsRunLocked is matVecsRun with p.mv.mu held.
+func matVecsRunLocked(level ISA, impl q4Impl, p *Pool, outs [][]float32, ws []Mat, x []float32, g *gatedSpec) {
+	s := &p.mv
 	j := &s.job
-	j.level, j.x, j.xq, j.nxs, j.n = level, x, nil, nil, len(ws)
+	j.level, j.x, j.xq, j.nxs, j.n, j.gated = level, x, nil, nil, len(ws), g
 	if ws[0].DType == dtype.U4 {
 		j.q4 = impl
-		j.xq, j.nxs = s.prepareQ4X(impl, ws[0], x)
+		var ok bool
+		if j.xq, j.nxs, ok = s.ahead.take(impl, ws[0], x); !ok {
+			j.xq, j.nxs = s.prepareQ4X(impl, ws[0], x)
+		}
 	}
+	// A layout made ahead serves the product right after the one that
+	// made it, or none.
+	s.ahead.valid = false
 	bytes := 0
+	j.chunks = 0
 	for i, w := range ws {
-		j.parts[i] = mvPart{out: outs[i], w: w}
+		// Threads take chunks of a few rows (mvGrain, or a tiled int4
+		// weight's superblock, or a tiled dense weight's row block).
+		part := &j.parts[i]
+		*part = mvPart{out: outs[i], w: w, chunk: mvChunkRows(impl, w), first: j.chunks}
+		j.chunks += (w.Rows + part.chunk - 1) / part.chunk
 		bytes += len(w.Data)
 	}
-	if bytes < mvSerialBytes || p.Threads() == 1 {
+	switch {
+	case bytes < mvSerialBytes || p.Threads() == 1:
+		if g != nil {
+			j.gatedRange(0, j.chunks)
+			break
+		}
 		for i := range ws {
 			j.rows(&j.parts[i], 0, ws[i].Rows)
 		}
-	} else {
+	default:
 		// Threads take chunks of rows from home shares (shares): one
 		// stream of weights each, and no waiting for a late thread. A
-		// chunk is a few rows (mvGrain, or a tiled int4 weight's
-		// superblock), and a thread claims half of what is left of a
-		// share at a time (nextRange).
-		j.chunks = 0
-		for i := range ws {
-			part, w := &j.parts[i], ws[i]
-			part.chunk = mvGrain
-			switch {
-			case impl == q4AVX512VNNI16 && w.rowsInLanes().tiled():
-				part.chunk = vnni16Super * vnni16Rows // whole superblocks: one stream of codes per call
-			case w.denseTiles() != nil:
-				part.chunk = denseTileRows // whole row blocks: one stream
-			}
-			part.first = j.chunks
-			j.chunks += (w.Rows + part.chunk - 1) / part.chunk
-		}
+		// thread claims half of what is left of a share at a time
+		// (nextRange).
 		j.shares.reset(j.chunks, p.Threads())
 		p.Run(p.Threads(), 1, j) // a pointer Task: no allocation
 	}
+	if g != nil {
+		s.ahead.keep(outs[0])
+	}
 	// Do not pin the weights or x after the call.
-	j.x, j.xq, j.nxs = nil, nil, nil
+	j.x, j.xq, j.nxs, j.gated = nil, nil, nil, nil
 	clear(j.parts[:])
+}
+
+// mvChunkRows is the rows of one claim of w's product: whole superblocks
+// of a tiled int4 weight and whole row blocks of a tiled dense one (one
+// stream of codes per kernel call), else mvGrain.
+func mvChunkRows(impl q4Impl, w Mat) int {
+	switch {
+	case w.DType == dtype.U4 && impl == q4AVX512VNNI16 && w.rowsInLanes().tiled():
+		return vnni16Super * vnni16Rows
+	case w.DType != dtype.U4 && w.denseTiles() != nil:
+		return denseTileRows
+	}
+	return mvGrain
 }
 
 // mvScratch is a Pool's reusable state for matVec: the rearranged input of
 // int4 products and the job the workers read, guarded by mu.
 type mvScratch struct {
-	mu   sync.Mutex
-	buf  []float32
-	job  mvJob
-	int8 int8Task // MatVecInt8's
+	mu    sync.Mutex
+	buf   []float32
+	job   mvJob
+	int8  int8Task   // MatVecInt8's
+	gated gatedSpec  // GatedMatVecs'
+	ahead aheadInput // the next product's input, laid out by GatedMatVecs
 }
 
 // mvJob is one dispatch of products sharing x. It is the pool's Task:
@@ -206,9 +242,10 @@ type mvJob struct {
 	x       []float32
 	xq, nxs []float32 // int4 only: x rearranged, and the lane sums
 	parts   [mvMaxParts]mvPart
-	n       int    // parts in use
-	chunks  int    // chunks of all parts
-	shares  shares // the chunks' home shares, one per thread
+	n       int        // parts in use
+	chunks  int        // chunks of all parts
+	shares  shares     // the chunks' home shares, one per thread
+	gated   *gatedSpec // GatedMatVecs' job: chunks numbered by block (gated.go)
 }
 
 // mvPart is one matrix of an mvJob.
@@ -224,6 +261,10 @@ type mvPart struct {
 func (j *mvJob) Run(me, _ int) {
 	k := 0
 	for lo, hi, ok := j.shares.nextRange(me, &k); ok; lo, hi, ok = j.shares.nextRange(me, &k) {
+		if j.gated != nil {
+			j.gatedRange(lo, hi)
+			continue
+		}
 		j.chunkRange(lo, hi)
 	}
 }

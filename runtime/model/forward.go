@@ -430,9 +430,15 @@ func (r *Runner) forwardChunk(segs []segment, all []float32) {
 
 		// MLP block.
 		gate, up := b.gate[:T*c.IntermediateSize], b.up[:T*c.IntermediateSize]
-		gu, guW := [2][]float32{gate, up}, [2]cpu.Mat{l.Gate, l.Up}
-		r.matMuls(xn, T, gu[:], guW[:])
-		task.run(stageActivation, T)
+		if T == 1 {
+			// The threads that compute gate and up apply the activation and
+			// lay it out for down, block by block (cpu.GatedMatVecs).
+			cpu.GatedMatVecs(r.poolFor(2*l.Gate.Rows*l.Gate.Cols), gate, up, l.Gate, l.Up, xn, c.HiddenAct == "gelu_pytorch_tanh", l.Down)
+		} else {
+			gu, guW := [2][]float32{gate, up}, [2]cpu.Mat{l.Gate, l.Up}
+			r.matMuls(xn, T, gu[:], guW[:])
+			task.run(stageActivation, T)
+		}
 		r.matMul(b.down[:T*h], l.Down, gate, T)
 		task.run(stageMLPOut, T)
 	}
