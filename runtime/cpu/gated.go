@@ -160,7 +160,7 @@ func (j *mvJob) finishBlock(b int) {
 }
 
 // vnniK is the zero-point factor of the VNNI layout's sums: 8 for
-// symmetric codes, 1 with zero points (prepareQ4Into).
+// symmetric codes, 1 with zero points (prepareQ4Into, finishBlock).
 func vnniK(w Mat) int32 {
 	if w.Q4.Zeros == nil {
 		return 8

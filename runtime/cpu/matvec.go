@@ -245,7 +245,7 @@ type mvJob struct {
 	n       int        // parts in use
 	chunks  int        // chunks of all parts
 	shares  shares     // the chunks' home shares, one per thread
-	gated   *gatedSpec // GatedMatVecs' job: chunks numbered by block (gated.go)
+	gated   *gatedSpec // GatedMatVecs' job: blocks finished as they complete (gated.go)
 }
 
 // mvPart is one matrix of an mvJob.
@@ -422,13 +422,9 @@ func prepareQ4Into(buf []float32, impl q4Impl, w Mat, x []float32) (xq, nxs []fl
 	sym := w.Q4.Zeros == nil
 	x = x[:cols]
 	if impl == q4AVX512VNNI || impl == q4AVX512VNNI16 {
-		k := int32(1)
-		if sym {
-			k = 8
-		}
 		xq = buf[:cols/2]
 		nxs = buf[cols/2 : cols/2+2*ng]
-		q4PrepVNNI(unsafe.Slice((*int8)(unsafe.Pointer(&xq[0])), 2*cols), nxs, x, G, k)
+		q4PrepVNNI(unsafe.Slice((*int8)(unsafe.Pointer(&xq[0])), 2*cols), nxs, x, G, vnniK(w))
 		return xq, nxs
 	}
 	xq = buf[:cols]
