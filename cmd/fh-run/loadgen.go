@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os/signal"
+	"slices"
 	"syscall"
 	"time"
 
@@ -29,6 +30,10 @@ long enough to measure), and the report ends with the ratio of the two
 throughputs: what continuous batching buys. Each run's clients open their
 connections before the clock starts (a GET /health each) and send all
 their requests on them, so a run times requests, not TCP handshakes.
+--rounds N repeats the pair of runs N times, alternating, and reports the
+round with the median ratio (the lower one for even N) and every round's
+figures: on a shared machine one short run can catch a pause, and the
+pairs tell the ratio from the moment's speed.
 
 --model starts the server in this process on 127.0.0.1 (with the runtime
 flags below, as 'fh-run serve'); --url targets a running one. Only loopback
@@ -38,6 +43,7 @@ generates exactly --max-tokens tokens and runs compare.
 
 Examples:
   fh-run loadgen --model out/demo/model-fh.fhm --clients 32 --requests 4
+  fh-run loadgen --model out/demo/model-fh.fhm --rounds 9 --json
   fh-run serve --model m.fhm & fh-run loadgen --url http://127.0.0.1:8080 --chat --json
 
 Flags:
@@ -65,6 +71,7 @@ func runLoadgen(args []string, stdout, stderr io.Writer) error {
 	baseline := fs.Bool("baseline", true, "first measure one client alone and report the throughput ratio")
 	baselineRequests := fs.Int("baseline-requests", 0, "requests of the single-client run (0 = clients x requests)")
 	timeout := fs.Duration("timeout", 5*time.Minute, "bound on each run")
+	rounds := fs.Int("rounds", 1, "pairs of runs (single client, then concurrent); the report is the median round's")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	if err := parse(fs, args, loadgenHelp, stdout); err != nil {
 		return err
@@ -90,6 +97,12 @@ func runLoadgen(args []string, stdout, stderr io.Writer) error {
 	}
 	if *baselineRequests < 0 || *baselineRequests > serve.MaxLoadRequests || (*baseline && *baselineRequests == 0 && *clients**requests > serve.MaxLoadRequests) {
 		return cli.Usagef("--baseline-requests must be in 0..%d (0: clients x requests, which must then be at most %d)", serve.MaxLoadRequests, serve.MaxLoadRequests)
+	}
+	if *rounds < 1 || *rounds > maxLoadRounds {
+		return cli.Usagef("--rounds must be in 1..%d", maxLoadRounds)
+	}
+	if *rounds > 1 && !*baseline {
+		return cli.Usagef("--rounds needs the single-client baseline (--baseline)")
 	}
 	if *maxTokens < 1 || *timeout <= 0 || *timeout > serve.MaxLoadTimeout {
 		return cli.Usagef("--max-tokens must be >= 1 and --timeout in (0, %s]", serve.MaxLoadTimeout)
@@ -119,50 +132,109 @@ func runLoadgen(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stderr, "loadgen: serving %s on %s (max batch %d)\n", rf.model, cfg.URL, sf.maxBatch)
 	}
 
-	out := map[string]*serve.LoadReport{}
-	if *baseline {
-		one := cfg
-		one.Clients, one.Requests = 1, *clients**requests
-		if *baselineRequests > 0 {
-			one.Requests = *baselineRequests
+	var runs []loadRound
+	failed := 0
+	for i := range *rounds {
+		var r loadRound
+		if *baseline {
+			one := cfg
+			one.Clients, one.Requests = 1, *clients**requests
+			if *baselineRequests > 0 {
+				one.Requests = *baselineRequests
+			}
+			rep, err := serve.Load(ctx, one)
+			if err != nil {
+				return err
+			}
+			r.single, failed = rep, failed+rep.Errors
 		}
-		rep, err := serve.Load(ctx, one)
+		rep, err := serve.Load(ctx, cfg)
 		if err != nil {
 			return err
 		}
-		out["single"] = rep
-		if !*asJSON {
-			rep.WriteText(stdout, "single client")
+		r.concurrent, failed = rep, failed+rep.Errors
+		runs = append(runs, r)
+		if *rounds > 1 && !*asJSON {
+			fmt.Fprintf(stderr, "loadgen: round %d/%d: 1 client %.0f tok/s, %d clients %.0f tok/s, ratio %.2fx\n",
+				i+1, *rounds, r.single.TokensPerSecond, cfg.Clients, rep.TokensPerSecond, r.ratio())
 		}
 	}
-	rep, err := serve.Load(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	out["concurrent"] = rep
+	med := medianRound(runs)
 	if *asJSON {
-		v := map[string]any{"concurrent": rep}
-		if s := out["single"]; s != nil {
-			v["single"] = s
-			if s.TokensPerSecond > 0 {
-				v["throughput_ratio"] = rep.TokensPerSecond / s.TokensPerSecond
+		v := map[string]any{"concurrent": med.concurrent}
+		if med.single != nil {
+			v["single"] = med.single
+			if med.single.TokensPerSecond > 0 {
+				v["throughput_ratio"] = med.ratio()
 			}
+		}
+		if *rounds > 1 {
+			list := make([]map[string]any, len(runs))
+			for i, r := range runs {
+				list[i] = map[string]any{"single_tokens_per_second": r.single.TokensPerSecond,
+					"concurrent_tokens_per_second": r.concurrent.TokensPerSecond, "throughput_ratio": r.ratio(),
+					"errors": r.single.Errors + r.concurrent.Errors}
+			}
+			v["rounds"] = list
 		}
 		if err := json.NewEncoder(stdout).Encode(v); err != nil {
 			return err
 		}
 	} else {
-		rep.WriteText(stdout, fmt.Sprintf("%d clients", cfg.Clients))
-		if s := out["single"]; s != nil && s.TokensPerSecond > 0 {
-			fmt.Fprintf(stdout, "throughput ratio (%d clients / 1 client): %.2fx\n", cfg.Clients, rep.TokensPerSecond/s.TokensPerSecond)
+		if med.single != nil {
+			med.single.WriteText(stdout, "single client")
 		}
-	}
-	failed := rep.Errors
-	if s := out["single"]; s != nil {
-		failed += s.Errors
+		med.concurrent.WriteText(stdout, fmt.Sprintf("%d clients", cfg.Clients))
+		if med.single != nil && med.single.TokensPerSecond > 0 {
+			fmt.Fprintf(stdout, "throughput ratio (%d clients / 1 client): %.2fx", cfg.Clients, med.ratio())
+			if len(runs) > 1 {
+				ratios := make([]float64, len(runs))
+				for i, r := range runs {
+					ratios[i] = r.ratio()
+				}
+				slices.Sort(ratios)
+				fmt.Fprintf(stdout, " (median of %d rounds; range %.2f-%.2fx)", len(runs), ratios[0], ratios[len(ratios)-1])
+			}
+			fmt.Fprintln(stdout)
+		}
 	}
 	if failed > 0 {
 		return fmt.Errorf("loadgen: %d requests failed", failed)
 	}
 	return nil
+}
+
+// maxLoadRounds bounds --rounds (each round is two whole runs).
+const maxLoadRounds = 100
+
+// loadRound is one pair of runs: the single client's (nil without the
+// baseline), then the concurrent clients'.
+type loadRound struct {
+	single, concurrent *serve.LoadReport
+}
+
+// ratio is the concurrent run's throughput over the single client's (0
+// without a baseline or when the single client generated nothing).
+func (r loadRound) ratio() float64 {
+	if r.single == nil || r.single.TokensPerSecond <= 0 {
+		return 0
+	}
+	return r.concurrent.TokensPerSecond / r.single.TokensPerSecond
+}
+
+// medianRound returns the round whose ratio is the median, the lower of
+// the two middle ones for an even count, so every figure reported comes
+// from one real pair of runs.
+func medianRound(runs []loadRound) loadRound {
+	sorted := slices.Clone(runs)
+	slices.SortStableFunc(sorted, func(a, b loadRound) int {
+		switch {
+		case a.ratio() < b.ratio():
+			return -1
+		case a.ratio() > b.ratio():
+			return 1
+		}
+		return 0
+	})
+	return sorted[(len(sorted)-1)/2]
 }

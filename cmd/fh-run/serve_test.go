@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -19,6 +20,7 @@ import (
 	flashhead "github.com/fhkit/fhkit/flashhead-build"
 	"github.com/fhkit/fhkit/formats/fhm"
 	"github.com/fhkit/fhkit/runtime/cuda"
+	"github.com/fhkit/fhkit/runtime/serve"
 )
 
 // lockedBuffer is a bytes.Buffer safe to write from the server's goroutines.
@@ -208,6 +210,73 @@ func TestLoadgen(t *testing.T) {
 	}
 	if _, ok := c["ttft"].(map[string]any)["p99_ms"]; !ok {
 		t.Errorf("no TTFT percentiles in %s", out)
+	}
+}
+
+// --rounds: every round is listed, and the report's runs and ratio are
+// the median round's.
+func TestLoadgenRounds(t *testing.T) {
+	path := convertFixture(t, "gemma3-tiny")
+	code, out, errOut := runArgs("loadgen", "--model", path, "--clients", "3", "--requests", "1", "--max-tokens", "4", "--rounds", "3", "--json")
+	if code != 0 {
+		t.Fatalf("loadgen: exit %d: %s", code, errOut)
+	}
+	var rep struct {
+		Concurrent struct {
+			TokensPerSecond float64 `json:"tokens_per_second"`
+		} `json:"concurrent"`
+		Ratio  float64 `json:"throughput_ratio"`
+		Rounds []struct {
+			Concurrent float64 `json:"concurrent_tokens_per_second"`
+			Ratio      float64 `json:"throughput_ratio"`
+			Errors     int     `json:"errors"`
+		} `json:"rounds"`
+	}
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if len(rep.Rounds) != 3 {
+		t.Fatalf("%d rounds, want 3: %s", len(rep.Rounds), out)
+	}
+	var ratios []float64
+	found := false
+	for _, r := range rep.Rounds {
+		ratios = append(ratios, r.Ratio)
+		if r.Errors != 0 || r.Ratio <= 0 {
+			t.Errorf("round %+v", r)
+		}
+		if r.Ratio == rep.Ratio && r.Concurrent == rep.Concurrent.TokensPerSecond {
+			found = true
+		}
+	}
+	slices.Sort(ratios)
+	if rep.Ratio != ratios[1] || !found {
+		t.Errorf("reported ratio %v with concurrent %v, rounds %v: want the median round", rep.Ratio, rep.Concurrent.TokensPerSecond, out)
+	}
+	for _, bad := range [][]string{{"--rounds", "0"}, {"--rounds", "101"}, {"--rounds", "2", "--baseline=false"}} {
+		code, _, errOut := runArgs(append([]string{"loadgen", "--model", path}, bad...)...)
+		if code != 2 || !strings.Contains(errOut, "--rounds") {
+			t.Errorf("loadgen %v: exit %d, stderr %q", bad, code, errOut)
+		}
+	}
+}
+
+// The median round of an even count is the lower middle one, and ties
+// keep the rounds' order.
+func TestMedianRound(t *testing.T) {
+	round := func(single, conc float64) loadRound {
+		return loadRound{&serve.LoadReport{TokensPerSecond: single}, &serve.LoadReport{TokensPerSecond: conc}}
+	}
+	runs := []loadRound{round(10, 40), round(10, 20), round(10, 35), round(10, 30)}
+	if got := medianRound(runs); got.ratio() != 3 {
+		t.Errorf("median of ratios 4, 2, 3.5, 3: got %v, want 3", got.ratio())
+	}
+	if got := medianRound(runs[:3]); got.ratio() != 3.5 {
+		t.Errorf("median of ratios 4, 2, 3.5: got %v, want 3.5", got.ratio())
+	}
+	tie := []loadRound{round(10, 30), round(20, 60)}
+	if got := medianRound(tie); got.single.TokensPerSecond != 10 {
+		t.Errorf("tie: got the round with single %v, want the first", got.single.TokensPerSecond)
 	}
 }
 

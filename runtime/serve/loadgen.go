@@ -379,7 +379,15 @@ func quickTextEvent(line []byte) (hasText, ok bool) {
 
 // WriteText prints a report for people.
 func (r *LoadReport) WriteText(w io.Writer, label string) {
-	fmt.Fprintf(w, "%s: %d clients, %d requests: %d ok, %d errors %v in %.2fs\n", label, r.Clients, r.Requests, r.OK, r.Errors, r.ErrorKinds, r.Seconds)
+	clients := "clients"
+	if r.Clients == 1 {
+		clients = "client"
+	}
+	kinds := ""
+	if len(r.ErrorKinds) > 0 {
+		kinds = fmt.Sprintf(" %v", r.ErrorKinds)
+	}
+	fmt.Fprintf(w, "%s: %d %s, %d requests: %d ok, %d errors%s in %.2fs\n", label, r.Clients, clients, r.Requests, r.OK, r.Errors, kinds, r.Seconds)
 	fmt.Fprintf(w, "  throughput: %.0f completion tok/s (%d tokens), %.1f requests/s\n", r.TokensPerSecond, r.CompletionTokens, r.RequestsPerSec)
 	pr := func(name string, p Percentiles) {
 		fmt.Fprintf(w, "  %-22s p50 %8.2f  p90 %8.2f  p99 %8.2f  max %8.2f ms\n", name, p.P50, p.P90, p.P99, p.Max)

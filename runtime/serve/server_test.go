@@ -783,3 +783,18 @@ func TestPrefixCache(t *testing.T) {
 		})
 	}
 }
+
+// The text report names error kinds only when there are some, and counts
+// one client in the singular.
+func TestLoadReportText(t *testing.T) {
+	var b strings.Builder
+	(&LoadReport{Clients: 1, Requests: 2, OK: 2}).WriteText(&b, "single client")
+	if got := b.String(); !strings.HasPrefix(got, "single client: 1 client, 2 requests: 2 ok, 0 errors in ") {
+		t.Errorf("no errors: %q", got)
+	}
+	b.Reset()
+	(&LoadReport{Clients: 3, Requests: 3, OK: 2, Errors: 1, ErrorKinds: map[string]int{"http 429": 1}}).WriteText(&b, "3 clients")
+	if got := b.String(); !strings.HasPrefix(got, "3 clients: 3 clients, 3 requests: 2 ok, 1 errors map[http 429:1] in ") {
+		t.Errorf("one error: %q", got)
+	}
+}
