@@ -34,8 +34,12 @@ const (
 	DefaultMaxQueue = 256
 	// DefaultStreamInterval is how long a streamed response's new text
 	// may wait for more while other requests share the batch (see
-	// Config.StreamInterval).
-	DefaultStreamInterval = 2 * time.Millisecond
+	// Config.StreamInterval). Only streams faster than 200 tokens/s are
+	// held back at all (a Gemma-3-1B-class model on a CPU, some tens of
+	// tokens/s per stream, sends every token at once), and 200 events a
+	// second is faster than a screen shows them; a tiny model's 32 streams
+	// gain ~8% throughput over 2 ms (README, Serving).
+	DefaultStreamInterval = 5 * time.Millisecond
 )
 
 // Config configures a Server.
