@@ -95,6 +95,10 @@ func (c *Config) IsSliding(i int) bool {
 	return i < len(c.LayerTypes) && c.LayerTypes[i] == SlidingAttention
 }
 
+// GELU reports whether the MLP's activation is GELU-tanh (else SiLU; the
+// two Validate accepts).
+func (c *Config) GELU() bool { return c.HiddenAct == "gelu_pytorch_tanh" }
+
 // Validate checks that the configuration is complete and self-consistent.
 func (c *Config) Validate() error {
 	var errs []error

@@ -209,7 +209,7 @@ func (r *Runner) layer(li int, T int) error {
 		window = c.SlidingWindow
 	}
 	gelu := 0
-	if c.HiddenAct == "gelu_pytorch_tanh" {
+	if c.GELU() {
 		gelu = 1
 	}
 	// The residual add after each block: Gemma normalizes the block's

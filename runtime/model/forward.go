@@ -433,7 +433,7 @@ func (r *Runner) forwardChunk(segs []segment, all []float32) {
 		if T == 1 {
 			// The threads that compute gate and up apply the activation and
 			// lay it out for down, block by block (cpu.GatedMatVecs).
-			cpu.GatedMatVecs(r.poolFor(2*l.Gate.Rows*l.Gate.Cols), gate, up, l.Gate, l.Up, xn, c.HiddenAct == "gelu_pytorch_tanh", l.Down)
+			cpu.GatedMatVecs(r.poolFor(2*l.Gate.Rows*l.Gate.Cols), gate, up, l.Gate, l.Up, xn, c.GELU(), l.Down)
 		} else {
 			gu, guW := [2][]float32{gate, up}, [2]cpu.Mat{l.Gate, l.Up}
 			r.matMuls(xn, T, gu[:], guW[:])
@@ -623,7 +623,7 @@ func (t *rowTask) Run(lo, hi int) {
 		cpu.Add(x, o)
 		cpu.RMSNormRows(xn, x, mlpNorm, eps)
 	case stageActivation:
-		cpu.GatedActivation(b.gate[lo*inter:hi*inter], b.up[lo*inter:hi*inter], c.HiddenAct == "gelu_pytorch_tanh")
+		cpu.GatedActivation(b.gate[lo*inter:hi*inter], b.up[lo*inter:hi*inter], c.GELU())
 	case stageMLPOut:
 		down := b.down[lo*h : hi*h]
 		if c.SandwichNorms {
