@@ -80,6 +80,9 @@ type Config struct {
 	// beforeStep, when set (by tests), runs at the top of every scheduler
 	// iteration.
 	beforeStep func()
+	// handOver, when set (by tests), replaces the scheduler's yield to a
+	// handler it gave a first text or an end (runtime.Gosched).
+	handOver func()
 }
 
 // Server is an OpenAI-compatible server. Create it with New, serve its

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -796,5 +797,32 @@ func TestLoadReportText(t *testing.T) {
 	(&LoadReport{Clients: 3, Requests: 3, OK: 2, Errors: 1, ErrorKinds: map[string]int{"http 429": 1}}).WriteText(&b, "3 clients")
 	if got := b.String(); !strings.HasPrefix(got, "3 clients: 3 clients, 3 requests: 2 ok, 1 errors map[http 429:1] in ") {
 		t.Errorf("one error: %q", got)
+	}
+}
+
+// The scheduler hands over to a handler at once (Config.handOver) after a
+// step that gave it a stream's first text or its request's end, and only
+// then: a stream's later tokens wait for the periodic yield and go out
+// together, not in one write each.
+func TestHandOver(t *testing.T) {
+	var n atomic.Int64
+	ts := startServer(t, true, func(c *Config) { c.handOver = func() { n.Add(1); runtime.Gosched() } })
+	for _, c := range []struct {
+		name, body string
+		want       int64
+	}{
+		{"stream", `{"prompt": "Once upon a time", "max_tokens": 16, "ignore_eos": true, "stream": true}`, 2},
+		{"whole", `{"prompt": "Once upon a time", "max_tokens": 16, "ignore_eos": true}`, 1},
+	} {
+		n.Store(0)
+		code, _, b := post(t, ts.url+"/v1/completions", c.body)
+		if code != 200 {
+			t.Fatalf("%s: status %d: %s", c.name, code, b)
+		}
+		// The hand-over after the last step may follow the response.
+		waitFor(t, c.name+" hand-overs", func() bool { return n.Load() >= c.want })
+		if got := n.Load(); got != c.want {
+			t.Errorf("%s: %d hand-overs for one request of 16 tokens, want %d", c.name, got, c.want)
+		}
 	}
 }
