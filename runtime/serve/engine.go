@@ -303,11 +303,16 @@ func (e *engine) loop() {
 		}
 		// Steps run back to back while any sequence is active, and the
 		// pool's workers keep the other cores busy too: Go's scheduler
-		// then checks the network only every 10 ms (sysmon), so new
-		// requests and clients' reads wait that long, and a batch runs
-		// with a few sequences while the other clients cannot get in.
-		// Yielding every yieldEvery lets the other goroutines and the
-		// network poller run.
+		// then checks the network only when a thread finds nothing to
+		// run, or every 10 ms (sysmon), so new requests and clients'
+		// reads wait, and a batch runs with a few sequences while the
+		// other clients cannot get in. Yielding every yieldEvery lets
+		// the goroutines waiting on this thread run (the handlers this
+		// loop woke). It does not make the scheduler poll the network: a
+		// yielding goroutine goes to the global run queue, which
+		// findRunnable takes from before it polls (Go 1.26); parking
+		// instead, so that a thread finds nothing and polls, made things
+		// worse (README: serving).
 		if now := time.Now(); now.Sub(lastYield) >= yieldEvery {
 			runtime.Gosched()
 			lastYield = now
