@@ -239,21 +239,33 @@ func topClustersInto(dst []int, scores []float32, P int) []int {
 			i = m
 		}
 	}
-	for k := range scores {
-		if len(hp) < P {
-			hp = append(hp, k)
-			for i := len(hp) - 1; i > 0; {
-				parent := (i - 1) / 2
-				if !worse(i, parent) {
-					break
-				}
-				hp[i], hp[parent] = hp[parent], hp[i]
-				i = parent
+	for k := range scores[:P] {
+		hp = append(hp, k)
+		for i := len(hp) - 1; i > 0; {
+			parent := (i - 1) / 2
+			if !worse(i, parent) {
+				break
 			}
-		} else if better(scores, k, hp[0]) {
-			hp[0] = k
-			down(0)
+			hp[i], hp[parent] = hp[parent], hp[i]
+			i = parent
 		}
+	}
+	if P == 0 {
+		return hp
+	}
+	// Past the first P, a score must beat the worst kept one, whose index
+	// is smaller, so a tie loses (and so does a NaN): one comparison with a
+	// value kept in a register settles most scores (BenchmarkTopClusters:
+	// 92-101 -> 80-86 µs at 16384 clusters; the sift-downs of the ~1300
+	// that get in, their child choices mispredicted, are most of the rest).
+	worst := scores[hp[0]]
+	for k := P; k < len(scores); k++ {
+		if !(scores[k] > worst) {
+			continue
+		}
+		hp[0] = k
+		down(0)
+		worst = scores[hp[0]]
 	}
 	return hp
 }
