@@ -57,7 +57,7 @@ type bf16Consts struct {
 // 32 codes instead of 16, and half the shifts. On Zen 4 this takes the
 // kernel from 16 to about 8 cycles per 128 codes and row, which a single
 // core needs to keep up with DRAM (the float32 kernel is compute-bound
-// there, and this machine's 2 vCPUs share one core).
+// there).
 //
 // x is split into bf16 halves, x ≈ hi + lo with |x − hi − lo| ≤ 2^-18|x|,
 // both multiplied (two VDPBF16PS into two accumulators), so the product is
