@@ -300,6 +300,55 @@ func TestTopClustersMatchesSort(t *testing.T) {
 	}
 }
 
+// With many clusters the heap is seeded from a sampled threshold
+// (sampledThreshold); the result must not depend on how well the sample
+// guessed: ties, sorted scores, and scores whose best lie all on the
+// sampled positions or all off them (the threshold then lets through too
+// few clusters or nearly all of them).
+func TestTopClustersSampledMatchesSort(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 10))
+	shapes := map[string]func(k int) float32{
+		"normal":      func(int) float32 { return float32(rng.NormFloat64()) },
+		"ties":        func(int) float32 { return float32(rng.IntN(5)) },
+		"ascending":   func(k int) float32 { return float32(k) },
+		"descending":  func(k int) float32 { return -float32(k) },
+		"on-sample":   func(k int) float32 { return float32(min(1, k%sampleStride)) * float32(rng.NormFloat64()-10) },
+		"off-sample":  func(k int) float32 { return float32(1-min(1, k%sampleStride)) * float32(rng.NormFloat64()-10) },
+		"signed-zero": func(k int) float32 { return float32(math.Copysign(0, float64(k%3-1))) },
+	}
+	for name, score := range shapes {
+		for _, K := range []int{256, 1000, 4096, 16384} {
+			scores := make([]float32, K)
+			for k := range scores {
+				scores[k] = score(k)
+			}
+			order := make([]int, K)
+			for i := range order {
+				order[i] = i
+			}
+			slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(scores[b], scores[a]) })
+			for _, P := range []int{1, 2, 7, 16, 64, 256, K / 16} {
+				got := TopClusters(scores, P)
+				if want := order[:min(P, K)]; !slices.Equal(got, want) {
+					t.Fatalf("%s K=%d P=%d: got %v, want %v", name, K, P, got, want)
+				}
+			}
+		}
+	}
+	// A NaN makes the heap start over without the threshold: P distinct
+	// clusters still come back.
+	scores := make([]float32, 4096)
+	for k := range scores {
+		scores[k] = float32(rng.NormFloat64())
+	}
+	scores[3] = float32(math.NaN())
+	got := TopClusters(scores, 64)
+	slices.Sort(got)
+	if len(slices.Compact(got)) != 64 {
+		t.Fatalf("with a NaN: %d distinct clusters, want 64", len(slices.Compact(got)))
+	}
+}
+
 // A greedy FlashHead step allocates nothing once warmed up (stage 1 on the
 // matrix-vector kernels, stage 2 on pooled scratch), on one and on two
 // threads.
