@@ -307,16 +307,20 @@ func TestTopClustersMatchesSort(t *testing.T) {
 // few clusters or nearly all of them).
 func TestTopClustersSampledMatchesSort(t *testing.T) {
 	rng := rand.New(rand.NewPCG(9, 10))
-	shapes := map[string]func(k int) float32{
-		"normal":      func(int) float32 { return float32(rng.NormFloat64()) },
-		"ties":        func(int) float32 { return float32(rng.IntN(5)) },
-		"ascending":   func(k int) float32 { return float32(k) },
-		"descending":  func(k int) float32 { return -float32(k) },
-		"on-sample":   func(k int) float32 { return float32(min(1, k%sampleStride)) * float32(rng.NormFloat64()-10) },
-		"off-sample":  func(k int) float32 { return float32(1-min(1, k%sampleStride)) * float32(rng.NormFloat64()-10) },
-		"signed-zero": func(k int) float32 { return float32(math.Copysign(0, float64(k%3-1))) },
+	shapes := []struct {
+		name  string
+		score func(k int) float32
+	}{
+		{"normal", func(int) float32 { return float32(rng.NormFloat64()) }},
+		{"ties", func(int) float32 { return float32(rng.IntN(5)) }},
+		{"ascending", func(k int) float32 { return float32(k) }},
+		{"descending", func(k int) float32 { return -float32(k) }},
+		{"on-sample", func(k int) float32 { return float32(min(1, k%sampleStride)) * float32(rng.NormFloat64()-10) }},
+		{"off-sample", func(k int) float32 { return float32(1-min(1, k%sampleStride)) * float32(rng.NormFloat64()-10) }},
+		{"signed-zero", func(k int) float32 { return float32(math.Copysign(0, float64(k%3-1))) }},
 	}
-	for name, score := range shapes {
+	for _, sh := range shapes {
+		name, score := sh.name, sh.score
 		for _, K := range []int{256, 1000, 4096, 16384} {
 			scores := make([]float32, K)
 			for k := range scores {
