@@ -303,8 +303,9 @@ const sampleStride = 16
 
 // sampledThreshold returns the (2P/sampleStride)-th best of every
 // sampleStride-th score, which about 2P of all the scores reach, and false
-// when the scores are too few for a sample to pay (fewer than 16P or 256)
-// or that score is NaN.
+// when the scores are too few for a sample to pay (fewer than 16P or 256),
+// P is above 32·sampleStride (the sample's heap has 64 slots) or that
+// score is NaN.
 func sampledThreshold(scores []float32, P int) (float32, bool) {
 	K := len(scores)
 	if K < 16*P || K < 256 {
