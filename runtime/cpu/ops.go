@@ -2,7 +2,10 @@ package cpu
 
 //go:generate go run ./internal/asmgen/ops -out ops_amd64.s -stubs ops_stub_amd64.go
 
-import "math"
+import (
+	"math"
+	"unsafe"
+)
 
 // The element-wise operations of a forward pass (RMSNorm, the gated
 // activations, softmax) run in float32 like transformers' float32
@@ -344,4 +347,17 @@ func axpyGeneric(y []float32, a float32, x []float32) {
 	for i := range y {
 		y[i] += a * x[i]
 	}
+}
+
+// Prefetch asks for the cache lines holding x to be loaded into L1 without
+// waiting for them (a hint: it changes no values, and does nothing where
+// the CPU has no prefetch instruction). Attention issues it for the next
+// job's cached keys and values, which a server's steps find evicted.
+func Prefetch(x []float32) {
+	if len(x) == 0 {
+		return
+	}
+	first := uintptr(unsafe.Pointer(&x[0])) >> 6
+	last := uintptr(unsafe.Pointer(&x[len(x)-1])) >> 6
+	prefetchLines(&x[0], int(last-first)+1)
 }

@@ -3623,3 +3623,16 @@ opsRoPEAVX512_l_done:
 TEXT ·spinPause(SB), NOSPLIT, $0
 	PAUSE
 	RET
+
+// func prefetchLines(p *float32, n int)
+// Requires: MMX+
+TEXT ·prefetchLines(SB), NOSPLIT, $0-16
+	MOVQ p+0(FP), AX
+	MOVQ n+8(FP), CX
+
+prefetchLines_loop:
+	PREFETCHT0 (AX)
+	ADDQ       $0x40, AX
+	DECQ       CX
+	JNZ        prefetchLines_loop
+	RET

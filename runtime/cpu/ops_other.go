@@ -37,3 +37,6 @@ func addISA(_ ISA, y, x []float32) { addGeneric(y, x) }
 
 // spinPause is the pool's spin-wait hint; plain Go has none to give.
 func spinPause() {}
+
+// prefetchLines is a hint that plain Go cannot give.
+func prefetchLines(p *float32, n int) {}

@@ -94,3 +94,8 @@ func opsRoPEAVX512(x *float32, cos *float32, sin *float32, half int, heads int)
 
 // spinPause executes one PAUSE (the pool's spin-wait hint).
 func spinPause()
+
+// prefetchLines asks for the n cache lines from p into L1 (PREFETCHT0; n >= 1).
+//
+//go:noescape
+func prefetchLines(p *float32, n int)

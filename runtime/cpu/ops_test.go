@@ -1,6 +1,7 @@
 package cpu
 
 import (
+	"fmt"
 	"github.com/fhkit/fhkit/internal/race"
 	"math"
 	"math/rand/v2"
@@ -300,8 +301,18 @@ func TestScaledDotsWeightedSum(t *testing.T) {
 					q[i] = float32(rng.NormFloat64())
 				}
 				scale := float32(0.25)
-				s := make([]float32, n)
+				// Past the n scores, a vector of words no kernel may write.
+				guard := make([]float32, n+16)
+				for i := range guard {
+					guard[i] = 1234.5
+				}
+				s := guard[:n]
 				scaledDotsISA(level, s, rows, stride, q, scale)
+				for i, v := range guard[n:] {
+					if v != 1234.5 {
+						t.Fatalf("%s hd=%d n=%d: scores wrote %g at s[n+%d]", level, hd, n, v, i)
+					}
+				}
 				for i := range s {
 					var want, abs float64
 					for d := range hd {
@@ -602,6 +613,15 @@ func BenchmarkOps(b *testing.B) {
 			scaledDotsISA(level, sc, keys, 32, q, 0.25)
 		}
 	})
+	// A sliding-window layer's 8 positions, and a count that leaves a
+	// remainder after the passes of 16.
+	for _, n := range []int{8, 42} {
+		benchLevels(b, fmt.Sprintf("Scores%dx16", n), func(b *testing.B, level ISA) {
+			for range b.N {
+				scaledDotsISA(level, sc[:n], keys, 32, q, 0.25)
+			}
+		})
+	}
 	benchLevels(b, "WeightedSum64x16", func(b *testing.B, level ISA) {
 		for range b.N {
 			weightedSumISA(level, q, sc, keys, 32)
@@ -618,4 +638,21 @@ func BenchmarkOps(b *testing.B) {
 			ropeISA(level, gate, cos, sin)
 		}
 	})
+}
+
+// Prefetch is a hint: over any slice (empty, one word, unaligned, spanning
+// many lines) it changes no value and reads nothing past the slice's lines.
+func TestPrefetch(t *testing.T) {
+	x := make([]float32, 1000)
+	for i := range x {
+		x[i] = float32(i) - 0.5
+	}
+	for _, r := range [][2]int{{0, 0}, {3, 4}, {1, 17}, {5, 1000}, {999, 1000}} {
+		Prefetch(x[r[0]:r[1]])
+	}
+	for i, v := range x {
+		if v != float32(i)-0.5 {
+			t.Fatalf("x[%d] = %g after Prefetch", i, v)
+		}
+	}
 }

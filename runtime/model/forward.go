@@ -716,20 +716,31 @@ func (r *Runner) attendPart(part int) {
 	softcap := float32(c.AttnLogitSoftcap)
 	scores := r.buf.scores[part]
 	blocks := c.NumHeads / a.heads
-	for job := part; job < a.T*blocks; job += a.parts {
-		t, h0 := job/blocks, job%blocks*a.heads
-		s := &a.segs[r.buf.rowSeg[t]]
-		qpos := r.buf.rowPos[t]
-		first := 0
+	// bounds returns row t's sequence, position, first visible position,
+	// and split: positions before split are in the cache, the rest are
+	// this chunk's (none for a decode step, whose row stageQKV stored).
+	bounds := func(t int) (s *segment, qpos, first, split int) {
+		s = &a.segs[r.buf.rowSeg[t]]
+		qpos = r.buf.rowPos[t]
 		if a.sliding {
 			first = max(0, qpos-c.SlidingWindow+1)
 		}
-		// Positions before split are in the cache; the rest are this chunk's
-		// (none for a decode step, whose row stageQKV stored).
-		split := max(first, s.pos0)
+		split = max(first, s.pos0)
 		if len(s.tokens) == 1 {
 			split = qpos + 1
 		}
+		return s, qpos, first, split
+	}
+	for job := part; job < a.T*blocks; job += a.parts {
+		t, h0 := job/blocks, job%blocks*a.heads
+		// A server's step finds the cached rows evicted (its HTTP work
+		// runs between steps): the next row's are asked for now, and
+		// arrive while this one is scored.
+		if next := job + a.parts; next < a.T*blocks && next/blocks != t {
+			ns, _, nfirst, nsplit := bounds(next / blocks)
+			ns.st.layers[a.layer].prefetch(nfirst, nsplit)
+		}
+		s, qpos, first, split := bounds(t)
 		n := qpos - first + 1
 		cache := s.st.layers[a.layer]
 		// This chunk's keys and values: rows kvd apart from split's.

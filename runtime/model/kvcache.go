@@ -114,6 +114,24 @@ func (c *layerCache) scores(s, q []float32, from, off int, scale float32) {
 	}
 }
 
+// prefetch asks for the cached key and value rows of positions [from, to)
+// (an f32 cache's; the others are read position by position anyway).
+func (c *layerCache) prefetch(from, to int) {
+	if c.dt != dtype.F32 {
+		return
+	}
+	for from < to {
+		slot := c.slot(from)
+		run := to - from
+		if c.ring > 0 {
+			run = min(run, c.ring-slot)
+		}
+		cpu.Prefetch(c.k[slot*c.kvDim : (slot+run)*c.kvDim])
+		cpu.Prefetch(c.v[slot*c.kvDim : (slot+run)*c.kvDim])
+		from += run
+	}
+}
+
 // accumulate adds w[i] times the cached value head at column off of
 // position from+i to out, reading the cache in place (an f32 cache a run
 // of consecutive slots per call).

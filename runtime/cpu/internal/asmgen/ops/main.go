@@ -155,7 +155,26 @@ func main() {
 		rope(l, &c)
 	}
 	spinPause()
+	prefetchLines()
 	Generate()
+}
+
+// prefetchLines generates the hint that asks for n cache lines from p into
+// L1 (PREFETCHT0, one per 64 bytes) without waiting for them: attention
+// asks for the next job's cached keys and values while it scores the
+// current one's.
+func prefetchLines() {
+	TEXT("prefetchLines", NOSPLIT, "func(p *float32, n int)")
+	Pragma("noescape")
+	Doc("prefetchLines asks for the n cache lines from p into L1 (PREFETCHT0; n >= 1).")
+	ptr := Load(Param("p"), GP64())
+	n := Load(Param("n"), GP64())
+	Label("prefetchLines_loop")
+	PREFETCHT0(Mem{Base: ptr})
+	ADDQ(U8(64), ptr)
+	DECQ(n)
+	JNZ(LabelRef("prefetchLines_loop"))
+	RET()
 }
 
 // spinPause generates the spin-wait hint the worker pool polls with: PAUSE
