@@ -670,11 +670,44 @@ func TestLoadReusesConnections(t *testing.T) {
 		if err != nil || rep.OK != 18 {
 			t.Fatalf("stream=%t: %v %+v", stream, err, rep)
 		}
-		// One per client, and now and then one more: Go's transport dials
-		// when a request starts before the connection its last response
-		// came on is back in its pool (and keeps whichever comes first).
-		if n := conns.Load(); n < 3 || n > 6 {
+		if n := conns.Load(); n != 3 {
 			t.Errorf("stream=%t: 3 clients opened %d connections for 18 requests", stream, n)
+		}
+	}
+}
+
+// A server that closes its connections, saying so or not, costs the load
+// generator new connections, never errors: a response with "Connection:
+// close" ends its connection, and a request on a connection the server
+// dropped while it was idle is sent again on a new one.
+func TestLoadReconnects(t *testing.T) {
+	l := loadModel(t, true)
+	s, err := New(Config{Backend: NewCPUBackend(l.run, dtype.F32), Tokenizer: l.tok, Flash: l.flash, ModelName: "tiny"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	for _, silent := range []bool{false, true} {
+		var conns atomic.Int64
+		hs := httptest.NewUnstartedServer(s.Handler())
+		hs.Config.ConnState = func(c net.Conn, st http.ConnState) {
+			switch {
+			case st == http.StateNew:
+				conns.Add(1)
+			case st == http.StateIdle && silent:
+				c.Close()
+			}
+		}
+		hs.Config.SetKeepAlivesEnabled(silent)
+		hs.Start()
+		rep, err := Load(context.Background(), LoadConfig{URL: hs.URL, Clients: 2, Requests: 4, MaxTokens: 3,
+			Prompt: "Once upon a time", Stream: true, IgnoreEOS: true, Timeout: time.Minute})
+		hs.Close()
+		if err != nil || rep.OK != 8 || rep.CompletionTokens != 24 {
+			t.Fatalf("silent=%t: %v %+v", silent, err, rep)
+		}
+		if n := conns.Load(); n != 8 {
+			t.Errorf("silent=%t: %d connections for 8 requests that each ended theirs", silent, n)
 		}
 	}
 }
