@@ -3,6 +3,7 @@ package cpu
 //go:generate go run ./internal/asmgen/ops -out ops_amd64.s -stubs ops_stub_amd64.go
 
 import (
+	"fmt"
 	"math"
 	"unsafe"
 )
@@ -360,4 +361,51 @@ func Prefetch(x []float32) {
 	first := uintptr(unsafe.Pointer(&x[0])) >> 6
 	last := uintptr(unsafe.Pointer(&x[len(x)-1])) >> 6
 	prefetchLines(&x[0], int(last-first)+1)
+}
+
+// BestBlocks16 is the FlashHead's pick among probed blocks of 16 logits:
+// block k is logits[16k : 16k+16], its lanes valid[k] (bit s for lane s).
+// It returns the largest valid lane of the blocks listed in blocks, and
+// sets hits[i] to the valid lanes of block blocks[i] that equal it (one
+// compare, so -0 and +0 are equal); -Inf when no lane is valid. When a
+// valid lane is NaN it returns NaN and hits are unspecified: the caller
+// then ranks the blocks its own way. It panics when a block is out of
+// range or hits is shorter than blocks.
+func BestBlocks16(logits []float32, blocks []int, valid, hits []uint16) float32 {
+	hits = hits[:len(blocks)]
+	for _, k := range blocks {
+		if k < 0 || k >= len(valid) || 16*k+16 > len(logits) {
+			panic(fmt.Sprintf("cpu: BestBlocks16: block %d of %d logits (%d masks)", k, len(logits), len(valid)))
+		}
+	}
+	if len(blocks) == 0 {
+		return float32(math.Inf(-1))
+	}
+	return bestBlocks16ISA(isa, logits, blocks, valid, hits)
+}
+
+// bestBlocks16Generic is BestBlocks16 in plain Go.
+func bestBlocks16Generic(logits []float32, blocks []int, valid, hits []uint16) float32 {
+	best := float32(math.Inf(-1))
+	for _, k := range blocks {
+		for s, v := range logits[16*k : 16*k+16] {
+			if valid[k]>>s&1 == 0 {
+				continue
+			}
+			if v != v {
+				return float32(math.NaN())
+			}
+			best = max(best, v)
+		}
+	}
+	for i, k := range blocks {
+		var m uint16
+		for s, v := range logits[16*k : 16*k+16] {
+			if valid[k]>>s&1 != 0 && v == best {
+				m |= 1 << s
+			}
+		}
+		hits[i] = m
+	}
+	return best
 }

@@ -139,3 +139,10 @@ func addISA(level ISA, y, x []float32) {
 		addGeneric(y, x)
 	}
 }
+
+func bestBlocks16ISA(level ISA, logits []float32, blocks []int, valid, hits []uint16) float32 {
+	if level != AVX512 {
+		return bestBlocks16Generic(logits, blocks, valid, hits)
+	}
+	return opsBestBlocks16AVX512(&logits[0], &blocks[0], len(blocks), &valid[0], &hits[0])
+}

@@ -3636,3 +3636,64 @@ prefetchLines_loop:
 	DECQ       CX
 	JNZ        prefetchLines_loop
 	RET
+
+// func opsBestBlocks16AVX512(logits *float32, blocks *int, n int, valid *uint16, hits *uint16) float32
+// Requires: AVX, AVX512F, AVX512VL
+TEXT ·opsBestBlocks16AVX512(SB), NOSPLIT, $0-44
+	MOVQ         logits+0(FP), AX
+	MOVQ         blocks+8(FP), CX
+	MOVQ         n+16(FP), DX
+	MOVQ         valid+24(FP), BX
+	MOVQ         hits+32(FP), SI
+	VBROADCASTSS opsNegInf<>+0(SB), Z0
+	KXORW        K1, K1, K1
+	XORQ         DI, DI
+
+opsBestBlocks16AVX512_max:
+	CMPQ      DI, DX
+	JAE       opsBestBlocks16AVX512_fold
+	MOVQ      (CX)(DI*8), R8
+	MOVWLZX   (BX)(R8*2), R9
+	KMOVW     R9, K2
+	SHLQ      $0x06, R8
+	VMOVUPS.Z (AX)(R8*1), K2, Z1
+	VMAXPS    Z1, Z0, K2, Z0
+	VCMPPS    $0x03, Z1, Z1, K2, K2
+	KORW      K2, K1, K1
+	INCQ      DI
+	JMP       opsBestBlocks16AVX512_max
+
+opsBestBlocks16AVX512_fold:
+	VEXTRACTF64X4 $0x01, Z0, Y1
+	VMAXPS        Y1, Y0, Y1
+	VEXTRACTF32X4 $0x01, Y1, X0
+	VMAXPS        X0, X1, X0
+	VPERMILPS     $0x4e, X0, X1
+	VMAXPS        X1, X0, X0
+	VPERMILPS     $0xb1, X0, X1
+	VMAXPS        X1, X0, X0
+	VBROADCASTSS  X0, Z1
+	XORQ          DI, DI
+
+opsBestBlocks16AVX512_hits:
+	CMPQ    DI, DX
+	JAE     opsBestBlocks16AVX512_done
+	MOVQ    (CX)(DI*8), R8
+	MOVWLZX (BX)(R8*2), R9
+	KMOVW   R9, K2
+	SHLQ    $0x06, R8
+	VCMPPS  $0x00, (AX)(R8*1), Z1, K2, K2
+	KMOVW   K2, R8
+	MOVW    R8, (SI)(DI*2)
+	INCQ    DI
+	JMP     opsBestBlocks16AVX512_hits
+
+opsBestBlocks16AVX512_done:
+	KORTESTW K1, K1
+	JZ       opsBestBlocks16AVX512_ret
+	VCMPPS   $0x0f, X0, X0, X0
+
+opsBestBlocks16AVX512_ret:
+	VMOVSS X0, ret+40(FP)
+	VZEROUPPER
+	RET

@@ -40,3 +40,7 @@ func spinPause() {}
 
 // prefetchLines is a hint that plain Go cannot give.
 func prefetchLines(p *float32, n int) {}
+
+func bestBlocks16ISA(_ ISA, logits []float32, blocks []int, valid, hits []uint16) float32 {
+	return bestBlocks16Generic(logits, blocks, valid, hits)
+}

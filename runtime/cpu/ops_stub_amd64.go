@@ -99,3 +99,10 @@ func spinPause()
 //
 //go:noescape
 func prefetchLines(p *float32, n int)
+
+// opsBestBlocks16AVX512 sets hits[i] to the lanes of block blocks[i] (the 16 floats at logits + 64·blocks[i],
+// lanes valid[blocks[i]]) that equal the largest valid lane of all n blocks, and returns it
+// (-Inf when no lane is valid, NaN when a valid lane is NaN; hits are then unspecified).
+//
+//go:noescape
+func opsBestBlocks16AVX512(logits *float32, blocks *int, n int, valid *uint16, hits *uint16) float32

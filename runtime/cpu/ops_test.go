@@ -5,6 +5,7 @@ import (
 	"github.com/fhkit/fhkit/internal/race"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 )
 
@@ -655,4 +656,68 @@ func TestPrefetch(t *testing.T) {
 			t.Fatalf("x[%d] = %g after Prefetch", i, v)
 		}
 	}
+}
+
+// BestBlocks16 at each level against plain Go, on random blocks with ties,
+// signed zeros, infinities, padding lanes, empty masks and NaNs (valid or
+// padding).
+func TestBestBlocks16(t *testing.T) {
+	rng := rand.New(rand.NewPCG(21, 22))
+	vals := []float32{0, float32(math.Copysign(0, -1)), 1.5, -2, float32(math.Inf(-1)), float32(math.Inf(1))}
+	for trial := range 3000 {
+		K := 1 + rng.IntN(40)
+		logits := make([]float32, 16*K)
+		for i := range logits {
+			if rng.IntN(4) == 0 {
+				logits[i] = vals[rng.IntN(len(vals))] // ties and specials
+			} else {
+				logits[i] = float32(rng.NormFloat64())
+			}
+		}
+		valid := make([]uint16, K)
+		for k := range valid {
+			switch rng.IntN(5) {
+			case 0:
+				valid[k] = 0xFFFF
+			case 1:
+				valid[k] = 0
+			default:
+				valid[k] = uint16(rng.Uint32())
+			}
+		}
+		if trial%7 == 0 {
+			logits[rng.IntN(len(logits))] = float32(math.NaN())
+		}
+		blocks := rng.Perm(K)[:rng.IntN(K+1)]
+		want := make([]uint16, len(blocks))
+		wantMax := bestBlocks16Generic(logits, blocks, valid, want)
+		for _, level := range opsLevels() {
+			got := make([]uint16, len(blocks)+1)
+			got[len(blocks)] = 0xABCD
+			var gotMax float32
+			if len(blocks) == 0 {
+				gotMax = BestBlocks16(logits, blocks, valid, got)
+			} else {
+				gotMax = bestBlocks16ISA(level, logits, blocks, valid, got)
+			}
+			if got[len(blocks)] != 0xABCD {
+				t.Fatalf("%s: wrote hits past the blocks", level)
+			}
+			if wantMax != wantMax {
+				if gotMax == gotMax {
+					t.Fatalf("%s trial %d: %g, want NaN (a valid lane is NaN)", level, trial, gotMax)
+				}
+				continue
+			}
+			if gotMax != wantMax || !slices.Equal(got[:len(blocks)], want) {
+				t.Fatalf("%s trial %d: max %g hits %x, want %g %x", level, trial, gotMax, got[:len(blocks)], wantMax, want)
+			}
+		}
+	}
+	defer func() {
+		if recover() == nil {
+			t.Error("BestBlocks16 took a block past its logits without panicking")
+		}
+	}()
+	BestBlocks16(make([]float32, 32), []int{2}, make([]uint16, 3), make([]uint16, 1))
 }

@@ -96,6 +96,7 @@ type batchScratch struct {
 	members []int
 	rowBest []best    // per (row, probe) pair: the best token of that block
 	all     []float32 // n x K·Cap: every row's logits over w_perm (small vocabularies)
+	hits    []uint16  // P: a row's lanes that reach its maximum, per probed block
 	parts   []clusterPart
 	task    clusterTask
 }
@@ -117,6 +118,9 @@ func (b *batchScratch) grow(n, P, K int) {
 	}
 	if len(b.start) < K+1 {
 		b.start = make([]int, K+1)
+	}
+	if len(b.hits) < P {
+		b.hits = make([]uint16, P)
 	}
 }
 

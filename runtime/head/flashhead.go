@@ -9,6 +9,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"math/bits"
 	"slices"
 	"sync"
 	"unsafe"
@@ -56,6 +57,7 @@ type FlashHead struct {
 	raw     cpu.Mat   // [K, D] F32 centroids in the rows' scale (sampling)
 	wperm   cpu.Mat   // [K*Cap, D]
 	vmap    []int32   // [K*Cap] vocab id per slot, -1 = padding
+	valid16 []uint16  // [K] when Cap is 16: bit s of block k set when slot s is not padding
 	head    cpu.Mat   // the dense head rows, for special tokens
 	softcap float32
 	scratch sync.Pool // of *scratch
@@ -126,6 +128,7 @@ func Load(f *fhm.File, dense cpu.Mat, probes int, stage1 Stage1, softcap float64
 		return nil, bad("%s: %v", fhm.FlashHeadCentroids, err)
 	}
 	h.buildStage1()
+	h.setValid16()
 	h.Probes = meta.Probes
 	if probes > 0 {
 		h.Probes = probes
@@ -528,6 +531,16 @@ func (h *FlashHead) ArgmaxBatch(p *cpu.Pool, hidden []float32) []int {
 		}
 		all := b.all[:n*C]
 		cpu.MatMul(p, all, h.wperm, hidden, n)
+		if h.valid16 != nil {
+			// Blocks of 16: each row's best over its probed blocks in one
+			// vector pass (cpu.BestBlocks16), its ties among the lanes
+			// that equal the maximum; a NaN makes the row go block by
+			// block, as below.
+			for i := range n {
+				b.rowBest[i] = h.probedBest16(all[i*C:(i+1)*C], probed[i*P:(i+1)*P], b.hits[:P])
+			}
+			return h.finishBatch(b.rowBest[:n], hidden, 1)
+		}
 		for pair, k := range probed {
 			row := all[pair/P*C:]
 			b.rowBest[pair] = h.blockBest(k, row[k*h.Cap:(k+1)*h.Cap])
@@ -572,6 +585,44 @@ func (h *FlashHead) finishBatch(rowBest []best, hidden []float32, P int) []int {
 		out[i] = r.id
 	}
 	return out
+}
+
+// setValid16 derives valid16 from vmap when blocks have 16 slots.
+func (h *FlashHead) setValid16() {
+	h.valid16 = nil
+	if h.Cap != 16 {
+		return
+	}
+	h.valid16 = make([]uint16, h.K)
+	for i, id := range h.vmap {
+		if id >= 0 {
+			h.valid16[i/16] |= 1 << (i % 16)
+		}
+	}
+}
+
+// probedBest16 returns the best token of the probed blocks pr (Cap 16)
+// given a row of every slot's logit: the token blockBest and offer would
+// pick block by block, found in one vector pass (cpu.BestBlocks16) and the
+// offer of the few slots that reach the maximum. hits is scratch (len(pr)).
+// A NaN among the probed logits makes it go block by block.
+func (h *FlashHead) probedBest16(row []float32, pr []int, hits []uint16) best {
+	r := best{id: -1}
+	if m := cpu.BestBlocks16(row, pr, h.valid16, hits); m == m {
+		for j, lanes := range hits {
+			for ; lanes != 0; lanes &= lanes - 1 {
+				slot := pr[j]*16 + bits.TrailingZeros16(lanes)
+				r.offer(int(h.vmap[slot]), row[slot])
+			}
+		}
+		return r
+	}
+	for _, k := range pr {
+		if c := h.blockBest(k, row[k*16:(k+1)*16]); c.id >= 0 {
+			r.offer(c.id, c.logit)
+		}
+	}
+	return r
 }
 
 // blockBest returns the best token of cluster k given its slots' logits

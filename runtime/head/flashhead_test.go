@@ -417,3 +417,44 @@ func BenchmarkTopClusters(b *testing.B) {
 		dst = topClustersInto(dst, sets[i%len(sets)], P)
 	}
 }
+
+// probedBest16 picks what blockBest and offer pick block by block, on rows
+// with ties (between blocks and within one), signed zeros, infinities and
+// NaNs, over heads with padding slots.
+func TestProbedBest16MatchesBlockScan(t *testing.T) {
+	h, _ := testHead(t, 500, 8, 16, nil, 8, Stage1BF16) // 32 blocks, 12 padding slots
+	if h.valid16 == nil {
+		t.Fatal("a head of 16-slot blocks has no valid16 masks")
+	}
+	rng := rand.New(rand.NewPCG(31, 32))
+	// Slots in no order within their block (testHead sorts them; a file
+	// need not), so a block's first tied slot is not its smallest id.
+	for k := range h.K {
+		block := h.vmap[k*16 : (k+1)*16]
+		rng.Shuffle(16, func(i, j int) { block[i], block[j] = block[j], block[i] })
+	}
+	h.setValid16()
+	vals := []float32{0, float32(math.Copysign(0, -1)), 2.5, float32(math.Inf(-1)), float32(math.Inf(1)), float32(math.NaN())}
+	row := make([]float32, h.K*16)
+	hits := make([]uint16, h.K)
+	for trial := range 2000 {
+		for i := range row {
+			if rng.IntN(3) == 0 {
+				row[i] = vals[rng.IntN(len(vals)-1+trial%2)] // NaNs in every other trial
+			} else {
+				row[i] = float32(rng.IntN(9) - 4) // few values: ties
+			}
+		}
+		pr := rng.Perm(h.K)[:1+rng.IntN(h.K)]
+		want := best{id: -1}
+		for _, k := range pr {
+			if c := h.blockBest(k, row[k*16:(k+1)*16]); c.id >= 0 {
+				want.offer(c.id, c.logit)
+			}
+		}
+		got := h.probedBest16(row, pr, hits[:len(pr)])
+		if got.id != want.id || math.Float32bits(got.logit) != math.Float32bits(want.logit) && got.logit == got.logit {
+			t.Fatalf("trial %d: %+v, want %+v", trial, got, want)
+		}
+	}
+}

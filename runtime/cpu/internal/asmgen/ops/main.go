@@ -156,7 +156,90 @@ func main() {
 	}
 	spinPause()
 	prefetchLines()
+	bestBlocks16(&c)
 	Generate()
+}
+
+// bestBlocks16 generates opsBestBlocks16AVX512(logits, blocks, n, valid,
+// hits) float32: the FlashHead's pick among its probed blocks of 16 logits
+// (cpu.BestBlocks16). Block k is the vector at logits + 64k, its lanes
+// masked by valid[k]. A first pass takes the maximum of every block's
+// valid lanes (masked VMAXPS) and ORs in the valid lanes that are NaN; a
+// second writes, per block, the mask of its valid lanes equal to that
+// maximum. The result is the maximum, or NaN when a valid lane is NaN.
+func bestBlocks16(c *consts) {
+	name := "opsBestBlocks16AVX512"
+	TEXT(name, NOSPLIT, "func(logits *float32, blocks *int, n int, valid *uint16, hits *uint16) float32")
+	Pragma("noescape")
+	Doc(name+" sets hits[i] to the lanes of block blocks[i] (the 16 floats at logits + 64·blocks[i],",
+		"lanes valid[blocks[i]]) that equal the largest valid lane of all n blocks, and returns it",
+		"(-Inf when no lane is valid, NaN when a valid lane is NaN; hits are then unspecified).")
+	lg := Load(Param("logits"), GP64())
+	bl := Load(Param("blocks"), GP64())
+	n := Load(Param("n"), GP64())
+	va := Load(Param("valid"), GP64())
+	hi := Load(Param("hits"), GP64())
+	acc := ZMM()
+	VBROADCASTSS(c.negInf, acc)
+	nan := K()
+	KXORW(nan, nan, nan)
+	block := func(i Register) (Mem, Register) {
+		k := GP64()
+		MOVQ(Mem{Base: bl, Index: i, Scale: 8}, k)
+		m := GP32()
+		MOVWLZX(Mem{Base: va, Index: k, Scale: 2}, m)
+		km := K()
+		KMOVW(m, km)
+		SHLQ(U8(6), k)
+		return Mem{Base: lg, Index: k, Scale: 1}, km
+	}
+	i := GP64()
+	XORQ(i, i)
+	Label(name + "_max")
+	CMPQ(i, n)
+	JAE(LabelRef(name + "_fold"))
+	{
+		at, km := block(i)
+		v, u := ZMM(), K()
+		VMOVUPS_Z(at, km, v)
+		VMAXPS(v, acc, km, acc)
+		VCMPPS(U8(3), v, v, km, u) // unordered: NaN
+		KORW(u, nan, nan)
+	}
+	INCQ(i)
+	JMP(LabelRef(name + "_max"))
+
+	Label(name + "_fold")
+	x := reduce(avx512, acc, vmaxps)
+	mx := broadcast(avx512, x)
+
+	XORQ(i, i)
+	Label(name + "_hits")
+	CMPQ(i, n)
+	JAE(LabelRef(name + "_done"))
+	{
+		at, km := block(i)
+		e := K()
+		VCMPPS(U8(0), at, mx, km, e) // equal (ordered)
+		r := GP32()
+		KMOVW(e, r)
+		MOVW(r.As16(), Mem{Base: hi, Index: i, Scale: 2})
+	}
+	INCQ(i)
+	JMP(LabelRef(name + "_hits"))
+
+	Label(name + "_done")
+	KORTESTW(nan, nan)
+	JZ(LabelRef(name + "_ret"))
+	VCMPPS(U8(0x0F), x, x, x) // a valid lane is NaN: all ones (TRUE_UQ), a NaN
+	Label(name + "_ret")
+	ret, err := ReturnIndex(0).Resolve()
+	if err != nil {
+		panic(err)
+	}
+	VMOVSS(x, ret.Addr)
+	VZEROUPPER()
+	RET()
 }
 
 // prefetchLines generates the hint that asks for n cache lines from p into
