@@ -409,3 +409,45 @@ func bestBlocks16Generic(logits []float32, blocks []int, valid, hits []uint16) f
 	}
 	return best
 }
+
+// ScoreStride is the length of an attention score row holding n scores:
+// whole vectors of 16 lanes, so that the softmax of a block of rows has no
+// partial last vector per row (its masked store and the reload of the same
+// bytes by the next pass cost as much as the rest of a short row: 4 rows
+// of 54 scores took 170 ns, of 48 or 64 91 and 117). The padding holds
+// -Inf, which weighs nothing.
+func ScoreStride(n int) int { return (n + 15) &^ 15 }
+
+// AttendRow is one query row's attention over n positions whose keys and
+// values are rows stride floats apart in k and v (from the first
+// position), the work a decode step does head by head: for each of the
+// len(q)/hd heads h, reading key-value head h/group, the scores
+// scale·q_h·k_i (ScaledDots) padded with -Inf to ScoreStride(n), their
+// softmax (SoftmaxRows, all heads in one call), and out_h = Σ_i w_i·v_i
+// (WeightedSum); the same kernels in the same order, with their checks
+// made once per row. scores is scratch of at least heads·ScoreStride(n).
+func AttendRow(out, q, k, v, scores []float32, stride, hd, group, n int, scale float32) {
+	if hd < 1 || group < 1 || n < 1 || len(q)%hd != 0 {
+		panic(fmt.Sprintf("cpu: AttendRow: head size %d, group %d, %d positions, %d query floats", hd, group, n, len(q)))
+	}
+	heads, ns := len(q)/hd, ScoreStride(n)
+	need := (n-1)*stride + ((heads-1)/group+1)*hd // the last row's last key-value head
+	if len(out) < heads*hd || len(k) < need || len(v) < need || len(scores) < heads*ns {
+		panic(fmt.Sprintf("cpu: AttendRow: %d heads of %d over %d positions need %d out, %d key and value, %d score floats; have %d, %d, %d, %d",
+			heads, hd, n, heads*hd, need, heads*ns, len(out), len(k), len(v), len(scores)))
+	}
+	for h := range heads {
+		g := h / group
+		scaledDotsISA(isa, scores[h*ns:h*ns+n], k[g*hd:], stride, q[h*hd:(h+1)*hd], scale)
+		for j := h*ns + n; j < (h+1)*ns; j++ {
+			scores[j] = float32(math.Inf(-1))
+		}
+	}
+	softmaxISA(isa, scores[:heads*ns], ns)
+	for h := range heads {
+		g := h / group
+		oh := out[h*hd : (h+1)*hd]
+		clear(oh)
+		weightedSumISA(isa, oh, scores[h*ns:h*ns+n], v[g*hd:], stride)
+	}
+}

@@ -721,3 +721,53 @@ func TestBestBlocks16(t *testing.T) {
 	}()
 	BestBlocks16(make([]float32, 32), []int{2}, make([]uint16, 3), make([]uint16, 1))
 }
+
+// AttendRow equals, bit for bit, the calls it stands for made head by head
+// (ScaledDots, SoftmaxRows over the padded rows, WeightedSum), for head
+// sizes that are and are not whole vectors, grouped heads and position
+// counts around the vector width; and it refuses key rows that end early.
+func TestAttendRowMatchesCalls(t *testing.T) {
+	rng := rand.New(rand.NewPCG(41, 42))
+	vec := func(n int) []float32 {
+		v := make([]float32, n)
+		for i := range v {
+			v[i] = float32(rng.NormFloat64())
+		}
+		return v
+	}
+	for _, c := range []struct{ heads, kvHeads, hd int }{{4, 2, 16}, {4, 1, 256}, {8, 8, 64}, {3, 1, 24}, {2, 2, 5}} {
+		for _, n := range []int{1, 7, 8, 16, 17, 42, 80} {
+			kvd := c.kvHeads * c.hd
+			stride := kvd + 16*rng.IntN(2)
+			group := c.heads / c.kvHeads
+			q, k, v := vec(c.heads*c.hd), vec((n-1)*stride+kvd), vec((n-1)*stride+kvd)
+			ns := ScoreStride(n)
+			scores, got := vec(c.heads*ns), vec(c.heads*c.hd)
+			AttendRow(got, q, k, v, scores, stride, c.hd, group, n, 0.125)
+
+			want, ws := make([]float32, c.heads*c.hd), make([]float32, c.heads*ns)
+			for h := range c.heads {
+				g := h / group
+				ScaledDots(ws[h*ns:h*ns+n], k[g*c.hd:], stride, q[h*c.hd:(h+1)*c.hd], 0.125)
+				for j := n; j < ns; j++ {
+					ws[h*ns+j] = float32(math.Inf(-1))
+				}
+			}
+			SoftmaxRows(ws, ns)
+			for h := range c.heads {
+				WeightedSum(want[h*c.hd:(h+1)*c.hd], ws[h*ns:h*ns+n], v[(h/group)*c.hd:], stride)
+			}
+			for i := range want {
+				if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+					t.Fatalf("%+v n=%d: out[%d] = %g, want %g", c, n, i, got[i], want[i])
+				}
+			}
+		}
+	}
+	defer func() {
+		if recover() == nil {
+			t.Error("AttendRow read past its key rows without panicking")
+		}
+	}()
+	AttendRow(make([]float32, 32), make([]float32, 32), make([]float32, 40), make([]float32, 48), make([]float32, 64), 16, 16, 1, 3, 1)
+}

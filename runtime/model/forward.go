@@ -679,7 +679,7 @@ func (r *Runner) attention(out, q, k, v []float32, segs []segment, layer, T int,
 		b.scores = append(b.scores, nil)
 	}
 	for i := range parts {
-		if need := heads * scoreStride(longest); len(b.scores[i]) < need {
+		if need := heads * cpu.ScoreStride(longest); len(b.scores[i]) < need {
 			b.scores[i] = make([]float32, max(need, 2*len(b.scores[i])))
 		}
 	}
@@ -696,13 +696,6 @@ func (r *Runner) attention(out, q, k, v []float32, segs []segment, layer, T int,
 	r.Pool.For(parts, 1, r.attnFn)
 	r.attn = attnJob{}
 }
-
-// scoreStride is the length of a score row holding n scores: whole vectors
-// of 16 lanes, so that the softmax of a block of rows has no partial last
-// vector per row (its masked store and the reload of the same bytes by the
-// next pass cost as much as the rest of a short row: 4 rows of 54 scores
-// took 170 ns, of 48 or 64 91 and 117).
-func scoreStride(n int) int { return (n + 15) &^ 15 }
 
 // attendPart runs the attention jobs (row, block of a.heads heads) of
 // worker part.
@@ -743,9 +736,17 @@ func (r *Runner) attendPart(part int) {
 		s, qpos, first, split := bounds(t)
 		n := qpos - first + 1
 		cache := s.st.layers[a.layer]
+		// A decode row's whole row of heads, its positions in one run of
+		// an f32 cache: one call (the same kernels, checked once).
+		if len(s.tokens) == 1 && h0 == 0 && a.heads == c.NumHeads && softcap == 0 {
+			if k, v, ok := cache.run(first, n); ok {
+				cpu.AttendRow(a.out[t*qd:(t+1)*qd], a.q[t*qd:(t+1)*qd], k, v, scores, kvd, hd, group, n, scale)
+				continue
+			}
+		}
 		// This chunk's keys and values: rows kvd apart from split's.
 		own := (s.row + split - s.pos0) * kvd
-		ns := scoreStride(n)
+		ns := cpu.ScoreStride(n)
 		for i := range a.heads {
 			hh := h0 + i
 			g := hh / group

@@ -114,6 +114,16 @@ func (c *layerCache) scores(s, q []float32, from, off int, scale float32) {
 	}
 }
 
+// run returns the cached keys and values from position from on, when the
+// n positions from there sit in consecutive slots of an f32 cache.
+func (c *layerCache) run(from, n int) (k, v []float32, ok bool) {
+	slot := c.slot(from)
+	if c.dt != dtype.F32 || (c.ring > 0 && slot+n > c.ring) || (slot+n)*c.kvDim > len(c.k) {
+		return nil, nil, false
+	}
+	return c.k[slot*c.kvDim:], c.v[slot*c.kvDim:], true
+}
+
 // prefetch asks for the cached key and value rows of positions [from, to)
 // (an f32 cache's; the others are read position by position anyway).
 func (c *layerCache) prefetch(from, to int) {
