@@ -614,6 +614,19 @@ func BenchmarkOps(b *testing.B) {
 			scaledDotsISA(level, sc, keys, 32, q, 0.25)
 		}
 	})
+	// The embedded default's FlashHead pick: 16 probed blocks of its 32,
+	// one padding slot in each (bytes: the probed logits).
+	logits, valid, hits := vec(32*16), make([]uint16, 32), make([]uint16, 16)
+	for k := range valid {
+		valid[k] = 0x7FFF
+	}
+	blocks := rng.Perm(32)[:16]
+	benchLevels(b, "BestBlocks16x16", func(b *testing.B, level ISA) {
+		b.SetBytes(16 * 16 * 4)
+		for range b.N {
+			bestBlocks16ISA(level, logits, blocks, valid, hits)
+		}
+	})
 	// A sliding-window layer's 8 positions, and a count that leaves a
 	// remainder after the passes of 16.
 	for _, n := range []int{8, 42} {
