@@ -655,7 +655,7 @@ func BenchmarkOps(b *testing.B) {
 }
 
 // Prefetch is a hint: over any slice (empty, one word, unaligned, spanning
-// many lines) it changes no value and reads nothing past the slice's lines.
+// many lines) it changes no value and does not fault.
 func TestPrefetch(t *testing.T) {
 	x := make([]float32, 1000)
 	for i := range x {
