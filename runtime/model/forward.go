@@ -724,11 +724,20 @@ func (r *Runner) attendPart(part int) {
 		}
 		return s, qpos, first, split
 	}
+	// The cached rows were evicted by the weights streamed since the last
+	// step (and a server's HTTP work): each part asks for its first row's
+	// at once, so that their misses overlap instead of waiting on the
+	// hardware prefetcher as the kernels read them in order. A gemma-3-1b
+	// decode step, whose two parts share one row's heads and so read the
+	// same cache, spent 13-15 µs per layer in attention around 60
+	// positions in the fast memory mode, 10 µs with this.
+	if part < a.T*blocks {
+		s, _, first, split := bounds(part / blocks)
+		s.st.layers[a.layer].prefetch(first, split)
+	}
 	for job := part; job < a.T*blocks; job += a.parts {
 		t, h0 := job/blocks, job%blocks*a.heads
-		// A server's step finds the cached rows evicted (its HTTP work
-		// runs between steps): the next row's are asked for now, and
-		// arrive while this one is scored.
+		// The next row's arrive while this one is scored.
 		if next := job + a.parts; next < a.T*blocks && next/blocks != t {
 			ns, _, nfirst, nsplit := bounds(next / blocks)
 			ns.st.layers[a.layer].prefetch(nfirst, nsplit)
