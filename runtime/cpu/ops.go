@@ -352,8 +352,9 @@ func axpyGeneric(y []float32, a float32, x []float32) {
 
 // Prefetch asks for the cache lines holding x to be loaded into L1 without
 // waiting for them (a hint: it changes no values, and does nothing where
-// the CPU has no prefetch instruction). Attention issues it for the next
-// job's cached keys and values, which a server's steps find evicted.
+// the CPU has no prefetch instruction). Attention issues it for the cached
+// keys and values it is about to read (a part's first row's, then each
+// next row's), which the weights streamed since the last step evicted.
 func Prefetch(x []float32) {
 	if len(x) == 0 {
 		return

@@ -244,8 +244,7 @@ func bestBlocks16(c *consts) {
 
 // prefetchLines generates the hint that asks for n cache lines from p into
 // L1 (PREFETCHT0, one per 64 bytes) without waiting for them: attention
-// asks for the next job's cached keys and values while it scores the
-// current one's.
+// asks for the cached keys and values it is about to read (cpu.Prefetch).
 func prefetchLines() {
 	TEXT("prefetchLines", NOSPLIT, "func(p *float32, n int)")
 	Pragma("noescape")
